@@ -1,0 +1,46 @@
+# ami-sweeper developer entry points. `make demo` and `make test` are the two that matter.
+
+# One target directory shared by every checkout on this machine, so CI reuses the build.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ami-sweeper/target
+CARGO ?= cargo
+PYTHON ?= python3
+NOW ?= 2026-11-26T00:00:00Z
+
+.PHONY: demo test lint fmt bench-plan clean
+
+## The main job on its local default: plan the sample estate with the sample policy.
+demo:
+	$(CARGO) run --quiet -- plan --policy samples/policy.json --images samples/images.json \
+	    --instances samples/instances.json --launch-templates samples/launch-templates.json \
+	    --launch-configurations samples/launch-configurations.json --now $(NOW) --format table
+
+## The whole test suite: formatting, lints, unit, property and integration tests.
+test: lint
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## Planner benchmark: 100,000 images, grouped policy; prints wall time and peak memory.
+BENCH_IMAGES ?= 100000
+bench-plan:
+	$(CARGO) build --release --locked --bin ami-sweeper --example gen_estate
+	mkdir -p bench-out
+	$(CARGO_TARGET_DIR)/release/examples/gen_estate $(BENCH_IMAGES) bench-out/plan
+	@echo "== plan over $(BENCH_IMAGES) images (release build, $$(nproc) cores)"
+	@$(PYTHON) scripts/measure.py "baseline: python json.load of images.json" 5 -- \
+	    $(PYTHON) -c 'import json,sys; json.load(open(sys.argv[1]))' bench-out/plan/images.json
+	@$(PYTHON) scripts/measure.py "ami-sweeper plan --format json" 5 -- \
+	    $(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-grouped.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format json
+	@$(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-grouped.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format table | tail -4
+
+clean:
+	rm -rf bench-out

@@ -1,0 +1,571 @@
+//! Reads the JSON the AWS CLI prints (`describe-images`, `describe-instances`,
+//! `describe-launch-template-versions`, `describe-launch-configurations`) into our model.
+//!
+//! Fields AWS adds later are ignored; fields the safety rules need are checked, and a
+//! bad value is an error naming the file, the image and the field: a plan built on a
+//! misread input is not a plan to act on.
+
+use serde::Deserialize;
+
+use crate::model::{
+    Image, ImageState, Inventory, Protection, RootDevice, SnapshotRef, Tags, Usage, UsageKind,
+    UsageRef,
+};
+use crate::time::parse_instant;
+
+/// An input document that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct InputError {
+    /// Which input (usually the file name).
+    pub source_name: String,
+    /// What is wrong, naming the element and field.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeImages {
+    /// Converted element by element as they are read, so the raw shapes of all images
+    /// never coexist with the model (half the peak memory at 100,000 images).
+    #[serde(deserialize_with = "images_as_model")]
+    images: Result<Vec<Image>, String>,
+}
+
+fn images_as_model<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Result<Vec<Image>, String>, D::Error> {
+    struct Seq;
+    impl<'de> serde::de::Visitor<'de> for Seq {
+        type Value = Result<Vec<Image>, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of images")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            // JSON gives no length; start big enough that a large estate grows a few times only.
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1024));
+            while let Some(c) = seq.next_element::<CliImage>()? {
+                match c.into_raw().into_image() {
+                    Ok(img) => out.push(img),
+                    Err(m) => {
+                        let i = out.len();
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        return Ok(Err(format!("Images[{i}]: {m}")));
+                    }
+                }
+            }
+            Ok(Ok(out))
+        }
+    }
+    d.deserialize_seq(Seq)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliImage {
+    image_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    creation_date: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    tags: Vec<CliTag>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    deregistration_protection: Option<String>,
+    #[serde(default)]
+    last_launched_time: Option<String>,
+    #[serde(default)]
+    root_device_type: Option<String>,
+    #[serde(default)]
+    image_location: Option<String>,
+    #[serde(default)]
+    block_device_mappings: Vec<CliMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliTag {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliMapping {
+    #[serde(default)]
+    ebs: Option<CliEbs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliEbs {
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    volume_size: Option<u64>,
+}
+
+/// Builds an [`Image`] from the raw fields EC2 reports, whatever client fetched them.
+/// Shared by the AWS CLI reader and the live inventory so both apply the same checks.
+#[derive(Debug, Default)]
+pub struct RawImage {
+    /// `ImageId`.
+    pub image_id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `CreationDate`.
+    pub creation_date: Option<String>,
+    /// `State`.
+    pub state: Option<String>,
+    /// `Tags`.
+    pub tags: Vec<(String, String)>,
+    /// `Public`.
+    pub public: bool,
+    /// `DeregistrationProtection`.
+    pub deregistration_protection: Option<String>,
+    /// `LastLaunchedTime`.
+    pub last_launched_time: Option<String>,
+    /// `RootDeviceType`.
+    pub root_device_type: Option<String>,
+    /// `ImageLocation`.
+    pub image_location: Option<String>,
+    /// `BlockDeviceMappings[].Ebs.(SnapshotId, VolumeSize)`.
+    pub snapshots: Vec<(String, Option<u64>)>,
+}
+
+impl RawImage {
+    /// Validates and converts; the error names the field.
+    pub fn into_image(self) -> Result<Image, String> {
+        let id = self.image_id;
+        if !id.starts_with("ami-") {
+            return Err(format!("ImageId {id:?} is not an AMI id"));
+        }
+        let created = self
+            .creation_date
+            .ok_or_else(|| format!("{id}: CreationDate is missing"))?;
+        let creation_date = parse_instant(&created)
+            .ok_or_else(|| format!("{id}: CreationDate {created:?} is not an ISO 8601 instant"))?;
+        let state = self
+            .state
+            .ok_or_else(|| format!("{id}: State is missing"))?;
+        let last_launched = match self.last_launched_time {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(parse_instant(&s).ok_or_else(|| {
+                format!("{id}: LastLaunchedTime {s:?} is not an ISO 8601 instant")
+            })?),
+        };
+        let tags: Tags = self.tags.into_iter().collect();
+        let mut snapshots: Vec<SnapshotRef> = Vec::new();
+        for (snap, size) in self.snapshots {
+            if !snapshots.iter().any(|s| s.id == snap) {
+                snapshots.push(SnapshotRef {
+                    id: snap,
+                    size_gib: size,
+                });
+            }
+        }
+        Ok(Image {
+            name: self.name.unwrap_or_default(),
+            creation_date,
+            state: ImageState::parse(&state),
+            tags,
+            public: self.public,
+            shared_with: Vec::new(),
+            protection: Protection::parse(self.deregistration_protection.as_deref()),
+            last_launched,
+            root_device: RootDevice::parse(self.root_device_type.as_deref().unwrap_or("ebs")),
+            image_location: self.image_location.filter(|l| !l.is_empty()),
+            snapshots,
+            id,
+        })
+    }
+}
+
+fn parse_doc<T: serde::de::DeserializeOwned>(source: &str, text: &str) -> Result<T, InputError> {
+    // Fast path without path tracking; on error, parse again to say where.
+    if let Ok(doc) = serde_json::from_str(text) {
+        return Ok(doc);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        InputError {
+            source_name: source.to_string(),
+            message: format!("{path}: {}", e.into_inner()),
+        }
+    })
+}
+
+fn err(source: &str, message: String) -> InputError {
+    InputError {
+        source_name: source.to_string(),
+        message,
+    }
+}
+
+/// Parses `aws ec2 describe-images` output (`{"Images": [...]}`).
+pub fn parse_images(source: &str, text: &str) -> Result<Vec<Image>, InputError> {
+    let doc: DescribeImages = parse_doc(source, text)?;
+    let mut images = doc.images.map_err(|m| err(source, m))?;
+    images.shrink_to_fit();
+    Ok(images)
+}
+
+impl CliImage {
+    fn into_raw(self) -> RawImage {
+        RawImage {
+            image_id: self.image_id,
+            name: self.name,
+            creation_date: self.creation_date,
+            state: self.state,
+            tags: self.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            public: self.public,
+            deregistration_protection: self.deregistration_protection,
+            last_launched_time: self.last_launched_time,
+            root_device_type: self.root_device_type,
+            image_location: self.image_location,
+            snapshots: self
+                .block_device_mappings
+                .into_iter()
+                .filter_map(|m| m.ebs)
+                .filter_map(|e| e.snapshot_id.map(|s| (s, e.volume_size)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeInstances {
+    #[serde(default)]
+    reservations: Vec<Reservation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Reservation {
+    #[serde(default)]
+    instances: Vec<CliInstance>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliInstance {
+    instance_id: String,
+    #[serde(default)]
+    image_id: Option<String>,
+    state: CliInstanceState,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliInstanceState {
+    name: String,
+}
+
+/// Parses `aws ec2 describe-instances` output: every instance not `terminated` uses its image.
+pub fn parse_instances(source: &str, text: &str) -> Result<Usage, InputError> {
+    let doc: DescribeInstances = parse_doc(source, text)?;
+    let mut usage = Usage::new();
+    for inst in doc.reservations.into_iter().flat_map(|r| r.instances) {
+        if let Some(image) = inst.image_id {
+            if let Some(user) = instance_user(&inst.instance_id, &inst.state.name) {
+                usage.add(image, user);
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// The usage record of an instance, or `None` when it is terminated and uses nothing.
+pub fn instance_user(instance_id: &str, state: &str) -> Option<UsageRef> {
+    (state != "terminated").then(|| UsageRef {
+        kind: UsageKind::Instance,
+        id: format!("{instance_id} ({state})"),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeLaunchTemplateVersions {
+    #[serde(default)]
+    launch_template_versions: Vec<CliLtVersion>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliLtVersion {
+    #[serde(default)]
+    launch_template_id: Option<String>,
+    #[serde(default)]
+    launch_template_name: Option<String>,
+    #[serde(default)]
+    version_number: Option<i64>,
+    #[serde(default)]
+    launch_template_data: Option<CliLtData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliLtData {
+    #[serde(default)]
+    image_id: Option<String>,
+}
+
+/// How a launch template version names its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateImage {
+    /// A literal `ami-...` id.
+    Id(String),
+    /// `resolve:ssm:<parameter>`: the id lives in an SSM parameter.
+    Ssm(String),
+}
+
+impl TemplateImage {
+    /// Classifies a launch template's `ImageId` value.
+    pub fn parse(value: &str) -> Self {
+        match value.strip_prefix("resolve:ssm:") {
+            Some(p) => Self::Ssm(p.to_string()),
+            None => Self::Id(value.to_string()),
+        }
+    }
+}
+
+/// A launch template version's label for reports: `lt-0abc (web) v3`.
+pub fn template_user(id: &str, name: Option<&str>, version: Option<i64>) -> UsageRef {
+    let mut label = id.to_string();
+    if let Some(n) = name {
+        label.push_str(&format!(" ({n})"));
+    }
+    if let Some(v) = version {
+        label.push_str(&format!(" v{v}"));
+    }
+    UsageRef {
+        kind: UsageKind::LaunchTemplateVersion,
+        id: label,
+    }
+}
+
+/// Parses `aws ec2 describe-launch-template-versions` output. Every version counts.
+/// `resolve:ssm:` ids cannot be resolved offline; each becomes a warning in the plan.
+pub fn parse_launch_template_versions(
+    source: &str,
+    text: &str,
+) -> Result<(Usage, Vec<String>), InputError> {
+    let doc: DescribeLaunchTemplateVersions = parse_doc(source, text)?;
+    let mut usage = Usage::new();
+    let mut warnings = Vec::new();
+    for v in doc.launch_template_versions {
+        let Some(image) = v.launch_template_data.and_then(|d| d.image_id) else {
+            continue;
+        };
+        let user = template_user(
+            v.launch_template_id.as_deref().unwrap_or("launch-template"),
+            v.launch_template_name.as_deref(),
+            v.version_number,
+        );
+        match TemplateImage::parse(&image) {
+            TemplateImage::Id(id) => usage.add(id, user),
+            TemplateImage::Ssm(param) => warnings.push(format!(
+                "{} uses resolve:ssm:{param}, which an offline plan cannot resolve; \
+                 the image it names is not protected by this plan (a live sweep resolves it)",
+                user.id
+            )),
+        }
+    }
+    Ok((usage, warnings))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeLaunchConfigurations {
+    #[serde(default)]
+    launch_configurations: Vec<CliLaunchConfiguration>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliLaunchConfiguration {
+    launch_configuration_name: String,
+    #[serde(default)]
+    image_id: Option<String>,
+}
+
+/// Parses `aws autoscaling describe-launch-configurations` output.
+pub fn parse_launch_configurations(source: &str, text: &str) -> Result<Usage, InputError> {
+    let doc: DescribeLaunchConfigurations = parse_doc(source, text)?;
+    let mut usage = Usage::new();
+    for lc in doc.launch_configurations {
+        if let Some(image) = lc.image_id {
+            usage.add(
+                image,
+                launch_configuration_user(&lc.launch_configuration_name),
+            );
+        }
+    }
+    Ok(usage)
+}
+
+/// A launch configuration's usage record.
+pub fn launch_configuration_user(name: &str) -> UsageRef {
+    UsageRef {
+        kind: UsageKind::LaunchConfiguration,
+        id: name.to_string(),
+    }
+}
+
+/// Paths of the AWS CLI documents that make up an offline inventory.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryFiles {
+    /// `describe-images` output (required).
+    pub images: std::path::PathBuf,
+    /// `describe-instances` output.
+    pub instances: Option<std::path::PathBuf>,
+    /// `describe-launch-template-versions` output.
+    pub launch_templates: Option<std::path::PathBuf>,
+    /// `describe-launch-configurations` output.
+    pub launch_configurations: Option<std::path::PathBuf>,
+}
+
+fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
+    let name = path.display().to_string();
+    std::fs::read_to_string(path)
+        .map(|text| (name.clone(), text))
+        .map_err(|e| err(&name, format!("cannot read: {e}")))
+}
+
+/// Reads and combines the files into one inventory. Each file's text is dropped as soon
+/// as it is parsed, so peak memory is one document plus the model.
+pub fn load_inventory(files: &InventoryFiles) -> Result<Inventory, InputError> {
+    let images_name = files.images.display().to_string();
+    let images = {
+        let (name, text) = read(&files.images)?;
+        parse_images(&name, &text)?
+    };
+    let mut usage = Usage::new();
+    let mut warnings = Vec::new();
+    if let Some(p) = &files.instances {
+        let (name, text) = read(p)?;
+        usage.extend(parse_instances(&name, &text)?);
+    }
+    if let Some(p) = &files.launch_templates {
+        let (name, text) = read(p)?;
+        let (u, w) = parse_launch_template_versions(&name, &text)?;
+        usage.extend(u);
+        warnings.extend(w);
+    }
+    if let Some(p) = &files.launch_configurations {
+        let (name, text) = read(p)?;
+        usage.extend(parse_launch_configurations(&name, &text)?);
+    }
+    let mut inventory =
+        Inventory::new(images, usage).map_err(|e| err(&images_name, e.to_string()))?;
+    inventory.warnings = warnings;
+    Ok(inventory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_fields_the_rules_need() {
+        let text = r#"{"Images": [{
+            "ImageId": "ami-1", "Name": "web-1", "CreationDate": "2026-01-01T00:00:00.000Z",
+            "State": "available", "Public": true, "RootDeviceType": "ebs",
+            "DeregistrationProtection": "disabled after 2026-12-01T00:00:00Z",
+            "LastLaunchedTime": "2026-11-01T00:00:00Z",
+            "Tags": [{"Key": "app", "Value": "web"}],
+            "BlockDeviceMappings": [
+                {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-1", "VolumeSize": 8}},
+                {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"},
+                {"DeviceName": "/dev/sdc", "Ebs": {"SnapshotId": "snap-1", "VolumeSize": 8}}
+            ],
+            "SomeFutureField": {"x": 1}
+        }]}"#;
+        let images = parse_images("images.json", text).unwrap();
+        let img = &images[0];
+        assert_eq!(img.tags.get("app"), Some("web"));
+        assert!(img.public);
+        assert!(matches!(img.protection, Protection::DisabledAfter(_)));
+        assert_eq!(img.snapshots.len(), 1, "repeated snapshot ids collapse");
+        assert_eq!(img.snapshots[0].size_gib, Some(8));
+        assert!(img.last_launched.is_some());
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (
+                r#"{"Images": [{"ImageId": "ami-1", "State": "available"}]}"#,
+                "images.json: Images[0]: ami-1: CreationDate is missing",
+            ),
+            (
+                r#"{"Images": [{"ImageId": "ami-1", "State": "available", "CreationDate": "soon"}]}"#,
+                "images.json: Images[0]: ami-1: CreationDate \"soon\" is not an ISO 8601 instant",
+            ),
+            (
+                r#"{"Images": [{"Name": "x"}]}"#,
+                "images.json: Images[0]: missing field `ImageId` at line 1 column 25",
+            ),
+            (
+                r#"{"images": []}"#,
+                "images.json: .: missing field `Images` at line 1 column 14",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_images("images.json", text).unwrap_err().to_string(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn terminated_instances_use_nothing() {
+        let text = r#"{"Reservations": [{"Instances": [
+            {"InstanceId": "i-1", "ImageId": "ami-1", "State": {"Code": 80, "Name": "stopped"}},
+            {"InstanceId": "i-2", "ImageId": "ami-2", "State": {"Code": 48, "Name": "terminated"}},
+            {"InstanceId": "i-3", "ImageId": "ami-3", "State": {"Code": 32, "Name": "shutting-down"}}
+        ]}]}"#;
+        let usage = parse_instances("instances.json", text).unwrap();
+        assert!(usage.is_used("ami-1"));
+        assert!(!usage.is_used("ami-2"));
+        assert!(usage.is_used("ami-3"));
+        assert_eq!(usage.users("ami-1")[0].id, "i-1 (stopped)");
+    }
+
+    #[test]
+    fn every_launch_template_version_counts_and_ssm_ids_warn() {
+        let text = r#"{"LaunchTemplateVersions": [
+            {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "VersionNumber": 1,
+             "DefaultVersion": false, "LaunchTemplateData": {"ImageId": "ami-old"}},
+            {"LaunchTemplateId": "lt-1", "LaunchTemplateName": "web", "VersionNumber": 2,
+             "DefaultVersion": true, "LaunchTemplateData": {"ImageId": "resolve:ssm:/golden/web"}},
+            {"LaunchTemplateId": "lt-2", "VersionNumber": 1, "LaunchTemplateData": {}}
+        ]}"#;
+        let (usage, warnings) = parse_launch_template_versions("lt.json", text).unwrap();
+        assert_eq!(usage.users("ami-old")[0].id, "lt-1 (web) v1");
+        assert_eq!(usage.image_count(), 1);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("resolve:ssm:/golden/web"));
+    }
+
+    #[test]
+    fn launch_configurations_use_their_image() {
+        let text = r#"{"LaunchConfigurations": [{"LaunchConfigurationName": "web-lc", "ImageId": "ami-9"}]}"#;
+        let usage = parse_launch_configurations("lc.json", text).unwrap();
+        assert_eq!(usage.users("ami-9")[0].kind, UsageKind::LaunchConfiguration);
+    }
+}

@@ -1,0 +1,389 @@
+//! Our own model of an account's images and of what uses them.
+//!
+//! The planner reasons only about these types, never about SDK or AWS CLI shapes:
+//! adapters (the AWS CLI JSON reader, the live EC2 inventory) map into them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+/// A UTC instant; every time in the model is one.
+pub type Timestamp = DateTime<Utc>;
+
+/// Lifecycle state of an AMI as EC2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageState {
+    Pending,
+    Available,
+    Invalid,
+    Deregistered,
+    Transient,
+    Failed,
+    Error,
+    Disabled,
+    /// A state this version does not know; treated as unsettled (never deregistered).
+    Other(String),
+}
+
+impl ImageState {
+    /// Maps EC2's state string; unknown strings are kept verbatim as [`ImageState::Other`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "available" => Self::Available,
+            "invalid" => Self::Invalid,
+            "deregistered" => Self::Deregistered,
+            "transient" => Self::Transient,
+            "failed" => Self::Failed,
+            "error" => Self::Error,
+            "disabled" => Self::Disabled,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// EC2's spelling of the state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Pending => "pending",
+            Self::Available => "available",
+            Self::Invalid => "invalid",
+            Self::Deregistered => "deregistered",
+            Self::Transient => "transient",
+            Self::Failed => "failed",
+            Self::Error => "error",
+            Self::Disabled => "disabled",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Settled states are the only ones a sweep may deregister; the others are in flux.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            Self::Available | Self::Disabled | Self::Failed | Self::Error
+        )
+    }
+}
+
+impl fmt::Display for ImageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ImageState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Where the image's root volume lives, which decides what cleanup means for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootDevice {
+    /// EBS-backed: the image holds EBS snapshots.
+    Ebs,
+    /// Instance-store-backed: the image's bundle lives in S3 at `ImageLocation`.
+    InstanceStore,
+    /// Anything else EC2 (or an emulator) reports, e.g. `standard`.
+    Other(String),
+}
+
+impl RootDevice {
+    /// Maps EC2's `RootDeviceType` string.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "ebs" => Self::Ebs,
+            "instance-store" => Self::InstanceStore,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// EC2 deregistration protection, as the `DeregistrationProtection` field reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    /// Absent or `disabled`.
+    Disabled,
+    /// `enabled`.
+    Enabled,
+    /// `enabled-with-cooldown`.
+    EnabledWithCooldown,
+    /// `disabled after <instant>`: protection with cooldown was switched off and
+    /// still applies until that instant.
+    DisabledAfter(Timestamp),
+    /// A value we cannot read; treated as protected, because guessing wrong deletes.
+    Unrecognised(String),
+}
+
+impl Protection {
+    /// Parses the field; `None` (field absent) means unprotected.
+    pub fn parse(value: Option<&str>) -> Self {
+        let Some(raw) = value else {
+            return Self::Disabled;
+        };
+        let v = raw.trim();
+        match v {
+            "" | "disabled" => Self::Disabled,
+            "enabled" => Self::Enabled,
+            "enabled-with-cooldown" => Self::EnabledWithCooldown,
+            _ => match v.strip_prefix("disabled after ") {
+                Some(instant) => match crate::time::parse_instant(instant.trim()) {
+                    Some(t) => Self::DisabledAfter(t),
+                    None => Self::Unrecognised(raw.to_string()),
+                },
+                None => Self::Unrecognised(raw.to_string()),
+            },
+        }
+    }
+
+    /// Whether EC2 would refuse to deregister the image at `now`.
+    pub fn is_protected_at(&self, now: Timestamp) -> bool {
+        match self {
+            Self::Disabled => false,
+            Self::Enabled | Self::EnabledWithCooldown | Self::Unrecognised(_) => true,
+            Self::DisabledAfter(until) => *until > now,
+        }
+    }
+}
+
+/// An image's tags: a small sorted list, far lighter than a map for the handful of
+/// tags an image carries (this matters at 100,000 images).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags(Vec<(String, String)>);
+
+impl Tags {
+    /// No tags.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of tag `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    /// Whether tag `key` is present (with any value).
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets tag `key` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.0[i].1 = value.into(),
+            Err(i) => self.0.insert(i, (key, value.into())),
+        }
+    }
+
+    /// The tags in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of tags.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no tags.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, String)> for Tags {
+    /// Later duplicates of a key win, as EC2 never reports two.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut v: Vec<(String, String)> = iter.into_iter().collect();
+        v.reverse();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.dedup_by(|a, b| a.0 == b.0);
+        v.shrink_to_fit();
+        Self(v)
+    }
+}
+
+/// One EBS snapshot an image's block device mappings reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// `snap-...`.
+    pub id: String,
+    /// The mapping's `VolumeSize` in GiB, where reported.
+    pub size_gib: Option<u64>,
+}
+
+/// An AMI the account owns, reduced to what the safety rules look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `ami-...`.
+    pub id: String,
+    /// The AMI name; empty when EC2 reports none.
+    pub name: String,
+    /// When the image was created.
+    pub creation_date: Timestamp,
+    /// Lifecycle state.
+    pub state: ImageState,
+    /// Tags as key → value.
+    pub tags: Tags,
+    /// Launchable by everyone.
+    pub public: bool,
+    /// Launch-permission grantees other than "all" (accounts, organizations, OUs).
+    /// Filled by the live inventory; empty when unknown or unshared.
+    pub shared_with: Vec<String>,
+    /// Deregistration protection.
+    pub protection: Protection,
+    /// Last time an instance was launched from it (EC2 may lag by up to a day).
+    pub last_launched: Option<Timestamp>,
+    /// EBS or instance store.
+    pub root_device: RootDevice,
+    /// `ImageLocation`; for instance-store images `bucket/prefix/name.manifest.xml`.
+    pub image_location: Option<String>,
+    /// EBS snapshots of its block device mappings, in mapping order, without repeats.
+    pub snapshots: Vec<SnapshotRef>,
+}
+
+impl Image {
+    /// A minimal available EBS image; tests and adapters fill in the rest.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, creation_date: Timestamp) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            creation_date,
+            state: ImageState::Available,
+            tags: Tags::new(),
+            public: false,
+            shared_with: Vec::new(),
+            protection: Protection::Disabled,
+            last_launched: None,
+            root_device: RootDevice::Ebs,
+            image_location: None,
+            snapshots: Vec::new(),
+        }
+    }
+
+    /// AWS Backup manages the image: EC2 refuses to deregister it.
+    pub fn is_backup_managed(&self) -> bool {
+        self.tags.contains_key("aws:backup:source-resource") || self.name.starts_with("AwsBackup_")
+    }
+
+    /// Public, or its launch permissions name another account, organization or OU.
+    pub fn is_shared(&self) -> bool {
+        self.public || !self.shared_with.is_empty()
+    }
+}
+
+/// What kind of resource keeps an image in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageKind {
+    /// An EC2 instance in any state but terminated.
+    Instance,
+    /// Any version of a launch template.
+    LaunchTemplateVersion,
+    /// An Auto Scaling launch configuration.
+    LaunchConfiguration,
+}
+
+/// One resource that uses an image, e.g. `i-0123 (stopped)` or `lt-0abc v3`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct UsageRef {
+    /// The kind of user.
+    pub kind: UsageKind,
+    /// A human-readable identifier of the user.
+    pub id: String,
+}
+
+/// Which images are in use and by what.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    by_image: FxHashMap<String, BTreeSet<UsageRef>>,
+}
+
+impl Usage {
+    /// An empty usage map: nothing in use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `user` uses `image_id`.
+    pub fn add(&mut self, image_id: impl Into<String>, user: UsageRef) {
+        self.by_image
+            .entry(image_id.into())
+            .or_default()
+            .insert(user);
+    }
+
+    /// Merges another usage map into this one.
+    pub fn extend(&mut self, other: Usage) {
+        for (image, users) in other.by_image {
+            self.by_image.entry(image).or_default().extend(users);
+        }
+    }
+
+    /// The users of an image, sorted; empty when unused.
+    pub fn users(&self, image_id: &str) -> Vec<UsageRef> {
+        self.by_image
+            .get(image_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether anything uses the image.
+    pub fn is_used(&self, image_id: &str) -> bool {
+        self.by_image.get(image_id).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Number of distinct images in use.
+    pub fn image_count(&self) -> usize {
+        self.by_image.len()
+    }
+}
+
+/// Everything the planner knows about one region: its images and their users.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    images: Vec<Image>,
+    /// Which images are in use.
+    pub usage: Usage,
+    /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
+    /// carried into the plan so that users see them.
+    pub warnings: Vec<String>,
+}
+
+/// The inventory broke an invariant the planner relies on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    /// Two images with one id: the input is corrupt and no plan is safe.
+    #[error("image {0} appears more than once in the inventory")]
+    DuplicateImage(String),
+}
+
+impl Inventory {
+    /// Builds an inventory; image ids must be unique.
+    pub fn new(images: Vec<Image>, usage: Usage) -> Result<Self, InventoryError> {
+        let mut seen = FxHashSet::default();
+        seen.reserve(images.len());
+        for image in &images {
+            if !seen.insert(image.id.as_str()) {
+                return Err(InventoryError::DuplicateImage(image.id.clone()));
+            }
+        }
+        Ok(Self {
+            images,
+            usage,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The images, in the order they were given.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+}

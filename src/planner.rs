@@ -1,0 +1,644 @@
+//! The planner: a pure function from policy, inventory and instant to a plan.
+//!
+//! This is where the safety rules live. It does no I/O and reads no clock, so the
+//! same inputs always give the same plan, whatever order the images came in.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use serde::Serialize;
+
+use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
+use crate::policy::Policy;
+use crate::time::days_before;
+
+/// What happens to an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Left alone.
+    Keep,
+    /// Deregistered, then its storage queued for cleanup.
+    Deregister,
+}
+
+/// Why an image is kept (or, for [`Reason::Expired`], deregistered), in rule order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Rule 1: the policy's `names`/`tags` do not select it.
+    NotSelected,
+    /// Rule 2: it carries an `exclude_tags` tag.
+    ExcludedByTag,
+    /// Rule 3: AWS Backup manages it.
+    BackupManaged,
+    /// Rule 4: its state is not available, disabled, failed or error.
+    Unsettled,
+    /// Rule 5: among the newest `keep_count` available images of its group.
+    WithinKeepCount,
+    /// Rule 6: younger than `min_age_days`.
+    TooYoung,
+    /// Rule 7: deregistration protection is on (or in its cooldown).
+    DeregistrationProtected,
+    /// Rule 8: an instance, launch template version or launch configuration uses it.
+    InUse,
+    /// Rule 9: public or shared with another account.
+    Shared,
+    /// Rule 10: launched within `launched_within_days`.
+    RecentlyLaunched,
+    /// Rule 11: past `max_deregistrations` for this run.
+    OverLimit,
+    /// Rule 12: nothing keeps it.
+    Expired,
+}
+
+impl Reason {
+    /// The reason's name as it appears in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotSelected => "not_selected",
+            Self::ExcludedByTag => "excluded_by_tag",
+            Self::BackupManaged => "backup_managed",
+            Self::Unsettled => "unsettled",
+            Self::WithinKeepCount => "within_keep_count",
+            Self::TooYoung => "too_young",
+            Self::DeregistrationProtected => "deregistration_protected",
+            Self::InUse => "in_use",
+            Self::Shared => "shared",
+            Self::RecentlyLaunched => "recently_launched",
+            Self::OverLimit => "over_limit",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Why a snapshot or bundle of a deregistered image stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetainReason {
+    /// Images that stay registered still reference it.
+    UsedByOtherImage,
+    /// The policy's `cleanup` switch is off.
+    CleanupDisabled,
+    /// `ImageLocation` is not of the form `bucket/key.manifest.xml`.
+    UnrecognisedLocation,
+}
+
+impl RetainReason {
+    /// The reason's name as it appears in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::UsedByOtherImage => "used_by_other_image",
+            Self::CleanupDisabled => "cleanup_disabled",
+            Self::UnrecognisedLocation => "unrecognised_location",
+        }
+    }
+}
+
+/// The fate of one snapshot of a deregistered image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotPlan {
+    /// `snap-...`.
+    pub snapshot_id: String,
+    /// Volume size in GiB, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_gib: Option<u64>,
+    /// `delete` or `retain`.
+    pub action: CleanupAction,
+    /// Why it is retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RetainReason>,
+    /// Images that keep it (retained), or other deregistered images that share it
+    /// (deleted only after all of them are gone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// The fate of an instance-store image's S3 bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundlePlan {
+    /// `ImageLocation` as EC2 reports it.
+    pub location: String,
+    /// Bucket parsed from the location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Manifest key parsed from the location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    /// `delete` or `retain`.
+    pub action: CleanupAction,
+    /// Why it is retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RetainReason>,
+    /// Other images registered from the same manifest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// Whether a piece of storage is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupAction {
+    /// Queued for deletion once the image is deregistered.
+    Delete,
+    /// Left in place.
+    Retain,
+}
+
+/// The decision for one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// `ami-...`.
+    pub image_id: String,
+    /// Image name.
+    pub name: String,
+    /// Group (lineage) key, components joined with `/`; `*` when the policy has no `group_by`.
+    pub group: String,
+    /// Creation instant.
+    #[serde(serialize_with = "ser_instant")]
+    pub creation_date: Timestamp,
+    /// EC2 state.
+    pub state: ImageState,
+    /// Keep or deregister.
+    pub action: Action,
+    /// The first matching rule first; further applicable keep reasons may follow.
+    pub reasons: Vec<Reason>,
+    /// What uses it, when anything does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<UsageRef>,
+    /// For deregistered images: their EBS snapshots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotPlan>,
+    /// For deregistered instance-store images: their S3 bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundlePlan>,
+}
+
+impl Decision {
+    /// The first (deciding) reason.
+    pub fn reason(&self) -> Reason {
+        self.reasons[0]
+    }
+}
+
+/// Counts over a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Images to deregister.
+    pub deregister: usize,
+    /// Images to keep.
+    pub keep: usize,
+    /// Decisions by their first reason.
+    pub by_reason: BTreeMap<Reason, usize>,
+    /// Distinct snapshots to delete.
+    pub snapshots_to_delete: usize,
+    /// Distinct snapshots of deregistered images that stay.
+    pub snapshots_retained: usize,
+    /// GiB of the snapshots to delete (where sizes are known).
+    pub snapshot_gib_to_delete: u64,
+    /// Bundles to delete.
+    pub bundles_to_delete: usize,
+}
+
+/// The whole plan for one inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The instant ages were measured from.
+    #[serde(serialize_with = "ser_instant")]
+    pub now: Timestamp,
+    /// One decision per input image, ordered by group, newest first, then id.
+    pub decisions: Vec<Decision>,
+    /// Counts.
+    pub summary: Summary,
+    /// What the inventory could not establish.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// The decisions to deregister, oldest first: the order a sweep executes them in.
+    pub fn condemned(&self) -> Vec<&Decision> {
+        let mut v: Vec<&Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| d.action == Action::Deregister)
+            .collect();
+        v.sort_by(|a, b| (a.creation_date, &a.image_id).cmp(&(b.creation_date, &b.image_id)));
+        v
+    }
+}
+
+fn ser_instant<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format_instant(*t))
+}
+
+/// Splits an instance-store `ImageLocation` into bucket and manifest key.
+pub fn parse_bundle_location(location: &str) -> Option<(String, String)> {
+    let (bucket, key) = location.split_once('/')?;
+    if bucket.is_empty() || key.is_empty() || !key.ends_with(".manifest.xml") {
+        return None;
+    }
+    Some((bucket.to_string(), key.to_string()))
+}
+
+/// Decides every image's fate under `policy` at instant `now`.
+pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
+    let images = inventory.images();
+    let sel = &policy.selection;
+    let ret = &policy.retention;
+
+    let groups: Vec<Vec<&str>> = images.iter().map(|i| group_key(policy, i)).collect();
+
+    // Rules 1-4, with the first matching reason.
+    let early: Vec<Option<Reason>> = images
+        .iter()
+        .map(|img| {
+            let selected = (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
+                && sel
+                    .tags
+                    .iter()
+                    .all(|(k, g)| img.tags.get(k).is_some_and(|v| g.matches(v)));
+            if !selected {
+                Some(Reason::NotSelected)
+            } else if sel
+                .exclude_tags
+                .iter()
+                .any(|(k, g)| img.tags.get(k).is_some_and(|v| g.matches(v)))
+            {
+                Some(Reason::ExcludedByTag)
+            } else if img.is_backup_managed() {
+                Some(Reason::BackupManaged)
+            } else if !img.state.is_settled() {
+                Some(Reason::Unsettled)
+            } else {
+                None
+            }
+        })
+        .collect();
+
+    // Rule 5: rank available images per group, newest first, ties by id.
+    let mut kept_by_count = vec![false; images.len()];
+    if ret.keep_count > 0 {
+        let mut by_group: HashMap<&[&str], Vec<usize>> = HashMap::default();
+        for (i, img) in images.iter().enumerate() {
+            if early[i].is_none() && img.state == ImageState::Available {
+                by_group.entry(groups[i].as_slice()).or_default().push(i);
+            }
+        }
+        for members in by_group.values_mut() {
+            members.sort_by(|&a, &b| {
+                images[b]
+                    .creation_date
+                    .cmp(&images[a].creation_date)
+                    .then_with(|| images[a].id.cmp(&images[b].id))
+            });
+            for &i in members
+                .iter()
+                .take(usize::try_from(ret.keep_count).unwrap_or(usize::MAX))
+            {
+                kept_by_count[i] = true;
+            }
+        }
+    }
+
+    let age_cutoff = days_before(now, ret.min_age_days);
+    let launch_cutoff = ret.launched_within_days.map(|d| days_before(now, d));
+
+    // Rules 5-10: every applicable keep reason, in rule order.
+    let mut reasons: Vec<Vec<Reason>> = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            if let Some(r) = early[i] {
+                return vec![r];
+            }
+            let mut r = Vec::new();
+            if kept_by_count[i] {
+                r.push(Reason::WithinKeepCount);
+            }
+            if age_cutoff.is_none_or(|cutoff| img.creation_date > cutoff) {
+                r.push(Reason::TooYoung);
+            }
+            if img.protection.is_protected_at(now) {
+                r.push(Reason::DeregistrationProtected);
+            }
+            if policy.protection.skip_in_use && inventory.usage.is_used(&img.id) {
+                r.push(Reason::InUse);
+            }
+            if policy.protection.skip_shared && img.is_shared() {
+                r.push(Reason::Shared);
+            }
+            if let Some(cutoff) = launch_cutoff {
+                let recent = match (img.last_launched, cutoff) {
+                    (Some(_), None) => true,
+                    (Some(t), Some(c)) => t > c,
+                    (None, _) => false,
+                };
+                if recent {
+                    r.push(Reason::RecentlyLaunched);
+                }
+            }
+            r
+        })
+        .collect();
+
+    // Rule 11: the oldest candidates go first, up to the limit.
+    let mut candidates: Vec<usize> = (0..images.len())
+        .filter(|&i| reasons[i].is_empty())
+        .collect();
+    candidates.sort_by(|&a, &b| {
+        (images[a].creation_date, &images[a].id).cmp(&(images[b].creation_date, &images[b].id))
+    });
+    let limit = policy
+        .limits
+        .max_deregistrations
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    for (n, &i) in candidates.iter().enumerate() {
+        reasons[i].push(if n < limit {
+            Reason::Expired
+        } else {
+            Reason::OverLimit
+        });
+    }
+
+    let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
+
+    let storage = StorageIndex::new(images);
+    let mut group_names: Vec<String> = groups.iter().map(|g| display_group(policy, g)).collect();
+    let order = display_order(images, &group_names);
+    let decisions: Vec<Decision> = order
+        .into_iter()
+        .map(|i| {
+            let img = &images[i];
+            let reasons = std::mem::take(&mut reasons[i]);
+            let deregister = reasons[0] == Reason::Expired;
+            Decision {
+                image_id: img.id.clone(),
+                name: img.name.clone(),
+                group: std::mem::take(&mut group_names[i]),
+                creation_date: img.creation_date,
+                state: img.state.clone(),
+                action: if deregister {
+                    Action::Deregister
+                } else {
+                    Action::Keep
+                },
+                used_by: inventory.usage.users(&img.id),
+                snapshots: if deregister {
+                    storage.snapshot_plans(policy, images, img, &condemned)
+                } else {
+                    Vec::new()
+                },
+                bundle: if deregister {
+                    storage.bundle_plan(policy, images, img, &condemned)
+                } else {
+                    None
+                },
+                reasons,
+            }
+        })
+        .collect();
+
+    let summary = summarize(&decisions);
+    let mut warnings = inventory.warnings.clone();
+    warnings.sort();
+    warnings.dedup();
+    Plan {
+        now,
+        decisions,
+        summary,
+        warnings,
+    }
+}
+
+fn group_key<'a>(policy: &Policy, img: &'a Image) -> Vec<&'a str> {
+    let Some(g) = &policy.retention.group_by else {
+        return Vec::new();
+    };
+    let mut key: Vec<&str> = g
+        .tags
+        .iter()
+        .map(|k| img.tags.get(k).unwrap_or(""))
+        .collect();
+    if let Some(re) = &g.name_regex {
+        key.push(re.key(&img.name));
+    }
+    key
+}
+
+fn display_group(policy: &Policy, key: &[&str]) -> String {
+    if policy.retention.group_by.is_none() {
+        "*".to_string()
+    } else {
+        key.join("/")
+    }
+}
+
+/// Indices of `images` in report order: by group name, newest first, then by id.
+fn display_order(images: &[Image], group_names: &[String]) -> Vec<usize> {
+    // Rank each distinct group name once, so the sort compares integers.
+    let mut distinct: Vec<&str> = group_names.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let rank: HashMap<&str, usize> = distinct.iter().enumerate().map(|(i, g)| (*g, i)).collect();
+    let ranks: Vec<usize> = group_names.iter().map(|g| rank[g.as_str()]).collect();
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        ranks[a]
+            .cmp(&ranks[b])
+            .then_with(|| images[b].creation_date.cmp(&images[a].creation_date))
+            .then_with(|| images[a].id.cmp(&images[b].id))
+    });
+    order
+}
+
+/// Which images (by index) reference each snapshot and each bundle manifest.
+struct StorageIndex<'a> {
+    snapshot_users: HashMap<&'a str, Vec<usize>>,
+    location_users: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> StorageIndex<'a> {
+    fn new(images: &'a [Image]) -> Self {
+        let mut snapshot_users: HashMap<&str, Vec<usize>> = HashMap::default();
+        let mut location_users: HashMap<&str, Vec<usize>> = HashMap::default();
+        for (i, img) in images.iter().enumerate() {
+            for s in &img.snapshots {
+                snapshot_users.entry(&s.id).or_default().push(i);
+            }
+            if img.root_device == RootDevice::InstanceStore {
+                if let Some(loc) = &img.image_location {
+                    location_users.entry(loc).or_default().push(i);
+                }
+            }
+        }
+        Self {
+            snapshot_users,
+            location_users,
+        }
+    }
+
+    /// Splits the other users of a piece of storage into those that stay and those
+    /// that go in this plan, as sorted image ids.
+    fn others(
+        users: Option<&Vec<usize>>,
+        images: &[Image],
+        me: &str,
+        condemned: &[bool],
+    ) -> (Vec<String>, Vec<String>) {
+        let mut staying = Vec::new();
+        let mut going = Vec::new();
+        for &u in users.into_iter().flatten() {
+            let id = &images[u].id;
+            if id == me {
+                continue;
+            }
+            if condemned[u] {
+                going.push(id.clone());
+            } else {
+                staying.push(id.clone());
+            }
+        }
+        for v in [&mut staying, &mut going] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (staying, going)
+    }
+
+    fn snapshot_plans(
+        &self,
+        policy: &Policy,
+        images: &[Image],
+        img: &Image,
+        condemned: &[bool],
+    ) -> Vec<SnapshotPlan> {
+        img.snapshots
+            .iter()
+            .map(|s| {
+                let (staying, going) = Self::others(
+                    self.snapshot_users.get(s.id.as_str()),
+                    images,
+                    &img.id,
+                    condemned,
+                );
+                let (action, reason, shared_with) = if !staying.is_empty() {
+                    (
+                        CleanupAction::Retain,
+                        Some(RetainReason::UsedByOtherImage),
+                        staying,
+                    )
+                } else if !policy.cleanup.snapshots {
+                    (
+                        CleanupAction::Retain,
+                        Some(RetainReason::CleanupDisabled),
+                        going,
+                    )
+                } else {
+                    (CleanupAction::Delete, None, going)
+                };
+                SnapshotPlan {
+                    snapshot_id: s.id.clone(),
+                    size_gib: s.size_gib,
+                    action,
+                    reason,
+                    shared_with,
+                }
+            })
+            .collect()
+    }
+
+    fn bundle_plan(
+        &self,
+        policy: &Policy,
+        images: &[Image],
+        img: &Image,
+        condemned: &[bool],
+    ) -> Option<BundlePlan> {
+        if img.root_device != RootDevice::InstanceStore {
+            return None;
+        }
+        let location = img.image_location.clone()?;
+        let (staying, going) = Self::others(
+            self.location_users.get(location.as_str()),
+            images,
+            &img.id,
+            condemned,
+        );
+        let parsed = parse_bundle_location(&location);
+        let (action, reason, shared_with) = if parsed.is_none() {
+            (
+                CleanupAction::Retain,
+                Some(RetainReason::UnrecognisedLocation),
+                Vec::new(),
+            )
+        } else if !staying.is_empty() {
+            (
+                CleanupAction::Retain,
+                Some(RetainReason::UsedByOtherImage),
+                staying,
+            )
+        } else if !policy.cleanup.bundles {
+            (
+                CleanupAction::Retain,
+                Some(RetainReason::CleanupDisabled),
+                going,
+            )
+        } else {
+            (CleanupAction::Delete, None, going)
+        };
+        let (bucket, manifest_key) = parsed.unzip();
+        Some(BundlePlan {
+            location,
+            bucket,
+            manifest_key,
+            action,
+            reason,
+            shared_with,
+        })
+    }
+}
+
+fn summarize(decisions: &[Decision]) -> Summary {
+    let mut s = Summary::default();
+    let mut delete: HashMap<&str, Option<u64>> = HashMap::default();
+    let mut retained: HashSet<&str> = HashSet::default();
+    for d in decisions {
+        match d.action {
+            Action::Deregister => s.deregister += 1,
+            Action::Keep => s.keep += 1,
+        }
+        *s.by_reason.entry(d.reason()).or_default() += 1;
+        for snap in &d.snapshots {
+            match snap.action {
+                CleanupAction::Delete => {
+                    delete.insert(&snap.snapshot_id, snap.size_gib);
+                }
+                CleanupAction::Retain => {
+                    retained.insert(&snap.snapshot_id);
+                }
+            }
+        }
+        if d.bundle
+            .as_ref()
+            .is_some_and(|b| b.action == CleanupAction::Delete && b.shared_with.is_empty())
+        {
+            s.bundles_to_delete += 1;
+        }
+    }
+    // A bundle shared only by deregistered images counts once.
+    let mut shared_bundles: HashSet<&str> = HashSet::default();
+    for d in decisions {
+        if let Some(b) = &d.bundle {
+            if b.action == CleanupAction::Delete && !b.shared_with.is_empty() {
+                shared_bundles.insert(&b.location);
+            }
+        }
+    }
+    s.bundles_to_delete += shared_bundles.len();
+    s.snapshots_to_delete = delete.len();
+    s.snapshot_gib_to_delete = delete.values().flatten().sum();
+    s.snapshots_retained = retained.len();
+    s
+}

@@ -1,0 +1,492 @@
+//! The retention policy: a user-facing JSON contract, parsed strictly.
+//!
+//! Every field is validated on the way in and every error names the field path,
+//! because a policy that means something other than what its author thinks is
+//! how images get deleted by mistake.
+
+mod glob;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex::Regex;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use glob::Glob;
+
+/// A whole retention policy.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ami-sweeper policy")]
+pub struct Policy {
+    /// Plan and report only; nothing is changed. Defaults to true: deleting must be asked for.
+    #[serde(default = "default_true")]
+    pub dry_run: bool,
+    /// Regions to sweep; absent means the current region of the AWS configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<String>>,
+    /// Which images the policy applies to at all.
+    #[serde(default)]
+    pub selection: Selection,
+    /// How many and how old images must be before they go.
+    pub retention: Retention,
+    /// Safety checks that can be relaxed.
+    #[serde(default)]
+    pub protection: ProtectionRules,
+    /// What to clean up after deregistration.
+    #[serde(default)]
+    pub cleanup: Cleanup,
+    /// Caps on a single run.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Which images are considered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Name globs; an image is selected when its Name matches any. Empty selects every name.
+    #[serde(default)]
+    pub names: Vec<Glob>,
+    /// Required tags: for every key, the image must carry the tag with a value matching the glob.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Glob>,
+    /// Excluding tags: an image carrying any of these keys with a matching value is kept.
+    #[serde(default)]
+    pub exclude_tags: BTreeMap<String, Glob>,
+}
+
+/// Age and count rules.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Images younger than this many days are kept. Required.
+    #[serde(deserialize_with = "non_negative")]
+    #[schemars(range(min = 0))]
+    pub min_age_days: u64,
+    /// The newest this many available images of each group are kept.
+    #[serde(default, deserialize_with = "non_negative")]
+    #[schemars(range(min = 0))]
+    pub keep_count: u64,
+    /// How images are grouped into lineages for `keep_count`; absent means one group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<GroupBy>,
+    /// Images launched within this many days are kept.
+    #[serde(
+        default,
+        deserialize_with = "opt_non_negative",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub launched_within_days: Option<u64>,
+}
+
+/// The group (lineage) key of an image.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBy {
+    /// Tag keys whose values form part of the key; a missing tag counts as the empty string.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Regex over the Name (unanchored search); its first capture group forms part
+    /// of the key, or the whole Name when it does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_regex: Option<NameRegex>,
+}
+
+/// Protections that a policy may relax.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionRules {
+    /// Keep images used by instances (any state but terminated), launch template versions
+    /// or launch configurations.
+    #[serde(default = "default_true")]
+    pub skip_in_use: bool,
+    /// Keep public images and images shared with other accounts, organizations or OUs.
+    #[serde(default = "default_true")]
+    pub skip_shared: bool,
+}
+
+impl Default for ProtectionRules {
+    fn default() -> Self {
+        Self {
+            skip_in_use: true,
+            skip_shared: true,
+        }
+    }
+}
+
+/// Cleanup switches applied after a successful deregistration.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cleanup {
+    /// Delete the image's EBS snapshots that no remaining image references.
+    #[serde(default = "default_true")]
+    pub snapshots: bool,
+    /// Delete instance-store bundles: the manifest and exactly the parts it lists.
+    #[serde(default = "default_true")]
+    pub bundles: bool,
+}
+
+impl Default for Cleanup {
+    fn default() -> Self {
+        Self {
+            snapshots: true,
+            bundles: true,
+        }
+    }
+}
+
+/// Caps on one run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// At most this many deregistrations per run (per region); the oldest go first.
+    #[serde(
+        default,
+        deserialize_with = "opt_non_negative",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub max_deregistrations: Option<u64>,
+}
+
+/// A compiled `group_by.name_regex`, guaranteed to have a capture group.
+#[derive(Clone)]
+pub struct NameRegex(Regex);
+
+impl NameRegex {
+    /// Compiles and checks a pattern; the error is one line, fit for a field-path message.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let re = Regex::new(pattern).map_err(|e| {
+            let detail = e.to_string();
+            let last = detail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ")
+                .to_string();
+            format!("invalid regex {pattern:?}: {last}")
+        })?;
+        if re.captures_len() < 2 {
+            return Err(format!(
+                "regex {pattern:?} has no capture group; wrap the lineage part in (...)"
+            ));
+        }
+        Ok(Self(re))
+    }
+
+    /// The first capture group of the first match, or the whole name when it does not match.
+    pub fn key<'a>(&self, name: &'a str) -> &'a str {
+        match self.0.captures(name) {
+            Some(c) => c.get(1).map_or("", |m| m.as_str()),
+            None => name,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for NameRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NameRegex({:?})", self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NameRegex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NameRegex::new(&s).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for NameRegex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl JsonSchema for NameRegex {
+    fn schema_name() -> Cow<'static, str> {
+        "NameRegex".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Rust regex syntax, unanchored search, with at least one capture group."
+        })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+const NON_NEGATIVE: &str = "expected a non-negative integer";
+
+struct NonNegative;
+
+impl<'de> Visitor<'de> for NonNegative {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-negative integer")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("{NON_NEGATIVE}, found {v}")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+        Err(E::custom(format!("{NON_NEGATIVE}, found {v}")))
+    }
+}
+
+fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(NonNegative)
+}
+
+fn opt_non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    d.deserialize_any(NonNegative).map(Some)
+}
+
+/// A policy that cannot be used, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", if path.is_empty() { "policy" } else { path.as_str() })]
+pub struct PolicyError {
+    /// Dotted field path, e.g. `retention.keep_count`; empty for the whole document.
+    pub path: String,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl PolicyError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses and validates a policy document.
+    pub fn from_json(text: &str) -> Result<Self, PolicyError> {
+        if text.trim().is_empty() {
+            return Err(PolicyError::new("", "the document is empty"));
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let policy: Policy = match serde_path_to_error::deserialize(&mut de) {
+            Ok(p) => p,
+            Err(e) => {
+                let starts_object = text.trim_start().starts_with('{');
+                if !starts_object && !e.inner().is_syntax() {
+                    return Err(PolicyError::new("", "must be a JSON object"));
+                }
+                return Err(translate(e));
+            }
+        };
+        de.end()
+            .map_err(|e| PolicyError::new("", strip_position(&e)))?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// The checks serde's shapes cannot express.
+    fn validate(&self) -> Result<(), PolicyError> {
+        if let Some(regions) = &self.regions {
+            if regions.is_empty() {
+                return Err(PolicyError::new(
+                    "regions",
+                    "must list at least one region (omit it to use the current region)",
+                ));
+            }
+            for (i, r) in regions.iter().enumerate() {
+                let ok = !r.is_empty()
+                    && r.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok {
+                    return Err(PolicyError::new(
+                        format!("regions[{i}]"),
+                        format!("{r:?} is not a region name like \"us-east-1\""),
+                    ));
+                }
+            }
+        }
+        for (field, map) in [
+            ("selection.tags", &self.selection.tags),
+            ("selection.exclude_tags", &self.selection.exclude_tags),
+        ] {
+            if map.contains_key("") {
+                return Err(PolicyError::new(field, "tag keys must not be empty"));
+            }
+        }
+        if let Some(g) = &self.retention.group_by {
+            if let Some(i) = g.tags.iter().position(|t| t.is_empty()) {
+                return Err(PolicyError::new(
+                    format!("retention.group_by.tags[{i}]"),
+                    "tag keys must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON Schema of the policy document, as published by `ami-sweeper schema`.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Policy)).expect("schema serializes")
+    }
+}
+
+/// Turns serde's error into a field path and a one-line message.
+fn translate(e: serde_path_to_error::Error<serde_json::Error>) -> PolicyError {
+    let mut path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." || path == "?" || inner.is_syntax() || inner.is_eof() {
+        path.clear();
+    }
+    let mut message = strip_position(&inner);
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        path = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        message = "missing required field".to_string();
+    } else if let Some(field) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        path = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        message = "appears more than once".to_string();
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let known = expected
+                .trim_start_matches(", expected one of ")
+                .trim_start_matches(", expected ")
+                .replace("` or `", "`, `");
+            path = if path.is_empty() || path.ends_with(field) {
+                if path.is_empty() {
+                    field.to_string()
+                } else {
+                    path
+                }
+            } else {
+                format!("{path}.{field}")
+            };
+            message = if known.is_empty() {
+                "unknown field".to_string()
+            } else {
+                format!("unknown field (known fields: {known})")
+            };
+        }
+    }
+    PolicyError::new(path, message)
+}
+
+/// serde_json appends ` at line L column C`; keep the message alone but say where
+/// for syntax errors, where the path is of no help.
+fn strip_position(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(msg) if e.is_syntax() || e.is_eof() => {
+            format!(
+                "invalid JSON at line {} column {}: {msg}",
+                e.line(),
+                e.column()
+            )
+        }
+        Some(msg) => msg.to_string(),
+        None => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+        assert!(p.dry_run);
+        assert!(p.regions.is_none());
+        assert!(p.selection.names.is_empty());
+        assert_eq!(p.retention.keep_count, 0);
+        assert!(p.retention.group_by.is_none());
+        assert!(p.protection.skip_in_use && p.protection.skip_shared);
+        assert!(p.cleanup.snapshots && p.cleanup.bundles);
+        assert!(p.limits.max_deregistrations.is_none());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../samples/policy.json");
+        let p = Policy::from_json(text).unwrap();
+        assert!(p.retention.group_by.is_some());
+    }
+
+    #[test]
+    fn name_regex_takes_the_first_capture_or_the_whole_name() {
+        let re = NameRegex::new(r"^(.*)-[0-9]+$").unwrap();
+        assert_eq!(re.key("web-2026"), "web");
+        assert_eq!(re.key("web-latest"), "web-latest");
+        let optional = NameRegex::new(r"^web(-x)?").unwrap();
+        assert_eq!(optional.key("web-1"), "");
+    }
+
+    #[test]
+    fn error_messages_name_the_field() {
+        let cases = [
+            (
+                r#"{"retention": {"min_age_days": 1, "keep_count": -1}}"#,
+                "retention.keep_count: expected a non-negative integer, found -1",
+            ),
+            (
+                r#"{"retention": {}}"#,
+                "retention.min_age_days: missing required field",
+            ),
+            (r#"{}"#, "retention: missing required field"),
+            (
+                r#"{"retention": {"min_age_days": 1}, "selection": {"nmes": []}}"#,
+                "selection.nmes: unknown field (known fields: `names`, `tags`, `exclude_tags`)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                Policy::from_json(text).unwrap_err().to_string(),
+                expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn schema_forbids_unknown_fields_and_requires_min_age() {
+        let schema = Policy::json_schema();
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["required"], serde_json::json!(["retention"]));
+        let text = schema.to_string();
+        assert!(text.contains("min_age_days"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Human-readable rendering of plans: grouped, aligned, within 80 columns.
+
+use std::fmt::Write as _;
+
+use crate::planner::{Action, CleanupAction, Decision, Plan};
+use crate::time::format_instant;
+
+/// Total width the table keeps to.
+pub const WIDTH: usize = 80;
+
+/// Cuts `s` to at most `max` characters, marking the cut with `~`.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('~');
+    out
+}
+
+fn age_days(plan: &Plan, d: &Decision) -> String {
+    let days = (plan.now - d.creation_date).num_days();
+    format!("{days}d")
+}
+
+fn reason_cell(d: &Decision) -> String {
+    let first = d.reasons[0].as_str();
+    if d.reasons.len() > 1 {
+        format!("{first}+{}", d.reasons.len() - 1)
+    } else {
+        first.to_string()
+    }
+}
+
+/// Renders the plan as a table grouped by lineage, followed by the summary.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut out = Vec::new();
+    write_plan_table(plan, &mut out).expect("writing to memory cannot fail");
+    String::from_utf8(out).expect("the table is UTF-8")
+}
+
+/// Streams the table to `w`, one group at a time, so a large plan needs no large buffer.
+pub fn write_plan_table(plan: &Plan, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut out = String::new();
+    let mut start = 0;
+    while start < plan.decisions.len() {
+        let group = &plan.decisions[start].group;
+        let end = start
+            + plan.decisions[start..]
+                .iter()
+                .take_while(|d| &d.group == group)
+                .count();
+        let members = &plan.decisions[start..end];
+        let dereg = members
+            .iter()
+            .filter(|d| d.action == Action::Deregister)
+            .count();
+        let title = if group.is_empty() {
+            "(no group)"
+        } else {
+            group
+        };
+        let _ = writeln!(
+            out,
+            "{} ({} images: {} keep, {} deregister)",
+            truncate(title, 40),
+            members.len(),
+            members.len() - dereg,
+            dereg
+        );
+        for d in members {
+            let action = match d.action {
+                Action::Keep => "keep",
+                Action::Deregister => "DEREG",
+            };
+            let line = format!(
+                "  {:<21}  {:>5}  {:<5}  {:<24}  ",
+                truncate(&d.image_id, 21),
+                age_days(plan, d),
+                action,
+                truncate(&reason_cell(d), 24)
+            );
+            let room = WIDTH.saturating_sub(line.chars().count());
+            let _ = writeln!(out, "{line}{}", truncate(&d.name, room));
+            if d.action == Action::Keep && !d.used_by.is_empty() {
+                let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    truncate(&format!("      used by {}", users.join(", ")), WIDTH)
+                );
+            }
+            for s in &d.snapshots {
+                if s.action == CleanupAction::Retain {
+                    let why = s.reason.as_ref().map_or("", |r| r.as_str());
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        truncate(
+                            &format!(
+                                "      keeps {} ({}{}{})",
+                                s.snapshot_id,
+                                why,
+                                if s.shared_with.is_empty() { "" } else { ": " },
+                                s.shared_with.join(" ")
+                            ),
+                            WIDTH
+                        )
+                    );
+                }
+            }
+            if let Some(b) = &d.bundle {
+                let verb = match b.action {
+                    CleanupAction::Delete => "deletes bundle",
+                    CleanupAction::Retain => "keeps bundle",
+                };
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    truncate(&format!("      {verb} s3://{}", b.location), WIDTH)
+                );
+            }
+        }
+        start = end;
+        w.write_all(out.as_bytes())?;
+        out.clear();
+    }
+    out.push_str(&summary_lines(plan));
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "{}", wrap(&format!("warning: {warning}"), 9));
+    }
+    w.write_all(out.as_bytes())
+}
+
+/// Word-wraps `text` to [`WIDTH`], indenting continuation lines by `indent` spaces.
+pub fn wrap(text: &str, indent: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent);
+        } else if !line.is_empty() && !line.chars().all(|c| c == ' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The totals: images, deregistrations, keep reasons and storage, one fact a line.
+pub fn summary_lines(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let reasons: Vec<String> = s
+        .by_reason
+        .iter()
+        .filter(|(r, _)| r.as_str() != "expired")
+        .map(|(r, n)| format!("{} {n}", r.as_str()))
+        .collect();
+    let mut out = format!(
+        "plan at {}: {}, {} to deregister, {} to keep\n",
+        format_instant(plan.now),
+        plural(s.deregister + s.keep, "image", "images"),
+        s.deregister,
+        s.keep
+    );
+    if !reasons.is_empty() {
+        out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
+        out.push('\n');
+    }
+    out.push_str(&wrap(
+        &format!(
+            "storage: {} to delete ({} GiB), {} retained; {} to delete",
+            plural(s.snapshots_to_delete, "snapshot", "snapshots"),
+            s.snapshot_gib_to_delete,
+            s.snapshots_retained,
+            plural(s.bundles_to_delete, "bundle", "bundles"),
+        ),
+        9,
+    ));
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{truncate, wrap, WIDTH};
+
+    #[test]
+    fn wrap_keeps_lines_within_the_width() {
+        let text = "kept: ".to_string() + &"not_selected 3, ".repeat(20);
+        let wrapped = wrap(text.trim_end(), 6);
+        assert!(wrapped.lines().count() > 1);
+        for line in wrapped.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line:?}");
+        }
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("      n")));
+        let rejoined: Vec<&str> = wrapped.split_whitespace().collect();
+        let original: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(rejoined, original);
+    }
+
+    #[test]
+    fn truncate_marks_the_cut() {
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abcde~");
+        assert_eq!(truncate("abc", 0), "");
+        assert_eq!(truncate("abc", 1), "~");
+    }
+}

@@ -1,0 +1,46 @@
+//! Instants and day arithmetic without panics on extreme inputs.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::model::Timestamp;
+
+/// Parses an RFC 3339 / ISO 8601 instant such as `2026-01-31T12:00:00.000Z`.
+pub fn parse_instant(s: &str) -> Option<Timestamp> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The instant `days` whole days before `now`, or `None` when that lies before
+/// the representable range (so nothing can be that old).
+pub fn days_before(now: Timestamp, days: u64) -> Option<Timestamp> {
+    let days = i64::try_from(days).ok()?;
+    now.checked_sub_signed(TimeDelta::try_days(days)?)
+}
+
+/// Formats an instant the way the reports print it: `2026-11-26T00:00:00Z`.
+pub fn format_instant(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_aws_cli_creation_dates() {
+        let t = parse_instant("2026-01-31T12:00:00.000Z").unwrap();
+        assert_eq!(format_instant(t), "2026-01-31T12:00:00Z");
+        assert!(parse_instant("2026-01-31").is_none());
+        assert!(parse_instant("yesterday").is_none());
+    }
+
+    #[test]
+    fn days_before_saturates_instead_of_panicking() {
+        let now = parse_instant("2026-11-26T00:00:00Z").unwrap();
+        assert_eq!(days_before(now, 1), parse_instant("2026-11-25T00:00:00Z"));
+        assert_eq!(days_before(now, 0), Some(now));
+        assert_eq!(days_before(now, u64::MAX), None);
+        assert_eq!(days_before(now, 1 << 40), None);
+    }
+}

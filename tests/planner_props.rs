@@ -1,0 +1,252 @@
+//! Invariants of the planner over random estates and random policies.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ami_sweeper::model::{Image, Inventory, Usage, UsageKind, UsageRef};
+use ami_sweeper::planner::{plan, Action, CleanupAction, Plan};
+use ami_sweeper::Policy;
+use common::*;
+use proptest::prelude::*;
+
+const STATES: &[&str] = &[
+    "available",
+    "available",
+    "available",
+    "disabled",
+    "failed",
+    "error",
+    "pending",
+    "deregistered",
+];
+const PROTECTIONS: &[&str] = &[
+    "disabled",
+    "disabled",
+    "enabled",
+    "enabled-with-cooldown",
+    "disabled after 2026-11-26T06:00:00Z",
+    "disabled after 2026-11-25T06:00:00Z",
+];
+
+prop_compose! {
+    fn arb_image(i: usize)(
+        lineage in 0..4usize,
+        age_days in 0..120i64,
+        age_secs in 0..86_400i64,
+        state in 0..STATES.len(),
+        protection in 0..PROTECTIONS.len(),
+        app in prop::option::of(0..3usize),
+        team in prop::option::of(0..2usize),
+        retain in prop::bool::weighted(0.1),
+        backup in prop::bool::weighted(0.1),
+        public in prop::bool::weighted(0.1),
+        launched in prop::option::of(0..60i64),
+        snaps in prop::collection::vec(0..40usize, 0..3),
+    ) -> Image {
+        let mut b = img(
+            &format!("ami-{i:04}"),
+            &format!("{}-{}", ["web", "api", "batch", "AwsBackup_web"][lineage], 1000 - age_days),
+            age_days,
+        )
+        .created(ago(age_days, age_secs))
+        .state(STATES[state])
+        .protection(PROTECTIONS[protection]);
+        if let Some(a) = app { b = b.tag("app", ["web", "api", "batch"][a]); }
+        if let Some(t) = team { b = b.tag("team", ["payments", "search"][t]); }
+        if retain { b = b.tag("retain", "yes"); }
+        if backup { b = b.tag("aws:backup:source-resource", "arn"); }
+        if public { b = b.public(); }
+        if let Some(l) = launched { b = b.launched(ago(l, 0)); }
+        for s in snaps { b = b.snap(&format!("snap-{s:03}"), 8); }
+        b.build()
+    }
+}
+
+fn arb_estate() -> impl Strategy<Value = (Vec<Image>, Vec<(usize, usize)>)> {
+    (0..40usize).prop_flat_map(|n| {
+        let images: Vec<_> = (0..n).map(arb_image).collect();
+        let users = prop::collection::vec((0..n.max(1), 0..3usize), 0..6);
+        (images, users)
+    })
+}
+
+prop_compose! {
+    fn arb_policy()(
+        names in prop::sample::select(vec![r#"[]"#, r#"["web-*"]"#, r#"["web-*", "api-?*"]"#, r#"["*"]"#]),
+        tags in prop::sample::select(vec![r#"{}"#, r#"{"team": "payments"}"#, r#"{"app": "*"}"#]),
+        min_age in 0..60u64,
+        keep in 0..4u64,
+        group in prop::sample::select(vec![
+            "null",
+            r#"{"tags": ["app"]}"#,
+            r#"{"name_regex": "^(.*)-[0-9]+$"}"#,
+            r#"{"tags": ["app", "team"], "name_regex": "^([a-z]+)"}"#,
+        ]),
+        launched in prop::option::of(0..30u64),
+        skip_in_use in prop::bool::weighted(0.8),
+        skip_shared in prop::bool::weighted(0.8),
+        max in prop::option::of(0..10u64),
+    ) -> (Policy, bool, bool) {
+        let mut retention = format!(r#""min_age_days": {min_age}, "keep_count": {keep}"#);
+        if group != "null" { retention.push_str(&format!(r#", "group_by": {group}"#)); }
+        if let Some(l) = launched { retention.push_str(&format!(r#", "launched_within_days": {l}"#)); }
+        let limits = max.map_or(String::from("{}"), |m| format!(r#"{{"max_deregistrations": {m}}}"#));
+        let json = format!(
+            r#"{{"selection": {{"names": {names}, "tags": {tags}, "exclude_tags": {{"retain": "*"}}}},
+                 "retention": {{{retention}}},
+                 "protection": {{"skip_in_use": {skip_in_use}, "skip_shared": {skip_shared}}},
+                 "limits": {limits}}}"#
+        );
+        (policy(&json), skip_in_use, skip_shared)
+    }
+}
+
+fn usage_of(images: &[Image], users: &[(usize, usize)]) -> Usage {
+    let mut usage = Usage::new();
+    for &(i, kind) in users {
+        if let Some(image) = images.get(i) {
+            let kind = [
+                UsageKind::Instance,
+                UsageKind::LaunchTemplateVersion,
+                UsageKind::LaunchConfiguration,
+            ][kind];
+            usage.add(
+                image.id.clone(),
+                UsageRef {
+                    kind,
+                    id: format!("user-{i}"),
+                },
+            );
+        }
+    }
+    usage
+}
+
+fn deregistered(p: &Plan) -> BTreeSet<String> {
+    p.decisions
+        .iter()
+        .filter(|d| d.action == Action::Deregister)
+        .map(|d| d.image_id.clone())
+        .collect()
+}
+
+/// The newest `keep` available, eligible images of each group, computed independently
+/// of the planner from the decisions' own group keys.
+fn newest_per_group(policy: &Policy, p: &Plan, images: &[Image]) -> BTreeSet<String> {
+    let by_id: BTreeMap<&str, &Image> = images.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut groups: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
+    for d in &p.decisions {
+        let early = matches!(
+            d.reasons[0].as_str(),
+            "not_selected" | "excluded_by_tag" | "backup_managed" | "unsettled"
+        );
+        let image = by_id[d.image_id.as_str()];
+        if !early && image.state.as_str() == "available" {
+            groups.entry(d.group.as_str()).or_default().push(image);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for members in groups.values_mut() {
+        members.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
+        for m in members.iter().take(policy.retention.keep_count as usize) {
+            out.insert(m.id.clone());
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn never_deregisters_a_protected_image(
+        (images, users) in arb_estate(),
+        (policy, skip_in_use, skip_shared) in arb_policy(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let inv = Inventory::new(images.clone(), usage.clone()).unwrap();
+        let p = plan(&policy, &inv, now());
+        prop_assert_eq!(p.decisions.len(), images.len());
+        let gone = deregistered(&p);
+        let min_age_cutoff = ami_sweeper::time::days_before(now(), policy.retention.min_age_days);
+        let kept_newest = newest_per_group(&policy, &p, &images);
+        for image in &images {
+            if !gone.contains(&image.id) { continue; }
+            let sel = &policy.selection;
+            prop_assert!(sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&image.name)),
+                "{} unselected by name", image.id);
+            prop_assert!(sel.tags.iter().all(|(k, g)| image.tags.get(k).is_some_and(|v| g.matches(v))),
+                "{} unselected by tag", image.id);
+            prop_assert!(!image.tags.contains_key("retain"), "{} excluded", image.id);
+            prop_assert!(!image.is_backup_managed(), "{} backup-managed", image.id);
+            prop_assert!(image.state.is_settled(), "{} unsettled", image.id);
+            prop_assert!(!image.protection.is_protected_at(now()), "{} protected", image.id);
+            prop_assert!(min_age_cutoff.is_some_and(|c| image.creation_date <= c), "{} too young", image.id);
+            if skip_in_use { prop_assert!(!usage.is_used(&image.id), "{} in use", image.id); }
+            if skip_shared { prop_assert!(!image.is_shared(), "{} shared", image.id); }
+            if let Some(days) = policy.retention.launched_within_days {
+                let cutoff = ami_sweeper::time::days_before(now(), days);
+                if let (Some(l), Some(c)) = (image.last_launched, cutoff) {
+                    prop_assert!(l <= c, "{} recently launched", image.id);
+                }
+            }
+            prop_assert!(!kept_newest.contains(&image.id), "{} among newest keep_count", image.id);
+        }
+        if let Some(max) = policy.limits.max_deregistrations {
+            prop_assert!(gone.len() as u64 <= max);
+        }
+        // Every snapshot queued for deletion is referenced by deregistered images only.
+        for d in &p.decisions {
+            for s in &d.snapshots {
+                if s.action == CleanupAction::Delete {
+                    for other in &images {
+                        if other.snapshots.iter().any(|x| x.id == s.snapshot_id) {
+                            prop_assert!(gone.contains(&other.id),
+                                "{} deleted while {} keeps it", s.snapshot_id, other.id);
+                        }
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(p.summary.deregister + p.summary.keep, images.len());
+        prop_assert_eq!(p.summary.deregister, gone.len());
+    }
+
+    #[test]
+    fn plan_is_deterministic_and_independent_of_input_order(
+        (images, users) in arb_estate(),
+        (policy, _, _) in arb_policy(),
+        seed in any::<u64>(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let a = plan(&policy, &Inventory::new(images.clone(), usage.clone()).unwrap(), now());
+        let again = plan(&policy, &Inventory::new(images.clone(), usage.clone()).unwrap(), now());
+        prop_assert_eq!(&a, &again);
+        let mut shuffled = images.clone();
+        // Deterministic Fisher-Yates from the seed.
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let b = plan(&policy, &Inventory::new(shuffled, usage).unwrap(), now());
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_limit_spares_the_newest_candidates(
+        (images, users) in arb_estate(),
+        (policy, _, _) in arb_policy(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let p = plan(&policy, &Inventory::new(images, usage).unwrap(), now());
+        let over: Vec<_> = p.decisions.iter().filter(|d| d.reasons[0].as_str() == "over_limit").collect();
+        let gone: Vec<_> = p.decisions.iter().filter(|d| d.action == Action::Deregister).collect();
+        for o in &over {
+            for g in &gone {
+                prop_assert!((g.creation_date, &g.image_id) < (o.creation_date, &o.image_id));
+            }
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! One table of cases per decision rule, in rule order, with the boundaries.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use ami_sweeper::model::{Image, Inventory, Usage, UsageKind, UsageRef};
+use ami_sweeper::planner::{plan, Action, CleanupAction, Plan, Reason, RetainReason};
+use common::*;
+
+const BASE: &str = r#"{"retention": {"min_age_days": 30}}"#;
+
+fn run(policy_json: &str, images: Vec<Image>, usage: Usage) -> Plan {
+    plan(
+        &policy(policy_json),
+        &Inventory::new(images, usage).unwrap(),
+        now(),
+    )
+}
+
+fn reasons(p: &Plan) -> BTreeMap<String, Vec<Reason>> {
+    p.decisions
+        .iter()
+        .map(|d| (d.image_id.clone(), d.reasons.clone()))
+        .collect()
+}
+
+fn first(p: &Plan, id: &str) -> Reason {
+    p.decisions
+        .iter()
+        .find(|d| d.image_id == id)
+        .unwrap_or_else(|| panic!("{id} not in plan"))
+        .reasons[0]
+}
+
+fn check(policy_json: &str, images: Vec<Image>, usage: Usage, expected: &[(&str, Reason)]) {
+    let p = run(policy_json, images, usage);
+    for (id, want) in expected {
+        assert_eq!(first(&p, id), *want, "{id}: {:?}", reasons(&p)[*id]);
+        let d = p.decisions.iter().find(|d| d.image_id == *id).unwrap();
+        let action = if *want == Reason::Expired {
+            Action::Deregister
+        } else {
+            Action::Keep
+        };
+        assert_eq!(d.action, action, "{id}");
+    }
+}
+
+#[test]
+fn rule1_selection_by_name_globs_and_required_tags() {
+    let p = r#"{"selection": {"names": ["web-*", "api-?-*"], "tags": {"team": "payments", "env": "*"}},
+               "retention": {"min_age_days": 30}}"#;
+    let pay = |b: common::ImageBuilder| b.tag("team", "payments").tag("env", "prod");
+    check(
+        p,
+        vec![
+            pay(img("ami-1", "web-1", 40)).build(),
+            pay(img("ami-2", "api-a-1", 40)).build(),
+            pay(img("ami-3", "api-ab-1", 40)).build(),
+            pay(img("ami-4", "Web-1", 40)).build(),
+            img("ami-5", "web-2", 40).tag("team", "payments").build(),
+            img("ami-6", "web-3", 40)
+                .tag("team", "search")
+                .tag("env", "prod")
+                .build(),
+            img("ami-7", "web-4", 40)
+                .tag("team", "payments")
+                .tag("env", "")
+                .build(),
+            pay(img("ami-8", "", 40)).build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::Expired),
+            ("ami-2", Reason::Expired),
+            ("ami-3", Reason::NotSelected),
+            ("ami-4", Reason::NotSelected),
+            ("ami-5", Reason::NotSelected),
+            ("ami-6", Reason::NotSelected),
+            ("ami-7", Reason::Expired),
+            ("ami-8", Reason::NotSelected),
+        ],
+    );
+    // Empty `names` selects every name, including the empty one.
+    check(
+        BASE,
+        vec![
+            img("ami-9", "", 40).build(),
+            img("ami-10", "anything", 40).build(),
+        ],
+        Usage::new(),
+        &[("ami-9", Reason::Expired), ("ami-10", Reason::Expired)],
+    );
+}
+
+#[test]
+fn rule2_exclude_tags_need_the_key_with_a_matching_value() {
+    let p = r#"{"selection": {"exclude_tags": {"retain": "*", "stage": "gold*"}},
+               "retention": {"min_age_days": 30}}"#;
+    check(
+        p,
+        vec![
+            img("ami-1", "a", 40).tag("retain", "").build(),
+            img("ami-2", "b", 40).tag("stage", "golden").build(),
+            img("ami-3", "c", 40).tag("stage", "silver").build(),
+            img("ami-4", "d", 40).tag("Retain", "yes").build(),
+            img("ami-5", "e", 40).build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::ExcludedByTag),
+            ("ami-2", Reason::ExcludedByTag),
+            ("ami-3", Reason::Expired),
+            ("ami-4", Reason::Expired),
+            ("ami-5", Reason::Expired),
+        ],
+    );
+    // Selection comes first: an unselected, excluded image reports not_selected.
+    let p2 = r#"{"selection": {"names": ["web-*"], "exclude_tags": {"retain": "*"}},
+                "retention": {"min_age_days": 30}}"#;
+    check(
+        p2,
+        vec![img("ami-6", "api-1", 40).tag("retain", "x").build()],
+        Usage::new(),
+        &[("ami-6", Reason::NotSelected)],
+    );
+}
+
+#[test]
+fn rule3_backup_managed_by_tag_key_or_name_prefix() {
+    check(
+        BASE,
+        vec![
+            img("ami-1", "web-1", 400)
+                .tag("aws:backup:source-resource", "")
+                .build(),
+            img("ami-2", "AwsBackup_web-1", 400).build(),
+            img("ami-3", "awsbackup_web-1", 400).build(),
+            img("ami-4", "web-AwsBackup_", 400).build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::BackupManaged),
+            ("ami-2", Reason::BackupManaged),
+            ("ami-3", Reason::Expired),
+            ("ami-4", Reason::Expired),
+        ],
+    );
+}
+
+#[test]
+fn rule4_only_settled_states_can_go() {
+    let states = [
+        ("available", Reason::Expired),
+        ("disabled", Reason::Expired),
+        ("failed", Reason::Expired),
+        ("error", Reason::Expired),
+        ("pending", Reason::Unsettled),
+        ("invalid", Reason::Unsettled),
+        ("deregistered", Reason::Unsettled),
+        ("transient", Reason::Unsettled),
+        ("some-new-state", Reason::Unsettled),
+    ];
+    let images = states
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _))| img(&format!("ami-{i}"), "x", 400).state(s).build())
+        .collect();
+    let expected: Vec<(String, Reason)> = states
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (format!("ami-{i}"), *r))
+        .collect();
+    let expected: Vec<(&str, Reason)> = expected.iter().map(|(i, r)| (i.as_str(), *r)).collect();
+    check(BASE, images, Usage::new(), &expected);
+}
+
+#[test]
+fn rule5_keep_count_ranks_available_images_per_group_newest_first() {
+    let p = r#"{"retention": {"min_age_days": 0, "keep_count": 2,
+                              "group_by": {"tags": ["app"], "name_regex": "^(.*)-[0-9]+$"}}}"#;
+    let t = ago(50, 0);
+    check(
+        p,
+        vec![
+            // web: ami-b and ami-a tie on creation date; the lower id ranks first.
+            img("ami-c", "web-3", 10).tag("app", "w").build(),
+            img("ami-b", "web-2", 0).created(t).tag("app", "w").build(),
+            img("ami-a", "web-1", 0).created(t).tag("app", "w").build(),
+            // A newer disabled image does not take a keep slot; a newer pending one neither.
+            img("ami-d", "web-4", 5)
+                .tag("app", "w")
+                .state("disabled")
+                .build(),
+            img("ami-e", "web-5", 1)
+                .tag("app", "w")
+                .state("pending")
+                .build(),
+            // Same name lineage, other app tag: its own group.
+            img("ami-f", "web-9", 100).tag("app", "other").build(),
+            // Missing tag counts as the empty string; a regex miss keys on the whole name.
+            img("ami-g", "web-latest", 100).build(),
+            img("ami-h", "web-latest", 200).build(),
+            img("ami-i", "web-latest", 300).build(),
+            // Excluded images do not count towards the group.
+            img("ami-j", "web-8", 1)
+                .tag("app", "w")
+                .tag("aws:backup:source-resource", "x")
+                .build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-c", Reason::WithinKeepCount),
+            ("ami-a", Reason::WithinKeepCount),
+            ("ami-b", Reason::Expired),
+            ("ami-d", Reason::Expired),
+            ("ami-e", Reason::Unsettled),
+            ("ami-f", Reason::WithinKeepCount),
+            ("ami-g", Reason::WithinKeepCount),
+            ("ami-h", Reason::WithinKeepCount),
+            ("ami-i", Reason::Expired),
+            ("ami-j", Reason::BackupManaged),
+        ],
+    );
+    let plan = run(
+        p,
+        vec![
+            img("ami-1", "web-1", 1).tag("app", "w").build(),
+            img("ami-2", "web-latest", 1).build(),
+        ],
+        Usage::new(),
+    );
+    let groups: BTreeMap<_, _> = plan
+        .decisions
+        .iter()
+        .map(|d| (d.image_id.as_str(), d.group.as_str()))
+        .collect();
+    assert_eq!(groups["ami-1"], "w/web");
+    assert_eq!(groups["ami-2"], "/web-latest");
+}
+
+#[test]
+fn rule5_without_group_by_everything_is_one_group() {
+    let p = r#"{"retention": {"min_age_days": 0, "keep_count": 1}}"#;
+    let plan = run(
+        p,
+        vec![
+            img("ami-1", "web-1", 3).build(),
+            img("ami-2", "api-1", 2).build(),
+        ],
+        Usage::new(),
+    );
+    assert_eq!(first(&plan, "ami-2"), Reason::WithinKeepCount);
+    assert_eq!(first(&plan, "ami-1"), Reason::Expired);
+    assert!(plan.decisions.iter().all(|d| d.group == "*"));
+}
+
+#[test]
+fn rule6_min_age_boundary_is_inclusive_of_expiry() {
+    check(
+        BASE,
+        vec![
+            img("ami-exact", "a", 30).build(),
+            img("ami-second-short", "b", 0)
+                .created(ago(30, 0) + chrono::TimeDelta::seconds(1))
+                .build(),
+            img("ami-older", "c", 30).created(ago(30, 1)).build(),
+            img("ami-future", "d", 0)
+                .created(now() + chrono::TimeDelta::days(1))
+                .build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-exact", Reason::Expired),
+            ("ami-second-short", Reason::TooYoung),
+            ("ami-older", Reason::Expired),
+            ("ami-future", Reason::TooYoung),
+        ],
+    );
+    // A min age beyond the calendar keeps everything instead of overflowing.
+    check(
+        r#"{"retention": {"min_age_days": 18446744073709551615}}"#,
+        vec![img("ami-1", "a", 100_000).build()],
+        Usage::new(),
+        &[("ami-1", Reason::TooYoung)],
+    );
+    // Zero days: everything not in the future is old enough.
+    check(
+        r#"{"retention": {"min_age_days": 0}}"#,
+        vec![img("ami-1", "a", 0).build()],
+        Usage::new(),
+        &[("ami-1", Reason::Expired)],
+    );
+}
+
+#[test]
+fn rule7_deregistration_protection_and_cooldown_instants() {
+    let in_an_hour = (now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let an_hour_ago = (now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    let exactly_now = now().to_rfc3339();
+    check(
+        BASE,
+        vec![
+            img("ami-1", "a", 40).protection("enabled").build(),
+            img("ami-2", "b", 40)
+                .protection("enabled-with-cooldown")
+                .build(),
+            img("ami-3", "c", 40)
+                .protection(&format!("disabled after {in_an_hour}"))
+                .build(),
+            img("ami-4", "d", 40)
+                .protection(&format!("disabled after {an_hour_ago}"))
+                .build(),
+            img("ami-5", "e", 40)
+                .protection(&format!("disabled after {exactly_now}"))
+                .build(),
+            img("ami-6", "f", 40).protection("disabled").build(),
+            img("ami-7", "g", 40).build(),
+            img("ami-8", "h", 40)
+                .protection("disabled after soon")
+                .build(),
+            img("ami-9", "i", 40).protection("locked").build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::DeregistrationProtected),
+            ("ami-2", Reason::DeregistrationProtected),
+            ("ami-3", Reason::DeregistrationProtected),
+            ("ami-4", Reason::Expired),
+            ("ami-5", Reason::Expired),
+            ("ami-6", Reason::Expired),
+            ("ami-7", Reason::Expired),
+            ("ami-8", Reason::DeregistrationProtected),
+            ("ami-9", Reason::DeregistrationProtected),
+        ],
+    );
+}
+
+#[test]
+fn rule8_in_use_by_any_kind_of_user_unless_allowed() {
+    let mut usage = Usage::new();
+    for (image, kind, id) in [
+        ("ami-1", UsageKind::Instance, "i-1 (stopped)"),
+        ("ami-2", UsageKind::LaunchTemplateVersion, "lt-1 v1"),
+        ("ami-3", UsageKind::LaunchConfiguration, "lc"),
+    ] {
+        usage.add(
+            image,
+            UsageRef {
+                kind,
+                id: id.into(),
+            },
+        );
+    }
+    let images = || {
+        vec![
+            img("ami-1", "a", 40).build(),
+            img("ami-2", "b", 40).build(),
+            img("ami-3", "c", 40).build(),
+            img("ami-4", "d", 40).build(),
+        ]
+    };
+    check(
+        BASE,
+        images(),
+        usage.clone(),
+        &[
+            ("ami-1", Reason::InUse),
+            ("ami-2", Reason::InUse),
+            ("ami-3", Reason::InUse),
+            ("ami-4", Reason::Expired),
+        ],
+    );
+    let plan = run(BASE, images(), usage.clone());
+    let d = plan
+        .decisions
+        .iter()
+        .find(|d| d.image_id == "ami-1")
+        .unwrap();
+    assert_eq!(d.used_by[0].id, "i-1 (stopped)");
+    check(
+        r#"{"retention": {"min_age_days": 30}, "protection": {"skip_in_use": false}}"#,
+        images(),
+        usage,
+        &[("ami-1", Reason::Expired), ("ami-3", Reason::Expired)],
+    );
+}
+
+#[test]
+fn rule9_shared_images_unless_allowed() {
+    let images = || {
+        vec![
+            img("ami-1", "a", 40).public().build(),
+            img("ami-2", "b", 40).shared_with("111122223333").build(),
+            img("ami-3", "c", 40).build(),
+        ]
+    };
+    check(
+        BASE,
+        images(),
+        Usage::new(),
+        &[
+            ("ami-1", Reason::Shared),
+            ("ami-2", Reason::Shared),
+            ("ami-3", Reason::Expired),
+        ],
+    );
+    check(
+        r#"{"retention": {"min_age_days": 30}, "protection": {"skip_shared": false}}"#,
+        images(),
+        Usage::new(),
+        &[("ami-1", Reason::Expired), ("ami-2", Reason::Expired)],
+    );
+}
+
+#[test]
+fn rule10_recently_launched_boundary() {
+    let p = r#"{"retention": {"min_age_days": 30, "launched_within_days": 14}}"#;
+    check(
+        p,
+        vec![
+            img("ami-1", "a", 40).launched(ago(13, 0)).build(),
+            img("ami-2", "b", 40).launched(ago(14, 0)).build(),
+            img("ami-3", "c", 40).launched(ago(14, -1)).build(),
+            img("ami-4", "d", 40).launched(ago(200, 0)).build(),
+            img("ami-5", "e", 40).build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::RecentlyLaunched),
+            ("ami-2", Reason::Expired),
+            ("ami-3", Reason::RecentlyLaunched),
+            ("ami-4", Reason::Expired),
+            ("ami-5", Reason::Expired),
+        ],
+    );
+    // Without launched_within_days, launch times do not matter.
+    check(
+        BASE,
+        vec![img("ami-1", "a", 40).launched(ago(0, 0)).build()],
+        Usage::new(),
+        &[("ami-1", Reason::Expired)],
+    );
+}
+
+#[test]
+fn rule11_max_deregistrations_takes_the_oldest_first() {
+    let p = r#"{"retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 2}}"#;
+    let t = ago(100, 0);
+    check(
+        p,
+        vec![
+            img("ami-4", "d", 40).build(),
+            img("ami-3", "c", 50).build(),
+            img("ami-2", "b", 0).created(t).build(),
+            img("ami-1", "a", 0).created(t).build(),
+            img("ami-0", "young", 1).build(),
+        ],
+        Usage::new(),
+        &[
+            ("ami-1", Reason::Expired),
+            ("ami-2", Reason::Expired),
+            ("ami-3", Reason::OverLimit),
+            ("ami-4", Reason::OverLimit),
+            ("ami-0", Reason::TooYoung),
+        ],
+    );
+    check(
+        r#"{"retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 0}}"#,
+        vec![img("ami-1", "a", 40).build()],
+        Usage::new(),
+        &[("ami-1", Reason::OverLimit)],
+    );
+}
+
+#[test]
+fn first_reason_wins_and_other_keep_reasons_follow_in_rule_order() {
+    let mut usage = Usage::new();
+    usage.add(
+        "ami-1",
+        UsageRef {
+            kind: UsageKind::Instance,
+            id: "i-1 (running)".into(),
+        },
+    );
+    let p = r#"{"retention": {"min_age_days": 30, "keep_count": 1, "launched_within_days": 5}}"#;
+    let plan = run(
+        p,
+        vec![img("ami-1", "a", 1)
+            .protection("enabled")
+            .public()
+            .launched(ago(0, 0))
+            .build()],
+        usage,
+    );
+    assert_eq!(
+        plan.decisions[0].reasons,
+        vec![
+            Reason::WithinKeepCount,
+            Reason::TooYoung,
+            Reason::DeregistrationProtected,
+            Reason::InUse,
+            Reason::Shared,
+            Reason::RecentlyLaunched
+        ]
+    );
+}
+
+#[test]
+fn snapshots_shared_with_a_kept_image_are_retained() {
+    let p = r#"{"selection": {"names": ["old-*"]}, "retention": {"min_age_days": 30}}"#;
+    let plan = run(
+        p,
+        vec![
+            img("ami-1", "old-1", 40)
+                .snap("snap-own", 8)
+                .snap("snap-shared-kept", 20)
+                .snap("snap-shared-gone", 30)
+                .build(),
+            img("ami-2", "keep-me", 40)
+                .snap("snap-shared-kept", 20)
+                .build(),
+            img("ami-3", "old-2", 50)
+                .snap("snap-shared-gone", 30)
+                .build(),
+        ],
+        Usage::new(),
+    );
+    let d = plan
+        .decisions
+        .iter()
+        .find(|d| d.image_id == "ami-1")
+        .unwrap();
+    let by_id: BTreeMap<_, _> = d
+        .snapshots
+        .iter()
+        .map(|s| (s.snapshot_id.as_str(), s))
+        .collect();
+    assert_eq!(by_id["snap-own"].action, CleanupAction::Delete);
+    assert_eq!(by_id["snap-shared-kept"].action, CleanupAction::Retain);
+    assert_eq!(
+        by_id["snap-shared-kept"].reason,
+        Some(RetainReason::UsedByOtherImage)
+    );
+    assert_eq!(by_id["snap-shared-kept"].shared_with, vec!["ami-2"]);
+    assert_eq!(by_id["snap-shared-gone"].action, CleanupAction::Delete);
+    assert_eq!(by_id["snap-shared-gone"].shared_with, vec!["ami-3"]);
+    // Kept images list no storage.
+    let kept = plan
+        .decisions
+        .iter()
+        .find(|d| d.image_id == "ami-2")
+        .unwrap();
+    assert!(kept.snapshots.is_empty());
+    assert_eq!(plan.summary.snapshots_to_delete, 2);
+    assert_eq!(plan.summary.snapshot_gib_to_delete, 38);
+    assert_eq!(plan.summary.snapshots_retained, 1);
+}
+
+#[test]
+fn a_snapshot_kept_by_a_disabled_or_unsettled_image_is_retained() {
+    let plan = run(
+        r#"{"selection": {"names": ["old-*"]}, "retention": {"min_age_days": 30}}"#,
+        vec![
+            img("ami-1", "old-1", 40).snap("snap-1", 8).build(),
+            img("ami-2", "old-2", 40)
+                .snap("snap-1", 8)
+                .state("pending")
+                .build(),
+        ],
+        Usage::new(),
+    );
+    let d = plan
+        .decisions
+        .iter()
+        .find(|d| d.image_id == "ami-1")
+        .unwrap();
+    assert_eq!(d.snapshots[0].action, CleanupAction::Retain);
+}
+
+#[test]
+fn cleanup_switches_retain_storage() {
+    let images = || {
+        vec![
+            img("ami-1", "a", 40).snap("snap-1", 8).build(),
+            img("ami-2", "b", 40)
+                .instance_store("bucket/web/b.manifest.xml")
+                .build(),
+        ]
+    };
+    let plan = run(
+        r#"{"retention": {"min_age_days": 30}, "cleanup": {"snapshots": false, "bundles": false}}"#,
+        images(),
+        Usage::new(),
+    );
+    assert_eq!(plan.summary.deregister, 2);
+    assert_eq!(plan.summary.snapshots_to_delete, 0);
+    assert_eq!(plan.summary.bundles_to_delete, 0);
+    for d in &plan.decisions {
+        for s in &d.snapshots {
+            assert_eq!(s.reason, Some(RetainReason::CleanupDisabled));
+        }
+        if let Some(b) = &d.bundle {
+            assert_eq!(b.reason, Some(RetainReason::CleanupDisabled));
+        }
+    }
+    let plan = run(BASE, images(), Usage::new());
+    let b = plan
+        .decisions
+        .iter()
+        .find_map(|d| d.bundle.as_ref())
+        .unwrap();
+    assert_eq!(b.action, CleanupAction::Delete);
+    assert_eq!(b.bucket.as_deref(), Some("bucket"));
+    assert_eq!(b.manifest_key.as_deref(), Some("web/b.manifest.xml"));
+    assert_eq!(plan.summary.bundles_to_delete, 1);
+}
+
+#[test]
+fn bundles_shared_or_unparseable_are_retained() {
+    let plan = run(
+        r#"{"selection": {"names": ["old-*"]}, "retention": {"min_age_days": 30}}"#,
+        vec![
+            img("ami-1", "old-1", 40)
+                .instance_store("bucket/shared.manifest.xml")
+                .build(),
+            img("ami-2", "keep", 40)
+                .instance_store("bucket/shared.manifest.xml")
+                .build(),
+            img("ami-3", "old-3", 40).instance_store("no-slash").build(),
+            img("ami-4", "old-4", 40)
+                .instance_store("bucket/not-a-manifest.tar")
+                .build(),
+        ],
+        Usage::new(),
+    );
+    let bundle = |id: &str| {
+        plan.decisions
+            .iter()
+            .find(|d| d.image_id == id)
+            .unwrap()
+            .bundle
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(bundle("ami-1").reason, Some(RetainReason::UsedByOtherImage));
+    assert_eq!(
+        bundle("ami-3").reason,
+        Some(RetainReason::UnrecognisedLocation)
+    );
+    assert_eq!(
+        bundle("ami-4").reason,
+        Some(RetainReason::UnrecognisedLocation)
+    );
+    assert_eq!(plan.summary.bundles_to_delete, 0);
+}
+
+#[test]
+fn summary_counts_every_decision_once() {
+    let plan = run(
+        r#"{"retention": {"min_age_days": 30, "keep_count": 1}}"#,
+        vec![
+            img("ami-1", "a", 1).build(),
+            img("ami-2", "b", 40).build(),
+            img("ami-3", "c", 50).state("pending").build(),
+        ],
+        Usage::new(),
+    );
+    assert_eq!(plan.summary.keep, 2);
+    assert_eq!(plan.summary.deregister, 1);
+    assert_eq!(plan.summary.by_reason[&Reason::WithinKeepCount], 1);
+    assert_eq!(plan.summary.by_reason[&Reason::Unsettled], 1);
+    assert_eq!(plan.summary.by_reason[&Reason::Expired], 1);
+    assert_eq!(plan.condemned()[0].image_id, "ami-2");
+}
+
+#[test]
+fn duplicate_image_ids_are_rejected() {
+    let err = Inventory::new(
+        vec![img("ami-1", "a", 1).build(), img("ami-1", "b", 2).build()],
+        Usage::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "image ami-1 appears more than once in the inventory"
+    );
+}
+
+#[test]
+fn json_output_has_the_documented_shape() {
+    let plan = run(
+        r#"{"retention": {"min_age_days": 30, "keep_count": 1, "group_by": {"name_regex": "^(.*)-[0-9]+$"}}}"#,
+        vec![
+            img("ami-1", "web-1", 40).snap("snap-1", 8).build(),
+            img("ami-2", "web-2", 35).build(),
+        ],
+        Usage::new(),
+    );
+    let v = serde_json::to_value(&plan).unwrap();
+    assert_eq!(v["now"], "2026-11-26T00:00:00Z");
+    assert_eq!(v["summary"]["deregister"], 1);
+    assert_eq!(v["summary"]["keep"], 1);
+    let d0 = &v["decisions"][0];
+    assert_eq!(d0["image_id"], "ami-2");
+    assert_eq!(d0["group"], "web");
+    assert_eq!(d0["action"], "keep");
+    assert_eq!(d0["reasons"], serde_json::json!(["within_keep_count"]));
+    let d1 = &v["decisions"][1];
+    assert_eq!(d1["action"], "deregister");
+    assert_eq!(d1["reasons"], serde_json::json!(["expired"]));
+    assert_eq!(d1["snapshots"][0]["snapshot_id"], "snap-1");
+    assert_eq!(d1["snapshots"][0]["action"], "delete");
+}
