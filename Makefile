@@ -4,9 +4,14 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ami-sweeper/target
 CARGO ?= cargo
 PYTHON ?= python3
+# The local EC2 emulator, pinned, in a virtualenv that survives between runs.
+VENV ?= $(HOME)/.cache/ami-sweeper/venv
+MOTO_VERSION := 5.2.1
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+export MOTO_SERVER := $(VENV)/bin/moto_server
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo test lint fmt bench-plan clean
+.PHONY: demo test lint fmt bench-plan clean emulator
 
 ## The main job on its local default: plan the sample estate with the sample policy.
 demo:
@@ -14,9 +19,16 @@ demo:
 	    --instances samples/instances.json --launch-templates samples/launch-templates.json \
 	    --launch-configurations samples/launch-configurations.json --now $(NOW) --format table
 
-## The whole test suite: formatting, lints, unit, property and integration tests.
-test: lint
+## The whole test suite: formatting, lints, unit, property, mock and emulator tests.
+test: lint $(MOTO_STAMP)
 	$(CARGO) test --locked
+
+## Installs the pinned emulator once.
+emulator: $(MOTO_STAMP)
+$(MOTO_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
 
 lint:
 	$(CARGO) fmt --check

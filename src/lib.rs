@@ -4,13 +4,27 @@
 //! The crate is split so that the safety rules can be tested without AWS:
 //! - [`model`], [`policy`] and [`planner`] are the pure core: no I/O, no clock, no SDK types;
 //! - [`awscli`] reads the AWS CLI's JSON into the model (the offline `plan` command);
-//! - [`render`] turns plans into tables for people.
+//! - [`render`] turns plans into tables for people;
+//! - [`ports`] are the narrow interfaces the sweep needs from AWS, [`aws`] implements
+//!   them with the SDK (one file per service);
+//! - [`sweep`] (deregistration) and [`cleanup`] (the queue worker) drive the ports with
+//!   bounded concurrency and a rate limit, and fill in a [`report`].
 
+pub mod aws;
 pub mod awscli;
+pub mod cleanup;
+pub mod error;
+pub mod jobs;
+pub mod manifest;
 pub mod model;
 pub mod planner;
 pub mod policy;
+pub mod ports;
+pub mod ratelimit;
 pub mod render;
+pub mod report;
+pub mod run;
+pub mod sweep;
 pub mod time;
 
 pub use model::{Image, Inventory, Usage};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ami_sweeper::awscli::{load_inventory, InventoryFiles};
-use ami_sweeper::{plan, render, time, Policy};
+use ami_sweeper::{cleanup, plan, render, run, sweep, time, Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the planner allocates and frees hundreds of thousands of small strings, where
@@ -46,6 +46,45 @@ enum Command {
         /// The instant ages are measured from (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
+        /// Output format; default: table on a terminal, json otherwise.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Inventory EC2 and execute the policy (a dry run unless the policy says otherwise).
+    Sweep {
+        /// The retention policy (JSON).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Region to sweep (repeatable); default: the policy's regions, else the configured one.
+        #[arg(long = "region")]
+        regions: Vec<String>,
+        /// Plan and report only, whatever the policy says.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send cleanup jobs to this SQS queue instead of running them in process.
+        #[arg(long, env = "CLEANUP_QUEUE_URL")]
+        queue_url: Option<String>,
+        /// Delay of queued cleanup jobs, in seconds (at most 900).
+        #[arg(long, default_value_t = 60)]
+        queue_delay: u32,
+        /// Deregistrations per second after the burst.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+        /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
+        #[arg(long, default_value_t = 15)]
+        retry_delay: u64,
+        /// The instant ages are measured from (RFC 3339); default: now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Output format; default: table on a terminal, json otherwise.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Drain the cleanup queue once: what the SQS-triggered Lambda does per batch.
+    Cleanup {
+        /// The cleanup queue.
+        #[arg(long, env = "CLEANUP_QUEUE_URL")]
+        queue_url: String,
         /// Output format; default: table on a terminal, json otherwise.
         #[arg(long, value_enum)]
         format: Option<Format>,
@@ -100,8 +139,126 @@ fn read_policy(path: &PathBuf) -> Result<Policy, Failure> {
     Policy::from_json(&text).map_err(Failure::input)
 }
 
+fn parse_now(now: Option<String>) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
+    match now {
+        Some(s) => time::parse_instant(&s)
+            .ok_or_else(|| Failure::input(format!("--now: {s:?} is not an RFC 3339 instant"))),
+        None => Ok(chrono::Utc::now()),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure {
+            status: 1,
+            message: format!("cannot start the async runtime: {e}"),
+        })
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AMI_SWEEPER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Sweep {
+            policy,
+            regions,
+            dry_run,
+            queue_url,
+            queue_delay,
+            rate,
+            retry_delay,
+            now,
+            format,
+        } => {
+            let policy = read_policy(&policy)?;
+            let now = parse_now(now)?;
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err(Failure::input("--rate: must be a positive number"));
+            }
+            init_logs();
+            let rt = runtime()?;
+            let report = rt.block_on(async {
+                let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let regions =
+                    run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
+                        .map_err(Failure::input)?;
+                let queue = match queue_url {
+                    Some(url) => run::QueueMode::Sqs {
+                        url,
+                        delay_seconds: queue_delay,
+                    },
+                    None => run::QueueMode::Local(cleanup::RetryPolicy {
+                        delay: std::time::Duration::from_secs(retry_delay),
+                        ..Default::default()
+                    }),
+                };
+                let opts = run::SweepOptions {
+                    regions: regions.clone(),
+                    force_dry_run: dry_run,
+                    queue,
+                    exec: sweep::ExecConfig {
+                        deregister_per_second: rate,
+                        ..Default::default()
+                    },
+                    now,
+                };
+                Ok::<_, Failure>(run::run_sweep(&base, &policy, &regions, &opts).await)
+            })?;
+            let format = default_format(format);
+            write_stdout(|out| match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut *out, &report)?;
+                    writeln!(out)
+                }
+                Format::Table => out.write_all(render::sweep_table(&report).as_bytes()),
+            })?;
+            if report.totals.failures > 0 {
+                return Err(Failure {
+                    status: 1,
+                    message: format!("{} failures; see the report", report.totals.failures),
+                });
+            }
+            Ok(())
+        }
+        Command::Cleanup { queue_url, format } => {
+            init_logs();
+            let rt = runtime()?;
+            let report = rt
+                .block_on(async {
+                    let base =
+                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    run::drain_queue(&base, &queue_url, 1).await
+                })
+                .map_err(|e| Failure {
+                    status: 1,
+                    message: e.to_string(),
+                })?;
+            let format = default_format(format);
+            write_stdout(|out| match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut *out, &report)?;
+                    writeln!(out)
+                }
+                Format::Table => out.write_all(render::cleanup_table(&report).as_bytes()),
+            })?;
+            if report.failures() > 0 {
+                return Err(Failure {
+                    status: 1,
+                    message: format!("{} failures; see the report", report.failures()),
+                });
+            }
+            Ok(())
+        }
         Command::Plan {
             policy,
             images,
@@ -112,12 +269,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format,
         } => {
             let policy = read_policy(&policy)?;
-            let now = match now {
-                Some(s) => time::parse_instant(&s).ok_or_else(|| {
-                    Failure::input(format!("--now: {s:?} is not an RFC 3339 instant"))
-                })?,
-                None => chrono::Utc::now(),
-            };
+            let now = parse_now(now)?;
             let inventory = load_inventory(&InventoryFiles {
                 images,
                 instances,

@@ -3,7 +3,7 @@
 //! The planner reasons only about these types, never about SDK or AWS CLI shapes:
 //! adapters (the AWS CLI JSON reader, the live EC2 inventory) map into them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -385,5 +385,14 @@ impl Inventory {
     /// The images, in the order they were given.
     pub fn images(&self) -> &[Image] {
         &self.images
+    }
+
+    /// Records launch-permission grantees learnt after listing (image id → grantees).
+    pub fn set_shared_with(&mut self, grants: BTreeMap<String, Vec<String>>) {
+        for image in &mut self.images {
+            if let Some(g) = grants.get(&image.id) {
+                image.shared_with = g.clone();
+            }
+        }
     }
 }

@@ -191,6 +191,153 @@ pub fn summary_lines(plan: &Plan) -> String {
     out
 }
 
+/// Renders a sweep report: per region, what was deregistered or failed, the jobs,
+/// the totals and the API calls.
+pub fn sweep_table(report: &crate::report::SweepReport) -> String {
+    use crate::report::Outcome;
+    let mut out = String::new();
+    for r in &report.regions {
+        let _ = writeln!(out, "region {}", r.region);
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "{}", wrap(&format!("  FAILED: {e}"), 4));
+            continue;
+        }
+        for i in &r.images {
+            let Some(o) = i.outcome else { continue };
+            let label = format!("{o:?}").to_lowercase();
+            let line = format!(
+                "  {:<21}  {:<12}  ",
+                truncate(&i.image_id, 21),
+                truncate(&label, 12)
+            );
+            let room = WIDTH.saturating_sub(line.chars().count());
+            let _ = writeln!(out, "{line}{}", truncate(&i.name, room));
+            if let (Some(e), true) = (&i.error, o != Outcome::Planned) {
+                let _ = writeln!(out, "{}", truncate(&format!("      {e}"), WIDTH));
+            }
+        }
+        for j in &r.jobs {
+            let _ = writeln!(
+                out,
+                "{}",
+                truncate(
+                    &format!(
+                        "  {:<15} {:<22} {:?}{}",
+                        j.kind,
+                        truncate(&j.target, 22),
+                        j.outcome,
+                        j.error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    ),
+                    WIDTH
+                )
+            );
+        }
+        if let Some(p) = &r.plan {
+            let _ = writeln!(
+                out,
+                "  plan: {} images, {} to deregister, {} to keep",
+                p.deregister + p.keep,
+                p.deregister,
+                p.keep
+            );
+        }
+        for w in &r.warnings {
+            let _ = writeln!(out, "{}", wrap(&format!("  warning: {w}"), 11));
+        }
+    }
+    let t = &report.totals;
+    let outcomes: Vec<String> = t
+        .outcomes
+        .iter()
+        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
+        .collect();
+    let jobs: Vec<String> = t
+        .jobs
+        .iter()
+        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
+        .collect();
+    let calls: Vec<String> = report
+        .api_calls
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{}",
+        wrap(
+            &format!(
+                "{}: {} images; {}; jobs: {}; {} failures; {} ms",
+                if report.dry_run { "dry run" } else { "sweep" },
+                t.images,
+                if outcomes.is_empty() {
+                    "nothing to do".to_string()
+                } else {
+                    outcomes.join(", ")
+                },
+                if jobs.is_empty() {
+                    "none".to_string()
+                } else {
+                    jobs.join(", ")
+                },
+                t.failures,
+                report.elapsed_ms
+            ),
+            2
+        )
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        wrap(&format!("api calls: {}", calls.join(", ")), 2)
+    );
+    out
+}
+
+/// Renders one drain of the cleanup queue.
+pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
+    let mut out = String::new();
+    for j in &report.jobs {
+        let _ = writeln!(
+            out,
+            "{}",
+            truncate(
+                &format!(
+                    "{:<21}  {:<15} {:<24} {:?}{}",
+                    j.image_id,
+                    j.kind,
+                    truncate(&j.target, 24),
+                    j.outcome,
+                    j.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+                WIDTH
+            )
+        );
+    }
+    for m in &report.malformed {
+        let _ = writeln!(out, "{}", wrap(&format!("malformed: {m}"), 2));
+    }
+    let totals: Vec<String> = report
+        .totals
+        .iter()
+        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "cleanup: {} jobs ({}); {} malformed; {} ms",
+        report.jobs.len(),
+        totals.join(", "),
+        report.malformed.len(),
+        report.elapsed_ms
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::{truncate, wrap, WIDTH};

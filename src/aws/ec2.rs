@@ -1,0 +1,265 @@
+//! EC2: images, launch permissions, deregistration, usage by instances and launch
+//! templates, snapshot deletion.
+
+use std::sync::Arc;
+
+use aws_sdk_ec2::types::{ImageAttributeName, PermissionGroup};
+
+use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
+use crate::error::{from_sdk, AwsError};
+use crate::model::{Image, Usage, UsageRef};
+use crate::ports::{Deregistrar, ImageSource, SnapshotDeleter};
+use crate::report::ApiCalls;
+
+/// The EC2 adapter.
+#[derive(Clone, Debug)]
+pub struct Ec2 {
+    client: aws_sdk_ec2::Client,
+    calls: Arc<ApiCalls>,
+}
+
+/// A launch template version whose image id is an SSM parameter, to resolve later.
+#[derive(Debug, Clone)]
+pub struct SsmRef {
+    /// The parameter name (after `resolve:ssm:`).
+    pub parameter: String,
+    /// The launch template version that uses it.
+    pub user: UsageRef,
+}
+
+fn raw_image(img: &aws_sdk_ec2::types::Image) -> RawImage {
+    RawImage {
+        image_id: img.image_id().unwrap_or_default().to_string(),
+        name: img.name().map(str::to_string),
+        creation_date: img.creation_date().map(str::to_string),
+        state: img.state().map(|s| s.as_str().to_string()),
+        tags: img
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        public: img.public().unwrap_or(false),
+        deregistration_protection: img.deregistration_protection().map(str::to_string),
+        last_launched_time: img.last_launched_time().map(str::to_string),
+        root_device_type: img.root_device_type().map(|d| d.as_str().to_string()),
+        image_location: img.image_location().map(str::to_string),
+        snapshots: img
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs())
+            .filter_map(|e| {
+                e.snapshot_id().map(|s| {
+                    (
+                        s.to_string(),
+                        e.volume_size().and_then(|v| u64::try_from(v).ok()),
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+impl Ec2 {
+    /// Wraps a client; every call is counted in `calls`.
+    pub fn new(client: aws_sdk_ec2::Client, calls: Arc<ApiCalls>) -> Self {
+        Self { client, calls }
+    }
+
+    /// Images used by instances in any state but terminated (all pages).
+    pub async fn instance_usage(&self) -> Result<Usage, AwsError> {
+        let mut usage = Usage::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.calls.record("DescribeInstances");
+            let resp = self
+                .client
+                .describe_instances()
+                .max_results(1000)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeInstances", e))?;
+            for inst in resp.reservations().iter().flat_map(|r| r.instances()) {
+                let state = inst
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default();
+                if let (Some(image), Some(user)) = (
+                    inst.image_id(),
+                    instance_user(inst.instance_id().unwrap_or("instance"), &state),
+                ) {
+                    usage.add(image, user);
+                }
+            }
+            token = resp
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(usage);
+            }
+        }
+    }
+
+    /// Images named by any version of any launch template; `resolve:ssm:` ids are
+    /// returned for the SSM adapter to resolve.
+    pub async fn launch_template_usage(&self) -> Result<(Usage, Vec<SsmRef>), AwsError> {
+        let mut usage = Usage::new();
+        let mut refs = Vec::new();
+        let mut templates = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.calls.record("DescribeLaunchTemplates");
+            let resp = self
+                .client
+                .describe_launch_templates()
+                .max_results(200)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
+            templates.extend(
+                resp.launch_templates()
+                    .iter()
+                    .filter_map(|t| t.launch_template_id().map(str::to_string)),
+            );
+            token = resp
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        for id in templates {
+            let mut token: Option<String> = None;
+            loop {
+                self.calls.record("DescribeLaunchTemplateVersions");
+                let resp = self
+                    .client
+                    .describe_launch_template_versions()
+                    .launch_template_id(&id)
+                    .max_results(200)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
+                for v in resp.launch_template_versions() {
+                    let Some(image) = v.launch_template_data().and_then(|d| d.image_id()) else {
+                        continue;
+                    };
+                    let user = template_user(
+                        v.launch_template_id().unwrap_or(&id),
+                        v.launch_template_name(),
+                        v.version_number(),
+                    );
+                    match TemplateImage::parse(image) {
+                        TemplateImage::Id(image) => usage.add(image, user),
+                        TemplateImage::Ssm(parameter) => refs.push(SsmRef { parameter, user }),
+                    }
+                }
+                token = resp
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok((usage, refs))
+    }
+}
+
+impl ImageSource for Ec2 {
+    async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
+        let mut images = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.calls.record("DescribeImages");
+            let resp = self
+                .client
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .max_results(1000)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeImages", e))?;
+            for img in resp.images() {
+                let image = raw_image(img).into_image().map_err(|m| AwsError {
+                    operation: "DescribeImages",
+                    code: None,
+                    message: format!("unusable image in the response: {m}"),
+                })?;
+                images.push(image);
+            }
+            token = resp
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(images);
+            }
+        }
+    }
+
+    async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
+        self.calls.record("DescribeImageAttribute");
+        let resp = self
+            .client
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeImageAttribute", e))?;
+        Ok(resp
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| {
+                if p.group() == Some(&PermissionGroup::All) {
+                    Some("all".to_string())
+                } else {
+                    p.user_id()
+                        .or(p.organization_arn())
+                        .or(p.organizational_unit_arn())
+                        .map(str::to_string)
+                }
+            })
+            .collect())
+    }
+}
+
+impl Deregistrar for Ec2 {
+    async fn deregister(&self, image_id: &str) -> Result<(), AwsError> {
+        self.calls.record("DeregisterImage");
+        self.client
+            .deregister_image()
+            .image_id(image_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("DeregisterImage", e))
+    }
+}
+
+impl SnapshotDeleter for Ec2 {
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), AwsError> {
+        self.calls.record("DeleteSnapshot");
+        self.client
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("DeleteSnapshot", e))
+    }
+}

@@ -1,0 +1,75 @@
+//! Adapters: the ports implemented with the AWS SDK, one file per service.
+//! Clients are built once per region and shared by every call of a run.
+
+pub mod autoscaling;
+pub mod ec2;
+pub mod s3;
+pub mod sqs;
+pub mod ssm;
+
+use std::sync::Arc;
+
+use crate::report::ApiCalls;
+
+/// The SDK clients of one region, plus the run's call counter.
+#[derive(Clone, Debug)]
+pub struct RegionClients {
+    /// Region name.
+    pub region: String,
+    /// EC2: images, instances, launch templates, snapshots.
+    pub ec2: ec2::Ec2,
+    /// Auto Scaling: launch configurations.
+    pub autoscaling: autoscaling::AutoScaling,
+    /// SSM: `resolve:ssm:` launch template ids.
+    pub ssm: ssm::Ssm,
+    /// S3: instance-store bundles.
+    pub s3: s3::S3,
+}
+
+impl RegionClients {
+    /// Builds the region's clients from a shared configuration.
+    pub fn new(base: &aws_config::SdkConfig, region: &str, calls: Arc<ApiCalls>) -> Self {
+        let config = base
+            .to_builder()
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        Self {
+            region: region.to_string(),
+            ec2: ec2::Ec2::new(aws_sdk_ec2::Client::new(&config), calls.clone()),
+            autoscaling: autoscaling::AutoScaling::new(
+                aws_sdk_autoscaling::Client::new(&config),
+                calls.clone(),
+            ),
+            ssm: ssm::Ssm::new(aws_sdk_ssm::Client::new(&config), calls.clone()),
+            s3: s3::S3::new(
+                aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(&config)
+                        .force_path_style(true)
+                        .build(),
+                ),
+                calls,
+            ),
+        }
+    }
+}
+
+impl crate::ports::UsageSource for RegionClients {
+    /// Instances (any state but terminated), every launch template version (with
+    /// `resolve:ssm:` ids resolved) and launch configurations, fetched concurrently.
+    async fn list_usage(
+        &self,
+    ) -> Result<(crate::model::Usage, Vec<String>), crate::error::AwsError> {
+        let (instances, templates, configs) = tokio::join!(
+            self.ec2.instance_usage(),
+            self.ec2.launch_template_usage(),
+            self.autoscaling.launch_configuration_usage()
+        );
+        let mut usage = instances?;
+        let (template_usage, ssm_refs) = templates?;
+        usage.extend(template_usage);
+        usage.extend(configs?);
+        let (resolved, warnings) = self.ssm.resolve_image_ids(ssm_refs).await?;
+        usage.extend(resolved);
+        Ok((usage, warnings))
+    }
+}

@@ -1,0 +1,134 @@
+//! SQS: the cleanup queue. The sweep sends jobs in batches of ten with a delay;
+//! `cleanup --queue-url` receives and deletes them.
+
+use std::sync::Arc;
+
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::error::{from_sdk, AwsError};
+use crate::jobs::CleanupJob;
+use crate::ports::CleanupSink;
+use crate::report::ApiCalls;
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// SQS message id.
+    pub id: String,
+    /// Handle to delete it with.
+    pub receipt_handle: String,
+    /// The job JSON.
+    pub body: String,
+}
+
+/// The SQS adapter for one queue.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    delay_seconds: i32,
+    calls: Arc<ApiCalls>,
+}
+
+impl SqsQueue {
+    /// A queue; messages are sent with `delay_seconds` (at most 900) so that
+    /// deregistrations settle before the worker sees them.
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        queue_url: impl Into<String>,
+        delay_seconds: u32,
+        calls: Arc<ApiCalls>,
+    ) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+            delay_seconds: delay_seconds.min(900) as i32,
+            calls,
+        }
+    }
+
+    /// Receives up to ten messages, waiting at most `wait_seconds` for the first.
+    pub async fn receive(&self, wait_seconds: i32) -> Result<Vec<Message>, AwsError> {
+        self.calls.record("ReceiveMessage");
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .send()
+            .await
+            .map_err(|e| from_sdk("ReceiveMessage", e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| Message {
+                id: m.message_id().unwrap_or_default().to_string(),
+                receipt_handle: m.receipt_handle().unwrap_or_default().to_string(),
+                body: m.body().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    /// Deletes a handled message.
+    pub async fn delete(&self, receipt_handle: &str) -> Result<(), AwsError> {
+        self.calls.record("DeleteMessage");
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("DeleteMessage", e))
+    }
+}
+
+impl CleanupSink for SqsQueue {
+    async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        let mut failed = Vec::new();
+        for batch in jobs.chunks(10) {
+            let entries: Vec<SendMessageBatchRequestEntry> = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, j)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(j.to_json())
+                        .delay_seconds(self.delay_seconds)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.calls.record("SendMessageBatch");
+            match self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    for f in out.failed() {
+                        if let Some(job) = f.id().parse::<usize>().ok().and_then(|i| batch.get(i)) {
+                            failed.push((
+                                job.clone(),
+                                AwsError {
+                                    operation: "SendMessageBatch",
+                                    code: Some(f.code().to_string()),
+                                    message: f.message().unwrap_or_default().to_string(),
+                                },
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = from_sdk("SendMessageBatch", e);
+                    failed.extend(batch.iter().map(|j| (j.clone(), e.clone())));
+                }
+            }
+        }
+        failed
+    }
+}

@@ -1,0 +1,196 @@
+//! The cleanup worker: runs queued jobs. The same code serves the in-process queue of a
+//! local sweep, `ami-sweeper cleanup --queue-url`, and the SQS-triggered Lambda.
+
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+
+use crate::error::AwsError;
+use crate::jobs::{CleanupJob, JobTarget};
+use crate::manifest::part_keys;
+use crate::ports::{BundleStore, SnapshotDeleter};
+use crate::ratelimit::RateLimiter;
+use crate::report::{JobOutcome, JobReport};
+use crate::sweep::kind_of;
+
+/// The result of one attempt at a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Finished: deleted or already gone, with the objects deleted (bundles).
+    Done(JobOutcome, Vec<String>),
+    /// Try again later (e.g. `InvalidSnapshot.InUse` right after deregistration).
+    Retry(String),
+    /// Will not succeed by retrying (e.g. a malformed manifest); nothing was deleted.
+    Fail(String),
+}
+
+fn transient(e: &AwsError) -> bool {
+    e.code.is_none()
+        || e.is("RequestLimitExceeded")
+        || e.is("Throttling")
+        || e.is("SlowDown")
+        || e.is("InternalError")
+        || e.is("ServiceUnavailable")
+}
+
+/// Runs one job once.
+pub async fn run_job<S: SnapshotDeleter, B: BundleStore>(
+    job: &CleanupJob,
+    snapshots: &S,
+    bundles: &B,
+) -> Attempt {
+    match &job.target {
+        JobTarget::DeleteSnapshot { snapshot_id } => {
+            match snapshots.delete_snapshot(snapshot_id).await {
+                Ok(()) => Attempt::Done(JobOutcome::Deleted, Vec::new()),
+                Err(e) if e.is("InvalidSnapshot.NotFound") => {
+                    Attempt::Done(JobOutcome::AlreadyGone, Vec::new())
+                }
+                Err(e) if e.is("InvalidSnapshot.InUse") || transient(&e) => {
+                    Attempt::Retry(e.to_string())
+                }
+                Err(e) => Attempt::Fail(e.to_string()),
+            }
+        }
+        JobTarget::DeleteBundle {
+            bucket,
+            manifest_key,
+        } => delete_bundle(bucket, manifest_key, bundles).await,
+    }
+}
+
+async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: &B) -> Attempt {
+    let xml = match store.get_object(bucket, manifest_key).await {
+        Ok(x) => x,
+        Err(e) if e.is("NoSuchKey") => return Attempt::Done(JobOutcome::AlreadyGone, Vec::new()),
+        Err(e) if transient(&e) => return Attempt::Retry(e.to_string()),
+        Err(e) => return Attempt::Fail(e.to_string()),
+    };
+    let parts = match part_keys(manifest_key, &xml) {
+        Ok(p) => p,
+        Err(m) => {
+            return Attempt::Fail(format!(
+                "s3://{bucket}/{manifest_key}: {m}; nothing was deleted"
+            ))
+        }
+    };
+    // Parts first, manifest last: if a run stops half-way, the manifest still says
+    // what is left and the job can be run again.
+    let mut deleted = Vec::new();
+    for chunk in parts.chunks(1000) {
+        match store.delete_objects(bucket, chunk).await {
+            Ok(failed) if failed.is_empty() => deleted.extend(chunk.iter().cloned()),
+            Ok(failed) => {
+                let (key, e) = &failed[0];
+                return Attempt::Retry(format!(
+                    "{} of {} parts not deleted (first: {key}: {e})",
+                    failed.len(),
+                    chunk.len()
+                ));
+            }
+            Err(e) => return Attempt::Retry(e.to_string()),
+        }
+    }
+    match store
+        .delete_objects(bucket, &[manifest_key.to_string()])
+        .await
+    {
+        Ok(failed) if failed.is_empty() => {
+            deleted.push(manifest_key.to_string());
+            Attempt::Done(JobOutcome::Deleted, deleted)
+        }
+        Ok(failed) => Attempt::Retry(format!("manifest not deleted: {}", failed[0].1)),
+        Err(e) => Attempt::Retry(e.to_string()),
+    }
+}
+
+/// How the in-process queue retries.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per job, the first included.
+    pub attempts: u32,
+    /// Wait before each retry round.
+    pub delay: Duration,
+    /// Jobs in flight at once.
+    pub concurrency: usize,
+    /// `DeleteSnapshot` bucket: burst and refill per second.
+    pub burst: u32,
+    /// Refill per second.
+    pub per_second: f64,
+}
+
+impl Default for RetryPolicy {
+    /// Five attempts 15 s apart: `InvalidSnapshot.InUse` after a deregistration clears
+    /// within seconds. 20 burst then 5/s keeps under EC2's `DeleteSnapshot` bucket.
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            delay: Duration::from_secs(15),
+            concurrency: 8,
+            burst: 20,
+            per_second: 5.0,
+        }
+    }
+}
+
+/// Runs jobs in process, retrying what asks for it, and reports each one.
+pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
+    jobs: Vec<CleanupJob>,
+    snapshots: &S,
+    bundles: &B,
+    retry: &RetryPolicy,
+) -> Vec<JobReport> {
+    let limiter = RateLimiter::new(retry.burst, retry.per_second);
+    let limiter = &limiter;
+    let mut done: Vec<JobReport> = Vec::new();
+    let mut pending: Vec<(CleanupJob, u32)> = jobs.into_iter().map(|j| (j, 0)).collect();
+    let mut round = 0;
+    while !pending.is_empty() {
+        if round > 0 {
+            tokio::time::sleep(retry.delay).await;
+        }
+        round += 1;
+        let results: Vec<(CleanupJob, u32, Attempt)> = stream::iter(pending)
+            .map(|(job, attempts)| async move {
+                limiter.acquire().await;
+                let a = run_job(&job, snapshots, bundles).await;
+                (job, attempts + 1, a)
+            })
+            .buffer_unordered(retry.concurrency.max(1))
+            .collect()
+            .await;
+        pending = Vec::new();
+        for (job, attempts, attempt) in results {
+            let (outcome, deleted, error) = match attempt {
+                Attempt::Done(o, d) => (o, d, None),
+                Attempt::Retry(_) if attempts < retry.attempts => {
+                    pending.push((job, attempts));
+                    continue;
+                }
+                Attempt::Retry(e) | Attempt::Fail(e) => (JobOutcome::Failed, Vec::new(), Some(e)),
+            };
+            done.push(report_of(&job, outcome, attempts, deleted, error));
+        }
+    }
+    done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
+    done
+}
+
+/// A report line for a job.
+pub fn report_of(
+    job: &CleanupJob,
+    outcome: JobOutcome,
+    attempts: u32,
+    deleted_objects: Vec<String>,
+    error: Option<String>,
+) -> JobReport {
+    JobReport {
+        image_id: job.image_id.clone(),
+        kind: kind_of(job),
+        target: job.target_label(),
+        outcome,
+        attempts,
+        deleted_objects,
+        error,
+    }
+}

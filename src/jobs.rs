@@ -1,0 +1,100 @@
+//! Cleanup jobs: what the sweep queues after a deregistration and the worker executes.
+//! Plain versioned JSON, so that a queue message outlives the code that wrote it.
+
+use serde::{Deserialize, Serialize};
+
+/// The job format version this build writes and reads.
+pub const JOB_VERSION: u32 = 1;
+
+/// One unit of cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupJob {
+    /// Format version; jobs of another version are rejected, not guessed at.
+    pub version: u32,
+    /// Region of the image and its storage.
+    pub region: String,
+    /// The deregistered image the storage belonged to.
+    pub image_id: String,
+    /// What to delete.
+    #[serde(flatten)]
+    pub target: JobTarget,
+}
+
+/// What a job deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobTarget {
+    /// `DeleteSnapshot`.
+    DeleteSnapshot {
+        /// `snap-...`.
+        snapshot_id: String,
+    },
+    /// The manifest and exactly the parts it lists.
+    DeleteBundle {
+        /// Bucket.
+        bucket: String,
+        /// Manifest key.
+        manifest_key: String,
+    },
+}
+
+impl CleanupJob {
+    /// Serializes to the queue's message body.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("jobs serialize")
+    }
+
+    /// Parses a message body; the error says what is wrong with it.
+    pub fn from_json(body: &str) -> Result<Self, String> {
+        let job: CleanupJob =
+            serde_json::from_str(body).map_err(|e| format!("malformed cleanup job: {e}"))?;
+        if job.version != JOB_VERSION {
+            return Err(format!(
+                "cleanup job version {} is not supported (this build reads {JOB_VERSION})",
+                job.version
+            ));
+        }
+        Ok(job)
+    }
+
+    /// A short label for reports: the snapshot id or `s3://bucket/key`.
+    pub fn target_label(&self) -> String {
+        match &self.target {
+            JobTarget::DeleteSnapshot { snapshot_id } => snapshot_id.clone(),
+            JobTarget::DeleteBundle {
+                bucket,
+                manifest_key,
+            } => format!("s3://{bucket}/{manifest_key}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_and_reject_other_versions() {
+        let job = CleanupJob {
+            version: JOB_VERSION,
+            region: "us-east-1".into(),
+            image_id: "ami-1".into(),
+            target: JobTarget::DeleteSnapshot {
+                snapshot_id: "snap-1".into(),
+            },
+        };
+        let text = job.to_json();
+        assert_eq!(
+            text,
+            r#"{"version":1,"region":"us-east-1","image_id":"ami-1","kind":"delete_snapshot","snapshot_id":"snap-1"}"#
+        );
+        assert_eq!(CleanupJob::from_json(&text).unwrap(), job);
+        let v2 = text.replace("\"version\":1", "\"version\":2");
+        assert!(CleanupJob::from_json(&v2)
+            .unwrap_err()
+            .contains("version 2"));
+        assert!(CleanupJob::from_json("{}")
+            .unwrap_err()
+            .starts_with("malformed"));
+    }
+}

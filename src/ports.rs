@@ -1,0 +1,69 @@
+//! The narrow interfaces the sweep needs from AWS. The executor and the worker are
+//! written against these; `crate::aws` implements them with the SDK, tests with fakes
+//! or mocked SDK clients.
+
+use std::future::Future;
+
+use crate::error::AwsError;
+use crate::jobs::CleanupJob;
+use crate::model::{Image, Usage};
+
+/// Lists the account's own images in one region.
+pub trait ImageSource: Sync {
+    /// Every image the account owns, disabled ones included, across all pages.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<Image>, AwsError>> + Send;
+
+    /// Launch-permission grantees other than the owner (accounts, organizations, OUs;
+    /// `all` for public), for one image.
+    fn launch_permissions(
+        &self,
+        image_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+}
+
+/// Finds what uses images: instances, launch template versions, launch configurations.
+pub trait UsageSource: Sync {
+    /// Usage and warnings (e.g. a `resolve:ssm:` parameter that could not be read).
+    fn list_usage(&self) -> impl Future<Output = Result<(Usage, Vec<String>), AwsError>> + Send;
+}
+
+/// Deregisters images.
+pub trait Deregistrar: Sync {
+    /// Deregisters one image (never its snapshots: the queue deletes those).
+    fn deregister(&self, image_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Accepts cleanup jobs for later execution.
+pub trait CleanupSink: Sync {
+    /// Queues the jobs; returns the ones that could not be queued, with the error.
+    fn enqueue(
+        &self,
+        jobs: Vec<CleanupJob>,
+    ) -> impl Future<Output = Vec<(CleanupJob, AwsError)>> + Send;
+}
+
+/// Deletes EBS snapshots.
+pub trait SnapshotDeleter: Sync {
+    /// Deletes one snapshot.
+    fn delete_snapshot(
+        &self,
+        snapshot_id: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Reads and deletes S3 objects of instance-store bundles.
+pub trait BundleStore: Sync {
+    /// The object's bytes.
+    fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<u8>, AwsError>> + Send;
+
+    /// Deletes exactly these keys; returns the keys that failed, with their errors.
+    fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, AwsError)>, AwsError>> + Send;
+}

@@ -1,0 +1,255 @@
+//! Whole runs: a sweep over the policy's regions, and one drain of the cleanup queue.
+//! The CLI and the Lambda handler both call these with clients built once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
+
+use crate::aws::sqs::SqsQueue;
+use crate::aws::RegionClients;
+use crate::cleanup::{report_of, run_job, run_local, Attempt, RetryPolicy};
+use crate::error::AwsError;
+use crate::jobs::CleanupJob;
+use crate::model::Timestamp;
+use crate::policy::Policy;
+use crate::ports::CleanupSink;
+use crate::report::{ApiCalls, JobOutcome, JobReport, RegionReport, SweepReport, Totals};
+use crate::sweep::{sweep_region, ExecConfig};
+
+/// The in-process queue of a sweep without `--queue-url`: jobs run after the
+/// deregistrations, with the same retry rules as the SQS worker.
+#[derive(Debug, Default)]
+pub struct LocalQueue(Mutex<Vec<CleanupJob>>);
+
+impl LocalQueue {
+    /// Takes the queued jobs.
+    pub fn take(&self) -> Vec<CleanupJob> {
+        std::mem::take(&mut *self.0.lock().expect("queue lock"))
+    }
+}
+
+impl CleanupSink for LocalQueue {
+    async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        self.0.lock().expect("queue lock").extend(jobs);
+        Vec::new()
+    }
+}
+
+/// Where cleanup jobs go.
+#[derive(Debug, Clone)]
+pub enum QueueMode {
+    /// Run them in process after the deregistrations.
+    Local(RetryPolicy),
+    /// Send them to this SQS queue with this delay in seconds.
+    Sqs {
+        /// Queue URL.
+        url: String,
+        /// `DelaySeconds` for each message.
+        delay_seconds: u32,
+    },
+}
+
+/// Everything a sweep needs besides the policy.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// Regions to sweep; empty means the policy's, else the configuration's region.
+    pub regions: Vec<String>,
+    /// Overrides the policy's `dry_run` to true when set.
+    pub force_dry_run: bool,
+    /// Where cleanup jobs go.
+    pub queue: QueueMode,
+    /// Concurrency, rate limit and deadline.
+    pub exec: ExecConfig,
+    /// The instant ages are measured from.
+    pub now: Timestamp,
+}
+
+/// The regions a run covers, or an error naming what is missing.
+pub fn regions_for(
+    policy: &Policy,
+    requested: &[String],
+    configured: Option<&str>,
+) -> Result<Vec<String>, String> {
+    if !requested.is_empty() {
+        return Ok(requested.to_vec());
+    }
+    if let Some(r) = &policy.regions {
+        return Ok(r.clone());
+    }
+    configured.map(|r| vec![r.to_string()]).ok_or_else(|| {
+        "no region: set `regions` in the policy, pass --region, or configure AWS_REGION".into()
+    })
+}
+
+/// Sweeps every region concurrently and reports. Never panics on AWS failures: a region
+/// that cannot be inventoried is reported as failed and nothing is changed there.
+pub async fn run_sweep(
+    base: &aws_config::SdkConfig,
+    policy: &Policy,
+    regions: &[String],
+    opts: &SweepOptions,
+) -> SweepReport {
+    let started = Instant::now();
+    let calls = Arc::new(ApiCalls::default());
+    let mut exec = opts.exec.clone();
+    exec.dry_run = policy.dry_run || opts.force_dry_run;
+    let per_region = regions.iter().map(|region| {
+        let clients = RegionClients::new(base, region, calls.clone());
+        let exec = exec.clone();
+        let calls = calls.clone();
+        async move {
+            match &opts.queue {
+                QueueMode::Local(retry) => {
+                    let queue = LocalQueue::default();
+                    let mut report = sweep_region(
+                        policy,
+                        region,
+                        opts.now,
+                        &clients.ec2,
+                        &clients,
+                        &clients.ec2,
+                        &queue,
+                        &exec,
+                    )
+                    .await;
+                    let jobs = queue.take();
+                    if !jobs.is_empty() {
+                        report.jobs = run_local(jobs, &clients.ec2, &clients.s3, retry).await;
+                    }
+                    report
+                }
+                QueueMode::Sqs { url, delay_seconds } => {
+                    let sqs = SqsQueue::new(
+                        aws_sdk_sqs::Client::new(
+                            &base
+                                .to_builder()
+                                .region(aws_config::Region::new(region.clone()))
+                                .build(),
+                        ),
+                        url.clone(),
+                        *delay_seconds,
+                        calls,
+                    );
+                    sweep_region(
+                        policy,
+                        region,
+                        opts.now,
+                        &clients.ec2,
+                        &clients,
+                        &clients.ec2,
+                        &sqs,
+                        &exec,
+                    )
+                    .await
+                }
+            }
+        }
+    });
+    let regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
+    let mut report = SweepReport {
+        dry_run: exec.dry_run,
+        now: crate::time::format_instant(opts.now),
+        regions,
+        totals: Totals::default(),
+        api_calls: calls.snapshot(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    report.total();
+    report
+}
+
+/// The result of one drain of the cleanup queue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CleanupReport {
+    /// One line per message handled.
+    pub jobs: Vec<JobReport>,
+    /// Jobs by outcome.
+    pub totals: BTreeMap<JobOutcome, usize>,
+    /// Messages that were not jobs (left for the dead-letter queue).
+    pub malformed: Vec<String>,
+    /// AWS API calls made, per operation.
+    pub api_calls: BTreeMap<String, u64>,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl CleanupReport {
+    /// Failed jobs plus malformed messages.
+    pub fn failures(&self) -> usize {
+        self.totals.get(&JobOutcome::Failed).copied().unwrap_or(0) + self.malformed.len()
+    }
+}
+
+/// Handles one queue message body: parses the job and runs it once with the region's
+/// clients. Shared by `cleanup --queue-url` and the SQS-triggered Lambda.
+pub async fn handle_message(
+    base: &aws_config::SdkConfig,
+    clients: &mut BTreeMap<String, RegionClients>,
+    calls: &Arc<ApiCalls>,
+    body: &str,
+) -> Result<(CleanupJob, Attempt), String> {
+    let job = CleanupJob::from_json(body)?;
+    let c = clients
+        .entry(job.region.clone())
+        .or_insert_with(|| RegionClients::new(base, &job.region, calls.clone()));
+    let attempt = run_job(&job, &c.ec2, &c.s3).await;
+    Ok((job, attempt))
+}
+
+/// Receives and runs every visible message once. Finished jobs are deleted from the
+/// queue; jobs to retry and failed jobs stay, so SQS redelivers them after the
+/// visibility timeout and its redrive policy moves poison messages to the DLQ.
+pub async fn drain_queue(
+    base: &aws_config::SdkConfig,
+    queue_url: &str,
+    wait_seconds: i32,
+) -> Result<CleanupReport, AwsError> {
+    let started = Instant::now();
+    let calls = Arc::new(ApiCalls::default());
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(base), queue_url, 0, calls.clone());
+    let mut clients: BTreeMap<String, RegionClients> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    let mut malformed = Vec::new();
+    loop {
+        let batch = queue.receive(wait_seconds).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            match handle_message(base, &mut clients, &calls, &m.body).await {
+                Err(e) => {
+                    tracing::error!(message_id = %m.id, error = %e, "malformed cleanup message");
+                    malformed.push(format!("{}: {e}", m.id));
+                }
+                Ok((job, Attempt::Done(outcome, deleted))) => {
+                    queue.delete(&m.receipt_handle).await?;
+                    jobs.push(report_of(&job, outcome, 1, deleted, None));
+                }
+                Ok((job, Attempt::Retry(e))) => {
+                    jobs.push(report_of(
+                        &job,
+                        JobOutcome::Retrying,
+                        1,
+                        Vec::new(),
+                        Some(e),
+                    ));
+                }
+                Ok((job, Attempt::Fail(e))) => {
+                    jobs.push(report_of(&job, JobOutcome::Failed, 1, Vec::new(), Some(e)));
+                }
+            }
+        }
+    }
+    let mut totals = BTreeMap::new();
+    for j in &jobs {
+        *totals.entry(j.outcome).or_default() += 1;
+    }
+    Ok(CleanupReport {
+        jobs,
+        totals,
+        malformed,
+        api_calls: calls.snapshot(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}

@@ -1,0 +1,744 @@
+//! What the emulator cannot show, with mocked SDK clients returning AWS's real error
+//! codes and shapes: pagination, protection values, AWS Backup refusals, throttling,
+//! snapshots still in use, launch permissions, `resolve:ssm:` ids, bad manifests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ami_sweeper::aws::autoscaling::AutoScaling;
+use ami_sweeper::aws::ec2::Ec2;
+use ami_sweeper::aws::s3::S3;
+use ami_sweeper::aws::ssm::Ssm;
+use ami_sweeper::aws::RegionClients;
+use ami_sweeper::cleanup::{run_local, RetryPolicy};
+use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
+use ami_sweeper::ports::ImageSource;
+use ami_sweeper::report::{ApiCalls, JobOutcome, Outcome, RegionReport};
+use ami_sweeper::run::LocalQueue;
+use ami_sweeper::sweep::{sweep_region, ExecConfig};
+use ami_sweeper::time::parse_instant;
+use ami_sweeper::Policy;
+use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+use aws_sdk_ec2::operation::describe_image_attribute::DescribeImageAttributeOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
+use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Image, ImageState, LaunchPermission, LaunchTemplate,
+    LaunchTemplateVersion, PermissionGroup, ResponseLaunchTemplateData, Tag,
+};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+
+fn ec2_error(code: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
+         <Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
+    )
+}
+
+fn retrying() -> aws_sdk_ec2::config::retry::RetryConfig {
+    aws_sdk_ec2::config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        rules.iter().copied(),
+        |c| c.retry_config(retrying())
+    )
+}
+
+fn image(id: &str, name: &str, created: &str) -> aws_sdk_ec2::types::builders::ImageBuilder {
+    Image::builder()
+        .image_id(id)
+        .name(name)
+        .creation_date(created)
+        .state(ImageState::Available)
+        .root_device_type(aws_sdk_ec2::types::DeviceType::Ebs)
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .snapshot_id(format!("snap-{}", &id[4..]))
+                        .volume_size(8)
+                        .build(),
+                )
+                .build(),
+        )
+}
+
+fn images_rule(images: Vec<Image>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
+        DescribeImagesOutput::builder()
+            .set_images(Some(images.clone()))
+            .build()
+    })
+}
+
+/// Rules for an account where nothing uses any image.
+fn no_usage() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_instances)
+            .then_output(|| DescribeInstancesOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_launch_templates)
+            .then_output(|| DescribeLaunchTemplatesOutput::builder().build()),
+    ]
+}
+
+fn unshared() -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_image_attribute)
+        .then_output(|| DescribeImageAttributeOutput::builder().build())
+}
+
+fn no_launch_configurations() -> aws_sdk_autoscaling::Client {
+    let rule = mock!(aws_sdk_autoscaling::Client::describe_launch_configurations).then_output(
+        || {
+            aws_sdk_autoscaling::operation::describe_launch_configurations::DescribeLaunchConfigurationsOutput::builder()
+                .set_launch_configurations(Some(vec![]))
+                .build()
+        },
+    );
+    mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&rule])
+}
+
+fn clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> (RegionClients, Arc<ApiCalls>) {
+    let calls = Arc::new(ApiCalls::default());
+    let s3_rule = mock!(aws_sdk_s3::Client::get_object).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        )
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&s3_rule]);
+    (
+        RegionClients {
+            region: "us-east-1".into(),
+            ec2: Ec2::new(ec2, calls.clone()),
+            autoscaling: AutoScaling::new(no_launch_configurations(), calls.clone()),
+            ssm: Ssm::new(ssm, calls.clone()),
+            s3: S3::new(s3, calls.clone()),
+        },
+        calls,
+    )
+}
+
+fn no_ssm() -> aws_sdk_ssm::Client {
+    let rule = mock!(aws_sdk_ssm::Client::get_parameter).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        )
+    });
+    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule])
+}
+
+fn policy() -> Policy {
+    Policy::from_json(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#).unwrap()
+}
+
+async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<CleanupJob>) {
+    let queue = LocalQueue::default();
+    let cfg = ExecConfig {
+        dry_run: policy.dry_run,
+        ..Default::default()
+    };
+    let report = sweep_region(
+        policy,
+        "us-east-1",
+        parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        &c.ec2,
+        c,
+        &c.ec2,
+        &queue,
+        &cfg,
+    )
+    .await;
+    (report, queue.take())
+}
+
+fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
+    r.images.iter().find(|i| i.image_id == id).unwrap().outcome
+}
+
+#[tokio::test]
+async fn describe_images_follows_every_page_with_the_right_filters() {
+    let page1 = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| {
+            r.next_token().is_none()
+                && r.owners() == ["self"]
+                && r.include_disabled() == Some(true)
+                && r.max_results() == Some(1000)
+        })
+        .then_output(|| {
+            DescribeImagesOutput::builder()
+                .images(image("ami-1", "a", "2025-01-01T00:00:00.000Z").build())
+                .next_token("page-2")
+                .build()
+        });
+    let page2 = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(|| {
+            DescribeImagesOutput::builder()
+                .images(image("ami-2", "b", "2025-01-02T00:00:00.000Z").build())
+                .next_token("")
+                .build()
+        });
+    let calls = Arc::new(ApiCalls::default());
+    let ec2 = Ec2::new(ec2(&[&page1, &page2]), calls.clone());
+    let images = ec2.list_images().await.unwrap();
+    let ids: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["ami-1", "ami-2"]);
+    assert_eq!(images[0].snapshots[0].id, "snap-1");
+    assert_eq!(page1.num_calls(), 1);
+    assert_eq!(page2.num_calls(), 1);
+    assert_eq!(calls.snapshot()["DescribeImages"], 2);
+}
+
+#[tokio::test]
+async fn an_unusable_image_in_the_response_stops_the_region_before_any_change() {
+    let bad = images_rule(vec![
+        image("ami-1", "a", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "b", "not a date").build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let mut rules = vec![&bad, &dereg];
+    let usage = no_usage();
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (report, jobs) = sweep(&c, &policy()).await;
+    let error = report.error.unwrap();
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(
+        error.contains("ami-2: CreationDate \"not a date\""),
+        "{error}"
+    );
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(jobs.is_empty());
+}
+
+#[tokio::test]
+async fn protection_values_are_honoured_and_cooldowns_expire() {
+    let images = images_rule(vec![
+        image("ami-1", "on", "2025-01-01T00:00:00.000Z")
+            .deregistration_protection("enabled")
+            .build(),
+        image("ami-2", "cooldown", "2025-01-01T00:00:00.000Z")
+            .deregistration_protection("enabled-with-cooldown")
+            .build(),
+        image("ami-3", "cooling", "2025-01-01T00:00:00.000Z")
+            .deregistration_protection("disabled after 2026-11-26T12:00:00.000Z")
+            .build(),
+        image("ami-4", "cooled", "2025-01-01T00:00:00.000Z")
+            .deregistration_protection("disabled after 2026-11-25T12:00:00.000Z")
+            .build(),
+        image("ami-5", "off", "2025-01-01T00:00:00.000Z")
+            .deregistration_protection("disabled")
+            .build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &dereg, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (report, jobs) = sweep(&c, &policy()).await;
+    for id in ["ami-1", "ami-2", "ami-3"] {
+        assert_eq!(outcome(&report, id), None, "{id} must not be touched");
+    }
+    assert_eq!(outcome(&report, "ami-4"), Some(Outcome::Deregistered));
+    assert_eq!(outcome(&report, "ami-5"), Some(Outcome::Deregistered));
+    assert_eq!(dereg.num_calls(), 2);
+    assert_eq!(jobs.len(), 2);
+}
+
+#[tokio::test]
+async fn aws_backup_refusals_are_skips_and_gone_images_are_done() {
+    let images = images_rule(vec![
+        image("ami-1", "backup-copy", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "gone", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-3", "broken", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-4", "ok", "2025-01-01T00:00:00.000Z").build(),
+    ]);
+    let backup = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-1"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "AuthFailure",
+                "This image is managed by AWS Backup and cannot be deregistered.",
+            )),
+        )
+        .build();
+    let gone = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-2"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidAMIID.Unavailable",
+                "The image ID 'ami-2' is no longer available",
+            )),
+        )
+        .build();
+    let broken = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-3"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error("UnauthorizedOperation", "You are not authorized")),
+        )
+        .build();
+    let ok = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-4"))
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &backup, &gone, &broken, &ok, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(
+        outcome(&report, "ami-1"),
+        Some(Outcome::SkippedBackupManaged)
+    );
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::AlreadyGone));
+    assert_eq!(outcome(&report, "ami-3"), Some(Outcome::Failed));
+    let err = report
+        .images
+        .iter()
+        .find(|i| i.image_id == "ami-3")
+        .unwrap()
+        .error
+        .clone()
+        .unwrap();
+    assert_eq!(
+        err,
+        "DeregisterImage: UnauthorizedOperation: You are not authorized"
+    );
+    assert_eq!(outcome(&report, "ami-4"), Some(Outcome::Deregistered));
+    // Only the image actually deregistered gets its snapshot queued.
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    assert_eq!(targets, ["snap-4"]);
+}
+
+#[tokio::test]
+async fn throttling_is_retried_until_it_succeeds() {
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .sequence()
+        .http_status(
+            503,
+            Some(ec2_error("RequestLimitExceeded", "Request limit exceeded.")),
+        )
+        .output(|| DeregisterImageOutput::builder().build())
+        .build();
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &dereg, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (report, _) = sweep(&c, &policy()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert_eq!(dereg.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn launch_permissions_to_other_accounts_keep_images() {
+    let images = images_rule(vec![
+        image("ami-1", "to-account", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "to-org", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-3", "public", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-4", "private", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-5", "unknown", "2025-01-01T00:00:00.000Z").build(),
+    ]);
+    let perms = mock!(aws_sdk_ec2::Client::describe_image_attribute).then_compute_response(|r| {
+        use aws_smithy_mocks::MockResponse;
+        let grant = match r.image_id() {
+            Some("ami-1") => Some(LaunchPermission::builder().user_id("111122223333").build()),
+            Some("ami-2") => Some(
+                LaunchPermission::builder()
+                    .organization_arn("arn:aws:organizations::111122223333:organization/o-1")
+                    .build(),
+            ),
+            Some("ami-3") => Some(
+                LaunchPermission::builder()
+                    .group(PermissionGroup::All)
+                    .build(),
+            ),
+            Some("ami-5") => {
+                return MockResponse::Http(aws_smithy_runtime_api::http::Response::new(
+                    aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                    aws_smithy_types::body::SdkBody::from(ec2_error(
+                        "UnauthorizedOperation",
+                        "not allowed",
+                    )),
+                ))
+            }
+            _ => None,
+        };
+        MockResponse::Output(
+            DescribeImageAttributeOutput::builder()
+                .set_launch_permissions(grant.map(|g| vec![g]))
+                .build(),
+        )
+    });
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let usage = no_usage();
+    let mut rules = vec![&images, &perms, &dereg];
+    rules.extend(usage.iter());
+    let (c, calls) = clients(ec2(&rules), no_ssm());
+    let (report, _) = sweep(&c, &policy()).await;
+    for id in ["ami-1", "ami-2", "ami-3", "ami-5"] {
+        let img = report.images.iter().find(|i| i.image_id == id).unwrap();
+        assert_eq!(img.reasons[0].as_str(), "shared", "{id}");
+        assert_eq!(img.outcome, None);
+    }
+    assert_eq!(outcome(&report, "ami-4"), Some(Outcome::Deregistered));
+    assert_eq!(dereg.num_calls(), 1);
+    assert!(report
+        .warnings
+        .iter()
+        .any(|w| w.contains("ami-5") && w.contains("kept as shared")));
+    assert_eq!(calls.snapshot()["DescribeImageAttribute"], 5);
+}
+
+fn template_rules(image_ref: &'static str) -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_instances)
+            .then_output(|| DescribeInstancesOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_launch_templates).then_output(|| {
+            DescribeLaunchTemplatesOutput::builder()
+                .launch_templates(
+                    LaunchTemplate::builder()
+                        .launch_template_id("lt-1")
+                        .launch_template_name("golden")
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_ec2::Client::describe_launch_template_versions)
+            .match_requests(|r| r.launch_template_id() == Some("lt-1") && r.versions().is_empty())
+            .then_output(move || {
+                DescribeLaunchTemplateVersionsOutput::builder()
+                    .launch_template_versions(
+                        LaunchTemplateVersion::builder()
+                            .launch_template_id("lt-1")
+                            .version_number(1)
+                            .launch_template_data(
+                                ResponseLaunchTemplateData::builder()
+                                    .image_id("ami-1")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .launch_template_versions(
+                        LaunchTemplateVersion::builder()
+                            .launch_template_id("lt-1")
+                            .version_number(2)
+                            .launch_template_data(
+                                ResponseLaunchTemplateData::builder()
+                                    .image_id(image_ref)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            }),
+    ]
+}
+
+#[tokio::test]
+async fn resolve_ssm_launch_template_ids_protect_the_image_they_name() {
+    let images = images_rule(vec![
+        image("ami-1", "v1", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "via-ssm", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-3", "free", "2025-01-01T00:00:00.000Z").build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let shared = unshared();
+    let templates = template_rules("resolve:ssm:/golden/web");
+    let mut rules = vec![&images, &dereg, &shared];
+    rules.extend(templates.iter());
+    let param = mock!(aws_sdk_ssm::Client::get_parameter)
+        .match_requests(|r| r.name() == Some("/golden/web"))
+        .then_output(|| {
+            aws_sdk_ssm::operation::get_parameter::GetParameterOutput::builder()
+                .parameter(
+                    aws_sdk_ssm::types::Parameter::builder()
+                        .name("/golden/web")
+                        .value("ami-2")
+                        .build(),
+                )
+                .build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&param]);
+    let (c, _) = clients(ec2(&rules), ssm);
+    let (report, _) = sweep(&c, &policy()).await;
+    let reason = |id: &str| {
+        report
+            .images
+            .iter()
+            .find(|i| i.image_id == id)
+            .unwrap()
+            .reasons[0]
+            .as_str()
+    };
+    assert_eq!(
+        reason("ami-1"),
+        "in_use",
+        "an old template version still counts"
+    );
+    assert_eq!(reason("ami-2"), "in_use");
+    assert_eq!(outcome(&report, "ami-3"), Some(Outcome::Deregistered));
+    assert_eq!(param.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_ssm_parameter_stops_the_region() {
+    let images = images_rule(vec![
+        image("ami-3", "free", "2025-01-01T00:00:00.000Z").build()
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let templates = template_rules("resolve:ssm:/golden/web");
+    let mut rules = vec![&images, &dereg];
+    rules.extend(templates.iter());
+    let denied = mock!(aws_sdk_ssm::Client::get_parameter)
+        .sequence()
+        .http_status(
+            400,
+            Some(
+                r#"{"__type":"AccessDeniedException","message":"not authorized to perform ssm:GetParameter"}"#
+                    .to_string(),
+            ),
+        )
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&denied]);
+    let (c, _) = clients(ec2(&rules), ssm);
+    let (report, _) = sweep(&c, &policy()).await;
+    let error = report.error.expect("region fails");
+    assert!(
+        error.contains("GetParameter: AccessDeniedException"),
+        "{error}"
+    );
+    assert_eq!(dereg.num_calls(), 0);
+}
+
+fn snapshot_job(id: &str) -> CleanupJob {
+    CleanupJob {
+        version: JOB_VERSION,
+        region: "us-east-1".into(),
+        image_id: "ami-1".into(),
+        target: JobTarget::DeleteSnapshot {
+            snapshot_id: id.into(),
+        },
+    }
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
+    let in_use_then_ok = mock!(aws_sdk_ec2::Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-1"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidSnapshot.InUse",
+                "The snapshot snap-1 is currently in use by ami-1",
+            )),
+        )
+        .output(|| aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build())
+        .build();
+    let missing = mock!(aws_sdk_ec2::Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-2"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidSnapshot.NotFound",
+                "The snapshot 'snap-2' does not exist.",
+            )),
+        )
+        .build();
+    let stuck = mock!(aws_sdk_ec2::Client::delete_snapshot)
+        .match_requests(|r| r.snapshot_id() == Some("snap-3"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidSnapshot.InUse",
+                "The snapshot snap-3 is currently in use by ami-9",
+            )),
+        )
+        .repeatedly()
+        .build();
+    let (c, _) = clients(ec2(&[&in_use_then_ok, &missing, &stuck]), no_ssm());
+    let reports = run_local(
+        vec![
+            snapshot_job("snap-1"),
+            snapshot_job("snap-2"),
+            snapshot_job("snap-3"),
+        ],
+        &c.ec2,
+        &c.s3,
+        &fast_retry(),
+    )
+    .await;
+    let by_target = |t: &str| reports.iter().find(|r| r.target == t).unwrap();
+    assert_eq!(by_target("snap-1").outcome, JobOutcome::Deleted);
+    assert_eq!(by_target("snap-1").attempts, 2);
+    assert_eq!(by_target("snap-2").outcome, JobOutcome::AlreadyGone);
+    assert_eq!(by_target("snap-3").outcome, JobOutcome::Failed);
+    assert_eq!(by_target("snap-3").attempts, 3);
+    assert!(by_target("snap-3")
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("InvalidSnapshot.InUse"));
+}
+
+#[tokio::test]
+async fn a_malformed_manifest_deletes_nothing() {
+    let get = mock!(aws_sdk_s3::Client::get_object).then_output(|| {
+        aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                b"<manifest><image><parts count=\"2\"><part><filename>x.part.0</filename></part></parts></image></manifest>",
+            ))
+            .build()
+    });
+    let delete = mock!(aws_sdk_s3::Client::delete_objects).then_output(|| {
+        aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput::builder().build()
+    });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &delete]);
+    let calls = Arc::new(ApiCalls::default());
+    let (c, _) = clients(ec2(&[]), no_ssm());
+    let job = CleanupJob {
+        version: JOB_VERSION,
+        region: "us-east-1".into(),
+        image_id: "ami-1".into(),
+        target: JobTarget::DeleteBundle {
+            bucket: "b".into(),
+            manifest_key: "p/x.manifest.xml".into(),
+        },
+    };
+    let reports = run_local(vec![job], &c.ec2, &S3::new(s3, calls), &fast_retry()).await;
+    assert_eq!(reports[0].outcome, JobOutcome::Failed);
+    let err = reports[0].error.as_deref().unwrap();
+    assert!(err.contains("declares 2 parts but lists 1"), "{err}");
+    assert!(err.contains("nothing was deleted"), "{err}");
+    assert_eq!(reports[0].attempts, 1, "a bad manifest is not retried");
+    assert_eq!(delete.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn bundles_delete_exactly_the_parts_then_the_manifest() {
+    let get = mock!(aws_sdk_s3::Client::get_object)
+        .match_requests(|r| r.bucket() == Some("b") && r.key() == Some("p/x.manifest.xml"))
+        .then_output(|| {
+            aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                    b"<manifest><image><parts count=\"2\"><part><filename>x.part.0</filename></part><part><filename>x.part.1</filename></part></parts></image></manifest>",
+                ))
+                .build()
+        });
+    let parts = mock!(aws_sdk_s3::Client::delete_objects)
+        .match_requests(|r| {
+            let keys: Vec<&str> = r
+                .delete()
+                .map(|d| d.objects().iter().map(|o| o.key()).collect())
+                .unwrap_or_default();
+            keys == ["p/x.part.0", "p/x.part.1"]
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput::builder().build()
+        });
+    let manifest = mock!(aws_sdk_s3::Client::delete_objects)
+        .match_requests(|r| {
+            let keys: Vec<&str> = r
+                .delete()
+                .map(|d| d.objects().iter().map(|o| o.key()).collect())
+                .unwrap_or_default();
+            keys == ["p/x.manifest.xml"]
+        })
+        .then_output(|| {
+            aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput::builder().build()
+        });
+    let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&get, &parts, &manifest]);
+    let (c, _) = clients(ec2(&[]), no_ssm());
+    let job = CleanupJob {
+        version: JOB_VERSION,
+        region: "us-east-1".into(),
+        image_id: "ami-1".into(),
+        target: JobTarget::DeleteBundle {
+            bucket: "b".into(),
+            manifest_key: "p/x.manifest.xml".into(),
+        },
+    };
+    let reports = run_local(
+        vec![job],
+        &c.ec2,
+        &S3::new(s3, Arc::new(ApiCalls::default())),
+        &fast_retry(),
+    )
+    .await;
+    assert_eq!(reports[0].outcome, JobOutcome::Deleted, "{:?}", reports[0]);
+    assert_eq!(
+        reports[0].deleted_objects,
+        ["p/x.part.0", "p/x.part.1", "p/x.manifest.xml"]
+    );
+    assert_eq!(parts.num_calls(), 1);
+    assert_eq!(manifest.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_snapshot_shared_by_two_condemned_images_waits_for_both() {
+    let shared_snap = |b: aws_sdk_ec2::types::builders::ImageBuilder| {
+        b.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sdb")
+                .ebs(EbsBlockDevice::builder().snapshot_id("snap-shared").build())
+                .build(),
+        )
+    };
+    let images = images_rule(vec![
+        shared_snap(image("ami-1", "a", "2025-01-01T00:00:00.000Z"))
+            .tags(Tag::builder().key("app").value("x").build())
+            .build(),
+        shared_snap(image("ami-2", "b", "2025-01-02T00:00:00.000Z")).build(),
+    ]);
+    let ok = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-1"))
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let fail = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-2"))
+        .sequence()
+        .http_status(400, Some(ec2_error("UnauthorizedOperation", "no")))
+        .build();
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &ok, &fail, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (_, jobs) = sweep(&c, &policy()).await;
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    // ami-2 still holds snap-shared: only ami-1's own snapshot is queued.
+    assert_eq!(targets, ["snap-1"]);
+}

@@ -1,0 +1,126 @@
+//! Test harness for the local EC2 emulator (moto server): starts one on a free loopback
+//! port with an optional seed of old images, and always stops it.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running moto server; killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    dir: PathBuf,
+}
+
+fn moto_binary() -> String {
+    std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string())
+}
+
+impl Moto {
+    /// Starts a server; `seed` is written as the `MOTO_AMIS_PATH` file (images that
+    /// appear in every region, with the creation dates given).
+    pub fn start(seed: Option<serde_json::Value>) -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("ami-sweeper-moto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+        let mut cmd = Command::new(moto_binary());
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(seed) = seed {
+            let path = dir.join("amis.json");
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(seed.to_string().as_bytes())
+                .unwrap();
+            cmd.env("MOTO_AMIS_PATH", &path);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} ({e}); `make test` installs it (set MOTO_SERVER to its path)",
+                moto_binary()
+            )
+        });
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// An SDK configuration pointed at this server with dummy credentials.
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+
+    /// Environment for running the binary against this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A seed entry for an old EBS image owned by the test account.
+pub fn seed_image(
+    id: &str,
+    name: &str,
+    created: &str,
+    tags: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ami_id": id,
+        "owner_id": "123456789012",
+        "name": name,
+        "creation_date": created,
+        "state": "available",
+        "root_device_type": "ebs",
+        "root_device_name": "/dev/xvda",
+        "architecture": "x86_64",
+        "virtualization_type": "hvm",
+        "hypervisor": "xen",
+        "image_type": "machine",
+        "public": false,
+        "tags": tags,
+    })
+}
