@@ -11,7 +11,7 @@ MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
 export MOTO_SERVER := $(VENV)/bin/moto_server
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo test lint fmt bench-plan clean emulator
+.PHONY: demo test lint fmt bench-plan bench-sweep clean emulator
 
 ## The main job on its local default: plan the sample estate with the sample policy.
 demo:
@@ -53,6 +53,11 @@ bench-plan:
 	@$(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-grouped.json \
 	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
 	    --now $(NOW) --format table | tail -4
+
+## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls.
+bench-sweep: $(MOTO_STAMP)
+	$(CARGO) build --release --locked --bin ami-sweeper
+	$(PYTHON) scripts/bench_sweep.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) 2000
 
 clean:
 	rm -rf bench-out

@@ -156,6 +156,16 @@ pub async fn run_sweep(
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     report.total();
+    tracing::info!(
+        dry_run = report.dry_run,
+        images = report.totals.images,
+        failures = report.totals.failures,
+        outcomes = ?report.totals.outcomes,
+        jobs = ?report.totals.jobs,
+        api_calls = ?report.api_calls,
+        elapsed_ms = report.elapsed_ms,
+        "sweep finished"
+    );
     report
 }
 

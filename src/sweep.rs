@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget, JOB_VERSION};
 use crate::model::{Inventory, Timestamp};
-use crate::planner::{plan, Action, CleanupAction, Decision, Plan};
+use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
 use crate::ports::{CleanupSink, Deregistrar, ImageSource, UsageSource};
 use crate::ratelimit::RateLimiter;
@@ -178,6 +178,10 @@ where
         .map(|d| {
             let (outcome, error) = match outcomes.get(&d.image_id) {
                 Some((o, e)) => (Some(*o), e.clone()),
+                None if d.reasons[0] == Reason::OverLimit => (
+                    Some(Outcome::Deferred),
+                    Some("max_deregistrations reached; left for the next run".to_string()),
+                ),
                 None => (None, None),
             };
             ImageReport {

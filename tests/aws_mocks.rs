@@ -742,3 +742,83 @@ async fn a_snapshot_shared_by_two_condemned_images_waits_for_both() {
     // ami-2 still holds snap-shared: only ami-1's own snapshot is queued.
     assert_eq!(targets, ["snap-1"]);
 }
+
+#[tokio::test]
+async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
+    let images = images_rule(vec![
+        image("ami-1", "a", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "b", "2025-01-02T00:00:00.000Z").build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &dereg, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let queue = LocalQueue::default();
+    let cfg = ExecConfig {
+        dry_run: false,
+        deadline: Some(tokio::time::Instant::now()),
+        ..Default::default()
+    };
+    let report = sweep_region(
+        &policy(),
+        "us-east-1",
+        parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        &c.ec2,
+        &c,
+        &c.ec2,
+        &queue,
+        &cfg,
+    )
+    .await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deferred));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deferred));
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(queue.take().is_empty());
+}
+
+#[tokio::test]
+async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_survives() {
+    let with_snap = |b: aws_sdk_ec2::types::builders::ImageBuilder, snap: &str| {
+        b.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sdb")
+                .ebs(EbsBlockDevice::builder().snapshot_id(snap).build())
+                .build(),
+        )
+    };
+    let images = images_rule(vec![
+        with_snap(
+            image("ami-1", "old", "2025-01-01T00:00:00.000Z"),
+            "snap-common",
+        )
+        .build(),
+        image("ami-2", "older-than-limit", "2025-01-02T00:00:00.000Z").build(),
+        with_snap(
+            image("ami-3", "young", "2026-11-20T00:00:00.000Z"),
+            "snap-common",
+        )
+        .build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules = vec![&images, &dereg, &shared];
+    rules.extend(usage.iter());
+    let (c, _) = clients(ec2(&rules), no_ssm());
+    let limited = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 1}}"#,
+    )
+    .unwrap();
+    let (report, jobs) = sweep(&c, &limited).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deferred));
+    assert_eq!(outcome(&report, "ami-3"), None);
+    assert_eq!(dereg.num_calls(), 1);
+    // snap-common is still used by ami-3 (kept, too young): only snap-1 goes.
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    assert_eq!(targets, ["snap-1"]);
+}
