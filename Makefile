@@ -9,9 +9,15 @@ VENV ?= $(HOME)/.cache/ami-sweeper/venv
 MOTO_VERSION := 5.2.1
 MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
 export MOTO_SERVER := $(VENV)/bin/moto_server
+# Packaging tools (SAM CLI, cfn-lint; cargo-lambda and Zig for `make build`), pinned.
+TOOLS ?= $(HOME)/.cache/ami-sweeper/tools
+TOOLS_STAMP := $(TOOLS)/.sam-1.170.0-cfn-lint-1.58.0
+LAMBDA_STAMP := $(TOOLS)/.cargo-lambda-1.9.2-zig-0.17.1
+export SAM_CLI_TELEMETRY := 0
+EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo test lint fmt bench-plan bench-sweep clean emulator
+.PHONY: demo test lint fmt bench-plan bench-sweep bench-lambda clean emulator template-check build invoke deploy
 
 ## The main job on its local default: plan the sample estate with the sample policy.
 demo:
@@ -19,9 +25,38 @@ demo:
 	    --instances samples/instances.json --launch-templates samples/launch-templates.json \
 	    --launch-configurations samples/launch-configurations.json --now $(NOW) --format table
 
-## The whole test suite: formatting, lints, unit, property, mock and emulator tests.
-test: lint $(MOTO_STAMP)
-	$(CARGO) test --locked
+## The whole test suite: formatting, lints, template checks, unit, property, mock and
+## emulator tests (the Lambda events included).
+test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
+	CARGO_LAMBDA=$(TOOLS)/bin/cargo-lambda $(CARGO) test --locked
+
+## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
+template-check: $(TOOLS_STAMP)
+	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template template.yaml
+	$(TOOLS)/bin/python scripts/check_template.py template.yaml
+
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.170.0' 'cfn-lint==1.58.0'
+	touch $@
+
+$(LAMBDA_STAMP): $(TOOLS_STAMP)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check 'cargo-lambda==1.9.2' 'ziglang==0.17.1'
+	touch $@
+
+## The deployable arm64 bootstrap (needs the aarch64 Rust target: rustup fetches it).
+build: $(LAMBDA_STAMP)
+	PATH=$(TOOLS)/bin:$$PATH cargo lambda build --release --arm64 --bin ami-sweeper
+
+## What `sam local invoke -e EVENT` does, without Docker: the handler on an event file.
+invoke:
+	$(CARGO) run --quiet -- invoke $(EVENT)
+
+## Build with SAM (cargo-lambda) and deploy with a guided prompt.
+deploy: $(LAMBDA_STAMP)
+	PATH=$(TOOLS)/bin:$$PATH $(TOOLS)/bin/sam build
+	PATH=$(TOOLS)/bin:$$PATH $(TOOLS)/bin/sam deploy --guided
 
 ## Installs the pinned emulator once.
 emulator: $(MOTO_STAMP)
@@ -58,6 +93,16 @@ bench-plan:
 bench-sweep: $(MOTO_STAMP)
 	$(CARGO) build --release --locked --bin ami-sweeper
 	$(PYTHON) scripts/bench_sweep.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) 2000
+
+## Cold start figures: binary size, process start to first response (an event that needs
+## no AWS call), and the sweep's peak memory (see bench-sweep) against Lambda's 128 MB.
+bench-lambda:
+	$(CARGO) build --release --locked --bin ami-sweeper
+	@echo "== release binary (host $$(uname -m)): $$(du -k $(CARGO_TARGET_DIR)/release/ami-sweeper | cut -f1) KiB"
+	@AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_EC2_METADATA_DISABLED=true \
+	    $(PYTHON) scripts/measure.py "start to response, ignored event (init + one event)" 20 -- \
+	    $(CARGO_TARGET_DIR)/release/ami-sweeper invoke events/imagebuilder-building.json
+	@$(PYTHON) scripts/measure.py "baseline: /bin/true (process start alone)" 20 -- /bin/true
 
 clean:
 	rm -rf bench-out

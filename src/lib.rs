@@ -8,13 +8,16 @@
 //! - [`ports`] are the narrow interfaces the sweep needs from AWS, [`aws`] implements
 //!   them with the SDK (one file per service);
 //! - [`sweep`] (deregistration) and [`cleanup`] (the queue worker) drive the ports with
-//!   bounded concurrency and a rate limit, and fill in a [`report`].
+//!   bounded concurrency and a rate limit, and fill in a [`report`];
+//! - [`events`] maps Lambda triggers to sweep requests and [`lambda`] answers them.
 
 pub mod aws;
 pub mod awscli;
 pub mod cleanup;
 pub mod error;
+pub mod events;
 pub mod jobs;
+pub mod lambda;
 pub mod manifest;
 pub mod model;
 pub mod planner;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ami_sweeper::awscli::{load_inventory, InventoryFiles};
-use ami_sweeper::{cleanup, plan, render, run, sweep, time, Policy};
+use ami_sweeper::{cleanup, lambda, plan, render, run, sweep, time, Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the planner allocates and frees hundreds of thousands of small strings, where
@@ -89,6 +89,12 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Run the Lambda handler in process on an event file (the Docker-free
+    /// `sam local invoke`), with the configuration Lambda would have.
+    Invoke {
+        /// The event JSON (see events/).
+        event: PathBuf,
+    },
     /// Print the policy's JSON Schema.
     Schema,
 }
@@ -115,12 +121,44 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return lambda_main();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("ami-sweeper: {}", f.message);
             ExitCode::from(f.status)
+        }
+    }
+}
+
+/// Inside Lambda: JSON logs honouring the Lambda log level, then the runtime loop.
+fn lambda_main() -> ExitCode {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into())
+        .to_lowercase();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_current_span(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(f) => {
+            eprintln!("ami-sweeper: {}", f.message);
+            return ExitCode::from(f.status);
+        }
+    };
+    match rt.block_on(lambda::serve()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ami-sweeper: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -214,21 +252,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 };
                 Ok::<_, Failure>(run::run_sweep(&base, &policy, &regions, &opts).await)
             })?;
-            let format = default_format(format);
-            write_stdout(|out| match format {
-                Format::Json => {
-                    serde_json::to_writer_pretty(&mut *out, &report)?;
-                    writeln!(out)
-                }
-                Format::Table => out.write_all(render::sweep_table(&report).as_bytes()),
-            })?;
-            if report.totals.failures > 0 {
-                return Err(Failure {
-                    status: 1,
-                    message: format!("{} failures; see the report", report.totals.failures),
-                });
-            }
-            Ok(())
+            emit_report(format, &report, render::sweep_table, report.totals.failures)
         }
         Command::Cleanup { queue_url, format } => {
             init_logs();
@@ -243,21 +267,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     status: 1,
                     message: e.to_string(),
                 })?;
-            let format = default_format(format);
-            write_stdout(|out| match format {
-                Format::Json => {
-                    serde_json::to_writer_pretty(&mut *out, &report)?;
-                    writeln!(out)
-                }
-                Format::Table => out.write_all(render::cleanup_table(&report).as_bytes()),
-            })?;
-            if report.failures() > 0 {
-                return Err(Failure {
-                    status: 1,
-                    message: format!("{} failures; see the report", report.failures()),
-                });
-            }
-            Ok(())
+            emit_report(format, &report, render::cleanup_table, report.failures())
         }
         Command::Plan {
             policy,
@@ -288,11 +298,59 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Format::Table => render::write_plan_table(&plan, out),
             })
         }
+        Command::Invoke { event } => {
+            let text = std::fs::read_to_string(&event)
+                .map_err(|e| Failure::input(format!("{}: cannot read: {e}", event.display())))?;
+            let payload: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Failure::input(format!("{}: not JSON: {e}", event.display())))?;
+            init_logs();
+            let rt = runtime()?;
+            let response = rt.block_on(async {
+                let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let handler = lambda::Handler::new(base);
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
+                handler.handle(payload, Some(deadline)).await
+            });
+            match response {
+                Ok(v) => write_stdout(|out| {
+                    serde_json::to_writer_pretty(&mut *out, &v)?;
+                    writeln!(out)
+                }),
+                Err(e) => Err(Failure {
+                    status: if e.is_bad_input() { 2 } else { 1 },
+                    message: e.to_string(),
+                }),
+            }
+        }
         Command::Schema => write_stdout(|out| {
             serde_json::to_writer_pretty(&mut *out, &Policy::json_schema())?;
             writeln!(out)
         }),
     }
+}
+
+/// Prints a run's report as JSON or a table; any failure in it makes the exit status 1.
+fn emit_report<T: serde::Serialize>(
+    format: Option<Format>,
+    report: &T,
+    table: fn(&T) -> String,
+    failures: usize,
+) -> Result<(), Failure> {
+    let format = default_format(format);
+    write_stdout(|out| match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        }
+        Format::Table => out.write_all(table(report).as_bytes()),
+    })?;
+    if failures > 0 {
+        return Err(Failure {
+            status: 1,
+            message: format!("{failures} failures; see the report"),
+        });
+    }
+    Ok(())
 }
 
 type Out = std::io::BufWriter<std::io::StdoutLock<'static>>;

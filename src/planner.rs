@@ -229,6 +229,26 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Narrows the plan to the group (lineage) of `image_id`, as an AMI state change
+    /// event asks. Returns false, and empties the plan, when the image is not in it.
+    pub fn restrict_to_group_of(&mut self, image_id: &str) -> bool {
+        let Some(group) = self
+            .decisions
+            .iter()
+            .find(|d| d.image_id == image_id)
+            .map(|d| d.group.clone())
+        else {
+            self.decisions.clear();
+            self.summary = summarize(&self.decisions);
+            return false;
+        };
+        self.decisions.retain(|d| d.group == group);
+        self.summary = summarize(&self.decisions);
+        true
+    }
+}
+
 fn ser_instant<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::time::format_instant(*t))
 }

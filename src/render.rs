@@ -191,6 +191,21 @@ pub fn summary_lines(plan: &Plan) -> String {
     out
 }
 
+/// `deregistered 3`, `failed 1`, ...: a count per outcome, named as in JSON reports.
+fn counts<K: serde::Serialize>(map: &std::collections::BTreeMap<K, usize>) -> Vec<String> {
+    map.iter()
+        .map(|(k, n)| format!("{} {n}", label(k)))
+        .collect()
+}
+
+/// The snake_case name an enum value has in JSON reports.
+fn label<K: serde::Serialize>(k: &K) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// Renders a sweep report: per region, what was deregistered or failed, the jobs,
 /// the totals and the API calls.
 pub fn sweep_table(report: &crate::report::SweepReport) -> String {
@@ -204,12 +219,7 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
         }
         for i in &r.images {
             let Some(o) = i.outcome else { continue };
-            let label = format!("{o:?}").to_lowercase();
-            let line = format!(
-                "  {:<21}  {:<12}  ",
-                truncate(&i.image_id, 21),
-                truncate(&label, 12)
-            );
+            let line = format!("  {:<21}  {:<22}  ", truncate(&i.image_id, 21), label(&o));
             let room = WIDTH.saturating_sub(line.chars().count());
             let _ = writeln!(out, "{line}{}", truncate(&i.name, room));
             if let (Some(e), true) = (&i.error, o != Outcome::Planned) {
@@ -222,10 +232,10 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
                 "{}",
                 truncate(
                     &format!(
-                        "  {:<15} {:<22} {:?}{}",
+                        "  {:<15} {:<22} {}{}",
                         j.kind,
                         truncate(&j.target, 22),
-                        j.outcome,
+                        label(&j.outcome),
                         j.error
                             .as_deref()
                             .map(|e| format!(": {e}"))
@@ -249,16 +259,8 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
         }
     }
     let t = &report.totals;
-    let outcomes: Vec<String> = t
-        .outcomes
-        .iter()
-        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
-        .collect();
-    let jobs: Vec<String> = t
-        .jobs
-        .iter()
-        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
-        .collect();
+    let outcomes = counts(&t.outcomes);
+    let jobs = counts(&t.jobs);
     let calls: Vec<String> = report
         .api_calls
         .iter()
@@ -305,11 +307,11 @@ pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
             "{}",
             truncate(
                 &format!(
-                    "{:<21}  {:<15} {:<24} {:?}{}",
+                    "{:<21}  {:<15} {:<24} {}{}",
                     j.image_id,
                     j.kind,
                     truncate(&j.target, 24),
-                    j.outcome,
+                    label(&j.outcome),
                     j.error
                         .as_deref()
                         .map(|e| format!(": {e}"))
@@ -322,11 +324,7 @@ pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
     for m in &report.malformed {
         let _ = writeln!(out, "{}", wrap(&format!("malformed: {m}"), 2));
     }
-    let totals: Vec<String> = report
-        .totals
-        .iter()
-        .map(|(o, n)| format!("{} {n}", format!("{o:?}").to_lowercase()))
-        .collect();
+    let totals = counts(&report.totals);
     let _ = writeln!(
         out,
         "cleanup: {} jobs ({}); {} malformed; {} ms",

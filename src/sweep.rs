@@ -31,6 +31,8 @@ pub struct ExecConfig {
     pub deregister_per_second: f64,
     /// Stop starting new deregistrations after this instant (Lambda's deadline less a margin).
     pub deadline: Option<Instant>,
+    /// Act only on the group (lineage) of this image (AMI state change events).
+    pub scope_group_of: Option<String>,
 }
 
 impl Default for ExecConfig {
@@ -43,6 +45,7 @@ impl Default for ExecConfig {
             deregister_burst: 20,
             deregister_per_second: 5.0,
             deadline: None,
+            scope_group_of: None,
         }
     }
 }
@@ -61,19 +64,28 @@ pub fn classify_deregister_error(err: &AwsError) -> Outcome {
     }
 }
 
-/// Fills in launch permissions for the images the plan would deregister, re-planning
-/// until every condemned image's sharing is known. A failed lookup keeps the image
+/// Plans (narrowed to the configured scope), then fills in launch permissions for the
+/// images the plan would deregister, re-planning until every condemned image's sharing
+/// is known. A failed lookup keeps the image
 /// (as shared) and says why in the warnings.
 async fn check_sharing<I: ImageSource>(
     policy: &Policy,
     inventory: &mut Inventory,
     images: &I,
     now: Timestamp,
-    concurrency: usize,
+    cfg: &ExecConfig,
 ) -> Plan {
+    let concurrency = cfg.concurrency;
     let mut checked: BTreeSet<String> = BTreeSet::new();
     loop {
-        let p = plan(policy, inventory, now);
+        let mut p = plan(policy, inventory, now);
+        if let Some(target) = &cfg.scope_group_of {
+            if !p.restrict_to_group_of(target) {
+                p.warnings.push(format!(
+                    "{target} is not among the account's images here; nothing is in scope"
+                ));
+            }
+        }
         if !policy.protection.skip_shared {
             return p;
         }
@@ -159,7 +171,7 @@ where
         }
     };
     inventory.warnings = warnings;
-    let p = check_sharing(policy, &mut inventory, images, now, cfg.concurrency).await;
+    let p = check_sharing(policy, &mut inventory, images, now, cfg).await;
     report.warnings = p.warnings.clone();
     report.plan = Some(p.summary.clone());
 

@@ -127,6 +127,16 @@ fn clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> (RegionClients
     )
 }
 
+/// An account whose EC2 answers `extra` first, then: nothing in use, nothing shared.
+fn account(extra: &[&Rule]) -> (RegionClients, Arc<ApiCalls>) {
+    let shared = unshared();
+    let usage = no_usage();
+    let mut rules: Vec<&Rule> = extra.to_vec();
+    rules.push(&shared);
+    rules.extend(usage.iter());
+    clients(ec2(&rules), no_ssm())
+}
+
 fn no_ssm() -> aws_sdk_ssm::Client {
     let rule = mock!(aws_sdk_ssm::Client::get_parameter).then_http_response(|| {
         aws_smithy_runtime_api::http::Response::new(
@@ -207,10 +217,7 @@ async fn an_unusable_image_in_the_response_stops_the_region_before_any_change() 
     ]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let mut rules = vec![&bad, &dereg];
-    let usage = no_usage();
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&bad, &dereg]);
     let (report, jobs) = sweep(&c, &policy()).await;
     let error = report.error.unwrap();
     assert!(error.contains("nothing was changed"), "{error}");
@@ -243,11 +250,7 @@ async fn protection_values_are_honoured_and_cooldowns_expire() {
     ]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &dereg, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &dereg]);
     let (report, jobs) = sweep(&c, &policy()).await;
     for id in ["ami-1", "ami-2", "ami-3"] {
         assert_eq!(outcome(&report, id), None, "{id} must not be touched");
@@ -299,11 +302,7 @@ async fn aws_backup_refusals_are_skips_and_gone_images_are_done() {
     let ok = mock!(aws_sdk_ec2::Client::deregister_image)
         .match_requests(|r| r.image_id() == Some("ami-4"))
         .then_output(|| DeregisterImageOutput::builder().build());
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &backup, &gone, &broken, &ok, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &backup, &gone, &broken, &ok]);
     let (report, jobs) = sweep(&c, &policy()).await;
     assert_eq!(
         outcome(&report, "ami-1"),
@@ -340,11 +339,7 @@ async fn throttling_is_retried_until_it_succeeds() {
         )
         .output(|| DeregisterImageOutput::builder().build())
         .build();
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &dereg, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &dereg]);
     let (report, _) = sweep(&c, &policy()).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
     assert_eq!(dereg.num_calls(), 2);
@@ -392,10 +387,7 @@ async fn launch_permissions_to_other_accounts_keep_images() {
     });
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let usage = no_usage();
-    let mut rules = vec![&images, &perms, &dereg];
-    rules.extend(usage.iter());
-    let (c, calls) = clients(ec2(&rules), no_ssm());
+    let (c, calls) = account(&[&images, &perms, &dereg]);
     let (report, _) = sweep(&c, &policy()).await;
     for id in ["ami-1", "ami-2", "ami-3", "ami-5"] {
         let img = report.images.iter().find(|i| i.image_id == id).unwrap();
@@ -732,11 +724,7 @@ async fn a_snapshot_shared_by_two_condemned_images_waits_for_both() {
         .sequence()
         .http_status(400, Some(ec2_error("UnauthorizedOperation", "no")))
         .build();
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &ok, &fail, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &ok, &fail]);
     let (_, jobs) = sweep(&c, &policy()).await;
     let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
     // ami-2 still holds snap-shared: only ami-1's own snapshot is queued.
@@ -751,11 +739,7 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     ]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &dereg, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &dereg]);
     let queue = LocalQueue::default();
     let cfg = ExecConfig {
         dry_run: false,
@@ -804,11 +788,7 @@ async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_su
     ]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let shared = unshared();
-    let usage = no_usage();
-    let mut rules = vec![&images, &dereg, &shared];
-    rules.extend(usage.iter());
-    let (c, _) = clients(ec2(&rules), no_ssm());
+    let (c, _) = account(&[&images, &dereg]);
     let limited = Policy::from_json(
         r#"{"dry_run": false, "retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 1}}"#,
     )

@@ -12,7 +12,7 @@ use ami_sweeper::sweep::ExecConfig;
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
-use moto::{seed_image, Moto};
+use moto::{image_ids, seed_image, snapshot_ids, Moto};
 use serde_json::json;
 
 const MANIFEST: &str = r#"<?xml version="1.0"?><manifest><image><name>old</name>
@@ -157,32 +157,6 @@ async fn furnish(config: &aws_config::SdkConfig) -> Estate {
         })
         .collect();
     Estate { snapshots_by_image }
-}
-
-async fn image_ids(config: &aws_config::SdkConfig) -> BTreeSet<String> {
-    aws_sdk_ec2::Client::new(config)
-        .describe_images()
-        .owners("self")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .iter()
-        .map(|i| i.image_id().unwrap().to_string())
-        .collect()
-}
-
-async fn snapshot_ids(config: &aws_config::SdkConfig) -> BTreeSet<String> {
-    aws_sdk_ec2::Client::new(config)
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .iter()
-        .map(|s| s.snapshot_id().unwrap().to_string())
-        .collect()
 }
 
 async fn object_keys(config: &aws_config::SdkConfig) -> BTreeSet<String> {

@@ -101,6 +101,34 @@ impl Drop for Moto {
     }
 }
 
+/// The ids of the account's images, as the emulator now has them.
+pub async fn image_ids(config: &aws_config::SdkConfig) -> std::collections::BTreeSet<String> {
+    aws_sdk_ec2::Client::new(config)
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_string())
+        .collect()
+}
+
+/// The ids of the account's snapshots, as the emulator now has them.
+pub async fn snapshot_ids(config: &aws_config::SdkConfig) -> std::collections::BTreeSet<String> {
+    aws_sdk_ec2::Client::new(config)
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .map(|s| s.snapshot_id().unwrap().to_string())
+        .collect()
+}
+
 /// A seed entry for an old EBS image owned by the test account.
 pub fn seed_image(
     id: &str,

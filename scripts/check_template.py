@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Checks template.yaml for what cfn-lint and `sam validate` do not catch.
+
+Reads the template with cfn-lint's own loader (it understands !Ref, !Sub, ...) and
+asserts the deployment contract: runtime, architecture, handler, timeouts, sweep
+concurrency, the SQS event source, the dead-letter queue and least-privilege IAM.
+Prints one line per check; exits 1 on the first failure.
+"""
+import sys
+
+from cfnlint.decode import cfn_yaml
+
+
+def main() -> int:
+    t = cfn_yaml.load(sys.argv[1] if len(sys.argv) > 1 else "template.yaml")
+    g = t["Globals"]["Function"]
+    r = t["Resources"]
+    sweeper, worker = r["SweeperFunction"]["Properties"], r["CleanupFunction"]["Properties"]
+    queue = r["CleanupQueue"]["Properties"]
+    sqs_event = worker["Events"]["CleanupJobs"]["Properties"]
+    statements = [
+        s for p in sweeper["Policies"] + worker["Policies"] if isinstance(p, dict) and "Statement" in p
+        for s in p["Statement"]
+    ]
+    actions = [a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    checks = [
+        ("runtime is provided.al2023", g["Runtime"] == "provided.al2023"),
+        ("architecture is arm64", g["Architectures"] == ["arm64"]),
+        ("handler is bootstrap", g["Handler"] == "bootstrap"),
+        ("memory is 128 MB", g["MemorySize"] == 128),
+        ("built with cargo-lambda", all(
+            r[f]["Metadata"]["BuildMethod"] == "rust-cargolambda" for f in ("SweeperFunction", "CleanupFunction"))),
+        ("sweeper timeout is 900 s", sweeper["Timeout"] == 900),
+        ("sweeps never overlap", sweeper["ReservedConcurrentExecutions"] == 1),
+        ("worker reports batch item failures", sqs_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]),
+        ("worker concurrency is bounded", sqs_event["ScalingConfig"]["MaximumConcurrency"] <= 5),
+        ("visibility timeout >= 6x worker timeout", queue["VisibilityTimeout"] >= 6 * worker["Timeout"]),
+        ("poison messages go to the DLQ", queue["RedrivePolicy"]["maxReceiveCount"] >= 2
+         and "CleanupDeadLetterQueue" in str(queue["RedrivePolicy"]["deadLetterTargetArn"])),
+        ("no wildcard actions", not any(a.endswith("*") for a in actions)),
+        ("deregister and delete are the only EC2 mutations",
+         {a for a in actions if a.startswith("ec2:") and not a.startswith("ec2:Describe")}
+         == {"ec2:DeregisterImage", "ec2:DeleteSnapshot"}),
+        ("only the worker deletes snapshots", "ec2:DeleteSnapshot" not in str(sweeper["Policies"])),
+        ("a DLQ alarm exists", r["CleanupDeadLetterAlarm"]["Type"] == "AWS::CloudWatch::Alarm"),
+    ]
+    for name, ok in checks:
+        print(f"{'ok' if ok else 'FAILED'}: {name}")
+        if not ok:
+            return 1
+    print(f"{len(checks)} passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

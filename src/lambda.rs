@@ -1,0 +1,265 @@
+//! The Lambda handler: one object built at init (SDK configuration, clients, policy
+//! source), answering every trigger with the run's report. `ami-sweeper invoke` runs
+//! exactly this code path on an event file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::aws::RegionClients;
+use crate::cleanup::{Attempt, RetryPolicy};
+use crate::error::{from_sdk, AwsError};
+use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
+use crate::policy::{Policy, PolicyError};
+use crate::report::ApiCalls;
+use crate::run::{handle_message, regions_for, run_sweep, QueueMode, SweepOptions};
+use crate::sweep::ExecConfig;
+
+/// Stop starting deregistrations this long before the invocation's deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Where the configured policy lives.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// `AMI_SWEEPER_POLICY`: the JSON itself.
+    Inline(String),
+    /// `AMI_SWEEPER_POLICY_PARAMETER`: an SSM parameter holding the JSON.
+    Parameter(String),
+    /// Neither is set: only events carrying a policy can sweep.
+    Missing,
+}
+
+impl PolicySource {
+    /// Reads the source from the environment variables.
+    pub fn from_env() -> Self {
+        if let Ok(p) = std::env::var("AMI_SWEEPER_POLICY") {
+            if !p.trim().is_empty() {
+                return Self::Inline(p);
+            }
+        }
+        match std::env::var("AMI_SWEEPER_POLICY_PARAMETER") {
+            Ok(name) if !name.trim().is_empty() => Self::Parameter(name),
+            _ => Self::Missing,
+        }
+    }
+}
+
+/// Why an invocation did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The payload is not a trigger we know.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The policy (configured or inline) is invalid.
+    #[error("invalid policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// No policy is configured and the event carries none.
+    #[error("no policy: set AMI_SWEEPER_POLICY or AMI_SWEEPER_POLICY_PARAMETER")]
+    NoPolicy,
+    /// The policy parameter could not be read.
+    #[error("reading the policy parameter failed: {0}")]
+    Aws(#[from] AwsError),
+    /// No region could be determined.
+    #[error("{0}")]
+    Region(String),
+}
+
+impl HandlerError {
+    /// Whether the caller's input is at fault (as opposed to AWS).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, Self::Aws(_))
+    }
+}
+
+/// Everything built once per execution environment.
+pub struct Handler {
+    base: aws_config::SdkConfig,
+    policy_source: PolicySource,
+    queue_url: Option<String>,
+    force_dry_run: bool,
+    bundles_disabled: bool,
+    clients: Mutex<BTreeMap<String, RegionClients>>,
+    calls: Arc<ApiCalls>,
+}
+
+impl Handler {
+    /// Builds the handler from the SDK configuration and the environment:
+    /// `AMI_SWEEPER_POLICY` / `AMI_SWEEPER_POLICY_PARAMETER` (the policy),
+    /// `AMI_SWEEPER_DRY_RUN=true` (every sweep a dry run), `AMI_SWEEPER_BUNDLE_BUCKETS`
+    /// (set but empty: no bundle cleanup), `CLEANUP_QUEUE_URL` (the cleanup queue).
+    pub fn new(base: aws_config::SdkConfig) -> Self {
+        Self {
+            base,
+            policy_source: PolicySource::from_env(),
+            queue_url: std::env::var("CLEANUP_QUEUE_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            force_dry_run: std::env::var("AMI_SWEEPER_DRY_RUN")
+                .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
+            bundles_disabled: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
+                .is_ok_and(|v| v.trim().is_empty()),
+            clients: Mutex::new(BTreeMap::new()),
+            calls: Arc::new(ApiCalls::default()),
+        }
+    }
+
+    async fn configured_policy(&self) -> Result<Policy, HandlerError> {
+        match &self.policy_source {
+            PolicySource::Inline(text) => Ok(Policy::from_json(text)?),
+            PolicySource::Parameter(name) => {
+                self.calls.record("GetParameter");
+                let out = aws_sdk_ssm::Client::new(&self.base)
+                    .get_parameter()
+                    .name(name)
+                    .with_decryption(true)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("GetParameter", e))?;
+                let text = out
+                    .parameter()
+                    .and_then(|p| p.value())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Policy::from_json(&text)?)
+            }
+            PolicySource::Missing => Err(HandlerError::NoPolicy),
+        }
+    }
+
+    /// Answers one invocation. `deadline` is the invocation's end, if known.
+    pub async fn handle(
+        &self,
+        event: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, HandlerError> {
+        let trigger = parse_event(&event)?;
+        tracing::info!(trigger = trigger_name(&trigger), "invocation");
+        let mut exec = ExecConfig {
+            deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
+            ..Default::default()
+        };
+        let (mut policy, force_dry_run, regions) = match trigger {
+            Trigger::Ignored(why) => {
+                tracing::info!(reason = %why, "ignored");
+                return Ok(serde_json::json!({"ignored": why}));
+            }
+            Trigger::Sqs(records) => return Ok(self.cleanup_batch(records).await),
+            Trigger::Schedule => (self.configured_policy().await?, false, Vec::new()),
+            Trigger::Manual { policy, dry_run } => {
+                let p = match policy {
+                    Some(v) => inline_policy(&v)?,
+                    None => self.configured_policy().await?,
+                };
+                (p, dry_run, Vec::new())
+            }
+            Trigger::ImageBuilder {
+                recipe_prefix,
+                region,
+            } => {
+                let p = scope_to_recipe(&self.configured_policy().await?, &recipe_prefix);
+                (p, false, vec![region])
+            }
+            Trigger::AmiAvailable { image_id, region } => {
+                exec.scope_group_of = Some(image_id);
+                (
+                    self.configured_policy().await?,
+                    false,
+                    region.into_iter().collect(),
+                )
+            }
+        };
+        if self.bundles_disabled {
+            policy.cleanup.bundles = false;
+        }
+        let regions = regions_for(&policy, &regions, self.base.region().map(|r| r.as_ref()))
+            .map_err(HandlerError::Region)?;
+        let queue = match &self.queue_url {
+            Some(url) => QueueMode::Sqs {
+                url: url.clone(),
+                delay_seconds: 60,
+            },
+            None => QueueMode::Local(RetryPolicy::default()),
+        };
+        let opts = SweepOptions {
+            regions: regions.clone(),
+            force_dry_run: force_dry_run || self.force_dry_run,
+            queue,
+            exec,
+            now: chrono::Utc::now(),
+        };
+        let report = run_sweep(&self.base, &policy, &regions, &opts).await;
+        Ok(serde_json::to_value(&report).expect("report serializes"))
+    }
+
+    /// Runs each job once; answers with the ids of the messages to redeliver.
+    async fn cleanup_batch(&self, records: Vec<(String, String)>) -> Value {
+        let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+        let mut clients = self.clients.lock().await;
+        for (id, body) in records {
+            match handle_message(&self.base, &mut clients, &self.calls, &body).await {
+                Ok((job, Attempt::Done(outcome, deleted))) => {
+                    tracing::info!(message_id = %id, target = %job.target_label(), ?outcome, deleted = deleted.len(), "job done");
+                }
+                Ok((job, Attempt::Retry(e))) => {
+                    tracing::warn!(message_id = %id, target = %job.target_label(), error = %e, "job will be retried");
+                    response.add_failure(id);
+                }
+                Ok((job, Attempt::Fail(e))) => {
+                    tracing::error!(message_id = %id, target = %job.target_label(), error = %e, "job failed");
+                    response.add_failure(id);
+                }
+                Err(e) => {
+                    tracing::error!(message_id = %id, error = %e, "malformed cleanup message");
+                    response.add_failure(id);
+                }
+            }
+        }
+        serde_json::to_value(&response).expect("batch response serializes")
+    }
+}
+
+fn trigger_name(t: &Trigger) -> &'static str {
+    match t {
+        Trigger::Schedule => "schedule",
+        Trigger::Manual { .. } => "manual",
+        Trigger::ImageBuilder { .. } => "image_builder",
+        Trigger::AmiAvailable { .. } => "ami_state_change",
+        Trigger::Ignored(_) => "ignored",
+        Trigger::Sqs(_) => "sqs",
+    }
+}
+
+/// Runs the Lambda runtime loop: clients built once, then one `handle` per event.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let handler = Arc::new(Handler::new(base));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let handler = handler.clone();
+            async move {
+                let deadline = deadline_instant(event.context.deadline);
+                handler
+                    .handle(event.payload, Some(deadline))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "invocation failed");
+                        lambda_runtime::Error::from(e.to_string())
+                    })
+            }
+        },
+    ))
+    .await
+}
+
+/// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
+fn deadline_instant(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}

@@ -1,0 +1,292 @@
+//! Every sample event in events/ driven through the Lambda handler (`ami-sweeper
+//! invoke`, the same code path the runtime calls) against the local EC2 emulator.
+
+mod moto;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use moto::{image_ids, seed_image, snapshot_ids, Moto};
+use serde_json::{json, Value};
+
+const POLICY: &str = r#"{"dry_run": false, "retention": {"min_age_days": 30, "keep_count": 2, "group_by": {"tags": ["app"]}}}"#;
+
+fn id(prefix: char, n: u32) -> String {
+    format!("ami-0000000000000{prefix}{n:03}")
+}
+
+/// Four lineages: `web` (a), Image Builder recipe `golden-web` (b), recipe
+/// `golden-api` (c) and `api` (d), monthly builds in 2025.
+fn seed() -> Value {
+    let mut images = Vec::new();
+    let recipe = |r: &str, n: u32| {
+        format!("arn:aws:imagebuilder:us-east-1:123456789012:image/{r}/1.0.0/{n}")
+    };
+    for n in 1..=5 {
+        images.push(seed_image(
+            &id('a', n),
+            &format!("web-2025{n:02}01"),
+            &format!("2025-{n:02}-01T00:00:00.000Z"),
+            json!({"app": "web"}),
+        ));
+    }
+    for n in 1..=4 {
+        images.push(seed_image(
+            &id('b', n),
+            &format!("golden-web-1.0.0-{n}"),
+            &format!("2025-{n:02}-02T00:00:00.000Z"),
+            json!({"app": "golden", "Ec2ImageBuilderArn": recipe("golden-web", n), "CreatedBy": "EC2 Image Builder"}),
+        ));
+    }
+    for n in 1..=2 {
+        images.push(seed_image(
+            &id('c', n),
+            &format!("golden-api-1.0.0-{n}"),
+            &format!("2025-{n:02}-03T00:00:00.000Z"),
+            json!({"app": "golden", "Ec2ImageBuilderArn": recipe("golden-api", n)}),
+        ));
+    }
+    for n in 1..=3 {
+        images.push(seed_image(
+            &id('d', n),
+            &format!("api-2025{n:02}04"),
+            &format!("2025-{n:02}-04T00:00:00.000Z"),
+            json!({"app": "api"}),
+        ));
+    }
+    json!(images)
+}
+
+fn event_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name)
+}
+
+fn invoke(moto: &Moto, event: &std::path::Path) -> (Option<i32>, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .arg("invoke")
+        .arg(event)
+        .envs(moto.env())
+        .env("AMI_SWEEPER_POLICY", POLICY)
+        .env_remove("AMI_SWEEPER_DRY_RUN")
+        .env_remove("AMI_SWEEPER_POLICY_PARAMETER")
+        .env_remove("AMI_SWEEPER_BUNDLE_BUCKETS")
+        .env_remove("CLEANUP_QUEUE_URL")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code(),
+        stdout,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn with_outcome(report: &Value, outcome: &str) -> BTreeSet<String> {
+    report["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["outcome"] == outcome)
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ids(list: &[(char, u32)]) -> BTreeSet<String> {
+    list.iter().map(|(p, n)| id(*p, *n)).collect()
+}
+
+/// Runs one event against a fresh emulator; returns the report and the images left.
+async fn run_event(name: &str) -> (Value, BTreeSet<String>, BTreeSet<String>) {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let (code, report, stderr) = invoke(&moto, &event_path(name));
+    assert_eq!(code, Some(0), "{name}: {stderr}");
+    let after = image_ids(&config).await;
+    (report, before, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nightly_schedule_sweeps_every_lineage() {
+    let (report, before, after) = run_event("schedule.json").await;
+    // Both recipes carry app=golden: one group under the policy, the two newest stay.
+    let gone = ids(&[
+        ('a', 1),
+        ('a', 2),
+        ('a', 3),
+        ('b', 1),
+        ('b', 2),
+        ('c', 1),
+        ('c', 2),
+        ('d', 1),
+    ]);
+    assert_eq!(with_outcome(&report, "deregistered"), gone);
+    assert_eq!(
+        before.difference(&after).cloned().collect::<BTreeSet<_>>(),
+        gone
+    );
+    assert_eq!(report["totals"]["failures"], 0);
+    assert_eq!(report["totals"]["jobs"]["deleted"], 8, "one snapshot each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_dry_run_changes_nothing() {
+    let (report, before, after) = run_event("manual-dry-run.json").await;
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(with_outcome(&report, "planned").len(), 8);
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_policy_is_used_as_given() {
+    let (report, before, after) = run_event("manual-policy.json").await;
+    assert_eq!(report["dry_run"], true);
+    // names web-*: only the web lineage, keep_count 2.
+    assert_eq!(
+        with_outcome(&report, "planned"),
+        ids(&[('a', 1), ('a', 2), ('a', 3)])
+    );
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_builder_available_sweeps_only_that_recipe() {
+    let (report, before, after) = run_event("imagebuilder-available.json").await;
+    let gone = ids(&[('b', 1), ('b', 2)]);
+    assert_eq!(with_outcome(&report, "deregistered"), gone);
+    assert_eq!(
+        before.difference(&after).cloned().collect::<BTreeSet<_>>(),
+        gone
+    );
+    // golden-api shares the app tag but not the recipe: untouched, not even considered.
+    let reason = |image: &str| {
+        report["regions"][0]["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["image_id"] == image)
+            .map(|i| i["reasons"][0].clone())
+            .unwrap()
+    };
+    assert_eq!(reason(&id('c', 1)), "not_selected");
+    assert_eq!(reason(&id('a', 1)), "not_selected");
+    assert_eq!(reason(&id('b', 4)), "within_keep_count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_builder_other_statuses_are_ignored() {
+    let (report, before, after) = run_event("imagebuilder-building.json").await;
+    assert!(report["ignored"].as_str().unwrap().contains("BUILDING"));
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ami_available_sweeps_only_that_images_group() {
+    let (report, before, after) = run_event("ami-available.json").await;
+    let gone = ids(&[('a', 1), ('a', 2), ('a', 3)]);
+    assert_eq!(with_outcome(&report, "deregistered"), gone);
+    assert_eq!(
+        before.difference(&after).cloned().collect::<BTreeSet<_>>(),
+        gone
+    );
+    let listed: BTreeSet<String> = report["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        (1..=5).map(|n| id('a', n)).collect(),
+        "only the web group is in scope"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleanup_batch_reports_only_the_snapshot_still_in_use() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let snapshot_of = |image: String| {
+        let ec2 = ec2.clone();
+        async move {
+            ec2.describe_images()
+                .image_ids(image)
+                .send()
+                .await
+                .unwrap()
+                .images()[0]
+                .block_device_mappings()[0]
+                .ebs()
+                .unwrap()
+                .snapshot_id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // The first job's image is deregistered; the second's is still registered.
+    let gone_snapshot = snapshot_of(id('a', 1)).await;
+    let busy_snapshot = snapshot_of(id('a', 2)).await;
+    ec2.deregister_image()
+        .image_id(id('a', 1))
+        .send()
+        .await
+        .unwrap();
+
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(event_path("sqs-cleanup.json")).unwrap())
+            .unwrap();
+    let records = event["Records"].as_array_mut().unwrap();
+    for (record, snapshot) in records.iter_mut().zip([&gone_snapshot, &busy_snapshot]) {
+        let mut job: Value = serde_json::from_str(record["body"].as_str().unwrap()).unwrap();
+        job["snapshot_id"] = json!(snapshot);
+        record["body"] = json!(job.to_string());
+    }
+    let busy_message = records[1]["messageId"].as_str().unwrap().to_string();
+    let path = std::env::temp_dir().join(format!("ami-sweeper-sqs-{}.json", std::process::id()));
+    std::fs::write(&path, event.to_string()).unwrap();
+    let (code, response, stderr) = invoke(&moto, &path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": busy_message}]})
+    );
+    let snapshots = snapshot_ids(&config).await;
+    assert!(!snapshots.contains(&gone_snapshot));
+    assert!(snapshots.contains(&busy_snapshot));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_event_is_rejected_without_any_aws_call() {
+    // No emulator at all: any AWS call would fail, but none is made.
+    let path =
+        std::env::temp_dir().join(format!("ami-sweeper-unknown-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"detail-type": "Object Created", "source": "aws.s3", "detail": {}}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .arg("invoke")
+        .arg(&path)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AMI_SWEEPER_POLICY", POLICY)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "ami-sweeper: unrecognised event: EventBridge event from \"aws.s3\" of type \"Object Created\"; nothing was done"
+    );
+}

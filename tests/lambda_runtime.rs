@@ -1,0 +1,111 @@
+//! The bootstrap binary under a real Lambda Runtime API (cargo-lambda's emulator,
+//! offline on loopback): proves the runtime wiring, not just the handler.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cargo_lambda() -> String {
+    std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".to_string())
+}
+
+fn invoke(port: u16, data: &str) -> Output {
+    Command::new(cargo_lambda())
+        .args([
+            "lambda",
+            "invoke",
+            "_",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ])
+        .args(["--data-ascii", data, "-o", "json"])
+        .output()
+        .expect("cargo-lambda runs")
+}
+
+#[test]
+fn the_binary_serves_events_through_the_runtime_api() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let _emulator = Killed(
+        Command::new(cargo_lambda())
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); `make test` installs it",
+                    cargo_lambda()
+                )
+            }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "runtime API emulator did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _function = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let building = std::fs::read_to_string(root.join("events/imagebuilder-building.json")).unwrap();
+    let out = invoke(port, &building);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let response: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(response["ignored"].as_str().unwrap().contains("BUILDING"));
+
+    // A bad event is an invocation error, and the function keeps serving.
+    let bad = invoke(port, r#"{"hello": 1}"#);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("unrecognised event: an object with keys [hello]"));
+    let again = invoke(port, &building);
+    assert!(again.status.success());
+}
