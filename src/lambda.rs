@@ -2,20 +2,17 @@
 //! source), answering every trigger with the run's report. `ami-sweeper invoke` runs
 //! exactly this code path on an event file.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::aws::RegionClients;
+use crate::aws::Clients;
 use crate::cleanup::{Attempt, RetryPolicy};
 use crate::error::{from_sdk, AwsError};
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
-use crate::report::ApiCalls;
 use crate::run::{handle_message, regions_for, run_sweep, QueueMode, SweepOptions};
 use crate::sweep::ExecConfig;
 
@@ -77,13 +74,11 @@ impl HandlerError {
 
 /// Everything built once per execution environment.
 pub struct Handler {
-    base: aws_config::SdkConfig,
+    clients: Clients,
     policy_source: PolicySource,
     queue_url: Option<String>,
     force_dry_run: bool,
     bundles_disabled: bool,
-    clients: Mutex<BTreeMap<String, RegionClients>>,
-    calls: Arc<ApiCalls>,
 }
 
 impl Handler {
@@ -93,7 +88,7 @@ impl Handler {
     /// (set but empty: no bundle cleanup), `CLEANUP_QUEUE_URL` (the cleanup queue).
     pub fn new(base: aws_config::SdkConfig) -> Self {
         Self {
-            base,
+            clients: Clients::new(base),
             policy_source: PolicySource::from_env(),
             queue_url: std::env::var("CLEANUP_QUEUE_URL")
                 .ok()
@@ -102,8 +97,6 @@ impl Handler {
                 .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
             bundles_disabled: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
                 .is_ok_and(|v| v.trim().is_empty()),
-            clients: Mutex::new(BTreeMap::new()),
-            calls: Arc::new(ApiCalls::default()),
         }
     }
 
@@ -111,8 +104,8 @@ impl Handler {
         match &self.policy_source {
             PolicySource::Inline(text) => Ok(Policy::from_json(text)?),
             PolicySource::Parameter(name) => {
-                self.calls.record("GetParameter");
-                let out = aws_sdk_ssm::Client::new(&self.base)
+                self.clients.calls().record("GetParameter");
+                let out = aws_sdk_ssm::Client::new(self.clients.base())
                     .get_parameter()
                     .name(name)
                     .with_decryption(true)
@@ -175,8 +168,12 @@ impl Handler {
         if self.bundles_disabled {
             policy.cleanup.bundles = false;
         }
-        let regions = regions_for(&policy, &regions, self.base.region().map(|r| r.as_ref()))
-            .map_err(HandlerError::Region)?;
+        let regions = regions_for(
+            &policy,
+            &regions,
+            self.clients.base().region().map(|r| r.as_ref()),
+        )
+        .map_err(HandlerError::Region)?;
         let queue = match &self.queue_url {
             Some(url) => QueueMode::Sqs {
                 url: url.clone(),
@@ -191,16 +188,15 @@ impl Handler {
             exec,
             now: chrono::Utc::now(),
         };
-        let report = run_sweep(&self.base, &policy, &regions, &opts).await;
+        let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
         Ok(serde_json::to_value(&report).expect("report serializes"))
     }
 
     /// Runs each job once; answers with the ids of the messages to redeliver.
     async fn cleanup_batch(&self, records: Vec<(String, String)>) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
-        let mut clients = self.clients.lock().await;
         for (id, body) in records {
-            match handle_message(&self.base, &mut clients, &self.calls, &body).await {
+            match handle_message(&self.clients, &body).await {
                 Ok((job, Attempt::Done(outcome, deleted))) => {
                     tracing::info!(message_id = %id, target = %job.target_label(), ?outcome, deleted = deleted.len(), "job done");
                 }

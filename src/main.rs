@@ -250,7 +250,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     now,
                 };
-                Ok::<_, Failure>(run::run_sweep(&base, &policy, &regions, &opts).await)
+                let clients = ami_sweeper::aws::Clients::new(base);
+                Ok::<_, Failure>(run::run_sweep(&clients, &policy, &regions, &opts).await)
             })?;
             emit_report(format, &report, render::sweep_table, report.totals.failures)
         }
@@ -261,7 +262,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .block_on(async {
                     let base =
                         aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                    run::drain_queue(&base, &queue_url, 1).await
+                    run::drain_queue(&ami_sweeper::aws::Clients::new(base), &queue_url, 1).await
                 })
                 .map_err(|e| Failure {
                     status: 1,

@@ -178,6 +178,19 @@ impl ApiCalls {
             .or_default() += 1;
     }
 
+    /// The calls made since an earlier snapshot (a run's own calls, when clients
+    /// and their counter outlive the run).
+    pub fn since(&self, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        self.snapshot()
+            .into_iter()
+            .map(|(k, v)| {
+                let earlier = before.get(&k).copied().unwrap_or(0);
+                (k, v - earlier)
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+
     /// The counts so far.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0

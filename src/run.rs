@@ -2,19 +2,18 @@
 //! The CLI and the Lambda handler both call these with clients built once.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-use crate::aws::sqs::SqsQueue;
-use crate::aws::RegionClients;
+use crate::aws::Clients;
 use crate::cleanup::{report_of, run_job, run_local, Attempt, RetryPolicy};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
 use crate::model::Timestamp;
 use crate::policy::Policy;
 use crate::ports::CleanupSink;
-use crate::report::{ApiCalls, JobOutcome, JobReport, RegionReport, SweepReport, Totals};
+use crate::report::{JobOutcome, JobReport, RegionReport, SweepReport, Totals};
 use crate::sweep::{sweep_region, ExecConfig};
 
 /// The in-process queue of a sweep without `--queue-url`: jobs run after the
@@ -85,19 +84,18 @@ pub fn regions_for(
 /// Sweeps every region concurrently and reports. Never panics on AWS failures: a region
 /// that cannot be inventoried is reported as failed and nothing is changed there.
 pub async fn run_sweep(
-    base: &aws_config::SdkConfig,
+    all: &Clients,
     policy: &Policy,
     regions: &[String],
     opts: &SweepOptions,
 ) -> SweepReport {
     let started = Instant::now();
-    let calls = Arc::new(ApiCalls::default());
+    let calls_before = all.calls().snapshot();
     let mut exec = opts.exec.clone();
     exec.dry_run = policy.dry_run || opts.force_dry_run;
     let per_region = regions.iter().map(|region| {
-        let clients = RegionClients::new(base, region, calls.clone());
+        let clients = all.region(region);
         let exec = exec.clone();
-        let calls = calls.clone();
         async move {
             match &opts.queue {
                 QueueMode::Local(retry) => {
@@ -120,17 +118,7 @@ pub async fn run_sweep(
                     report
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
-                    let sqs = SqsQueue::new(
-                        aws_sdk_sqs::Client::new(
-                            &base
-                                .to_builder()
-                                .region(aws_config::Region::new(region.clone()))
-                                .build(),
-                        ),
-                        url.clone(),
-                        *delay_seconds,
-                        calls,
-                    );
+                    let sqs = all.queue(url, *delay_seconds);
                     sweep_region(
                         policy,
                         region,
@@ -152,7 +140,7 @@ pub async fn run_sweep(
         now: crate::time::format_instant(opts.now),
         regions,
         totals: Totals::default(),
-        api_calls: calls.snapshot(),
+        api_calls: all.calls().since(&calls_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     report.total();
@@ -194,15 +182,11 @@ impl CleanupReport {
 /// Handles one queue message body: parses the job and runs it once with the region's
 /// clients. Shared by `cleanup --queue-url` and the SQS-triggered Lambda.
 pub async fn handle_message(
-    base: &aws_config::SdkConfig,
-    clients: &mut BTreeMap<String, RegionClients>,
-    calls: &Arc<ApiCalls>,
+    clients: &Clients,
     body: &str,
 ) -> Result<(CleanupJob, Attempt), String> {
     let job = CleanupJob::from_json(body)?;
-    let c = clients
-        .entry(job.region.clone())
-        .or_insert_with(|| RegionClients::new(base, &job.region, calls.clone()));
+    let c = clients.region(&job.region);
     let attempt = run_job(&job, &c.ec2, &c.s3).await;
     Ok((job, attempt))
 }
@@ -211,14 +195,13 @@ pub async fn handle_message(
 /// queue; jobs to retry and failed jobs stay, so SQS redelivers them after the
 /// visibility timeout and its redrive policy moves poison messages to the DLQ.
 pub async fn drain_queue(
-    base: &aws_config::SdkConfig,
+    clients: &Clients,
     queue_url: &str,
     wait_seconds: i32,
 ) -> Result<CleanupReport, AwsError> {
     let started = Instant::now();
-    let calls = Arc::new(ApiCalls::default());
-    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(base), queue_url, 0, calls.clone());
-    let mut clients: BTreeMap<String, RegionClients> = BTreeMap::new();
+    let calls_before = clients.calls().snapshot();
+    let queue = clients.queue(queue_url, 0);
     let mut jobs = Vec::new();
     let mut malformed = Vec::new();
     loop {
@@ -227,7 +210,7 @@ pub async fn drain_queue(
             break;
         }
         for m in batch {
-            match handle_message(base, &mut clients, &calls, &m.body).await {
+            match handle_message(clients, &m.body).await {
                 Err(e) => {
                     tracing::error!(message_id = %m.id, error = %e, "malformed cleanup message");
                     malformed.push(format!("{}: {e}", m.id));
@@ -259,7 +242,7 @@ pub async fn drain_queue(
         jobs,
         totals,
         malformed,
-        api_calls: calls.snapshot(),
+        api_calls: clients.calls().since(&calls_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }

@@ -5,6 +5,7 @@ mod moto;
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use ami_sweeper::aws::Clients;
 use ami_sweeper::cleanup::RetryPolicy;
 use ami_sweeper::report::{JobOutcome, Outcome, SweepReport};
 use ami_sweeper::run::{run_sweep, QueueMode, SweepOptions};
@@ -208,9 +209,11 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
     let config = moto.config().await;
     let estate = furnish(&config).await;
     let before_snapshots = snapshot_ids(&config).await;
+    // One set of clients for both runs, as in a warm Lambda: each report counts its own calls.
+    let clients = Clients::new(config.clone());
 
     let report = run_sweep(
-        &config,
+        &clients,
         &policy(false),
         &["us-east-1".into()],
         &options(local()),
@@ -279,7 +282,7 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
     assert_eq!(report.api_calls["DeregisterImage"], 2);
 
     let again = run_sweep(
-        &config,
+        &clients,
         &policy(false),
         &["us-east-1".into()],
         &options(local()),
@@ -289,6 +292,8 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
     assert!(again.regions[0].images.iter().all(|i| i.outcome.is_none()));
     assert!(again.regions[0].jobs.is_empty());
     assert!(!again.api_calls.contains_key("DeregisterImage"));
+    assert!(!again.api_calls.contains_key("DeleteSnapshot"));
+    assert_eq!(again.api_calls["DescribeImages"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +358,7 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
         .unwrap()
         .to_string();
     let report = run_sweep(
-        &config,
+        &Clients::new(config.clone()),
         &policy(false),
         &["us-east-1".into()],
         &options(QueueMode::Sqs {

@@ -7,9 +7,58 @@ pub mod s3;
 pub mod sqs;
 pub mod ssm;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::report::ApiCalls;
+
+/// Every region's clients, built on first use and reused for the life of the process
+/// (in Lambda: across invocations), with one call counter.
+#[derive(Debug)]
+pub struct Clients {
+    base: aws_config::SdkConfig,
+    calls: Arc<ApiCalls>,
+    by_region: Mutex<BTreeMap<String, RegionClients>>,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// Wraps the shared SDK configuration; no client is built yet.
+    pub fn new(base: aws_config::SdkConfig) -> Self {
+        Self {
+            sqs: aws_sdk_sqs::Client::new(&base),
+            base,
+            calls: Arc::new(ApiCalls::default()),
+            by_region: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A handle on the cleanup queue, in the configuration's own region (where the
+    /// queue lives, whichever region is being swept).
+    pub fn queue(&self, url: &str, delay_seconds: u32) -> sqs::SqsQueue {
+        sqs::SqsQueue::new(self.sqs.clone(), url, delay_seconds, self.calls.clone())
+    }
+
+    /// The shared configuration (region, credentials, endpoint).
+    pub fn base(&self) -> &aws_config::SdkConfig {
+        &self.base
+    }
+
+    /// The call counter every client records into.
+    pub fn calls(&self) -> &Arc<ApiCalls> {
+        &self.calls
+    }
+
+    /// The region's clients (cheap clones of the cached ones).
+    pub fn region(&self, region: &str) -> RegionClients {
+        self.by_region
+            .lock()
+            .expect("client cache lock")
+            .entry(region.to_string())
+            .or_insert_with(|| RegionClients::new(&self.base, region, self.calls.clone()))
+            .clone()
+    }
+}
 
 /// The SDK clients of one region, plus the run's call counter.
 #[derive(Clone, Debug)]
