@@ -17,10 +17,17 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo test lint fmt bench-plan bench-sweep bench-lambda clean emulator template-check build invoke deploy
+.PHONY: demo plan-samples test lint fmt bench-plan bench-sweep bench-lambda clean emulator template-check build invoke deploy
 
-## The main job on its local default: plan the sample estate with the sample policy.
-demo:
+## The main job on its local default: the local EC2 emulator with a realistic estate,
+## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
+FORMAT ?= table
+demo: $(MOTO_STAMP)
+	$(CARGO) build --quiet --locked --bin ami-sweeper
+	$(VENV)/bin/python demo/demo.py $(CARGO_TARGET_DIR)/debug/ami-sweeper $(MOTO_SERVER) --format $(FORMAT)
+
+## The offline planner on the AWS CLI samples in samples/.
+plan-samples:
 	$(CARGO) run --quiet -- plan --policy samples/policy.json --images samples/images.json \
 	    --instances samples/instances.json --launch-templates samples/launch-templates.json \
 	    --launch-configurations samples/launch-configurations.json --now $(NOW) --format table

@@ -79,6 +79,7 @@ pub struct Handler {
     queue_url: Option<String>,
     force_dry_run: bool,
     bundles_disabled: bool,
+    in_lambda: bool,
 }
 
 impl Handler {
@@ -97,6 +98,7 @@ impl Handler {
                 .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
             bundles_disabled: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
                 .is_ok_and(|v| v.trim().is_empty()),
+            in_lambda: std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
         }
     }
 
@@ -189,6 +191,17 @@ impl Handler {
             now: chrono::Utc::now(),
         };
         let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
+        // metrics; under `invoke` stdout is the response, so the line goes to stderr.
+        if self.in_lambda {
+            println!("{}", report.emf_line(now_ms));
+        } else {
+            eprintln!("{}", report.emf_line(now_ms));
+        }
         Ok(serde_json::to_value(&report).expect("report serializes"))
     }
 

@@ -67,7 +67,7 @@ enum Command {
         /// Delay of queued cleanup jobs, in seconds (at most 900).
         #[arg(long, default_value_t = 60)]
         queue_delay: u32,
-        /// Deregistrations per second after the burst.
+        /// Deregistrations (and in-process snapshot deletions) per second after the burst.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
         /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
@@ -237,6 +237,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     },
                     None => run::QueueMode::Local(cleanup::RetryPolicy {
                         delay: std::time::Duration::from_secs(retry_delay),
+                        per_second: rate,
                         ..Default::default()
                     }),
                 };

@@ -44,6 +44,29 @@ pub fn plan_table(plan: &Plan) -> String {
 
 /// Streams the table to `w`, one group at a time, so a large plan needs no large buffer.
 pub fn write_plan_table(plan: &Plan, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    write_table(plan, w, false)
+}
+
+/// The table with long runs of plainly expired images folded into one line each, for
+/// estates of years of nightly builds.
+pub fn plan_table_compact(plan: &Plan) -> String {
+    let mut out = Vec::new();
+    write_table(plan, &mut out, true).expect("writing to memory cannot fail");
+    String::from_utf8(out).expect("the table is UTF-8")
+}
+
+/// A row with nothing to say beyond its action and single reason: no users, no storage
+/// notes. Runs of these fold into one line in the compact table.
+fn is_plain(d: &Decision) -> bool {
+    d.reasons.len() == 1
+        && d.used_by.is_empty()
+        && d.snapshots
+            .iter()
+            .all(|s| s.action == CleanupAction::Delete)
+        && d.bundle.is_none()
+}
+
+fn write_table(plan: &Plan, w: &mut impl std::io::Write, compact: bool) -> std::io::Result<()> {
     let mut out = String::new();
     let mut start = 0;
     while start < plan.decisions.len() {
@@ -71,7 +94,38 @@ pub fn write_plan_table(plan: &Plan, w: &mut impl std::io::Write) -> std::io::Re
             members.len() - dereg,
             dereg
         );
-        for d in members {
+        let mut i = 0;
+        while i < members.len() {
+            let d = &members[i];
+            i += 1;
+            if compact && is_plain(d) {
+                let run = members[i - 1..]
+                    .iter()
+                    .take_while(|m| is_plain(m) && m.action == d.action && m.reasons == d.reasons)
+                    .count();
+                if run > 3 {
+                    let last = &members[i - 2 + run];
+                    let verb = match d.action {
+                        Action::Keep => "to keep",
+                        Action::Deregister => "to deregister",
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        truncate(
+                            &format!(
+                                "  ... {run} images {verb} ({}): {} to {}",
+                                d.reasons[0].as_str(),
+                                d.name,
+                                last.name
+                            ),
+                            WIDTH
+                        )
+                    );
+                    i += run - 1;
+                    continue;
+                }
+            }
             let action = match d.action {
                 Action::Keep => "keep",
                 Action::Deregister => "DEREG",
@@ -206,56 +260,97 @@ fn label<K: serde::Serialize>(k: &K) -> String {
         .unwrap_or_default()
 }
 
-/// Renders a sweep report: per region, what was deregistered or failed, the jobs,
-/// the totals and the API calls.
+/// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
+/// expiries folded), what did not simply succeed and why, then the totals, the storage
+/// freed and the API calls.
 pub fn sweep_table(report: &crate::report::SweepReport) -> String {
-    use crate::report::Outcome;
+    use crate::report::{ImageReport, JobOutcome, Outcome};
     let mut out = String::new();
     for r in &report.regions {
-        let _ = writeln!(out, "region {}", r.region);
+        let _ = writeln!(out, "== region {}", r.region);
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "{}", wrap(&format!("  FAILED: {e}"), 4));
+            let _ = writeln!(out, "{}", wrap(&format!("FAILED: {e}"), 8));
             continue;
         }
-        for i in &r.images {
-            let Some(o) = i.outcome else { continue };
-            let line = format!("  {:<21}  {:<22}  ", truncate(&i.image_id, 21), label(&o));
-            let room = WIDTH.saturating_sub(line.chars().count());
-            let _ = writeln!(out, "{line}{}", truncate(&i.name, room));
-            if let (Some(e), true) = (&i.error, o != Outcome::Planned) {
-                let _ = writeln!(out, "{}", truncate(&format!("      {e}"), WIDTH));
+        match &r.plan_detail {
+            Some(plan) if report.dry_run => out.push_str(&plan_table_compact(plan)),
+            _ => {
+                // A real run: what happened per lineage; the dry run shows the why.
+                let mut by_group: std::collections::BTreeMap<&str, Vec<&ImageReport>> =
+                    std::collections::BTreeMap::new();
+                for i in r.images.iter().filter(|i| i.outcome.is_some()) {
+                    by_group.entry(i.group.as_str()).or_default().push(i);
+                }
+                for (group, images) in by_group {
+                    let mut tally: std::collections::BTreeMap<Outcome, usize> =
+                        std::collections::BTreeMap::new();
+                    for i in &images {
+                        *tally.entry(i.outcome.expect("filtered")).or_default() += 1;
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        wrap(
+                            &format!(
+                                "{}: {}",
+                                if group.is_empty() {
+                                    "(no group)"
+                                } else {
+                                    group
+                                },
+                                counts(&tally).join(", ")
+                            ),
+                            2
+                        )
+                    );
+                }
             }
         }
-        for j in &r.jobs {
+        let notable: Vec<_> = r
+            .images
+            .iter()
+            .filter(|i| {
+                i.outcome
+                    .is_some_and(|o| o != Outcome::Deregistered && o != Outcome::Planned)
+            })
+            .collect();
+        if !notable.is_empty() {
+            let _ = writeln!(out, "not deregistered after all:");
+        }
+        for i in notable {
+            let o = i.outcome.expect("filtered on outcome");
             let _ = writeln!(
                 out,
                 "{}",
                 truncate(
-                    &format!(
-                        "  {:<15} {:<22} {}{}",
-                        j.kind,
-                        truncate(&j.target, 22),
-                        label(&j.outcome),
-                        j.error
-                            .as_deref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    ),
+                    &format!("  {:<21}  {:<22}  {}", i.image_id, label(&o), i.name),
                     WIDTH
                 )
             );
+            if let Some(e) = &i.error {
+                let _ = writeln!(out, "{}", wrap(&format!("      {e}"), 6));
+            }
         }
-        if let Some(p) = &r.plan {
+        for j in r
+            .jobs
+            .iter()
+            .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Retrying))
+        {
             let _ = writeln!(
                 out,
-                "  plan: {} images, {} to deregister, {} to keep",
-                p.deregister + p.keep,
-                p.deregister,
-                p.keep
+                "{}",
+                wrap(
+                    &format!(
+                        "  {} {} {} after {} attempts: {}",
+                        j.kind,
+                        j.target,
+                        label(&j.outcome),
+                        j.attempts,
+                        j.error.as_deref().unwrap_or("")
+                    ),
+                    6
+                )
             );
-        }
-        for w in &r.warnings {
-            let _ = writeln!(out, "{}", wrap(&format!("  warning: {w}"), 11));
         }
     }
     let t = &report.totals;
@@ -271,11 +366,12 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
         "{}",
         wrap(
             &format!(
-                "{}: {} images; {}; jobs: {}; {} failures; {} ms",
+                "{}: {} images evaluated; {}; cleanup jobs: {}; {} GiB of snapshots deleted; \
+                 {} failures; {} ms",
                 if report.dry_run { "dry run" } else { "sweep" },
                 t.images,
                 if outcomes.is_empty() {
-                    "nothing to do".to_string()
+                    "nothing to deregister".to_string()
                 } else {
                     outcomes.join(", ")
                 },
@@ -284,6 +380,7 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
                 } else {
                     jobs.join(", ")
                 },
+                t.snapshot_gib_deleted,
                 t.failures,
                 report.elapsed_ms
             ),
@@ -339,6 +436,36 @@ pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::{truncate, wrap, WIDTH};
+
+    #[test]
+    fn compact_table_folds_long_plain_runs_only() {
+        use crate::model::{Image, Inventory, Usage};
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let images: Vec<Image> = (0..40)
+            .map(|d| {
+                Image::new(
+                    format!("ami-{d:03}"),
+                    format!("web-{d:03}"),
+                    now - chrono::TimeDelta::days(d),
+                )
+            })
+            .collect();
+        let policy =
+            crate::Policy::from_json(r#"{"retention": {"min_age_days": 10, "keep_count": 2}}"#)
+                .unwrap();
+        let plan = crate::plan(&policy, &Inventory::new(images, Usage::new()).unwrap(), now);
+        let full = super::plan_table(&plan);
+        let compact = super::plan_table_compact(&plan);
+        assert!(full.lines().count() > 40);
+        assert!(compact.contains("... 8 images to keep (too_young): web-002 to web-009"));
+        assert!(compact.contains("... 30 images to deregister (expired): web-010 to web-039"));
+        // The two kept by count stay visible (a run of two is not folded).
+        assert!(compact.contains("within_keep_count"));
+        assert!(compact.lines().count() < 12, "{compact}");
+        for line in compact.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line:?}");
+        }
+    }
 
     #[test]
     fn wrap_keeps_lines_within_the_width() {

@@ -103,6 +103,32 @@ pub struct RegionReport {
     /// Inventory warnings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// GiB of the snapshots this run deleted (as their images' mappings report them).
+    pub snapshot_gib_deleted: u64,
+    /// The plan behind the report, for rendering tables (not serialized: `images` has it).
+    #[serde(skip)]
+    pub plan_detail: Option<crate::planner::Plan>,
+}
+
+impl RegionReport {
+    /// Adds up the sizes of the snapshots whose deletion succeeded.
+    pub fn count_freed_storage(&mut self) {
+        let Some(plan) = &self.plan_detail else {
+            return;
+        };
+        let sizes: std::collections::HashMap<&str, u64> = plan
+            .decisions
+            .iter()
+            .flat_map(|d| &d.snapshots)
+            .filter_map(|s| s.size_gib.map(|g| (s.snapshot_id.as_str(), g)))
+            .collect();
+        self.snapshot_gib_deleted = self
+            .jobs
+            .iter()
+            .filter(|j| j.kind == "delete_snapshot" && j.outcome == JobOutcome::Deleted)
+            .filter_map(|j| sizes.get(j.target.as_str()))
+            .sum();
+    }
 }
 
 /// Totals over all regions.
@@ -116,6 +142,8 @@ pub struct Totals {
     pub jobs: BTreeMap<JobOutcome, usize>,
     /// Failed images, failed jobs and failed regions.
     pub failures: usize,
+    /// GiB of snapshots deleted.
+    pub snapshot_gib_deleted: u64,
 }
 
 /// A whole run.
@@ -144,6 +172,7 @@ impl SweepReport {
                 t.failures += 1;
             }
             t.images += r.images.len();
+            t.snapshot_gib_deleted += r.snapshot_gib_deleted;
             for i in &r.images {
                 if let Some(o) = i.outcome {
                     *t.outcomes.entry(o).or_default() += 1;
@@ -160,6 +189,77 @@ impl SweepReport {
             }
         }
         self.totals = t;
+    }
+}
+
+impl SweepReport {
+    /// The report as one CloudWatch Embedded Metric Format line, so users can graph and
+    /// alarm on sweeps from the function's logs without extra permissions.
+    pub fn emf_line(&self, timestamp_ms: u64) -> String {
+        let count = |o: Outcome| self.totals.outcomes.get(&o).copied().unwrap_or(0);
+        let mut fields = serde_json::Map::new();
+        let mut metrics = Vec::new();
+        let mut put = |name: String, value: u64, unit: &str| {
+            metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
+            fields.insert(name, serde_json::json!(value));
+        };
+        put("ImagesEvaluated".into(), self.totals.images as u64, "Count");
+        put(
+            "ImagesDeregistered".into(),
+            count(Outcome::Deregistered) as u64,
+            "Count",
+        );
+        put(
+            "ImagesFailed".into(),
+            count(Outcome::Failed) as u64,
+            "Count",
+        );
+        put(
+            "ImagesDeferred".into(),
+            count(Outcome::Deferred) as u64,
+            "Count",
+        );
+        put(
+            "SnapshotsDeleted".into(),
+            self.regions
+                .iter()
+                .flat_map(|r| &r.jobs)
+                .filter(|j| j.kind == "delete_snapshot" && j.outcome == JobOutcome::Deleted)
+                .count() as u64,
+            "Count",
+        );
+        put(
+            "SnapshotGiBFreed".into(),
+            self.totals.snapshot_gib_deleted,
+            "Gigabytes",
+        );
+        put("Failures".into(), self.totals.failures as u64, "Count");
+        let mut kept: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for r in &self.regions {
+            if let Some(p) = &r.plan {
+                for (reason, n) in &p.by_reason {
+                    if *reason != crate::planner::Reason::Expired {
+                        *kept.entry(reason.as_str()).or_default() += *n as u64;
+                    }
+                }
+            }
+        }
+        for (reason, n) in kept {
+            put(format!("Kept_{reason}"), n, "Count");
+        }
+        fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
+        fields.insert(
+            "_aws".into(),
+            serde_json::json!({
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "ami-sweeper",
+                    "Dimensions": [["DryRun"]],
+                    "Metrics": metrics,
+                }]
+            }),
+        );
+        serde_json::Value::Object(fields).to_string()
     }
 }
 
@@ -199,5 +299,61 @@ impl ApiCalls {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_declares_every_metric_it_sets() {
+        let mut report = SweepReport {
+            dry_run: false,
+            now: "2026-11-26T00:00:00Z".into(),
+            regions: vec![RegionReport {
+                region: "us-east-1".into(),
+                error: None,
+                plan: None,
+                images: vec![ImageReport {
+                    image_id: "ami-1".into(),
+                    name: "a".into(),
+                    group: "*".into(),
+                    action: Action::Deregister,
+                    reasons: vec![Reason::Expired],
+                    outcome: Some(Outcome::Deregistered),
+                    error: None,
+                }],
+                jobs: vec![JobReport {
+                    image_id: "ami-1".into(),
+                    kind: "delete_snapshot",
+                    target: "snap-1".into(),
+                    outcome: JobOutcome::Deleted,
+                    attempts: 1,
+                    deleted_objects: vec![],
+                    error: None,
+                }],
+                warnings: vec![],
+                snapshot_gib_deleted: 8,
+                plan_detail: None,
+            }],
+            totals: Totals::default(),
+            api_calls: BTreeMap::new(),
+            elapsed_ms: 1,
+        };
+        report.total();
+        let line: serde_json::Value =
+            serde_json::from_str(&report.emf_line(1_795_665_600_000)).unwrap();
+        assert_eq!(line["ImagesDeregistered"], 1);
+        assert_eq!(line["SnapshotsDeleted"], 1);
+        assert_eq!(line["SnapshotGiBFreed"], 8);
+        assert_eq!(line["DryRun"], "false");
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(line["_aws"]["Timestamp"], 1_795_665_600_000u64);
+        for m in directive["Metrics"].as_array().unwrap() {
+            let name = m["Name"].as_str().unwrap();
+            assert!(line[name].is_number(), "{name} declared but not set");
+        }
+        assert_eq!(directive["Dimensions"][0][0], "DryRun");
     }
 }

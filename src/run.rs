@@ -134,7 +134,10 @@ pub async fn run_sweep(
             }
         }
     });
-    let regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
+    let mut regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
+    for r in &mut regions {
+        r.count_freed_storage();
+    }
     let mut report = SweepReport {
         dry_run: exec.dry_run,
         now: crate::time::format_instant(opts.now),

@@ -152,6 +152,8 @@ where
         images: Vec::new(),
         jobs: Vec::new(),
         warnings: Vec::new(),
+        snapshot_gib_deleted: 0,
+        plan_detail: None,
     };
     let (listed, used) = tokio::join!(images.list_images(), usage.list_usage());
     let (listed, (used, warnings)) = match (listed, used) {
@@ -240,6 +242,7 @@ where
             })
             .collect();
     }
+    report.plan_detail = Some(p);
     report
 }
 

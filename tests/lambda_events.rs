@@ -100,19 +100,19 @@ fn ids(list: &[(char, u32)]) -> BTreeSet<String> {
 }
 
 /// Runs one event against a fresh emulator; returns the report and the images left.
-async fn run_event(name: &str) -> (Value, BTreeSet<String>, BTreeSet<String>) {
+async fn run_event(name: &str) -> (Value, BTreeSet<String>, BTreeSet<String>, String) {
     let moto = Moto::start(Some(seed()));
     let config = moto.config().await;
     let before = image_ids(&config).await;
     let (code, report, stderr) = invoke(&moto, &event_path(name));
     assert_eq!(code, Some(0), "{name}: {stderr}");
     let after = image_ids(&config).await;
-    (report, before, after)
+    (report, before, after, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nightly_schedule_sweeps_every_lineage() {
-    let (report, before, after) = run_event("schedule.json").await;
+    let (report, before, after, stderr_lines) = run_event("schedule.json").await;
     // Both recipes carry app=golden: one group under the policy, the two newest stay.
     let gone = ids(&[
         ('a', 1),
@@ -131,11 +131,22 @@ async fn the_nightly_schedule_sweeps_every_lineage() {
     );
     assert_eq!(report["totals"]["failures"], 0);
     assert_eq!(report["totals"]["jobs"]["deleted"], 8, "one snapshot each");
+    // The metrics line (stderr under invoke, stdout in Lambda) matches the report.
+    let emf: Value = stderr_lines
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v.get("_aws").is_some())
+        })
+        .expect("an EMF line");
+    assert_eq!(emf["ImagesDeregistered"], 8);
+    assert_eq!(emf["SnapshotsDeleted"], 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_dry_run_changes_nothing() {
-    let (report, before, after) = run_event("manual-dry-run.json").await;
+    let (report, before, after, _) = run_event("manual-dry-run.json").await;
     assert_eq!(report["dry_run"], true);
     assert_eq!(with_outcome(&report, "planned").len(), 8);
     assert_eq!(before, after);
@@ -143,7 +154,7 @@ async fn a_manual_dry_run_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_policy_is_used_as_given() {
-    let (report, before, after) = run_event("manual-policy.json").await;
+    let (report, before, after, _) = run_event("manual-policy.json").await;
     assert_eq!(report["dry_run"], true);
     // names web-*: only the web lineage, keep_count 2.
     assert_eq!(
@@ -155,7 +166,7 @@ async fn a_manual_policy_is_used_as_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_builder_available_sweeps_only_that_recipe() {
-    let (report, before, after) = run_event("imagebuilder-available.json").await;
+    let (report, before, after, _) = run_event("imagebuilder-available.json").await;
     let gone = ids(&[('b', 1), ('b', 2)]);
     assert_eq!(with_outcome(&report, "deregistered"), gone);
     assert_eq!(
@@ -179,14 +190,14 @@ async fn image_builder_available_sweeps_only_that_recipe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_builder_other_statuses_are_ignored() {
-    let (report, before, after) = run_event("imagebuilder-building.json").await;
+    let (report, before, after, _) = run_event("imagebuilder-building.json").await;
     assert!(report["ignored"].as_str().unwrap().contains("BUILDING"));
     assert_eq!(before, after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ami_available_sweeps_only_that_images_group() {
-    let (report, before, after) = run_event("ami-available.json").await;
+    let (report, before, after, _) = run_event("ami-available.json").await;
     let gone = ids(&[('a', 1), ('a', 2), ('a', 3)]);
     assert_eq!(with_outcome(&report, "deregistered"), gone);
     assert_eq!(

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""The main job on a fresh machine: ami-sweeper cleaning up an emulated account.
+
+usage: demo.py BINARY MOTO_SERVER [--format table|json]
+
+Starts the local EC2 emulator (moto server) on a free loopback port, seeds a realistic
+estate, shows the dry-run plan, runs the nightly sweep for real and prints its report.
+The emulator is stopped whatever happens, Ctrl-C included. Run it with the emulator's
+virtualenv Python (it has boto3): `make demo` does.
+"""
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+
+ACCOUNT = "123456789012"
+NOW = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+MANIFEST = """<?xml version="1.0"?><manifest><version>2007-10-10</version><image>
+<name>legacy-20250301</name><parts count="3">
+<part index="0"><filename>legacy-20250301.part.0</filename></part>
+<part index="1"><filename>legacy-20250301.part.1</filename></part>
+<part index="2"><filename>legacy-20250301.part.2</filename></part>
+</parts></image></manifest>"""
+
+
+def image(ami, name, created, tags, **extra):
+    entry = {
+        "ami_id": ami, "owner_id": ACCOUNT, "name": name,
+        "creation_date": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "state": "available", "root_device_type": "ebs", "root_device_name": "/dev/xvda",
+        "architecture": "x86_64", "virtualization_type": "hvm", "hypervisor": "xen",
+        "image_type": "machine", "tags": tags,
+    }
+    entry.update(extra)
+    return entry
+
+
+def estate():
+    """A year of nightly builds for three apps, a weekly Image Builder lineage, AWS Backup
+    copies, disabled and failed images and an old instance-store image."""
+    images, n = [], 0
+
+    def ami():
+        nonlocal n
+        n += 1
+        return "ami-%017x" % (0xd000 + n)
+
+    for app in ("web", "api", "worker"):
+        for day in range(365):
+            created = NOW - dt.timedelta(days=day, hours=2)
+            images.append(image(ami(), f"{app}-{created:%Y%m%d}", created,
+                                {"app": app, "env": "prod", "team": "platform"}))
+    for week in range(26):
+        created = NOW - dt.timedelta(weeks=week, hours=5)
+        arn = f"arn:aws:imagebuilder:us-east-1:{ACCOUNT}:image/golden-base/1.0.{26 - week}/1"
+        images.append(image(ami(), f"golden-base-1.0.{26 - week}", created,
+                            {"app": "golden-base", "Ec2ImageBuilderArn": arn,
+                             "CreatedBy": "EC2 Image Builder"}))
+    for i, days in enumerate((40, 70, 100)):
+        created = NOW - dt.timedelta(days=days)
+        images.append(image(ami(), f"AwsBackup_web-copy-{i}", created,
+                            {"aws:backup:source-resource": f"arn:aws:ec2:us-east-1::image/ami-{i}"}))
+    images.append(image(ami(), "web-legal-hold-20250101", NOW - dt.timedelta(days=694),
+                        {"app": "web", "retain": "legal-hold"}))
+    images.append(image(ami(), "api-disabled-20250601", NOW - dt.timedelta(days=543),
+                        {"app": "api-old"}, state="disabled"))
+    images.append(image(ami(), "worker-failed-20250701", NOW - dt.timedelta(days=513),
+                        {"app": "worker-old"}, state="failed"))
+    images.append(image(ami(), "web-legacy-20250301", NOW - dt.timedelta(days=635),
+                        {"app": "web"}, root_device_type="instance-store",
+                        image_location="legacy-bundles/legacy/legacy-20250301.manifest.xml"))
+    return images
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def furnish(endpoint, images):
+    """What a real account has besides images: users of old images, shares, bundles."""
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+              aws_access_key_id="testing", aws_secret_access_key="testing")
+    ec2, asg, s3 = boto3.client("ec2", **kw), boto3.client("autoscaling", **kw), boto3.client("s3", **kw)
+    by_name = {i["name"]: i["ami_id"] for i in images}
+    day = lambda app, d: by_name[f"{app}-{NOW - dt.timedelta(days=d, hours=2):%Y%m%d}"]
+    inst = ec2.run_instances(ImageId=day("web", 200), InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    ec2.stop_instances(InstanceIds=[inst["Instances"][0]["InstanceId"]])
+    ec2.create_launch_template(LaunchTemplateName="api",
+                               LaunchTemplateData={"ImageId": day("api", 120), "InstanceType": "t3.small"})
+    ec2.create_launch_template_version(LaunchTemplateName="api",
+                                       LaunchTemplateData={"ImageId": day("api", 0), "InstanceType": "t3.small"})
+    asg.create_launch_configuration(LaunchConfigurationName="worker-2026-06",
+                                    ImageId=day("worker", 150), InstanceType="t3.small")
+    ec2.modify_image_attribute(ImageId=day("web", 90),
+                               LaunchPermission={"Add": [{"Group": "all"}]})
+    ec2.modify_image_attribute(ImageId=day("api", 60),
+                               LaunchPermission={"Add": [{"UserId": "111122223333"}]})
+    s3.create_bucket(Bucket="legacy-bundles")
+    s3.put_object(Bucket="legacy-bundles", Key="legacy/legacy-20250301.manifest.xml", Body=MANIFEST)
+    for p in range(3):
+        s3.put_object(Bucket="legacy-bundles", Key=f"legacy/legacy-20250301.part.{p}", Body=b"x" * 1024)
+    s3.put_object(Bucket="legacy-bundles", Key="legacy/README-do-not-delete.txt", Body=b"unrelated")
+    return s3
+
+
+def main():
+    binary, moto = sys.argv[1], sys.argv[2]
+    fmt = "json" if "--format" in sys.argv and sys.argv[sys.argv.index("--format") + 1] == "json" else "table"
+    say = (lambda *a: print(*a, file=sys.stderr)) if fmt == "json" else print
+    tmp = tempfile.mkdtemp(prefix="ami-sweeper-demo-")
+    images = estate()
+    seed = os.path.join(tmp, "amis.json")
+    with open(seed, "w") as f:
+        json.dump(images, f)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                              env=dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false", MOTO_AMIS_PATH=seed),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.1)
+        say(f"== local EC2 emulator on {endpoint}: {len(images)} images "
+            "(a year of nightly web/api/worker builds, a weekly Image Builder lineage, "
+            "AWS Backup copies, a legal hold, disabled, failed and instance-store images)")
+        s3 = furnish(endpoint, images)
+        say("   in use: a stopped instance (web, 200 days old), launch template version 1 "
+            "(api, 120 days), a launch configuration (worker, 150 days); shared: one public "
+            "web image, one api image shared with account 111122223333")
+        say("   not representable in the emulator, so not shown: deregistration protection, "
+            "LastLaunchedTime (recently launched), snapshots shared between images")
+        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                   AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                   AWS_EC2_METADATA_DISABLED="true")
+        policy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.json")
+        base = [binary, "sweep", "--policy", policy, "--now", "2026-11-26T00:00:00Z",
+                "--rate", "200", "--retry-delay", "1"]
+        say(f"== policy {os.path.relpath(policy)}: keep 7 per app, nothing younger than 30 days")
+        if fmt == "table":
+            say("== the plan (dry run: nothing changes)")
+            dry = subprocess.run(base + ["--dry-run", "--format", "table"], env=env)
+            if dry.returncode not in (0, 1):
+                return dry.returncode
+            say("== the nightly sweep (for real; the emulator's rate, not AWS's 5/s)")
+        real = subprocess.run(base + ["--format", fmt], env=env)
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="legacy-bundles").get("Contents", []))
+        say(f"== s3://legacy-bundles after the sweep: {', '.join(keys)}")
+        return real.returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
