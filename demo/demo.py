@@ -12,14 +12,14 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 import boto3
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import emulator  # noqa: E402
 
 ACCOUNT = "123456789012"
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
@@ -80,12 +80,6 @@ def estate():
     return images
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def furnish(endpoint, images):
     """What a real account has besides images: users of old images, shares, bundles."""
     kw = dict(endpoint_url=endpoint, region_name="us-east-1",
@@ -122,19 +116,9 @@ def main():
     seed = os.path.join(tmp, "amis.json")
     with open(seed, "w") as f:
         json.dump(images, f)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                              env=dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false", MOTO_AMIS_PATH=seed),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    server, endpoint = emulator.start(moto, seed)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
         say(f"== local EC2 emulator on {endpoint}: {len(images)} images "
             "(a year of nightly web/api/worker builds, a weekly Image Builder lineage, "
             "AWS Backup copies, a legal hold, disabled, failed and instance-store images)")
@@ -144,9 +128,7 @@ def main():
             "web image, one api image shared with account 111122223333")
         say("   not representable in the emulator, so not shown: deregistration protection, "
             "LastLaunchedTime (recently launched), snapshots shared between images")
-        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
-                   AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
-                   AWS_EC2_METADATA_DISABLED="true")
+        env = emulator.client_env(endpoint)
         policy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.json")
         base = [binary, "sweep", "--policy", policy, "--now", "2026-11-26T00:00:00Z",
                 "--rate", "200", "--retry-delay", "1"]
@@ -164,11 +146,7 @@ def main():
     except KeyboardInterrupt:
         return 130
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        emulator.stop(server)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,12 @@ calls the issue sets as the goal. The emulator is stopped whatever happens.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+import emulator
 
 
 def seed(n: int) -> list:
@@ -79,20 +73,9 @@ def main() -> int:
     with open(policy_path, "w") as f:
         json.dump({"dry_run": False, "retention": {"min_age_days": 30, "keep_count": 5,
                                                    "group_by": {"tags": ["app"]}}}, f)
-    port = free_port()
-    env = dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false", MOTO_AMIS_PATH=seed_path)
-    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, endpoint = emulator.start(moto, seed_path)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
-        cenv = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-                    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                    AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        cenv = emulator.client_env(endpoint)
         base = [binary, "sweep", "--policy", policy_path, "--format", "json",
                 "--now", "2026-11-26T00:00:00Z", "--rate", "1000", "--retry-delay", "1"]
         print(f"== sweep of {n} emulated images ({os.cpu_count()} cores); "
@@ -105,8 +88,7 @@ def main() -> int:
               f"DeleteSnapshot {condemned} (one snapshot each)")
         return 0 if real["totals"]["failures"] == 0 else 1
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        emulator.stop(server)
 
 
 if __name__ == "__main__":

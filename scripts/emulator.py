@@ -1,0 +1,45 @@
+"""Starts the local EC2 emulator (moto server) for the demo and the benchmarks."""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(moto_server: str, seed_path: str):
+    """Starts moto on a free loopback port with the seed file of images; returns the
+    process and its endpoint once it answers. The caller stops it (terminate, wait)."""
+    port = free_port()
+    env = dict(os.environ, MOTO_EC2_LOAD_DEFAULT_AMIS="false", MOTO_AMIS_PATH=seed_path)
+    proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except Exception:
+            time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError(f"the emulator did not start on {endpoint}")
+
+
+def client_env(endpoint: str) -> dict:
+    """Environment that points ami-sweeper (or any AWS SDK) at the emulator."""
+    return dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                AWS_EC2_METADATA_DISABLED="true")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
