@@ -9,6 +9,7 @@ use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::manifest::part_keys;
 use crate::ports::{BundleStore, SnapshotDeleter};
+use crate::progress::{Progress, ProgressSink};
 use crate::ratelimit::RateLimiter;
 use crate::report::{JobOutcome, JobReport};
 use crate::sweep::kind_of;
@@ -139,9 +140,11 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
     snapshots: &S,
     bundles: &B,
     retry: &RetryPolicy,
+    progress: Option<&ProgressSink>,
 ) -> Vec<JobReport> {
     let limiter = RateLimiter::new(retry.burst, retry.per_second);
     let limiter = &limiter;
+    let total = jobs.len();
     let mut done: Vec<JobReport> = Vec::new();
     let mut pending: Vec<(CleanupJob, u32)> = jobs.into_iter().map(|j| (j, 0)).collect();
     let mut round = 0;
@@ -170,6 +173,11 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
                 Attempt::Retry(e) | Attempt::Fail(e) => (JobOutcome::Failed, Vec::new(), Some(e)),
             };
             done.push(report_of(&job, outcome, attempts, deleted, error));
+            crate::progress::report(progress, || Progress::JobsDone {
+                region: job.region.clone(),
+                done: done.len(),
+                total,
+            });
         }
     }
     done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));

@@ -23,6 +23,7 @@ pub mod model;
 pub mod planner;
 pub mod policy;
 pub mod ports;
+pub mod progress;
 pub mod ratelimit;
 pub mod render;
 pub mod report;

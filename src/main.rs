@@ -185,6 +185,17 @@ fn parse_now(now: Option<String>) -> Result<chrono::DateTime<chrono::Utc>, Failu
     }
 }
 
+/// Progress on one rewritten stderr line, only when stderr is a terminal.
+fn terminal_progress() -> Option<ami_sweeper::progress::ProgressSink> {
+    std::io::stderr().is_terminal().then(|| {
+        ami_sweeper::progress::ProgressSink::new(|p| {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{p}");
+            let _ = err.flush();
+        })
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -247,12 +258,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     queue,
                     exec: sweep::ExecConfig {
                         deregister_per_second: rate,
+                        progress: terminal_progress(),
                         ..Default::default()
                     },
                     now,
                 };
                 let clients = ami_sweeper::aws::Clients::new(base);
-                Ok::<_, Failure>(run::run_sweep(&clients, &policy, &regions, &opts).await)
+                let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
+                if opts.exec.progress.is_some() {
+                    eprintln!();
+                }
+                Ok::<_, Failure>(report)
             })?;
             emit_report(format, &report, render::sweep_table, report.totals.failures)
         }

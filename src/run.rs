@@ -113,7 +113,14 @@ pub async fn run_sweep(
                     .await;
                     let jobs = queue.take();
                     if !jobs.is_empty() {
-                        report.jobs = run_local(jobs, &clients.ec2, &clients.s3, retry).await;
+                        report.jobs = run_local(
+                            jobs,
+                            &clients.ec2,
+                            &clients.s3,
+                            retry,
+                            exec.progress.as_ref(),
+                        )
+                        .await;
                     }
                     report
                 }

@@ -15,6 +15,7 @@ use crate::model::{Inventory, Timestamp};
 use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
 use crate::ports::{CleanupSink, Deregistrar, ImageSource, UsageSource};
+use crate::progress::{self, Progress, ProgressSink};
 use crate::ratelimit::RateLimiter;
 use crate::report::{ImageReport, JobOutcome, JobReport, Outcome, RegionReport};
 
@@ -33,6 +34,8 @@ pub struct ExecConfig {
     pub deadline: Option<Instant>,
     /// Act only on the group (lineage) of this image (AMI state change events).
     pub scope_group_of: Option<String>,
+    /// Where progress goes (the CLI on a terminal); `None` reports nothing.
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for ExecConfig {
@@ -46,6 +49,7 @@ impl Default for ExecConfig {
             deregister_per_second: 5.0,
             deadline: None,
             scope_group_of: None,
+            progress: None,
         }
     }
 }
@@ -163,6 +167,11 @@ where
             return report;
         }
     };
+    let found = listed.len();
+    progress::report(cfg.progress.as_ref(), || Progress::Listed {
+        region: region.to_string(),
+        images: found,
+    });
     let mut inventory = match Inventory::new(listed, used) {
         Ok(i) => i,
         Err(e) => {
@@ -183,7 +192,7 @@ where
             .map(|d| (d.image_id.clone(), (Outcome::Planned, None)))
             .collect()
     } else {
-        deregister_all(&p, deregistrar, cfg).await
+        deregister_all(&p, region, deregistrar, cfg).await
     };
 
     report.images = p
@@ -256,12 +265,15 @@ pub fn kind_of(job: &CleanupJob) -> &'static str {
 
 async fn deregister_all<D: Deregistrar>(
     p: &Plan,
+    region: &str,
     deregistrar: &D,
     cfg: &ExecConfig,
 ) -> BTreeMap<String, (Outcome, Option<String>)> {
     let limiter = RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second);
     let limiter = &limiter;
     let condemned = p.condemned();
+    let total = condemned.len();
+    let done = &std::sync::atomic::AtomicUsize::new(0);
     stream::iter(condemned)
         .map(|d: &Decision| async move {
             limiter.acquire().await;
@@ -282,6 +294,12 @@ async fn deregister_all<D: Deregistrar>(
                     (o, Some(e.to_string()))
                 }
             };
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress::report(cfg.progress.as_ref(), || Progress::Deregistered {
+                region: region.to_string(),
+                done: n,
+                total,
+            });
             (d.image_id.clone(), result)
         })
         .buffer_unordered(cfg.concurrency.max(1))

@@ -13,6 +13,7 @@ use ami_sweeper::aws::RegionClients;
 use ami_sweeper::cleanup::{run_local, RetryPolicy};
 use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
 use ami_sweeper::ports::ImageSource;
+use ami_sweeper::progress::{Progress, ProgressSink};
 use ami_sweeper::report::{ApiCalls, JobOutcome, Outcome, RegionReport};
 use ami_sweeper::run::LocalQueue;
 use ami_sweeper::sweep::{sweep_region, ExecConfig};
@@ -526,6 +527,55 @@ async fn an_unreadable_ssm_parameter_stops_the_region() {
     assert_eq!(dereg.num_calls(), 0);
 }
 
+/// A progress sink that records every step.
+fn recorder() -> (ProgressSink, Arc<std::sync::Mutex<Vec<Progress>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    (
+        ProgressSink::new(move |p| sink_seen.lock().unwrap().push(p.clone())),
+        seen,
+    )
+}
+
+#[tokio::test]
+async fn progress_reports_the_listing_and_every_deregistration() {
+    let images = images_rule(vec![
+        image("ami-1", "a", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "b", "2025-01-02T00:00:00.000Z").build(),
+        image("ami-3", "c", "2026-11-25T00:00:00.000Z").build(),
+    ]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &dereg]);
+    let (sink, seen) = recorder();
+    let cfg = ExecConfig {
+        dry_run: false,
+        concurrency: 1,
+        progress: Some(sink),
+        ..Default::default()
+    };
+    sweep_region(
+        &policy(),
+        "us-east-1",
+        parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        &c.ec2,
+        &c,
+        &c.ec2,
+        &LocalQueue::default(),
+        &cfg,
+    )
+    .await;
+    let steps: Vec<String> = seen.lock().unwrap().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        steps,
+        [
+            "us-east-1: 3 images listed",
+            "us-east-1: deregistered 1/2",
+            "us-east-1: deregistered 2/2"
+        ]
+    );
+}
+
 fn snapshot_job(id: &str) -> CleanupJob {
     CleanupJob {
         version: JOB_VERSION,
@@ -583,6 +633,7 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         .repeatedly()
         .build();
     let (c, _) = clients(ec2(&[&in_use_then_ok, &missing, &stuck]), no_ssm());
+    let (sink, seen) = recorder();
     let reports = run_local(
         vec![
             snapshot_job("snap-1"),
@@ -592,8 +643,18 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         &c.ec2,
         &c.s3,
         &fast_retry(),
+        Some(&sink),
     )
     .await;
+    let steps: Vec<String> = seen.lock().unwrap().iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        steps,
+        [
+            "us-east-1: cleanup jobs 1/3",
+            "us-east-1: cleanup jobs 2/3",
+            "us-east-1: cleanup jobs 3/3"
+        ]
+    );
     let by_target = |t: &str| reports.iter().find(|r| r.target == t).unwrap();
     assert_eq!(by_target("snap-1").outcome, JobOutcome::Deleted);
     assert_eq!(by_target("snap-1").attempts, 2);
@@ -631,7 +692,7 @@ async fn a_malformed_manifest_deletes_nothing() {
             manifest_key: "p/x.manifest.xml".into(),
         },
     };
-    let reports = run_local(vec![job], &c.ec2, &S3::new(s3, calls), &fast_retry()).await;
+    let reports = run_local(vec![job], &c.ec2, &S3::new(s3, calls), &fast_retry(), None).await;
     assert_eq!(reports[0].outcome, JobOutcome::Failed);
     let err = reports[0].error.as_deref().unwrap();
     assert!(err.contains("declares 2 parts but lists 1"), "{err}");
@@ -689,6 +750,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
         &c.ec2,
         &S3::new(s3, Arc::new(ApiCalls::default())),
         &fast_retry(),
+        None,
     )
     .await;
     assert_eq!(reports[0].outcome, JobOutcome::Deleted, "{:?}", reports[0]);
