@@ -79,10 +79,14 @@ lint:
 fmt:
 	$(CARGO) fmt
 
+# One release build for every benchmark (the example pulls in dev-dependency features;
+# building the binary alone would compile the SDK a second time).
+RELEASE_BUILD = $(CARGO) build --release --locked --bin ami-sweeper --example gen_estate
+
 ## Planner benchmark: 100,000 images, grouped policy; prints wall time and peak memory.
 BENCH_IMAGES ?= 100000
 bench-plan:
-	$(CARGO) build --release --locked --bin ami-sweeper --example gen_estate
+	$(RELEASE_BUILD)
 	mkdir -p bench-out
 	$(CARGO_TARGET_DIR)/release/examples/gen_estate $(BENCH_IMAGES) bench-out/plan
 	@echo "== plan over $(BENCH_IMAGES) images (release build, $$(nproc) cores)"
@@ -98,13 +102,13 @@ bench-plan:
 
 ## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls.
 bench-sweep: $(MOTO_STAMP)
-	$(CARGO) build --release --locked --bin ami-sweeper
+	$(RELEASE_BUILD)
 	$(PYTHON) scripts/bench_sweep.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) 2000
 
 ## Cold start figures: binary size, process start to first response (an event that needs
 ## no AWS call), and the sweep's peak memory (see bench-sweep) against Lambda's 128 MB.
 bench-lambda:
-	$(CARGO) build --release --locked --bin ami-sweeper
+	$(RELEASE_BUILD)
 	@echo "== release binary (host $$(uname -m)): $$(du -k $(CARGO_TARGET_DIR)/release/ami-sweeper | cut -f1) KiB"
 	@AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_EC2_METADATA_DISABLED=true \
 	    $(PYTHON) scripts/measure.py "start to response, ignored event (init + one event)" 20 -- \
