@@ -159,6 +159,8 @@ pub struct SweepReport {
     pub totals: Totals,
     /// AWS API calls made, per operation.
     pub api_calls: BTreeMap<String, u64>,
+    /// Attempts AWS throttled (`RequestLimitExceeded`, `SlowDown`, ...) that were retried.
+    pub throttles: u64,
     /// Wall time of the run in milliseconds.
     pub elapsed_ms: u64,
 }
@@ -234,6 +236,7 @@ impl SweepReport {
             "Gigabytes",
         );
         put("Failures".into(), self.totals.failures as u64, "Count");
+        put("ApiThrottles".into(), self.throttles, "Count");
         let mut kept: BTreeMap<&'static str, u64> = BTreeMap::new();
         for r in &self.regions {
             if let Some(p) = &r.plan {
@@ -263,11 +266,25 @@ impl SweepReport {
     }
 }
 
-/// Counts AWS API calls per operation; shared by every adapter of a run.
+/// Counts AWS API calls per operation, and throttled attempts; shared by every
+/// adapter of a run.
 #[derive(Debug, Default)]
-pub struct ApiCalls(Mutex<BTreeMap<&'static str, u64>>);
+pub struct ApiCalls(
+    Mutex<BTreeMap<&'static str, u64>>,
+    std::sync::atomic::AtomicU64,
+);
 
 impl ApiCalls {
+    /// Records one attempt that AWS throttled (and the SDK retried).
+    pub fn record_throttle(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Throttled attempts so far.
+    pub fn throttles(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records one call.
     pub fn record(&self, operation: &'static str) {
         *self
@@ -339,6 +356,7 @@ mod tests {
             }],
             totals: Totals::default(),
             api_calls: BTreeMap::new(),
+            throttles: 2,
             elapsed_ms: 1,
         };
         report.total();
@@ -348,6 +366,7 @@ mod tests {
         assert_eq!(line["SnapshotsDeleted"], 1);
         assert_eq!(line["SnapshotGiBFreed"], 8);
         assert_eq!(line["DryRun"], "false");
+        assert_eq!(line["ApiThrottles"], 2);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(line["_aws"]["Timestamp"], 1_795_665_600_000u64);
         for m in directive["Metrics"].as_array().unwrap() {

@@ -91,6 +91,7 @@ pub async fn run_sweep(
 ) -> SweepReport {
     let started = Instant::now();
     let calls_before = all.calls().snapshot();
+    let throttles_before = all.calls().throttles();
     let mut exec = opts.exec.clone();
     exec.dry_run = policy.dry_run || opts.force_dry_run;
     let per_region = regions.iter().map(|region| {
@@ -151,6 +152,7 @@ pub async fn run_sweep(
         regions,
         totals: Totals::default(),
         api_calls: all.calls().since(&calls_before),
+        throttles: all.calls().throttles() - throttles_before,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
     report.total();

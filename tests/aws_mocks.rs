@@ -9,7 +9,7 @@ use ami_sweeper::aws::autoscaling::AutoScaling;
 use ami_sweeper::aws::ec2::Ec2;
 use ami_sweeper::aws::s3::S3;
 use ami_sweeper::aws::ssm::Ssm;
-use ami_sweeper::aws::RegionClients;
+use ami_sweeper::aws::{RegionClients, ThrottleCounter};
 use ami_sweeper::cleanup::{run_local, RetryPolicy};
 use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
 use ami_sweeper::ports::ImageSource;
@@ -108,7 +108,14 @@ fn no_launch_configurations() -> aws_sdk_autoscaling::Client {
 }
 
 fn clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> (RegionClients, Arc<ApiCalls>) {
-    let calls = Arc::new(ApiCalls::default());
+    clients_counting(ec2, ssm, Arc::new(ApiCalls::default()))
+}
+
+fn clients_counting(
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+    calls: Arc<ApiCalls>,
+) -> (RegionClients, Arc<ApiCalls>) {
     let s3_rule = mock!(aws_sdk_s3::Client::get_object).then_http_response(|| {
         aws_smithy_runtime_api::http::Response::new(
             aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
@@ -135,7 +142,18 @@ fn account(extra: &[&Rule]) -> (RegionClients, Arc<ApiCalls>) {
     let mut rules: Vec<&Rule> = extra.to_vec();
     rules.push(&shared);
     rules.extend(usage.iter());
-    clients(ec2(&rules), no_ssm())
+    // As in production, a throttle counter sees every attempt before the SDK retries.
+    let calls = Arc::new(ApiCalls::default());
+    let counted = calls.clone();
+    let ec2 = mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        rules.iter().copied(),
+        move |c| c
+            .retry_config(retrying())
+            .interceptor(ThrottleCounter(counted.clone()))
+    );
+    clients_counting(ec2, no_ssm(), calls)
 }
 
 fn no_ssm() -> aws_sdk_ssm::Client {
@@ -330,7 +348,7 @@ async fn aws_backup_refusals_are_skips_and_gone_images_are_done() {
 }
 
 #[tokio::test]
-async fn throttling_is_retried_until_it_succeeds() {
+async fn throttling_is_retried_until_it_succeeds_and_counted() {
     let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .sequence()
@@ -340,10 +358,16 @@ async fn throttling_is_retried_until_it_succeeds() {
         )
         .output(|| DeregisterImageOutput::builder().build())
         .build();
-    let (c, _) = account(&[&images, &dereg]);
+    let (c, calls) = account(&[&images, &dereg]);
     let (report, _) = sweep(&c, &policy()).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
     assert_eq!(dereg.num_calls(), 2);
+    assert_eq!(calls.throttles(), 1);
+    assert_eq!(
+        calls.snapshot()["DeregisterImage"],
+        1,
+        "one call, two attempts"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,43 @@ use std::sync::{Arc, Mutex};
 
 use crate::report::ApiCalls;
 
+/// Counts throttled attempts (EC2 `RequestLimitExceeded`, S3 `SlowDown`, ...) as the
+/// SDK sees them, before its retry, so reports and metrics show how hard AWS pushed back.
+#[derive(Debug)]
+pub struct ThrottleCounter(pub Arc<ApiCalls>);
+
+impl aws_sdk_ec2::config::Intercept for ThrottleCounter {
+    fn name(&self) -> &'static str {
+        "ThrottleCounter"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        let response = context.response();
+        let status = response.status().as_u16();
+        if status == 429 || status == 503 || status == 400 {
+            let body = response.body().bytes().unwrap_or_default();
+            let text = String::from_utf8_lossy(body);
+            if [
+                "RequestLimitExceeded",
+                "Throttling",
+                "SlowDown",
+                "TooManyRequests",
+            ]
+            .iter()
+            .any(|code| text.contains(code))
+            {
+                self.0.record_throttle();
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every region's clients, built on first use and reused for the life of the process
 /// (in Lambda: across invocations), with one call counter.
 #[derive(Debug)]
@@ -82,21 +119,41 @@ impl RegionClients {
             .to_builder()
             .region(aws_config::Region::new(region.to_string()))
             .build();
+        let counter = || ThrottleCounter(calls.clone());
         Self {
             region: region.to_string(),
-            ec2: ec2::Ec2::new(aws_sdk_ec2::Client::new(&config), calls.clone()),
-            autoscaling: autoscaling::AutoScaling::new(
-                aws_sdk_autoscaling::Client::new(&config),
+            ec2: ec2::Ec2::new(
+                aws_sdk_ec2::Client::from_conf(
+                    aws_sdk_ec2::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
                 calls.clone(),
             ),
-            ssm: ssm::Ssm::new(aws_sdk_ssm::Client::new(&config), calls.clone()),
+            autoscaling: autoscaling::AutoScaling::new(
+                aws_sdk_autoscaling::Client::from_conf(
+                    aws_sdk_autoscaling::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
+                calls.clone(),
+            ),
+            ssm: ssm::Ssm::new(
+                aws_sdk_ssm::Client::from_conf(
+                    aws_sdk_ssm::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
+                calls.clone(),
+            ),
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&config)
                         .force_path_style(true)
+                        .interceptor(counter())
                         .build(),
                 ),
-                calls,
+                calls.clone(),
             ),
         }
     }
