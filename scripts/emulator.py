@@ -34,6 +34,7 @@ def client_env(endpoint: str) -> dict:
     """Environment that points ami-sweeper (or any AWS SDK) at the emulator."""
     return dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
                 AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                AWS_DEFAULT_REGION="us-east-1",
                 AWS_EC2_METADATA_DISABLED="true")
 
 
