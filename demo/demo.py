@@ -131,7 +131,7 @@ def main():
         env = emulator.client_env(endpoint)
         policy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.json")
         base = [binary, "sweep", "--policy", policy, "--now", "2026-11-26T00:00:00Z",
-                "--rate", "200", "--retry-delay", "1"]
+                "--rate", "200", "--describe-rate", "200", "--retry-delay", "1"]
         say(f"== policy {os.path.relpath(policy)}: keep 7 per app, nothing younger than 30 days")
         if fmt == "table":
             say("== the plan (dry run: nothing changes)")

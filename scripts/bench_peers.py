@@ -71,8 +71,9 @@ def main():
                 "  actions:\n    - type: deregister\n      delete-snapshots: true\n")
     tools = {
         "ami-sweeper": (
-            [sweeper, "sweep", "--policy", policy, "--format", "json", "--rate", "1000", "--dry-run"],
-            [sweeper, "sweep", "--policy", policy, "--format", "json", "--rate", "1000"], None),
+            [sweeper, "sweep", "--policy", policy, "--format", "json", "--rate", "1000", "--describe-rate", "1000", "--dry-run"],
+            [sweeper, "sweep", "--policy", policy, "--format", "json", "--rate", "1000",
+             "--describe-rate", "1000"], None),
         "cloud-custodian": (
             [custodian, "run", "--dryrun", "--cache-period", "0", "-s", os.path.join(tmp, "c7n-dry"),
              "-r", "us-east-1", "--assume", "arn:aws:iam::123456789012:role/bench", c7n_policy],

@@ -77,9 +77,10 @@ def main() -> int:
     try:
         cenv = emulator.client_env(endpoint)
         base = [binary, "sweep", "--policy", policy_path, "--format", "json",
-                "--now", "2026-11-26T00:00:00Z", "--rate", "1000", "--retry-delay", "1"]
+                "--now", "2026-11-26T00:00:00Z", "--rate", "1000", "--describe-rate", "1000",
+                "--retry-delay", "1"]
         print(f"== sweep of {n} emulated images ({os.cpu_count()} cores); "
-              "--rate 1000 lifts the client-side limit so the figures show the work, not the wait")
+              "--rate/--describe-rate 1000 lift the client-side limits so the figures show the work, not the wait")
         dry = run("dry run", base + ["--dry-run"], cenv)
         real = run("real run", base, cenv)
         condemned = dry["totals"]["outcomes"].get("planned", 0)

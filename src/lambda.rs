@@ -244,7 +244,7 @@ fn trigger_name(t: &Trigger) -> &'static str {
 
 /// Runs the Lambda runtime loop: clients built once, then one `handle` per event.
 pub async fn serve() -> Result<(), lambda_runtime::Error> {
-    let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let base = crate::aws::load_config().await;
     let handler = Arc::new(Handler::new(base));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {

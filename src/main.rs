@@ -70,6 +70,9 @@ enum Command {
         /// Deregistrations (and in-process snapshot deletions) per second after the burst.
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
+        /// Launch-permission lookups per second after the burst.
+        #[arg(long, default_value_t = 15.0)]
+        describe_rate: f64,
         /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
         #[arg(long, default_value_t = 15)]
         retry_delay: u64,
@@ -225,19 +228,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             queue_url,
             queue_delay,
             rate,
+            describe_rate,
             retry_delay,
             now,
             format,
         } => {
             let policy = read_policy(&policy)?;
             let now = parse_now(now)?;
-            if !(rate > 0.0 && rate.is_finite()) {
-                return Err(Failure::input("--rate: must be a positive number"));
+            for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
+                if !(value > 0.0 && value.is_finite()) {
+                    return Err(Failure::input(format!("{flag}: must be a positive number")));
+                }
             }
             init_logs();
             let rt = runtime()?;
             let report = rt.block_on(async {
-                let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let base = ami_sweeper::aws::load_config().await;
                 let regions =
                     run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
                         .map_err(Failure::input)?;
@@ -258,6 +264,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     queue,
                     exec: sweep::ExecConfig {
                         deregister_per_second: rate,
+                        describe_per_second: describe_rate,
                         progress: terminal_progress(),
                         ..Default::default()
                     },
@@ -277,8 +284,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rt = runtime()?;
             let report = rt
                 .block_on(async {
-                    let base =
-                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    let base = ami_sweeper::aws::load_config().await;
                     run::drain_queue(&ami_sweeper::aws::Clients::new(base), &queue_url, 1).await
                 })
                 .map_err(|e| Failure {
@@ -324,7 +330,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init_logs();
             let rt = runtime()?;
             let response = rt.block_on(async {
-                let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let base = ami_sweeper::aws::load_config().await;
                 let handler = lambda::Handler::new(base);
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
                 handler.handle(payload, Some(deadline)).await

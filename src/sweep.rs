@@ -30,6 +30,11 @@ pub struct ExecConfig {
     pub deregister_burst: u32,
     /// `DeregisterImage` bucket: refill per second.
     pub deregister_per_second: f64,
+    /// Launch-permission lookups (`DescribeImageAttribute`, in EC2's shared Describe
+    /// bucket of 100, refill 20/s): burst.
+    pub describe_burst: u32,
+    /// Launch-permission lookups: refill per second.
+    pub describe_per_second: f64,
     /// Stop starting new deregistrations after this instant (Lambda's deadline less a margin).
     pub deadline: Option<Instant>,
     /// Act only on the group (lineage) of this image (AMI state change events).
@@ -39,14 +44,17 @@ pub struct ExecConfig {
 }
 
 impl Default for ExecConfig {
-    /// Dry run, 8 in flight, 20 burst then 5/s: under EC2's `DeregisterImage` bucket
-    /// (100, refill 5/s) even when other callers share it.
+    /// Dry run, 8 in flight; deregistrations 20 burst then 5/s, under EC2's
+    /// `DeregisterImage` bucket (100, refill 5/s); launch-permission lookups 50 then 15/s,
+    /// under the Describe bucket (100, refill 20/s), even when other callers share them.
     fn default() -> Self {
         Self {
             dry_run: true,
             concurrency: 8,
             deregister_burst: 20,
             deregister_per_second: 5.0,
+            describe_burst: 50,
+            describe_per_second: 15.0,
             deadline: None,
             scope_group_of: None,
             progress: None,
@@ -80,6 +88,7 @@ async fn check_sharing<I: ImageSource>(
     cfg: &ExecConfig,
 ) -> Plan {
     let concurrency = cfg.concurrency;
+    let limiter = &RateLimiter::new(cfg.describe_burst, cfg.describe_per_second);
     let mut checked: BTreeSet<String> = BTreeSet::new();
     loop {
         let mut p = plan(policy, inventory, now);
@@ -104,6 +113,7 @@ async fn check_sharing<I: ImageSource>(
         }
         let results: Vec<(String, Result<Vec<String>, AwsError>)> = stream::iter(todo)
             .map(|id| async move {
+                limiter.acquire().await;
                 let r = images.launch_permissions(&id).await;
                 (id, r)
             })

@@ -12,6 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use crate::report::ApiCalls;
 
+/// The AWS configuration chain (credentials, region, `AWS_ENDPOINT_URL`), with up to
+/// five attempts per call: throttling by an account bucket shared with other callers
+/// usually clears within that, on top of the client-side limits.
+pub async fn load_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+        .load()
+        .await
+}
+
 /// Counts throttled attempts (EC2 `RequestLimitExceeded`, S3 `SlowDown`, ...) as the
 /// SDK sees them, before its retry, so reports and metrics show how hard AWS pushed back.
 #[derive(Debug)]
