@@ -390,7 +390,14 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
     let _ = writeln!(
         out,
         "{}",
-        wrap(&format!("api calls: {}", calls.join(", ")), 2)
+        wrap(
+            &format!(
+                "api calls: {}; throttled attempts (retried): {}",
+                calls.join(", "),
+                report.throttles
+            ),
+            2
+        )
     );
     out
 }
