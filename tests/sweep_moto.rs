@@ -278,7 +278,10 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
     );
     assert_eq!(report.totals.failures, 0);
     let table = ami_sweeper::render::sweep_table(&report);
-    assert!(table.contains("sweep: 8 images evaluated; deregistered 2;"), "{table}");
+    assert!(
+        table.contains("sweep: 8 images evaluated; deregistered 2;"),
+        "{table}"
+    );
     assert!(table.contains("throttled attempts (retried): 0"), "{table}");
     // No call per kept image: one launch-permission lookup per condemned image.
     assert_eq!(report.api_calls["DescribeImageAttribute"], 2);
