@@ -23,17 +23,15 @@ impl AutoScaling {
     /// Every launch configuration's image (all pages).
     pub async fn launch_configuration_usage(&self) -> Result<Usage, AwsError> {
         let mut usage = Usage::new();
-        let mut token: Option<String> = None;
-        loop {
+        let mut pages = self
+            .client
+            .describe_launch_configurations()
+            .max_records(100)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             self.calls.record("DescribeLaunchConfigurations");
-            let resp = self
-                .client
-                .describe_launch_configurations()
-                .max_records(100)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| from_sdk("DescribeLaunchConfigurations", e))?;
+            let resp = page.map_err(|e| from_sdk("DescribeLaunchConfigurations", e))?;
             for lc in resp.launch_configurations() {
                 if let Some(image) = lc.image_id() {
                     usage.add(
@@ -42,13 +40,7 @@ impl AutoScaling {
                     );
                 }
             }
-            token = resp
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(usage);
-            }
         }
+        Ok(usage)
     }
 }

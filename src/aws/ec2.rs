@@ -73,17 +73,15 @@ impl Ec2 {
     /// Images used by instances in any state but terminated (all pages).
     pub async fn instance_usage(&self) -> Result<Usage, AwsError> {
         let mut usage = Usage::new();
-        let mut token: Option<String> = None;
-        loop {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             self.calls.record("DescribeInstances");
-            let resp = self
-                .client
-                .describe_instances()
-                .max_results(1000)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| from_sdk("DescribeInstances", e))?;
+            let resp = page.map_err(|e| from_sdk("DescribeInstances", e))?;
             for inst in resp.reservations().iter().flat_map(|r| r.instances()) {
                 let state = inst
                     .state()
@@ -97,14 +95,8 @@ impl Ec2 {
                     usage.add(image, user);
                 }
             }
-            token = resp
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(usage);
-            }
         }
+        Ok(usage)
     }
 
     /// Images named by any version of any launch template; `resolve:ssm:` ids are
@@ -113,43 +105,32 @@ impl Ec2 {
         let mut usage = Usage::new();
         let mut refs = Vec::new();
         let mut templates = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let mut pages = self
+            .client
+            .describe_launch_templates()
+            .max_results(200)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             self.calls.record("DescribeLaunchTemplates");
-            let resp = self
-                .client
-                .describe_launch_templates()
-                .max_results(200)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
+            let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
             templates.extend(
                 resp.launch_templates()
                     .iter()
                     .filter_map(|t| t.launch_template_id().map(str::to_string)),
             );
-            token = resp
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                break;
-            }
         }
         for id in templates {
-            let mut token: Option<String> = None;
-            loop {
+            let mut pages = self
+                .client
+                .describe_launch_template_versions()
+                .launch_template_id(&id)
+                .max_results(200)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
                 self.calls.record("DescribeLaunchTemplateVersions");
-                let resp = self
-                    .client
-                    .describe_launch_template_versions()
-                    .launch_template_id(&id)
-                    .max_results(200)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
+                let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
                 for v in resp.launch_template_versions() {
                     let Some(image) = v.launch_template_data().and_then(|d| d.image_id()) else {
                         continue;
@@ -164,13 +145,6 @@ impl Ec2 {
                         TemplateImage::Ssm(parameter) => refs.push(SsmRef { parameter, user }),
                     }
                 }
-                token = resp
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
             }
         }
         Ok((usage, refs))
@@ -180,19 +154,17 @@ impl Ec2 {
 impl ImageSource for Ec2 {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
         let mut images = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let mut pages = self
+            .client
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
             self.calls.record("DescribeImages");
-            let resp = self
-                .client
-                .describe_images()
-                .owners("self")
-                .include_disabled(true)
-                .max_results(1000)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| from_sdk("DescribeImages", e))?;
+            let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
             for img in resp.images() {
                 let image = raw_image(img).into_image().map_err(|m| AwsError {
                     operation: "DescribeImages",
@@ -201,14 +173,8 @@ impl ImageSource for Ec2 {
                 })?;
                 images.push(image);
             }
-            token = resp
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(images);
-            }
         }
+        Ok(images)
     }
 
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
