@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::stream::{Stream, StreamExt};
+use tokio::sync::Semaphore;
 
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
@@ -110,9 +113,9 @@ async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: 
 pub struct RetryPolicy {
     /// Attempts per job, the first included.
     pub attempts: u32,
-    /// Wait before each retry round.
+    /// Wait before each retry of a job.
     pub delay: Duration,
-    /// Jobs in flight at once.
+    /// Calls in flight at once.
     pub concurrency: usize,
     /// `DeleteSnapshot` bucket: burst and refill per second.
     pub burst: u32,
@@ -134,52 +137,54 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Runs jobs in process, retrying what asks for it, and reports each one.
+/// Runs jobs in process as they arrive, retrying what asks for it, and reports each
+/// one. A job waiting to be retried holds no call slot: `retry.concurrency` bounds the
+/// calls in flight, and the `DeleteSnapshot` bucket paces them.
 pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
-    jobs: Vec<CleanupJob>,
+    jobs: impl Stream<Item = CleanupJob> + Send,
     snapshots: &S,
     bundles: &B,
     retry: &RetryPolicy,
     progress: Option<&ProgressSink>,
 ) -> Vec<JobReport> {
-    let limiter = RateLimiter::new(retry.burst, retry.per_second);
-    let limiter = &limiter;
-    let total = jobs.len();
-    let mut done: Vec<JobReport> = Vec::new();
-    let mut pending: Vec<(CleanupJob, u32)> = jobs.into_iter().map(|j| (j, 0)).collect();
-    let mut round = 0;
-    while !pending.is_empty() {
-        if round > 0 {
-            tokio::time::sleep(retry.delay).await;
-        }
-        round += 1;
-        let results: Vec<(CleanupJob, u32, Attempt)> = stream::iter(pending)
-            .map(|(job, attempts)| async move {
-                limiter.acquire().await;
-                let a = run_job(&job, snapshots, bundles).await;
-                (job, attempts + 1, a)
-            })
-            .buffer_unordered(retry.concurrency.max(1))
-            .collect()
-            .await;
-        pending = Vec::new();
-        for (job, attempts, attempt) in results {
-            let (outcome, deleted, error) = match attempt {
-                Attempt::Done(o, d) => (o, d, None),
-                Attempt::Retry(_) if attempts < retry.attempts => {
-                    pending.push((job, attempts));
-                    continue;
+    let limiter = &RateLimiter::new(retry.burst, retry.per_second);
+    let slots = &Semaphore::new(retry.concurrency.max(1));
+    let queued = &AtomicUsize::new(0);
+    let finished = &AtomicUsize::new(0);
+    let mut done: Vec<JobReport> = jobs
+        .inspect(|_| {
+            queued.fetch_add(1, Ordering::Relaxed);
+        })
+        .map(|job| async move {
+            let mut attempts = 0;
+            let report = loop {
+                attempts += 1;
+                let attempt = {
+                    let _slot = slots.acquire().await.expect("semaphore is never closed");
+                    limiter.acquire().await;
+                    run_job(&job, snapshots, bundles).await
+                };
+                match attempt {
+                    Attempt::Done(o, d) => break report_of(&job, o, attempts, d, None),
+                    Attempt::Retry(_) if attempts < retry.attempts => {
+                        tokio::time::sleep(retry.delay).await
+                    }
+                    Attempt::Retry(e) | Attempt::Fail(e) => {
+                        break report_of(&job, JobOutcome::Failed, attempts, Vec::new(), Some(e))
+                    }
                 }
-                Attempt::Retry(e) | Attempt::Fail(e) => (JobOutcome::Failed, Vec::new(), Some(e)),
             };
-            done.push(report_of(&job, outcome, attempts, deleted, error));
+            let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
             crate::progress::report(progress, || Progress::JobsDone {
                 region: job.region.clone(),
-                done: done.len(),
-                total,
+                done: n,
+                queued: queued.load(Ordering::Relaxed),
             });
-        }
-    }
+            report
+        })
+        .buffer_unordered(usize::MAX)
+        .collect()
+        .await;
     done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
     done
 }

@@ -33,8 +33,14 @@ pub trait Deregistrar: Sync {
     fn deregister(&self, image_id: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
-/// Accepts cleanup jobs for later execution.
+/// Accepts cleanup jobs for later execution. The sweep hands jobs over while it
+/// deregisters, in batches of up to `batch_size`, so a local worker can start at once.
 pub trait CleanupSink: Sync {
+    /// Jobs worth collecting before one `enqueue` call (SQS takes 10 per request).
+    fn batch_size(&self) -> usize {
+        1
+    }
+
     /// Queues the jobs; returns the ones that could not be queued, with the error.
     fn enqueue(
         &self,

@@ -29,8 +29,8 @@ pub enum Progress {
         region: String,
         /// Done so far.
         done: usize,
-        /// To do in all.
-        total: usize,
+        /// Received so far: more arrive while deregistrations go on.
+        queued: usize,
     },
 }
 
@@ -46,8 +46,8 @@ impl fmt::Display for Progress {
             Self::JobsDone {
                 region,
                 done,
-                total,
-            } => write!(f, "{region}: cleanup jobs {done}/{total}"),
+                queued,
+            } => write!(f, "{region}: cleanup jobs {done}/{queued}"),
         }
     }
 }

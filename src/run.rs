@@ -2,8 +2,9 @@
 //! The CLI and the Lambda handler both call these with clients built once.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
+use futures_util::stream::{self, Stream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::aws::Clients;
@@ -16,22 +17,38 @@ use crate::ports::CleanupSink;
 use crate::report::{JobOutcome, JobReport, RegionReport, SweepReport, Totals};
 use crate::sweep::{sweep_region, ExecConfig};
 
-/// The in-process queue of a sweep without `--queue-url`: jobs run after the
-/// deregistrations, with the same retry rules as the SQS worker.
-#[derive(Debug, Default)]
-pub struct LocalQueue(Mutex<Vec<CleanupJob>>);
+/// The in-process queue of a sweep without `--queue-url`: a channel to the worker,
+/// which deletes storage while the sweep is still deregistering, with the same retry
+/// rules as the SQS worker. The stream of jobs ends when the queue is dropped.
+#[derive(Debug)]
+pub struct LocalQueue(mpsc::UnboundedSender<CleanupJob>);
 
 impl LocalQueue {
-    /// Takes the queued jobs.
-    pub fn take(&self) -> Vec<CleanupJob> {
-        std::mem::take(&mut *self.0.lock().expect("queue lock"))
+    /// A queue and the stream of the jobs it is given.
+    pub fn channel() -> (Self, impl Stream<Item = CleanupJob> + Send) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let jobs = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) });
+        (Self(tx), jobs)
     }
 }
 
 impl CleanupSink for LocalQueue {
     async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
-        self.0.lock().expect("queue lock").extend(jobs);
-        Vec::new()
+        let mut failed = Vec::new();
+        for job in jobs {
+            if let Err(mpsc::error::SendError(job)) = self.0.send(job) {
+                let message = "the local cleanup worker has stopped".to_string();
+                failed.push((
+                    job,
+                    AwsError {
+                        operation: "Enqueue",
+                        code: None,
+                        message,
+                    },
+                ));
+            }
+        }
+        failed
     }
 }
 
@@ -100,28 +117,33 @@ pub async fn run_sweep(
         async move {
             match &opts.queue {
                 QueueMode::Local(retry) => {
-                    let queue = LocalQueue::default();
-                    let mut report = sweep_region(
-                        policy,
-                        region,
-                        opts.now,
-                        &clients.ec2,
-                        &clients,
-                        &clients.ec2,
-                        &queue,
-                        &exec,
-                    )
-                    .await;
-                    let jobs = queue.take();
-                    if !jobs.is_empty() {
-                        report.jobs = run_local(
-                            jobs,
+                    let (queue, jobs) = LocalQueue::channel();
+                    let sweep = async {
+                        let report = sweep_region(
+                            policy,
+                            region,
+                            opts.now,
                             &clients.ec2,
-                            &clients.s3,
-                            retry,
-                            exec.progress.as_ref(),
+                            &clients,
+                            &clients.ec2,
+                            &queue,
+                            &exec,
                         )
                         .await;
+                        // Dropping the queue ends the worker's stream of jobs.
+                        drop(queue);
+                        report
+                    };
+                    let worker = run_local(
+                        jobs,
+                        &clients.ec2,
+                        &clients.s3,
+                        retry,
+                        opts.exec.progress.as_ref(),
+                    );
+                    let (mut report, done) = tokio::join!(sweep, worker);
+                    if !done.is_empty() {
+                        report.jobs = done;
                     }
                     report
                 }

@@ -76,68 +76,213 @@ pub fn classify_deregister_error(err: &AwsError) -> Outcome {
     }
 }
 
-/// Plans (narrowed to the configured scope), then fills in launch permissions for the
-/// images the plan would deregister, re-planning until every condemned image's sharing
-/// is known. A failed lookup keeps the image
-/// (as shared) and says why in the warnings.
-async fn check_sharing<I: ImageSource>(
+/// Plans, narrowed to the configured scope.
+fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &ExecConfig) -> Plan {
+    let mut p = plan(policy, inventory, now);
+    if let Some(target) = &cfg.scope_group_of {
+        if !p.restrict_to_group_of(target) {
+            p.warnings.push(format!(
+                "{target} is not among the account's images here; nothing is in scope"
+            ));
+        }
+    }
+    p
+}
+
+/// What happened to one condemned image in the pipeline.
+enum Step<'p> {
+    /// Its launch permissions name other accounts: keep it.
+    Shared(String, Vec<String>),
+    /// Its launch permissions could not be read: keep it as if shared.
+    Unknown(String, AwsError),
+    /// Processed: deregistered, planned (dry run) or not, with the error if any.
+    Done(&'p Decision, Outcome, Option<String>),
+}
+
+/// Everything the executor did in a region.
+struct Executed {
+    plan: Plan,
+    outcomes: BTreeMap<String, (Outcome, Option<String>)>,
+    jobs: Vec<JobReport>,
+}
+
+/// Works through the condemned images oldest first. Each one's launch permissions are
+/// read (when the policy skips shared images) and, if it is shared with nobody, it is
+/// deregistered at once, so lookups and deregistrations overlap under their own rate
+/// limits. Cleanup jobs go to `sink` as soon as every image using their storage is
+/// gone. An image found shared is kept; that can only free room under
+/// `max_deregistrations`, so the plan is made again with the new knowledge and the
+/// newly condemned images go through the same steps. Images already deregistered stay
+/// condemned in every later plan (sharing only removes images from the candidates).
+#[allow(clippy::too_many_arguments)]
+async fn execute<I: ImageSource, D: Deregistrar, Q: CleanupSink>(
     policy: &Policy,
+    region: &str,
     inventory: &mut Inventory,
-    images: &I,
     now: Timestamp,
+    images: &I,
+    deregistrar: &D,
+    sink: &Q,
     cfg: &ExecConfig,
-) -> Plan {
-    let concurrency = cfg.concurrency;
-    let limiter = &RateLimiter::new(cfg.describe_burst, cfg.describe_per_second);
-    let mut checked: BTreeSet<String> = BTreeSet::new();
+) -> Executed {
+    let describe = &RateLimiter::new(cfg.describe_burst, cfg.describe_per_second);
+    let deregister = &RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second);
+    let check = policy.protection.skip_shared;
+    let mut processed: BTreeSet<String> = BTreeSet::new();
+    let mut outcomes = BTreeMap::new();
+    let mut queue = JobQueue::new(sink);
+    let done = &std::sync::atomic::AtomicUsize::new(0);
     loop {
-        let mut p = plan(policy, inventory, now);
-        if let Some(target) = &cfg.scope_group_of {
-            if !p.restrict_to_group_of(target) {
-                p.warnings.push(format!(
-                    "{target} is not among the account's images here; nothing is in scope"
-                ));
-            }
-        }
-        if !policy.protection.skip_shared {
-            return p;
-        }
-        let todo: Vec<String> = p
-            .decisions
-            .iter()
-            .filter(|d| d.action == Action::Deregister && !checked.contains(&d.image_id))
-            .map(|d| d.image_id.clone())
+        let p = scoped_plan(policy, inventory, now, cfg);
+        let todo: Vec<&Decision> = p
+            .condemned()
+            .into_iter()
+            .filter(|d| !processed.contains(&d.image_id))
             .collect();
         if todo.is_empty() {
-            return p;
+            return Executed {
+                plan: p,
+                outcomes,
+                jobs: queue.finish().await,
+            };
         }
-        let results: Vec<(String, Result<Vec<String>, AwsError>)> = stream::iter(todo)
-            .map(|id| async move {
-                limiter.acquire().await;
-                let r = images.launch_permissions(&id).await;
-                (id, r)
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let total = processed.len() + todo.len();
+        processed.extend(todo.iter().map(|d| d.image_id.clone()));
         let mut grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (id, r) in results {
-            let shared = match r {
-                Ok(g) => g,
-                Err(e) => {
+        let mut steps = stream::iter(todo)
+            .map(|d: &Decision| async move {
+                if check {
+                    describe.acquire().await;
+                    match images.launch_permissions(&d.image_id).await {
+                        Ok(g) if g.is_empty() => {}
+                        Ok(g) => return Step::Shared(d.image_id.clone(), g),
+                        Err(e) => return Step::Unknown(d.image_id.clone(), e),
+                    }
+                }
+                if cfg.dry_run {
+                    return Step::Done(d, Outcome::Planned, None);
+                }
+                deregister.acquire().await;
+                if cfg.deadline.is_some_and(|dl| Instant::now() >= dl) {
+                    let why = "the run's deadline was reached".to_string();
+                    return Step::Done(d, Outcome::Deferred, Some(why));
+                }
+                let step = match deregistrar.deregister(&d.image_id).await {
+                    Ok(()) => Step::Done(d, Outcome::Deregistered, None),
+                    Err(e) => {
+                        let o = classify_deregister_error(&e);
+                        tracing::warn!(image_id = %d.image_id, error = %e, outcome = ?o, "deregister did not succeed");
+                        Step::Done(d, o, Some(e.to_string()))
+                    }
+                };
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress::report(cfg.progress.as_ref(), || Progress::Deregistered {
+                    region: region.to_string(),
+                    done: n,
+                    total,
+                });
+                step
+            })
+            .buffer_unordered(cfg.concurrency.max(1));
+        while let Some(step) = steps.next().await {
+            match step {
+                Step::Shared(id, g) => {
+                    grants.insert(id, g);
+                }
+                Step::Unknown(id, e) => {
                     inventory.warnings.push(format!(
                         "{id}: launch permissions unknown ({e}); kept as shared"
                     ));
-                    vec![format!(
-                        "unknown ({})",
-                        e.code.as_deref().unwrap_or("error")
-                    )]
+                    let code = e.code.as_deref().unwrap_or("error");
+                    grants.insert(id, vec![format!("unknown ({code})")]);
                 }
+                Step::Done(d, outcome, error) => {
+                    outcomes.insert(d.image_id.clone(), (outcome, error));
+                    if outcome == Outcome::Deregistered {
+                        let jobs = ready_jobs(region, d, &outcomes, &mut queue.seen);
+                        queue.push(jobs).await;
+                    }
+                }
+            }
+        }
+        drop(steps);
+        if grants.is_empty() {
+            // Nothing new is known: this plan is final.
+            return Executed {
+                plan: p,
+                outcomes,
+                jobs: queue.finish().await,
             };
-            checked.insert(id.clone());
-            grants.insert(id, shared);
         }
         inventory.set_shared_with(grants);
+    }
+}
+
+/// Hands jobs to the sink in batches of its size and keeps the report line of each.
+struct JobQueue<'q, Q: CleanupSink> {
+    sink: &'q Q,
+    pending: Vec<CleanupJob>,
+    seen: BTreeSet<String>,
+    reports: Vec<JobReport>,
+}
+
+impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
+    fn new(sink: &'q Q) -> Self {
+        Self {
+            sink,
+            pending: Vec::new(),
+            seen: BTreeSet::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    async fn push(&mut self, jobs: Vec<CleanupJob>) {
+        self.pending.extend(jobs);
+        if self.pending.len() >= self.sink.batch_size().max(1) {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.pending);
+        let labels: Vec<(String, &'static str, String)> = jobs
+            .iter()
+            .map(|j| (j.image_id.clone(), kind_of(j), j.target_label()))
+            .collect();
+        let failed: BTreeMap<String, AwsError> = self
+            .sink
+            .enqueue(jobs)
+            .await
+            .into_iter()
+            .map(|(j, e)| (j.target_label(), e))
+            .collect();
+        self.reports
+            .extend(labels.into_iter().map(|(image_id, kind, target)| {
+                let error = failed.get(&target).map(|e| e.to_string());
+                JobReport {
+                    image_id,
+                    kind,
+                    outcome: if error.is_some() {
+                        JobOutcome::Failed
+                    } else {
+                        JobOutcome::Queued
+                    },
+                    target,
+                    attempts: 0,
+                    deleted_objects: Vec::new(),
+                    error,
+                }
+            }));
+    }
+
+    async fn finish(mut self) -> Vec<JobReport> {
+        self.flush().await;
+        self.reports
+            .sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
+        self.reports
     }
 }
 
@@ -192,30 +337,36 @@ where
         }
     };
     inventory.warnings = warnings;
-    let p = check_sharing(policy, &mut inventory, images, now, cfg).await;
+    let Executed {
+        plan: p,
+        outcomes,
+        jobs,
+    } = execute(
+        policy,
+        region,
+        &mut inventory,
+        now,
+        images,
+        deregistrar,
+        sink,
+        cfg,
+    )
+    .await;
     report.warnings = p.warnings.clone();
     report.plan = Some(p.summary.clone());
-
-    let outcomes: BTreeMap<String, (Outcome, Option<String>)> = if cfg.dry_run {
-        p.condemned()
-            .iter()
-            .map(|d| (d.image_id.clone(), (Outcome::Planned, None)))
-            .collect()
-    } else {
-        deregister_all(&p, region, deregistrar, cfg).await
-    };
+    report.jobs = jobs;
 
     report.images = p
         .decisions
         .iter()
         .map(|d| {
             let (outcome, error) = match outcomes.get(&d.image_id) {
-                Some((o, e)) => (Some(*o), e.clone()),
-                None if d.reasons[0] == Reason::OverLimit => (
+                Some((o, e)) if d.action == Action::Deregister => (Some(*o), e.clone()),
+                _ if d.reasons[0] == Reason::OverLimit => (
                     Some(Outcome::Deferred),
                     Some("max_deregistrations reached; left for the next run".to_string()),
                 ),
-                None => (None, None),
+                _ => (None, None),
             };
             ImageReport {
                 image_id: d.image_id.clone(),
@@ -228,39 +379,6 @@ where
             }
         })
         .collect();
-
-    if !cfg.dry_run {
-        let jobs = cleanup_jobs(region, &p, &outcomes);
-        let labels: Vec<(String, &'static str, String)> = jobs
-            .iter()
-            .map(|j| (j.image_id.clone(), kind_of(j), j.target_label()))
-            .collect();
-        let failed: BTreeMap<String, AwsError> = sink
-            .enqueue(jobs)
-            .await
-            .into_iter()
-            .map(|(j, e)| (j.target_label(), e))
-            .collect();
-        report.jobs = labels
-            .into_iter()
-            .map(|(image_id, kind, target)| {
-                let error = failed.get(&target).map(|e| e.to_string());
-                JobReport {
-                    image_id,
-                    kind,
-                    outcome: if error.is_some() {
-                        JobOutcome::Failed
-                    } else {
-                        JobOutcome::Queued
-                    },
-                    target,
-                    attempts: 0,
-                    deleted_objects: Vec::new(),
-                    error,
-                }
-            })
-            .collect();
-    }
     report.plan_detail = Some(p);
     report
 }
@@ -273,94 +391,42 @@ pub fn kind_of(job: &CleanupJob) -> &'static str {
     }
 }
 
-async fn deregister_all<D: Deregistrar>(
-    p: &Plan,
+/// The cleanup jobs that `d`'s deregistration makes ready: each snapshot or bundle of
+/// `d` the plan deletes, once every other image using it is deregistered too, and
+/// never twice (`seen` holds what was already queued).
+fn ready_jobs(
     region: &str,
-    deregistrar: &D,
-    cfg: &ExecConfig,
-) -> BTreeMap<String, (Outcome, Option<String>)> {
-    let limiter = RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second);
-    let limiter = &limiter;
-    let condemned = p.condemned();
-    let total = condemned.len();
-    let done = &std::sync::atomic::AtomicUsize::new(0);
-    stream::iter(condemned)
-        .map(|d: &Decision| async move {
-            limiter.acquire().await;
-            if cfg.deadline.is_some_and(|dl| Instant::now() >= dl) {
-                return (
-                    d.image_id.clone(),
-                    (
-                        Outcome::Deferred,
-                        Some("the run's deadline was reached".to_string()),
-                    ),
-                );
-            }
-            let result = match deregistrar.deregister(&d.image_id).await {
-                Ok(()) => (Outcome::Deregistered, None),
-                Err(e) => {
-                    let o = classify_deregister_error(&e);
-                    tracing::warn!(image_id = %d.image_id, error = %e, outcome = ?o, "deregister did not succeed");
-                    (o, Some(e.to_string()))
-                }
-            };
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress::report(cfg.progress.as_ref(), || Progress::Deregistered {
-                region: region.to_string(),
-                done: n,
-                total,
-            });
-            (d.image_id.clone(), result)
-        })
-        .buffer_unordered(cfg.concurrency.max(1))
-        .collect()
-        .await
-}
-
-/// Cleanup jobs for what was actually deregistered: a snapshot or bundle is queued
-/// once, and only when every deregistered image that shared it is gone too.
-pub fn cleanup_jobs(
-    region: &str,
-    p: &Plan,
+    d: &Decision,
     outcomes: &BTreeMap<String, (Outcome, Option<String>)>,
+    seen: &mut BTreeSet<String>,
 ) -> Vec<CleanupJob> {
     let gone = |id: &str| matches!(outcomes.get(id), Some((Outcome::Deregistered, _)));
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let job = |target| CleanupJob {
+        version: JOB_VERSION,
+        region: region.to_string(),
+        image_id: d.image_id.clone(),
+        target,
+    };
     let mut jobs = Vec::new();
-    for d in p.condemned() {
-        if !gone(&d.image_id) {
-            continue;
+    for s in &d.snapshots {
+        if s.action == CleanupAction::Delete
+            && s.shared_with.iter().all(|o| gone(o))
+            && seen.insert(s.snapshot_id.clone())
+        {
+            jobs.push(job(JobTarget::DeleteSnapshot {
+                snapshot_id: s.snapshot_id.clone(),
+            }));
         }
-        for s in &d.snapshots {
-            if s.action == CleanupAction::Delete
-                && s.shared_with.iter().all(|o| gone(o))
-                && seen.insert(s.snapshot_id.clone())
-            {
-                jobs.push(CleanupJob {
-                    version: JOB_VERSION,
-                    region: region.to_string(),
-                    image_id: d.image_id.clone(),
-                    target: JobTarget::DeleteSnapshot {
-                        snapshot_id: s.snapshot_id.clone(),
-                    },
-                });
-            }
-        }
-        if let Some(b) = &d.bundle {
-            if let (CleanupAction::Delete, Some(bucket), Some(key)) =
-                (b.action, &b.bucket, &b.manifest_key)
-            {
-                if b.shared_with.iter().all(|o| gone(o)) && seen.insert(b.location.clone()) {
-                    jobs.push(CleanupJob {
-                        version: JOB_VERSION,
-                        region: region.to_string(),
-                        image_id: d.image_id.clone(),
-                        target: JobTarget::DeleteBundle {
-                            bucket: bucket.clone(),
-                            manifest_key: key.clone(),
-                        },
-                    });
-                }
+    }
+    if let Some(b) = &d.bundle {
+        if let (CleanupAction::Delete, Some(bucket), Some(key)) =
+            (b.action, &b.bucket, &b.manifest_key)
+        {
+            if b.shared_with.iter().all(|o| gone(o)) && seen.insert(b.location.clone()) {
+                jobs.push(job(JobTarget::DeleteBundle {
+                    bucket: bucket.clone(),
+                    manifest_key: key.clone(),
+                }));
             }
         }
     }

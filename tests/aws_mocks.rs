@@ -11,11 +11,11 @@ use ami_sweeper::aws::s3::S3;
 use ami_sweeper::aws::ssm::Ssm;
 use ami_sweeper::aws::{RegionClients, ThrottleCounter};
 use ami_sweeper::cleanup::{run_local, RetryPolicy};
+use ami_sweeper::error::AwsError;
 use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
-use ami_sweeper::ports::ImageSource;
+use ami_sweeper::ports::{CleanupSink, ImageSource};
 use ami_sweeper::progress::{Progress, ProgressSink};
 use ami_sweeper::report::{ApiCalls, JobOutcome, Outcome, RegionReport};
-use ami_sweeper::run::LocalQueue;
 use ami_sweeper::sweep::{sweep_region, ExecConfig};
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
@@ -170,8 +170,39 @@ fn policy() -> Policy {
     Policy::from_json(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#).unwrap()
 }
 
+/// A sink that keeps what it is given, in order; with a log, it also writes
+/// `enqueue N` there for each call, N jobs at a time.
+#[derive(Default)]
+struct Collect {
+    jobs: std::sync::Mutex<Vec<CleanupJob>>,
+    batch: usize,
+    log: Option<Log>,
+}
+
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+impl Collect {
+    fn take(&self) -> Vec<CleanupJob> {
+        std::mem::take(&mut self.jobs.lock().unwrap())
+    }
+}
+
+impl CleanupSink for Collect {
+    fn batch_size(&self) -> usize {
+        self.batch.max(1)
+    }
+
+    async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        if let Some(log) = &self.log {
+            log.lock().unwrap().push(format!("enqueue {}", jobs.len()));
+        }
+        self.jobs.lock().unwrap().extend(jobs);
+        Vec::new()
+    }
+}
+
 async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<CleanupJob>) {
-    let queue = LocalQueue::default();
+    let queue = Collect::default();
     let cfg = ExecConfig {
         dry_run: policy.dry_run,
         ..Default::default()
@@ -585,7 +616,7 @@ async fn progress_reports_the_listing_and_every_deregistration() {
         &c.ec2,
         &c,
         &c.ec2,
-        &LocalQueue::default(),
+        &Collect::default(),
         &cfg,
     )
     .await;
@@ -659,11 +690,11 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
     let (c, _) = clients(ec2(&[&in_use_then_ok, &missing, &stuck]), no_ssm());
     let (sink, seen) = recorder();
     let reports = run_local(
-        vec![
+        futures_util::stream::iter(vec![
             snapshot_job("snap-1"),
             snapshot_job("snap-2"),
             snapshot_job("snap-3"),
-        ],
+        ]),
         &c.ec2,
         &c.s3,
         &fast_retry(),
@@ -716,7 +747,14 @@ async fn a_malformed_manifest_deletes_nothing() {
             manifest_key: "p/x.manifest.xml".into(),
         },
     };
-    let reports = run_local(vec![job], &c.ec2, &S3::new(s3, calls), &fast_retry(), None).await;
+    let reports = run_local(
+        futures_util::stream::iter([job]),
+        &c.ec2,
+        &S3::new(s3, calls),
+        &fast_retry(),
+        None,
+    )
+    .await;
     assert_eq!(reports[0].outcome, JobOutcome::Failed);
     let err = reports[0].error.as_deref().unwrap();
     assert!(err.contains("declares 2 parts but lists 1"), "{err}");
@@ -770,7 +808,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
         },
     };
     let reports = run_local(
-        vec![job],
+        futures_util::stream::iter([job]),
         &c.ec2,
         &S3::new(s3, Arc::new(ApiCalls::default())),
         &fast_retry(),
@@ -826,7 +864,7 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
     let (c, _) = account(&[&images, &dereg]);
-    let queue = LocalQueue::default();
+    let queue = Collect::default();
     let cfg = ExecConfig {
         dry_run: false,
         deadline: Some(tokio::time::Instant::now()),
@@ -887,4 +925,105 @@ async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_su
     // snap-common is still used by ami-3 (kept, too young): only snap-1 goes.
     let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
     assert_eq!(targets, ["snap-1"]);
+}
+
+#[tokio::test]
+async fn cleanup_jobs_reach_the_queue_while_deregistrations_go_on() {
+    let images = images_rule(
+        (1..=5)
+            .map(|i| {
+                image(
+                    &format!("ami-{i}"),
+                    "a",
+                    &format!("2025-01-0{i}T00:00:00.000Z"),
+                )
+                .build()
+            })
+            .collect(),
+    );
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(move |r| {
+            seen.lock()
+                .unwrap()
+                .push(format!("dereg {}", r.image_id().unwrap_or("?")));
+            true
+        })
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &dereg]);
+    let queue = Collect {
+        batch: 2,
+        log: Some(log.clone()),
+        ..Default::default()
+    };
+    let cfg = ExecConfig {
+        dry_run: false,
+        concurrency: 1,
+        ..Default::default()
+    };
+    let report = sweep_region(
+        &policy(),
+        "us-east-1",
+        parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        &c.ec2,
+        &c,
+        &c.ec2,
+        &queue,
+        &cfg,
+    )
+    .await;
+    // Oldest first; each full batch is handed over before the next deregistration.
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "dereg ami-1",
+            "dereg ami-2",
+            "enqueue 2",
+            "dereg ami-3",
+            "dereg ami-4",
+            "enqueue 2",
+            "dereg ami-5",
+            "enqueue 1"
+        ]
+    );
+    let targets: Vec<String> = report.jobs.iter().map(|j| j.target.clone()).collect();
+    assert_eq!(targets, ["snap-1", "snap-2", "snap-3", "snap-4", "snap-5"]);
+    assert!(report.jobs.iter().all(|j| j.outcome == JobOutcome::Queued));
+    assert_eq!(queue.take().len(), 5);
+}
+
+#[tokio::test]
+async fn an_image_found_shared_makes_room_under_the_limit_for_the_next_oldest() {
+    let images = images_rule(vec![
+        image("ami-1", "oldest-shared", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "next", "2025-01-02T00:00:00.000Z").build(),
+        image("ami-3", "newest", "2025-01-03T00:00:00.000Z").build(),
+    ]);
+    let perms = mock!(aws_sdk_ec2::Client::describe_image_attribute)
+        .match_requests(|r| r.image_id() == Some("ami-1"))
+        .then_output(|| {
+            DescribeImageAttributeOutput::builder()
+                .launch_permissions(LaunchPermission::builder().user_id("111122223333").build())
+                .build()
+        });
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-2"))
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, calls) = account(&[&images, &perms, &dereg]);
+    let limited = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 1}}"#,
+    )
+    .unwrap();
+    let (report, jobs) = sweep(&c, &limited).await;
+    let img = |id: &str| report.images.iter().find(|i| i.image_id == id).unwrap();
+    assert_eq!(img("ami-1").reasons[0].as_str(), "shared");
+    assert_eq!(img("ami-1").outcome, None);
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deregistered));
+    assert_eq!(outcome(&report, "ami-3"), Some(Outcome::Deferred));
+    assert_eq!(dereg.num_calls(), 1);
+    // ami-1 and then ami-2 were looked up; ami-3 never was, being over the limit.
+    assert_eq!(calls.snapshot()["DescribeImageAttribute"], 2);
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    assert_eq!(targets, ["snap-2"]);
 }

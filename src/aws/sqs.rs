@@ -85,6 +85,10 @@ impl SqsQueue {
 }
 
 impl CleanupSink for SqsQueue {
+    fn batch_size(&self) -> usize {
+        10
+    }
+
     async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
         let mut failed = Vec::new();
         for batch in jobs.chunks(10) {
