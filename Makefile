@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo plan-samples test lint fmt bench-plan bench-sweep bench-lambda bench-peers clean emulator template-check build invoke deploy
+.PHONY: demo plan-samples test lint fmt bench-plan bench-sweep bench-lambda bench clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -115,18 +115,23 @@ bench-lambda:
 	    $(CARGO_TARGET_DIR)/release/ami-sweeper invoke events/imagebuilder-building.json
 	@$(PYTHON) scripts/measure.py "baseline: /bin/true (process start alone)" 20 -- /bin/true
 
-## Side by side with Cloud Custodian and aws-amicleaner (pinned, own virtualenv):
-## same estate, same rule, fresh emulator per run; wall time, memory, deletions.
+## Side by side with Cloud Custodian and aws-amicleaner (pinned, own virtualenv): same
+## estate, same rule, fresh emulator per run; then each tool behind a proxy that applies
+## EC2's token buckets (refill rates times THROTTLE_SCALE). Medians of BENCH_RUNS runs.
+## Results and the machine they came from: BENCHMARKS.md.
 PEERS ?= $(HOME)/.cache/ami-sweeper/peers
 PEERS_STAMP := $(PEERS)/.c7n-0.9.53-amicleaner-0.2.2
+BENCH_RUNS ?= 3
+THROTTLE_SCALE ?= 1
 $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install --quiet --disable-pip-version-check 'c7n==0.9.53' 'aws-amicleaner==0.2.2'
 	touch $@
-bench-peers: $(MOTO_STAMP) $(PEERS_STAMP)
+bench: $(MOTO_STAMP) $(PEERS_STAMP)
 	$(RELEASE_BUILD)
-	$(PEERS)/bin/python scripts/bench_peers.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) \
-	    $(PEERS)/bin/custodian $(PEERS)/bin/amicleaner 2000 3
+	$(PEERS)/bin/python scripts/bench.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) \
+	    $(PEERS)/bin/custodian $(PEERS)/bin/amicleaner --images 2000 --throttled-images 1000 \
+	    --runs $(BENCH_RUNS) --scale $(THROTTLE_SCALE) $(BENCH_ARGS)
 
 clean:
 	rm -rf bench-out

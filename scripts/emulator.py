@@ -1,7 +1,9 @@
 """Starts the local EC2 emulator (moto server) for the demo and the benchmarks."""
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -28,6 +30,27 @@ def start(moto_server: str, seed_path: str):
             time.sleep(0.1)
     proc.terminate()
     raise RuntimeError(f"the emulator did not start on {endpoint}")
+
+
+def start_proxy(upstream: str, scale: float):
+    """Starts the throttling proxy (scripts/throttle_proxy.py) in front of `upstream` with
+    refill rates times `scale`; returns the process and its endpoint."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throttle_proxy.py")
+    proc = subprocess.Popen([sys.executable, script, upstream, "--scale", str(scale)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.terminate()
+        raise RuntimeError("the throttling proxy did not start")
+    return proc, line.split()[-1]
+
+
+def proxy_stats(endpoint: str, reset: bool = False) -> dict:
+    """The proxy's per-action counts (and clears them when `reset`)."""
+    req = urllib.request.Request(f"{endpoint}/__throttle__" + ("/reset" if reset else ""),
+                                 method="POST" if reset else "GET")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
 
 
 def client_env(endpoint: str) -> dict:

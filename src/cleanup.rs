@@ -125,13 +125,14 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     /// Five attempts 15 s apart: `InvalidSnapshot.InUse` after a deregistration clears
-    /// within seconds. 20 burst then 5/s keeps under EC2's `DeleteSnapshot` bucket.
+    /// within seconds. 80 burst then 5/s: EC2's `DeleteSnapshot` rate, leaving a fifth
+    /// of its bucket of 100 to other callers.
     fn default() -> Self {
         Self {
             attempts: 5,
             delay: Duration::from_secs(15),
             concurrency: 8,
-            burst: 20,
+            burst: 80,
             per_second: 5.0,
         }
     }

@@ -44,14 +44,15 @@ pub struct ExecConfig {
 }
 
 impl Default for ExecConfig {
-    /// Dry run, 8 in flight; deregistrations 20 burst then 5/s, under EC2's
-    /// `DeregisterImage` bucket (100, refill 5/s); launch-permission lookups 50 then 15/s,
-    /// under the Describe bucket (100, refill 20/s), even when other callers share them.
+    /// Dry run, 8 in flight; deregistrations 80 burst then 5/s, EC2's own
+    /// `DeregisterImage` rate, leaving a fifth of its bucket of 100 to other callers;
+    /// launch-permission lookups 50 then 15/s, under the Describe bucket (100, refill
+    /// 20/s) that every Describe call in the account shares.
     fn default() -> Self {
         Self {
             dry_run: true,
             concurrency: 8,
-            deregister_burst: 20,
+            deregister_burst: 80,
             deregister_per_second: 5.0,
             describe_burst: 50,
             describe_per_second: 15.0,

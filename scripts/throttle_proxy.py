@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""A loopback proxy in front of the EC2 emulator that throttles like EC2 does.
+
+usage: throttle_proxy.py UPSTREAM [--port P] [--scale K]
+
+moto never throttles. This proxy applies EC2's documented per-account token buckets
+(`../shared/DESIGN.md`, "Rates and limits") to every EC2 request before passing it on,
+and answers `503 RequestLimitExceeded` in EC2's XML error shape when the action's bucket
+is empty. A throttled request takes no token, as in EC2.
+
+    bucket              actions                              size  refill/s
+    describe            Describe*, Get*, List*, Search*      100   20
+    deregister_image    DeregisterImage                      100   5
+    delete_snapshot     DeleteSnapshot                       100   5
+    mutating            every other EC2 action                50   5
+
+`--scale K` multiplies every refill rate by K (sizes stay), so a benchmark finishes K
+times sooner; a client must then be told K times its own rates too. Requests to other
+services (Auto Scaling, S3, SQS, STS: told apart by the signing scope in the
+Authorization header) pass through untouched.
+
+`GET /__throttle__` returns per-action counts (`accepted`, `throttled`) and, per bucket,
+the first and last accepted request times; `POST /__throttle__/reset` clears them. The
+proxy prints `listening on http://127.0.0.1:P` on stdout once it accepts connections.
+"""
+import argparse
+import http.client
+import http.server
+import json
+import re
+import threading
+import time
+import urllib.parse
+import uuid
+
+BUCKETS = {
+    "describe": (100, 20.0),
+    "deregister_image": (100, 5.0),
+    "delete_snapshot": (100, 5.0),
+    "mutating": (50, 5.0),
+}
+
+
+def bucket_of(action: str) -> str:
+    """The EC2 token bucket an action draws from."""
+    if action == "DeregisterImage":
+        return "deregister_image"
+    if action == "DeleteSnapshot":
+        return "delete_snapshot"
+    if action.startswith(("Describe", "Get", "List", "Search")):
+        return "describe"
+    return "mutating"
+
+
+class TokenBucket:
+    """A bucket of `size` tokens refilled at `rate` per second; starts full."""
+
+    def __init__(self, size: int, rate: float):
+        self.size, self.rate = size, rate
+        self.tokens, self.last = float(size), time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.size, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.actions = {}
+        self.windows = {}
+
+    def record(self, action: str, bucket: str, accepted: bool):
+        now = time.time()
+        with self.lock:
+            a = self.actions.setdefault(action, {"accepted": 0, "throttled": 0})
+            a["accepted" if accepted else "throttled"] += 1
+            if accepted:
+                w = self.windows.setdefault(bucket, [now, now])
+                w[1] = now
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"actions": json.loads(json.dumps(self.actions)),
+                    "buckets": {b: {"first": w[0], "last": w[1]} for b, w in self.windows.items()}}
+
+
+SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
+HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+
+def make_handler(upstream: str, buckets: dict, stats: Stats):
+    target = urllib.parse.urlsplit(upstream)
+    local = threading.local()
+
+    def connection() -> http.client.HTTPConnection:
+        if getattr(local, "conn", None) is None:
+            local.conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+        return local.conn
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def reply(self, status: int, body: bytes, headers=()):
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def control(self) -> bool:
+            if not self.path.startswith("/__throttle__"):
+                return False
+            if self.command == "POST" and self.path.endswith("/reset"):
+                stats.reset()
+            self.reply(200, json.dumps(stats.snapshot()).encode(),
+                       [("Content-Type", "application/json")])
+            return True
+
+        def forward(self, body: bytes):
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+            for attempt in (1, 2):
+                conn = connection()
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    break
+                except (http.client.HTTPException, OSError):
+                    conn.close()
+                    local.conn = None
+                    if attempt == 2:
+                        self.reply(502, b"upstream failed")
+                        return
+            out = [(k, v) for k, v in resp.getheaders()
+                   if k.lower() not in HOP and k.lower() != "content-length"]
+            self.reply(resp.status, data, out)
+
+        def handle_any(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.control():
+                return
+            scope = SCOPE.search(self.headers.get("Authorization", ""))
+            if scope and scope.group(1) == "ec2":
+                query = urllib.parse.urlsplit(self.path).query
+                params = urllib.parse.parse_qs(body.decode(errors="replace") or query)
+                action = (params.get("Action") or ["?"])[0]
+                name = bucket_of(action)
+                accepted = buckets[name].take()
+                stats.record(action, name, accepted)
+                if not accepted:
+                    xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                           "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
+                           f"</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID>"
+                           "</Response>")
+                    self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
+                    return
+            self.forward(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+    return Handler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("upstream", help="the emulator, e.g. http://127.0.0.1:5000")
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplies every refill rate")
+    args = ap.parse_args()
+    buckets = {name: TokenBucket(size, rate * args.scale)
+               for name, (size, rate) in BUCKETS.items()}
+    stats = Stats()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
+                                             make_handler(args.upstream, buckets, stats))
+    server.daemon_threads = True
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
