@@ -80,10 +80,16 @@ def state(endpoint):
 
 
 def commands(args, tmp, scale=None):
-    """(dry run, real run, stdin for the dry run) per tool."""
+    """(dry run, real run, stdin for the dry run) per tool. On the plain emulator,
+    ami-sweeper also runs without its launch-permission check (one DescribeImageAttribute
+    per condemned image, which the peers do not make), to compare the same calls."""
     policy = os.path.join(tmp, "policy.json")
     with open(policy, "w") as f:
         json.dump({"dry_run": False, "retention": {"min_age_days": 30}}, f)
+    unchecked = os.path.join(tmp, "policy-unchecked.json")
+    with open(unchecked, "w") as f:
+        json.dump({"dry_run": False, "retention": {"min_age_days": 30},
+                   "protection": {"skip_shared": False}}, f)
     c7n_policy = os.path.join(tmp, "custodian.yml")
     with open(c7n_policy, "w") as f:
         f.write("policies:\n- name: ami-cleanup\n  resource: ami\n  filters:\n"
@@ -97,16 +103,20 @@ def commands(args, tmp, scale=None):
         rates = ["--rate", str(5 * scale), "--describe-rate", str(15 * scale),
                  "--retry-delay", str(max(1, round(15 / scale)))]
     sweep = [args.sweeper, "sweep", "--policy", policy, "--format", "json"] + rates
+    sweep_unchecked = [args.sweeper, "sweep", "--policy", unchecked, "--format", "json"] + rates
     c7n = [args.custodian, "run", "--cache-period", "0", "-r", "us-east-1", "--assume", ROLE]
     cleaner = [args.amicleaner, "--mapping-key", "tags", "--mapping-values", "app",
                "--keep-previous", "0", "--ami-min-days", "30"]
     tools = {
         "ami-sweeper": (sweep + ["--dry-run"], sweep, None),
+        "  no share check": (sweep_unchecked + ["--dry-run"], sweep_unchecked, None),
         "cloud-custodian": (c7n + ["--dryrun", "-s", os.path.join(tmp, "c7n-dry"), c7n_policy],
                             c7n + ["-s", os.path.join(tmp, "c7n"), c7n_policy], None),
         "aws-amicleaner": (cleaner, cleaner + ["-f"], "n\n"),
     }
     wanted = {"ami-sweeper", *args.tools.split(",")}
+    if scale is None:
+        wanted.add("  no share check")
     return {k: v for k, v in tools.items() if k in wanted}
 
 
@@ -131,7 +141,7 @@ def plain(args, seed_path, tmp):
                 real = run(real_cmd, env)
                 check(name, real)
                 real["moto_cpu"] = cpu_seconds(server.pid) - moto_cpu
-                if name == "ami-sweeper":
+                if name.strip() in ("ami-sweeper", "no share check"):
                     real["api_calls"] = json.loads(real["output"])["api_calls"]
                 images1, snaps1 = state(endpoint)
                 deleted[name] = (images0 - images1, snaps0 - snaps1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A loopback proxy in front of the EC2 emulator that throttles like EC2 does.
 
-usage: throttle_proxy.py UPSTREAM [--port P] [--scale K]
+usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--bucket NAME=SIZE/RATE ...]
 
 moto never throttles. This proxy applies EC2's documented per-account token buckets
 (`../shared/DESIGN.md`, "Rates and limits") to every EC2 request before passing it on,
@@ -15,7 +15,8 @@ is empty. A throttled request takes no token, as in EC2.
     mutating            every other EC2 action                50   5
 
 `--scale K` multiplies every refill rate by K (sizes stay), so a benchmark finishes K
-times sooner; a client must then be told K times its own rates too. Requests to other
+times sooner; a client must then be told K times its own rates too. `--bucket` replaces
+one bucket's size and refill (before scaling), for tests. Requests to other
 services (Auto Scaling, S3, SQS, STS: told apart by the signing scope in the
 Authorization header) pass through untouched.
 
@@ -182,9 +183,17 @@ def main() -> None:
     ap.add_argument("upstream", help="the emulator, e.g. http://127.0.0.1:5000")
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every refill rate")
+    ap.add_argument("--bucket", action="append", default=[], metavar="NAME=SIZE/RATE",
+                    help=f"override one of {', '.join(BUCKETS)}")
     args = ap.parse_args()
-    buckets = {name: TokenBucket(size, rate * args.scale)
-               for name, (size, rate) in BUCKETS.items()}
+    sizes = dict(BUCKETS)
+    for spec in args.bucket:
+        name, _, value = spec.partition("=")
+        size, _, rate = value.partition("/")
+        if name not in BUCKETS or not size.isdigit():
+            ap.error(f"--bucket {spec}: expected NAME=SIZE/RATE with NAME one of {', '.join(BUCKETS)}")
+        sizes[name] = (int(size), float(rate))
+    buckets = {name: TokenBucket(size, rate * args.scale) for name, (size, rate) in sizes.items()}
     stats = Stats()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
                                              make_handler(args.upstream, buckets, stats))

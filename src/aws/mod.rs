@@ -24,6 +24,7 @@ pub async fn load_config() -> aws_config::SdkConfig {
 
 /// Counts throttled attempts (EC2 `RequestLimitExceeded`, S3 `SlowDown`, ...) as the
 /// SDK sees them, before its retry, so reports and metrics show how hard AWS pushed back.
+/// It reads the response after deserialization: only then is a streamed body in memory.
 #[derive(Debug)]
 pub struct ThrottleCounter(pub Arc<ApiCalls>);
 
@@ -32,9 +33,9 @@ impl aws_sdk_ec2::config::Intercept for ThrottleCounter {
         "ThrottleCounter"
     }
 
-    fn read_before_deserialization(
+    fn read_after_deserialization(
         &self,
-        context: &aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        context: &aws_sdk_ec2::config::interceptors::AfterDeserializationInterceptorContextRef<'_>,
         _: &aws_sdk_ec2::config::RuntimeComponents,
         _: &mut aws_sdk_ec2::config::ConfigBag,
     ) -> Result<(), aws_sdk_ec2::error::BoxError> {

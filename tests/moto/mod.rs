@@ -152,3 +152,68 @@ pub fn seed_image(
         "tags": tags,
     })
 }
+
+/// The throttling proxy (`scripts/throttle_proxy.py`, EC2's token buckets) in front of
+/// a server; killed on drop.
+pub struct Throttle {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of the proxy.
+    pub endpoint: String,
+}
+
+impl Throttle {
+    /// Starts the proxy before `moto` with these extra arguments (`--scale`, `--bucket`).
+    pub fn start(moto: &Moto, args: &[&str]) -> Throttle {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/throttle_proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&moto.endpoint)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the throttling proxy");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let endpoint = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the throttling proxy did not start: {line:?}"))
+            .trim()
+            .to_string();
+        Throttle { child, endpoint }
+    }
+
+    /// Environment for running the binary through the proxy.
+    pub fn env(&self, moto: &Moto) -> Vec<(&'static str, String)> {
+        let mut env = moto.env();
+        env[0] = ("AWS_ENDPOINT_URL", self.endpoint.clone());
+        env
+    }
+
+    /// The proxy's counts: `{"actions": {ACTION: {"accepted": N, "throttled": N}}, ...}`.
+    pub fn stats(&self) -> serde_json::Value {
+        use std::io::Read;
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut conn = TcpStream::connect(addr).unwrap();
+        write!(
+            conn,
+            "GET /__throttle__ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").expect("an HTTP response").1;
+        serde_json::from_str(body).unwrap()
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
