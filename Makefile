@@ -123,6 +123,8 @@ PEERS ?= $(HOME)/.cache/ami-sweeper/peers
 PEERS_STAMP := $(PEERS)/.c7n-0.9.53-amicleaner-0.2.2
 BENCH_RUNS ?= 3
 THROTTLE_SCALE ?= 1
+# Milliseconds the proxy adds to every EC2 call (a modelled round trip; 0: loopback only).
+THROTTLE_LATENCY_MS ?= 0
 $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install --quiet --disable-pip-version-check 'c7n==0.9.53' 'aws-amicleaner==0.2.2'
@@ -131,7 +133,7 @@ bench: $(MOTO_STAMP) $(PEERS_STAMP)
 	$(RELEASE_BUILD)
 	$(PEERS)/bin/python scripts/bench.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) \
 	    $(PEERS)/bin/custodian $(PEERS)/bin/amicleaner --images 2000 --throttled-images 1000 \
-	    --runs $(BENCH_RUNS) --scale $(THROTTLE_SCALE) $(BENCH_ARGS)
+	    --runs $(BENCH_RUNS) --scale $(THROTTLE_SCALE) --latency $(THROTTLE_LATENCY_MS) $(BENCH_ARGS)
 
 clean:
 	rm -rf bench-out

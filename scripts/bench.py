@@ -4,7 +4,7 @@ EC2's rate limits (`make bench`; the results are in BENCHMARKS.md).
 
 usage: bench.py AMI_SWEEPER MOTO_SERVER CUSTODIAN AMICLEANER
                 [--images N] [--runs R] [--throttled-images N] [--scale K]
-                [--only plain|throttled] [--tools a,b]
+                [--latency MS] [--only plain|throttled] [--tools a,b]
 
 Every tool gets the same rule (deregister images older than 30 days, delete their
 snapshots) on the same estate (N images, 8 apps, one build a day per app, all old), so
@@ -19,6 +19,8 @@ throttled: for each tool and run, a fresh emulator behind scripts/throttle_proxy
 against the buckets' floor (the least time the required DeregisterImage and
 DeleteSnapshot calls can take), throttled responses, failed or abandoned deletions,
 and the tool's exit status. ami-sweeper is given its default client rates times K.
+`--latency MS` makes the proxy hold every EC2 call MS milliseconds, to model a remote
+endpoint's round trip (an assumption; the emulator answers on loopback in milliseconds).
 Run it with a Python that has boto3 (the peers' virtualenv).
 """
 import argparse
@@ -188,7 +190,7 @@ def throttled(args, seed_path, tmp):
     for name, (_, real_cmd, _) in commands(args, tmp, args.scale).items():
         for _ in range(args.runs):
             server, upstream = emulator.start(args.moto, seed_path)
-            proxy, endpoint = emulator.start_proxy(upstream, args.scale)
+            proxy, endpoint = emulator.start_proxy(upstream, args.scale, args.latency)
             try:
                 images0, snaps0 = state(upstream)
                 moto_cpu = cpu_seconds(server.pid)
@@ -213,22 +215,26 @@ def throttled(args, seed_path, tmp):
                 emulator.stop(proxy)
                 emulator.stop(server)
     print(f"\n== throttled: {n} emulated images behind EC2's token buckets, refill rates x{args.scale:g} "
-          f"(time scale), {args.runs} runs per tool, medians")
+          f"(time scale), {args.latency:g} ms added per EC2 call, {args.runs} runs per tool, medians")
     print(f"   floor: {n} DeregisterImage and {n} DeleteSnapshot through buckets of 100 "
-          f"refilled at {5 * args.scale:g}/s = {floor:.1f} s")
+          f"refilled at {5 * args.scale:g}/s = {floor:.1f} s"
+          + (" (the buckets hold every call: no floor)" if not floor else ""))
     print(f"{'tool':<16} {'real s':>7} {'vs floor':>9} {'throttled':>10} {'images left':>12} "
           f"{'snaps left':>11} {'exit':>5} {'tool CPU s':>10} {'moto CPU s':>10} "
-          f"{'1st dereg at':>12} {'last delete at':>14}")
+          f"{'1st dereg at':>12} {'last delete at':>14} {'vs ami-sweeper':>15}")
+    base = statistics.median(r["wall"] for r in rows["ami-sweeper"])
     for name, rs in rows.items():
         wall = statistics.median(r["wall"] for r in rs)
-        print(f"{name:<16} {wall:>7.1f} {wall / floor:>8.2f}x "
+        vs_floor = f"{wall / floor:>8.2f}x" if floor else f"{'(none)':>9}"
+        print(f"{name:<16} {wall:>7.1f} {vs_floor} "
               f"{statistics.median(r['throttled'] for r in rs):>10.0f} "
               f"{max(r['left_images'] for r in rs):>12} {max(r['left_snaps'] for r in rs):>11} "
               f"{','.join(sorted({str(r['code']) for r in rs})):>5} "
               f"{statistics.median(r['cpu'] for r in rs):>10.1f} "
               f"{statistics.median(r['moto_cpu'] for r in rs):>10.1f} "
               f"{statistics.median(r['first_dereg'] for r in rs):>11.1f}s "
-              f"{statistics.median(r['last_delete'] for r in rs):>13.1f}s")
+              f"{statistics.median(r['last_delete'] for r in rs):>13.1f}s "
+              f"{wall / base:>14.2f}x")
         for r in rs:
             if r["code"] not in (0,):
                 print(f"   {name} exit {r['code']}: {r['output'].strip().splitlines()[-1][:150] if r['output'].strip() else ''}")
@@ -244,6 +250,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--throttled-images", type=int, default=1000)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--latency", type=float, default=0.0,
+                    help="ms the proxy adds to every EC2 call in the throttled part")
     ap.add_argument("--only", choices=["plain", "throttled"])
     ap.add_argument("--tools", default="ami-sweeper,cloud-custodian,aws-amicleaner",
                     help="comma-separated subset (ami-sweeper always runs: it is the baseline)")

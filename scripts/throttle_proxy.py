@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A loopback proxy in front of the EC2 emulator that throttles like EC2 does.
 
-usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--bucket NAME=SIZE/RATE ...]
+usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--latency MS]
+                         [--bucket NAME=SIZE/RATE ...]
 
 moto never throttles. This proxy applies EC2's documented per-account token buckets
 (`../shared/DESIGN.md`, "Rates and limits") to every EC2 request before passing it on,
@@ -16,7 +17,10 @@ is empty. A throttled request takes no token, as in EC2.
 
 `--scale K` multiplies every refill rate by K (sizes stay), so a benchmark finishes K
 times sooner; a client must then be told K times its own rates too. `--bucket` replaces
-one bucket's size and refill (before scaling), for tests. Requests to other
+one bucket's size and refill (before scaling), for tests. `--latency MS` holds every EC2
+call that long before answering, to model a remote endpoint's round trip (the emulator
+on loopback answers in milliseconds; the value is an assumption, not a measurement of
+AWS). Requests to other
 services (Auto Scaling, S3, SQS, STS: told apart by the signing scope in the
 Authorization header) pass through untouched.
 
@@ -100,7 +104,7 @@ SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
-def make_handler(upstream: str, buckets: dict, stats: Stats):
+def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0):
     target = urllib.parse.urlsplit(upstream)
     local = threading.local()
 
@@ -164,6 +168,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats):
                 name = bucket_of(action)
                 accepted = buckets[name].take()
                 stats.record(action, name, accepted)
+                if latency:
+                    time.sleep(latency)
                 if not accepted:
                     xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
                            "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
@@ -183,6 +189,7 @@ def main() -> None:
     ap.add_argument("upstream", help="the emulator, e.g. http://127.0.0.1:5000")
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every refill rate")
+    ap.add_argument("--latency", type=float, default=0.0, help="milliseconds per EC2 call")
     ap.add_argument("--bucket", action="append", default=[], metavar="NAME=SIZE/RATE",
                     help=f"override one of {', '.join(BUCKETS)}")
     args = ap.parse_args()
@@ -196,7 +203,8 @@ def main() -> None:
     buckets = {name: TokenBucket(size, rate * args.scale) for name, (size, rate) in sizes.items()}
     stats = Stats()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
-                                             make_handler(args.upstream, buckets, stats))
+                                             make_handler(args.upstream, buckets, stats,
+                                                          args.latency / 1000))
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
