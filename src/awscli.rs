@@ -8,8 +8,8 @@
 use serde::Deserialize;
 
 use crate::model::{
-    Image, ImageState, Inventory, Protection, RootDevice, SnapshotRef, Tags, Usage, UsageKind,
-    UsageRef,
+    Image, ImageState, Inventory, Protection, RootDevice, Snapshot, SnapshotRef, Tags, Usage,
+    UsageKind, UsageRef,
 };
 use crate::time::parse_instant;
 
@@ -321,6 +321,8 @@ struct CliLtVersion {
 struct CliLtData {
     #[serde(default)]
     image_id: Option<String>,
+    #[serde(default)]
+    block_device_mappings: Vec<CliMapping>,
 }
 
 /// How a launch template version names its image.
@@ -367,7 +369,15 @@ pub fn parse_launch_template_versions(
     let mut usage = Usage::new();
     let mut warnings = Vec::new();
     for v in doc.launch_template_versions {
-        let Some(image) = v.launch_template_data.and_then(|d| d.image_id) else {
+        let Some(data) = v.launch_template_data else {
+            continue;
+        };
+        for m in data.block_device_mappings {
+            if let Some(snap) = m.ebs.and_then(|e| e.snapshot_id) {
+                usage.add_snapshot(snap);
+            }
+        }
+        let Some(image) = data.image_id else {
             continue;
         };
         let user = template_user(
@@ -475,9 +485,81 @@ pub fn load_inventory(files: &InventoryFiles) -> Result<Inventory, InputError> {
     Ok(inventory)
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeSnapshots {
+    snapshots: Vec<CliSnapshot>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliSnapshot {
+    snapshot_id: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    start_time: Option<String>,
+    #[serde(default)]
+    volume_size: Option<u64>,
+    #[serde(default)]
+    tags: Vec<CliTag>,
+}
+
+/// Parses `aws ec2 describe-snapshots --owner-ids self` output (`{"Snapshots": [...]}`).
+pub fn parse_snapshots(source: &str, text: &str) -> Result<Vec<Snapshot>, InputError> {
+    let doc: DescribeSnapshots = parse_doc(source, text)?;
+    doc.snapshots
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let start_time = match s.start_time {
+                None => None,
+                Some(t) => Some(parse_instant(&t).ok_or_else(|| {
+                    err(
+                        source,
+                        format!(
+                            "Snapshots[{i}]: {}: StartTime {t:?} is not an ISO 8601 instant",
+                            s.snapshot_id
+                        ),
+                    )
+                })?),
+            };
+            Ok(Snapshot {
+                id: s.snapshot_id,
+                description: s.description,
+                start_time,
+                size_gib: s.volume_size,
+                tags: s.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Reads a `describe-snapshots` file.
+pub fn load_snapshots(path: &std::path::Path) -> Result<Vec<Snapshot>, InputError> {
+    let (name, text) = read(path)?;
+    parse_snapshots(&name, &text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_keep_what_reconciliation_needs() {
+        let text = r#"{"Snapshots": [{"SnapshotId": "snap-1", "OwnerId": "123456789012",
+            "Description": "Created by CreateImage(i-1) for ami-1", "StartTime": "2026-01-01T00:00:00.000Z",
+            "VolumeSize": 8, "State": "completed", "Tags": [{"Key": "keep", "Value": "yes"}]}]}"#;
+        let s = &parse_snapshots("s.json", text).unwrap()[0];
+        assert_eq!(s.size_gib, Some(8));
+        assert_eq!(s.tags.get("keep"), Some("yes"));
+        assert!(s.start_time.is_some());
+        let bad = r#"{"Snapshots": [{"SnapshotId": "snap-1", "StartTime": "soon"}]}"#;
+        assert_eq!(
+            parse_snapshots("s.json", bad).unwrap_err().to_string(),
+            "s.json: Snapshots[0]: snap-1: StartTime \"soon\" is not an ISO 8601 instant"
+        );
+    }
 
     #[test]
     fn reads_the_fields_the_rules_need() {

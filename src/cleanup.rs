@@ -15,7 +15,7 @@ use crate::ports::{BundleStore, SnapshotDeleter};
 use crate::progress::{Progress, ProgressSink};
 use crate::ratelimit::RateLimiter;
 use crate::report::{JobOutcome, JobReport};
-use crate::sweep::kind_of;
+use crate::stop::Stop;
 
 /// The result of one attempt at a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,13 +140,16 @@ impl Default for RetryPolicy {
 
 /// Runs jobs in process as they arrive, retrying what asks for it, and reports each
 /// one. A job waiting to be retried holds no call slot: `retry.concurrency` bounds the
-/// calls in flight, and the `DeleteSnapshot` bucket paces them.
+/// calls in flight, and the `DeleteSnapshot` bucket paces them. When `stop` fires, no
+/// job waits for another retry: it is reported `retrying`, and since its snapshot
+/// carries the sweep's mark, the next sweep reconciles it.
 pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
     jobs: impl Stream<Item = CleanupJob> + Send,
     snapshots: &S,
     bundles: &B,
     retry: &RetryPolicy,
     progress: Option<&ProgressSink>,
+    stop: &Stop,
 ) -> Vec<JobReport> {
     let limiter = &RateLimiter::new(retry.burst, retry.per_second);
     let slots = &Semaphore::new(retry.concurrency.max(1));
@@ -167,8 +170,14 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
                 };
                 match attempt {
                     Attempt::Done(o, d) => break report_of(&job, o, attempts, d, None),
-                    Attempt::Retry(_) if attempts < retry.attempts => {
-                        tokio::time::sleep(retry.delay).await
+                    Attempt::Retry(e) if attempts < retry.attempts => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(retry.delay) => {}
+                            _ = stop.wait() => {
+                                let e = format!("{e}; stopped before the next attempt");
+                                break report_of(&job, JobOutcome::Retrying, attempts, Vec::new(), Some(e));
+                            }
+                        }
                     }
                     Attempt::Retry(e) | Attempt::Fail(e) => {
                         break report_of(&job, JobOutcome::Failed, attempts, Vec::new(), Some(e))
@@ -200,7 +209,7 @@ pub fn report_of(
 ) -> JobReport {
     JobReport {
         image_id: job.image_id.clone(),
-        kind: kind_of(job),
+        kind: job.target.kind(),
         target: job.target_label(),
         outcome,
         attempts,

@@ -38,7 +38,27 @@ pub enum JobTarget {
     },
 }
 
+impl JobTarget {
+    /// The job kind's name as reports show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DeleteSnapshot { .. } => "delete_snapshot",
+            Self::DeleteBundle { .. } => "delete_bundle",
+        }
+    }
+}
+
 impl CleanupJob {
+    /// A job for storage of `image_id` in `region`.
+    pub fn new(region: &str, image_id: &str, target: JobTarget) -> Self {
+        Self {
+            version: JOB_VERSION,
+            region: region.to_string(),
+            image_id: image_id.to_string(),
+            target,
+        }
+    }
+
     /// Serializes to the queue's message body.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("jobs serialize")

@@ -14,10 +14,14 @@ use crate::error::{from_sdk, AwsError};
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::run::{handle_message, regions_for, run_sweep, QueueMode, SweepOptions};
+use crate::stop::Stop;
 use crate::sweep::ExecConfig;
 
 /// Stop starting deregistrations this long before the invocation's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
+
+/// `DelaySeconds` of queued cleanup jobs, so deregistrations settle first.
+pub const QUEUE_DELAY_SECONDS: u32 = 60;
 
 /// Where the configured policy lives.
 #[derive(Debug, Clone)]
@@ -63,12 +67,22 @@ pub enum HandlerError {
     /// No region could be determined.
     #[error("{0}")]
     Region(String),
+    /// The sweep ran but a region failed, an image or a job failed, or cleanup could not
+    /// be queued: the invocation must count as failed so that Lambda's `Errors` alarm
+    /// fires. The report is carried along (`invoke` prints it; Lambda logs it).
+    #[error("the sweep reported {failures} failures; see the report")]
+    RunFailed {
+        /// Failed regions, images and jobs.
+        failures: usize,
+        /// The whole report.
+        report: Box<Value>,
+    },
 }
 
 impl HandlerError {
-    /// Whether the caller's input is at fault (as opposed to AWS).
+    /// Whether the caller's input is at fault (as opposed to AWS or the run).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Self::Aws(_))
+        !matches!(self, Self::Aws(_) | Self::RunFailed { .. })
     }
 }
 
@@ -134,7 +148,9 @@ impl Handler {
         let trigger = parse_event(&event)?;
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
         let mut exec = ExecConfig {
-            deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
+            stop: Stop::with_deadline(
+                deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
+            ),
             ..Default::default()
         };
         let (mut policy, force_dry_run, regions) = match trigger {
@@ -179,7 +195,7 @@ impl Handler {
         let queue = match &self.queue_url {
             Some(url) => QueueMode::Sqs {
                 url: url.clone(),
-                delay_seconds: 60,
+                delay_seconds: QUEUE_DELAY_SECONDS,
             },
             None => QueueMode::Local(RetryPolicy::default()),
         };
@@ -202,7 +218,15 @@ impl Handler {
         } else {
             eprintln!("{}", report.emf_line(now_ms));
         }
-        Ok(serde_json::to_value(&report).expect("report serializes"))
+        let failures = report.totals.failures;
+        let value = serde_json::to_value(&report).expect("report serializes");
+        if failures > 0 {
+            return Err(HandlerError::RunFailed {
+                failures,
+                report: Box::new(value),
+            });
+        }
+        Ok(value)
     }
 
     /// Runs each job once; answers with the ids of the messages to redeliver.
@@ -255,6 +279,9 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
                     .handle(event.payload, Some(deadline))
                     .await
                     .map_err(|e| {
+                        if let HandlerError::RunFailed { report, .. } = &e {
+                            tracing::error!(report = %report, "sweep report");
+                        }
                         tracing::error!(error = %e, "invocation failed");
                         lambda_runtime::Error::from(e.to_string())
                     })

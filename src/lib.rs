@@ -9,6 +9,8 @@
 //!   them with the SDK (one file per service);
 //! - [`sweep`] (deregistration) and [`cleanup`] (the queue worker) drive the ports with
 //!   bounded concurrency and a rate limit, and fill in a [`report`];
+//! - [`orphans`] finds storage whose image is gone (pure, like the planner);
+//! - [`stop`] carries signals and deadlines to the executor;
 //! - [`events`] maps Lambda triggers to sweep requests and [`lambda`] answers them.
 
 pub mod aws;
@@ -20,6 +22,7 @@ pub mod jobs;
 pub mod lambda;
 pub mod manifest;
 pub mod model;
+pub mod orphans;
 pub mod planner;
 pub mod policy;
 pub mod ports;
@@ -28,6 +31,7 @@ pub mod ratelimit;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod stop;
 pub mod sweep;
 pub mod time;
 

@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ami_sweeper::awscli::{load_inventory, InventoryFiles};
-use ami_sweeper::{cleanup, lambda, plan, render, run, sweep, time, Policy};
+use ami_sweeper::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use ami_sweeper::{cleanup, lambda, orphans, plan, render, run, stop, sweep, time, Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the planner allocates and frees hundreds of thousands of small strings, where
@@ -43,6 +43,10 @@ enum Command {
         /// `aws autoscaling describe-launch-configurations` output.
         #[arg(long)]
         launch_configurations: Option<PathBuf>,
+        /// `aws ec2 describe-snapshots --owner-ids self` output: lists snapshots whose
+        /// image is gone (lost cleanups and, with `cleanup.orphans`, foreign orphans).
+        #[arg(long)]
+        snapshots: Option<PathBuf>,
         /// The instant ages are measured from (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
@@ -65,7 +69,7 @@ enum Command {
         #[arg(long, env = "CLEANUP_QUEUE_URL")]
         queue_url: Option<String>,
         /// Delay of queued cleanup jobs, in seconds (at most 900).
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = lambda::QUEUE_DELAY_SECONDS)]
         queue_delay: u32,
         /// Deregistrations (and in-process snapshot deletions) per second after the burst.
         #[arg(long, default_value_t = 5.0)]
@@ -88,6 +92,9 @@ enum Command {
         /// The cleanup queue.
         #[arg(long, env = "CLEANUP_QUEUE_URL")]
         queue_url: String,
+        /// The drain ends after this many seconds, whatever is left.
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
         /// Output format; default: table on a terminal, json otherwise.
         #[arg(long, value_enum)]
         format: Option<Format>,
@@ -106,6 +113,30 @@ enum Command {
 enum Format {
     Table,
     Json,
+}
+
+/// Exit status of a sweep stopped by SIGTERM or Ctrl-C (after its report): 128 + SIGTERM.
+const EXIT_STOPPED: u8 = 143;
+
+/// On SIGTERM or Ctrl-C, asks the run to stop starting new work; it then reports.
+fn stop_on_signals(stop: &stop::Stop) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("ami-sweeper: stopping: no new deregistrations; finishing what is in flight");
+        stop.request();
+    });
 }
 
 /// A failure with its exit status: 2 for bad input (nothing was done), 1 otherwise.
@@ -271,21 +302,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     now,
                 };
                 let clients = ami_sweeper::aws::Clients::new(base);
+                stop_on_signals(&opts.exec.stop);
                 let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
                 if opts.exec.progress.is_some() {
                     eprintln!();
                 }
                 Ok::<_, Failure>(report)
             })?;
-            emit_report(format, &report, render::sweep_table, report.totals.failures)
+            emit_report(format, &report, render::sweep_table, report.totals.failures)?;
+            match report.stopped {
+                Some(why) => Err(Failure {
+                    status: EXIT_STOPPED,
+                    message: format!(
+                        "stopped early ({why:?}); marked storage is reconciled by the next sweep"
+                    ),
+                }),
+                None => Ok(()),
+            }
         }
-        Command::Cleanup { queue_url, format } => {
+        Command::Cleanup {
+            queue_url,
+            max_seconds,
+            format,
+        } => {
             init_logs();
             let rt = runtime()?;
+            let limits = run::DrainLimits {
+                max_time: std::time::Duration::from_secs(max_seconds),
+                ..Default::default()
+            };
             let report = rt
                 .block_on(async {
                     let base = ami_sweeper::aws::load_config().await;
-                    run::drain_queue(&ami_sweeper::aws::Clients::new(base), &queue_url, 1).await
+                    let clients = ami_sweeper::aws::Clients::new(base);
+                    run::drain_queue(&clients, &queue_url, limits).await
                 })
                 .map_err(|e| Failure {
                     status: 1,
@@ -299,6 +349,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             instances,
             launch_templates,
             launch_configurations,
+            snapshots,
             now,
             format,
         } => {
@@ -311,7 +362,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 launch_configurations,
             })
             .map_err(Failure::input)?;
-            let plan = plan(&policy, &inventory, now);
+            let mut plan = plan(&policy, &inventory, now);
+            if let Some(path) = snapshots {
+                let found = load_snapshots(&path).map_err(Failure::input)?;
+                // Offline, the Recycle Bin cannot be asked: say so rather than guess.
+                let rec = orphans::reconcile(&policy, &inventory, &found, &Default::default(), now);
+                if rec.to_delete().next().is_some() {
+                    plan.warnings.push(
+                        "offline: the Recycle Bin was not asked; a live sweep keeps snapshots whose AMI it holds"
+                            .into(),
+                    );
+                }
+                plan.orphans = Some(rec);
+            }
             drop(inventory);
             let format = default_format(format);
             write_stdout(|out| match format {
@@ -335,11 +398,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
                 handler.handle(payload, Some(deadline)).await
             });
-            match response {
-                Ok(v) => write_stdout(|out| {
-                    serde_json::to_writer_pretty(&mut *out, &v)?;
+            let print = |v: &serde_json::Value| {
+                write_stdout(|out| {
+                    serde_json::to_writer_pretty(&mut *out, v)?;
                     writeln!(out)
-                }),
+                })
+            };
+            match response {
+                Ok(v) => print(&v),
+                Err(lambda::HandlerError::RunFailed { failures, report }) => {
+                    print(&report)?;
+                    Err(Failure {
+                        status: 1,
+                        message: format!("{failures} failures; see the report"),
+                    })
+                }
                 Err(e) => Err(Failure {
                     status: if e.is_bad_input() { 2 } else { 1 },
                     message: e.to_string(),

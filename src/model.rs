@@ -300,10 +300,13 @@ pub struct UsageRef {
     pub id: String,
 }
 
-/// Which images are in use and by what.
+/// Which images are in use and by what, and which snapshots launch templates name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
     by_image: FxHashMap<String, BTreeSet<UsageRef>>,
+    /// Snapshots named by launch template versions' block device mappings: launching the
+    /// template creates a volume from them, so they must never be reclaimed as orphans.
+    snapshots_named: FxHashSet<String>,
 }
 
 impl Usage {
@@ -325,6 +328,17 @@ impl Usage {
         for (image, users) in other.by_image {
             self.by_image.entry(image).or_default().extend(users);
         }
+        self.snapshots_named.extend(other.snapshots_named);
+    }
+
+    /// Records that a launch template version's block device mapping names `snapshot_id`.
+    pub fn add_snapshot(&mut self, snapshot_id: impl Into<String>) {
+        self.snapshots_named.insert(snapshot_id.into());
+    }
+
+    /// Whether a launch template version names the snapshot.
+    pub fn names_snapshot(&self, snapshot_id: &str) -> bool {
+        self.snapshots_named.contains(snapshot_id)
     }
 
     /// The users of an image, sorted; empty when unused.
@@ -395,4 +409,20 @@ impl Inventory {
             }
         }
     }
+}
+
+/// One EBS snapshot the account owns, as `DescribeSnapshots` reports it: what the
+/// reconciliation of lost and orphaned storage looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// `snap-...`.
+    pub id: String,
+    /// The description EC2 wrote (it names the AMI for `CreateImage` and `CopyImage`).
+    pub description: String,
+    /// When the snapshot was started; `None` when not reported (then never "old enough").
+    pub start_time: Option<Timestamp>,
+    /// Size in GiB, where reported.
+    pub size_gib: Option<u64>,
+    /// Tags.
+    pub tags: Tags,
 }

@@ -214,6 +214,9 @@ pub struct Plan {
     /// What the inventory could not establish.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Snapshots whose image is gone (offline: with `plan --snapshots`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<crate::orphans::Reconciliation>,
 }
 
 impl Plan {
@@ -429,6 +432,7 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
         decisions,
         summary,
         warnings,
+        orphans: None,
     }
 }
 

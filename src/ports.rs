@@ -4,9 +4,11 @@
 
 use std::future::Future;
 
+use rustc_hash::FxHashSet;
+
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::model::{Image, Usage};
+use crate::model::{Image, Snapshot, Usage};
 
 /// Lists the account's own images in one region.
 pub trait ImageSource: Sync {
@@ -41,6 +43,12 @@ pub trait CleanupSink: Sync {
         1
     }
 
+    /// Checks that jobs can be queued at all, before anything is deregistered: a sweep
+    /// must never deregister what it cannot then clean up.
+    fn check(&self) -> impl Future<Output = Result<(), AwsError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Queues the jobs; returns the ones that could not be queued, with the error.
     fn enqueue(
         &self,
@@ -72,4 +80,45 @@ pub trait BundleStore: Sync {
         bucket: &str,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<(String, AwsError)>, AwsError>> + Send;
+}
+
+/// Lists the account's snapshots: what reconciliation looks at.
+pub trait SnapshotSource: Sync {
+    /// Every snapshot the account owns (`all`), or only those carrying
+    /// [`crate::orphans::STORAGE_MARK`]; across all pages.
+    fn list_snapshots(
+        &self,
+        all: bool,
+    ) -> impl Future<Output = Result<Vec<Snapshot>, AwsError>> + Send;
+}
+
+/// Asks the Recycle Bin which images it holds.
+pub trait RecycleBin: Sync {
+    /// Those of `image_ids` that are in the Recycle Bin (restorable).
+    fn images_in_recycle_bin(
+        &self,
+        image_ids: &FxHashSet<String>,
+    ) -> impl Future<Output = Result<FxHashSet<String>, AwsError>> + Send;
+}
+
+/// Writes the write-ahead mark on an image's storage before the image is deregistered.
+pub trait StorageMarker: Sync {
+    /// Tags the snapshots with [`crate::orphans::STORAGE_MARK`] = `image_id`.
+    fn mark_snapshots(
+        &self,
+        image_id: &str,
+        snapshot_ids: &[String],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Everything a sweep of one region needs from the account, as one value (the SDK's
+/// region clients, or a test's fake).
+pub trait Account:
+    ImageSource + UsageSource + Deregistrar + SnapshotSource + RecycleBin + StorageMarker
+{
+}
+
+impl<T> Account for T where
+    T: ImageSource + UsageSource + Deregistrar + SnapshotSource + RecycleBin + StorageMarker
+{
 }

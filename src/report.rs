@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::orphans::{Origin, Reconciliation};
 use crate::planner::{Action, Reason, Summary};
+use crate::stop::StopReason;
 
 /// What happened to an image the plan condemned (kept images have no outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -19,7 +21,8 @@ pub enum Outcome {
     SkippedBackupManaged,
     /// EC2 refused: deregistration protection is on.
     SkippedProtected,
-    /// Not attempted: the deadline or `max_deregistrations` was reached.
+    /// Not attempted: a stop, the deadline, `max_deregistrations`, or a cleanup queue
+    /// that stopped accepting jobs.
     Deferred,
     /// The call failed; see the error.
     Failed,
@@ -105,29 +108,91 @@ pub struct RegionReport {
     pub warnings: Vec<String>,
     /// GiB of the snapshots this run deleted (as their images' mappings report them).
     pub snapshot_gib_deleted: u64,
+    /// Snapshots whose image is gone: lost cleanups (marked) and foreign orphans.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconciled: Vec<crate::orphans::OrphanDecision>,
+    /// Counts of `reconciled` to delete, by origin.
+    pub orphans: OrphanCounts,
+    /// Images deregistered whose cleanup could not be queued: their storage is marked
+    /// and the next sweep reconciles it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_reconciliation: Vec<String>,
+    /// Set when the run stopped early (new deregistrations stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StopReason>,
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
 }
 
+/// Snapshots whose image is gone that a run deletes (or, dry, would delete).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OrphanCounts {
+    /// Marked by an earlier ami-sweeper run whose cleanup was lost.
+    pub marked: usize,
+    /// Their GiB.
+    pub marked_gib: u64,
+    /// Left behind by others (only with `cleanup.orphans`).
+    pub foreign: usize,
+    /// Their GiB.
+    pub foreign_gib: u64,
+}
+
+impl OrphanCounts {
+    /// The counts of a reconciliation.
+    pub fn of(r: &Reconciliation) -> Self {
+        let (marked, marked_gib) = r.count(Origin::Marked);
+        let (foreign, foreign_gib) = r.count(Origin::Foreign);
+        Self {
+            marked,
+            marked_gib,
+            foreign,
+            foreign_gib,
+        }
+    }
+}
+
 impl RegionReport {
-    /// Adds up the sizes of the snapshots whose deletion succeeded.
+    /// An empty report for `region`.
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            error: None,
+            plan: None,
+            images: Vec::new(),
+            jobs: Vec::new(),
+            warnings: Vec::new(),
+            snapshot_gib_deleted: 0,
+            reconciled: Vec::new(),
+            orphans: OrphanCounts::default(),
+            awaiting_reconciliation: Vec::new(),
+            stopped: None,
+            plan_detail: None,
+        }
+    }
+
+    /// Adds up the sizes of the snapshots whose deletion succeeded (sizes saturate:
+    /// a corrupt size never panics the report).
     pub fn count_freed_storage(&mut self) {
-        let Some(plan) = &self.plan_detail else {
-            return;
-        };
-        let sizes: std::collections::HashMap<&str, u64> = plan
-            .decisions
+        let mut sizes: std::collections::HashMap<&str, u64> = self
+            .reconciled
             .iter()
-            .flat_map(|d| &d.snapshots)
-            .filter_map(|s| s.size_gib.map(|g| (s.snapshot_id.as_str(), g)))
+            .filter_map(|d| d.size_gib.map(|g| (d.snapshot_id.as_str(), g)))
             .collect();
+        if let Some(plan) = &self.plan_detail {
+            sizes.extend(
+                plan.decisions
+                    .iter()
+                    .flat_map(|d| &d.snapshots)
+                    .filter_map(|s| s.size_gib.map(|g| (s.snapshot_id.as_str(), g))),
+            );
+        }
         self.snapshot_gib_deleted = self
             .jobs
             .iter()
             .filter(|j| j.kind == "delete_snapshot" && j.outcome == JobOutcome::Deleted)
             .filter_map(|j| sizes.get(j.target.as_str()))
-            .sum();
+            .fold(0u64, |a, b| a.saturating_add(*b));
     }
 }
 
@@ -144,6 +209,8 @@ pub struct Totals {
     pub failures: usize,
     /// GiB of snapshots deleted.
     pub snapshot_gib_deleted: u64,
+    /// Snapshots whose image was gone, deleted or to delete, by origin.
+    pub orphans: OrphanCounts,
 }
 
 /// A whole run.
@@ -163,6 +230,9 @@ pub struct SweepReport {
     pub throttles: u64,
     /// Wall time of the run in milliseconds.
     pub elapsed_ms: u64,
+    /// Set when the run stopped early: new deregistrations were not started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StopReason>,
 }
 
 impl SweepReport {
@@ -174,7 +244,14 @@ impl SweepReport {
                 t.failures += 1;
             }
             t.images += r.images.len();
-            t.snapshot_gib_deleted += r.snapshot_gib_deleted;
+            t.snapshot_gib_deleted = t
+                .snapshot_gib_deleted
+                .saturating_add(r.snapshot_gib_deleted);
+            t.orphans.marked += r.orphans.marked;
+            t.orphans.marked_gib = t.orphans.marked_gib.saturating_add(r.orphans.marked_gib);
+            t.orphans.foreign += r.orphans.foreign;
+            t.orphans.foreign_gib = t.orphans.foreign_gib.saturating_add(r.orphans.foreign_gib);
+            self.stopped = self.stopped.or(r.stopped);
             for i in &r.images {
                 if let Some(o) = i.outcome {
                     *t.outcomes.entry(o).or_default() += 1;
@@ -236,6 +313,11 @@ impl SweepReport {
             "Gigabytes",
         );
         put("Failures".into(), self.totals.failures as u64, "Count");
+        put(
+            "OrphanSnapshotsReclaimed".into(),
+            (self.totals.orphans.marked + self.totals.orphans.foreign) as u64,
+            "Count",
+        );
         put("ApiThrottles".into(), self.throttles, "Count");
         let mut kept: BTreeMap<&'static str, u64> = BTreeMap::new();
         for r in &self.regions {
@@ -329,9 +411,6 @@ mod tests {
             dry_run: false,
             now: "2026-11-26T00:00:00Z".into(),
             regions: vec![RegionReport {
-                region: "us-east-1".into(),
-                error: None,
-                plan: None,
                 images: vec![ImageReport {
                     image_id: "ami-1".into(),
                     name: "a".into(),
@@ -350,14 +429,14 @@ mod tests {
                     deleted_objects: vec![],
                     error: None,
                 }],
-                warnings: vec![],
                 snapshot_gib_deleted: 8,
-                plan_detail: None,
+                ..RegionReport::new("us-east-1")
             }],
             totals: Totals::default(),
             api_calls: BTreeMap::new(),
             throttles: 2,
             elapsed_ms: 1,
+            stopped: None,
         };
         report.total();
         let line: serde_json::Value =

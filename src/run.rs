@@ -7,6 +7,7 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::aws::sqs::SQS_BATCH;
 use crate::aws::Clients;
 use crate::cleanup::{report_of, run_job, run_local, Attempt, RetryPolicy};
 use crate::error::AwsError;
@@ -15,6 +16,7 @@ use crate::model::Timestamp;
 use crate::policy::Policy;
 use crate::ports::CleanupSink;
 use crate::report::{JobOutcome, JobReport, RegionReport, SweepReport, Totals};
+use crate::stop::StopReason;
 use crate::sweep::{sweep_region, ExecConfig};
 
 /// The in-process queue of a sweep without `--queue-url`: a channel to the worker,
@@ -119,17 +121,8 @@ pub async fn run_sweep(
                 QueueMode::Local(retry) => {
                     let (queue, jobs) = LocalQueue::channel();
                     let sweep = async {
-                        let report = sweep_region(
-                            policy,
-                            region,
-                            opts.now,
-                            &clients.ec2,
-                            &clients,
-                            &clients.ec2,
-                            &queue,
-                            &exec,
-                        )
-                        .await;
+                        let report =
+                            sweep_region(policy, region, opts.now, &clients, &queue, &exec).await;
                         // Dropping the queue ends the worker's stream of jobs.
                         drop(queue);
                         report
@@ -139,7 +132,8 @@ pub async fn run_sweep(
                         &clients.ec2,
                         &clients.s3,
                         retry,
-                        opts.exec.progress.as_ref(),
+                        exec.progress.as_ref(),
+                        &exec.stop,
                     );
                     let (mut report, done) = tokio::join!(sweep, worker);
                     if !done.is_empty() {
@@ -149,17 +143,7 @@ pub async fn run_sweep(
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
                     let sqs = all.queue(url, *delay_seconds);
-                    sweep_region(
-                        policy,
-                        region,
-                        opts.now,
-                        &clients.ec2,
-                        &clients,
-                        &clients.ec2,
-                        &sqs,
-                        &exec,
-                    )
-                    .await
+                    sweep_region(policy, region, opts.now, &clients, &sqs, &exec).await
                 }
             }
         }
@@ -176,8 +160,13 @@ pub async fn run_sweep(
         api_calls: all.calls().since(&calls_before),
         throttles: all.calls().throttles() - throttles_before,
         elapsed_ms: started.elapsed().as_millis() as u64,
+        stopped: None,
     };
     report.total();
+    if report.stopped.is_none() && exec.stop.reason() == Some(StopReason::Signal) {
+        // A signal during cleanup alone (after the last deregistration) still stopped work.
+        report.stopped = Some(StopReason::Signal);
+    }
     tracing::info!(
         dry_run = report.dry_run,
         images = report.totals.images,
@@ -186,6 +175,7 @@ pub async fn run_sweep(
         jobs = ?report.totals.jobs,
         api_calls = ?report.api_calls,
         elapsed_ms = report.elapsed_ms,
+        stopped = ?report.stopped,
         "sweep finished"
     );
     report
@@ -194,12 +184,19 @@ pub async fn run_sweep(
 /// The result of one drain of the cleanup queue.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CleanupReport {
-    /// One line per message handled.
+    /// One line per message handled (each message once per drain).
     pub jobs: Vec<JobReport>,
     /// Jobs by outcome.
     pub totals: BTreeMap<JobOutcome, usize>,
     /// Messages that were not jobs (left for the dead-letter queue).
     pub malformed: Vec<String>,
+    /// Receipts of messages this drain had already handled (SQS redelivered them after
+    /// their visibility timeout); not counted again.
+    pub redelivered: usize,
+    /// Messages visible when the drain started (`ApproximateNumberOfMessages`).
+    pub visible_at_start: u64,
+    /// Why the drain ended: `empty`, `no_new_messages`, `receive_budget` or `time_budget`.
+    pub ended: &'static str,
     /// AWS API calls made, per operation.
     pub api_calls: BTreeMap<String, u64>,
     /// Wall time in milliseconds.
@@ -225,25 +222,65 @@ pub async fn handle_message(
     Ok((job, attempt))
 }
 
-/// Receives and runs every visible message once. Finished jobs are deleted from the
-/// queue; jobs to retry and failed jobs stay, so SQS redelivers them after the
-/// visibility timeout and its redrive policy moves poison messages to the DLQ.
+/// How much one drain may do.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainLimits {
+    /// Seconds `ReceiveMessage` waits for the first message of a batch.
+    pub wait_seconds: i32,
+    /// The drain ends after this long, whatever is left.
+    pub max_time: std::time::Duration,
+}
+
+impl Default for DrainLimits {
+    /// One second's wait per receive; five minutes at most.
+    fn default() -> Self {
+        Self {
+            wait_seconds: 1,
+            max_time: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// Receives for at most one pass over the messages visible at the start, and runs each
+/// message once. Finished jobs are deleted from the queue; jobs to retry and failed
+/// jobs stay, so SQS redelivers them after the visibility timeout and its redrive
+/// policy moves poison messages to the DLQ. The drain ends when the queue is empty,
+/// when a batch brings nothing new (only redeliveries), after three receives per batch
+/// of the messages visible at the start (plus three), or after `max_time`.
 pub async fn drain_queue(
     clients: &Clients,
     queue_url: &str,
-    wait_seconds: i32,
+    limits: DrainLimits,
 ) -> Result<CleanupReport, AwsError> {
     let started = Instant::now();
     let calls_before = clients.calls().snapshot();
     let queue = clients.queue(queue_url, 0);
+    let visible = queue.visible_messages().await?;
+    let budget = visible.div_ceil(SQS_BATCH as u64) * 3 + 3;
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut redelivered = 0;
     let mut jobs = Vec::new();
     let mut malformed = Vec::new();
-    loop {
-        let batch = queue.receive(wait_seconds).await?;
-        if batch.is_empty() {
-            break;
+    let mut receives = 0;
+    let ended = loop {
+        if receives >= budget {
+            break "receive_budget";
         }
+        if started.elapsed() >= limits.max_time {
+            break "time_budget";
+        }
+        receives += 1;
+        let batch = queue.receive(limits.wait_seconds).await?;
+        if batch.is_empty() {
+            break "empty";
+        }
+        let mut new = 0;
         for m in batch {
+            if !seen.insert(m.id.clone()) {
+                redelivered += 1;
+                continue;
+            }
+            new += 1;
             match handle_message(clients, &m.body).await {
                 Err(e) => {
                     tracing::error!(message_id = %m.id, error = %e, "malformed cleanup message");
@@ -267,7 +304,10 @@ pub async fn drain_queue(
                 }
             }
         }
-    }
+        if new == 0 {
+            break "no_new_messages";
+        }
+    };
     let mut totals = BTreeMap::new();
     for j in &jobs {
         *totals.entry(j.outcome).or_default() += 1;
@@ -276,6 +316,9 @@ pub async fn drain_queue(
         jobs,
         totals,
         malformed,
+        redelivered,
+        visible_at_start: visible,
+        ended,
         api_calls: clients.calls().since(&calls_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })

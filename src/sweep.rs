@@ -1,23 +1,33 @@
-//! The executor: inventory → plan → deregistrations → cleanup jobs, for one region.
+//! The executor: inventory → reconciliation → plan → deregistrations → cleanup jobs,
+//! for one region.
 //!
 //! Every image gets an outcome and one failure never stops the others. The sweep
-//! respects a client-side rate limit and a deadline, and only queues the cleanup of
-//! storage whose images are all gone.
+//! respects client-side rate limits and a stop handle (signal or deadline), and only
+//! queues the cleanup of storage whose images are all gone. Before deregistering an
+//! image it marks the snapshots it will delete ([`crate::orphans::STORAGE_MARK`]), so
+//! that storage is never lost: whatever stops the run, the next sweep reconciles it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::stream::{self, StreamExt};
-use tokio::time::Instant;
+use rustc_hash::FxHashSet;
 
 use crate::error::AwsError;
-use crate::jobs::{CleanupJob, JobTarget, JOB_VERSION};
+use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::{Inventory, Timestamp};
+use crate::orphans::{reconcile, Reconciliation};
 use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
-use crate::ports::{CleanupSink, Deregistrar, ImageSource, UsageSource};
+use crate::ports::{Account, CleanupSink};
 use crate::progress::{self, Progress, ProgressSink};
 use crate::ratelimit::RateLimiter;
-use crate::report::{ImageReport, JobOutcome, JobReport, Outcome, RegionReport};
+use crate::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
+use crate::stop::{Stop, StopReason};
+
+/// EC2's default bucket for mutating actions (`CreateTags` among them) holds 50; the
+/// marks take at most this burst, leaving the rest to other callers.
+pub const MARK_BURST: u32 = 40;
 
 /// How a sweep executes.
 #[derive(Debug, Clone)]
@@ -28,15 +38,16 @@ pub struct ExecConfig {
     pub concurrency: usize,
     /// `DeregisterImage` bucket: burst.
     pub deregister_burst: u32,
-    /// `DeregisterImage` bucket: refill per second.
+    /// `DeregisterImage` bucket: refill per second (the marks' `CreateTags` use the
+    /// same refill in their own bucket).
     pub deregister_per_second: f64,
     /// Launch-permission lookups (`DescribeImageAttribute`, in EC2's shared Describe
     /// bucket of 100, refill 20/s): burst.
     pub describe_burst: u32,
     /// Launch-permission lookups: refill per second.
     pub describe_per_second: f64,
-    /// Stop starting new deregistrations after this instant (Lambda's deadline less a margin).
-    pub deadline: Option<Instant>,
+    /// Stop starting new deregistrations when this says so (signal or deadline).
+    pub stop: Stop,
     /// Act only on the group (lineage) of this image (AMI state change events).
     pub scope_group_of: Option<String>,
     /// Where progress goes (the CLI on a terminal); `None` reports nothing.
@@ -56,7 +67,7 @@ impl Default for ExecConfig {
             deregister_per_second: 5.0,
             describe_burst: 50,
             describe_per_second: 15.0,
-            deadline: None,
+            stop: Stop::default(),
             scope_group_of: None,
             progress: None,
         }
@@ -98,6 +109,8 @@ enum Step<'p> {
     Unknown(String, AwsError),
     /// Processed: deregistered, planned (dry run) or not, with the error if any.
     Done(&'p Decision, Outcome, Option<String>),
+    /// Not deregistered: held back (deferred to the next run).
+    Held(&'p Decision, Hold),
 }
 
 /// Everything the executor did in a region.
@@ -105,35 +118,141 @@ struct Executed {
     plan: Plan,
     outcomes: BTreeMap<String, (Outcome, Option<String>)>,
     jobs: Vec<JobReport>,
+    stopped: Option<StopReason>,
+    /// The first error of a cleanup queue that stopped accepting jobs.
+    queue_failed: Option<String>,
+}
+
+/// Why an image cleared for deregistration is held back.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// The cleanup queue refused jobs: deregistering more would strand more storage.
+    QueueFailed,
+    /// A signal or the deadline.
+    Stop(StopReason),
+}
+
+impl Hold {
+    fn now(cfg: &ExecConfig, halted: &AtomicBool) -> Option<Self> {
+        if halted.load(Ordering::SeqCst) {
+            return Some(Self::QueueFailed);
+        }
+        cfg.stop.reason().map(Self::Stop)
+    }
+
+    fn why(self) -> &'static str {
+        match self {
+            Self::QueueFailed => "the cleanup queue stopped accepting jobs; left for the next run",
+            Self::Stop(StopReason::Signal) => "stopped by a signal; left for the next run",
+            Self::Stop(StopReason::Deadline) => {
+                "the run's deadline was reached; left for the next run"
+            }
+        }
+    }
+}
+
+/// The shared state of one pass of the pipeline.
+struct Pipeline<'a, A: Account> {
+    account: &'a A,
+    cfg: &'a ExecConfig,
+    region: &'a str,
+    describe: RateLimiter,
+    mark: RateLimiter,
+    deregister: RateLimiter,
+    halted: AtomicBool,
+    done: AtomicUsize,
+}
+
+impl<A: Account> Pipeline<'_, A> {
+    /// One condemned image: launch permissions, then (for real) the write-ahead mark on
+    /// the storage it will free, then `DeregisterImage`.
+    async fn step<'d>(&self, d: &'d Decision, check_shared: bool, total: usize) -> Step<'d> {
+        if check_shared {
+            self.describe.acquire().await;
+            match self.account.launch_permissions(&d.image_id).await {
+                Ok(g) if g.is_empty() => {}
+                Ok(g) => return Step::Shared(d.image_id.clone(), g),
+                Err(e) => return Step::Unknown(d.image_id.clone(), e),
+            }
+        }
+        if self.cfg.dry_run {
+            return Step::Done(d, Outcome::Planned, None);
+        }
+        if let Some(h) = Hold::now(self.cfg, &self.halted) {
+            return Step::Held(d, h);
+        }
+        let marked: Vec<String> = d
+            .snapshots
+            .iter()
+            .filter(|s| s.action == CleanupAction::Delete)
+            .map(|s| s.snapshot_id.clone())
+            .collect();
+        if !marked.is_empty() {
+            self.mark.acquire().await;
+            if let Err(e) = self.account.mark_snapshots(&d.image_id, &marked).await {
+                let why =
+                    format!("its storage could not be marked, so it was not deregistered: {e}");
+                return Step::Done(d, Outcome::Failed, Some(why));
+            }
+        }
+        self.deregister.acquire().await;
+        if let Some(h) = Hold::now(self.cfg, &self.halted) {
+            return Step::Held(d, h);
+        }
+        let step = match self.account.deregister(&d.image_id).await {
+            Ok(()) => Step::Done(d, Outcome::Deregistered, None),
+            Err(e) => {
+                let o = classify_deregister_error(&e);
+                tracing::warn!(image_id = %d.image_id, error = %e, outcome = ?o, "deregister did not succeed");
+                Step::Done(d, o, Some(e.to_string()))
+            }
+        };
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        progress::report(self.cfg.progress.as_ref(), || Progress::Deregistered {
+            region: self.region.to_string(),
+            done: n,
+            total,
+        });
+        step
+    }
 }
 
 /// Works through the condemned images oldest first. Each one's launch permissions are
-/// read (when the policy skips shared images) and, if it is shared with nobody, it is
-/// deregistered at once, so lookups and deregistrations overlap under their own rate
-/// limits. Cleanup jobs go to `sink` as soon as every image using their storage is
-/// gone. An image found shared is kept; that can only free room under
-/// `max_deregistrations`, so the plan is made again with the new knowledge and the
-/// newly condemned images go through the same steps. Images already deregistered stay
-/// condemned in every later plan (sharing only removes images from the candidates).
-#[allow(clippy::too_many_arguments)]
-async fn execute<I: ImageSource, D: Deregistrar, Q: CleanupSink>(
+/// read (when the policy skips shared images) and, if it is shared with nobody, its
+/// storage is marked and it is deregistered at once, so lookups and deregistrations
+/// overlap under their own rate limits. Cleanup jobs go to `queue` as soon as every
+/// image using their storage is gone. An image found shared is kept; that can only
+/// free room under `max_deregistrations`, so the plan is made again with the new
+/// knowledge and the newly condemned images go through the same steps. Images already
+/// deregistered stay condemned in every later plan (sharing only removes images from
+/// the candidates). When the queue refuses jobs, no further image is deregistered.
+async fn execute<A: Account, Q: CleanupSink>(
     policy: &Policy,
     region: &str,
     inventory: &mut Inventory,
     now: Timestamp,
-    images: &I,
-    deregistrar: &D,
-    sink: &Q,
+    account: &A,
+    mut queue: JobQueue<'_, Q>,
     cfg: &ExecConfig,
 ) -> Executed {
-    let describe = &RateLimiter::new(cfg.describe_burst, cfg.describe_per_second);
-    let deregister = &RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second);
+    let pipeline = Pipeline {
+        account,
+        cfg,
+        region,
+        describe: RateLimiter::new(cfg.describe_burst, cfg.describe_per_second),
+        mark: RateLimiter::new(
+            MARK_BURST.min(cfg.deregister_burst),
+            cfg.deregister_per_second,
+        ),
+        deregister: RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second),
+        halted: AtomicBool::new(queue.failed.is_some()),
+        done: AtomicUsize::new(0),
+    };
     let check = policy.protection.skip_shared;
     let mut processed: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = BTreeMap::new();
-    let mut queue = JobQueue::new(sink);
-    let done = &std::sync::atomic::AtomicUsize::new(0);
-    loop {
+    let mut stopped = None;
+    let p = loop {
         let p = scoped_plan(policy, inventory, now, cfg);
         let todo: Vec<&Decision> = p
             .condemned()
@@ -141,49 +260,14 @@ async fn execute<I: ImageSource, D: Deregistrar, Q: CleanupSink>(
             .filter(|d| !processed.contains(&d.image_id))
             .collect();
         if todo.is_empty() {
-            return Executed {
-                plan: p,
-                outcomes,
-                jobs: queue.finish().await,
-            };
+            break p;
         }
         let total = processed.len() + todo.len();
         processed.extend(todo.iter().map(|d| d.image_id.clone()));
         let mut grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let pipeline = &pipeline;
         let mut steps = stream::iter(todo)
-            .map(|d: &Decision| async move {
-                if check {
-                    describe.acquire().await;
-                    match images.launch_permissions(&d.image_id).await {
-                        Ok(g) if g.is_empty() => {}
-                        Ok(g) => return Step::Shared(d.image_id.clone(), g),
-                        Err(e) => return Step::Unknown(d.image_id.clone(), e),
-                    }
-                }
-                if cfg.dry_run {
-                    return Step::Done(d, Outcome::Planned, None);
-                }
-                deregister.acquire().await;
-                if cfg.deadline.is_some_and(|dl| Instant::now() >= dl) {
-                    let why = "the run's deadline was reached".to_string();
-                    return Step::Done(d, Outcome::Deferred, Some(why));
-                }
-                let step = match deregistrar.deregister(&d.image_id).await {
-                    Ok(()) => Step::Done(d, Outcome::Deregistered, None),
-                    Err(e) => {
-                        let o = classify_deregister_error(&e);
-                        tracing::warn!(image_id = %d.image_id, error = %e, outcome = ?o, "deregister did not succeed");
-                        Step::Done(d, o, Some(e.to_string()))
-                    }
-                };
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress::report(cfg.progress.as_ref(), || Progress::Deregistered {
-                    region: region.to_string(),
-                    done: n,
-                    total,
-                });
-                step
-            })
+            .map(|d| pipeline.step(d, check, total))
             .buffer_unordered(cfg.concurrency.max(1));
         while let Some(step) = steps.next().await {
             match step {
@@ -197,11 +281,21 @@ async fn execute<I: ImageSource, D: Deregistrar, Q: CleanupSink>(
                     let code = e.code.as_deref().unwrap_or("error");
                     grants.insert(id, vec![format!("unknown ({code})")]);
                 }
+                Step::Held(d, h) => {
+                    if let Hold::Stop(r) = h {
+                        stopped.get_or_insert(r);
+                    }
+                    let why = Some(h.why().to_string());
+                    outcomes.insert(d.image_id.clone(), (Outcome::Deferred, why));
+                }
                 Step::Done(d, outcome, error) => {
                     outcomes.insert(d.image_id.clone(), (outcome, error));
-                    if outcome == Outcome::Deregistered {
+                    if is_gone(outcome) {
                         let jobs = ready_jobs(region, d, &outcomes, &mut queue.seen);
                         queue.push(jobs).await;
+                        if queue.failed.is_some() {
+                            pipeline.halted.store(true, Ordering::SeqCst);
+                        }
                     }
                 }
             }
@@ -209,22 +303,28 @@ async fn execute<I: ImageSource, D: Deregistrar, Q: CleanupSink>(
         drop(steps);
         if grants.is_empty() {
             // Nothing new is known: this plan is final.
-            return Executed {
-                plan: p,
-                outcomes,
-                jobs: queue.finish().await,
-            };
+            break p;
         }
         inventory.set_shared_with(grants);
+    };
+    let (jobs, queue_failed) = queue.finish().await;
+    Executed {
+        plan: p,
+        outcomes,
+        jobs,
+        stopped,
+        queue_failed,
     }
 }
 
 /// Hands jobs to the sink in batches of its size and keeps the report line of each.
+/// The first refusal is kept: the executor stops deregistering when it sees one.
 struct JobQueue<'q, Q: CleanupSink> {
     sink: &'q Q,
     pending: Vec<CleanupJob>,
     seen: BTreeSet<String>,
     reports: Vec<JobReport>,
+    failed: Option<String>,
 }
 
 impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
@@ -234,6 +334,7 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
             pending: Vec::new(),
             seen: BTreeSet::new(),
             reports: Vec::new(),
+            failed: None,
         }
     }
 
@@ -251,7 +352,7 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
         let jobs = std::mem::take(&mut self.pending);
         let labels: Vec<(String, &'static str, String)> = jobs
             .iter()
-            .map(|j| (j.image_id.clone(), kind_of(j), j.target_label()))
+            .map(|j| (j.image_id.clone(), j.target.kind(), j.target_label()))
             .collect();
         let failed: BTreeMap<String, AwsError> = self
             .sink
@@ -260,6 +361,9 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
             .into_iter()
             .map(|(j, e)| (j.target_label(), e))
             .collect();
+        if let Some(e) = failed.values().next() {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
         self.reports
             .extend(labels.into_iter().map(|(image_id, kind, target)| {
                 let error = failed.get(&target).map(|e| e.to_string());
@@ -279,86 +383,139 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
             }));
     }
 
-    async fn finish(mut self) -> Vec<JobReport> {
+    async fn finish(mut self) -> (Vec<JobReport>, Option<String>) {
         self.flush().await;
         self.reports
             .sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
-        self.reports
+        (self.reports, self.failed)
     }
 }
 
-/// Sweeps one region: the whole path from inventory to queued cleanup jobs.
-#[allow(clippy::too_many_arguments)]
-pub async fn sweep_region<I, U, D, Q>(
+/// The region's storage whose image is gone, with the Recycle Bin asked only about the
+/// images of snapshots that would otherwise be deleted.
+async fn reconciliation<A: Account>(
+    policy: &Policy,
+    inventory: &Inventory,
+    snapshots: &[crate::model::Snapshot],
+    account: &A,
+    now: Timestamp,
+) -> Result<Reconciliation, AwsError> {
+    let first = reconcile(policy, inventory, snapshots, &FxHashSet::default(), now);
+    let check = first.images_to_check_in_bin();
+    if check.is_empty() {
+        return Ok(first);
+    }
+    let in_bin = account.images_in_recycle_bin(&check).await?;
+    Ok(reconcile(policy, inventory, snapshots, &in_bin, now))
+}
+
+/// Lists images, usage and snapshots, and reconciles. `Err` is the region's one-line
+/// error: nothing may change in a region whose inventory is incomplete.
+async fn inventory<A: Account>(
     policy: &Policy,
     region: &str,
     now: Timestamp,
-    images: &I,
-    usage: &U,
-    deregistrar: &D,
-    sink: &Q,
+    account: &A,
     cfg: &ExecConfig,
-) -> RegionReport
-where
-    I: ImageSource,
-    U: UsageSource,
-    D: Deregistrar,
-    Q: CleanupSink,
-{
-    let mut report = RegionReport {
-        region: region.to_string(),
-        error: None,
-        plan: None,
-        images: Vec::new(),
-        jobs: Vec::new(),
-        warnings: Vec::new(),
-        snapshot_gib_deleted: 0,
-        plan_detail: None,
-    };
-    let (listed, used) = tokio::join!(images.list_images(), usage.list_usage());
-    let (listed, (used, warnings)) = match (listed, used) {
-        (Ok(l), Ok(u)) => (l, u),
-        (Err(e), _) | (_, Err(e)) => {
-            report.error = Some(format!("inventory failed, nothing was changed: {e}"));
-            return report;
-        }
+) -> Result<(Inventory, Reconciliation), String> {
+    let (listed, used, snapshots) = tokio::join!(
+        account.list_images(),
+        account.list_usage(),
+        account.list_snapshots(policy.cleanup.orphans.is_some())
+    );
+    let failed = |e: AwsError| format!("inventory failed, nothing was changed: {e}");
+    let (listed, (used, warnings), snapshots) = match (listed, used, snapshots) {
+        (Ok(l), Ok(u), Ok(s)) => (l, u, s),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(failed(e)),
     };
     let found = listed.len();
     progress::report(cfg.progress.as_ref(), || Progress::Listed {
         region: region.to_string(),
         images: found,
     });
-    let mut inventory = match Inventory::new(listed, used) {
-        Ok(i) => i,
+    let mut inventory = Inventory::new(listed, used)
+        .map_err(|e| format!("inventory is inconsistent, nothing was changed: {e}"))?;
+    inventory.warnings = warnings;
+    let rec = reconciliation(policy, &inventory, &snapshots, account, now)
+        .await
+        .map_err(failed)?;
+    Ok((inventory, rec))
+}
+
+/// Sweeps one region: the whole path from inventory to queued cleanup jobs.
+pub async fn sweep_region<A: Account, Q: CleanupSink>(
+    policy: &Policy,
+    region: &str,
+    now: Timestamp,
+    account: &A,
+    sink: &Q,
+    cfg: &ExecConfig,
+) -> RegionReport {
+    let mut report = RegionReport::new(region);
+    let (mut inventory, rec) = match inventory(policy, region, now, account, cfg).await {
+        Ok(found) => found,
         Err(e) => {
-            report.error = Some(format!(
-                "inventory is inconsistent, nothing was changed: {e}"
-            ));
+            report.error = Some(e);
             return report;
         }
     };
-    inventory.warnings = warnings;
-    let Executed {
-        plan: p,
-        outcomes,
-        jobs,
-    } = execute(
-        policy,
-        region,
-        &mut inventory,
-        now,
-        images,
-        deregistrar,
-        sink,
-        cfg,
-    )
-    .await;
-    report.warnings = p.warnings.clone();
-    report.plan = Some(p.summary.clone());
-    report.jobs = jobs;
+    let mut queue = JobQueue::new(sink);
+    if !cfg.dry_run {
+        // Never deregister what cannot then be cleaned up.
+        if let Err(e) = sink.check().await {
+            report.error = Some(format!(
+                "cleanup jobs cannot be queued, nothing was changed: {e}"
+            ));
+            return report;
+        }
+        let orphan_jobs = rec
+            .to_delete()
+            .filter(|o| queue.seen.insert(o.snapshot_id.clone()))
+            .map(|o| {
+                CleanupJob::new(
+                    region,
+                    &o.image_id,
+                    JobTarget::DeleteSnapshot {
+                        snapshot_id: o.snapshot_id.clone(),
+                    },
+                )
+            })
+            .collect();
+        queue.push(orphan_jobs).await;
+    }
+    report.orphans = OrphanCounts::of(&rec);
+    report.reconciled = rec.decisions;
+    let ex = execute(policy, region, &mut inventory, now, account, queue, cfg).await;
+    report.warnings = ex.plan.warnings.clone();
+    report.plan = Some(ex.plan.summary.clone());
+    report.jobs = ex.jobs;
+    report.stopped = ex.stopped;
+    if let Some(e) = ex.queue_failed {
+        report.awaiting_reconciliation = report
+            .jobs
+            .iter()
+            .filter(|j| j.outcome == JobOutcome::Failed)
+            .map(|j| j.image_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        report.error = Some(format!(
+            "cleanup jobs could not be queued ({e}); deregistrations stopped; the storage of {} \
+             deregistered images is marked and the next sweep reconciles it",
+            report.awaiting_reconciliation.len()
+        ));
+    }
+    report.images = image_reports(&ex.plan, &ex.outcomes);
+    report.plan_detail = Some(ex.plan);
+    report
+}
 
-    report.images = p
-        .decisions
+/// One report line per decision, with the outcome of condemned images.
+fn image_reports(
+    p: &Plan,
+    outcomes: &BTreeMap<String, (Outcome, Option<String>)>,
+) -> Vec<ImageReport> {
+    p.decisions
         .iter()
         .map(|d| {
             let (outcome, error) = match outcomes.get(&d.image_id) {
@@ -379,35 +536,26 @@ where
                 error,
             }
         })
-        .collect();
-    report.plan_detail = Some(p);
-    report
+        .collect()
 }
 
-/// The job kind's name as the report shows it.
-pub fn kind_of(job: &CleanupJob) -> &'static str {
-    match job.target {
-        JobTarget::DeleteSnapshot { .. } => "delete_snapshot",
-        JobTarget::DeleteBundle { .. } => "delete_bundle",
-    }
+/// Gone is gone: deregistered by this run or found already gone, the image no longer
+/// holds its storage.
+fn is_gone(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Deregistered | Outcome::AlreadyGone)
 }
 
-/// The cleanup jobs that `d`'s deregistration makes ready: each snapshot or bundle of
-/// `d` the plan deletes, once every other image using it is deregistered too, and
-/// never twice (`seen` holds what was already queued).
+/// The cleanup jobs that `d`'s departure makes ready: each snapshot or bundle of `d`
+/// the plan deletes, once every other image using it is gone too (whoever removed
+/// it), and never twice (`seen` holds what was already queued).
 fn ready_jobs(
     region: &str,
     d: &Decision,
     outcomes: &BTreeMap<String, (Outcome, Option<String>)>,
     seen: &mut BTreeSet<String>,
 ) -> Vec<CleanupJob> {
-    let gone = |id: &str| matches!(outcomes.get(id), Some((Outcome::Deregistered, _)));
-    let job = |target| CleanupJob {
-        version: JOB_VERSION,
-        region: region.to_string(),
-        image_id: d.image_id.clone(),
-        target,
-    };
+    let gone = |id: &str| outcomes.get(id).is_some_and(|(o, _)| is_gone(*o));
+    let job = |target| CleanupJob::new(region, &d.image_id, target);
     let mut jobs = Vec::new();
     for s in &d.snapshots {
         if s.action == CleanupAction::Delete

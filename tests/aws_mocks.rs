@@ -19,12 +19,14 @@ use ami_sweeper::report::{ApiCalls, JobOutcome, Outcome, RegionReport};
 use ami_sweeper::sweep::{sweep_region, ExecConfig};
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
 use aws_sdk_ec2::operation::describe_image_attribute::DescribeImageAttributeOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Image, ImageState, LaunchPermission, LaunchTemplate,
     LaunchTemplateVersion, PermissionGroup, ResponseLaunchTemplateData, Tag,
@@ -81,13 +83,17 @@ fn images_rule(images: Vec<Image>) -> Rule {
     })
 }
 
-/// Rules for an account where nothing uses any image.
+/// Rules for an account where nothing uses any image, no storage is left over, and
+/// marks are accepted.
 fn no_usage() -> Vec<Rule> {
     vec![
         mock!(aws_sdk_ec2::Client::describe_instances)
             .then_output(|| DescribeInstancesOutput::builder().build()),
         mock!(aws_sdk_ec2::Client::describe_launch_templates)
             .then_output(|| DescribeLaunchTemplatesOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_snapshots)
+            .then_output(|| DescribeSnapshotsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::create_tags).then_output(|| CreateTagsOutput::builder().build()),
     ]
 }
 
@@ -211,9 +217,7 @@ async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<Cleanup
         policy,
         "us-east-1",
         parse_instant("2026-11-26T00:00:00Z").unwrap(),
-        &c.ec2,
         c,
-        &c.ec2,
         &queue,
         &cfg,
     )
@@ -373,9 +377,10 @@ async fn aws_backup_refusals_are_skips_and_gone_images_are_done() {
         "DeregisterImage: UnauthorizedOperation: You are not authorized"
     );
     assert_eq!(outcome(&report, "ami-4"), Some(Outcome::Deregistered));
-    // Only the image actually deregistered gets its snapshot queued.
+    // Gone is gone: the image found already gone frees its snapshot like the one this
+    // run deregistered; the skipped and the failed ones keep theirs.
     let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
-    assert_eq!(targets, ["snap-4"]);
+    assert_eq!(targets, ["snap-2", "snap-4"]);
 }
 
 #[tokio::test]
@@ -461,6 +466,9 @@ async fn launch_permissions_to_other_accounts_keep_images() {
 
 fn template_rules(image_ref: &'static str) -> Vec<Rule> {
     vec![
+        mock!(aws_sdk_ec2::Client::create_tags).then_output(|| CreateTagsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_snapshots)
+            .then_output(|| DescribeSnapshotsOutput::builder().build()),
         mock!(aws_sdk_ec2::Client::describe_instances)
             .then_output(|| DescribeInstancesOutput::builder().build()),
         mock!(aws_sdk_ec2::Client::describe_launch_templates).then_output(|| {
@@ -613,9 +621,7 @@ async fn progress_reports_the_listing_and_every_deregistration() {
         &policy(),
         "us-east-1",
         parse_instant("2026-11-26T00:00:00Z").unwrap(),
-        &c.ec2,
         &c,
-        &c.ec2,
         &Collect::default(),
         &cfg,
     )
@@ -699,6 +705,7 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         &c.s3,
         &fast_retry(),
         Some(&sink),
+        &Default::default(),
     )
     .await;
     let steps: Vec<String> = seen.lock().unwrap().iter().map(|p| p.to_string()).collect();
@@ -753,6 +760,7 @@ async fn a_malformed_manifest_deletes_nothing() {
         &S3::new(s3, calls),
         &fast_retry(),
         None,
+        &Default::default(),
     )
     .await;
     assert_eq!(reports[0].outcome, JobOutcome::Failed);
@@ -813,6 +821,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
         &S3::new(s3, Arc::new(ApiCalls::default())),
         &fast_retry(),
         None,
+        &Default::default(),
     )
     .await;
     assert_eq!(reports[0].outcome, JobOutcome::Deleted, "{:?}", reports[0]);
@@ -867,16 +876,14 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     let queue = Collect::default();
     let cfg = ExecConfig {
         dry_run: false,
-        deadline: Some(tokio::time::Instant::now()),
+        stop: ami_sweeper::stop::Stop::with_deadline(Some(tokio::time::Instant::now())),
         ..Default::default()
     };
     let report = sweep_region(
         &policy(),
         "us-east-1",
         parse_instant("2026-11-26T00:00:00Z").unwrap(),
-        &c.ec2,
         &c,
-        &c.ec2,
         &queue,
         &cfg,
     )
@@ -966,9 +973,7 @@ async fn cleanup_jobs_reach_the_queue_while_deregistrations_go_on() {
         &policy(),
         "us-east-1",
         parse_instant("2026-11-26T00:00:00Z").unwrap(),
-        &c.ec2,
         &c,
-        &c.ec2,
         &queue,
         &cfg,
     )

@@ -3,13 +3,22 @@
 
 use std::sync::Arc;
 
-use aws_sdk_ec2::types::{ImageAttributeName, PermissionGroup};
+use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
+use rustc_hash::FxHashSet;
 
 use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
 use crate::error::{from_sdk, AwsError};
-use crate::model::{Image, Usage, UsageRef};
-use crate::ports::{Deregistrar, ImageSource, SnapshotDeleter};
+use crate::model::{Image, Snapshot, Usage, UsageRef};
+use crate::orphans::STORAGE_MARK;
+use crate::ports::{
+    Deregistrar, ImageSource, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
+};
 use crate::report::ApiCalls;
+
+/// `ListImagesInRecycleBin` takes at most this many image ids per request.
+const RECYCLE_BIN_IDS_PER_CALL: usize = 20;
+/// `CreateTags` takes at most this many resources per request.
+const TAG_RESOURCES_PER_CALL: usize = 1000;
 
 /// The EC2 adapter.
 #[derive(Clone, Debug)]
@@ -132,7 +141,13 @@ impl Ec2 {
                 self.calls.record("DescribeLaunchTemplateVersions");
                 let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
                 for v in resp.launch_template_versions() {
-                    let Some(image) = v.launch_template_data().and_then(|d| d.image_id()) else {
+                    let data = v.launch_template_data();
+                    for m in data.map(|d| d.block_device_mappings()).unwrap_or_default() {
+                        if let Some(snap) = m.ebs().and_then(|e| e.snapshot_id()) {
+                            usage.add_snapshot(snap);
+                        }
+                    }
+                    let Some(image) = data.and_then(|d| d.image_id()) else {
                         continue;
                     };
                     let user = template_user(
@@ -227,5 +242,108 @@ impl SnapshotDeleter for Ec2 {
             .await
             .map(|_| ())
             .map_err(|e| from_sdk("DeleteSnapshot", e))
+    }
+}
+
+fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
+    Snapshot {
+        id: s.snapshot_id().unwrap_or_default().to_string(),
+        description: s.description().unwrap_or_default().to_string(),
+        start_time: s
+            .start_time()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        size_gib: s.volume_size().and_then(|v| u64::try_from(v).ok()),
+        tags: s
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    }
+}
+
+impl SnapshotSource for Ec2 {
+    async fn list_snapshots(&self, all: bool) -> Result<Vec<Snapshot>, AwsError> {
+        let mut request = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .max_results(1000);
+        if !all {
+            request = request.filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .values(STORAGE_MARK)
+                    .build(),
+            );
+        }
+        let mut out = Vec::new();
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeSnapshots");
+            let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
+            out.extend(resp.snapshots().iter().map(snapshot_of));
+        }
+        if let Some(s) = out.iter().find(|s| s.id.is_empty()) {
+            return Err(AwsError {
+                operation: "DescribeSnapshots",
+                code: None,
+                message: format!("unusable snapshot in the response (no SnapshotId): {s:?}"),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl RecycleBin for Ec2 {
+    async fn images_in_recycle_bin(
+        &self,
+        image_ids: &FxHashSet<String>,
+    ) -> Result<FxHashSet<String>, AwsError> {
+        let mut ids: Vec<&String> = image_ids.iter().collect();
+        ids.sort();
+        let mut found = FxHashSet::default();
+        for chunk in ids.chunks(RECYCLE_BIN_IDS_PER_CALL) {
+            let mut pages = self
+                .client
+                .list_images_in_recycle_bin()
+                .set_image_ids(Some(chunk.iter().map(|s| s.to_string()).collect()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("ListImagesInRecycleBin");
+                let resp = page.map_err(|e| from_sdk("ListImagesInRecycleBin", e))?;
+                found.extend(
+                    resp.images()
+                        .iter()
+                        .filter_map(|i| i.image_id().map(str::to_string)),
+                );
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl StorageMarker for Ec2 {
+    async fn mark_snapshots(
+        &self,
+        image_id: &str,
+        snapshot_ids: &[String],
+    ) -> Result<(), AwsError> {
+        for chunk in snapshot_ids.chunks(TAG_RESOURCES_PER_CALL) {
+            self.calls.record("CreateTags");
+            self.client
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .tags(Tag::builder().key(STORAGE_MARK).value(image_id).build())
+                .send()
+                .await
+                .map_err(|e| from_sdk("CreateTags", e))?;
+        }
+        Ok(())
     }
 }

@@ -190,3 +190,50 @@ impl crate::ports::UsageSource for RegionClients {
         Ok((usage, warnings))
     }
 }
+
+impl crate::ports::ImageSource for RegionClients {
+    async fn list_images(&self) -> Result<Vec<crate::model::Image>, crate::error::AwsError> {
+        self.ec2.list_images().await
+    }
+
+    async fn launch_permissions(
+        &self,
+        image_id: &str,
+    ) -> Result<Vec<String>, crate::error::AwsError> {
+        self.ec2.launch_permissions(image_id).await
+    }
+}
+
+impl crate::ports::Deregistrar for RegionClients {
+    async fn deregister(&self, image_id: &str) -> Result<(), crate::error::AwsError> {
+        self.ec2.deregister(image_id).await
+    }
+}
+
+impl crate::ports::SnapshotSource for RegionClients {
+    async fn list_snapshots(
+        &self,
+        all: bool,
+    ) -> Result<Vec<crate::model::Snapshot>, crate::error::AwsError> {
+        self.ec2.list_snapshots(all).await
+    }
+}
+
+impl crate::ports::RecycleBin for RegionClients {
+    async fn images_in_recycle_bin(
+        &self,
+        image_ids: &rustc_hash::FxHashSet<String>,
+    ) -> Result<rustc_hash::FxHashSet<String>, crate::error::AwsError> {
+        self.ec2.images_in_recycle_bin(image_ids).await
+    }
+}
+
+impl crate::ports::StorageMarker for RegionClients {
+    async fn mark_snapshots(
+        &self,
+        image_id: &str,
+        snapshot_ids: &[String],
+    ) -> Result<(), crate::error::AwsError> {
+        self.ec2.mark_snapshots(image_id, snapshot_ids).await
+    }
+}

@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
 use crate::error::{from_sdk, AwsError};
 use crate::jobs::CleanupJob;
 use crate::ports::CleanupSink;
 use crate::report::ApiCalls;
+
+/// Messages per `SendMessageBatch` / `ReceiveMessage` (SQS's limit).
+pub const SQS_BATCH: usize = 10;
+/// SQS's longest `DelaySeconds`.
+pub const MAX_DELAY_SECONDS: u32 = 900;
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -42,7 +47,7 @@ impl SqsQueue {
         Self {
             client,
             queue_url: queue_url.into(),
-            delay_seconds: delay_seconds.min(900) as i32,
+            delay_seconds: delay_seconds.min(MAX_DELAY_SECONDS) as i32,
             calls,
         }
     }
@@ -54,7 +59,7 @@ impl SqsQueue {
             .client
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(SQS_BATCH as i32)
             .wait_time_seconds(wait_seconds)
             .send()
             .await
@@ -84,14 +89,44 @@ impl SqsQueue {
     }
 }
 
+impl SqsQueue {
+    /// `ApproximateNumberOfMessages`: the messages visible now (a drain's budget).
+    pub async fn visible_messages(&self) -> Result<u64, AwsError> {
+        self.calls.record("GetQueueAttributes");
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetQueueAttributes", e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
 impl CleanupSink for SqsQueue {
     fn batch_size(&self) -> usize {
-        10
+        SQS_BATCH
+    }
+
+    async fn check(&self) -> Result<(), AwsError> {
+        self.visible_messages()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError {
+                message: format!("cleanup queue {}: {}", self.queue_url, e.message),
+                ..e
+            })
     }
 
     async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
         let mut failed = Vec::new();
-        for batch in jobs.chunks(10) {
+        for batch in jobs.chunks(SQS_BATCH) {
             let entries: Vec<SendMessageBatchRequestEntry> = batch
                 .iter()
                 .enumerate()

@@ -129,6 +129,20 @@ pub struct Cleanup {
     /// Delete instance-store bundles: the manifest and exactly the parts it lists.
     #[serde(default = "default_true")]
     pub bundles: bool,
+    /// Also reclaim snapshots left behind by images deregistered outside ami-sweeper.
+    /// Absent: such snapshots are reported, never touched (some teams keep them on purpose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<Orphans>,
+}
+
+/// Reclaiming storage that other tools or people left behind (see `crate::orphans`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Orphans {
+    /// A foreign orphan must be at least this many days old before it is deleted.
+    #[serde(deserialize_with = "non_negative")]
+    #[schemars(range(min = 0))]
+    pub min_age_days: u64,
 }
 
 impl Default for Cleanup {
@@ -136,6 +150,7 @@ impl Default for Cleanup {
         Self {
             snapshots: true,
             bundles: true,
+            orphans: None,
         }
     }
 }

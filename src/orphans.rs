@@ -1,0 +1,384 @@
+//! Reconciliation: finding the storage whose image is gone. Pure, like the planner.
+//!
+//! Two kinds of snapshot qualify:
+//! - **marked**: before deregistering an image, the sweep tags each snapshot it means to
+//!   delete with [`STORAGE_MARK`] = the image id (a write-ahead record on the snapshot
+//!   itself). Whatever stops the run between `DeregisterImage` and the last delete (a
+//!   crash, a kill, a refused delete, a queue that is gone), the next sweep finds the
+//!   mark and finishes the job. No policy switch is needed: ami-sweeper decided it.
+//! - **foreign**: the description EC2 wrote names an AMI (`CreateImage`/`CopyImage`)
+//!   that is no longer registered: an image someone deregistered by hand. These are
+//!   reclaimed only when the policy has `cleanup.orphans`, after its minimum age.
+//!
+//! Either way a snapshot is deleted only when nothing can still need it (see
+//! [`Keep`]): a registered image or a launch template names it, AWS Backup or Data
+//! Lifecycle Manager owns it, an exclude tag marks it, or its AMI sits in the Recycle
+//! Bin (restoring the AMI needs the snapshot).
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+use crate::model::{ImageState, Inventory, Snapshot, Tags, Timestamp};
+use crate::planner::CleanupAction;
+use crate::policy::Policy;
+use crate::time::days_before;
+
+/// The tag the sweep puts on a snapshot before deregistering its image; its value is
+/// the image id. Part of the documented contract: other tools may look for it.
+pub const STORAGE_MARK: &str = "ami-sweeper:storage-of";
+
+/// Tag key AWS Backup puts on what it creates.
+const BACKUP_TAG: &str = "aws:backup:source-resource";
+/// Tag key Data Lifecycle Manager puts on the snapshots of its policies.
+const DLM_TAG: &str = "aws:dlm:lifecycle-policy-id";
+
+/// The AMI a snapshot's description says it was made for: `Created by
+/// CreateImage(i-…) for ami-…` or `Copied for DestinationAmi ami-… from SourceAmi …`.
+pub fn image_named_by(description: &str) -> Option<&str> {
+    let ami_at = |rest: &str| -> Option<usize> {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        (end > 4 && rest.starts_with("ami-")).then_some(end)
+    };
+    if let Some(rest) = description.strip_prefix("Created by CreateImage(") {
+        let after = rest.split_once(") for ")?.1;
+        return ami_at(after).map(|end| &after[..end]);
+    }
+    if let Some(rest) = description.strip_prefix("Copied for DestinationAmi ") {
+        return ami_at(rest).map(|end| &rest[..end]);
+    }
+    None
+}
+
+/// How a snapshot came to be reconciled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// ami-sweeper marked it before deregistering its image; the cleanup was lost.
+    Marked,
+    /// Its image was deregistered by someone else and the snapshot left behind.
+    Foreign,
+}
+
+/// Why a snapshot whose image is gone stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// AWS Backup owns it.
+    BackupManaged,
+    /// A Data Lifecycle Manager policy owns it.
+    DlmManaged,
+    /// It carries one of the policy's `exclude_tags`: kept on purpose.
+    ExcludedByTag,
+    /// A registered image's block device mappings still reference it.
+    UsedByImage,
+    /// A launch template version's block device mappings name it.
+    NamedByLaunchTemplate,
+    /// Its AMI is in the Recycle Bin: restoring the AMI needs it.
+    ImageInRecycleBin,
+    /// Foreign, and the policy has no `cleanup.orphans`.
+    OrphansOff,
+    /// Foreign, and younger than `cleanup.orphans.min_age_days`.
+    TooYoung,
+    /// The policy's `cleanup.snapshots` is off.
+    CleanupDisabled,
+}
+
+/// The fate of one snapshot whose image is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrphanDecision {
+    /// `snap-...`.
+    pub snapshot_id: String,
+    /// The image it belonged to (from the mark, else from the description).
+    pub image_id: String,
+    /// Marked by ami-sweeper or left by someone else.
+    pub origin: Origin,
+    /// Size in GiB, where reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_gib: Option<u64>,
+    /// `delete` or `retain`.
+    pub action: CleanupAction,
+    /// Why it stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Keep>,
+}
+
+/// Every snapshot of the region whose image is gone, with its fate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconciliation {
+    /// Sorted by snapshot id.
+    pub decisions: Vec<OrphanDecision>,
+}
+
+impl Reconciliation {
+    /// The snapshots to delete.
+    pub fn to_delete(&self) -> impl Iterator<Item = &OrphanDecision> {
+        self.decisions
+            .iter()
+            .filter(|d| d.action == CleanupAction::Delete)
+    }
+
+    /// The images whose Recycle Bin membership decides something: those of snapshots
+    /// that would otherwise be deleted. Empty means the bin need not be asked.
+    pub fn images_to_check_in_bin(&self) -> FxHashSet<String> {
+        self.to_delete().map(|d| d.image_id.clone()).collect()
+    }
+
+    /// (snapshots, GiB) to delete of one origin.
+    pub fn count(&self, origin: Origin) -> (usize, u64) {
+        self.to_delete()
+            .filter(|d| d.origin == origin)
+            .fold((0, 0), |(n, g), d| {
+                (n + 1, g.saturating_add(d.size_gib.unwrap_or(0)))
+            })
+    }
+}
+
+fn excluded(policy: &Policy, tags: &Tags) -> bool {
+    policy
+        .selection
+        .exclude_tags
+        .iter()
+        .any(|(k, g)| tags.get(k).is_some_and(|v| g.matches(v)))
+}
+
+/// Decides every snapshot whose image is gone. `in_bin` holds the AMI ids the Recycle
+/// Bin retains (ask it for [`Reconciliation::images_to_check_in_bin`] after a first call
+/// with an empty set, then call again).
+pub fn reconcile(
+    policy: &Policy,
+    inventory: &Inventory,
+    snapshots: &[Snapshot],
+    in_bin: &FxHashSet<String>,
+    now: Timestamp,
+) -> Reconciliation {
+    let registered: FxHashSet<&str> = inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .map(|i| i.id.as_str())
+        .collect();
+    let mut users: FxHashMap<&str, usize> = FxHashMap::default();
+    for image in inventory.images() {
+        if image.state != ImageState::Deregistered {
+            for s in &image.snapshots {
+                *users.entry(s.id.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let orphans = policy.cleanup.orphans.as_ref();
+    let old_enough = orphans.and_then(|o| days_before(now, o.min_age_days));
+    let mut decisions = Vec::new();
+    for s in snapshots {
+        let (image_id, origin) = match s.tags.get(STORAGE_MARK) {
+            Some(id) => (id, Origin::Marked),
+            None => match image_named_by(&s.description) {
+                Some(id) => (id, Origin::Foreign),
+                None => continue,
+            },
+        };
+        if registered.contains(image_id) {
+            continue;
+        }
+        let reason = if s.tags.contains_key(BACKUP_TAG) {
+            Some(Keep::BackupManaged)
+        } else if s.tags.contains_key(DLM_TAG) {
+            Some(Keep::DlmManaged)
+        } else if excluded(policy, &s.tags) {
+            Some(Keep::ExcludedByTag)
+        } else if users.contains_key(s.id.as_str()) {
+            Some(Keep::UsedByImage)
+        } else if inventory.usage.names_snapshot(&s.id) {
+            Some(Keep::NamedByLaunchTemplate)
+        } else if in_bin.contains(image_id) {
+            Some(Keep::ImageInRecycleBin)
+        } else if !policy.cleanup.snapshots {
+            Some(Keep::CleanupDisabled)
+        } else if origin == Origin::Foreign && orphans.is_none() {
+            Some(Keep::OrphansOff)
+        } else if origin == Origin::Foreign
+            && !matches!((s.start_time, old_enough), (Some(t), Some(limit)) if t <= limit)
+        {
+            Some(Keep::TooYoung)
+        } else {
+            None
+        };
+        decisions.push(OrphanDecision {
+            snapshot_id: s.id.clone(),
+            image_id: image_id.to_string(),
+            origin,
+            size_gib: s.size_gib,
+            action: if reason.is_some() {
+                CleanupAction::Retain
+            } else {
+                CleanupAction::Delete
+            },
+            reason,
+        });
+    }
+    decisions.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
+    Reconciliation { decisions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Image, SnapshotRef, Usage};
+    use crate::time::parse_instant;
+
+    fn at(s: &str) -> Timestamp {
+        parse_instant(s).unwrap()
+    }
+
+    fn snap(id: &str, description: &str, tags: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            id: id.into(),
+            description: description.into(),
+            start_time: Some(at("2026-01-01T00:00:00Z")),
+            size_gib: Some(8),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn policy(extra: &str) -> Policy {
+        Policy::from_json(&format!(
+            r#"{{"retention": {{"min_age_days": 30}}, "selection": {{"exclude_tags": {{"keep": "*"}}}}{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn descriptions_name_the_image_for_create_and_copy_only() {
+        assert_eq!(
+            image_named_by("Created by CreateImage(i-0abc) for ami-0123 from vol-9"),
+            Some("ami-0123")
+        );
+        assert_eq!(
+            image_named_by("Copied for DestinationAmi ami-0dst from SourceAmi ami-0src for SourceSnapshot snap-1. Task created on 1."),
+            Some("ami-0dst")
+        );
+        for none in [
+            "",
+            "my backup",
+            "Created by CreateImage(i-0abc) for ",
+            "This snapshot is created by the AWS Backup service.",
+            "Auto-created snapshot for AMI ami-1",
+        ] {
+            assert_eq!(image_named_by(none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn each_condition_keeps_a_snapshot_whose_image_is_gone() {
+        let created = |ami: &str| format!("Created by CreateImage(i-1) for {ami}");
+        let mut live = Image::new("ami-live", "live", at("2026-01-01T00:00:00Z"));
+        live.snapshots.push(SnapshotRef {
+            id: "snap-shared".into(),
+            size_gib: Some(8),
+        });
+        let mut usage = Usage::new();
+        usage.add_snapshot("snap-lt");
+        let inventory = Inventory::new(vec![live], usage).unwrap();
+        let snapshots = vec![
+            snap("snap-live", &created("ami-live"), &[]),
+            snap("snap-mine", "", &[(STORAGE_MARK, "ami-gone1")]),
+            snap("snap-backup", &created("ami-gone2"), &[(BACKUP_TAG, "x")]),
+            snap("snap-dlm", &created("ami-gone3"), &[(DLM_TAG, "p")]),
+            snap("snap-kept", &created("ami-gone4"), &[("keep", "yes")]),
+            snap("snap-shared", &created("ami-gone5"), &[]),
+            snap("snap-lt", &created("ami-gone6"), &[]),
+            snap("snap-bin", &created("ami-inbin"), &[]),
+            snap("snap-foreign", &created("ami-gone7"), &[]),
+            snap("snap-manual", "my backup", &[]),
+        ];
+        let in_bin: FxHashSet<String> = ["ami-inbin".to_string()].into_iter().collect();
+        let now = at("2026-11-26T00:00:00Z");
+        let fate = |r: &Reconciliation| -> Vec<(String, Option<Keep>)> {
+            r.decisions
+                .iter()
+                .map(|d| (d.snapshot_id.clone(), d.reason))
+                .collect()
+        };
+        let off = reconcile(&policy(""), &inventory, &snapshots, &in_bin, now);
+        let expected_off = vec![
+            ("snap-backup".to_string(), Some(Keep::BackupManaged)),
+            ("snap-bin".into(), Some(Keep::ImageInRecycleBin)),
+            ("snap-dlm".into(), Some(Keep::DlmManaged)),
+            ("snap-foreign".into(), Some(Keep::OrphansOff)),
+            ("snap-kept".into(), Some(Keep::ExcludedByTag)),
+            ("snap-lt".into(), Some(Keep::NamedByLaunchTemplate)),
+            ("snap-mine".into(), None),
+            ("snap-shared".into(), Some(Keep::UsedByImage)),
+        ];
+        assert_eq!(fate(&off), expected_off);
+        assert_eq!(off.count(Origin::Marked), (1, 8));
+        assert_eq!(off.count(Origin::Foreign), (0, 0));
+
+        let on = reconcile(
+            &policy(r#", "cleanup": {"orphans": {"min_age_days": 30}}"#),
+            &inventory,
+            &snapshots,
+            &in_bin,
+            now,
+        );
+        let deleted: Vec<&str> = on.to_delete().map(|d| d.snapshot_id.as_str()).collect();
+        assert_eq!(deleted, ["snap-foreign", "snap-mine"]);
+        assert_eq!(on.count(Origin::Foreign), (1, 8));
+
+        let young = reconcile(
+            &policy(r#", "cleanup": {"orphans": {"min_age_days": 400}}"#),
+            &inventory,
+            &snapshots,
+            &in_bin,
+            now,
+        );
+        let foreign = young
+            .decisions
+            .iter()
+            .find(|d| d.snapshot_id == "snap-foreign")
+            .unwrap();
+        assert_eq!(foreign.reason, Some(Keep::TooYoung));
+        // The mark is ami-sweeper's own decision: no age applies.
+        assert_eq!(young.count(Origin::Marked), (1, 8));
+
+        let no_cleanup = reconcile(
+            &policy(r#", "cleanup": {"snapshots": false}"#),
+            &inventory,
+            &snapshots,
+            &in_bin,
+            now,
+        );
+        assert_eq!(no_cleanup.to_delete().count(), 0);
+    }
+
+    #[test]
+    fn a_deregistered_state_counts_as_gone_and_bin_checks_only_what_would_go() {
+        let mut gone = Image::new("ami-1", "x", at("2026-01-01T00:00:00Z"));
+        gone.state = ImageState::Deregistered;
+        gone.snapshots.push(SnapshotRef {
+            id: "snap-1".into(),
+            size_gib: None,
+        });
+        let inventory = Inventory::new(vec![gone], Usage::new()).unwrap();
+        let snapshots = vec![
+            snap("snap-1", "", &[(STORAGE_MARK, "ami-1")]),
+            snap("snap-2", "", &[(STORAGE_MARK, "ami-2"), ("keep", "1")]),
+        ];
+        let now = at("2026-11-26T00:00:00Z");
+        let r = reconcile(
+            &policy(""),
+            &inventory,
+            &snapshots,
+            &FxHashSet::default(),
+            now,
+        );
+        assert_eq!(r.to_delete().count(), 1);
+        let check = r.images_to_check_in_bin();
+        assert_eq!(check.len(), 1);
+        assert!(check.contains("ami-1"));
+    }
+}
