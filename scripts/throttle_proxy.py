@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A loopback proxy in front of the EC2 emulator that throttles like EC2 does.
+"""A loopback proxy in front of the EC2 emulator that throttles like EC2 does and injects faults.
 
 usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--latency MS]
                          [--bucket NAME=SIZE/RATE ...]
@@ -23,6 +23,18 @@ on loopback answers in milliseconds; the value is an assumption, not a measureme
 AWS). Requests to other
 services (Auto Scaling, S3, SQS, STS: told apart by the signing scope in the
 Authorization header) pass through untouched.
+
+Faults (for tests): `POST /__faults__` with a JSON list replaces the active faults; each
+is `{"action": "DeleteSnapshot", "id": "snap-1" (optional: the request must mention it),
+"status": 403, "code": "UnauthorizedOperation", "message": "...", "times": N (optional),
+"delay_ms": D (optional: hold, then pass on), "kill": true (optional: close the
+connection with no answer)}`. An action is EC2's `Action` parameter or the JSON
+protocol's `X-Amz-Target` operation (SQS), so any service can be failed. Errors come
+in EC2's XML shape, or SQS's JSON shape for JSON-protocol requests.
+
+moto does not implement `ListImagesInRecycleBin`; the proxy answers it as EC2 would,
+with the images named in `POST /__recycle_bin__` (a JSON list of AMI ids; none at first)
+that the request asks about.
 
 `GET /__throttle__` returns per-action counts (`accepted`, `throttled`) and, per bucket,
 the first and last accepted request times; `POST /__throttle__/reset` clears them. The
@@ -104,9 +116,57 @@ SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
-def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0):
+class Faults:
+    """The active faults and the emulated Recycle Bin, changed at run time by tests."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.faults = []
+        self.recycle_bin = []
+
+    def set(self, faults: list):
+        with self.lock:
+            self.faults = [dict(f) for f in faults]
+
+    def set_bin(self, ids: list):
+        with self.lock:
+            self.recycle_bin = list(ids)
+
+    def match(self, action: str, body: str):
+        """The first fault for this request, counting down its `times`."""
+        with self.lock:
+            for f in self.faults:
+                if f.get("action") not in (None, action):
+                    continue
+                if f.get("id") and f["id"] not in body:
+                    continue
+                if f.get("times") is not None:
+                    if f["times"] <= 0:
+                        continue
+                    f["times"] -= 1
+                return dict(f)
+        return None
+
+
+def bin_answer(ids_in_bin: list, params: dict) -> bytes:
+    """`ListImagesInRecycleBin` in EC2's XML shape: the asked-for images that are in the bin."""
+    asked = [v[0] for k, v in params.items() if k.startswith("ImageId.")]
+    found = [i for i in ids_in_bin if not asked or i in asked]
+    items = "".join(f"<item><imageId>{i}</imageId><name>{i}</name>"
+                    "<recycleBinEnterTime>2026-11-20T00:00:00.000Z</recycleBinEnterTime>"
+                    "<recycleBinExitTime>2026-12-20T00:00:00.000Z</recycleBinExitTime></item>"
+                    for i in found)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<ListImagesInRecycleBinResponse '
+            'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><imageSet>{items}</imageSet>"
+            "</ListImagesInRecycleBinResponse>").encode()
+
+
+def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0,
+                 faults: "Faults | None" = None):
     target = urllib.parse.urlsplit(upstream)
     local = threading.local()
+    faults = faults or Faults()
 
     def connection() -> http.client.HTTPConnection:
         if getattr(local, "conn", None) is None:
@@ -127,7 +187,15 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             self.end_headers()
             self.wfile.write(body)
 
-        def control(self) -> bool:
+        def control(self, body: bytes) -> bool:
+            if self.path.startswith("/__faults__"):
+                faults.set(json.loads(body or b"[]"))
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
+            if self.path.startswith("/__recycle_bin__"):
+                faults.set_bin(json.loads(body or b"[]"))
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
             if not self.path.startswith("/__throttle__"):
                 return False
             if self.command == "POST" and self.path.endswith("/reset"):
@@ -158,13 +226,30 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
         def handle_any(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if self.control():
+            if self.control(body):
                 return
             scope = SCOPE.search(self.headers.get("Authorization", ""))
+            text = body.decode(errors="replace")
+            query = urllib.parse.urlsplit(self.path).query
+            params = urllib.parse.parse_qs(text or query)
+            target_header = self.headers.get("X-Amz-Target", "")
+            action = (params.get("Action") or [target_header.rpartition(".")[2] or "?"])[0]
+            fault = faults.match(action, text + self.path)
+            if fault:
+                if fault.get("delay_ms"):
+                    time.sleep(fault["delay_ms"] / 1000)
+                if fault.get("kill"):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault.get("code"):
+                    self.fail(fault, json_protocol=bool(target_header))
+                    return
+            if scope and scope.group(1) == "ec2" and action == "ListImagesInRecycleBin":
+                self.reply(200, bin_answer(faults.recycle_bin, params),
+                           [("Content-Type", "text/xml;charset=UTF-8")])
+                return
             if scope and scope.group(1) == "ec2":
-                query = urllib.parse.urlsplit(self.path).query
-                params = urllib.parse.parse_qs(body.decode(errors="replace") or query)
-                action = (params.get("Action") or ["?"])[0]
                 name = bucket_of(action)
                 accepted = buckets[name].take()
                 stats.record(action, name, accepted)
@@ -178,6 +263,19 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
                     return
             self.forward(body)
+
+        def fail(self, fault: dict, json_protocol: bool):
+            status, code = int(fault.get("status", 400)), fault["code"]
+            message = fault.get("message", "injected fault")
+            if json_protocol:
+                body = json.dumps({"__type": code, "message": message}).encode()
+                self.reply(status, body, [("Content-Type", "application/x-amz-json-1.0"),
+                                          ("x-amzn-query-error", f"{code};Sender")])
+                return
+            xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                   f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+                   f"<RequestID>{uuid.uuid4()}</RequestID></Response>")
+            self.reply(status, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 

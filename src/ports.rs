@@ -84,12 +84,8 @@ pub trait BundleStore: Sync {
 
 /// Lists the account's snapshots: what reconciliation looks at.
 pub trait SnapshotSource: Sync {
-    /// Every snapshot the account owns (`all`), or only those carrying
-    /// [`crate::orphans::STORAGE_MARK`]; across all pages.
-    fn list_snapshots(
-        &self,
-        all: bool,
-    ) -> impl Future<Output = Result<Vec<Snapshot>, AwsError>> + Send;
+    /// Every snapshot the account owns, across all pages (one pass per region).
+    fn list_snapshots(&self) -> impl Future<Output = Result<Vec<Snapshot>, AwsError>> + Send;
 }
 
 /// Asks the Recycle Bin which images it holds.

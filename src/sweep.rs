@@ -421,7 +421,7 @@ async fn inventory<A: Account>(
     let (listed, used, snapshots) = tokio::join!(
         account.list_images(),
         account.list_usage(),
-        account.list_snapshots(policy.cleanup.orphans.is_some())
+        account.list_snapshots()
     );
     let failed = |e: AwsError| format!("inventory failed, nothing was changed: {e}");
     let (listed, (used, warnings), snapshots) = match (listed, used, snapshots) {

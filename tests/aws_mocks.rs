@@ -27,6 +27,8 @@ use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
 use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::list_images_in_recycle_bin::ListImagesInRecycleBinOutput;
+use aws_sdk_ec2::types::ImageRecycleBinInfo;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Image, ImageState, LaunchPermission, LaunchTemplate,
     LaunchTemplateVersion, PermissionGroup, ResponseLaunchTemplateData, Tag,
@@ -862,6 +864,157 @@ async fn a_snapshot_shared_by_two_condemned_images_waits_for_both() {
     let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
     // ami-2 still holds snap-shared: only ami-1's own snapshot is queued.
     assert_eq!(targets, ["snap-1"]);
+}
+
+#[tokio::test]
+async fn a_shared_snapshot_goes_once_its_other_image_is_found_already_gone() {
+    let shared_snap = |b: aws_sdk_ec2::types::builders::ImageBuilder| {
+        b.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sdb")
+                .ebs(EbsBlockDevice::builder().snapshot_id("snap-shared").build())
+                .build(),
+        )
+    };
+    let images = images_rule(vec![
+        shared_snap(image("ami-1", "a", "2025-01-01T00:00:00.000Z")).build(),
+        shared_snap(image("ami-2", "b", "2025-01-02T00:00:00.000Z")).build(),
+    ]);
+    // ami-1 was deregistered by someone else between the listing and our call.
+    let gone = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-1"))
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidAMIID.Unavailable",
+                "The image ID 'ami-1' is no longer available",
+            )),
+        )
+        .build();
+    let ok = mock!(aws_sdk_ec2::Client::deregister_image)
+        .match_requests(|r| r.image_id() == Some("ami-2"))
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &gone, &ok]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::AlreadyGone));
+    let mut targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    targets.sort();
+    // Gone is gone, whoever removed it: the shared snapshot is queued (once).
+    assert_eq!(targets, ["snap-1", "snap-2", "snap-shared"]);
+}
+
+fn marked_snapshot(id: &str, image: &str) -> aws_sdk_ec2::types::Snapshot {
+    aws_sdk_ec2::types::Snapshot::builder()
+        .snapshot_id(id)
+        .volume_size(8)
+        .description(format!("Created by CreateImage(i-1) for {image}"))
+        .tags(
+            Tag::builder()
+                .key(ami_sweeper::orphans::STORAGE_MARK)
+                .value(image)
+                .build(),
+        )
+        .build()
+}
+
+fn snapshots_rule(snapshots: Vec<aws_sdk_ec2::types::Snapshot>) -> Rule {
+    mock!(aws_sdk_ec2::Client::describe_snapshots).then_output(move || {
+        DescribeSnapshotsOutput::builder()
+            .set_snapshots(Some(snapshots.clone()))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn marked_storage_of_an_ami_in_the_recycle_bin_waits_and_the_rest_is_reclaimed() {
+    let images = images_rule(vec![]);
+    let snapshots = snapshots_rule(vec![
+        marked_snapshot("snap-a", "ami-gone"),
+        marked_snapshot("snap-b", "ami-inbin"),
+    ]);
+    let bin = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin)
+        .match_requests(|r| {
+            let mut ids = r.image_ids().to_vec();
+            ids.sort();
+            ids == ["ami-gone", "ami-inbin"]
+        })
+        .then_output(|| {
+            ListImagesInRecycleBinOutput::builder()
+                .images(ImageRecycleBinInfo::builder().image_id("ami-inbin").build())
+                .build()
+        });
+    let (c, calls) = account(&[&images, &snapshots, &bin]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(report.error, None);
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    assert_eq!(targets, ["snap-a"]);
+    let held = report
+        .reconciled
+        .iter()
+        .find(|d| d.snapshot_id == "snap-b")
+        .unwrap();
+    assert_eq!(
+        held.reason,
+        Some(ami_sweeper::orphans::Keep::ImageInRecycleBin)
+    );
+    assert_eq!(report.orphans.marked, 1);
+    assert_eq!(report.orphans.marked_gib, 8);
+    assert_eq!(calls.snapshot()["ListImagesInRecycleBin"], 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_recycle_bin_stops_the_region_before_any_change() {
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let snapshots = snapshots_rule(vec![marked_snapshot("snap-a", "ami-gone")]);
+    let denied = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin)
+        .sequence()
+        .http_status(
+            403,
+            Some(ec2_error(
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation.",
+            )),
+        )
+        .build();
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &snapshots, &denied, &dereg]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            "inventory failed, nothing was changed: ListImagesInRecycleBin: \
+             UnauthorizedOperation: You are not authorized to perform this operation."
+        )
+    );
+    assert!(jobs.is_empty());
+    assert_eq!(dereg.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn an_image_whose_storage_cannot_be_marked_is_not_deregistered() {
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let refused = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| {
+            r.resources() == ["snap-1"]
+                && r.tags()[0].key() == Some(ami_sweeper::orphans::STORAGE_MARK)
+                && r.tags()[0].value() == Some("ami-1")
+        })
+        .sequence()
+        .http_status(
+            403,
+            Some(ec2_error("UnauthorizedOperation", "not authorized")),
+        )
+        .build();
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &refused, &dereg]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Failed));
+    assert_eq!(refused.num_calls(), 1);
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(jobs.is_empty());
 }
 
 #[tokio::test]

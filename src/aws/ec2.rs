@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
+use aws_sdk_ec2::types::{ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::FxHashSet;
 
 use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
@@ -267,22 +267,15 @@ fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
 }
 
 impl SnapshotSource for Ec2 {
-    async fn list_snapshots(&self, all: bool) -> Result<Vec<Snapshot>, AwsError> {
-        let mut request = self
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
             .client
             .describe_snapshots()
             .owner_ids("self")
-            .max_results(1000);
-        if !all {
-            request = request.filters(
-                Filter::builder()
-                    .name("tag-key")
-                    .values(STORAGE_MARK)
-                    .build(),
-            );
-        }
-        let mut out = Vec::new();
-        let mut pages = request.into_paginator().send();
+            .max_results(1000)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSnapshots");
             let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;

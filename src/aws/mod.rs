@@ -211,11 +211,8 @@ impl crate::ports::Deregistrar for RegionClients {
 }
 
 impl crate::ports::SnapshotSource for RegionClients {
-    async fn list_snapshots(
-        &self,
-        all: bool,
-    ) -> Result<Vec<crate::model::Snapshot>, crate::error::AwsError> {
-        self.ec2.list_snapshots(all).await
+    async fn list_snapshots(&self) -> Result<Vec<crate::model::Snapshot>, crate::error::AwsError> {
+        self.ec2.list_snapshots().await
     }
 }
 

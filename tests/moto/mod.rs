@@ -115,6 +115,12 @@ pub async fn image_ids(config: &aws_config::SdkConfig) -> std::collections::BTre
         .collect()
 }
 
+/// Starts the proxy in front of `moto` with its default buckets scaled up so far that
+/// nothing is throttled: for fault injection and the Recycle Bin moto lacks.
+pub fn fault_proxy(moto: &Moto) -> Throttle {
+    Throttle::start(moto, &["--scale", "1000"])
+}
+
 /// The ids of the account's snapshots, as the emulator now has them.
 pub async fn snapshot_ids(config: &aws_config::SdkConfig) -> std::collections::BTreeSet<String> {
     aws_sdk_ec2::Client::new(config)
@@ -196,18 +202,37 @@ impl Throttle {
 
     /// The proxy's counts: `{"actions": {ACTION: {"accepted": N, "throttled": N}}, ...}`.
     pub fn stats(&self) -> serde_json::Value {
+        self.control("GET", "/__throttle__", "")
+    }
+
+    /// Replaces the proxy's active faults (see `scripts/throttle_proxy.py`).
+    pub fn set_faults(&self, faults: serde_json::Value) {
+        self.control("POST", "/__faults__", &faults.to_string());
+    }
+
+    /// The AMI ids the proxy's emulated Recycle Bin holds.
+    pub fn set_recycle_bin(&self, image_ids: &[&str]) {
+        self.control(
+            "POST",
+            "/__recycle_bin__",
+            &serde_json::json!(image_ids).to_string(),
+        );
+    }
+
+    fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
         use std::io::Read;
         let addr = self.endpoint.trim_start_matches("http://");
         let mut conn = TcpStream::connect(addr).unwrap();
         write!(
             conn,
-            "GET /__throttle__ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut text = String::new();
         conn.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").expect("an HTTP response").1;
-        serde_json::from_str(body).unwrap()
+        let reply = text.split_once("\r\n\r\n").expect("an HTTP response").1;
+        serde_json::from_str(reply).unwrap()
     }
 }
 

@@ -1,0 +1,555 @@
+//! Faults between ami-sweeper and EC2, and processes killed mid-run, against the local
+//! emulator behind `scripts/throttle_proxy.py` (which injects the faults moto cannot
+//! produce and answers the Recycle Bin listing moto lacks). After every fault the test
+//! asserts what is left in the emulator: nothing wrongly deleted, and after the next
+//! run nothing orphaned.
+
+mod moto;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use moto::{fault_proxy, image_ids, seed_image, snapshot_ids, Moto, Throttle};
+use serde_json::{json, Value};
+
+const OLD: &str = "2025-01-01T00:00:00.000Z";
+
+/// `n` old nightly images whose snapshots say, as EC2 writes it, which AMI they are for.
+fn estate(n: usize) -> Value {
+    (0..n)
+        .map(|i| {
+            let id = format!("ami-{:017x}", i + 1);
+            let mut img = seed_image(&id, &format!("nightly-{i:03}"), OLD, json!({"app": "web"}));
+            img["snapshot_description"] = json!(format!(
+                "Created by CreateImage(i-0123456789abcdef0) for {id}"
+            ));
+            img
+        })
+        .collect()
+}
+
+/// A scratch directory with a policy file.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str, policy: Value) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("ami-sweeper-faults-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
+        Scratch(dir)
+    }
+
+    fn policy(&self) -> std::path::PathBuf {
+        self.0.join("policy.json")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn real_policy() -> Value {
+    json!({"dry_run": false, "retention": {"min_age_days": 30}})
+}
+
+fn sweep_command(
+    env: &[(&'static str, String)],
+    policy: &std::path::Path,
+    extra: &[&str],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"));
+    cmd.args([
+        "sweep",
+        "--format",
+        "json",
+        "--retry-delay",
+        "1",
+        "--rate",
+        "1000",
+    ])
+    .args(["--describe-rate", "1000", "--policy"])
+    .arg(policy)
+    .args(extra)
+    .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
+fn report_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+async fn create_queue(config: &aws_config::SdkConfig, name: &str, visibility: u32) -> String {
+    aws_sdk_sqs::Client::new(config)
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            visibility.to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+/// Drains the queue until it is empty (at most five drains).
+fn drain(env: &[(&'static str, String)], url: &str) {
+    for _ in 0..5 {
+        let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .args(["cleanup", "--format", "json", "--queue-url", url])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let report = report_of(&out);
+        if report["jobs"].as_array().unwrap().is_empty() {
+            return;
+        }
+    }
+}
+
+/// Waits until fewer than `below` images remain, then returns.
+async fn wait_for_deregistrations(config: &aws_config::SdkConfig, child: &mut Child, below: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before it could be interrupted"
+        );
+        if image_ids(config).await.len() < below {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the sweep made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Slows every `DeregisterImage` so that a run can be interrupted half-way.
+fn slow_deregistrations(proxy: &Throttle) {
+    proxy.set_faults(json!([{"action": "DeregisterImage", "delay_ms": 150}]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_deregisters_nothing_and_the_next_run_leaves_no_orphan() {
+    let moto = Moto::start(Some(estate(20)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let before = snapshot_ids(&config).await;
+    let scratch = Scratch::new("queue", real_policy());
+    let missing = format!("{}/123456789012/no-such-queue", moto.endpoint);
+    let out = sweep_command(&env, &scratch.policy(), &["--queue-url", &missing])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = report_of(&out);
+    let error = report["regions"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("cleanup jobs cannot be queued, nothing was changed"),
+        "{error}"
+    );
+    assert!(error.contains("no-such-queue"), "{error}");
+    assert_eq!(image_ids(&config).await.len(), 20, "nothing deregistered");
+    assert_eq!(snapshot_ids(&config).await, before);
+    assert!(
+        report["api_calls"].get("CreateTags").is_none(),
+        "nothing marked"
+    );
+
+    let url = create_queue(&config, "cleanup", 30).await;
+    let out = sweep_command(
+        &env,
+        &scratch.policy(),
+        &["--queue-url", &url, "--queue-delay", "0"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drain(&env, &url);
+    assert!(image_ids(&config).await.is_empty());
+    assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_fails_mid_sweep_stops_deregistrations_and_nothing_is_lost() {
+    const N: usize = 60;
+    let moto = Moto::start(Some(estate(N)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let url = create_queue(&config, "cleanup", 30).await;
+    let scratch = Scratch::new("enqueue", real_policy());
+    // The queue answers GetQueueAttributes, then refuses every batch.
+    proxy.set_faults(json!([{"action": "SendMessageBatch", "status": 400,
+        "code": "AWS.SimpleQueueService.NonExistentQueue", "message": "queue deleted"}]));
+    let out = sweep_command(
+        &env,
+        &scratch.policy(),
+        &["--queue-url", &url, "--queue-delay", "0"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = report_of(&out);
+    let region = &report["regions"][0];
+    let deregistered = region["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["outcome"] == "deregistered")
+        .count();
+    assert!(deregistered > 0);
+    // Stopped at once: at most the first batch plus what was in flight.
+    assert!(
+        deregistered < N / 2,
+        "{deregistered} deregistered after the queue failed"
+    );
+    assert!(region["error"]
+        .as_str()
+        .unwrap()
+        .contains("deregistrations stopped"));
+    let waiting = region["awaiting_reconciliation"].as_array().unwrap().len();
+    assert!(waiting > 0);
+    assert_eq!(image_ids(&config).await.len(), N - deregistered);
+    assert_eq!(
+        snapshot_ids(&config).await.len(),
+        N,
+        "no snapshot deleted yet"
+    );
+
+    proxy.set_faults(json!([]));
+    let out = sweep_command(
+        &env,
+        &scratch.policy(),
+        &["--queue-url", &url, "--queue-delay", "0"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(
+        report["totals"]["orphans"]["marked"], deregistered,
+        "{report}"
+    );
+    drain(&env, &url);
+    assert!(image_ids(&config).await.is_empty());
+    assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delete_snapshot_is_finished_by_the_next_run() {
+    let moto = Moto::start(Some(estate(10)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let scratch = Scratch::new("denied", real_policy());
+    proxy.set_faults(json!([{"action": "DeleteSnapshot", "status": 403,
+        "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation."}]));
+    let out = sweep_command(&env, &scratch.policy(), &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["outcomes"]["deregistered"], 10);
+    assert_eq!(report["totals"]["jobs"]["failed"], 10);
+    assert!(image_ids(&config).await.is_empty());
+    assert_eq!(snapshot_ids(&config).await.len(), 10);
+
+    proxy.set_faults(json!([]));
+    let out = sweep_command(&env, &scratch.policy(), &[])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["orphans"]["marked"], 10);
+    assert_eq!(report["totals"]["jobs"]["deleted"], 10);
+    assert_eq!(report["api_calls"]["DeleteSnapshot"], 10);
+    assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_killed_in_sqs_mode_leaves_no_orphan_after_a_rerun_and_drain() {
+    const N: usize = 60;
+    let moto = Moto::start(Some(estate(N)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let url = create_queue(&config, "cleanup", 30).await;
+    let scratch = Scratch::new("kill", real_policy());
+    slow_deregistrations(&proxy);
+    let mut child = sweep_command(
+        &env,
+        &scratch.policy(),
+        &["--queue-url", &url, "--queue-delay", "0"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Kill it after some deregistrations but before a multiple of the batch is queued.
+    wait_for_deregistrations(&config, &mut child, N - 13).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = image_ids(&config).await.len();
+    assert!(left > 0 && left < N, "{left} images left");
+
+    proxy.set_faults(json!([]));
+    let out = sweep_command(
+        &env,
+        &scratch.policy(),
+        &["--queue-url", &url, "--queue-delay", "0"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drain(&env, &url);
+    assert!(image_ids(&config).await.is_empty());
+    assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reports_what_happened_exits_non_zero_and_loses_nothing() {
+    const N: usize = 60;
+    let moto = Moto::start(Some(estate(N)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let scratch = Scratch::new("term", real_policy());
+    slow_deregistrations(&proxy);
+    let mut child = sweep_command(&env, &scratch.policy(), &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_deregistrations(&config, &mut child, N - 5).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["stopped"], "signal");
+    let outcomes = &report["totals"]["outcomes"];
+    let deregistered = outcomes["deregistered"].as_u64().unwrap() as usize;
+    assert!(deregistered >= 5 && deregistered < N, "{outcomes}");
+    assert!(outcomes["deferred"].as_u64().unwrap() > 0, "{outcomes}");
+    assert_eq!(image_ids(&config).await.len(), N - deregistered);
+
+    proxy.set_faults(json!([]));
+    let out = sweep_command(&env, &scratch.policy(), &[])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image_ids(&config).await.is_empty());
+    assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_on_a_poison_message_and_counts_it_once() {
+    let moto = Moto::start(None);
+    let config = moto.config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    for visibility in [0, 2] {
+        let url = create_queue(&config, &format!("poison-{visibility}"), visibility).await;
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body("this is not a cleanup job")
+            .send()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .args([
+                "cleanup",
+                "--format",
+                "json",
+                "--max-seconds",
+                "60",
+                "--queue-url",
+                &url,
+            ])
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the drain did not end by itself"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a malformed message is a failure"
+        );
+        let report = report_of(&out);
+        assert_eq!(report["malformed"].as_array().unwrap().len(), 1, "{report}");
+        assert_eq!(report["visible_at_start"], 1);
+        assert!(
+            report["api_calls"]["ReceiveMessage"].as_u64().unwrap() <= 6,
+            "{report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
+    let moto = Moto::start(Some(estate(5)));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let snapshots_of = |id: &str| {
+        let ec2 = ec2.clone();
+        let id = id.to_string();
+        async move {
+            ec2.describe_images()
+                .image_ids(&id)
+                .send()
+                .await
+                .unwrap()
+                .images()[0]
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Someone deregisters three images by hand and leaves their snapshots; one of those
+    // is kept on purpose with an exclude tag; one image's AMI sits in the Recycle Bin.
+    let mut by_hand = Vec::new();
+    for i in 1..=4 {
+        let id = format!("ami-{i:017x}");
+        by_hand.push(snapshots_of(&id).await[0].clone());
+        ec2.deregister_image().image_id(&id).send().await.unwrap();
+    }
+    ec2.create_tags()
+        .resources(&by_hand[2])
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("retain")
+                .value("yes")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    proxy.set_recycle_bin(&[&format!("ami-{:017x}", 4)]);
+    let all_before = snapshot_ids(&config).await;
+    // A policy that condemns no image: only reconciliation acts.
+    let policy = |orphans: Value| {
+        json!({"dry_run": false, "selection": {"names": ["nothing-*"], "exclude_tags": {"retain": "*"}},
+               "retention": {"min_age_days": 30}, "cleanup": orphans})
+    };
+    let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let scratch = Scratch::new("foreign-off", policy(json!({})));
+    let out = sweep_command(&env, &scratch.policy(), &["--now", &later])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["orphans"]["foreign"], 0);
+    let reasons: BTreeSet<String> = report["regions"][0]["reconciled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.contains("orphans_off"), "{reasons:?}");
+    assert_eq!(
+        snapshot_ids(&config).await,
+        all_before,
+        "left alone by default"
+    );
+
+    let young = Scratch::new(
+        "foreign-young",
+        policy(json!({"orphans": {"min_age_days": 7}})),
+    );
+    let out = sweep_command(&env, &young.policy(), &["--now", &later])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        snapshot_ids(&config).await,
+        all_before,
+        "younger than the minimum age"
+    );
+
+    let on = Scratch::new(
+        "foreign-on",
+        policy(json!({"orphans": {"min_age_days": 1}})),
+    );
+    let out = sweep_command(&env, &on.policy(), &["--now", &later])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    let orphans = &report["totals"]["orphans"];
+    assert_eq!(orphans["foreign"], 2, "{report}");
+    assert_eq!(orphans["foreign_gib"], 2 * 15, "moto's volumes are 15 GiB");
+    let after = snapshot_ids(&config).await;
+    assert!(!after.contains(&by_hand[0]) && !after.contains(&by_hand[1]));
+    assert!(
+        after.contains(&by_hand[2]),
+        "the exclude-tagged snapshot stays"
+    );
+    assert!(
+        after.contains(&by_hand[3]),
+        "the snapshot of an AMI in the Recycle Bin stays"
+    );
+    assert_eq!(
+        after.len(),
+        all_before.len() - 2,
+        "registered images keep theirs"
+    );
+    assert_eq!(image_ids(&config).await.len(), 1);
+}
