@@ -22,6 +22,9 @@ def main() -> int:
         s for p in sweeper["Policies"] + worker["Policies"] if isinstance(p, dict) and "Statement" in p
         for s in p["Statement"]
     ]
+    marks = [s for s in statements if s.get("Action") == "ec2:CreateTags"]
+    for m in marks:
+        m["Resource"] = m["Resource"]["Fn::Sub"] if isinstance(m["Resource"], dict) else m["Resource"]
     actions = [a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     checks = [
         ("runtime is provided.al2023", g["Runtime"] == "provided.al2023"),
@@ -38,9 +41,21 @@ def main() -> int:
         ("poison messages go to the DLQ", queue["RedrivePolicy"]["maxReceiveCount"] >= 2
          and "CleanupDeadLetterQueue" in str(queue["RedrivePolicy"]["deadLetterTargetArn"])),
         ("no wildcard actions", not any(a.endswith("*") for a in actions)),
-        ("deregister and delete are the only EC2 mutations",
-         {a for a in actions if a.startswith("ec2:") and not a.startswith("ec2:Describe")}
-         == {"ec2:DeregisterImage", "ec2:DeleteSnapshot"}),
+        ("deregister, delete and the storage mark are the only EC2 mutations",
+         {a for a in actions if a.startswith("ec2:") and not a.startswith(("ec2:Describe", "ec2:List"))}
+         == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags"}),
+        ("the mark may write one tag key on snapshots only",
+         len(marks) == 1 and marks[0]["Resource"] == "arn:${AWS::Partition}:ec2:*::snapshot/*"
+         and marks[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["ami-sweeper:storage-of"]
+         and marks[0]["Condition"]["Null"]["aws:TagKeys"] == "false"),
+        ("the sweeper reads snapshots and the Recycle Bin",
+         {"ec2:DescribeSnapshots", "ec2:ListImagesInRecycleBin"} <= set(actions)),
+        ("the sweeper can check the queue before deregistering", "sqs:GetQueueAttributes" in actions),
+        ("an alarm on the sweeper's Errors", r["SweeperErrorsAlarm"]["Properties"]["MetricName"] == "Errors"
+         and "SweeperFunction" in str(r["SweeperErrorsAlarm"]["Properties"]["Dimensions"])),
+        ("an alarm on the report's Failures metric",
+         {m["MetricStat"]["Metric"]["MetricName"] for m in r["SweepFailuresAlarm"]["Properties"]["Metrics"]
+          if "MetricStat" in m} == {"Failures"}),
         ("only the worker deletes snapshots", "ec2:DeleteSnapshot" not in str(sweeper["Policies"])),
         ("a DLQ alarm exists", r["CleanupDeadLetterAlarm"]["Type"] == "AWS::CloudWatch::Alarm"),
     ]

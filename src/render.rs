@@ -263,6 +263,58 @@ fn label<K: serde::Serialize>(k: &K) -> String {
 /// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
 /// expiries folded), what did not simply succeed and why, then the totals, the storage
 /// freed and the API calls.
+/// Storage whose image was gone: what reconciliation deletes and what it leaves, and
+/// what this run could not queue.
+fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: bool) {
+    let o = &r.orphans;
+    let verb = if dry_run { "to delete" } else { "deleting" };
+    if o.marked + o.foreign > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            wrap(
+                &format!(
+                    "storage whose image is gone, {verb}: {} marked by an earlier run ({} GiB), \
+                     {} foreign orphans ({} GiB)",
+                    o.marked, o.marked_gib, o.foreign, o.foreign_gib
+                ),
+                2
+            )
+        );
+    }
+    let mut kept: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for d in r.reconciled.iter().filter_map(|d| d.reason) {
+        let name = serde_json::to_value(d)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string));
+        *kept.entry(name.unwrap_or_default()).or_default() += 1;
+    }
+    if !kept.is_empty() {
+        let parts: Vec<String> = kept.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            wrap(
+                &format!("storage whose image is gone, kept: {}", parts.join(", ")),
+                2
+            )
+        );
+    }
+    if !r.awaiting_reconciliation.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            wrap(
+                &format!(
+                    "storage awaiting reconciliation (marked; the next sweep deletes it): {}",
+                    r.awaiting_reconciliation.join(", ")
+                ),
+                2
+            )
+        );
+    }
+}
+
 pub fn sweep_table(report: &crate::report::SweepReport) -> String {
     use crate::report::{ImageReport, JobOutcome, Outcome};
     let mut out = String::new();
@@ -270,7 +322,9 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
         let _ = writeln!(out, "== region {}", r.region);
         if let Some(e) = &r.error {
             let _ = writeln!(out, "{}", wrap(&format!("FAILED: {e}"), 8));
-            continue;
+            if r.plan_detail.is_none() {
+                continue;
+            }
         }
         match &r.plan_detail {
             Some(plan) if report.dry_run => out.push_str(&plan_table_compact(plan)),
@@ -352,6 +406,7 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
                 )
             );
         }
+        reconciled_lines(&mut out, r, report.dry_run);
     }
     let t = &report.totals;
     let outcomes = counts(&t.outcomes);
@@ -399,6 +454,23 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
             2
         )
     );
+    if let Some(why) = report.stopped {
+        let _ = writeln!(
+            out,
+            "{}",
+            wrap(
+                &format!(
+                    "STOPPED early ({}): no new deregistrations were started; what was left \
+                     is deferred to the next run, and marked storage is reconciled then",
+                    match why {
+                        crate::stop::StopReason::Signal => "signal",
+                        crate::stop::StopReason::Deadline => "deadline",
+                    }
+                ),
+                2
+            )
+        );
+    }
     out
 }
 
@@ -431,11 +503,21 @@ pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
     let totals = counts(&report.totals);
     let _ = writeln!(
         out,
-        "cleanup: {} jobs ({}); {} malformed; {} ms",
-        report.jobs.len(),
-        totals.join(", "),
-        report.malformed.len(),
-        report.elapsed_ms
+        "{}",
+        wrap(
+            &format!(
+                "cleanup: {} jobs ({}); {} malformed; {} redelivered (not counted again); \
+                 {} visible at start; ended: {}; {} ms",
+                report.jobs.len(),
+                totals.join(", "),
+                report.malformed.len(),
+                report.redelivered,
+                report.visible_at_start,
+                report.ended,
+                report.elapsed_ms
+            ),
+            2
+        )
     );
     out
 }

@@ -365,7 +365,7 @@ async fn sigterm_reports_what_happened_exits_non_zero_and_loses_nothing() {
     assert_eq!(report["stopped"], "signal");
     let outcomes = &report["totals"]["outcomes"];
     let deregistered = outcomes["deregistered"].as_u64().unwrap() as usize;
-    assert!(deregistered >= 5 && deregistered < N, "{outcomes}");
+    assert!((5..N).contains(&deregistered), "{outcomes}");
     assert!(outcomes["deferred"].as_u64().unwrap() > 0, "{outcomes}");
     assert_eq!(image_ids(&config).await.len(), N - deregistered);
 

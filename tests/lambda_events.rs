@@ -301,3 +301,35 @@ async fn an_unknown_event_is_rejected_without_any_aws_call() {
         "ami-sweeper: unrecognised event: EventBridge event from \"aws.s3\" of type \"Object Created\"; nothing was done"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_region_fails_the_invocation_and_still_reports() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    // The queue the deployment names does not exist: the region must stop unchanged,
+    // and the invocation must count as failed (Lambda's Errors alarm), report included.
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .arg("invoke")
+        .arg(event_path("schedule.json"))
+        .envs(moto.env())
+        .env("AMI_SWEEPER_POLICY", POLICY)
+        .env(
+            "CLEANUP_QUEUE_URL",
+            format!("{}/123456789012/gone", moto.endpoint),
+        )
+        .env_remove("AMI_SWEEPER_DRY_RUN")
+        .env_remove("AMI_SWEEPER_POLICY_PARAMETER")
+        .env_remove("AMI_SWEEPER_BUNDLE_BUCKETS")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["regions"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("cleanup jobs cannot be queued"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failures; see the report"));
+    assert_eq!(image_ids(&config).await, before);
+}
