@@ -100,10 +100,11 @@ bench-plan:
 	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
 	    --now $(NOW) --format table | tail -4
 
-## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls.
+## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls;
+## the cost of the write-ahead mark and reconciliation; an orphan pass over 2,000 + 2,000.
 bench-sweep: $(MOTO_STAMP)
 	$(RELEASE_BUILD)
-	$(PYTHON) scripts/bench_sweep.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) 2000
+	$(VENV)/bin/python scripts/bench_sweep.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) 2000
 
 ## Cold start figures: binary size, process start to first response (an event that needs
 ## no AWS call), and the sweep's peak memory (see bench-sweep) against Lambda's 128 MB.

@@ -22,7 +22,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import emulator  # noqa: E402
 
 ACCOUNT = "123456789012"
-NOW = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+# The emulator stamps snapshots with the real clock, so the demo's "now" is set a week
+# ahead of today: the snapshots it leaves behind on purpose are then past the policy's
+# 7-day orphan age. Every image's age is relative to it, so the figures never change.
+NOW = (dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+       + dt.timedelta(days=8))
+MANUAL = ("web-manual-a", "web-manual-b", "web-manual-c")
 MANIFEST = """<?xml version="1.0"?><manifest><version>2007-10-10</version><image>
 <name>legacy-20250301</name><parts count="3">
 <part index="0"><filename>legacy-20250301.part.0</filename></part>
@@ -74,6 +79,11 @@ def estate():
                         {"app": "api-old"}, state="disabled"))
     images.append(image(ami(), "worker-failed-20250701", NOW - dt.timedelta(days=513),
                         {"app": "worker-old"}, state="failed"))
+    # Three images someone deregistered by hand (below), leaving their snapshots behind.
+    for name in MANUAL:
+        i = ami()
+        images.append(image(i, name, NOW - dt.timedelta(days=300), {"app": "web-manual"},
+                            snapshot_description=f"Created by CreateImage(i-0demo) for {i}"))
     images.append(image(ami(), "web-legacy-20250301", NOW - dt.timedelta(days=635),
                         {"app": "web"}, root_device_type="instance-store",
                         image_location="legacy-bundles/legacy/legacy-20250301.manifest.xml"))
@@ -104,6 +114,13 @@ def furnish(endpoint, images):
     for p in range(3):
         s3.put_object(Bucket="legacy-bundles", Key=f"legacy/legacy-20250301.part.{p}", Body=b"x" * 1024)
     s3.put_object(Bucket="legacy-bundles", Key="legacy/README-do-not-delete.txt", Body=b"unrelated")
+    # Deregistered by hand, snapshots left behind; one snapshot is kept on purpose.
+    for name in MANUAL:
+        ami = by_name[name]
+        snap = ec2.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        ec2.deregister_image(ImageId=ami)
+        if name == MANUAL[-1]:
+            ec2.create_tags(Resources=[snap], Tags=[{"Key": "retain", "Value": "audit"}])
     return s3
 
 
@@ -117,7 +134,10 @@ def main():
     with open(seed, "w") as f:
         json.dump(images, f)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
-    server, endpoint = emulator.start(moto, seed)
+    server, upstream = emulator.start(moto, seed)
+    # The proxy answers ListImagesInRecycleBin, which the emulator lacks (nothing is in
+    # the bin here); its buckets are scaled so far up that it never throttles.
+    proxy, endpoint = emulator.start_proxy(upstream, 1000)
     try:
         say(f"== local EC2 emulator on {endpoint}: {len(images)} images "
             "(a year of nightly web/api/worker builds, a weekly Image Builder lineage, "
@@ -126,13 +146,16 @@ def main():
         say("   in use: a stopped instance (web, 200 days old), launch template version 1 "
             "(api, 120 days), a launch configuration (worker, 150 days); shared: one public "
             "web image, one api image shared with account 111122223333")
+        say(f"   deregistered by hand, snapshots left behind: {', '.join(MANUAL)} "
+            "(the last one's snapshot tagged retain=audit: kept on purpose)")
         say("   not representable in the emulator, so not shown: deregistration protection, "
             "LastLaunchedTime (recently launched), snapshots shared between images")
         env = emulator.client_env(endpoint)
         policy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.json")
-        base = [binary, "sweep", "--policy", policy, "--now", "2026-11-26T00:00:00Z",
+        base = [binary, "sweep", "--policy", policy, "--now", NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "--rate", "200", "--describe-rate", "200", "--retry-delay", "1"]
-        say(f"== policy {os.path.relpath(policy)}: keep 7 per app, nothing younger than 30 days")
+        say(f"== policy {os.path.relpath(policy)}: keep 7 per app, nothing younger than 30 days; "
+            "reclaim snapshots left behind by others after 7 days")
         if fmt == "table":
             say("== the plan (dry run: nothing changes)")
             dry = subprocess.run(base + ["--dry-run", "--format", "table"], env=env)
@@ -146,6 +169,7 @@ def main():
     except KeyboardInterrupt:
         return 130
     finally:
+        emulator.stop(proxy)
         emulator.stop(server)
 
 

@@ -100,11 +100,17 @@ class Stats:
     def record(self, action: str, bucket: str, accepted: bool):
         now = time.time()
         with self.lock:
-            a = self.actions.setdefault(action, {"accepted": 0, "throttled": 0})
+            a = self.actions.setdefault(action, {"accepted": 0, "throttled": 0, "upstream_s": 0.0})
             a["accepted" if accepted else "throttled"] += 1
             if accepted:
                 w = self.windows.setdefault(bucket, [now, now])
                 w[1] = now
+
+    def add_upstream(self, action: str, seconds: float):
+        """Time the upstream (the emulator) took to answer one call of `action`."""
+        with self.lock:
+            a = self.actions.setdefault(action, {"accepted": 0, "throttled": 0, "upstream_s": 0.0})
+            a["upstream_s"] += seconds
 
     def snapshot(self) -> dict:
         with self.lock:
@@ -262,7 +268,10 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                            "</Response>")
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
                     return
+            started = time.perf_counter()
             self.forward(body)
+            if scope and scope.group(1) == "ec2":
+                stats.add_upstream(action, time.perf_counter() - started)
 
         def fail(self, fault: dict, json_protocol: bool):
             status, code = int(fault.get("status", 400)), fault["code"]
