@@ -115,6 +115,10 @@ enum Format {
     Json,
 }
 
+/// The slowest pace `--rate`/`--describe-rate` accept: one call every 100 s. Below it a
+/// run could not finish, and the wait between calls would overflow a timer.
+const MIN_RATE: f64 = 0.01;
+
 /// Exit status of a sweep stopped by SIGTERM or Ctrl-C (after its report): 128 + SIGTERM.
 const EXIT_STOPPED: u8 = 143;
 
@@ -267,8 +271,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let policy = read_policy(&policy)?;
             let now = parse_now(now)?;
             for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
-                if !(value > 0.0 && value.is_finite()) {
-                    return Err(Failure::input(format!("{flag}: must be a positive number")));
+                if !(value.is_finite() && value >= MIN_RATE) {
+                    return Err(Failure::input(format!(
+                        "{flag}: must be a number of calls per second, at least {MIN_RATE}"
+                    )));
                 }
             }
             init_logs();

@@ -256,13 +256,22 @@ fn ser_instant<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&crate::time::format_instant(*t))
 }
 
-/// Splits an instance-store `ImageLocation` into bucket and manifest key.
+/// Splits an instance-store `ImageLocation` of the documented form
+/// `bucket/prefix/name.manifest.xml` into bucket and manifest key. Anything else (a URL
+/// such as `s3://bucket/...` or `https://bucket.s3.../...`, a bucket name S3 would not
+/// accept) is `None`: the bundle is then retained, never guessed at.
 pub fn parse_bundle_location(location: &str) -> Option<(String, String)> {
     let (bucket, key) = location.split_once('/')?;
-    if bucket.is_empty() || key.is_empty() || !key.ends_with(".manifest.xml") {
-        return None;
-    }
-    Some((bucket.to_string(), key.to_string()))
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+    let key_ok = key.ends_with(".manifest.xml")
+        && !key.starts_with('/')
+        && key.len() > ".manifest.xml".len();
+    (bucket_ok && key_ok).then(|| (bucket.to_string(), key.to_string()))
 }
 
 /// Decides every image's fate under `policy` at instant `now`.
@@ -425,6 +434,19 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
 
     let summary = summarize(&decisions);
     let mut warnings = inventory.warnings.clone();
+    for d in &decisions {
+        if let Some(b) = d
+            .bundle
+            .as_ref()
+            .filter(|b| b.reason == Some(RetainReason::UnrecognisedLocation))
+        {
+            warnings.push(format!(
+                "{}: ImageLocation {:?} is not of the form bucket/prefix/name.manifest.xml; \
+                 its bundle is retained",
+                d.image_id, b.location
+            ));
+        }
+    }
     warnings.sort();
     warnings.dedup();
     Plan {
@@ -662,7 +684,37 @@ fn summarize(decisions: &[Decision]) -> Summary {
     }
     s.bundles_to_delete += shared_bundles.len();
     s.snapshots_to_delete = delete.len();
-    s.snapshot_gib_to_delete = delete.values().flatten().sum();
+    // Sizes come from the inventory; a corrupt one must not overflow (it saturates).
+    s.snapshot_gib_to_delete = delete
+        .values()
+        .flatten()
+        .fold(0u64, |a, b| a.saturating_add(*b));
     s.snapshots_retained = retained.len();
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bundle_location;
+
+    #[test]
+    fn only_the_documented_location_form_plans_a_bundle_deletion() {
+        assert_eq!(
+            parse_bundle_location("legacy-bundles/a/b.manifest.xml"),
+            Some(("legacy-bundles".into(), "a/b.manifest.xml".into()))
+        );
+        for bad in [
+            "s3://bucket/a.manifest.xml",
+            "https://bucket.s3.amazonaws.com/a.manifest.xml",
+            "Bucket/a.manifest.xml",
+            "b/a.manifest.xml",
+            "bucket/.manifest.xml",
+            "bucket//a.manifest.xml",
+            "bucket/a.manifest.xml.bak",
+            "-bucket/a.manifest.xml",
+            "bucket",
+        ] {
+            assert_eq!(parse_bundle_location(bad), None, "{bad}");
+        }
+    }
 }

@@ -90,7 +90,13 @@ pub fn regions_for(
     configured: Option<&str>,
 ) -> Result<Vec<String>, String> {
     if !requested.is_empty() {
-        return Ok(requested.to_vec());
+        // A region named twice would be swept twice at once.
+        let mut seen = std::collections::BTreeSet::new();
+        return Ok(requested
+            .iter()
+            .filter(|r| seen.insert(r.as_str()))
+            .cloned()
+            .collect());
     }
     if let Some(r) = &policy.regions {
         return Ok(r.clone());

@@ -236,3 +236,21 @@ fn schema_is_published_and_describes_the_policy() {
     assert_eq!(retention["required"], serde_json::json!(["min_age_days"]));
     assert_eq!(retention["properties"]["keep_count"]["minimum"], 0);
 }
+
+#[test]
+fn absurd_rates_are_refused_before_anything_runs() {
+    for rate in ["1e-300", "0", "-1", "NaN", "inf"] {
+        let out = bin()
+            .args(["sweep", "--policy", &sample("policy.json")])
+            .arg(format!("--rate={rate}"))
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{rate}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            "ami-sweeper: --rate: must be a number of calls per second, at least 0.01\n",
+            "{rate}"
+        );
+    }
+}

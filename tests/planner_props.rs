@@ -96,7 +96,7 @@ prop_compose! {
             r#"{{"selection": {{"names": {names}, "tags": {tags}, "exclude_tags": {{"retain": "*"}}}},
                  "retention": {{{retention}}},
                  "protection": {{"skip_in_use": {skip_in_use}, "skip_shared": {skip_shared}}},
-                 "limits": {limits}}}"#
+                 "limits": {limits}, "acknowledge": ["no_minimum_age"]}}"#
         );
         (policy(&json), skip_in_use, skip_shared)
     }

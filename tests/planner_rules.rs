@@ -287,7 +287,7 @@ fn rule6_min_age_boundary_is_inclusive_of_expiry() {
     );
     // Zero days: everything not in the future is old enough.
     check(
-        r#"{"retention": {"min_age_days": 0}}"#,
+        r#"{"retention": {"min_age_days": 0}, "acknowledge": ["no_minimum_age"]}"#,
         vec![img("ami-1", "a", 0).build()],
         Usage::new(),
         &[("ami-1", Reason::Expired)],
@@ -712,4 +712,58 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(d1["reasons"], serde_json::json!(["expired"]));
     assert_eq!(d1["snapshots"][0]["snapshot_id"], "snap-1");
     assert_eq!(d1["snapshots"][0]["action"], "delete");
+}
+
+#[test]
+fn snapshot_sizes_saturate_instead_of_overflowing() {
+    let p = run(
+        r#"{"retention": {"min_age_days": 30}}"#,
+        vec![
+            img("ami-1", "a", 100).snap("snap-1", u64::MAX - 1).build(),
+            img("ami-2", "b", 100).snap("snap-2", u64::MAX - 1).build(),
+        ],
+        Usage::new(),
+    );
+    assert_eq!(p.summary.snapshots_to_delete, 2);
+    assert_eq!(p.summary.snapshot_gib_to_delete, u64::MAX);
+}
+
+#[test]
+fn only_bucket_slash_key_locations_plan_a_bundle_deletion_and_others_warn() {
+    let p = run(
+        r#"{"retention": {"min_age_days": 30}}"#,
+        vec![
+            img("ami-1", "a", 100)
+                .instance_store("s3://bundles/a.manifest.xml")
+                .build(),
+            img("ami-2", "b", 100)
+                .instance_store("bundles/b.manifest.xml")
+                .build(),
+        ],
+        Usage::new(),
+    );
+    let bundle = |id: &str| {
+        p.decisions
+            .iter()
+            .find(|d| d.image_id == id)
+            .unwrap()
+            .bundle
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        bundle("ami-1").reason,
+        Some(RetainReason::UnrecognisedLocation)
+    );
+    assert_eq!(bundle("ami-2").action, CleanupAction::Delete);
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].contains("s3://bundles/a.manifest.xml"));
+}
+
+#[test]
+fn a_region_listed_twice_is_swept_once() {
+    let p = policy(
+        r#"{"regions": ["eu-west-1", "us-east-1", "eu-west-1"], "retention": {"min_age_days": 30}}"#,
+    );
+    assert_eq!(p.regions.unwrap(), ["eu-west-1", "us-east-1"]);
 }

@@ -42,6 +42,19 @@ pub struct Policy {
     /// Caps on a single run.
     #[serde(default)]
     pub limits: Limits,
+    /// Risks the author accepts by name; a policy that takes one without naming it is
+    /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledge: Vec<Acknowledgement>,
+}
+
+/// A risk a policy's author accepts explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Acknowledgement {
+    /// `min_age_days` 0 with no `keep_count`: images, even the newest of a lineage, may
+    /// be deregistered the moment they are made.
+    NoMinimumAge,
 }
 
 /// Which images are considered.
@@ -52,10 +65,10 @@ pub struct Selection {
     #[serde(default)]
     pub names: Vec<Glob>,
     /// Required tags: for every key, the image must carry the tag with a value matching the glob.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub tags: BTreeMap<String, Glob>,
     /// Excluding tags: an image carrying any of these keys with a matching value is kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub exclude_tags: BTreeMap<String, Glob>,
 }
 
@@ -270,6 +283,32 @@ impl<'de> Visitor<'de> for NonNegative {
     }
 }
 
+/// A map whose keys must be unique: JSON allows a repeated key and serde would keep the
+/// last value, which could silently drop an exclusion (`{"retain": "*", "retain": "x"}`).
+fn unique_keys<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Glob>, D::Error> {
+    struct Unique;
+    impl<'de> Visitor<'de> for Unique {
+        type Value = BTreeMap<String, Glob>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of tag key to glob")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                }
+                let value: Glob = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
 fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(NonNegative)
 }
@@ -316,12 +355,29 @@ impl Policy {
         };
         de.end()
             .map_err(|e| PolicyError::new("", strip_position(&e)))?;
+        let mut policy = policy;
         policy.validate()?;
         Ok(policy)
     }
 
-    /// The checks serde's shapes cannot express.
-    fn validate(&self) -> Result<(), PolicyError> {
+    /// The checks serde's shapes cannot express; repeated regions are dropped (a region
+    /// listed twice would be swept twice at once).
+    fn validate(&mut self) -> Result<(), PolicyError> {
+        if self.retention.min_age_days == 0
+            && self.retention.keep_count == 0
+            && !self.acknowledge.contains(&Acknowledgement::NoMinimumAge)
+        {
+            return Err(PolicyError::new(
+                "retention.min_age_days",
+                "0 with no keep_count deregisters images the moment they are made, even the \
+                 newest of each lineage; set keep_count or min_age_days, or add \
+                 \"acknowledge\": [\"no_minimum_age\"]",
+            ));
+        }
+        if let Some(regions) = &mut self.regions {
+            let mut seen = std::collections::BTreeSet::new();
+            regions.retain(|r| seen.insert(r.clone()));
+        }
         if let Some(regions) = &self.regions {
             if regions.is_empty() {
                 return Err(PolicyError::new(
