@@ -58,6 +58,21 @@ def main() -> int:
           if "MetricStat" in m} == {"Failures"}),
         ("only the worker deletes snapshots", "ec2:DeleteSnapshot" not in str(sweeper["Policies"])),
         ("a DLQ alarm exists", r["CleanupDeadLetterAlarm"]["Type"] == "AWS::CloudWatch::Alarm"),
+        ("only the sweeper's role may send to the cleanup queue",
+         any(st["Effect"] == "Deny" and st["Action"] == "sqs:SendMessage"
+             and "SweeperFunctionRole" in str(st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
+             for st in r["CleanupQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
+        ("deregistrations and snapshot deletions stay in this account and the swept regions",
+         all(st["Condition"]["StringEquals"]["aws:ResourceAccount"] == {"Ref": "AWS::AccountId"}
+             and "SweepRegions" in str(st["Condition"]["StringEquals"]["aws:RequestedRegion"])
+             for st in statements if st["Action"] in ("ec2:DeregisterImage", "ec2:DeleteSnapshot"))),
+        ("a hierarchical policy parameter name gets its own ARN (no parameter/ with nothing after)",
+         "parameter${PolicyParameterName}" in str(r["SweeperPolicyParameterAccess"])
+         and "Select" not in str(r["SweeperPolicyParameterAccess"]["Properties"]["PolicyDocument"])),
+        ("no hard-coded partition", "arn:aws:" not in open(sys.argv[1] if len(sys.argv) > 1 else "template.yaml").read()),
+        ("event policies are off unless the operator allows them",
+         t["Parameters"]["AllowEventPolicy"]["Default"] == "false"
+         and sweeper["Environment"]["Variables"]["AMI_SWEEPER_ALLOW_EVENT_POLICY"] == {"Ref": "AllowEventPolicy"}),
     ]
     for name, ok in checks:
         print(f"{'ok' if ok else 'FAILED'}: {name}")

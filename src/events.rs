@@ -27,6 +27,8 @@ pub enum Trigger {
         recipe_prefix: String,
         /// The image's region, from the ARN.
         region: String,
+        /// The image's account, from the ARN (the event's own `account` agrees).
+        account: String,
     },
     /// An AMI became available: sweep the group (lineage) of that image.
     AmiAvailable {
@@ -140,9 +142,16 @@ fn parse_eventbridge(source: &str, detail_type: &str, v: &Value) -> Result<Trigg
                 .first()
                 .ok_or_else(|| EventError("Image Builder event without a resource ARN".into()))?;
             let (recipe_prefix, region) = recipe_prefix(arn)?;
+            let account = arn_account(arn);
+            if let Some(from) = event.account.as_deref().filter(|a| *a != account) {
+                return Ok(Trigger::Ignored(format!(
+                    "Image Builder image of account {account} in an event from account {from}"
+                )));
+            }
             Ok(Trigger::ImageBuilder {
                 recipe_prefix,
                 region,
+                account: account.to_string(),
             })
         }
         ("aws.ec2", "EC2 AMI State Change") => {
@@ -184,6 +193,11 @@ pub fn recipe_prefix(arn: &str) -> Result<(String, String), EventError> {
     }
     let prefix = format!("{}:image/{}/", parts[..5].join(":"), resource[1]);
     Ok((prefix, parts[3].to_string()))
+}
+
+/// The account field of an ARN (`arn:aws:imagebuilder:<region>:<account>:...`).
+fn arn_account(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
 }
 
 /// The configured policy narrowed to one Image Builder recipe: only images whose

@@ -94,6 +94,15 @@ pub struct Handler {
     force_dry_run: bool,
     bundles_disabled: bool,
     in_lambda: bool,
+    allow_event_policy: bool,
+    account_id: Option<String>,
+}
+
+/// What an event asks for, before the deployment's ceiling is applied.
+struct Request {
+    policy: Policy,
+    force_dry_run: bool,
+    regions: Vec<String>,
 }
 
 impl Handler {
@@ -113,7 +122,120 @@ impl Handler {
             bundles_disabled: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
                 .is_ok_and(|v| v.trim().is_empty()),
             in_lambda: std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
+            allow_event_policy: std::env::var("AMI_SWEEPER_ALLOW_EVENT_POLICY")
+                .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
+            account_id: std::env::var("AMI_SWEEPER_ACCOUNT_ID")
+                .ok()
+                .filter(|a| !a.is_empty()),
         }
+    }
+
+    /// The regions the deployment may act in: the configured policy's, else the
+    /// function's own region.
+    fn allowed_regions(&self, configured: Option<&Policy>) -> Vec<String> {
+        match configured.and_then(|p| p.regions.clone()) {
+            Some(r) => r,
+            None => self
+                .clients
+                .base()
+                .region()
+                .map(|r| vec![r.to_string()])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Maps a trigger to a request within the deployment's policy: an event may narrow a
+    /// run (dry run, a region, a lineage) but never loosen it. `Ok(Err(why))` means the
+    /// event is ignored, with the reason.
+    async fn request(
+        &self,
+        trigger: Trigger,
+        exec: &mut ExecConfig,
+    ) -> Result<Result<Request, String>, HandlerError> {
+        let within = |regions: &[String], region: &str| regions.iter().any(|r| r == region);
+        Ok(Ok(match trigger {
+            Trigger::Ignored(why) => return Ok(Err(why)),
+            Trigger::Sqs(_) => unreachable!("SQS batches are answered before"),
+            Trigger::Schedule => Request {
+                policy: self.configured_policy().await?,
+                force_dry_run: false,
+                regions: Vec::new(),
+            },
+            Trigger::Manual {
+                policy: None,
+                dry_run,
+            } => Request {
+                policy: self.configured_policy().await?,
+                force_dry_run: dry_run,
+                regions: Vec::new(),
+            },
+            Trigger::Manual {
+                policy: Some(v),
+                dry_run,
+            } => {
+                if !self.allow_event_policy {
+                    return Err(HandlerError::Event(EventError(
+                        "an event-supplied policy is refused: the deployment's policy is the \
+                         ceiling (set the stack parameter AllowEventPolicy to true to allow one)"
+                            .into(),
+                    )));
+                }
+                let policy = inline_policy(&v)?;
+                let configured = self.configured_policy().await.ok();
+                let allowed = self.allowed_regions(configured.as_ref());
+                let asked = policy.regions.clone().unwrap_or_else(|| allowed.clone());
+                if let Some(r) = asked.iter().find(|r| !within(&allowed, r)) {
+                    return Err(HandlerError::Event(EventError(format!(
+                        "the event's policy names region {r}, outside the deployment's regions [{}]",
+                        allowed.join(", ")
+                    ))));
+                }
+                Request {
+                    policy,
+                    force_dry_run: dry_run,
+                    regions: asked,
+                }
+            }
+            Trigger::ImageBuilder {
+                recipe_prefix,
+                region,
+                account,
+            } => {
+                if let Some(own) = self.account_id.as_deref().filter(|a| *a != account) {
+                    return Ok(Err(format!(
+                        "Image Builder image of account {account}; this deployment sweeps account {own}"
+                    )));
+                }
+                let configured = self.configured_policy().await?;
+                if !within(&self.allowed_regions(Some(&configured)), &region) {
+                    return Ok(Err(format!(
+                        "Image Builder event for region {region}, outside the policy's regions"
+                    )));
+                }
+                Request {
+                    policy: scope_to_recipe(&configured, &recipe_prefix),
+                    force_dry_run: false,
+                    regions: vec![region],
+                }
+            }
+            Trigger::AmiAvailable { image_id, region } => {
+                let configured = self.configured_policy().await?;
+                if let Some(r) = region
+                    .as_deref()
+                    .filter(|r| !within(&self.allowed_regions(Some(&configured)), r))
+                {
+                    return Ok(Err(format!(
+                        "AMI state change for region {r}, outside the policy's regions"
+                    )));
+                }
+                exec.scope_group_of = Some(image_id);
+                Request {
+                    policy: configured,
+                    force_dry_run: false,
+                    regions: region.into_iter().collect(),
+                }
+            }
+        }))
     }
 
     async fn configured_policy(&self) -> Result<Policy, HandlerError> {
@@ -153,34 +275,18 @@ impl Handler {
             ),
             ..Default::default()
         };
-        let (mut policy, force_dry_run, regions) = match trigger {
-            Trigger::Ignored(why) => {
+        if let Trigger::Sqs(records) = trigger {
+            return Ok(self.cleanup_batch(records).await);
+        }
+        let Request {
+            mut policy,
+            force_dry_run,
+            regions,
+        } = match self.request(trigger, &mut exec).await? {
+            Ok(r) => r,
+            Err(why) => {
                 tracing::info!(reason = %why, "ignored");
                 return Ok(serde_json::json!({"ignored": why}));
-            }
-            Trigger::Sqs(records) => return Ok(self.cleanup_batch(records).await),
-            Trigger::Schedule => (self.configured_policy().await?, false, Vec::new()),
-            Trigger::Manual { policy, dry_run } => {
-                let p = match policy {
-                    Some(v) => inline_policy(&v)?,
-                    None => self.configured_policy().await?,
-                };
-                (p, dry_run, Vec::new())
-            }
-            Trigger::ImageBuilder {
-                recipe_prefix,
-                region,
-            } => {
-                let p = scope_to_recipe(&self.configured_policy().await?, &recipe_prefix);
-                (p, false, vec![region])
-            }
-            Trigger::AmiAvailable { image_id, region } => {
-                exec.scope_group_of = Some(image_id);
-                (
-                    self.configured_policy().await?,
-                    false,
-                    region.into_iter().collect(),
-                )
             }
         };
         if self.bundles_disabled {

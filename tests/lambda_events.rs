@@ -65,16 +65,28 @@ fn event_path(name: &str) -> PathBuf {
 }
 
 fn invoke(moto: &Moto, event: &std::path::Path) -> (Option<i32>, Value, String) {
+    invoke_with(moto, event, &[("AMI_SWEEPER_POLICY", POLICY)])
+}
+
+/// Runs `invoke` with the deployment's configuration given as environment variables.
+fn invoke_with(
+    moto: &Moto,
+    event: &std::path::Path,
+    config: &[(&str, &str)],
+) -> (Option<i32>, Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
         .arg("invoke")
         .arg(event)
         .envs(moto.env())
-        .env("AMI_SWEEPER_POLICY", POLICY)
+        .env_remove("AMI_SWEEPER_POLICY")
+        .env_remove("AMI_SWEEPER_ALLOW_EVENT_POLICY")
+        .env_remove("AMI_SWEEPER_ACCOUNT_ID")
         .env_remove("AMI_SWEEPER_DRY_RUN")
         .env_remove("AMI_SWEEPER_POLICY_PARAMETER")
         .env_remove("AMI_SWEEPER_BUNDLE_BUCKETS")
         .env_remove("CLEANUP_QUEUE_URL")
         .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .envs(config.iter().copied())
         .output()
         .unwrap();
     let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -153,8 +165,20 @@ async fn a_manual_dry_run_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manual_policy_is_used_as_given() {
-    let (report, before, after, _) = run_event("manual-policy.json").await;
+async fn a_manual_policy_is_used_as_given_when_the_deployment_allows_it() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &event_path("manual-policy.json"),
+        &[
+            ("AMI_SWEEPER_POLICY", POLICY),
+            ("AMI_SWEEPER_ALLOW_EVENT_POLICY", "true"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let after = image_ids(&config).await;
     assert_eq!(report["dry_run"], true);
     // names web-*: only the web lineage, keep_count 2.
     assert_eq!(
@@ -331,5 +355,139 @@ async fn a_failed_region_fails_the_invocation_and_still_reports() {
         .unwrap()
         .contains("cleanup jobs cannot be queued"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failures; see the report"));
+    assert_eq!(image_ids(&config).await, before);
+}
+
+/// Writes an event file into a scratch directory.
+fn event_file(name: &str, event: Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ami-sweeper-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, event.to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_event_can_loosen_the_deployments_policy() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    // The deployment: a dry run, 30 days. The event: act now, on everything.
+    let configured = r#"{"dry_run": true, "retention": {"min_age_days": 30}}"#;
+    let loosen = event_file(
+        "loosen.json",
+        json!({"policy": {"dry_run": false, "retention": {"min_age_days": 0},
+                          "acknowledge": ["no_minimum_age"]}}),
+    );
+    let (code, _, stderr) = invoke_with(&moto, &loosen, &[("AMI_SWEEPER_POLICY", configured)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("an event-supplied policy is refused"),
+        "{stderr}"
+    );
+    assert_eq!(image_ids(&config).await, before);
+
+    // Allowed by the operator, the configured ForceDryRun still holds...
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &loosen,
+        &[
+            ("AMI_SWEEPER_POLICY", configured),
+            ("AMI_SWEEPER_ALLOW_EVENT_POLICY", "true"),
+            ("AMI_SWEEPER_DRY_RUN", "true"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(image_ids(&config).await, before);
+
+    // ...and so do the configured regions.
+    let elsewhere = event_file(
+        "elsewhere.json",
+        json!({"policy": {"regions": ["eu-west-1"], "retention": {"min_age_days": 30}}}),
+    );
+    let (code, _, stderr) = invoke_with(
+        &moto,
+        &elsewhere,
+        &[
+            ("AMI_SWEEPER_POLICY", configured),
+            ("AMI_SWEEPER_ALLOW_EVENT_POLICY", "true"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("region eu-west-1, outside the deployment's regions [us-east-1]"),
+        "{stderr}"
+    );
+    assert_eq!(image_ids(&config).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_another_account_or_region_are_ignored() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(event_path("imagebuilder-available.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = [
+        // The image ARN names another account than the event came from.
+        (
+            "111122223333",
+            "123456789012",
+            "us-east-1",
+            "Image Builder image of account 111122223333 in an event from account 123456789012",
+        ),
+        // Consistent, but not this deployment's account.
+        (
+            "111122223333",
+            "111122223333",
+            "us-east-1",
+            "this deployment sweeps account 123456789012",
+        ),
+        // This account, a region the policy does not sweep.
+        (
+            "123456789012",
+            "123456789012",
+            "eu-west-1",
+            "region eu-west-1, outside the policy's regions",
+        ),
+    ];
+    for (arn_account, event_account, region, why) in cases {
+        event["account"] = json!(event_account);
+        event["region"] = json!(region);
+        event["resources"] = json!([format!(
+            "arn:aws:imagebuilder:{region}:{arn_account}:image/golden-web/1.0.0/7"
+        )]);
+        let path = event_file("ib.json", event.clone());
+        let (code, report, stderr) = invoke_with(
+            &moto,
+            &path,
+            &[
+                ("AMI_SWEEPER_POLICY", POLICY),
+                ("AMI_SWEEPER_ACCOUNT_ID", "123456789012"),
+            ],
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            report["ignored"].as_str().unwrap().contains(why),
+            "{report}"
+        );
+    }
+    let mut ami: Value =
+        serde_json::from_str(&std::fs::read_to_string(event_path("ami-available.json")).unwrap())
+            .unwrap();
+    ami["region"] = json!("ap-south-1");
+    let path = event_file("ami.json", ami);
+    let (code, report, stderr) = invoke(&moto, &path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        report["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("region ap-south-1"),
+        "{report}"
+    );
     assert_eq!(image_ids(&config).await, before);
 }
