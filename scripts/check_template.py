@@ -70,6 +70,15 @@ def main() -> int:
          "parameter${PolicyParameterName}" in str(r["SweeperPolicyParameterAccess"])
          and "Select" not in str(r["SweeperPolicyParameterAccess"]["Properties"]["PolicyDocument"])),
         ("no hard-coded partition", "arn:aws:" not in open(sys.argv[1] if len(sys.argv) > 1 else "template.yaml").read()),
+        ("the worker knows the policy, the bundle buckets and the DLQ",
+         {"AMI_SWEEPER_POLICY", "AMI_SWEEPER_POLICY_PARAMETER", "AMI_SWEEPER_BUNDLE_BUCKETS", "CLEANUP_DLQ_URL"}
+         <= set(worker["Environment"]["Variables"])),
+        ("the worker can verify jobs and send refused ones to the DLQ only",
+         {"ec2:DescribeSnapshots", "ec2:DescribeImages"} <= {a for p in worker["Policies"] if isinstance(p, dict)
+                                                             for st in p["Statement"]
+                                                             for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+         and r["CleanupRefusedJobs"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
+         == {"Fn::GetAtt": ["CleanupDeadLetterQueue", "Arn"]}),
         ("event policies are off unless the operator allows them",
          t["Parameters"]["AllowEventPolicy"]["Default"] == "false"
          and sweeper["Environment"]["Variables"]["AMI_SWEEPER_ALLOW_EVENT_POLICY"] == {"Ref": "AllowEventPolicy"}),

@@ -13,9 +13,11 @@ use crate::cleanup::{Attempt, RetryPolicy};
 use crate::error::{from_sdk, AwsError};
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
-use crate::run::{handle_message, regions_for, run_sweep, QueueMode, SweepOptions};
+use crate::run::{regions_for, run_sweep, QueueMode, SweepOptions};
 use crate::stop::Stop;
 use crate::sweep::ExecConfig;
+use crate::verify::WorkerRules;
+use crate::worker::{handle_batch, Handled};
 
 /// Stop starting deregistrations this long before the invocation's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
@@ -96,6 +98,8 @@ pub struct Handler {
     in_lambda: bool,
     allow_event_policy: bool,
     account_id: Option<String>,
+    bundle_buckets: Vec<String>,
+    dead_letter_url: Option<String>,
 }
 
 /// What an event asks for, before the deployment's ceiling is applied.
@@ -127,6 +131,14 @@ impl Handler {
             account_id: std::env::var("AMI_SWEEPER_ACCOUNT_ID")
                 .ok()
                 .filter(|a| !a.is_empty()),
+            bundle_buckets: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+            dead_letter_url: std::env::var("CLEANUP_DLQ_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
         }
     }
 
@@ -335,26 +347,67 @@ impl Handler {
         Ok(value)
     }
 
-    /// Runs each job once; answers with the ids of the messages to redeliver.
+    /// Verifies and runs each job once; answers with the ids of the messages to
+    /// redeliver. A job that fails verification (or a malformed message) goes to the
+    /// dead-letter queue with the reason when `CLEANUP_DLQ_URL` is set, else it is
+    /// redelivered until the redrive policy moves it there. Without a readable policy
+    /// (its exclude tags) nothing runs: every message is redelivered.
     async fn cleanup_batch(&self, records: Vec<(String, String)>) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
-        for (id, body) in records {
-            match handle_message(&self.clients, &body).await {
-                Ok((job, Attempt::Done(outcome, deleted))) => {
+        let policy = match self.configured_policy().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "no policy: cannot verify cleanup jobs; nothing runs");
+                for (id, _) in records {
+                    response.add_failure(id);
+                }
+                return serde_json::to_value(&response).expect("batch response serializes");
+            }
+        };
+        let rules = WorkerRules::new(
+            &policy,
+            self.clients.base().region().map(|r| r.as_ref()),
+            self.bundle_buckets.iter().cloned(),
+        );
+        let dlq = self
+            .dead_letter_url
+            .as_deref()
+            .map(|u| self.clients.queue(u, 0));
+        let bodies: Vec<&str> = records.iter().map(|(_, b)| b.as_str()).collect();
+        let handled = handle_batch(&self.clients, &rules, &bodies).await;
+        for ((id, body), h) in records.iter().zip(handled) {
+            let redeliver = match &h {
+                Handled::Ran(job, Attempt::Done(outcome, deleted)) => {
                     tracing::info!(message_id = %id, target = %job.target_label(), ?outcome, deleted = deleted.len(), "job done");
+                    false
                 }
-                Ok((job, Attempt::Retry(e))) => {
+                Handled::Ran(job, Attempt::Retry(e)) => {
                     tracing::warn!(message_id = %id, target = %job.target_label(), error = %e, "job will be retried");
-                    response.add_failure(id);
+                    true
                 }
-                Ok((job, Attempt::Fail(e))) => {
+                Handled::Ran(job, Attempt::Fail(e)) => {
                     tracing::error!(message_id = %id, target = %job.target_label(), error = %e, "job failed");
-                    response.add_failure(id);
+                    true
                 }
-                Err(e) => {
-                    tracing::error!(message_id = %id, error = %e, "malformed cleanup message");
-                    response.add_failure(id);
-                }
+                Handled::Rejected(_, why) | Handled::Malformed(why) => match &dlq {
+                    Some(dlq) => match dlq.forward(body, why).await {
+                        Ok(()) => {
+                            tracing::error!(message_id = %id, reason = %why, "sent to the dead-letter queue");
+                            false
+                        }
+                        Err(e) => {
+                            tracing::error!(message_id = %id, reason = %why, error = %e, "could not reach the dead-letter queue");
+                            true
+                        }
+                    },
+                    None => {
+                        tracing::error!(message_id = %id, reason = %why, "refused; left for the redrive policy");
+                        true
+                    }
+                },
+            };
+            if redeliver {
+                response.add_failure(id.clone());
             }
         }
         serde_json::to_value(&response).expect("batch response serializes")

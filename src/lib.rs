@@ -11,6 +11,7 @@
 //!   bounded concurrency and a rate limit, and fill in a [`report`];
 //! - [`orphans`] finds storage whose image is gone (pure, like the planner);
 //! - [`stop`] carries signals and deadlines to the executor;
+//! - [`verify`] (pure) and [`worker`] check each queued job against AWS before it runs;
 //! - [`events`] maps Lambda triggers to sweep requests and [`lambda`] answers them.
 
 pub mod aws;
@@ -34,6 +35,8 @@ pub mod run;
 pub mod stop;
 pub mod sweep;
 pub mod time;
+pub mod verify;
+pub mod worker;
 
 pub use model::{Image, Inventory, Usage};
 pub use planner::{plan, Plan};

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ami_sweeper::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use ami_sweeper::verify::WorkerRules;
 use ami_sweeper::{cleanup, lambda, orphans, plan, render, run, stop, sweep, time, Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -87,11 +88,22 @@ enum Command {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Drain the cleanup queue once: what the SQS-triggered Lambda does per batch.
+    /// Drain the cleanup queue once: what the SQS-triggered Lambda does per batch. Each
+    /// job is verified against EC2 first (the policy's regions and exclude tags apply).
     Cleanup {
         /// The cleanup queue.
         #[arg(long, env = "CLEANUP_QUEUE_URL")]
         queue_url: String,
+        /// The deployment's policy (its regions and exclude tags bound what may be deleted).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Buckets whose instance-store bundles may be deleted (comma-separated); none:
+        /// bundle cleanup is off.
+        #[arg(long, env = "AMI_SWEEPER_BUNDLE_BUCKETS", value_delimiter = ',')]
+        bundle_buckets: Vec<String>,
+        /// Send jobs that fail verification (and malformed messages) here, with the reason.
+        #[arg(long, env = "CLEANUP_DLQ_URL")]
+        dead_letter_queue_url: Option<String>,
         /// The drain ends after this many seconds, whatever is left.
         #[arg(long, default_value_t = 300)]
         max_seconds: u64,
@@ -328,9 +340,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cleanup {
             queue_url,
+            policy,
+            bundle_buckets,
+            dead_letter_queue_url,
             max_seconds,
             format,
         } => {
+            let policy = read_policy(&policy)?;
             init_logs();
             let rt = runtime()?;
             let limits = run::DrainLimits {
@@ -340,8 +356,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let report = rt
                 .block_on(async {
                     let base = ami_sweeper::aws::load_config().await;
+                    let rules = WorkerRules::new(
+                        &policy,
+                        base.region().map(|r| r.as_ref()),
+                        bundle_buckets,
+                    );
                     let clients = ami_sweeper::aws::Clients::new(base);
-                    run::drain_queue(&clients, &queue_url, limits).await
+                    let dlq = dead_letter_queue_url.as_deref();
+                    run::drain_queue(&clients, &queue_url, &rules, dlq, limits).await
                 })
                 .map_err(|e| Failure {
                     status: 1,

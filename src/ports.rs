@@ -107,6 +107,21 @@ pub trait StorageMarker: Sync {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// What the cleanup worker asks AWS before it deletes (one call each per message batch).
+pub trait JobFacts: Sync {
+    /// Those of `snapshot_ids` that exist and the account owns.
+    fn owned_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Snapshot>, AwsError>> + Send;
+
+    /// Those of `image_ids` that are registered (in any state but `deregistered`).
+    fn registered_images(
+        &self,
+        image_ids: &[String],
+    ) -> impl Future<Output = Result<FxHashSet<String>, AwsError>> + Send;
+}
+
 /// Everything a sweep of one region needs from the account, as one value (the SDK's
 /// region clients, or a test's fake).
 pub trait Account:

@@ -260,9 +260,6 @@ fn label<K: serde::Serialize>(k: &K) -> String {
         .unwrap_or_default()
 }
 
-/// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
-/// expiries folded), what did not simply succeed and why, then the totals, the storage
-/// freed and the API calls.
 /// Storage whose image was gone: what reconciliation deletes and what it leaves, and
 /// what this run could not queue.
 fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: bool) {
@@ -284,10 +281,7 @@ fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: 
     }
     let mut kept: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for d in r.reconciled.iter().filter_map(|d| d.reason) {
-        let name = serde_json::to_value(d)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string));
-        *kept.entry(name.unwrap_or_default()).or_default() += 1;
+        *kept.entry(label(&d)).or_default() += 1;
     }
     if !kept.is_empty() {
         let parts: Vec<String> = kept.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -315,6 +309,9 @@ fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: 
     }
 }
 
+/// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
+/// expiries folded), what did not simply succeed and why, then the totals, the storage
+/// freed and the API calls.
 pub fn sweep_table(report: &crate::report::SweepReport) -> String {
     use crate::report::{ImageReport, JobOutcome, Outcome};
     let mut out = String::new();

@@ -65,6 +65,9 @@ pub enum JobOutcome {
     Retrying,
     /// Gave up: see the error.
     Failed,
+    /// Failed the worker's verification: nothing deleted; sent to the dead-letter queue
+    /// with the reason (or left for the redrive policy to move there).
+    Rejected,
 }
 
 /// One cleanup job in the report.
@@ -262,7 +265,7 @@ impl SweepReport {
             }
             for j in &r.jobs {
                 *t.jobs.entry(j.outcome).or_default() += 1;
-                if j.outcome == JobOutcome::Failed {
+                if matches!(j.outcome, JobOutcome::Failed | JobOutcome::Rejected) {
                     t.failures += 1;
                 }
             }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::aws::sqs::SQS_BATCH;
 use crate::aws::Clients;
-use crate::cleanup::{report_of, run_job, run_local, Attempt, RetryPolicy};
+use crate::cleanup::{report_of, run_local, Attempt, RetryPolicy};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
 use crate::model::Timestamp;
@@ -18,6 +18,8 @@ use crate::ports::CleanupSink;
 use crate::report::{JobOutcome, JobReport, RegionReport, SweepReport, Totals};
 use crate::stop::StopReason;
 use crate::sweep::{sweep_region, ExecConfig};
+use crate::verify::WorkerRules;
+use crate::worker::{handle_batch, Handled};
 
 /// The in-process queue of a sweep without `--queue-url`: a channel to the worker,
 /// which deletes storage while the sweep is still deregistering, with the same retry
@@ -210,22 +212,11 @@ pub struct CleanupReport {
 }
 
 impl CleanupReport {
-    /// Failed jobs plus malformed messages.
+    /// Failed and rejected jobs plus malformed messages.
     pub fn failures(&self) -> usize {
-        self.totals.get(&JobOutcome::Failed).copied().unwrap_or(0) + self.malformed.len()
+        let n = |o| self.totals.get(&o).copied().unwrap_or(0);
+        n(JobOutcome::Failed) + n(JobOutcome::Rejected) + self.malformed.len()
     }
-}
-
-/// Handles one queue message body: parses the job and runs it once with the region's
-/// clients. Shared by `cleanup --queue-url` and the SQS-triggered Lambda.
-pub async fn handle_message(
-    clients: &Clients,
-    body: &str,
-) -> Result<(CleanupJob, Attempt), String> {
-    let job = CleanupJob::from_json(body)?;
-    let c = clients.region(&job.region);
-    let attempt = run_job(&job, &c.ec2, &c.s3).await;
-    Ok((job, attempt))
 }
 
 /// How much one drain may do.
@@ -247,20 +238,25 @@ impl Default for DrainLimits {
     }
 }
 
-/// Receives for at most one pass over the messages visible at the start, and runs each
-/// message once. Finished jobs are deleted from the queue; jobs to retry and failed
-/// jobs stay, so SQS redelivers them after the visibility timeout and its redrive
-/// policy moves poison messages to the DLQ. The drain ends when the queue is empty,
-/// when a batch brings nothing new (only redeliveries), after three receives per batch
-/// of the messages visible at the start (plus three), or after `max_time`.
+/// Receives for at most one pass over the messages visible at the start, and verifies and
+/// runs each message once ([`crate::worker`]). Finished jobs are deleted from the queue;
+/// jobs to retry and failed jobs stay, so SQS redelivers them after the visibility
+/// timeout and its redrive policy moves poison messages to the DLQ. Jobs that fail
+/// verification and malformed messages go straight to `dead_letter` with the reason
+/// when it is given. The drain ends when the queue is empty, when a batch brings nothing
+/// new (only redeliveries), after three receives per batch of the messages visible at
+/// the start (plus three), or after `max_time`.
 pub async fn drain_queue(
     clients: &Clients,
     queue_url: &str,
+    rules: &WorkerRules,
+    dead_letter: Option<&str>,
     limits: DrainLimits,
 ) -> Result<CleanupReport, AwsError> {
     let started = Instant::now();
     let calls_before = clients.calls().snapshot();
     let queue = clients.queue(queue_url, 0);
+    let dlq = dead_letter.map(|url| clients.queue(url, 0));
     let visible = queue.visible_messages().await?;
     let budget = visible.div_ceil(SQS_BATCH as u64) * 3 + 3;
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -280,38 +276,47 @@ pub async fn drain_queue(
         if batch.is_empty() {
             break "empty";
         }
-        let mut new = 0;
-        for m in batch {
-            if !seen.insert(m.id.clone()) {
-                redelivered += 1;
-                continue;
+        let before = batch.len();
+        let fresh: Vec<_> = batch
+            .into_iter()
+            .filter(|m| seen.insert(m.id.clone()))
+            .collect();
+        redelivered += before - fresh.len();
+        if fresh.is_empty() {
+            break "no_new_messages";
+        }
+        let bodies: Vec<&str> = fresh.iter().map(|m| m.body.as_str()).collect();
+        for (m, handled) in fresh
+            .iter()
+            .zip(handle_batch(clients, rules, &bodies).await)
+        {
+            let finished = match &handled {
+                Handled::Ran(_, Attempt::Done(..)) => true,
+                Handled::Malformed(why) | Handled::Rejected(_, why) => match &dlq {
+                    Some(dlq) => {
+                        dlq.forward(&m.body, why).await?;
+                        true
+                    }
+                    None => false,
+                },
+                Handled::Ran(..) => false,
+            };
+            if finished {
+                queue.delete(&m.receipt_handle).await?;
             }
-            new += 1;
-            match handle_message(clients, &m.body).await {
-                Err(e) => {
+            match (&handled, handled.outcome()) {
+                (Handled::Malformed(e), _) => {
                     tracing::error!(message_id = %m.id, error = %e, "malformed cleanup message");
                     malformed.push(format!("{}: {e}", m.id));
                 }
-                Ok((job, Attempt::Done(outcome, deleted))) => {
-                    queue.delete(&m.receipt_handle).await?;
-                    jobs.push(report_of(&job, outcome, 1, deleted, None));
+                (Handled::Ran(job, Attempt::Done(_, deleted)), Some((o, _))) => {
+                    jobs.push(report_of(job, o, 1, deleted.clone(), None));
                 }
-                Ok((job, Attempt::Retry(e))) => {
-                    jobs.push(report_of(
-                        &job,
-                        JobOutcome::Retrying,
-                        1,
-                        Vec::new(),
-                        Some(e),
-                    ));
+                (Handled::Ran(job, _) | Handled::Rejected(job, _), Some((o, e))) => {
+                    jobs.push(report_of(job, o, 1, Vec::new(), e));
                 }
-                Ok((job, Attempt::Fail(e))) => {
-                    jobs.push(report_of(&job, JobOutcome::Failed, 1, Vec::new(), Some(e)));
-                }
+                (_, None) => {}
             }
-        }
-        if new == 0 {
-            break "no_new_messages";
         }
     };
     let mut totals = BTreeMap::new();

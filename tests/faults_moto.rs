@@ -104,10 +104,18 @@ async fn create_queue(config: &aws_config::SdkConfig, name: &str, visibility: u3
 }
 
 /// Drains the queue until it is empty (at most five drains).
-fn drain(env: &[(&'static str, String)], url: &str) {
+fn drain(env: &[(&'static str, String)], url: &str, policy: &std::path::Path) {
     for _ in 0..5 {
         let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
-            .args(["cleanup", "--format", "json", "--queue-url", url])
+            .args([
+                "cleanup",
+                "--format",
+                "json",
+                "--queue-url",
+                url,
+                "--policy",
+            ])
+            .arg(policy)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
@@ -179,7 +187,7 @@ async fn a_missing_queue_deregisters_nothing_and_the_next_run_leaves_no_orphan()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drain(&env, &url);
+    drain(&env, &url, &scratch.policy());
     assert!(image_ids(&config).await.is_empty());
     assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
 }
@@ -249,7 +257,7 @@ async fn a_queue_that_fails_mid_sweep_stops_deregistrations_and_nothing_is_lost(
         report["totals"]["orphans"]["marked"], deregistered,
         "{report}"
     );
-    drain(&env, &url);
+    drain(&env, &url, &scratch.policy());
     assert!(image_ids(&config).await.is_empty());
     assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
 }
@@ -328,7 +336,7 @@ async fn a_sweep_killed_in_sqs_mode_leaves_no_orphan_after_a_rerun_and_drain() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drain(&env, &url);
+    drain(&env, &url, &scratch.policy());
     assert!(image_ids(&config).await.is_empty());
     assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
 }
@@ -387,6 +395,7 @@ async fn a_drain_ends_on_a_poison_message_and_counts_it_once() {
     let moto = Moto::start(None);
     let config = moto.config().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
+    let scratch = Scratch::new("poison", real_policy());
     for visibility in [0, 2] {
         let url = create_queue(&config, &format!("poison-{visibility}"), visibility).await;
         sqs.send_message()
@@ -405,7 +414,9 @@ async fn a_drain_ends_on_a_poison_message_and_counts_it_once() {
                 "60",
                 "--queue-url",
                 &url,
+                "--policy",
             ])
+            .arg(scratch.policy())
             .envs(moto.env())
             .output()
             .unwrap();
@@ -552,4 +563,234 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         "registered images keep theirs"
     );
     assert_eq!(image_ids(&config).await.len(), 1);
+}
+
+/// Sends raw message bodies to a queue.
+async fn send(config: &aws_config::SdkConfig, url: &str, bodies: &[Value]) {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    for b in bodies {
+        sqs.send_message()
+            .queue_url(url)
+            .message_body(b.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The messages on a queue with their `reason` attribute.
+async fn dead_letters(config: &aws_config::SdkConfig, url: &str) -> Vec<(Value, String)> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(60)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            break;
+        }
+        for m in got.messages() {
+            let reason = m
+                .message_attributes()
+                .and_then(|a| a.get("reason"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_string();
+            out.push((serde_json::from_str(m.body().unwrap()).unwrap(), reason));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_reason() {
+    let mut images = estate(1);
+    let mut bundle = seed_image("ami-00000000000000b01", "legacy", OLD, json!({}));
+    bundle["root_device_type"] = json!("instance-store");
+    bundle["image_location"] = json!("bundles/legacy/legacy.manifest.xml");
+    images.as_array_mut().unwrap().push(bundle);
+    let moto = Moto::start(Some(images));
+    let config = moto.config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let s3 = aws_sdk_s3::Client::new(&config);
+    // A manual snapshot that no AMI ever used.
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .send()
+        .await
+        .unwrap();
+    let manual = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().unwrap())
+        .description("nightly database backup")
+        .send()
+        .await
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    for bucket in ["bundles", "other"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+        s3.put_object()
+            .bucket(bucket)
+            .key("legacy/legacy.manifest.xml")
+            .body(b"<manifest/>".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let registered_snapshot = ec2
+        .describe_images()
+        .image_ids("ami-00000000000000001")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let snapshots_before = snapshot_ids(&config).await;
+    let images_before = image_ids(&config).await;
+    let queue = create_queue(&config, "cleanup", 30).await;
+    let dlq = create_queue(&config, "cleanup-dlq", 30).await;
+    let job = |region: &str, image: &str, target: Value| {
+        let mut j = json!({"version": 1, "region": region, "image_id": image});
+        j.as_object_mut()
+            .unwrap()
+            .extend(target.as_object().unwrap().clone());
+        j
+    };
+    let snap = |id: &str| json!({"kind": "delete_snapshot", "snapshot_id": id});
+    let bundle_in = |bucket: &str| json!({"kind": "delete_bundle", "bucket": bucket, "manifest_key": "legacy/legacy.manifest.xml"});
+    let forged = [
+        (
+            job("us-east-1", "ami-0ffffffffffffffff", snap(&manual)),
+            "nothing ties it to ami-0ffffffffffffffff",
+        ),
+        (
+            job(
+                "us-east-1",
+                "ami-00000000000000001",
+                snap(&registered_snapshot),
+            ),
+            "ami-00000000000000001",
+        ),
+        (
+            job("us-east-1", "ami-00000000000000b01", bundle_in("bundles")),
+            "a registered image still launches from this manifest",
+        ),
+        (
+            job("us-east-1", "ami-00000000000000b01", bundle_in("other")),
+            "not among the deployment's bundle buckets",
+        ),
+        (
+            job(
+                "mars-north-1",
+                "ami-00000000000000001",
+                snap(&registered_snapshot),
+            ),
+            "region \"mars-north-1\" is not among the deployment's regions",
+        ),
+    ];
+    send(
+        &config,
+        &queue,
+        &forged.iter().map(|(j, _)| j.clone()).collect::<Vec<_>>(),
+    )
+    .await;
+    let scratch = Scratch::new("forged", real_policy());
+    let drain = |buckets: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .args([
+                "cleanup",
+                "--format",
+                "json",
+                "--queue-url",
+                &queue,
+                "--dead-letter-queue-url",
+                &dlq,
+            ])
+            .arg(format!("--bundle-buckets={buckets}"))
+            .arg("--policy")
+            .arg(scratch.policy())
+            .envs(moto.env())
+            .env_remove("AMI_SWEEPER_BUNDLE_BUCKETS")
+            .output()
+            .unwrap()
+    };
+    let out = drain("bundles");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["rejected"], forged.len(), "{report}");
+    assert!(
+        report["api_calls"].get("DeleteSnapshot").is_none(),
+        "{report}"
+    );
+    assert!(
+        report["api_calls"].get("DeleteObjects").is_none(),
+        "{report}"
+    );
+    // Batched: one DescribeSnapshots and one DescribeImages for the batch's snapshot
+    // jobs, and one listing for its bundle jobs.
+    assert_eq!(report["api_calls"]["DescribeSnapshots"], 1, "{report}");
+    assert_eq!(report["api_calls"]["DescribeImages"], 2, "{report}");
+
+    // With bundle cleanup off, even a well-formed bundle job for an allowed bucket is refused.
+    send(
+        &config,
+        &queue,
+        &[job(
+            "us-east-1",
+            "ami-0ffffffffffffffff",
+            bundle_in("bundles"),
+        )],
+    )
+    .await;
+    let out = drain("");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(report_of(&out)["totals"]["rejected"], 1);
+
+    let letters = dead_letters(&config, &dlq).await;
+    assert_eq!(letters.len(), forged.len() + 1);
+    for (job, why) in &forged {
+        let (_, reason) = letters
+            .iter()
+            .find(|(body, _)| body == job)
+            .expect("in the DLQ");
+        assert!(reason.contains(why), "{reason} lacks {why}");
+        assert!(reason.ends_with("nothing was deleted"), "{reason}");
+    }
+    assert!(letters
+        .iter()
+        .any(|(_, r)| r.contains("bundle cleanup is off")));
+    // Nothing deleted anywhere; the cleanup queue is empty.
+    assert_eq!(snapshot_ids(&config).await, snapshots_before);
+    assert_eq!(image_ids(&config).await, images_before);
+    for bucket in ["bundles", "other"] {
+        let keys = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+        assert_eq!(keys.contents().len(), 1, "{bucket}");
+    }
+    let left = aws_sdk_sqs::Client::new(&config)
+        .receive_message()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.messages().is_empty());
 }

@@ -266,6 +266,21 @@ async fn the_cleanup_batch_reports_only_the_snapshot_still_in_use() {
     // The first job's image is deregistered; the second's is still registered.
     let gone_snapshot = snapshot_of(id('a', 1)).await;
     let busy_snapshot = snapshot_of(id('a', 2)).await;
+    // As a sweep does before it deregisters: the write-ahead mark ties each snapshot to
+    // its image (the worker checks it).
+    for (snapshot, image) in [(&gone_snapshot, id('a', 1)), (&busy_snapshot, id('a', 2))] {
+        ec2.create_tags()
+            .resources(snapshot)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(ami_sweeper::orphans::STORAGE_MARK)
+                    .value(image)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     ec2.deregister_image()
         .image_id(id('a', 1))
         .send()

@@ -389,8 +389,24 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
     let snaps = snapshot_ids(&config).await;
     assert!(web1_snapshots.iter().all(|s| snaps.contains(s)));
 
+    let policy_path =
+        std::env::temp_dir().join(format!("ami-sweeper-sqs-{}.json", std::process::id()));
+    std::fs::write(
+        &policy_path,
+        json!({"retention": {"min_age_days": 30}}).to_string(),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
-        .args(["cleanup", "--format", "json", "--queue-url", &url])
+        .args([
+            "cleanup",
+            "--format",
+            "json",
+            "--queue-url",
+            &url,
+            "--policy",
+        ])
+        .arg(&policy_path)
+        .env("AMI_SWEEPER_BUNDLE_BUCKETS", "bundles")
         .envs(moto.env())
         .output()
         .unwrap();

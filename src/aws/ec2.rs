@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aws_sdk_ec2::types::{ImageAttributeName, PermissionGroup, Tag};
+use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::FxHashSet;
 
 use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
@@ -11,7 +11,7 @@ use crate::error::{from_sdk, AwsError};
 use crate::model::{Image, Snapshot, Usage, UsageRef};
 use crate::orphans::STORAGE_MARK;
 use crate::ports::{
-    Deregistrar, ImageSource, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
+    Deregistrar, ImageSource, JobFacts, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
 };
 use crate::report::ApiCalls;
 
@@ -338,5 +338,65 @@ impl StorageMarker for Ec2 {
                 .map_err(|e| from_sdk("CreateTags", e))?;
         }
         Ok(())
+    }
+}
+
+/// Ids per filter value list: EC2 accepts up to 200 values in one filter.
+const IDS_PER_FILTER: usize = 200;
+
+impl JobFacts for Ec2 {
+    async fn owned_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+        // A filter, not SnapshotIds: one missing id would fail the whole call.
+        let mut out = Vec::new();
+        for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
+            let mut pages = self
+                .client
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(
+                    Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("DescribeSnapshots");
+                let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
+                out.extend(resp.snapshots().iter().map(snapshot_of));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn registered_images(&self, image_ids: &[String]) -> Result<FxHashSet<String>, AwsError> {
+        let mut out = FxHashSet::default();
+        for chunk in image_ids.chunks(IDS_PER_FILTER) {
+            let mut pages = self
+                .client
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("DescribeImages");
+                let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
+                out.extend(
+                    resp.images()
+                        .iter()
+                        .filter(|i| i.state().is_none_or(|s| s.as_str() != "deregistered"))
+                        .filter_map(|i| i.image_id().map(str::to_string)),
+                );
+            }
+        }
+        Ok(out)
     }
 }

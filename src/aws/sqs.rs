@@ -109,6 +109,32 @@ impl SqsQueue {
     }
 }
 
+impl SqsQueue {
+    /// Sends a message body as it is, with a `reason` attribute: how a job that failed
+    /// verification reaches the dead-letter queue with the worker's reason.
+    pub async fn forward(&self, body: &str, reason: &str) -> Result<(), AwsError> {
+        self.calls.record("SendMessage");
+        let attribute = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason)
+            .build()
+            .map_err(|e| AwsError {
+                operation: "SendMessage",
+                code: None,
+                message: e.to_string(),
+            })?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_attributes("reason", attribute)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("SendMessage", e))
+    }
+}
+
 impl CleanupSink for SqsQueue {
     fn batch_size(&self) -> usize {
         SQS_BATCH

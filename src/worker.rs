@@ -1,0 +1,154 @@
+//! The queue worker: runs the cleanup jobs of one batch of queue messages, after checking
+//! each against AWS's own records ([`crate::verify`]). Shared by the SQS-triggered Lambda
+//! and `ami-sweeper cleanup --queue-url`. (Jobs a sweep runs in process are not
+//! re-verified: they never leave the process that planned them.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::aws::Clients;
+use crate::cleanup::{run_job, Attempt};
+use crate::jobs::{CleanupJob, JobTarget};
+use crate::model::ImageState;
+use crate::ports::{ImageSource, JobFacts};
+use crate::report::JobOutcome;
+use crate::verify::{Verdict, WorkerRules};
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Not a cleanup job.
+    Malformed(String),
+    /// Failed verification: nothing was deleted.
+    Rejected(CleanupJob, String),
+    /// Verified (or the storage is gone) and run once.
+    Ran(CleanupJob, Attempt),
+}
+
+impl Handled {
+    /// The report outcome and error of a handled job (`None` for malformed messages).
+    pub fn outcome(&self) -> Option<(JobOutcome, Option<String>)> {
+        match self {
+            Self::Malformed(_) => None,
+            Self::Rejected(_, why) => Some((JobOutcome::Rejected, Some(why.clone()))),
+            Self::Ran(_, Attempt::Done(o, _)) => Some((*o, None)),
+            Self::Ran(_, Attempt::Retry(e)) => Some((JobOutcome::Retrying, Some(e.clone()))),
+            Self::Ran(_, Attempt::Fail(e)) => Some((JobOutcome::Failed, Some(e.clone()))),
+        }
+    }
+}
+
+/// Verifies and runs a batch of message bodies; the answers come in the same order.
+/// Per region of the batch: one `DescribeSnapshots` for its snapshot jobs, one
+/// `DescribeImages` for their images, and the owned images' locations when it has
+/// bundle jobs. If those facts cannot be read, every job of that region is retried
+/// later and nothing is deleted.
+pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str]) -> Vec<Handled> {
+    let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
+    let mut by_region: BTreeMap<String, Vec<(usize, CleanupJob)>> = BTreeMap::new();
+    for (i, body) in bodies.iter().enumerate() {
+        match CleanupJob::from_json(body) {
+            Err(e) => out[i] = Some(Handled::Malformed(e)),
+            Ok(job) => match rules.check_region(&job.region) {
+                // Checked before any client exists: a made-up region costs nothing.
+                Err(why) => {
+                    out[i] = Some(Handled::Rejected(
+                        job,
+                        format!("{why}; nothing was deleted"),
+                    ))
+                }
+                Ok(()) => by_region
+                    .entry(job.region.clone())
+                    .or_default()
+                    .push((i, job)),
+            },
+        }
+    }
+    for (region, jobs) in by_region {
+        let c = clients.region(&region);
+        for (i, handled) in handle_region(&c, rules, jobs).await {
+            out[i] = Some(handled);
+        }
+    }
+    out.into_iter()
+        .map(|h| h.expect("every message is handled"))
+        .collect()
+}
+
+async fn handle_region(
+    c: &crate::aws::RegionClients,
+    rules: &WorkerRules,
+    jobs: Vec<(usize, CleanupJob)>,
+) -> Vec<(usize, Handled)> {
+    let snapshot_ids: Vec<String> = unique(jobs.iter().filter_map(|(_, j)| match &j.target {
+        JobTarget::DeleteSnapshot { snapshot_id } => Some(snapshot_id.clone()),
+        JobTarget::DeleteBundle { .. } => None,
+    }));
+    let image_ids: Vec<String> = unique(jobs.iter().map(|(_, j)| j.image_id.clone()));
+    let any_bundle = jobs
+        .iter()
+        .any(|(_, j)| matches!(j.target, JobTarget::DeleteBundle { .. }));
+    let facts = async {
+        let snapshots = if snapshot_ids.is_empty() {
+            Vec::new()
+        } else {
+            c.ec2.owned_snapshots(&snapshot_ids).await?
+        };
+        let registered = c.ec2.registered_images(&image_ids).await?;
+        let locations: BTreeSet<String> = if any_bundle {
+            c.ec2
+                .list_images()
+                .await?
+                .into_iter()
+                .filter(|i| i.state != ImageState::Deregistered)
+                .filter_map(|i| i.image_location)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        Ok::<_, crate::error::AwsError>((snapshots, registered, locations))
+    };
+    let (snapshots, registered, locations) = match facts.await {
+        Ok(f) => f,
+        Err(e) => {
+            let why = format!("cannot verify the jobs, nothing was deleted: {e}");
+            return jobs
+                .into_iter()
+                .map(|(i, j)| (i, Handled::Ran(j, Attempt::Retry(why.clone()))))
+                .collect();
+        }
+    };
+    let by_id: BTreeMap<&str, &crate::model::Snapshot> =
+        snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs {
+        let verdict = match &job.target {
+            JobTarget::DeleteSnapshot { snapshot_id } => rules.snapshot_job(
+                snapshot_id,
+                &job.image_id,
+                by_id.get(snapshot_id.as_str()).copied(),
+                registered.contains(&job.image_id),
+            ),
+            JobTarget::DeleteBundle {
+                bucket,
+                manifest_key,
+            } => rules.bundle_job(bucket, manifest_key, &locations),
+        };
+        let handled = match verdict {
+            Verdict::Reject(why) => {
+                tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");
+                Handled::Rejected(job, why)
+            }
+            Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
+            Verdict::Proceed => {
+                let attempt = run_job(&job, &c.ec2, &c.s3).await;
+                Handled::Ran(job, attempt)
+            }
+        };
+        out.push((i, handled));
+    }
+    out
+}
+
+fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
+    ids.collect::<BTreeSet<_>>().into_iter().collect()
+}
