@@ -254,3 +254,169 @@ fn absurd_rates_are_refused_before_anything_runs() {
         );
     }
 }
+
+fn recorded(name: &str) -> PathBuf {
+    root().join("tests/recorded").join(name)
+}
+
+/// `plan` with the recorded files (or variants of them) given as flag → path pairs.
+fn plan_recorded(inputs: &[(&str, &Path)]) -> Output {
+    let policy =
+        std::env::temp_dir().join(format!("ami-sweeper-recorded-{}.json", std::process::id()));
+    std::fs::write(&policy, r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "plan",
+        "--format",
+        "json",
+        "--now",
+        "2026-11-26T00:00:00Z",
+        "--policy",
+    ])
+    .arg(&policy);
+    for (flag, path) in inputs {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().unwrap()
+}
+
+/// A variant of a file written to the temporary directory.
+fn variant(name: &str, bytes: Vec<u8>) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("ami-sweeper-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn decisions(out: &Output) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["image_id"].as_str().unwrap().to_string(),
+                d["reasons"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_aws_responses_are_read_or_refused_as_the_rules_say() {
+    let images = recorded("own-images.json");
+    let lts = recorded("aws-cli-describe-launch-template-versions.json");
+    let lcs = recorded("aws-cli-describe-launch-configurations.json");
+    let snaps = recorded("aws-cli-describe-snapshots.json");
+    let out = plan_recorded(&[
+        ("--images", &images),
+        ("--launch-templates", &lts),
+        ("--launch-configurations", &lcs),
+        ("--snapshots", &snaps),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got = decisions(&out);
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("ami-0528a5175983e7f28", "in_use"),
+        ("ami-0c0ffee0000000001", "expired"),
+        ("ami-6057e21a", "in_use"),
+        ("ami-aabbcc11", "in_use"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        plan["orphans"]["decisions"].as_array().unwrap().is_empty(),
+        "{plan}"
+    );
+
+    // The documented examples that are not usable are refused, with one line saying why.
+    let refused = [
+        (
+            "--images",
+            recorded("aws-cli-describe-images.json"),
+            "Images[0]: ami-5731123e: CreationDate is missing",
+        ),
+        (
+            "--instances",
+            recorded("aws-cli-describe-instances.txt"),
+            "found while parsing a string at line 5 column 46",
+        ),
+    ];
+    for (flag, path, why) in &refused {
+        let mut inputs = vec![("--images", images.as_path())];
+        if *flag == "--images" {
+            inputs.clear();
+        }
+        inputs.push((flag, path.as_path()));
+        let out = plan_recorded(&inputs);
+        assert_eq!(out.status.code(), Some(2), "{}", path.display());
+        assert!(out.stdout.is_empty());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(why) && err.contains(&*path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    // Variants every reader must handle, derived from the recorded files.
+    let lt_text = std::fs::read(&lts).unwrap();
+    let twice = variant(
+        "lt-twice.json",
+        [lt_text.clone(), b"\n".to_vec(), lt_text.clone()].concat(),
+    );
+    let out = plan_recorded(&[("--images", &images), ("--launch-templates", &twice)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        decisions(&out)
+            .iter()
+            .filter(|(_, r)| r == "in_use")
+            .count(),
+        2
+    );
+    let with_bom = variant(
+        "lt-bom.json",
+        [b"\xEF\xBB\xBF".to_vec(), lt_text.clone()].concat(),
+    );
+    let out = plan_recorded(&[("--images", &images), ("--launch-templates", &with_bom)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let text = String::from_utf8(lt_text).unwrap();
+    let truncated = variant(
+        "lt-truncated.json",
+        text.trim_end()
+            .strip_suffix('}')
+            .map(|t| format!("{t}, \"NextToken\": \"eyJ2IjoxfQ==\"}}"))
+            .unwrap()
+            .into_bytes(),
+    );
+    let garbage = variant(
+        "lt-garbage.json",
+        format!("{text}\nAn error occurred (ExpiredToken) when calling the DescribeLaunchTemplateVersions operation").into_bytes(),
+    );
+    let utf16 = variant(
+        "lt-utf16.json",
+        [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect(),
+    );
+    let cases: [(&str, &Path, &str); 5] = [
+        ("--launch-templates", &truncated, "the output is truncated (it has a NextToken)"),
+        ("--launch-templates", &garbage, "unexpected content after the JSON document"),
+        ("--launch-templates", &utf16, "the file is UTF-16"),
+        ("--instances", &lts, "this looks like describe-launch-template-versions output; --instances expects describe-instances output"),
+        ("--launch-templates", &lcs, "this looks like describe-launch-configurations output; --launch-templates expects describe-launch-template-versions output"),
+    ];
+    for (flag, path, why) in cases {
+        let out = plan_recorded(&[("--images", &images), (flag, path)]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {}", path.display());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}

@@ -3,9 +3,14 @@
 //!
 //! Fields AWS adds later are ignored; fields the safety rules need are checked, and a
 //! bad value is an error naming the file, the image and the field: a plan built on a
-//! misread input is not a plan to act on.
+//! misread input is not a plan to act on. Each file must be the command's own output
+//! (see [`documents`]): its top-level key, complete, UTF-8, several documents at most.
+
+mod documents;
 
 use serde::Deserialize;
+
+pub use documents::{decode, documents, Kind};
 
 use crate::model::{
     Image, ImageState, Inventory, Protection, RootDevice, Snapshot, SnapshotRef, Tags, Usage,
@@ -23,13 +28,14 @@ pub struct InputError {
     pub message: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeImages {
-    /// Converted element by element as they are read, so the raw shapes of all images
-    /// never coexist with the model (half the peak memory at 100,000 images).
-    #[serde(deserialize_with = "images_as_model")]
-    images: Result<Vec<Image>, String>,
+/// The `Images` list, converted element by element as it is read, so the raw shapes of
+/// all images never coexist with the model (half the peak memory at 100,000 images).
+struct ModelImages(Result<Vec<Image>, String>);
+
+impl<'de> Deserialize<'de> for ModelImages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        images_as_model(d).map(ModelImages)
+    }
 }
 
 fn images_as_model<'de, D: serde::Deserializer<'de>>(
@@ -192,32 +198,33 @@ impl RawImage {
     }
 }
 
-fn parse_doc<T: serde::de::DeserializeOwned>(source: &str, text: &str) -> Result<T, InputError> {
-    // Fast path without path tracking; on error, parse again to say where.
-    if let Ok(doc) = serde_json::from_str(text) {
-        return Ok(doc);
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        InputError {
-            source_name: source.to_string(),
-            message: format!("{path}: {}", e.into_inner()),
-        }
-    })
-}
-
-fn err(source: &str, message: String) -> InputError {
+pub(crate) fn err(source: &str, message: String) -> InputError {
     InputError {
         source_name: source.to_string(),
         message,
     }
 }
 
-/// Parses `aws ec2 describe-images` output (`{"Images": [...]}`).
+/// Parses `aws ec2 describe-images` output (`{"Images": [...]}`, one or several documents).
 pub fn parse_images(source: &str, text: &str) -> Result<Vec<Image>, InputError> {
-    let doc: DescribeImages = parse_doc(source, text)?;
-    let mut images = doc.images.map_err(|m| err(source, m))?;
+    let docs: Vec<ModelImages> = documents(source, text, Kind::Images)?;
+    let several = docs.len() > 1;
+    let mut images = Vec::new();
+    for (n, doc) in docs.into_iter().enumerate() {
+        let found = doc.0.map_err(|m| {
+            let at = if several {
+                format!("document {}: ", n + 1)
+            } else {
+                String::new()
+            };
+            err(source, format!("{at}{m}"))
+        })?;
+        if images.is_empty() {
+            images = found;
+        } else {
+            images.extend(found);
+        }
+    }
     images.shrink_to_fit();
     Ok(images)
 }
@@ -247,13 +254,6 @@ impl CliImage {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeInstances {
-    #[serde(default)]
-    reservations: Vec<Reservation>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct Reservation {
     #[serde(default)]
     instances: Vec<CliInstance>,
@@ -276,9 +276,9 @@ struct CliInstanceState {
 
 /// Parses `aws ec2 describe-instances` output: every instance not `terminated` uses its image.
 pub fn parse_instances(source: &str, text: &str) -> Result<Usage, InputError> {
-    let doc: DescribeInstances = parse_doc(source, text)?;
+    let docs: Vec<Vec<Reservation>> = documents(source, text, Kind::Instances)?;
     let mut usage = Usage::new();
-    for inst in doc.reservations.into_iter().flat_map(|r| r.instances) {
+    for inst in docs.into_iter().flatten().flat_map(|r| r.instances) {
         if let Some(image) = inst.image_id {
             if let Some(user) = instance_user(&inst.instance_id, &inst.state.name) {
                 usage.add(image, user);
@@ -294,13 +294,6 @@ pub fn instance_user(instance_id: &str, state: &str) -> Option<UsageRef> {
         kind: UsageKind::Instance,
         id: format!("{instance_id} ({state})"),
     })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeLaunchTemplateVersions {
-    #[serde(default)]
-    launch_template_versions: Vec<CliLtVersion>,
 }
 
 #[derive(Deserialize)]
@@ -365,10 +358,10 @@ pub fn parse_launch_template_versions(
     source: &str,
     text: &str,
 ) -> Result<(Usage, Vec<String>), InputError> {
-    let doc: DescribeLaunchTemplateVersions = parse_doc(source, text)?;
+    let docs: Vec<Vec<CliLtVersion>> = documents(source, text, Kind::LaunchTemplateVersions)?;
     let mut usage = Usage::new();
     let mut warnings = Vec::new();
-    for v in doc.launch_template_versions {
+    for v in docs.into_iter().flatten() {
         let Some(data) = v.launch_template_data else {
             continue;
         };
@@ -399,13 +392,6 @@ pub fn parse_launch_template_versions(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeLaunchConfigurations {
-    #[serde(default)]
-    launch_configurations: Vec<CliLaunchConfiguration>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct CliLaunchConfiguration {
     launch_configuration_name: String,
     #[serde(default)]
@@ -414,9 +400,10 @@ struct CliLaunchConfiguration {
 
 /// Parses `aws autoscaling describe-launch-configurations` output.
 pub fn parse_launch_configurations(source: &str, text: &str) -> Result<Usage, InputError> {
-    let doc: DescribeLaunchConfigurations = parse_doc(source, text)?;
+    let docs: Vec<Vec<CliLaunchConfiguration>> =
+        documents(source, text, Kind::LaunchConfigurations)?;
     let mut usage = Usage::new();
-    for lc in doc.launch_configurations {
+    for lc in docs.into_iter().flatten() {
         if let Some(image) = lc.image_id {
             usage.add(
                 image,
@@ -450,9 +437,9 @@ pub struct InventoryFiles {
 
 fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
     let name = path.display().to_string();
-    std::fs::read_to_string(path)
-        .map(|text| (name.clone(), text))
-        .map_err(|e| err(&name, format!("cannot read: {e}")))
+    let bytes = std::fs::read(path).map_err(|e| err(&name, format!("cannot read: {e}")))?;
+    let text = decode(&name, bytes)?;
+    Ok((name, text))
 }
 
 /// Reads and combines the files into one inventory. Each file's text is dropped as soon
@@ -487,12 +474,6 @@ pub fn load_inventory(files: &InventoryFiles) -> Result<Inventory, InputError> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeSnapshots {
-    snapshots: Vec<CliSnapshot>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct CliSnapshot {
     snapshot_id: String,
     #[serde(default)]
@@ -507,9 +488,9 @@ struct CliSnapshot {
 
 /// Parses `aws ec2 describe-snapshots --owner-ids self` output (`{"Snapshots": [...]}`).
 pub fn parse_snapshots(source: &str, text: &str) -> Result<Vec<Snapshot>, InputError> {
-    let doc: DescribeSnapshots = parse_doc(source, text)?;
-    doc.snapshots
-        .into_iter()
+    let docs: Vec<Vec<CliSnapshot>> = documents(source, text, Kind::Snapshots)?;
+    docs.into_iter()
+        .flatten()
         .enumerate()
         .map(|(i, s)| {
             let start_time = match s.start_time {
@@ -603,7 +584,8 @@ mod tests {
             ),
             (
                 r#"{"images": []}"#,
-                "images.json: .: missing field `Images` at line 1 column 14",
+                "images.json: the document has keys [images]; --images expects describe-images \
+                 output (an object with \"Images\")",
             ),
         ];
         for (text, expected) in cases {
