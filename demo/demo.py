@@ -153,7 +153,8 @@ def main():
         env = emulator.client_env(endpoint)
         policy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy.json")
         base = [binary, "sweep", "--policy", policy, "--now", NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "--rate", "200", "--describe-rate", "200", "--retry-delay", "1"]
+                "--rate", "200", "--describe-rate", "200", "--retry-delay", "1",
+                "--bundle-buckets", "legacy-bundles"]
         say(f"== policy {os.path.relpath(policy)}: keep 7 per app, nothing younger than 30 days; "
             "reclaim snapshots left behind by others after 7 days")
         if fmt == "table":

@@ -115,7 +115,7 @@ def main() -> int:
     finally:
         emulator.stop(proxy)
         emulator.stop(server)
-    return orphan_pass(binary, moto, n, tmp) or int(failed)
+    return orphan_pass(binary, moto, n, tmp) or worker_pass(binary, moto, n, tmp) or int(failed)
 
 
 def orphan_pass(binary: str, moto: str, n: int, tmp: str) -> int:
@@ -149,6 +149,51 @@ def orphan_pass(binary: str, moto: str, n: int, tmp: str) -> int:
         return int(real["totals"]["failures"] != 0 or real["totals"]["orphans"]["foreign"] != n)
     finally:
         emulator.stop(proxy)
+        emulator.stop(server)
+
+
+def worker_pass(binary: str, moto: str, n: int, tmp: str) -> int:
+    """n images swept into an SQS cleanup queue, then one drain: the worker's verification
+    calls per batch of ten jobs and its peak memory."""
+    import boto3
+
+    seed_path = os.path.join(tmp, "amis-worker.json")
+    with open(seed_path, "w") as f:
+        json.dump(seed(n), f)
+    policy_path = os.path.join(tmp, "policy-worker.json")
+    with open(policy_path, "w") as f:
+        json.dump({"dry_run": False, "retention": {"min_age_days": 30}}, f)
+    server, endpoint = emulator.start(moto, seed_path)
+    try:
+        env = emulator.client_env(endpoint)
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        url = sqs.create_queue(QueueName="cleanup", Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        print(f"== the queue worker: {n} images swept into an SQS queue, then one drain")
+        run("sweep into the queue", [binary, "sweep", "--policy", policy_path, "--format", "json",
+                                     "--now", "2026-11-26T00:00:00Z", "--rate", "1000",
+                                     "--describe-rate", "1000", "--queue-url", url, "--queue-delay", "0"], env)
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen([binary, "cleanup", "--format", "json", "--queue-url", url,
+                                     "--policy", policy_path], env=env, stdout=out,
+                                    stderr=subprocess.DEVNULL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+            out.seek(0)
+            report = json.loads(out.read())
+        calls = report["api_calls"]
+        batches = calls.get("ReceiveMessage", 1)
+        print(f"drain: {wall:.2f} s wall, peak RSS {usage.ru_maxrss / 1024:.1f} MiB, "
+              f"jobs {report['totals']}, ended {report['ended']}")
+        print(f"  api calls: {calls}")
+        print(f"  verification per batch of ten jobs: "
+              f"DescribeSnapshots {calls.get('DescribeSnapshots', 0) / batches:.2f}, "
+              f"DescribeImages {calls.get('DescribeImages', 0) / batches:.2f} "
+              f"({batches} receives)")
+        deleted = report["totals"].get("deleted", 0)
+        return int(os.waitstatus_to_exitcode(status) != 0 or deleted != len(report["jobs"]))
+    finally:
         emulator.stop(server)
 
 

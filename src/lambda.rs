@@ -94,7 +94,6 @@ pub struct Handler {
     policy_source: PolicySource,
     queue_url: Option<String>,
     force_dry_run: bool,
-    bundles_disabled: bool,
     in_lambda: bool,
     allow_event_policy: bool,
     account_id: Option<String>,
@@ -113,7 +112,7 @@ impl Handler {
     /// Builds the handler from the SDK configuration and the environment:
     /// `AMI_SWEEPER_POLICY` / `AMI_SWEEPER_POLICY_PARAMETER` (the policy),
     /// `AMI_SWEEPER_DRY_RUN=true` (every sweep a dry run), `AMI_SWEEPER_BUNDLE_BUCKETS`
-    /// (set but empty: no bundle cleanup), `CLEANUP_QUEUE_URL` (the cleanup queue).
+    /// (the bundle buckets; none: no bundle cleanup), `CLEANUP_QUEUE_URL` (the cleanup queue).
     pub fn new(base: aws_config::SdkConfig) -> Self {
         Self {
             clients: Clients::new(base),
@@ -123,8 +122,6 @@ impl Handler {
                 .filter(|u| !u.is_empty()),
             force_dry_run: std::env::var("AMI_SWEEPER_DRY_RUN")
                 .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
-            bundles_disabled: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
-                .is_ok_and(|v| v.trim().is_empty()),
             in_lambda: std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
             allow_event_policy: std::env::var("AMI_SWEEPER_ALLOW_EVENT_POLICY")
                 .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
@@ -291,7 +288,7 @@ impl Handler {
             return Ok(self.cleanup_batch(records).await);
         }
         let Request {
-            mut policy,
+            policy,
             force_dry_run,
             regions,
         } = match self.request(trigger, &mut exec).await? {
@@ -301,9 +298,6 @@ impl Handler {
                 return Ok(serde_json::json!({"ignored": why}));
             }
         };
-        if self.bundles_disabled {
-            policy.cleanup.bundles = false;
-        }
         let regions = regions_for(
             &policy,
             &regions,
@@ -317,6 +311,12 @@ impl Handler {
             },
             None => QueueMode::Local(RetryPolicy::default()),
         };
+        exec.bundle_buckets = self
+            .bundle_buckets
+            .iter()
+            .filter(|b| !b.is_empty())
+            .cloned()
+            .collect();
         let opts = SweepOptions {
             regions: regions.clone(),
             force_dry_run: force_dry_run || self.force_dry_run,

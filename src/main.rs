@@ -48,6 +48,10 @@ enum Command {
         /// image is gone (lost cleanups and, with `cleanup.orphans`, foreign orphans).
         #[arg(long)]
         snapshots: Option<PathBuf>,
+        /// The deployment's bundle buckets (comma-separated): bundles elsewhere are shown
+        /// kept, as a sweep would keep them. Not given: bundles are planned by the policy alone.
+        #[arg(long, value_delimiter = ',')]
+        bundle_buckets: Option<Vec<String>>,
         /// The instant ages are measured from (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
@@ -81,6 +85,10 @@ enum Command {
         /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
         #[arg(long, default_value_t = 15)]
         retry_delay: u64,
+        /// Buckets holding instance-store bundles (comma-separated): bundles elsewhere are
+        /// kept, and these are scanned for bundles whose image is gone. None: no bundle cleanup.
+        #[arg(long, env = "AMI_SWEEPER_BUNDLE_BUCKETS", value_delimiter = ',')]
+        bundle_buckets: Vec<String>,
         /// The instant ages are measured from (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
@@ -130,6 +138,15 @@ enum Format {
 /// The slowest pace `--rate`/`--describe-rate` accept: one call every 100 s. Below it a
 /// run could not finish, and the wait between calls would overflow a timer.
 const MIN_RATE: f64 = 0.01;
+
+/// A comma-separated list of bucket names as a set, blanks dropped.
+fn buckets(names: Vec<String>) -> std::collections::BTreeSet<String> {
+    names
+        .into_iter()
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .collect()
+}
 
 /// Exit status of a sweep stopped by SIGTERM or Ctrl-C (after its report): 128 + SIGTERM.
 const EXIT_STOPPED: u8 = 143;
@@ -277,6 +294,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             rate,
             describe_rate,
             retry_delay,
+            bundle_buckets,
             now,
             format,
         } => {
@@ -315,6 +333,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         deregister_per_second: rate,
                         describe_per_second: describe_rate,
                         progress: terminal_progress(),
+                        bundle_buckets: buckets(bundle_buckets),
                         ..Default::default()
                     },
                     now,
@@ -378,6 +397,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             launch_templates,
             launch_configurations,
             snapshots,
+            bundle_buckets,
             now,
             format,
         } => {
@@ -391,6 +411,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
             .map_err(Failure::input)?;
             let mut plan = plan(&policy, &inventory, now);
+            if let Some(b) = bundle_buckets {
+                plan.retain_bundles_outside(&buckets(b));
+            }
             if let Some(path) = snapshots {
                 let found = load_snapshots(&path).map_err(Failure::input)?;
                 // Offline, the Recycle Bin cannot be asked: say so rather than guess.

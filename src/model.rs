@@ -426,3 +426,23 @@ pub struct Snapshot {
     /// Tags.
     pub tags: Tags,
 }
+
+/// An instance-store bundle manifest found in one of the deployment's bundle buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Bucket.
+    pub bucket: String,
+    /// Key of the `.manifest.xml` object.
+    pub key: String,
+    /// When the object was last written; `None` when not reported (never "old enough").
+    pub last_modified: Option<Timestamp>,
+    /// The object's tags (ami-sweeper's mark, exclude tags).
+    pub tags: Tags,
+}
+
+impl Manifest {
+    /// The `ImageLocation` an image registered from this manifest has.
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+}

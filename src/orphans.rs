@@ -18,7 +18,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::model::{ImageState, Inventory, Snapshot, Tags, Timestamp};
+use crate::model::{ImageState, Inventory, Manifest, Snapshot, Tags, Timestamp};
 use crate::planner::CleanupAction;
 use crate::policy::Policy;
 use crate::time::days_before;
@@ -104,11 +104,33 @@ pub struct OrphanDecision {
     pub reason: Option<Keep>,
 }
 
-/// Every snapshot of the region whose image is gone, with its fate.
+/// The fate of one bundle manifest no registered image uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleOrphan {
+    /// Bucket.
+    pub bucket: String,
+    /// Manifest key.
+    pub manifest_key: String,
+    /// The image it belonged to: ami-sweeper's mark on the manifest, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Marked by ami-sweeper or left by someone else.
+    pub origin: Origin,
+    /// `delete` or `retain`.
+    pub action: CleanupAction,
+    /// Why it stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Keep>,
+}
+
+/// Every snapshot and bundle of the region whose image is gone, with its fate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Reconciliation {
     /// Sorted by snapshot id.
     pub decisions: Vec<OrphanDecision>,
+    /// Bundle manifests in the deployment's bundle buckets that no registered image uses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<BundleOrphan>,
 }
 
 impl Reconciliation {
@@ -125,6 +147,13 @@ impl Reconciliation {
         self.to_delete().map(|d| d.image_id.clone()).collect()
     }
 
+    /// Bundles to delete.
+    pub fn bundles_to_delete(&self) -> impl Iterator<Item = &BundleOrphan> {
+        self.bundles
+            .iter()
+            .filter(|b| b.action == CleanupAction::Delete)
+    }
+
     /// (snapshots, GiB) to delete of one origin.
     pub fn count(&self, origin: Origin) -> (usize, u64) {
         self.to_delete()
@@ -133,6 +162,74 @@ impl Reconciliation {
                 (n + 1, g.saturating_add(d.size_gib.unwrap_or(0)))
             })
     }
+}
+
+/// The listed manifests no registered image (in any state but deregistered) launches
+/// from: only these need their tags read.
+pub fn unreferenced_manifests<'a>(
+    inventory: &Inventory,
+    listed: &'a [Manifest],
+) -> Vec<&'a Manifest> {
+    let used: FxHashSet<&str> = inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .filter_map(|i| i.image_location.as_deref())
+        .collect();
+    listed
+        .iter()
+        .filter(|m| !used.contains(m.location().as_str()))
+        .collect()
+}
+
+/// Decides every unreferenced manifest (with its tags read): a marked one is ami-sweeper's
+/// lost cleanup; any other is a foreign orphan, reclaimed only with `cleanup.orphans` and
+/// past its minimum age (by `LastModified`: an upload not yet registered is young).
+pub fn reconcile_bundles(
+    policy: &Policy,
+    unreferenced: &[Manifest],
+    now: Timestamp,
+) -> Vec<BundleOrphan> {
+    let orphans = policy.cleanup.orphans.as_ref();
+    let old_enough = orphans.and_then(|o| days_before(now, o.min_age_days));
+    let mut out: Vec<BundleOrphan> = unreferenced
+        .iter()
+        .map(|m| {
+            let image_id = m.tags.get(STORAGE_MARK).map(str::to_string);
+            let origin = if image_id.is_some() {
+                Origin::Marked
+            } else {
+                Origin::Foreign
+            };
+            let reason = if excluded(policy, &m.tags) {
+                Some(Keep::ExcludedByTag)
+            } else if !policy.cleanup.bundles {
+                Some(Keep::CleanupDisabled)
+            } else if origin == Origin::Foreign && orphans.is_none() {
+                Some(Keep::OrphansOff)
+            } else if origin == Origin::Foreign
+                && !matches!((m.last_modified, old_enough), (Some(t), Some(limit)) if t <= limit)
+            {
+                Some(Keep::TooYoung)
+            } else {
+                None
+            };
+            BundleOrphan {
+                bucket: m.bucket.clone(),
+                manifest_key: m.key.clone(),
+                image_id,
+                origin,
+                action: if reason.is_some() {
+                    CleanupAction::Retain
+                } else {
+                    CleanupAction::Delete
+                },
+                reason,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.bucket, &a.manifest_key).cmp(&(&b.bucket, &b.manifest_key)));
+    out
 }
 
 fn excluded(policy: &Policy, tags: &Tags) -> bool {
@@ -218,7 +315,10 @@ pub fn reconcile(
         });
     }
     decisions.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-    Reconciliation { decisions }
+    Reconciliation {
+        decisions,
+        bundles: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +453,71 @@ mod tests {
             now,
         );
         assert_eq!(no_cleanup.to_delete().count(), 0);
+    }
+
+    #[test]
+    fn bundles_nobody_launches_from_are_reclaimed_by_the_same_rules() {
+        let mut live = Image::new("ami-live", "live", at("2026-01-01T00:00:00Z"));
+        live.image_location = Some("bundles/live.manifest.xml".into());
+        let inventory = Inventory::new(vec![live], Usage::new()).unwrap();
+        let manifest = |key: &str, tags: &[(&str, &str)], modified: &str| Manifest {
+            bucket: "bundles".into(),
+            key: key.into(),
+            last_modified: Some(at(modified)),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let listed = vec![
+            manifest("live.manifest.xml", &[], "2026-01-01T00:00:00Z"),
+            manifest(
+                "mine.manifest.xml",
+                &[(STORAGE_MARK, "ami-1")],
+                "2026-11-25T00:00:00Z",
+            ),
+            manifest("old.manifest.xml", &[], "2025-01-01T00:00:00Z"),
+            manifest("new.manifest.xml", &[], "2026-11-25T00:00:00Z"),
+            manifest(
+                "kept.manifest.xml",
+                &[("keep", "1")],
+                "2025-01-01T00:00:00Z",
+            ),
+        ];
+        let unreferenced: Vec<Manifest> = unreferenced_manifests(&inventory, &listed)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            unreferenced.len(),
+            4,
+            "the live image's manifest is not a candidate"
+        );
+        let now = at("2026-11-26T00:00:00Z");
+        let fate = |p: &Policy| -> Vec<(String, Option<Keep>)> {
+            reconcile_bundles(p, &unreferenced, now)
+                .into_iter()
+                .map(|b| (b.manifest_key, b.reason))
+                .collect()
+        };
+        assert_eq!(
+            fate(&policy("")),
+            vec![
+                ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
+                ("mine.manifest.xml".into(), None),
+                ("new.manifest.xml".into(), Some(Keep::OrphansOff)),
+                ("old.manifest.xml".into(), Some(Keep::OrphansOff)),
+            ]
+        );
+        assert_eq!(
+            fate(&policy(r#", "cleanup": {"orphans": {"min_age_days": 30}}"#)),
+            vec![
+                ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
+                ("mine.manifest.xml".into(), None),
+                ("new.manifest.xml".into(), Some(Keep::TooYoung)),
+                ("old.manifest.xml".into(), None),
+            ]
+        );
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub enum RetainReason {
     CleanupDisabled,
     /// `ImageLocation` is not of the form `bucket/key.manifest.xml`.
     UnrecognisedLocation,
+    /// The bundle's bucket is not among the deployment's bundle buckets.
+    BucketNotConfigured,
 }
 
 impl RetainReason {
@@ -92,6 +94,7 @@ impl RetainReason {
             Self::UsedByOtherImage => "used_by_other_image",
             Self::CleanupDisabled => "cleanup_disabled",
             Self::UnrecognisedLocation => "unrecognised_location",
+            Self::BucketNotConfigured => "bucket_not_configured",
         }
     }
 }
@@ -220,6 +223,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Keeps every bundle whose bucket is not in `allowed` (the deployment's bundle
+    /// buckets; none: bundle cleanup is off). The worker refuses such jobs anyway, and a
+    /// bundle in a bucket the sweep does not scan could not be reconciled if its job were lost.
+    pub fn retain_bundles_outside(&mut self, allowed: &std::collections::BTreeSet<String>) {
+        let mut changed = false;
+        for d in &mut self.decisions {
+            if let Some(b) = d.bundle.as_mut() {
+                let outside = b
+                    .bucket
+                    .as_ref()
+                    .is_some_and(|bucket| !allowed.contains(bucket));
+                if b.action == CleanupAction::Delete && outside {
+                    b.action = CleanupAction::Retain;
+                    b.reason = Some(RetainReason::BucketNotConfigured);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.summary = summarize(&self.decisions);
+        }
+    }
+
     /// The decisions to deregister, oldest first: the order a sweep executes them in.
     pub fn condemned(&self) -> Vec<&Decision> {
         let mut v: Vec<&Decision> = self

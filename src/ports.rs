@@ -8,7 +8,7 @@ use rustc_hash::FxHashSet;
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::model::{Image, Snapshot, Usage};
+use crate::model::{Image, Manifest, Snapshot, Tags, Usage};
 
 /// Lists the account's own images in one region.
 pub trait ImageSource: Sync {
@@ -122,14 +122,52 @@ pub trait JobFacts: Sync {
     ) -> impl Future<Output = Result<FxHashSet<String>, AwsError>> + Send;
 }
 
+/// Instance-store bundle manifests in the deployment's bundle buckets: listed for
+/// reconciliation, and marked before their image is deregistered.
+pub trait BundleInventory: Sync {
+    /// Every `*.manifest.xml` object of the bucket (all pages), without tags.
+    fn list_manifests(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<Vec<Manifest>, AwsError>> + Send;
+
+    /// One object's tags.
+    fn object_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Tags, AwsError>> + Send;
+
+    /// Adds [`crate::orphans::STORAGE_MARK`] = `image_id` to the manifest's tags (keeping
+    /// the others).
+    fn mark_manifest(
+        &self,
+        bucket: &str,
+        key: &str,
+        image_id: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
 /// Everything a sweep of one region needs from the account, as one value (the SDK's
 /// region clients, or a test's fake).
 pub trait Account:
-    ImageSource + UsageSource + Deregistrar + SnapshotSource + RecycleBin + StorageMarker
+    ImageSource
+    + UsageSource
+    + Deregistrar
+    + SnapshotSource
+    + RecycleBin
+    + StorageMarker
+    + BundleInventory
 {
 }
 
 impl<T> Account for T where
-    T: ImageSource + UsageSource + Deregistrar + SnapshotSource + RecycleBin + StorageMarker
+    T: ImageSource
+        + UsageSource
+        + Deregistrar
+        + SnapshotSource
+        + RecycleBin
+        + StorageMarker
+        + BundleInventory
 {
 }

@@ -114,6 +114,9 @@ pub struct RegionReport {
     /// Snapshots whose image is gone: lost cleanups (marked) and foreign orphans.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconciled: Vec<crate::orphans::OrphanDecision>,
+    /// Bundle manifests no registered image uses, in the deployment's bundle buckets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconciled_bundles: Vec<crate::orphans::BundleOrphan>,
     /// Counts of `reconciled` to delete, by origin.
     pub orphans: OrphanCounts,
     /// Images deregistered whose cleanup could not be queued: their storage is marked
@@ -139,6 +142,8 @@ pub struct OrphanCounts {
     pub foreign: usize,
     /// Their GiB.
     pub foreign_gib: u64,
+    /// Instance-store bundles whose image is gone (marked or foreign).
+    pub bundles: usize,
 }
 
 impl OrphanCounts {
@@ -151,6 +156,7 @@ impl OrphanCounts {
             marked_gib,
             foreign,
             foreign_gib,
+            bundles: r.bundles_to_delete().count(),
         }
     }
 }
@@ -167,6 +173,7 @@ impl RegionReport {
             warnings: Vec::new(),
             snapshot_gib_deleted: 0,
             reconciled: Vec::new(),
+            reconciled_bundles: Vec::new(),
             orphans: OrphanCounts::default(),
             awaiting_reconciliation: Vec::new(),
             stopped: None,
@@ -254,6 +261,7 @@ impl SweepReport {
             t.orphans.marked_gib = t.orphans.marked_gib.saturating_add(r.orphans.marked_gib);
             t.orphans.foreign += r.orphans.foreign;
             t.orphans.foreign_gib = t.orphans.foreign_gib.saturating_add(r.orphans.foreign_gib);
+            t.orphans.bundles += r.orphans.bundles;
             self.stopped = self.stopped.or(r.stopped);
             for i in &r.images {
                 if let Some(o) = i.outcome {

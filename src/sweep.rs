@@ -50,6 +50,9 @@ pub struct ExecConfig {
     pub stop: Stop,
     /// Act only on the group (lineage) of this image (AMI state change events).
     pub scope_group_of: Option<String>,
+    /// The deployment's bundle buckets: bundles elsewhere are retained, and these are
+    /// scanned for bundles whose image is gone. Empty: bundle cleanup is off.
+    pub bundle_buckets: BTreeSet<String>,
     /// Where progress goes (the CLI on a terminal); `None` reports nothing.
     pub progress: Option<ProgressSink>,
 }
@@ -69,6 +72,7 @@ impl Default for ExecConfig {
             describe_per_second: 15.0,
             stop: Stop::default(),
             scope_group_of: None,
+            bundle_buckets: BTreeSet::new(),
             progress: None,
         }
     }
@@ -91,6 +95,7 @@ pub fn classify_deregister_error(err: &AwsError) -> Outcome {
 /// Plans, narrowed to the configured scope.
 fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &ExecConfig) -> Plan {
     let mut p = plan(policy, inventory, now);
+    p.retain_bundles_outside(&cfg.bundle_buckets);
     if let Some(target) = &cfg.scope_group_of {
         if !p.restrict_to_group_of(target) {
             p.warnings.push(format!(
@@ -172,6 +177,21 @@ impl<A: Account> Pipeline<'_, A> {
             match self.account.launch_permissions(&d.image_id).await {
                 Ok(g) if g.is_empty() => {}
                 Ok(g) => return Step::Shared(d.image_id.clone(), g),
+                // Deregistered since the listing (by someone else, or by a run that was
+                // killed with the call in flight): gone is gone, its storage is freed.
+                Err(e)
+                    if !self.cfg.dry_run
+                        && classify_deregister_error(&e) == Outcome::AlreadyGone =>
+                {
+                    let marked = snapshots_to_delete(d);
+                    if !marked.is_empty() {
+                        self.mark.acquire().await;
+                        if let Err(m) = self.account.mark_snapshots(&d.image_id, &marked).await {
+                            tracing::warn!(image_id = %d.image_id, error = %m, "could not mark the storage of a vanished image");
+                        }
+                    }
+                    return Step::Done(d, Outcome::AlreadyGone, Some(e.to_string()));
+                }
                 Err(e) => return Step::Unknown(d.image_id.clone(), e),
             }
         }
@@ -181,17 +201,26 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
-        let marked: Vec<String> = d
-            .snapshots
-            .iter()
-            .filter(|s| s.action == CleanupAction::Delete)
-            .map(|s| s.snapshot_id.clone())
-            .collect();
+        let marked = snapshots_to_delete(d);
         if !marked.is_empty() {
             self.mark.acquire().await;
             if let Err(e) = self.account.mark_snapshots(&d.image_id, &marked).await {
                 let why =
                     format!("its storage could not be marked, so it was not deregistered: {e}");
+                return Step::Done(d, Outcome::Failed, Some(why));
+            }
+        }
+        if let Some((bucket, key)) =
+            d.bundle
+                .as_ref()
+                .and_then(|b| match (b.action, &b.bucket, &b.manifest_key) {
+                    (CleanupAction::Delete, Some(bucket), Some(key)) => Some((bucket, key)),
+                    _ => None,
+                })
+        {
+            if let Err(e) = self.account.mark_manifest(bucket, key, &d.image_id).await {
+                let why =
+                    format!("its bundle could not be marked, so it was not deregistered: {e}");
                 return Step::Done(d, Outcome::Failed, Some(why));
             }
         }
@@ -409,6 +438,28 @@ async fn reconciliation<A: Account>(
     Ok(reconcile(policy, inventory, snapshots, &in_bin, now))
 }
 
+/// The deployment's bundle buckets' manifests that no registered image uses, decided:
+/// one listing per bucket, and the tags of the unreferenced manifests only.
+async fn bundle_reconciliation<A: Account>(
+    policy: &Policy,
+    inventory: &Inventory,
+    account: &A,
+    now: Timestamp,
+    cfg: &ExecConfig,
+) -> Result<Vec<crate::orphans::BundleOrphan>, AwsError> {
+    let mut listed = Vec::new();
+    for bucket in &cfg.bundle_buckets {
+        listed.extend(account.list_manifests(bucket).await?);
+    }
+    let mut candidates = Vec::new();
+    for m in crate::orphans::unreferenced_manifests(inventory, &listed) {
+        let mut m = m.clone();
+        m.tags = account.object_tags(&m.bucket, &m.key).await?;
+        candidates.push(m);
+    }
+    Ok(crate::orphans::reconcile_bundles(policy, &candidates, now))
+}
+
 /// Lists images, usage and snapshots, and reconciles. `Err` is the region's one-line
 /// error: nothing may change in a region whose inventory is incomplete.
 async fn inventory<A: Account>(
@@ -436,7 +487,10 @@ async fn inventory<A: Account>(
     let mut inventory = Inventory::new(listed, used)
         .map_err(|e| format!("inventory is inconsistent, nothing was changed: {e}"))?;
     inventory.warnings = warnings;
-    let rec = reconciliation(policy, &inventory, &snapshots, account, now)
+    let mut rec = reconciliation(policy, &inventory, &snapshots, account, now)
+        .await
+        .map_err(failed)?;
+    rec.bundles = bundle_reconciliation(policy, &inventory, account, now, cfg)
         .await
         .map_err(failed)?;
     Ok((inventory, rec))
@@ -468,7 +522,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
             ));
             return report;
         }
-        let orphan_jobs = rec
+        let mut orphan_jobs: Vec<CleanupJob> = rec
             .to_delete()
             .filter(|o| queue.seen.insert(o.snapshot_id.clone()))
             .map(|o| {
@@ -481,10 +535,26 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
                 )
             })
             .collect();
+        for b in rec.bundles_to_delete() {
+            if queue
+                .seen
+                .insert(format!("{}/{}", b.bucket, b.manifest_key))
+            {
+                orphan_jobs.push(CleanupJob::new(
+                    region,
+                    b.image_id.as_deref().unwrap_or("unknown"),
+                    JobTarget::DeleteBundle {
+                        bucket: b.bucket.clone(),
+                        manifest_key: b.manifest_key.clone(),
+                    },
+                ));
+            }
+        }
         queue.push(orphan_jobs).await;
     }
     report.orphans = OrphanCounts::of(&rec);
     report.reconciled = rec.decisions;
+    report.reconciled_bundles = rec.bundles;
     let ex = execute(policy, region, &mut inventory, now, account, queue, cfg).await;
     report.warnings = ex.plan.warnings.clone();
     report.plan = Some(ex.plan.summary.clone());
@@ -536,6 +606,15 @@ fn image_reports(
                 error,
             }
         })
+        .collect()
+}
+
+/// The snapshots of `d` the plan deletes: what the write-ahead mark goes on.
+fn snapshots_to_delete(d: &Decision) -> Vec<String> {
+    d.snapshots
+        .iter()
+        .filter(|s| s.action == CleanupAction::Delete)
+        .map(|s| s.snapshot_id.clone())
         .collect()
 }
 

@@ -933,15 +933,13 @@ async fn marked_storage_of_an_ami_in_the_recycle_bin_waits_and_the_rest_is_recla
         marked_snapshot("snap-a", "ami-gone"),
         marked_snapshot("snap-b", "ami-inbin"),
     ]);
+    // The whole bin, one page: it also holds an image of no interest here.
     let bin = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin)
-        .match_requests(|r| {
-            let mut ids = r.image_ids().to_vec();
-            ids.sort();
-            ids == ["ami-gone", "ami-inbin"]
-        })
+        .match_requests(|r| r.image_ids().is_empty() && r.max_results() == Some(1000))
         .then_output(|| {
             ListImagesInRecycleBinOutput::builder()
                 .images(ImageRecycleBinInfo::builder().image_id("ami-inbin").build())
+                .images(ImageRecycleBinInfo::builder().image_id("ami-other").build())
                 .build()
         });
     let (c, calls) = account(&[&images, &snapshots, &bin]);
@@ -1015,6 +1013,37 @@ async fn an_image_whose_storage_cannot_be_marked_is_not_deregistered() {
     assert_eq!(refused.num_calls(), 1);
     assert_eq!(dereg.num_calls(), 0);
     assert!(jobs.is_empty());
+}
+
+#[tokio::test]
+async fn an_image_that_vanishes_before_its_permission_lookup_is_gone_and_frees_its_storage() {
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let vanished = mock!(aws_sdk_ec2::Client::describe_image_attribute)
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error(
+                "InvalidAMIID.Unavailable",
+                "The image ID 'ami-1' is no longer available",
+            )),
+        )
+        .build();
+    let mark = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| r.resources() == ["snap-1"])
+        .then_output(|| CreateTagsOutput::builder().build());
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &vanished, &mark, &dereg]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::AlreadyGone));
+    assert_eq!(dereg.num_calls(), 0, "nothing left to deregister");
+    assert_eq!(
+        mark.num_calls(),
+        1,
+        "its storage is marked before the job is queued"
+    );
+    let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
+    assert_eq!(targets, ["snap-1"]);
 }
 
 #[tokio::test]

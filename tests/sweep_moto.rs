@@ -182,7 +182,10 @@ fn options(queue: QueueMode) -> SweepOptions {
         regions: vec!["us-east-1".into()],
         force_dry_run: false,
         queue,
-        exec: ExecConfig::default(),
+        exec: ExecConfig {
+            bundle_buckets: ["bundles".to_string()].into_iter().collect(),
+            ..Default::default()
+        },
         now: parse_instant("2026-11-26T00:00:00Z").unwrap(),
     }
 }

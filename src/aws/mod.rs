@@ -234,3 +234,29 @@ impl crate::ports::StorageMarker for RegionClients {
         self.ec2.mark_snapshots(image_id, snapshot_ids).await
     }
 }
+
+impl crate::ports::BundleInventory for RegionClients {
+    async fn list_manifests(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<crate::model::Manifest>, crate::error::AwsError> {
+        self.s3.list_manifests(bucket).await
+    }
+
+    async fn object_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<crate::model::Tags, crate::error::AwsError> {
+        self.s3.object_tags(bucket, key).await
+    }
+
+    async fn mark_manifest(
+        &self,
+        bucket: &str,
+        key: &str,
+        image_id: &str,
+    ) -> Result<(), crate::error::AwsError> {
+        self.s3.mark_manifest(bucket, key, image_id).await
+    }
+}

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
 use crate::error::{from_sdk, AwsError};
-use crate::ports::BundleStore;
+use crate::model::{Manifest, Tags};
+use crate::orphans::STORAGE_MARK;
+use crate::ports::{BundleInventory, BundleStore};
 use crate::report::ApiCalls;
 
 /// The S3 adapter.
@@ -87,5 +89,84 @@ impl BundleStore for S3 {
                 )
             })
             .collect())
+    }
+}
+
+fn local_error(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
+    AwsError {
+        operation,
+        code: None,
+        message: e.to_string(),
+    }
+}
+
+impl BundleInventory for S3 {
+    async fn list_manifests(&self, bucket: &str) -> Result<Vec<Manifest>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("ListObjectsV2");
+            let resp = page.map_err(|e| from_sdk("ListObjectsV2", e))?;
+            for o in resp.contents() {
+                let Some(key) = o.key().filter(|k| k.ends_with(".manifest.xml")) else {
+                    continue;
+                };
+                out.push(Manifest {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    last_modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    tags: Tags::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn object_tags(&self, bucket: &str, key: &str) -> Result<Tags, AwsError> {
+        self.calls.record("GetObjectTagging");
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetObjectTagging", e))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+
+    async fn mark_manifest(&self, bucket: &str, key: &str, image_id: &str) -> Result<(), AwsError> {
+        let mut tags = self.object_tags(bucket, key).await?;
+        tags.insert(STORAGE_MARK, image_id);
+        let set = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| local_error("PutObjectTagging", e))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| local_error("PutObjectTagging", e))?;
+        self.calls.record("PutObjectTagging");
+        self.client
+            .put_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| from_sdk("PutObjectTagging", e))
     }
 }
