@@ -79,6 +79,11 @@ def main() -> int:
                                                              for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
          and r["CleanupRefusedJobs"]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]
          == {"Fn::GetAtt": ["CleanupDeadLetterQueue", "Arn"]}),
+        ("the sweeper reads and marks bundles in the bundle buckets only",
+         [st["Action"] for st in r["SweeperBundleAccess"]["Properties"]["PolicyDocument"]["Statement"]]
+         == ["s3:ListBucket", ["s3:GetObjectTagging", "s3:PutObjectTagging"]]
+         and "BundleBuckets" in str(r["SweeperBundleAccess"]["Properties"]["PolicyDocument"])
+         and "*" not in str([st["Resource"] for st in r["SweeperBundleAccess"]["Properties"]["PolicyDocument"]["Statement"]]).replace("/*", "")),
         ("event policies are off unless the operator allows them",
          t["Parameters"]["AllowEventPolicy"]["Default"] == "false"
          and sweeper["Environment"]["Variables"]["AMI_SWEEPER_ALLOW_EVENT_POLICY"] == {"Ref": "AllowEventPolicy"}),

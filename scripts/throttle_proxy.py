@@ -29,8 +29,9 @@ is `{"action": "DeleteSnapshot", "id": "snap-1" (optional: the request must ment
 "status": 403, "code": "UnauthorizedOperation", "message": "...", "times": N (optional),
 "delay_ms": D (optional: hold, then pass on), "kill": true (optional: close the
 connection with no answer)}`. An action is EC2's `Action` parameter or the JSON
-protocol's `X-Amz-Target` operation (SQS), so any service can be failed. Errors come
-in EC2's XML shape, or SQS's JSON shape for JSON-protocol requests.
+protocol's `X-Amz-Target` operation (SQS), so any service can be failed; leave `action`
+out and give `id` to match S3 requests by path (`"?delete"` is DeleteObjects). Errors come
+in EC2's XML shape, S3's for S3, or SQS's JSON shape for JSON-protocol requests.
 
 moto does not implement `ListImagesInRecycleBin`; the proxy answers it as EC2 would,
 with the images named in `POST /__recycle_bin__` (a JSON list of AMI ids; none at first)
@@ -249,7 +250,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                     self.connection.shutdown(2)
                     return
                 if fault.get("code"):
-                    self.fail(fault, json_protocol=bool(target_header))
+                    service = scope.group(1) if scope else ""
+                    self.fail(fault, json_protocol=bool(target_header), s3=service == "s3")
                     return
             if scope and scope.group(1) == "ec2" and action == "ListImagesInRecycleBin":
                 self.reply(200, bin_answer(faults.recycle_bin, params),
@@ -273,9 +275,15 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             if scope and scope.group(1) == "ec2":
                 stats.add_upstream(action, time.perf_counter() - started)
 
-        def fail(self, fault: dict, json_protocol: bool):
+        def fail(self, fault: dict, json_protocol: bool, s3: bool = False):
             status, code = int(fault.get("status", 400)), fault["code"]
             message = fault.get("message", "injected fault")
+            if s3:
+                xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                       f"<Error><Code>{code}</Code><Message>{message}</Message>"
+                       f"<RequestId>{uuid.uuid4()}</RequestId></Error>")
+                self.reply(status, xml.encode(), [("Content-Type", "application/xml")])
+                return
             if json_protocol:
                 body = json.dumps({"__type": code, "message": message}).encode()
                 self.reply(status, body, [("Content-Type", "application/x-amz-json-1.0"),

@@ -863,3 +863,149 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
         .unwrap();
     assert!(left.messages().is_empty());
 }
+
+const BUNDLE_MANIFEST: &str = r#"<?xml version="1.0"?><manifest><image><name>b</name>
+<parts count="2"><part index="0"><filename>NAME.part.0</filename></part>
+<part index="1"><filename>NAME.part.1</filename></part></parts></image></manifest>"#;
+
+async fn put(s3: &aws_sdk_s3::Client, key: &str, body: &str) {
+    s3.put_object()
+        .bucket("bundles")
+        .key(key)
+        .body(body.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn keys(s3: &aws_sdk_s3::Client) -> BTreeSet<String> {
+    s3.list_objects_v2()
+        .bucket("bundles")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .map(|o| o.key().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
+    let mut own = seed_image("ami-00000000000000b01", "legacy", OLD, json!({}));
+    own["root_device_type"] = json!("instance-store");
+    own["image_location"] = json!("bundles/own/own.manifest.xml");
+    let moto = Moto::start(Some(json!([own])));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    let s3 = aws_sdk_s3::Client::new(&config);
+    s3.create_bucket().bucket("bundles").send().await.unwrap();
+    // Our image's bundle, a bundle nobody registers any more, and an unrelated object.
+    for name in ["own", "foreign"] {
+        put(
+            &s3,
+            &format!("{name}/{name}.manifest.xml"),
+            &BUNDLE_MANIFEST.replace("NAME", name),
+        )
+        .await;
+        for p in 0..2 {
+            put(&s3, &format!("{name}/{name}.part.{p}"), "x").await;
+        }
+    }
+    put(&s3, "own/README.txt", "keep me").await;
+    let all = keys(&s3).await;
+    let with_buckets = ["--bundle-buckets", "bundles"];
+
+    // S3 refuses DeleteObjects: the image goes, its bundle stays (marked).
+    proxy.set_faults(
+        json!([{"id": "?delete", "status": 403, "code": "AccessDenied",
+                             "message": "Access Denied"}]),
+    );
+    let scratch = Scratch::new("bundles", real_policy());
+    let out = sweep_command(&env, &scratch.policy(), &with_buckets)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image_ids(&config).await.is_empty());
+    assert_eq!(keys(&s3).await, all, "nothing deleted while S3 refuses");
+    let tags = s3
+        .get_object_tagging()
+        .bucket("bundles")
+        .key("own/own.manifest.xml")
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tag_set()
+        .iter()
+        .any(|t| t.key() == ami_sweeper::orphans::STORAGE_MARK
+            && t.value() == "ami-00000000000000b01"));
+
+    // The next sweep finishes it; the foreign bundle is left alone by default.
+    proxy.set_faults(json!([]));
+    let out = sweep_command(&env, &scratch.policy(), &with_buckets)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    let bundles = report["regions"][0]["reconciled_bundles"]
+        .as_array()
+        .unwrap();
+    let fate = |key: &str| {
+        bundles
+            .iter()
+            .find(|b| b["manifest_key"] == key)
+            .map(|b| (b["origin"].clone(), b["reason"].clone()))
+            .unwrap()
+    };
+    assert_eq!(fate("own/own.manifest.xml"), (json!("marked"), Value::Null));
+    assert_eq!(
+        fate("foreign/foreign.manifest.xml"),
+        (json!("foreign"), json!("orphans_off"))
+    );
+    let after: BTreeSet<String> = keys(&s3).await;
+    assert!(
+        after.iter().all(|k| !k.starts_with("own/own.")),
+        "{after:?}"
+    );
+    assert!(after.contains("own/README.txt"));
+    assert_eq!(
+        after.iter().filter(|k| k.starts_with("foreign/")).count(),
+        3
+    );
+
+    // With cleanup.orphans, past its age, the foreign bundle goes too, exactly its files.
+    let on = Scratch::new(
+        "bundles-on",
+        json!({"dry_run": false, "retention": {"min_age_days": 30},
+               "cleanup": {"orphans": {"min_age_days": 1}}}),
+    );
+    let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
+    let out = sweep_command(
+        &env,
+        &on.policy(),
+        &["--bundle-buckets", "bundles", "--now", &later],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report_of(&out)["totals"]["orphans"]["bundles"], 1);
+    assert_eq!(
+        keys(&s3).await,
+        BTreeSet::from(["own/README.txt".to_string()])
+    );
+}
