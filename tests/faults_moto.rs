@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use moto::{fault_proxy, image_ids, seed_image, snapshot_ids, Moto, Throttle};
+use moto::{fault_proxy, image_ids, object_keys, seed_image, snapshot_ids, Moto, Throttle};
 use serde_json::{json, Value};
 
 const OLD: &str = "2025-01-01T00:00:00.000Z";
@@ -80,6 +80,17 @@ fn sweep_command(
     .args(extra)
     .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd
+}
+
+/// Runs a sweep that must succeed; returns its report.
+fn sweep_ok(env: &[(&'static str, String)], policy: &std::path::Path, extra: &[&str]) -> Value {
+    let out = sweep_command(env, policy, extra).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report_of(&out)
 }
 
 fn report_of(out: &Output) -> Value {
@@ -242,17 +253,10 @@ async fn a_missing_queue_deregisters_nothing_and_the_next_run_leaves_no_orphan()
     );
 
     let url = create_queue(&config, "cleanup", VISIBILITY).await;
-    let out = sweep_command(
+    sweep_ok(
         &env,
         &scratch.policy(),
         &["--queue-url", &url, "--queue-delay", "0"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let drains = drain(&config, &env, &url, &scratch.policy()).await;
     assert!(image_ids(&config).await.is_empty());
@@ -307,19 +311,11 @@ async fn a_queue_that_fails_mid_sweep_stops_deregistrations_and_nothing_is_lost(
     );
 
     proxy.set_faults(json!([]));
-    let out = sweep_command(
+    let report = sweep_ok(
         &env,
         &scratch.policy(),
         &["--queue-url", &url, "--queue-delay", "0"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let report = report_of(&out);
     assert_eq!(
         report["totals"]["orphans"]["marked"], deregistered,
         "{report}"
@@ -349,15 +345,7 @@ async fn a_refused_delete_snapshot_is_finished_by_the_next_run() {
     assert_eq!(snapshot_ids(&config).await.len(), 10);
 
     proxy.set_faults(json!([]));
-    let out = sweep_command(&env, &scratch.policy(), &[])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = report_of(&out);
+    let report = sweep_ok(&env, &scratch.policy(), &[]);
     assert_eq!(report["totals"]["orphans"]["marked"], 10);
     assert_eq!(report["totals"]["jobs"]["deleted"], 10);
     assert_eq!(report["api_calls"]["DeleteSnapshot"], 10);
@@ -393,17 +381,10 @@ async fn a_sweep_killed_in_sqs_mode_leaves_no_orphan_after_a_rerun_and_drain() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let left = image_ids(&config).await.len();
     assert!(left > 0 && left < N, "{left} images left");
-    let out = sweep_command(
+    sweep_ok(
         &env,
         &scratch.policy(),
         &["--queue-url", &url, "--queue-delay", "0"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let drains = drain(&config, &env, &url, &scratch.policy()).await;
     assert!(image_ids(&config).await.is_empty());
@@ -447,14 +428,7 @@ async fn sigterm_reports_what_happened_exits_non_zero_and_loses_nothing() {
     assert_eq!(image_ids(&config).await.len(), N - deregistered);
 
     proxy.set_faults(json!([]));
-    let out = sweep_command(&env, &scratch.policy(), &[])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sweep_ok(&env, &scratch.policy(), &[]);
     assert!(image_ids(&config).await.is_empty());
     assert!(snapshot_ids(&config).await.is_empty(), "orphans left");
 }
@@ -559,15 +533,7 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
     };
     let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
     let scratch = Scratch::new("foreign-off", policy(json!({})));
-    let out = sweep_command(&env, &scratch.policy(), &["--now", &later])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = report_of(&out);
+    let report = sweep_ok(&env, &scratch.policy(), &["--now", &later]);
     assert_eq!(report["totals"]["orphans"]["foreign"], 0);
     let reasons: BTreeSet<String> = report["regions"][0]["reconciled"]
         .as_array()
@@ -586,14 +552,7 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         "foreign-young",
         policy(json!({"orphans": {"min_age_days": 7}})),
     );
-    let out = sweep_command(&env, &young.policy(), &["--now", &later])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sweep_ok(&env, &young.policy(), &["--now", &later]);
     assert_eq!(
         snapshot_ids(&config).await,
         all_before,
@@ -604,15 +563,7 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         "foreign-on",
         policy(json!({"orphans": {"min_age_days": 1}})),
     );
-    let out = sweep_command(&env, &on.policy(), &["--now", &later])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = report_of(&out);
+    let report = sweep_ok(&env, &on.policy(), &["--now", &later]);
     let orphans = &report["totals"]["orphans"];
     assert_eq!(orphans["foreign"], 2, "{report}");
     assert_eq!(orphans["foreign_gib"], 2 * 15, "moto's volumes are 15 GiB");
@@ -878,18 +829,6 @@ async fn put(s3: &aws_sdk_s3::Client, key: &str, body: &str) {
         .unwrap();
 }
 
-async fn keys(s3: &aws_sdk_s3::Client) -> BTreeSet<String> {
-    s3.list_objects_v2()
-        .bucket("bundles")
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .map(|o| o.key().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
     let mut own = seed_image("ami-00000000000000b01", "legacy", OLD, json!({}));
@@ -914,7 +853,7 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
         }
     }
     put(&s3, "own/README.txt", "keep me").await;
-    let all = keys(&s3).await;
+    let all = object_keys(&config, "bundles").await;
     let with_buckets = ["--bundle-buckets", "bundles"];
 
     // S3 refuses DeleteObjects: the image goes, its bundle stays (marked).
@@ -933,7 +872,11 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(image_ids(&config).await.is_empty());
-    assert_eq!(keys(&s3).await, all, "nothing deleted while S3 refuses");
+    assert_eq!(
+        object_keys(&config, "bundles").await,
+        all,
+        "nothing deleted while S3 refuses"
+    );
     let tags = s3
         .get_object_tagging()
         .bucket("bundles")
@@ -949,15 +892,7 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
 
     // The next sweep finishes it; the foreign bundle is left alone by default.
     proxy.set_faults(json!([]));
-    let out = sweep_command(&env, &scratch.policy(), &with_buckets)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = report_of(&out);
+    let report = sweep_ok(&env, &scratch.policy(), &with_buckets);
     let bundles = report["regions"][0]["reconciled_bundles"]
         .as_array()
         .unwrap();
@@ -973,7 +908,7 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
         fate("foreign/foreign.manifest.xml"),
         (json!("foreign"), json!("orphans_off"))
     );
-    let after: BTreeSet<String> = keys(&s3).await;
+    let after: BTreeSet<String> = object_keys(&config, "bundles").await;
     assert!(
         after.iter().all(|k| !k.starts_with("own/own.")),
         "{after:?}"
@@ -991,21 +926,14 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
                "cleanup": {"orphans": {"min_age_days": 1}}}),
     );
     let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
-    let out = sweep_command(
+    let report = sweep_ok(
         &env,
         &on.policy(),
         &["--bundle-buckets", "bundles", "--now", &later],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(report_of(&out)["totals"]["orphans"]["bundles"], 1);
+    assert_eq!(report["totals"]["orphans"]["bundles"], 1);
     assert_eq!(
-        keys(&s3).await,
+        object_keys(&config, "bundles").await,
         BTreeSet::from(["own/README.txt".to_string()])
     );
 }

@@ -13,7 +13,7 @@ use ami_sweeper::sweep::ExecConfig;
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
-use moto::{image_ids, seed_image, snapshot_ids, Moto};
+use moto::{image_ids, object_keys, seed_image, snapshot_ids, Moto};
 use serde_json::json;
 
 const MANIFEST: &str = r#"<?xml version="1.0"?><manifest><image><name>old</name>
@@ -160,23 +160,6 @@ async fn furnish(config: &aws_config::SdkConfig) -> Estate {
     Estate { snapshots_by_image }
 }
 
-async fn object_keys(config: &aws_config::SdkConfig) -> BTreeSet<String> {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build(),
-    )
-    .list_objects_v2()
-    .bucket("bundles")
-    .send()
-    .await
-    .unwrap()
-    .contents()
-    .iter()
-    .map(|o| o.key().unwrap().to_string())
-    .collect()
-}
-
 fn options(queue: QueueMode) -> SweepOptions {
     SweepOptions {
         regions: vec!["us-east-1".into()],
@@ -276,7 +259,7 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
 
     // The bundle loses exactly its manifest and parts.
     assert_eq!(
-        object_keys(&config).await,
+        object_keys(&config, "bundles").await,
         BTreeSet::from(["legacy/other.manifest.xml".to_string()])
     );
     assert_eq!(report.totals.failures, 0);
@@ -351,7 +334,7 @@ async fn a_dry_run_through_the_binary_changes_nothing() {
     assert!(report["api_calls"].get("DeleteSnapshot").is_none());
     assert_eq!(image_ids(&config).await, images);
     assert_eq!(snapshot_ids(&config).await, snapshots);
-    assert_eq!(object_keys(&config).await.len(), 4);
+    assert_eq!(object_keys(&config, "bundles").await.len(), 4);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -426,5 +409,5 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
     );
     let snaps = snapshot_ids(&config).await;
     assert!(web1_snapshots.iter().all(|s| !snaps.contains(s)));
-    assert_eq!(object_keys(&config).await.len(), 1);
+    assert_eq!(object_keys(&config, "bundles").await.len(), 1);
 }

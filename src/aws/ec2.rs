@@ -36,22 +36,25 @@ pub struct SsmRef {
     pub user: UsageRef,
 }
 
+/// EC2's tags as key-value pairs (a missing key or value is the empty string).
+fn tags_of(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn raw_image(img: &aws_sdk_ec2::types::Image) -> RawImage {
     RawImage {
         image_id: img.image_id().unwrap_or_default().to_string(),
         name: img.name().map(str::to_string),
         creation_date: img.creation_date().map(str::to_string),
         state: img.state().map(|s| s.as_str().to_string()),
-        tags: img
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        tags: tags_of(img.tags()),
         public: img.public().unwrap_or(false),
         deregistration_protection: img.deregistration_protection().map(str::to_string),
         last_launched_time: img.last_launched_time().map(str::to_string),
@@ -253,16 +256,7 @@ fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
             .start_time()
             .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
         size_gib: s.volume_size().and_then(|v| u64::try_from(v).ok()),
-        tags: s
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        tags: tags_of(s.tags()).into_iter().collect(),
     }
 }
 

@@ -135,6 +135,27 @@ pub async fn snapshot_ids(config: &aws_config::SdkConfig) -> std::collections::B
         .collect()
 }
 
+/// The keys of a bucket's objects, as the emulator now has them.
+pub async fn object_keys(
+    config: &aws_config::SdkConfig,
+    bucket: &str,
+) -> std::collections::BTreeSet<String> {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+    .list_objects_v2()
+    .bucket(bucket)
+    .send()
+    .await
+    .unwrap()
+    .contents()
+    .iter()
+    .map(|o| o.key().unwrap().to_string())
+    .collect()
+}
+
 /// A seed entry for an old EBS image owned by the test account.
 pub fn seed_image(
     id: &str,
