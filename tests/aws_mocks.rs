@@ -1074,6 +1074,13 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deferred));
     assert_eq!(dereg.num_calls(), 0);
     assert!(queue.take().is_empty());
+    // The report says why the run stopped, as Lambda's partial answer does.
+    assert_eq!(
+        report.stopped,
+        Some(ami_sweeper::stop::StopReason::Deadline)
+    );
+    let why = report.images[0].error.as_deref().unwrap();
+    assert!(why.contains("deadline"), "{why}");
 }
 
 #[tokio::test]
