@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo plan-samples test lint fmt bench-plan bench-sweep bench-lambda bench clean emulator template-check build invoke deploy
+.PHONY: demo plan-samples test test-unit lint fmt bench-plan bench-sweep bench-lambda bench clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -36,6 +36,11 @@ plan-samples:
 ## emulator tests (the Lambda events included).
 test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
 	CARGO_LAMBDA=$(TOOLS)/bin/cargo-lambda $(CARGO) test --locked
+
+## The quick offline loop: every test that needs no emulator, no cargo-lambda and no
+## network (core, planner, readers, CLI, mocked SDK), with cargo alone.
+test-unit:
+	$(CARGO) test --locked --lib --test planner_rules --test planner_props --test cli --test aws_mocks
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)

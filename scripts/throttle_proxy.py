@@ -187,12 +187,16 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             pass
 
         def reply(self, status: int, body: bytes, headers=()):
-            self.send_response(status)
-            for k, v in headers:
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client went away (a test killed it mid-call): nothing to answer.
+                self.close_connection = True
 
         def control(self, body: bytes) -> bool:
             if self.path.startswith("/__faults__"):

@@ -506,3 +506,68 @@ async fn events_for_another_account_or_region_are_ignored() {
     );
     assert_eq!(image_ids(&config).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_sends_a_forged_job_to_the_dead_letter_queue_and_deletes_nothing() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let dlq = sqs
+        .create_queue()
+        .queue_name("cleanup-dlq")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let before = snapshot_ids(&config).await;
+    // A well-formed job for the snapshot of an image that is still registered.
+    let victim = aws_sdk_ec2::Client::new(&config)
+        .describe_images()
+        .image_ids(id('a', 1))
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_string();
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(event_path("sqs-cleanup.json")).unwrap())
+            .unwrap();
+    let records = event["Records"].as_array_mut().unwrap();
+    records.truncate(1);
+    let forged = json!({"version": 1, "region": "us-east-1", "image_id": id('a', 1),
+                        "kind": "delete_snapshot", "snapshot_id": victim});
+    records[0]["body"] = json!(forged.to_string());
+    let path = event_file("forged-sqs.json", event);
+    let (code, response, stderr) = invoke_with(
+        &moto,
+        &path,
+        &[
+            ("AMI_SWEEPER_POLICY", POLICY),
+            ("CLEANUP_DLQ_URL", dlq.as_str()),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // Refused and moved to the DLQ: not a failure to redeliver.
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_eq!(snapshot_ids(&config).await, before, "nothing deleted");
+    let got = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    let letter = &got.messages()[0];
+    assert_eq!(letter.body().unwrap(), forged.to_string());
+    let reason = letter.message_attributes().unwrap()["reason"]
+        .string_value()
+        .unwrap();
+    assert!(reason.contains("nothing was deleted"), "{reason}");
+}
