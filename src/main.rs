@@ -167,8 +167,17 @@ fn stop_on_signals(stop: &stop::Stop) {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        eprintln!("ami-sweeper: stopping: no new deregistrations; finishing what is in flight");
+        eprintln!(
+            "ami-sweeper: stopping: no new deregistrations; finishing what is in flight \
+             (a second signal exits at once; marked storage is reconciled by the next sweep)"
+        );
         stop.request();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("ami-sweeper: second signal: exiting now");
+        std::process::exit(i32::from(EXIT_STOPPED));
     });
 }
 
