@@ -339,21 +339,24 @@ impl StorageMarker for Ec2 {
 /// Ids per filter value list: EC2 accepts up to 200 values in one filter.
 const IDS_PER_FILTER: usize = 200;
 
+/// A filter on ids (`snapshot-id`, `image-id`): unlike `SnapshotIds`/`ImageIds`, a missing
+/// id does not fail the whole call.
+fn ids_filter(name: &str, ids: &[String]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(ids.to_vec()))
+        .build()
+}
+
 impl JobFacts for Ec2 {
     async fn owned_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
-        // A filter, not SnapshotIds: one missing id would fail the whole call.
         let mut out = Vec::new();
         for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
             let mut pages = self
                 .client
                 .describe_snapshots()
                 .owner_ids("self")
-                .filters(
-                    Filter::builder()
-                        .name("snapshot-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(ids_filter("snapshot-id", chunk))
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
@@ -373,12 +376,7 @@ impl JobFacts for Ec2 {
                 .describe_images()
                 .owners("self")
                 .include_disabled(true)
-                .filters(
-                    Filter::builder()
-                        .name("image-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
+                .filters(ids_filter("image-id", chunk))
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
