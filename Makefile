@@ -40,7 +40,8 @@ test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
 ## The quick offline loop: every test that needs no emulator, no cargo-lambda and no
 ## network (core, planner, readers, CLI, mocked SDK), with cargo alone.
 test-unit:
-	$(CARGO) test --locked --lib --test planner_rules --test planner_props --test cli --test aws_mocks
+	$(CARGO) test --locked --lib
+	$(CARGO) test --locked --test tests -- planner_rules:: planner_props:: cli:: aws_mocks::
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)

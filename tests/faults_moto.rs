@@ -4,13 +4,11 @@
 //! asserts what is left in the emulator: nothing wrongly deleted, and after the next
 //! run nothing orphaned.
 
-mod moto;
-
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use moto::{fault_proxy, image_ids, object_keys, seed_image, snapshot_ids, Moto, Throttle};
+use crate::moto::{fault_proxy, image_ids, object_keys, seed_image, snapshot_ids, Moto, Throttle};
 use serde_json::{json, Value};
 
 const OLD: &str = "2025-01-01T00:00:00.000Z";

@@ -1,13 +1,11 @@
 //! Every sample event in events/ driven through the Lambda handler (`ami-sweeper
 //! invoke`, the same code path the runtime calls) against the local EC2 emulator.
 
-mod moto;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use moto::{image_ids, seed_image, snapshot_ids, Moto};
+use crate::moto::{image_ids, seed_image, snapshot_ids, Moto};
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"{"dry_run": false, "retention": {"min_age_days": 30, "keep_count": 2, "group_by": {"tags": ["app"]}}}"#;

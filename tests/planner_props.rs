@@ -1,13 +1,11 @@
 //! Invariants of the planner over random estates and random policies.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::*;
 use ami_sweeper::model::{Image, Inventory, Usage, UsageKind, UsageRef};
 use ami_sweeper::planner::{plan, Action, CleanupAction, Plan};
 use ami_sweeper::Policy;
-use common::*;
 use proptest::prelude::*;
 
 const STATES: &[&str] = &[

@@ -1,12 +1,10 @@
 //! One table of cases per decision rule, in rule order, with the boundaries.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use ami_sweeper::model::{Image, Inventory, Usage, UsageKind, UsageRef};
 use ami_sweeper::planner::{plan, Action, CleanupAction, Plan, Reason, RetainReason};
-use common::*;
 
 const BASE: &str = r#"{"retention": {"min_age_days": 30}}"#;
 
@@ -51,7 +49,7 @@ fn check(policy_json: &str, images: Vec<Image>, usage: Usage, expected: &[(&str,
 fn rule1_selection_by_name_globs_and_required_tags() {
     let p = r#"{"selection": {"names": ["web-*", "api-?-*"], "tags": {"team": "payments", "env": "*"}},
                "retention": {"min_age_days": 30}}"#;
-    let pay = |b: common::ImageBuilder| b.tag("team", "payments").tag("env", "prod");
+    let pay = |b: crate::common::ImageBuilder| b.tag("team", "payments").tag("env", "prod");
     check(
         p,
         vec![

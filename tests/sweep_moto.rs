@@ -1,10 +1,9 @@
 //! End-to-end sweeps against the local EC2 emulator (moto server on loopback).
 
-mod moto;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use crate::moto::{image_ids, object_keys, seed_image, snapshot_ids, Moto};
 use ami_sweeper::aws::Clients;
 use ami_sweeper::cleanup::RetryPolicy;
 use ami_sweeper::report::{JobOutcome, Outcome, SweepReport};
@@ -13,7 +12,6 @@ use ami_sweeper::sweep::ExecConfig;
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
-use moto::{image_ids, object_keys, seed_image, snapshot_ids, Moto};
 use serde_json::json;
 
 const MANIFEST: &str = r#"<?xml version="1.0"?><manifest><image><name>old</name>

@@ -2,11 +2,9 @@
 //! put `scripts/throttle_proxy.py` in front of it, which answers `503
 //! RequestLimitExceeded` in EC2's shape when an action's bucket is empty.
 
-mod moto;
-
 use std::process::Command;
 
-use moto::{image_ids, seed_image, snapshot_ids, Moto, Throttle};
+use crate::moto::{image_ids, seed_image, snapshot_ids, Moto, Throttle};
 use serde_json::json;
 
 fn estate(images: usize) -> serde_json::Value {
