@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::aws::Clients;
 use crate::cleanup::{Attempt, RetryPolicy};
-use crate::error::{from_sdk, AwsError};
+use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::run::{regions_for, run_sweep, QueueMode, SweepOptions};
@@ -82,9 +82,31 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// A stable name for Lambda's `errorType`, so failed invocations can be told apart
+    /// (and alarmed on) without parsing messages.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Event(_) => "ami-sweeper.UnrecognisedEvent",
+            Self::Policy(_) => "ami-sweeper.InvalidPolicy",
+            Self::NoPolicy => "ami-sweeper.NoPolicy",
+            Self::Aws(_) => "ami-sweeper.AwsError",
+            Self::Region(_) => "ami-sweeper.NoRegion",
+            Self::RunFailed { .. } => "ami-sweeper.SweepFailed",
+        }
+    }
+
     /// Whether the caller's input is at fault (as opposed to AWS or the run).
     pub fn is_bad_input(&self) -> bool {
         !matches!(self, Self::Aws(_) | Self::RunFailed { .. })
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        Self {
+            error_type: e.error_type().to_string(),
+            error_message: e.to_string(),
+        }
     }
 }
 
@@ -251,19 +273,15 @@ impl Handler {
         match &self.policy_source {
             PolicySource::Inline(text) => Ok(Policy::from_json(text)?),
             PolicySource::Parameter(name) => {
-                self.clients.calls().record("GetParameter");
-                let out = aws_sdk_ssm::Client::new(self.clients.base())
-                    .get_parameter()
-                    .name(name)
-                    .with_decryption(true)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("GetParameter", e))?;
-                let text = out
-                    .parameter()
-                    .and_then(|p| p.value())
-                    .unwrap_or_default()
-                    .to_string();
+                let region = self.clients.base().region().ok_or_else(|| {
+                    HandlerError::Region("no region to read the policy parameter in".into())
+                })?;
+                let text = self
+                    .clients
+                    .region(region.as_ref())
+                    .ssm
+                    .parameter_value(name)
+                    .await?;
                 Ok(Policy::from_json(&text)?)
             }
             PolicySource::Missing => Err(HandlerError::NoPolicy),
@@ -442,7 +460,7 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
                             tracing::error!(report = %report, "sweep report");
                         }
                         tracing::error!(error = %e, "invocation failed");
-                        lambda_runtime::Error::from(e.to_string())
+                        lambda_runtime::Diagnostic::from(e)
                     })
             }
         },

@@ -569,3 +569,44 @@ async fn the_worker_sends_a_forged_job_to_the_dead_letter_queue_and_deletes_noth
         .unwrap();
     assert!(reason.contains("nothing was deleted"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_is_read_from_a_hierarchical_ssm_parameter() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    aws_sdk_ssm::Client::new(&config)
+        .put_parameter()
+        .name("/ami-sweeper/policy")
+        .value(r#"{"dry_run": true, "retention": {"min_age_days": 30}}"#)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &event_path("schedule.json"),
+        &[("AMI_SWEEPER_POLICY_PARAMETER", "/ami-sweeper/policy")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    // The parameter's policy, not another: a dry run with no grouping.
+    assert_eq!(report["dry_run"], true);
+    let groups: BTreeSet<&str> = report["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, BTreeSet::from(["*"]));
+
+    // A parameter that does not exist fails the invocation with the AWS error code.
+    let (code, _, stderr) = invoke_with(
+        &moto,
+        &event_path("schedule.json"),
+        &[("AMI_SWEEPER_POLICY_PARAMETER", "/ami-sweeper/missing")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("GetParameter: ParameterNotFound"),
+        "{stderr}"
+    );
+}

@@ -104,8 +104,16 @@ fn the_binary_serves_events_through_the_runtime_api() {
     // A bad event is an invocation error, and the function keeps serving.
     let bad = invoke(port, r#"{"hello": 1}"#);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr)
-        .contains("unrecognised event: an object with keys [hello]"));
+    let bad_err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        bad_err.contains("unrecognised event: an object with keys [hello]"),
+        "{bad_err}"
+    );
+    // Lambda's errorType names what went wrong, not a Rust type.
+    assert!(
+        bad_err.contains("ami-sweeper.UnrecognisedEvent"),
+        "{bad_err}"
+    );
     let again = invoke(port, &building);
     assert!(again.status.success());
 }

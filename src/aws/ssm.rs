@@ -20,6 +20,25 @@ impl Ssm {
         Self { client, calls }
     }
 
+    /// A parameter's value, decrypted: where the Lambda function reads its policy. Through
+    /// this adapter, so the call is counted and its throttling seen like every other.
+    pub async fn parameter_value(&self, name: &str) -> Result<String, AwsError> {
+        self.calls.record("GetParameter");
+        let out = self
+            .client
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetParameter", e))?;
+        Ok(out
+            .parameter()
+            .and_then(|p| p.value())
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// Reads each parameter once and records its image as used. A parameter that does
     /// not exist names no image (the template cannot launch): that is a warning. Any
     /// other failure is an error: usage would be incomplete, and the sweep must not act.
