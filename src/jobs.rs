@@ -38,12 +38,39 @@ pub enum JobTarget {
     },
 }
 
-impl JobTarget {
-    /// The job kind's name as reports show it.
-    pub fn kind(&self) -> &'static str {
+/// What kind of storage a job deletes, as reports name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// An EBS snapshot.
+    DeleteSnapshot,
+    /// An instance-store bundle.
+    DeleteBundle,
+}
+
+impl JobKind {
+    /// The name reports use.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::DeleteSnapshot { .. } => "delete_snapshot",
-            Self::DeleteBundle { .. } => "delete_bundle",
+            Self::DeleteSnapshot => "delete_snapshot",
+            Self::DeleteBundle => "delete_bundle",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad` keeps the table's column widths working.
+        f.pad(self.as_str())
+    }
+}
+
+impl JobTarget {
+    /// The job's kind.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Self::DeleteSnapshot { .. } => JobKind::DeleteSnapshot,
+            Self::DeleteBundle { .. } => JobKind::DeleteBundle,
         }
     }
 }

@@ -6,12 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use chrono::{DateTime, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-/// A UTC instant; every time in the model is one.
-pub type Timestamp = DateTime<Utc>;
+pub use crate::time::Timestamp;
 
 /// Lifecycle state of an AMI as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

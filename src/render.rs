@@ -472,7 +472,7 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
 }
 
 /// Renders one drain of the cleanup queue.
-pub fn cleanup_table(report: &crate::run::CleanupReport) -> String {
+pub fn cleanup_table(report: &crate::report::CleanupReport) -> String {
     let mut out = String::new();
     for j in &report.jobs {
         let _ = writeln!(

@@ -1,7 +1,6 @@
 //! What a run did: per region, per image and per cleanup job, with totals.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -76,7 +75,7 @@ pub struct JobReport {
     /// The image the storage belonged to.
     pub image_id: String,
     /// `delete_snapshot` or `delete_bundle`.
-    pub kind: &'static str,
+    pub kind: crate::jobs::JobKind,
     /// Snapshot id or `s3://bucket/key`.
     pub target: String,
     /// What happened.
@@ -200,7 +199,9 @@ impl RegionReport {
         self.snapshot_gib_deleted = self
             .jobs
             .iter()
-            .filter(|j| j.kind == "delete_snapshot" && j.outcome == JobOutcome::Deleted)
+            .filter(|j| {
+                j.kind == crate::jobs::JobKind::DeleteSnapshot && j.outcome == JobOutcome::Deleted
+            })
             .filter_map(|j| sizes.get(j.target.as_str()))
             .fold(0u64, |a, b| a.saturating_add(*b));
     }
@@ -314,7 +315,10 @@ impl SweepReport {
             self.regions
                 .iter()
                 .flat_map(|r| &r.jobs)
-                .filter(|j| j.kind == "delete_snapshot" && j.outcome == JobOutcome::Deleted)
+                .filter(|j| {
+                    j.kind == crate::jobs::JobKind::DeleteSnapshot
+                        && j.outcome == JobOutcome::Deleted
+                })
                 .count() as u64,
             "Count",
         );
@@ -359,56 +363,33 @@ impl SweepReport {
     }
 }
 
-/// Counts AWS API calls per operation, and throttled attempts; shared by every
-/// adapter of a run.
-#[derive(Debug, Default)]
-pub struct ApiCalls(
-    Mutex<BTreeMap<&'static str, u64>>,
-    std::sync::atomic::AtomicU64,
-);
+/// The result of one drain of the cleanup queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct CleanupReport {
+    /// One line per message handled (each message once per drain).
+    pub jobs: Vec<JobReport>,
+    /// Jobs by outcome.
+    pub totals: BTreeMap<JobOutcome, usize>,
+    /// Messages that were not jobs (left for the dead-letter queue).
+    pub malformed: Vec<String>,
+    /// Receipts of messages this drain had already handled (SQS redelivered them after
+    /// their visibility timeout); not counted again.
+    pub redelivered: usize,
+    /// Messages visible when the drain started (`ApproximateNumberOfMessages`).
+    pub visible_at_start: u64,
+    /// Why the drain ended: `empty`, `no_new_messages`, `receive_budget` or `time_budget`.
+    pub ended: &'static str,
+    /// AWS API calls made, per operation.
+    pub api_calls: BTreeMap<String, u64>,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
 
-impl ApiCalls {
-    /// Records one attempt that AWS throttled (and the SDK retried).
-    pub fn record_throttle(&self) {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Throttled attempts so far.
-    pub fn throttles(&self) -> u64 {
-        self.1.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Records one call.
-    pub fn record(&self, operation: &'static str) {
-        *self
-            .0
-            .lock()
-            .expect("counter lock")
-            .entry(operation)
-            .or_default() += 1;
-    }
-
-    /// The calls made since an earlier snapshot (a run's own calls, when clients
-    /// and their counter outlive the run).
-    pub fn since(&self, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-        self.snapshot()
-            .into_iter()
-            .map(|(k, v)| {
-                let earlier = before.get(&k).copied().unwrap_or(0);
-                (k, v - earlier)
-            })
-            .filter(|(_, v)| *v > 0)
-            .collect()
-    }
-
-    /// The counts so far.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0
-            .lock()
-            .expect("counter lock")
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect()
+impl CleanupReport {
+    /// Failed and rejected jobs plus malformed messages.
+    pub fn failures(&self) -> usize {
+        let n = |o| self.totals.get(&o).copied().unwrap_or(0);
+        n(JobOutcome::Failed) + n(JobOutcome::Rejected) + self.malformed.len()
     }
 }
 
@@ -433,7 +414,7 @@ mod tests {
                 }],
                 jobs: vec![JobReport {
                     image_id: "ami-1".into(),
-                    kind: "delete_snapshot",
+                    kind: crate::jobs::JobKind::DeleteSnapshot,
                     target: "snap-1".into(),
                     outcome: JobOutcome::Deleted,
                     attempts: 1,

@@ -15,7 +15,7 @@ use crate::jobs::CleanupJob;
 use crate::model::Timestamp;
 use crate::policy::Policy;
 use crate::ports::CleanupSink;
-use crate::report::{JobOutcome, JobReport, RegionReport, SweepReport, Totals};
+use crate::report::{CleanupReport, RegionReport, SweepReport, Totals};
 use crate::stop::StopReason;
 use crate::sweep::{sweep_region, ExecConfig};
 use crate::verify::WorkerRules;
@@ -187,36 +187,6 @@ pub async fn run_sweep(
         "sweep finished"
     );
     report
-}
-
-/// The result of one drain of the cleanup queue.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CleanupReport {
-    /// One line per message handled (each message once per drain).
-    pub jobs: Vec<JobReport>,
-    /// Jobs by outcome.
-    pub totals: BTreeMap<JobOutcome, usize>,
-    /// Messages that were not jobs (left for the dead-letter queue).
-    pub malformed: Vec<String>,
-    /// Receipts of messages this drain had already handled (SQS redelivered them after
-    /// their visibility timeout); not counted again.
-    pub redelivered: usize,
-    /// Messages visible when the drain started (`ApproximateNumberOfMessages`).
-    pub visible_at_start: u64,
-    /// Why the drain ended: `empty`, `no_new_messages`, `receive_budget` or `time_budget`.
-    pub ended: &'static str,
-    /// AWS API calls made, per operation.
-    pub api_calls: BTreeMap<String, u64>,
-    /// Wall time in milliseconds.
-    pub elapsed_ms: u64,
-}
-
-impl CleanupReport {
-    /// Failed and rejected jobs plus malformed messages.
-    pub fn failures(&self) -> usize {
-        let n = |o| self.totals.get(&o).copied().unwrap_or(0);
-        n(JobOutcome::Failed) + n(JobOutcome::Rejected) + self.malformed.len()
-    }
 }
 
 /// How much one drain may do.

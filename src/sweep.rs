@@ -379,7 +379,7 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
             return;
         }
         let jobs = std::mem::take(&mut self.pending);
-        let labels: Vec<(String, &'static str, String)> = jobs
+        let labels: Vec<(String, crate::jobs::JobKind, String)> = jobs
             .iter()
             .map(|j| (j.image_id.clone(), j.target.kind(), j.target_label()))
             .collect();

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::model::Timestamp;
+/// A UTC instant; every time in the model is one.
+pub type Timestamp = DateTime<Utc>;
 
 /// Parses an RFC 3339 / ISO 8601 instant such as `2026-01-31T12:00:00.000Z`.
 pub fn parse_instant(s: &str) -> Option<Timestamp> {

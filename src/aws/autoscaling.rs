@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::aws::ApiCalls;
 use crate::awscli::launch_configuration_user;
 use crate::error::{from_sdk, AwsError};
 use crate::model::Usage;
-use crate::report::ApiCalls;
 
 /// The Auto Scaling adapter.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::FxHashSet;
 
+use crate::aws::ApiCalls;
 use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
 use crate::error::{from_sdk, AwsError};
 use crate::model::{Image, Snapshot, Usage, UsageRef};
@@ -13,7 +14,6 @@ use crate::orphans::STORAGE_MARK;
 use crate::ports::{
     Deregistrar, ImageSource, JobFacts, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
 };
-use crate::report::ApiCalls;
 
 /// `ListImagesInRecycleBin`'s largest page.
 const RECYCLE_BIN_PAGE: i32 = 1000;

@@ -2,6 +2,7 @@
 //! Clients are built once per region and shared by every call of a run.
 
 pub mod autoscaling;
+mod calls;
 pub mod ec2;
 pub mod s3;
 pub mod sqs;
@@ -10,7 +11,7 @@ pub mod ssm;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::report::ApiCalls;
+pub use calls::ApiCalls;
 
 /// The AWS configuration chain (credentials, region, `AWS_ENDPOINT_URL`), with up to
 /// five attempts per call: throttling by an account bucket shared with other callers

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
+use crate::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::model::{Manifest, Tags};
 use crate::orphans::STORAGE_MARK;
 use crate::ports::{BundleInventory, BundleStore};
-use crate::report::ApiCalls;
 
 /// The S3 adapter.
 #[derive(Clone, Debug)]

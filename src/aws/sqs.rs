@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
+use crate::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::jobs::CleanupJob;
 use crate::ports::CleanupSink;
-use crate::report::ApiCalls;
 
 /// Messages per `SendMessageBatch` / `ReceiveMessage` (SQS's limit).
 pub const SQS_BATCH: usize = 10;

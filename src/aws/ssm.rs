@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::aws::ec2::SsmRef;
+use crate::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::model::Usage;
-use crate::report::ApiCalls;
 
 /// The SSM adapter.
 #[derive(Clone, Debug)]
