@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use crate::aws::ApiCalls;
-use crate::awscli::launch_configuration_user;
 use crate::error::{from_sdk, AwsError};
+use crate::fields::launch_configuration_user;
 use crate::model::Usage;
 
 /// The Auto Scaling adapter.

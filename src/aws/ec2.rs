@@ -7,8 +7,8 @@ use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::FxHashSet;
 
 use crate::aws::ApiCalls;
-use crate::awscli::{instance_user, template_user, RawImage, TemplateImage};
 use crate::error::{from_sdk, AwsError};
+use crate::fields::{instance_user, template_user, RawImage, TemplateImage};
 use crate::model::{Image, Snapshot, Usage, UsageRef};
 use crate::orphans::STORAGE_MARK;
 use crate::ports::{

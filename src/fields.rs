@@ -1,0 +1,135 @@
+//! How EC2's raw fields map into the model, whatever client fetched them: the AWS CLI
+//! reader and the live inventory apply the same checks through these, so an offline plan
+//! and a sweep judge an image alike. Pure.
+
+use crate::model::{
+    Image, ImageState, Protection, RootDevice, SnapshotRef, Tags, UsageKind, UsageRef,
+};
+use crate::time::parse_instant;
+
+/// Builds an [`Image`] from the raw fields EC2 reports, whatever client fetched them.
+/// Shared by the AWS CLI reader and the live inventory so both apply the same checks.
+#[derive(Debug, Default)]
+pub struct RawImage {
+    /// `ImageId`.
+    pub image_id: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `CreationDate`.
+    pub creation_date: Option<String>,
+    /// `State`.
+    pub state: Option<String>,
+    /// `Tags`.
+    pub tags: Vec<(String, String)>,
+    /// `Public`.
+    pub public: bool,
+    /// `DeregistrationProtection`.
+    pub deregistration_protection: Option<String>,
+    /// `LastLaunchedTime`.
+    pub last_launched_time: Option<String>,
+    /// `RootDeviceType`.
+    pub root_device_type: Option<String>,
+    /// `ImageLocation`.
+    pub image_location: Option<String>,
+    /// `BlockDeviceMappings[].Ebs.(SnapshotId, VolumeSize)`.
+    pub snapshots: Vec<(String, Option<u64>)>,
+}
+
+impl RawImage {
+    /// Validates and converts; the error names the field.
+    pub fn into_image(self) -> Result<Image, String> {
+        let id = self.image_id;
+        if !id.starts_with("ami-") {
+            return Err(format!("ImageId {id:?} is not an AMI id"));
+        }
+        let created = self
+            .creation_date
+            .ok_or_else(|| format!("{id}: CreationDate is missing"))?;
+        let creation_date = parse_instant(&created)
+            .ok_or_else(|| format!("{id}: CreationDate {created:?} is not an ISO 8601 instant"))?;
+        let state = self
+            .state
+            .ok_or_else(|| format!("{id}: State is missing"))?;
+        let last_launched = match self.last_launched_time {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(parse_instant(&s).ok_or_else(|| {
+                format!("{id}: LastLaunchedTime {s:?} is not an ISO 8601 instant")
+            })?),
+        };
+        let tags: Tags = self.tags.into_iter().collect();
+        let mut snapshots: Vec<SnapshotRef> = Vec::new();
+        for (snap, size) in self.snapshots {
+            if !snapshots.iter().any(|s| s.id == snap) {
+                snapshots.push(SnapshotRef {
+                    id: snap,
+                    size_gib: size,
+                });
+            }
+        }
+        Ok(Image {
+            name: self.name.unwrap_or_default(),
+            creation_date,
+            state: ImageState::parse(&state),
+            tags,
+            public: self.public,
+            shared_with: Vec::new(),
+            protection: Protection::parse(self.deregistration_protection.as_deref()),
+            last_launched,
+            root_device: RootDevice::parse(self.root_device_type.as_deref().unwrap_or("ebs")),
+            image_location: self.image_location.filter(|l| !l.is_empty()),
+            snapshots,
+            id,
+        })
+    }
+}
+
+/// The usage record of an instance, or `None` when it is terminated and uses nothing.
+pub fn instance_user(instance_id: &str, state: &str) -> Option<UsageRef> {
+    (state != "terminated").then(|| UsageRef {
+        kind: UsageKind::Instance,
+        id: format!("{instance_id} ({state})"),
+    })
+}
+
+/// How a launch template version names its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateImage {
+    /// A literal `ami-...` id.
+    Id(String),
+    /// `resolve:ssm:<parameter>`: the id lives in an SSM parameter.
+    Ssm(String),
+}
+
+impl TemplateImage {
+    /// Classifies a launch template's `ImageId` value.
+    pub fn parse(value: &str) -> Self {
+        match value.strip_prefix("resolve:ssm:") {
+            Some(p) => Self::Ssm(p.to_string()),
+            None => Self::Id(value.to_string()),
+        }
+    }
+}
+
+/// A launch template version's label for reports: `lt-0abc (web) v3`.
+pub fn template_user(id: &str, name: Option<&str>, version: Option<i64>) -> UsageRef {
+    let mut label = id.to_string();
+    if let Some(n) = name {
+        label.push_str(&format!(" ({n})"));
+    }
+    if let Some(v) = version {
+        label.push_str(&format!(" v{v}"));
+    }
+    UsageRef {
+        kind: UsageKind::LaunchTemplateVersion,
+        id: label,
+    }
+}
+
+/// A launch configuration's usage record.
+pub fn launch_configuration_user(name: &str) -> UsageRef {
+    UsageRef {
+        kind: UsageKind::LaunchConfiguration,
+        id: name.to_string(),
+    }
+}
