@@ -14,6 +14,8 @@
 //! - [`verify`] (pure) and [`worker`] check each queued job against AWS before it runs;
 //! - [`events`] maps Lambda triggers to sweep requests and [`lambda`] answers them.
 
+#![warn(missing_docs)]
+
 pub mod aws;
 pub mod awscli;
 pub mod cleanup;

@@ -14,13 +14,21 @@ pub use crate::time::Timestamp;
 /// Lifecycle state of an AMI as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageState {
+    /// Being created or copied; not usable yet.
     Pending,
+    /// Usable.
     Available,
+    /// Not usable; EC2 gives no further reason.
     Invalid,
+    /// Deregistered (EC2 lists it for a while afterwards).
     Deregistered,
+    /// Changing state.
     Transient,
+    /// Creation failed; it still holds whatever storage was made.
     Failed,
+    /// In error.
     Error,
+    /// Disabled: cannot launch, still holds its storage, can be re-enabled.
     Disabled,
     /// A state this version does not know; treated as unsettled (never deregistered).
     Other(String),
