@@ -17,6 +17,9 @@ use crate::ratelimit::RateLimiter;
 use crate::report::{JobOutcome, JobReport};
 use crate::stop::Stop;
 
+/// S3's `DeleteObjects` takes at most this many keys per request.
+const DELETE_OBJECTS_MAX: usize = 1000;
+
 /// The result of one attempt at a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -81,7 +84,7 @@ async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: 
     // Parts first, manifest last: if a run stops half-way, the manifest still says
     // what is left and the job can be run again.
     let mut deleted = Vec::new();
-    for chunk in parts.chunks(1000) {
+    for chunk in parts.chunks(DELETE_OBJECTS_MAX) {
         match store.delete_objects(bucket, chunk).await {
             Ok(failed) if failed.is_empty() => deleted.extend(chunk.iter().cloned()),
             Ok(failed) => {

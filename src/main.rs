@@ -181,6 +181,13 @@ fn stop_on_signals(stop: &stop::Stop) {
     });
 }
 
+/// Exit status for unusable input (policy, input file, flags): nothing was done.
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status when anything failed (the report, if any, says what).
+const EXIT_FAILED: u8 = 1;
+/// Lambda's longest timeout: what `invoke` gives the handler as its deadline.
+const LAMBDA_MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// A failure with its exit status: 2 for bad input (nothing was done), 1 otherwise.
 struct Failure {
     status: u8,
@@ -190,7 +197,7 @@ struct Failure {
 impl Failure {
     fn input(message: impl ToString) -> Self {
         Self {
-            status: 2,
+            status: EXIT_BAD_INPUT,
             message: message.to_string(),
         }
     }
@@ -277,7 +284,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure {
-            status: 1,
+            status: EXIT_FAILED,
             message: format!("cannot start the async runtime: {e}"),
         })
 }
@@ -394,7 +401,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     run::drain_queue(&clients, &queue_url, &rules, dlq, limits).await
                 })
                 .map_err(|e| Failure {
-                    status: 1,
+                    status: EXIT_FAILED,
                     message: e.to_string(),
                 })?;
             emit_report(format, &report, render::cleanup_table, report.failures())
@@ -455,7 +462,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let response = rt.block_on(async {
                 let base = ami_sweeper::aws::load_config().await;
                 let handler = lambda::Handler::new(base);
-                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
+                let deadline = tokio::time::Instant::now() + LAMBDA_MAX_TIMEOUT;
                 handler.handle(payload, Some(deadline)).await
             });
             let print = |v: &serde_json::Value| {
@@ -469,12 +476,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Err(lambda::HandlerError::RunFailed { failures, report }) => {
                     print(&report)?;
                     Err(Failure {
-                        status: 1,
+                        status: EXIT_FAILED,
                         message: format!("{failures} failures; see the report"),
                     })
                 }
                 Err(e) => Err(Failure {
-                    status: if e.is_bad_input() { 2 } else { 1 },
+                    status: if e.is_bad_input() {
+                        EXIT_BAD_INPUT
+                    } else {
+                        EXIT_FAILED
+                    },
                     message: e.to_string(),
                 }),
             }
@@ -503,7 +514,7 @@ fn emit_report<T: serde::Serialize>(
     })?;
     if failures > 0 {
         return Err(Failure {
-            status: 1,
+            status: EXIT_FAILED,
             message: format!("{failures} failures; see the report"),
         });
     }
@@ -519,7 +530,7 @@ fn write_stdout(body: impl FnOnce(&mut Out) -> std::io::Result<()>) -> Result<()
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure {
-            status: 1,
+            status: EXIT_FAILED,
             message: format!("cannot write output: {e}"),
         }),
     }
