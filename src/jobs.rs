@@ -6,6 +6,17 @@ use serde::{Deserialize, Serialize};
 /// The job format version this build writes and reads.
 pub const JOB_VERSION: u32 = 1;
 
+/// A queue message that is not a job this build runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Not a cleanup job's JSON.
+    #[error("malformed cleanup job: {0}")]
+    Malformed(String),
+    /// Another format version: rejected, not guessed at.
+    #[error("cleanup job version {0} is not supported (this build reads {JOB_VERSION})")]
+    Version(u32),
+}
+
 /// One unit of cleanup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupJob {
@@ -92,14 +103,11 @@ impl CleanupJob {
     }
 
     /// Parses a message body; the error says what is wrong with it.
-    pub fn from_json(body: &str) -> Result<Self, String> {
+    pub fn from_json(body: &str) -> Result<Self, JobError> {
         let job: CleanupJob =
-            serde_json::from_str(body).map_err(|e| format!("malformed cleanup job: {e}"))?;
+            serde_json::from_str(body).map_err(|e| JobError::Malformed(e.to_string()))?;
         if job.version != JOB_VERSION {
-            return Err(format!(
-                "cleanup job version {} is not supported (this build reads {JOB_VERSION})",
-                job.version
-            ));
+            return Err(JobError::Version(job.version));
         }
         Ok(job)
     }
@@ -137,11 +145,13 @@ mod tests {
         );
         assert_eq!(CleanupJob::from_json(&text).unwrap(), job);
         let v2 = text.replace("\"version\":1", "\"version\":2");
-        assert!(CleanupJob::from_json(&v2)
-            .unwrap_err()
-            .contains("version 2"));
+        assert_eq!(
+            CleanupJob::from_json(&v2).unwrap_err(),
+            JobError::Version(2)
+        );
         assert!(CleanupJob::from_json("{}")
             .unwrap_err()
+            .to_string()
             .starts_with("malformed"));
     }
 }

@@ -321,7 +321,7 @@ impl Handler {
             &regions,
             self.clients.base().region().map(|r| r.as_ref()),
         )
-        .map_err(HandlerError::Region)?;
+        .map_err(|e| HandlerError::Region(e.to_string()))?;
         let queue = match &self.queue_url {
             Some(url) => QueueMode::Sqs {
                 url: url.clone(),

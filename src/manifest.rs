@@ -1,23 +1,30 @@
 //! Instance-store bundle manifests: which S3 objects make up a bundle.
 
+/// A manifest that cannot be used; nothing is deleted on its account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
 /// Parses a bundle manifest and returns the keys of its part files, which live in the
 /// manifest's own prefix. Anything unexpected is an error, so that nothing is deleted
 /// on a guess.
-pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, String> {
-    let text = std::str::from_utf8(xml).map_err(|_| "manifest is not UTF-8".to_string())?;
-    let doc = roxmltree::Document::parse(text).map_err(|e| format!("manifest is not XML: {e}"))?;
+pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, ManifestError> {
+    let bad = |m: String| ManifestError(m);
+    let text = std::str::from_utf8(xml).map_err(|_| bad("manifest is not UTF-8".into()))?;
+    let doc =
+        roxmltree::Document::parse(text).map_err(|e| bad(format!("manifest is not XML: {e}")))?;
     let root = doc.root_element();
     if root.tag_name().name() != "manifest" {
-        return Err(format!(
+        return Err(bad(format!(
             "manifest root element is <{}>, expected <manifest>",
             root.tag_name().name()
-        ));
+        )));
     }
     let parts = root
         .children()
         .find(|n| n.has_tag_name("image"))
         .and_then(|img| img.children().find(|n| n.has_tag_name("parts")))
-        .ok_or("manifest has no <image><parts>")?;
+        .ok_or_else(|| bad("manifest has no <image><parts>".into()))?;
     let prefix = match manifest_key.rfind('/') {
         Some(i) => &manifest_key[..=i],
         None => "",
@@ -29,21 +36,23 @@ pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, String> 
             .find(|n| n.has_tag_name("filename"))
             .and_then(|n| n.text())
             .map(str::trim)
-            .ok_or("a <part> has no <filename>")?;
+            .ok_or_else(|| bad("a <part> has no <filename>".into()))?;
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(format!("part filename {name:?} is not a plain file name"));
+            return Err(bad(format!(
+                "part filename {name:?} is not a plain file name"
+            )));
         }
         keys.push(format!("{prefix}{name}"));
     }
     if keys.is_empty() {
-        return Err("manifest lists no parts".to_string());
+        return Err(bad("manifest lists no parts".into()));
     }
     if let Some(declared) = parts.attribute("count") {
         if declared.parse::<usize>().ok() != Some(keys.len()) {
-            return Err(format!(
+            return Err(bad(format!(
                 "manifest declares {declared} parts but lists {}",
                 keys.len()
-            ));
+            )));
         }
     }
     keys.sort();
@@ -96,7 +105,7 @@ mod tests {
         ];
         for (xml, expected) in cases {
             let err = part_keys("b/m.manifest.xml", xml.as_bytes()).unwrap_err();
-            assert!(err.contains(expected), "{xml}: {err}");
+            assert!(err.to_string().contains(expected), "{xml}: {err}");
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn regions_for(
     policy: &Policy,
     requested: &[String],
     configured: Option<&str>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, NoRegion> {
     if !requested.is_empty() {
         // A region named twice would be swept twice at once.
         let mut seen = std::collections::BTreeSet::new();
@@ -65,10 +65,13 @@ pub fn regions_for(
     if let Some(r) = &policy.regions {
         return Ok(r.clone());
     }
-    configured.map(|r| vec![r.to_string()]).ok_or_else(|| {
-        "no region: set `regions` in the policy, pass --region, or configure AWS_REGION".into()
-    })
+    configured.map(|r| vec![r.to_string()]).ok_or(NoRegion)
 }
+
+/// Neither the request, the policy nor the configuration names a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no region: set `regions` in the policy, pass --region, or configure AWS_REGION")]
+pub struct NoRegion;
 
 /// Sweeps every region concurrently and reports. Never panics on AWS failures: a region
 /// that cannot be inventoried is reported as failed and nothing is changed there.

@@ -47,7 +47,7 @@ pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str
     let mut by_region: BTreeMap<String, Vec<(usize, CleanupJob)>> = BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
         match CleanupJob::from_json(body) {
-            Err(e) => out[i] = Some(Handled::Malformed(e)),
+            Err(e) => out[i] = Some(Handled::Malformed(e.to_string())),
             Ok(job) => match rules.check_region(&job.region) {
                 // Checked before any client exists: a made-up region costs nothing.
                 Err(why) => {
