@@ -253,7 +253,12 @@ impl Plan {
             .iter()
             .filter(|d| d.action == Action::Deregister)
             .collect();
-        v.sort_by(|a, b| (a.creation_date, &a.image_id).cmp(&(b.creation_date, &b.image_id)));
+        v.sort_by(|a, b| {
+            oldest_first(
+                (a.creation_date, a.image_id.as_str()),
+                (b.creation_date, b.image_id.as_str()),
+            )
+        });
         v
     }
 }
@@ -300,114 +305,159 @@ pub fn parse_bundle_location(location: &str) -> Option<(String, String)> {
     (bucket_ok && key_ok).then(|| (bucket.to_string(), key.to_string()))
 }
 
-/// Decides every image's fate under `policy` at instant `now`.
+/// Oldest first, ties by id: the order a sweep works in and `max_deregistrations` counts in.
+fn oldest_first(a: (Timestamp, &str), b: (Timestamp, &str)) -> std::cmp::Ordering {
+    a.cmp(&b)
+}
+
+/// Newest first, ties by id: the order `keep_count` ranks in and tables list.
+fn newest_first(a: (Timestamp, &str), b: (Timestamp, &str)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1))
+}
+
+fn by_age(img: &Image) -> (Timestamp, &str) {
+    (img.creation_date, img.id.as_str())
+}
+
+/// Decides every image's fate under `policy` at instant `now`: rules 1-4 give a single
+/// reason, rules 5-10 every keep reason that applies, rules 11-12 decide the rest.
 pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     let images = inventory.images();
-    let sel = &policy.selection;
-    let ret = &policy.retention;
-
     let groups: Vec<Vec<&str>> = images.iter().map(|i| group_key(policy, i)).collect();
-
-    // Rules 1-4, with the first matching reason.
-    let early: Vec<Option<Reason>> = images
-        .iter()
-        .map(|img| {
-            let selected = (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
-                && sel
-                    .tags
-                    .iter()
-                    .all(|(k, g)| img.tags.get(k).is_some_and(|v| g.matches(v)));
-            if !selected {
-                Some(Reason::NotSelected)
-            } else if sel
-                .exclude_tags
-                .iter()
-                .any(|(k, g)| img.tags.get(k).is_some_and(|v| g.matches(v)))
-            {
-                Some(Reason::ExcludedByTag)
-            } else if img.is_backup_managed() {
-                Some(Reason::BackupManaged)
-            } else if !img.state.is_settled() {
-                Some(Reason::Unsettled)
-            } else {
-                None
-            }
-        })
-        .collect();
-
-    // Rule 5: rank available images per group, newest first, ties by id.
-    let mut kept_by_count = vec![false; images.len()];
-    if ret.keep_count > 0 {
-        let mut by_group: HashMap<&[&str], Vec<usize>> = HashMap::default();
-        for (i, img) in images.iter().enumerate() {
-            if early[i].is_none() && img.state == ImageState::Available {
-                by_group.entry(groups[i].as_slice()).or_default().push(i);
-            }
-        }
-        for members in by_group.values_mut() {
-            members.sort_by(|&a, &b| {
-                images[b]
-                    .creation_date
-                    .cmp(&images[a].creation_date)
-                    .then_with(|| images[a].id.cmp(&images[b].id))
-            });
-            for &i in members
-                .iter()
-                .take(usize::try_from(ret.keep_count).unwrap_or(usize::MAX))
-            {
-                kept_by_count[i] = true;
-            }
-        }
-    }
-
-    let age_cutoff = days_before(now, ret.min_age_days);
-    let launch_cutoff = ret.launched_within_days.map(|d| days_before(now, d));
-
-    // Rules 5-10: every applicable keep reason, in rule order.
+    let early: Vec<Option<Reason>> = images.iter().map(|img| early_reason(policy, img)).collect();
+    let kept = kept_by_count(policy, images, &early, &groups);
+    let cutoffs = Cutoffs::new(policy, now);
     let mut reasons: Vec<Vec<Reason>> = images
         .iter()
         .enumerate()
-        .map(|(i, img)| {
-            if let Some(r) = early[i] {
-                return vec![r];
-            }
-            let mut r = Vec::new();
-            if kept_by_count[i] {
-                r.push(Reason::WithinKeepCount);
-            }
-            if age_cutoff.is_none_or(|cutoff| img.creation_date > cutoff) {
-                r.push(Reason::TooYoung);
-            }
-            if img.protection.is_protected_at(now) {
-                r.push(Reason::DeregistrationProtected);
-            }
-            if policy.protection.skip_in_use && inventory.usage.is_used(&img.id) {
-                r.push(Reason::InUse);
-            }
-            if policy.protection.skip_shared && img.is_shared() {
-                r.push(Reason::Shared);
-            }
-            if let Some(cutoff) = launch_cutoff {
-                let recent = match (img.last_launched, cutoff) {
-                    (Some(_), None) => true,
-                    (Some(t), Some(c)) => t > c,
-                    (None, _) => false,
-                };
-                if recent {
-                    r.push(Reason::RecentlyLaunched);
-                }
-            }
-            r
+        .map(|(i, img)| match early[i] {
+            Some(r) => vec![r],
+            None => keep_reasons(policy, inventory, img, kept[i], &cutoffs),
         })
         .collect();
+    apply_limit(policy, images, &mut reasons);
+    let decisions = decide(policy, inventory, &groups, reasons);
+    let summary = summarize(&decisions);
+    let warnings = plan_warnings(inventory, &decisions);
+    Plan {
+        now,
+        decisions,
+        summary,
+        warnings,
+        orphans: None,
+    }
+}
 
-    // Rule 11: the oldest candidates go first, up to the limit.
+/// Rules 1-4: not selected, excluded by tag, AWS Backup-managed, unsettled.
+fn early_reason(policy: &Policy, img: &Image) -> Option<Reason> {
+    let sel = &policy.selection;
+    let tag_matches =
+        |(k, g): (&String, &crate::policy::Glob)| img.tags.get(k).is_some_and(|v| g.matches(v));
+    let selected = (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
+        && sel.tags.iter().all(tag_matches);
+    if !selected {
+        Some(Reason::NotSelected)
+    } else if sel.exclude_tags.iter().any(tag_matches) {
+        Some(Reason::ExcludedByTag)
+    } else if img.is_backup_managed() {
+        Some(Reason::BackupManaged)
+    } else if !img.state.is_settled() {
+        Some(Reason::Unsettled)
+    } else {
+        None
+    }
+}
+
+/// Rule 5: the newest `keep_count` available images of each group that passed rules 1-4.
+fn kept_by_count(
+    policy: &Policy,
+    images: &[Image],
+    early: &[Option<Reason>],
+    groups: &[Vec<&str>],
+) -> Vec<bool> {
+    let keep = usize::try_from(policy.retention.keep_count).unwrap_or(usize::MAX);
+    let mut kept = vec![false; images.len()];
+    if keep == 0 {
+        return kept;
+    }
+    let mut by_group: HashMap<&[&str], Vec<usize>> = HashMap::default();
+    for (i, img) in images.iter().enumerate() {
+        if early[i].is_none() && img.state == ImageState::Available {
+            by_group.entry(groups[i].as_slice()).or_default().push(i);
+        }
+    }
+    for members in by_group.values_mut() {
+        members.sort_by(|&a, &b| newest_first(by_age(&images[a]), by_age(&images[b])));
+        for &i in members.iter().take(keep) {
+            kept[i] = true;
+        }
+    }
+    kept
+}
+
+/// The instants rules 6 and 10 compare against, computed once per plan.
+struct Cutoffs {
+    now: Timestamp,
+    /// Created after this is too young (`None`: everything is).
+    min_age: Option<Timestamp>,
+    /// Launched after this is recent (`None`: no such rule; `Some(None)`: every launch).
+    launched: Option<Option<Timestamp>>,
+}
+
+impl Cutoffs {
+    fn new(policy: &Policy, now: Timestamp) -> Self {
+        let ret = &policy.retention;
+        Self {
+            now,
+            min_age: days_before(now, ret.min_age_days),
+            launched: ret.launched_within_days.map(|d| days_before(now, d)),
+        }
+    }
+}
+
+/// Rules 5-10: every keep reason that applies to an image that passed rules 1-4.
+fn keep_reasons(
+    policy: &Policy,
+    inventory: &Inventory,
+    img: &Image,
+    kept_by_count: bool,
+    cut: &Cutoffs,
+) -> Vec<Reason> {
+    let mut r = Vec::new();
+    if kept_by_count {
+        r.push(Reason::WithinKeepCount);
+    }
+    if cut.min_age.is_none_or(|cutoff| img.creation_date > cutoff) {
+        r.push(Reason::TooYoung);
+    }
+    if img.protection.is_protected_at(cut.now) {
+        r.push(Reason::DeregistrationProtected);
+    }
+    if policy.protection.skip_in_use && inventory.usage.is_used(&img.id) {
+        r.push(Reason::InUse);
+    }
+    if policy.protection.skip_shared && img.is_shared() {
+        r.push(Reason::Shared);
+    }
+    if let Some(cutoff) = cut.launched {
+        let recent = match (img.last_launched, cutoff) {
+            (Some(_), None) => true,
+            (Some(t), Some(c)) => t > c,
+            (None, _) => false,
+        };
+        if recent {
+            r.push(Reason::RecentlyLaunched);
+        }
+    }
+    r
+}
+
+/// Rules 11-12: the images nothing keeps go oldest first, up to `max_deregistrations`.
+fn apply_limit(policy: &Policy, images: &[Image], reasons: &mut [Vec<Reason>]) {
     let mut candidates: Vec<usize> = (0..images.len())
         .filter(|&i| reasons[i].is_empty())
         .collect();
-    candidates.sort_by(|&a, &b| {
-        (images[a].creation_date, &images[a].id).cmp(&(images[b].creation_date, &images[b].id))
-    });
+    candidates.sort_by(|&a, &b| oldest_first(by_age(&images[a]), by_age(&images[b])));
     let limit = policy
         .limits
         .max_deregistrations
@@ -419,13 +469,20 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
             Reason::OverLimit
         });
     }
+}
 
+/// One decision per image, in display order, with the storage plans of condemned ones.
+fn decide(
+    policy: &Policy,
+    inventory: &Inventory,
+    groups: &[Vec<&str>],
+    mut reasons: Vec<Vec<Reason>>,
+) -> Vec<Decision> {
+    let images = inventory.images();
     let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
-
     let storage = StorageIndex::new(images);
     let mut group_names: Vec<String> = groups.iter().map(|g| display_group(policy, g)).collect();
-    let order = display_order(images, &group_names);
-    let decisions: Vec<Decision> = order
+    display_order(images, &group_names)
         .into_iter()
         .map(|i| {
             let img = &images[i];
@@ -456,11 +513,13 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
                 reasons,
             }
         })
-        .collect();
+        .collect()
+}
 
-    let summary = summarize(&decisions);
+/// The inventory's warnings plus one per bundle whose location is not understood.
+fn plan_warnings(inventory: &Inventory, decisions: &[Decision]) -> Vec<String> {
     let mut warnings = inventory.warnings.clone();
-    for d in &decisions {
+    for d in decisions {
         if let Some(b) = d
             .bundle
             .as_ref()
@@ -475,13 +534,7 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     }
     warnings.sort();
     warnings.dedup();
-    Plan {
-        now,
-        decisions,
-        summary,
-        warnings,
-        orphans: None,
-    }
+    warnings
 }
 
 fn group_key<'a>(policy: &Policy, img: &'a Image) -> Vec<&'a str> {
@@ -519,8 +572,7 @@ fn display_order(images: &[Image], group_names: &[String]) -> Vec<usize> {
     order.sort_unstable_by(|&a, &b| {
         ranks[a]
             .cmp(&ranks[b])
-            .then_with(|| images[b].creation_date.cmp(&images[a].creation_date))
-            .then_with(|| images[a].id.cmp(&images[b].id))
+            .then_with(|| newest_first(by_age(&images[a]), by_age(&images[b])))
     });
     order
 }
