@@ -31,6 +31,42 @@ fn estate(n: usize) -> Value {
         .collect()
 }
 
+/// The emulator seeded with `images`, behind the fault proxy, and the environment that
+/// points the binary at the proxy. Dropping it stops both.
+struct Rig {
+    moto: Moto,
+    config: aws_config::SdkConfig,
+    proxy: Throttle,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn rig(images: Value) -> Rig {
+    let moto = Moto::start(Some(images));
+    let config = moto.config().await;
+    let proxy = fault_proxy(&moto);
+    let env = proxy.env(&moto);
+    Rig {
+        moto,
+        config,
+        proxy,
+        env,
+    }
+}
+
+/// A sweep in SQS mode that must succeed, then drains until the queue is empty; asserts
+/// that no image and no snapshot is left.
+async fn rerun_and_drain_clean(
+    config: &aws_config::SdkConfig,
+    env: &[(&'static str, String)],
+    url: &str,
+    policy: &std::path::Path,
+) {
+    sweep_ok(env, policy, &["--queue-url", url, "--queue-delay", "0"]);
+    let drains = drain(config, env, url, policy).await;
+    assert!(image_ids(config).await.is_empty());
+    assert_no_snapshot_left(config, &drains).await;
+}
+
 /// A scratch directory with a policy file.
 struct Scratch(std::path::PathBuf);
 
@@ -225,10 +261,12 @@ fn slow_deregistrations(proxy: &Throttle) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_deregisters_nothing_and_the_next_run_leaves_no_orphan() {
-    let moto = Moto::start(Some(estate(20)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto,
+        config,
+        proxy: _proxy,
+        env,
+    } = rig(estate(20)).await;
     let before = snapshot_ids(&config).await;
     let scratch = Scratch::new("queue", real_policy());
     let missing = format!("{}/123456789012/no-such-queue", moto.endpoint);
@@ -251,23 +289,18 @@ async fn a_missing_queue_deregisters_nothing_and_the_next_run_leaves_no_orphan()
     );
 
     let url = create_queue(&config, "cleanup", VISIBILITY).await;
-    sweep_ok(
-        &env,
-        &scratch.policy(),
-        &["--queue-url", &url, "--queue-delay", "0"],
-    );
-    let drains = drain(&config, &env, &url, &scratch.policy()).await;
-    assert!(image_ids(&config).await.is_empty());
-    assert_no_snapshot_left(&config, &drains).await;
+    rerun_and_drain_clean(&config, &env, &url, &scratch.policy()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_fails_mid_sweep_stops_deregistrations_and_nothing_is_lost() {
     const N: usize = 60;
-    let moto = Moto::start(Some(estate(N)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(estate(N)).await;
     let url = create_queue(&config, "cleanup", VISIBILITY).await;
     let scratch = Scratch::new("enqueue", real_policy());
     // The queue answers GetQueueAttributes, then refuses every batch.
@@ -325,10 +358,12 @@ async fn a_queue_that_fails_mid_sweep_stops_deregistrations_and_nothing_is_lost(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_delete_snapshot_is_finished_by_the_next_run() {
-    let moto = Moto::start(Some(estate(10)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(estate(10)).await;
     let scratch = Scratch::new("denied", real_policy());
     proxy.set_faults(json!([{"action": "DeleteSnapshot", "status": 403,
         "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation."}]));
@@ -353,10 +388,12 @@ async fn a_refused_delete_snapshot_is_finished_by_the_next_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_killed_in_sqs_mode_leaves_no_orphan_after_a_rerun_and_drain() {
     const N: usize = 60;
-    let moto = Moto::start(Some(estate(N)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(estate(N)).await;
     let url = create_queue(&config, "cleanup", VISIBILITY).await;
     let scratch = Scratch::new("kill", real_policy());
     slow_deregistrations(&proxy);
@@ -379,23 +416,18 @@ async fn a_sweep_killed_in_sqs_mode_leaves_no_orphan_after_a_rerun_and_drain() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let left = image_ids(&config).await.len();
     assert!(left > 0 && left < N, "{left} images left");
-    sweep_ok(
-        &env,
-        &scratch.policy(),
-        &["--queue-url", &url, "--queue-delay", "0"],
-    );
-    let drains = drain(&config, &env, &url, &scratch.policy()).await;
-    assert!(image_ids(&config).await.is_empty());
-    assert_no_snapshot_left(&config, &drains).await;
+    rerun_and_drain_clean(&config, &env, &url, &scratch.policy()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_reports_what_happened_exits_non_zero_and_loses_nothing() {
     const N: usize = 60;
-    let moto = Moto::start(Some(estate(N)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(estate(N)).await;
     let scratch = Scratch::new("term", real_policy());
     slow_deregistrations(&proxy);
     let mut child = sweep_command(&env, &scratch.policy(), &[])
@@ -482,10 +514,12 @@ async fn a_drain_ends_on_a_poison_message_and_counts_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
-    let moto = Moto::start(Some(estate(5)));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(estate(5)).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let snapshots_of = |id: &str| {
         let ec2 = ec2.clone();
@@ -832,10 +866,12 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
     let mut own = seed_image("ami-00000000000000b01", "legacy", OLD, json!({}));
     own["root_device_type"] = json!("instance-store");
     own["image_location"] = json!("bundles/own/own.manifest.xml");
-    let moto = Moto::start(Some(json!([own])));
-    let config = moto.config().await;
-    let proxy = fault_proxy(&moto);
-    let env = proxy.env(&moto);
+    let Rig {
+        moto: _moto,
+        config,
+        proxy,
+        env,
+    } = rig(json!([own])).await;
     let s3 = aws_sdk_s3::Client::new(&config);
     s3.create_bucket().bucket("bundles").send().await.unwrap();
     // Our image's bundle, a bundle nobody registers any more, and an unrelated object.
