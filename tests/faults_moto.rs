@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::moto::{fault_proxy, image_ids, object_keys, seed_image, snapshot_ids, Moto, Throttle};
+use crate::moto::{
+    fault_proxy, image_ids, object_keys, seed_image, snapshot_ids, snapshot_of, Moto, Throttle,
+};
 use serde_json::{json, Value};
 
 const OLD: &str = "2025-01-01T00:00:00.000Z";
@@ -521,28 +523,12 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         env,
     } = rig(estate(5)).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let snapshots_of = |id: &str| {
-        let ec2 = ec2.clone();
-        let id = id.to_string();
-        async move {
-            ec2.describe_images()
-                .image_ids(&id)
-                .send()
-                .await
-                .unwrap()
-                .images()[0]
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
-                .collect::<Vec<_>>()
-        }
-    };
     // Someone deregisters three images by hand and leaves their snapshots; one of those
     // is kept on purpose with an exclude tag; one image's AMI sits in the Recycle Bin.
     let mut by_hand = Vec::new();
     for i in 1..=4 {
         let id = format!("ami-{i:017x}");
-        by_hand.push(snapshots_of(&id).await[0].clone());
+        by_hand.push(snapshot_of(&config, &id).await);
         ec2.deregister_image().image_id(&id).send().await.unwrap();
     }
     ec2.create_tags()
@@ -699,19 +685,7 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
             .await
             .unwrap();
     }
-    let registered_snapshot = ec2
-        .describe_images()
-        .image_ids("ami-00000000000000001")
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .block_device_mappings()[0]
-        .ebs()
-        .unwrap()
-        .snapshot_id()
-        .unwrap()
-        .to_string();
+    let registered_snapshot = snapshot_of(&config, "ami-00000000000000001").await;
     let snapshots_before = snapshot_ids(&config).await;
     let images_before = image_ids(&config).await;
     let queue = create_queue(&config, "cleanup", 30).await;

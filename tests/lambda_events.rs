@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::moto::{image_ids, seed_image, snapshot_ids, Moto};
+use crate::moto::{image_ids, seed_image, snapshot_ids, snapshot_of, Moto};
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"{"dry_run": false, "retention": {"min_age_days": 30, "keep_count": 2, "group_by": {"tags": ["app"]}}}"#;
@@ -244,26 +244,9 @@ async fn the_cleanup_batch_reports_only_the_snapshot_still_in_use() {
     let moto = Moto::start(Some(seed()));
     let config = moto.config().await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
-    let snapshot_of = |image: String| {
-        let ec2 = ec2.clone();
-        async move {
-            ec2.describe_images()
-                .image_ids(image)
-                .send()
-                .await
-                .unwrap()
-                .images()[0]
-                .block_device_mappings()[0]
-                .ebs()
-                .unwrap()
-                .snapshot_id()
-                .unwrap()
-                .to_string()
-        }
-    };
     // The first job's image is deregistered; the second's is still registered.
-    let gone_snapshot = snapshot_of(id('a', 1)).await;
-    let busy_snapshot = snapshot_of(id('a', 2)).await;
+    let gone_snapshot = snapshot_of(&config, &id('a', 1)).await;
+    let busy_snapshot = snapshot_of(&config, &id('a', 2)).await;
     // As a sweep does before it deregisters: the write-ahead mark ties each snapshot to
     // its image (the worker checks it).
     for (snapshot, image) in [(&gone_snapshot, id('a', 1)), (&busy_snapshot, id('a', 2))] {
@@ -521,19 +504,7 @@ async fn the_worker_sends_a_forged_job_to_the_dead_letter_queue_and_deletes_noth
         .to_string();
     let before = snapshot_ids(&config).await;
     // A well-formed job for the snapshot of an image that is still registered.
-    let victim = aws_sdk_ec2::Client::new(&config)
-        .describe_images()
-        .image_ids(id('a', 1))
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .block_device_mappings()[0]
-        .ebs()
-        .unwrap()
-        .snapshot_id()
-        .unwrap()
-        .to_string();
+    let victim = snapshot_of(&config, &id('a', 1)).await;
     let mut event: Value =
         serde_json::from_str(&std::fs::read_to_string(event_path("sqs-cleanup.json")).unwrap())
             .unwrap();

@@ -135,6 +135,22 @@ pub async fn snapshot_ids(config: &aws_config::SdkConfig) -> std::collections::B
         .collect()
 }
 
+/// The id of an image's first EBS snapshot, as the emulator has it.
+pub async fn snapshot_of(config: &aws_config::SdkConfig, image_id: &str) -> String {
+    aws_sdk_ec2::Client::new(config)
+        .describe_images()
+        .image_ids(image_id)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .block_device_mappings()
+        .iter()
+        .find_map(|m| m.ebs().and_then(|e| e.snapshot_id()))
+        .unwrap_or_else(|| panic!("{image_id} has no EBS snapshot"))
+        .to_string()
+}
+
 /// The keys of a bucket's objects, as the emulator now has them.
 pub async fn object_keys(
     config: &aws_config::SdkConfig,
