@@ -83,7 +83,12 @@ async fn handle_region(
         JobTarget::DeleteSnapshot { snapshot_id } => Some(snapshot_id.clone()),
         JobTarget::DeleteBundle { .. } => None,
     }));
-    let image_ids: Vec<String> = unique(jobs.iter().map(|(_, j)| j.image_id.clone()));
+    // Only snapshot jobs ask whether their image is registered; bundle jobs check the
+    // manifest against every registered image's location instead.
+    let image_ids: Vec<String> = unique(jobs.iter().filter_map(|(_, j)| match j.target {
+        JobTarget::DeleteSnapshot { .. } => Some(j.image_id.clone()),
+        JobTarget::DeleteBundle { .. } => None,
+    }));
     let any_bundle = jobs
         .iter()
         .any(|(_, j)| matches!(j.target, JobTarget::DeleteBundle { .. }));
@@ -93,7 +98,11 @@ async fn handle_region(
         } else {
             c.ec2.owned_snapshots(&snapshot_ids).await?
         };
-        let registered = c.ec2.registered_images(&image_ids).await?;
+        let registered = if image_ids.is_empty() {
+            Default::default()
+        } else {
+            c.ec2.registered_images(&image_ids).await?
+        };
         let locations: BTreeSet<String> = if any_bundle {
             c.ec2
                 .list_images()

@@ -790,7 +790,14 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
     .await;
     let out = drain("");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(report_of(&out)["totals"]["rejected"], 1);
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["rejected"], 1);
+    // A bundle-only batch reads the registered images' locations once, nothing more.
+    assert_eq!(report["api_calls"]["DescribeImages"], 1, "{report}");
+    assert!(
+        report["api_calls"].get("DescribeSnapshots").is_none(),
+        "{report}"
+    );
 
     let letters = dead_letters(&config, &dlq).await;
     assert_eq!(letters.len(), forged.len() + 1);
