@@ -35,13 +35,15 @@ plan-samples:
 ## The whole test suite: formatting, lints, template checks, unit, property, mock and
 ## emulator tests (the Lambda events included).
 test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
-	CARGO_LAMBDA=$(TOOLS)/bin/cargo-lambda $(CARGO) test --locked
+	CARGO_LAMBDA=$(TOOLS)/bin/cargo-lambda $(CARGO) test --workspace --locked
 
 ## The quick offline loop: every test that needs no emulator, no cargo-lambda and no
-## network (core, planner, readers, CLI, mocked SDK), with cargo alone.
+## network (the core crate whole, then readers, application on in-memory ports, CLI and
+## mocked SDK), with cargo alone. `cargo test -p ami-sweeper-core` is quicker still.
 test-unit:
-	$(CARGO) test --locked --lib
-	$(CARGO) test --locked --test tests -- planner_rules:: planner_props:: cli:: aws_mocks::
+	$(CARGO) test --locked -p ami-sweeper-core
+	$(CARGO) test --locked -p ami-sweeper --lib
+	$(CARGO) test --locked -p ami-sweeper --test tests -- cli:: aws_mocks:: fakes::
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)
@@ -79,11 +81,11 @@ $(MOTO_STAMP):
 	touch $@
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
-	$(CARGO) fmt
+	$(CARGO) fmt --all
 
 # One release build for every benchmark (the example pulls in dev-dependency features;
 # building the binary alone would compile the SDK a second time).

@@ -4,9 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ami_sweeper::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use ami_sweeper::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use ami_sweeper::app::{cleanup, run, stop, sweep};
+use ami_sweeper::edges::{lambda, render};
 use ami_sweeper::verify::WorkerRules;
-use ami_sweeper::{cleanup, lambda, orphans, plan, render, run, stop, sweep, time, Policy};
+use ami_sweeper::{orphans, plan, time, Policy};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// mimalloc: the planner allocates and frees hundreds of thousands of small strings, where
@@ -285,9 +287,9 @@ fn parse_now(now: Option<String>) -> Result<chrono::DateTime<chrono::Utc>, Failu
 }
 
 /// Progress on one rewritten stderr line, only when stderr is a terminal.
-fn terminal_progress() -> Option<ami_sweeper::progress::ProgressSink> {
+fn terminal_progress() -> Option<ami_sweeper::app::progress::ProgressSink> {
     std::io::stderr().is_terminal().then(|| {
-        ami_sweeper::progress::ProgressSink::new(|p| {
+        ami_sweeper::app::progress::ProgressSink::new(|p| {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{p}");
             let _ = err.flush();
@@ -355,7 +357,7 @@ fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     init_logs();
     let rt = runtime()?;
     let report = rt.block_on(async {
-        let base = ami_sweeper::aws::load_config().await;
+        let base = ami_sweeper::adapters::aws::load_config().await;
         let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
             .map_err(Failure::input)?;
         let queue = match queue_url {
@@ -382,7 +384,7 @@ fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
             },
             now,
         };
-        let clients = ami_sweeper::aws::Clients::new(base);
+        let clients = ami_sweeper::adapters::aws::Clients::new(base);
         stop_on_signals(&opts.exec.stop);
         let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
         if opts.exec.progress.is_some() {
@@ -421,10 +423,10 @@ fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
     };
     let report = rt
         .block_on(async {
-            let base = ami_sweeper::aws::load_config().await;
+            let base = ami_sweeper::adapters::aws::load_config().await;
             let rules =
                 WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), bundle_buckets);
-            let clients = ami_sweeper::aws::Clients::new(base);
+            let clients = ami_sweeper::adapters::aws::Clients::new(base);
             let dlq = dead_letter_queue_url.as_deref();
             run::drain_queue(&clients, &queue_url, &rules, dlq, limits).await
         })
@@ -494,7 +496,7 @@ fn cmd_invoke(args: InvokeArgs) -> Result<(), Failure> {
     init_logs();
     let rt = runtime()?;
     let response = rt.block_on(async {
-        let base = ami_sweeper::aws::load_config().await;
+        let base = ami_sweeper::adapters::aws::load_config().await;
         let handler = lambda::Handler::new(base);
         let deadline = tokio::time::Instant::now() + LAMBDA_MAX_TIMEOUT;
         handler.handle(payload, Some(deadline)).await

@@ -1,5 +1,5 @@
 //! The narrow interfaces the sweep needs from AWS. The executor and the worker are
-//! written against these; `crate::aws` implements them with the SDK, tests with fakes
+//! written against these; `crate::adapters::aws` implements them with the SDK, tests with fakes
 //! or mocked SDK clients.
 
 use std::future::Future;

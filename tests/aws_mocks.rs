@@ -5,19 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ami_sweeper::aws::autoscaling::AutoScaling;
-use ami_sweeper::aws::ec2::Ec2;
-use ami_sweeper::aws::s3::S3;
-use ami_sweeper::aws::ssm::Ssm;
-use ami_sweeper::aws::ApiCalls;
-use ami_sweeper::aws::{RegionClients, ThrottleCounter};
-use ami_sweeper::cleanup::{run_local, RetryPolicy};
+use ami_sweeper::adapters::aws::autoscaling::AutoScaling;
+use ami_sweeper::adapters::aws::ec2::Ec2;
+use ami_sweeper::adapters::aws::s3::S3;
+use ami_sweeper::adapters::aws::ssm::Ssm;
+use ami_sweeper::adapters::aws::ApiCalls;
+use ami_sweeper::adapters::aws::{RegionClients, ThrottleCounter};
+use ami_sweeper::app::cleanup::{run_local, RetryPolicy};
+use ami_sweeper::app::progress::{Progress, ProgressSink};
+use ami_sweeper::app::report::{JobOutcome, Outcome, RegionReport};
+use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
 use ami_sweeper::error::AwsError;
 use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
 use ami_sweeper::ports::{CleanupSink, ImageSource};
-use ami_sweeper::progress::{Progress, ProgressSink};
-use ami_sweeper::report::{JobOutcome, Outcome, RegionReport};
-use ami_sweeper::sweep::{sweep_region, ExecConfig};
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
 use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
@@ -1059,7 +1059,7 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     let queue = Collect::default();
     let cfg = ExecConfig {
         dry_run: false,
-        stop: ami_sweeper::stop::Stop::with_deadline(Some(tokio::time::Instant::now())),
+        stop: ami_sweeper::app::stop::Stop::with_deadline(Some(tokio::time::Instant::now())),
         ..Default::default()
     };
     let report = sweep_region(
@@ -1078,7 +1078,7 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     // The report says why the run stopped, as Lambda's partial answer does.
     assert_eq!(
         report.stopped,
-        Some(ami_sweeper::stop::StopReason::Deadline)
+        Some(ami_sweeper::app::stop::StopReason::Deadline)
     );
     let why = report.images[0].error.as_deref().unwrap();
     assert!(why.contains("deadline"), "{why}");

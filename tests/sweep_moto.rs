@@ -4,11 +4,11 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::moto::{image_ids, object_keys, seed_image, snapshot_ids, Moto};
-use ami_sweeper::aws::Clients;
-use ami_sweeper::cleanup::RetryPolicy;
-use ami_sweeper::report::{JobOutcome, Outcome, SweepReport};
-use ami_sweeper::run::{run_sweep, QueueMode, SweepOptions};
-use ami_sweeper::sweep::ExecConfig;
+use ami_sweeper::adapters::aws::Clients;
+use ami_sweeper::app::cleanup::RetryPolicy;
+use ami_sweeper::app::report::{JobOutcome, Outcome, SweepReport};
+use ami_sweeper::app::run::{run_sweep, QueueMode, SweepOptions};
+use ami_sweeper::app::sweep::ExecConfig;
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::Policy;
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
@@ -262,7 +262,7 @@ async fn a_real_sweep_deletes_exactly_the_plan_and_a_second_run_is_a_no_op() {
     );
     assert_eq!(report.totals.failures, 0);
     // The table wraps at 80 columns; compare its words.
-    let table = ami_sweeper::render::sweep_table(&report)
+    let table = ami_sweeper::edges::render::sweep_table(&report)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");

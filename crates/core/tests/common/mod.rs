@@ -1,9 +1,11 @@
 //! Builders shared by the planner tests.
 #![allow(dead_code)]
 
-use ami_sweeper::model::{Image, ImageState, Inventory, Protection, SnapshotRef, Timestamp, Usage};
-use ami_sweeper::time::parse_instant;
-use ami_sweeper::Policy;
+use ami_sweeper_core::model::{
+    Image, ImageState, Inventory, Protection, SnapshotRef, Timestamp, Usage,
+};
+use ami_sweeper_core::time::parse_instant;
+use ami_sweeper_core::Policy;
 
 /// The fixed instant the tests measure ages from.
 pub fn now() -> Timestamp {
@@ -59,7 +61,7 @@ impl ImageBuilder {
         self
     }
     pub fn instance_store(mut self, location: &str) -> Self {
-        self.0.root_device = ami_sweeper::model::RootDevice::InstanceStore;
+        self.0.root_device = ami_sweeper_core::model::RootDevice::InstanceStore;
         self.0.image_location = Some(location.into());
         self
     }

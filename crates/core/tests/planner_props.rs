@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;
-use ami_sweeper::model::{Image, Inventory, Usage, UsageKind, UsageRef};
-use ami_sweeper::planner::{plan, Action, CleanupAction, Plan};
-use ami_sweeper::Policy;
+use ami_sweeper_core::model::{Image, Inventory, Usage, UsageKind, UsageRef};
+use ami_sweeper_core::planner::{plan, Action, CleanupAction, Plan};
+use ami_sweeper_core::Policy;
 use proptest::prelude::*;
 
 const STATES: &[&str] = &[
@@ -167,7 +167,7 @@ proptest! {
         let p = plan(&policy, &inv, now());
         prop_assert_eq!(p.decisions.len(), images.len());
         let gone = deregistered(&p);
-        let min_age_cutoff = ami_sweeper::time::days_before(now(), policy.retention.min_age_days);
+        let min_age_cutoff = ami_sweeper_core::time::days_before(now(), policy.retention.min_age_days);
         let kept_newest = newest_per_group(&policy, &p, &images);
         for image in &images {
             if !gone.contains(&image.id) { continue; }
@@ -184,7 +184,7 @@ proptest! {
             if skip_in_use { prop_assert!(!usage.is_used(&image.id), "{} in use", image.id); }
             if skip_shared { prop_assert!(!image.is_shared(), "{} shared", image.id); }
             if let Some(days) = policy.retention.launched_within_days {
-                let cutoff = ami_sweeper::time::days_before(now(), days);
+                let cutoff = ami_sweeper_core::time::days_before(now(), days);
                 if let (Some(l), Some(c)) = (image.last_launched, cutoff) {
                     prop_assert!(l <= c, "{} recently launched", image.id);
                 }

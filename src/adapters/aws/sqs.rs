@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
-use crate::aws::ApiCalls;
+use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::jobs::CleanupJob;
 use crate::ports::CleanupSink;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, Tag, Tagging};
 
-use crate::aws::ApiCalls;
+use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::model::{Manifest, Tags};
 use crate::orphans::STORAGE_MARK;

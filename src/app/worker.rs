@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::aws::Clients;
-use crate::cleanup::{run_job, Attempt};
+use crate::adapters::aws::Clients;
+use crate::app::cleanup::{run_job, Attempt};
+use crate::app::report::JobOutcome;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::ImageState;
 use crate::ports::{ImageSource, JobFacts};
-use crate::report::JobOutcome;
 use crate::verify::{Verdict, WorkerRules};
 
 /// What became of one message.
@@ -75,7 +75,7 @@ pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str
 }
 
 async fn handle_region(
-    c: &crate::aws::RegionClients,
+    c: &crate::adapters::aws::RegionClients,
     rules: &WorkerRules,
     jobs: Vec<(usize, CleanupJob)>,
 ) -> Vec<(usize, Handled)> {

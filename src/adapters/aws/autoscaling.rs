@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::aws::ApiCalls;
+use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::launch_configuration_user;
 use crate::model::Usage;

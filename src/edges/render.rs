@@ -262,7 +262,7 @@ fn label<K: serde::Serialize>(k: &K) -> String {
 
 /// Storage whose image was gone: what reconciliation deletes and what it leaves, and
 /// what this run could not queue.
-fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: bool) {
+fn reconciled_lines(out: &mut String, r: &crate::app::report::RegionReport, dry_run: bool) {
     let o = &r.orphans;
     let verb = if dry_run { "to delete" } else { "deleting" };
     if o.marked + o.foreign > 0 {
@@ -312,8 +312,8 @@ fn reconciled_lines(out: &mut String, r: &crate::report::RegionReport, dry_run: 
 /// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
 /// expiries folded), what did not simply succeed and why, then the totals, the storage
 /// freed and the API calls.
-pub fn sweep_table(report: &crate::report::SweepReport) -> String {
-    use crate::report::{ImageReport, JobOutcome, Outcome};
+pub fn sweep_table(report: &crate::app::report::SweepReport) -> String {
+    use crate::app::report::{ImageReport, JobOutcome, Outcome};
     let mut out = String::new();
     for r in &report.regions {
         let _ = writeln!(out, "== region {}", r.region);
@@ -460,8 +460,8 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
                     "STOPPED early ({}): no new deregistrations were started; what was left \
                      is deferred to the next run, and marked storage is reconciled then",
                     match why {
-                        crate::stop::StopReason::Signal => "signal",
-                        crate::stop::StopReason::Deadline => "deadline",
+                        crate::app::stop::StopReason::Signal => "signal",
+                        crate::app::stop::StopReason::Deadline => "deadline",
                     }
                 ),
                 2
@@ -472,7 +472,7 @@ pub fn sweep_table(report: &crate::report::SweepReport) -> String {
 }
 
 /// Renders one drain of the cleanup queue.
-pub fn cleanup_table(report: &crate::report::CleanupReport) -> String {
+pub fn cleanup_table(report: &crate::app::report::CleanupReport) -> String {
     let mut out = String::new();
     for j in &report.jobs {
         let _ = writeln!(

@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let text = include_str!("../../samples/policy.json");
+        let text = include_str!("../../../../samples/policy.json");
         let p = Policy::from_json(text).unwrap();
         assert!(p.retention.group_by.is_some());
     }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::aws::ec2::SsmRef;
-use crate::aws::ApiCalls;
+use crate::adapters::aws::ec2::SsmRef;
+use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::model::Usage;
 

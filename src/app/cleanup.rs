@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::stream::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 
+use crate::app::progress::{Progress, ProgressSink};
+use crate::app::ratelimit::RateLimiter;
+use crate::app::report::{JobOutcome, JobReport};
+use crate::app::stop::Stop;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::manifest::part_keys;
 use crate::ports::{BundleStore, SnapshotDeleter};
-use crate::progress::{Progress, ProgressSink};
-use crate::ratelimit::RateLimiter;
-use crate::report::{JobOutcome, JobReport};
-use crate::stop::Stop;
 
 /// S3's `DeleteObjects` takes at most this many keys per request.
 const DELETE_OBJECTS_MAX: usize = 1000;
@@ -188,7 +188,7 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
                 }
             };
             let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
-            crate::progress::report(progress, || Progress::JobsDone {
+            crate::app::progress::report(progress, || Progress::JobsDone {
                 region: job.region.clone(),
                 done: n,
                 queued: queued.load(Ordering::Relaxed),

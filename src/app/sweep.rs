@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures_util::stream::{self, StreamExt};
 use rustc_hash::FxHashSet;
 
+use crate::app::progress::{self, Progress, ProgressSink};
+use crate::app::ratelimit::RateLimiter;
+use crate::app::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
+use crate::app::stop::{Stop, StopReason};
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::{Inventory, Timestamp};
@@ -20,10 +24,6 @@ use crate::orphans::{reconcile, Reconciliation};
 use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
 use crate::ports::{Account, CleanupSink};
-use crate::progress::{self, Progress, ProgressSink};
-use crate::ratelimit::RateLimiter;
-use crate::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
-use crate::stop::{Stop, StopReason};
 
 /// EC2's default bucket for mutating actions (`CreateTags` among them) holds 50; the
 /// marks take at most this burst, leaving the rest to other callers.

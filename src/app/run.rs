@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use crate::aws::sqs::SQS_BATCH;
-use crate::aws::Clients;
-use crate::cleanup::{report_of, run_local, Attempt, RetryPolicy};
+use crate::adapters::aws::sqs::SQS_BATCH;
+use crate::adapters::aws::Clients;
+use crate::adapters::local_queue::LocalQueue;
+use crate::app::cleanup::{report_of, run_local, Attempt, RetryPolicy};
+use crate::app::report::{CleanupReport, RegionReport, SweepReport, Totals};
+use crate::app::stop::StopReason;
+use crate::app::sweep::{sweep_region, ExecConfig};
+use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
-use crate::local_queue::LocalQueue;
 use crate::model::Timestamp;
 use crate::policy::Policy;
-use crate::report::{CleanupReport, RegionReport, SweepReport, Totals};
-use crate::stop::StopReason;
-use crate::sweep::{sweep_region, ExecConfig};
 use crate::verify::WorkerRules;
-use crate::worker::{handle_batch, Handled};
 
 /// Where cleanup jobs go.
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl Default for DrainLimits {
 }
 
 /// Receives for at most one pass over the messages visible at the start, and verifies and
-/// runs each message once ([`crate::worker`]). Finished jobs are deleted from the queue;
+/// runs each message once ([`crate::app::worker`]). Finished jobs are deleted from the queue;
 /// jobs to retry and failed jobs stay, so SQS redelivers them after the visibility
 /// timeout and its redrive policy moves poison messages to the DLQ. Jobs that fail
 /// verification and malformed messages go straight to `dead_letter` with the reason

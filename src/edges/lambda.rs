@@ -8,16 +8,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::aws::Clients;
-use crate::cleanup::{Attempt, RetryPolicy};
+use crate::adapters::aws::Clients;
+use crate::app::cleanup::{Attempt, RetryPolicy};
+use crate::app::run::{regions_for, run_sweep, QueueMode, SweepOptions};
+use crate::app::stop::Stop;
+use crate::app::sweep::ExecConfig;
+use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
-use crate::run::{regions_for, run_sweep, QueueMode, SweepOptions};
-use crate::stop::Stop;
-use crate::sweep::ExecConfig;
 use crate::verify::WorkerRules;
-use crate::worker::{handle_batch, Handled};
 
 /// Stop starting deregistrations this long before the invocation's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
@@ -445,7 +445,7 @@ fn trigger_name(t: &Trigger) -> &'static str {
 
 /// Runs the Lambda runtime loop: clients built once, then one `handle` per event.
 pub async fn serve() -> Result<(), lambda_runtime::Error> {
-    let base = crate::aws::load_config().await;
+    let base = crate::adapters::aws::load_config().await;
     let handler = Arc::new(Handler::new(base));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {

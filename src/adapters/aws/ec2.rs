@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::FxHashSet;
 
-use crate::aws::ApiCalls;
+use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{instance_user, template_user, RawImage, TemplateImage};
 use crate::model::{Image, Snapshot, Usage, UsageRef};

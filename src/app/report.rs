@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::app::stop::StopReason;
 use crate::orphans::{Origin, Reconciliation};
 use crate::planner::{Action, Reason, Summary};
-use crate::stop::StopReason;
 
 /// What happened to an image the plan condemned (kept images have no outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

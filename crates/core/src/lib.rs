@@ -1,0 +1,25 @@
+//! ami-sweeper's pure core: what an image is ([`model`]), what the deployment allows
+//! ([`policy`]), what to do with each image ([`planner`]) and with storage whose image is
+//! gone ([`orphans`]), and the shapes that cross the edges ([`events`], [`jobs`],
+//! [`manifest`]), with the checks a queued job must pass ([`verify`]) and the mapping of
+//! EC2's raw fields ([`fields`]).
+//!
+//! A separate crate so the compiler, not a convention, keeps it free of I/O, clocks and
+//! AWS SDK types: this crate does not depend on them, and its tests build in seconds.
+
+#![warn(missing_docs)]
+
+pub mod events;
+pub mod fields;
+pub mod jobs;
+pub mod manifest;
+pub mod model;
+pub mod orphans;
+pub mod planner;
+pub mod policy;
+pub mod time;
+pub mod verify;
+
+pub use model::{Image, Inventory, Usage};
+pub use planner::{plan, Plan};
+pub use policy::{Policy, PolicyError};

@@ -1,0 +1,7 @@
+//! The core's one integration-test binary: the planner's rules, one test per rule, and its
+//! properties. It links no SDK, so `cargo test -p ami-sweeper-core` is the quick loop.
+
+mod common;
+
+mod planner_props;
+mod planner_rules;

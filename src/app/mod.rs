@@ -1,0 +1,11 @@
+//! The application layer: drives the ports with bounded concurrency and token buckets,
+//! and turns what happened into a report. No SDK types; adapters are passed in.
+
+pub mod cleanup;
+pub mod progress;
+pub mod ratelimit;
+pub mod report;
+pub mod run;
+pub mod stop;
+pub mod sweep;
+pub mod worker;
