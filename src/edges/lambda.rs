@@ -9,11 +9,12 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::adapters::aws::Clients;
-use crate::app::cleanup::{Attempt, RetryPolicy};
-use crate::app::run::{regions_for, run_sweep, QueueMode, SweepOptions};
+use crate::app::cleanup::Attempt;
+use crate::app::run::{regions_for, run_sweep};
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
 use crate::app::worker::{handle_batch, Handled};
+use crate::edges::config::{Config, PolicySource};
 use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
@@ -21,35 +22,6 @@ use crate::verify::WorkerRules;
 
 /// Stop starting deregistrations this long before the invocation's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
-
-/// `DelaySeconds` of queued cleanup jobs, so deregistrations settle first.
-pub const QUEUE_DELAY_SECONDS: u32 = 60;
-
-/// Where the configured policy lives.
-#[derive(Debug, Clone)]
-pub enum PolicySource {
-    /// `AMI_SWEEPER_POLICY`: the JSON itself.
-    Inline(String),
-    /// `AMI_SWEEPER_POLICY_PARAMETER`: an SSM parameter holding the JSON.
-    Parameter(String),
-    /// Neither is set: only events carrying a policy can sweep.
-    Missing,
-}
-
-impl PolicySource {
-    /// Reads the source from the environment variables.
-    pub fn from_env() -> Self {
-        if let Ok(p) = std::env::var("AMI_SWEEPER_POLICY") {
-            if !p.trim().is_empty() {
-                return Self::Inline(p);
-            }
-        }
-        match std::env::var("AMI_SWEEPER_POLICY_PARAMETER") {
-            Ok(name) if !name.trim().is_empty() => Self::Parameter(name),
-            _ => Self::Missing,
-        }
-    }
-}
 
 /// Why an invocation did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +85,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 /// Everything built once per execution environment.
 pub struct Handler {
     clients: Clients,
-    policy_source: PolicySource,
-    queue_url: Option<String>,
-    force_dry_run: bool,
-    in_lambda: bool,
-    allow_event_policy: bool,
-    account_id: Option<String>,
-    bundle_buckets: Vec<String>,
-    dead_letter_url: Option<String>,
+    config: Config,
 }
 
 /// What an event asks for, before the deployment's ceiling is applied.
@@ -131,33 +96,12 @@ struct Request {
 }
 
 impl Handler {
-    /// Builds the handler from the SDK configuration and the environment:
-    /// `AMI_SWEEPER_POLICY` / `AMI_SWEEPER_POLICY_PARAMETER` (the policy),
-    /// `AMI_SWEEPER_DRY_RUN=true` (every sweep a dry run), `AMI_SWEEPER_BUNDLE_BUCKETS`
-    /// (the bundle buckets; none: no bundle cleanup), `CLEANUP_QUEUE_URL` (the cleanup queue).
-    pub fn new(base: aws_config::SdkConfig) -> Self {
+    /// Builds the handler from the SDK configuration and the deployment's
+    /// configuration ([`Config::from_env`] in Lambda and under `invoke`).
+    pub fn new(base: aws_config::SdkConfig, config: Config) -> Self {
         Self {
             clients: Clients::new(base),
-            policy_source: PolicySource::from_env(),
-            queue_url: std::env::var("CLEANUP_QUEUE_URL")
-                .ok()
-                .filter(|u| !u.is_empty()),
-            force_dry_run: std::env::var("AMI_SWEEPER_DRY_RUN")
-                .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
-            in_lambda: std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
-            allow_event_policy: std::env::var("AMI_SWEEPER_ALLOW_EVENT_POLICY")
-                .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
-            account_id: std::env::var("AMI_SWEEPER_ACCOUNT_ID")
-                .ok()
-                .filter(|a| !a.is_empty()),
-            bundle_buckets: std::env::var("AMI_SWEEPER_BUNDLE_BUCKETS")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::to_string)
-                .collect(),
-            dead_letter_url: std::env::var("CLEANUP_DLQ_URL")
-                .ok()
-                .filter(|u| !u.is_empty()),
+            config,
         }
     }
 
@@ -204,7 +148,7 @@ impl Handler {
                 policy: Some(v),
                 dry_run,
             } => {
-                if !self.allow_event_policy {
+                if !self.config.allow_event_policy {
                     return Err(HandlerError::Event(EventError(
                         "an event-supplied policy is refused: the deployment's policy is the \
                          ceiling (set the stack parameter AllowEventPolicy to true to allow one)"
@@ -232,7 +176,7 @@ impl Handler {
                 region,
                 account,
             } => {
-                if let Some(own) = self.account_id.as_deref().filter(|a| *a != account) {
+                if let Some(own) = self.config.account_id.as_deref().filter(|a| *a != account) {
                     return Ok(Err(format!(
                         "Image Builder image of account {account}; this deployment sweeps account {own}"
                     )));
@@ -270,7 +214,7 @@ impl Handler {
     }
 
     async fn configured_policy(&self) -> Result<Policy, HandlerError> {
-        match &self.policy_source {
+        match &self.config.policy_source {
             PolicySource::Inline(text) => Ok(Policy::from_json(text)?),
             PolicySource::Parameter(name) => {
                 let region = self.clients.base().region().ok_or_else(|| {
@@ -322,26 +266,9 @@ impl Handler {
             self.clients.base().region().map(|r| r.as_ref()),
         )
         .map_err(|e| HandlerError::Region(e.to_string()))?;
-        let queue = match &self.queue_url {
-            Some(url) => QueueMode::Sqs {
-                url: url.clone(),
-                delay_seconds: QUEUE_DELAY_SECONDS,
-            },
-            None => QueueMode::Local(RetryPolicy::default()),
-        };
-        exec.bundle_buckets = self
-            .bundle_buckets
-            .iter()
-            .filter(|b| !b.is_empty())
-            .cloned()
-            .collect();
-        let opts = SweepOptions {
-            regions: regions.clone(),
-            force_dry_run: force_dry_run || self.force_dry_run,
-            queue,
-            exec,
-            now: chrono::Utc::now(),
-        };
+        let opts =
+            self.config
+                .sweep_options(regions.clone(), force_dry_run, exec, chrono::Utc::now());
         let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -349,7 +276,7 @@ impl Handler {
             .unwrap_or(0);
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
-        if self.in_lambda {
+        if self.config.in_lambda {
             println!("{}", report.emf_line(now_ms));
         } else {
             eprintln!("{}", report.emf_line(now_ms));
@@ -385,9 +312,10 @@ impl Handler {
         let rules = WorkerRules::new(
             &policy,
             self.clients.base().region().map(|r| r.as_ref()),
-            self.bundle_buckets.iter().cloned(),
+            self.config.bundle_buckets.iter().cloned(),
         );
         let dlq = self
+            .config
             .dead_letter_url
             .as_deref()
             .map(|u| self.clients.queue(u, 0));
@@ -444,9 +372,9 @@ fn trigger_name(t: &Trigger) -> &'static str {
 }
 
 /// Runs the Lambda runtime loop: clients built once, then one `handle` per event.
-pub async fn serve() -> Result<(), lambda_runtime::Error> {
+pub async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
     let base = crate::adapters::aws::load_config().await;
-    let handler = Arc::new(Handler::new(base));
+    let handler = Arc::new(Handler::new(base, config));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {
             let handler = handler.clone();

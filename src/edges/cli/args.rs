@@ -1,0 +1,148 @@
+//! The command line's flags. Environment defaults are not read here: the deployment's
+//! configuration comes from [`Config`](crate::edges::config::Config) and flags override it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::edges::config::QUEUE_DELAY_SECONDS;
+
+#[derive(Parser)]
+#[command(
+    name = "ami-sweeper",
+    version,
+    about = "Keeps an AWS account's AMIs under control"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Show what a policy would deregister, from AWS CLI JSON files, with no AWS access.
+    Plan(PlanArgs),
+    /// Inventory EC2 and execute the policy (a dry run unless the policy says otherwise).
+    Sweep(SweepArgs),
+    /// Drain the cleanup queue once: what the SQS-triggered Lambda does per batch. Each
+    /// job is verified against EC2 first (the policy's regions and exclude tags apply).
+    Cleanup(CleanupArgs),
+    /// Run the Lambda handler in process on an event file (the Docker-free
+    /// `sam local invoke`), with the configuration Lambda would have.
+    Invoke(InvokeArgs),
+    /// Print the policy's JSON Schema.
+    Schema,
+}
+
+/// `ami-sweeper plan`.
+#[derive(clap::Args)]
+pub(crate) struct PlanArgs {
+    /// The retention policy (JSON).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// `aws ec2 describe-images --owners self --include-disabled` output.
+    #[arg(long)]
+    pub(crate) images: PathBuf,
+    /// `aws ec2 describe-instances` output.
+    #[arg(long)]
+    pub(crate) instances: Option<PathBuf>,
+    /// `aws ec2 describe-launch-template-versions` output (all versions).
+    #[arg(long)]
+    pub(crate) launch_templates: Option<PathBuf>,
+    /// `aws autoscaling describe-launch-configurations` output.
+    #[arg(long)]
+    pub(crate) launch_configurations: Option<PathBuf>,
+    /// `aws ec2 describe-snapshots --owner-ids self` output: lists snapshots whose
+    /// image is gone (lost cleanups and, with `cleanup.orphans`, foreign orphans).
+    #[arg(long)]
+    pub(crate) snapshots: Option<PathBuf>,
+    /// The deployment's bundle buckets (comma-separated): bundles elsewhere are shown
+    /// kept, as a sweep would keep them. Not given: bundles are planned by the policy alone.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// The instant ages are measured from (RFC 3339); default: now.
+    #[arg(long)]
+    pub(crate) now: Option<String>,
+    /// Output format; default: table on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
+}
+
+/// `ami-sweeper sweep`.
+#[derive(clap::Args)]
+pub(crate) struct SweepArgs {
+    /// The retention policy (JSON).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Region to sweep (repeatable); default: the policy's regions, else the configured one.
+    #[arg(long = "region")]
+    pub(crate) regions: Vec<String>,
+    /// Plan and report only, whatever the policy says.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Send cleanup jobs to this SQS queue instead of running them in process
+    /// (default: `CLEANUP_QUEUE_URL`).
+    #[arg(long)]
+    pub(crate) queue_url: Option<String>,
+    /// Delay of queued cleanup jobs, in seconds (at most 900).
+    #[arg(long, default_value_t = QUEUE_DELAY_SECONDS)]
+    pub(crate) queue_delay: u32,
+    /// Deregistrations (and in-process snapshot deletions) per second after the burst.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) rate: f64,
+    /// Launch-permission lookups per second after the burst.
+    #[arg(long, default_value_t = 15.0)]
+    pub(crate) describe_rate: f64,
+    /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
+    #[arg(long, default_value_t = 15)]
+    pub(crate) retry_delay: u64,
+    /// Buckets holding instance-store bundles (comma-separated): bundles elsewhere are
+    /// kept, and these are scanned for bundles whose image is gone. None: no bundle cleanup.
+    /// Default: `AMI_SWEEPER_BUNDLE_BUCKETS`.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// The instant ages are measured from (RFC 3339); default: now.
+    #[arg(long)]
+    pub(crate) now: Option<String>,
+    /// Output format; default: table on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
+}
+
+/// `ami-sweeper cleanup`.
+#[derive(clap::Args)]
+pub(crate) struct CleanupArgs {
+    /// The cleanup queue (default: `CLEANUP_QUEUE_URL`).
+    #[arg(long)]
+    pub(crate) queue_url: Option<String>,
+    /// The deployment's policy (its regions and exclude tags bound what may be deleted).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Buckets whose instance-store bundles may be deleted (comma-separated); none:
+    /// bundle cleanup is off. Default: `AMI_SWEEPER_BUNDLE_BUCKETS`.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// Send jobs that fail verification (and malformed messages) here, with the reason
+    /// (default: `CLEANUP_DLQ_URL`).
+    #[arg(long)]
+    pub(crate) dead_letter_queue_url: Option<String>,
+    /// The drain ends after this many seconds, whatever is left.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) max_seconds: u64,
+    /// Output format; default: table on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
+}
+
+/// `ami-sweeper invoke`.
+#[derive(clap::Args)]
+pub(crate) struct InvokeArgs {
+    /// The event JSON (see events/).
+    pub(crate) event: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+}

@@ -1,0 +1,218 @@
+//! One function per subcommand: read and check the inputs, build the ports once, run, report.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::adapters::aws::{load_config, Clients};
+use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use crate::app::{run, sweep};
+use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
+use crate::edges::{lambda, render};
+use crate::verify::WorkerRules;
+use crate::{orphans, plan};
+
+use super::args::{CleanupArgs, Format, InvokeArgs, PlanArgs, SweepArgs};
+use super::{
+    default_format, emit_report, init_logs, parse_now, read_policy, runtime, stop_on_signals,
+    terminal_progress, write_stdout, Failure, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED,
+    LAMBDA_MAX_TIMEOUT, MIN_RATE,
+};
+
+/// `ami-sweeper sweep`.
+pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
+    let SweepArgs {
+        policy,
+        regions,
+        dry_run,
+        queue_url,
+        queue_delay,
+        rate,
+        describe_rate,
+        retry_delay,
+        bundle_buckets,
+        now,
+        format,
+    } = args;
+    let policy = read_policy(&policy)?;
+    let now = parse_now(now)?;
+    for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
+        if !(value.is_finite() && value >= MIN_RATE) {
+            return Err(Failure::input(format!(
+                "{flag}: must be a number of calls per second, at least {MIN_RATE}"
+            )));
+        }
+    }
+    if queue_delay > MAX_QUEUE_DELAY_SECONDS {
+        return Err(Failure::input(format!(
+            "--queue-delay: at most {MAX_QUEUE_DELAY_SECONDS} seconds (SQS's longest delay)"
+        )));
+    }
+    let mut config = Config::from_env().with_local_retry_delay(Duration::from_secs(retry_delay));
+    config.local_retry.per_second = rate;
+    config.queue_delay_seconds = queue_delay;
+    config.queue_url = queue_url.or(config.queue_url);
+    if let Some(b) = bundle_buckets {
+        config.bundle_buckets = bucket_set(&b.join(","));
+    }
+    let exec = sweep::ExecConfig {
+        deregister_per_second: rate,
+        describe_per_second: describe_rate,
+        progress: terminal_progress(),
+        ..Default::default()
+    };
+    init_logs();
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let base = load_config().await;
+        let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
+            .map_err(Failure::input)?;
+        let opts = config.sweep_options(regions.clone(), dry_run, exec, now);
+        let clients = Clients::new(base);
+        stop_on_signals(&opts.exec.stop);
+        let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
+        if opts.exec.progress.is_some() {
+            eprintln!();
+        }
+        Ok::<_, Failure>(report)
+    })?;
+    emit_report(format, &report, render::sweep_table, report.totals.failures)?;
+    match report.stopped {
+        Some(why) => Err(Failure {
+            status: EXIT_STOPPED,
+            message: format!(
+                "stopped early ({why:?}); marked storage is reconciled by the next sweep"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `ami-sweeper cleanup`.
+pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
+    let CleanupArgs {
+        queue_url,
+        policy,
+        bundle_buckets,
+        dead_letter_queue_url,
+        max_seconds,
+        format,
+    } = args;
+    let policy = read_policy(&policy)?;
+    let config = Config::from_env();
+    let queue_url = queue_url.or(config.queue_url).ok_or_else(|| {
+        Failure::input("--queue-url (or CLEANUP_QUEUE_URL): the cleanup queue to drain")
+    })?;
+    let buckets = match bundle_buckets {
+        Some(b) => bucket_set(&b.join(",")),
+        None => config.bundle_buckets,
+    };
+    let dlq = dead_letter_queue_url.or(config.dead_letter_url);
+    init_logs();
+    let rt = runtime()?;
+    let limits = run::DrainLimits {
+        max_time: Duration::from_secs(max_seconds),
+        ..Default::default()
+    };
+    let report = rt
+        .block_on(async {
+            let base = load_config().await;
+            let rules = WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), buckets);
+            let clients = Clients::new(base);
+            run::drain_queue(&clients, &queue_url, &rules, dlq.as_deref(), limits).await
+        })
+        .map_err(|e| Failure {
+            status: EXIT_FAILED,
+            message: e.to_string(),
+        })?;
+    emit_report(format, &report, render::cleanup_table, report.failures())
+}
+
+/// `ami-sweeper plan`.
+pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
+    let PlanArgs {
+        policy,
+        images,
+        instances,
+        launch_templates,
+        launch_configurations,
+        snapshots,
+        bundle_buckets,
+        now,
+        format,
+    } = args;
+    let policy = read_policy(&policy)?;
+    let now = parse_now(now)?;
+    let inventory = load_inventory(&InventoryFiles {
+        images,
+        instances,
+        launch_templates,
+        launch_configurations,
+    })
+    .map_err(Failure::input)?;
+    let mut plan = plan(&policy, &inventory, now);
+    if let Some(b) = bundle_buckets {
+        plan.retain_bundles_outside(&bucket_set(&b.join(",")));
+    }
+    if let Some(path) = snapshots {
+        let found = load_snapshots(&path).map_err(Failure::input)?;
+        // Offline, the Recycle Bin cannot be asked: say so rather than guess.
+        let rec = orphans::reconcile(&policy, &inventory, &found, &Default::default(), now);
+        if rec.to_delete().next().is_some() {
+            plan.warnings.push(
+                "offline: the Recycle Bin was not asked; a live sweep keeps snapshots whose AMI it holds"
+                    .into(),
+            );
+        }
+        plan.orphans = Some(rec);
+    }
+    drop(inventory);
+    let format = default_format(format);
+    write_stdout(|out| match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &plan)?;
+            writeln!(out)
+        }
+        Format::Table => render::write_plan_table(&plan, out),
+    })
+}
+
+/// `ami-sweeper invoke`.
+pub(super) fn cmd_invoke(args: InvokeArgs) -> Result<(), Failure> {
+    let InvokeArgs { event } = args;
+    let text = std::fs::read_to_string(&event)
+        .map_err(|e| Failure::input(format!("{}: cannot read: {e}", event.display())))?;
+    let payload: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::input(format!("{}: not JSON: {e}", event.display())))?;
+    init_logs();
+    let rt = runtime()?;
+    let response = rt.block_on(async {
+        let base = load_config().await;
+        let handler = lambda::Handler::new(base, Config::from_env());
+        let deadline = tokio::time::Instant::now() + LAMBDA_MAX_TIMEOUT;
+        handler.handle(payload, Some(deadline)).await
+    });
+    let print = |v: &serde_json::Value| {
+        write_stdout(|out| {
+            serde_json::to_writer_pretty(&mut *out, v)?;
+            writeln!(out)
+        })
+    };
+    match response {
+        Ok(v) => print(&v),
+        Err(lambda::HandlerError::RunFailed { failures, report }) => {
+            print(&report)?;
+            Err(Failure {
+                status: EXIT_FAILED,
+                message: format!("{failures} failures; see the report"),
+            })
+        }
+        Err(e) => Err(Failure {
+            status: if e.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILED
+            },
+            message: e.to_string(),
+        }),
+    }
+}

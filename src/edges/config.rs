@@ -1,0 +1,208 @@
+//! The deployment's configuration, read once at the edge and passed inwards: the only
+//! place that reads ami-sweeper's environment variables. The CLI lays its flags over it;
+//! the Lambda handler takes it as it is. Both build their [`SweepOptions`] through
+//! [`Config::sweep_options`], so a sweep behaves alike whichever edge started it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::app::cleanup::RetryPolicy;
+use crate::app::run::{QueueMode, SweepOptions};
+use crate::app::sweep::ExecConfig;
+use crate::time::Timestamp;
+
+/// `DelaySeconds` of queued cleanup jobs, so deregistrations settle first.
+pub const QUEUE_DELAY_SECONDS: u32 = 60;
+
+/// SQS's longest `DelaySeconds`.
+pub const MAX_QUEUE_DELAY_SECONDS: u32 = 900;
+
+/// Where the configured policy lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `AMI_SWEEPER_POLICY`: the JSON itself.
+    Inline(String),
+    /// `AMI_SWEEPER_POLICY_PARAMETER`: an SSM parameter holding the JSON.
+    Parameter(String),
+    /// Neither is set: only events carrying a policy can sweep.
+    Missing,
+}
+
+/// Everything a deployment configures outside the policy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AMI_SWEEPER_POLICY` / `AMI_SWEEPER_POLICY_PARAMETER`.
+    pub policy_source: PolicySource,
+    /// `CLEANUP_QUEUE_URL`: where cleanup jobs go; `None` runs them in process.
+    pub queue_url: Option<String>,
+    /// `CLEANUP_DLQ_URL`: where jobs that fail verification go, with the reason.
+    pub dead_letter_url: Option<String>,
+    /// Delay of queued cleanup jobs (at most [`MAX_QUEUE_DELAY_SECONDS`]).
+    pub queue_delay_seconds: u32,
+    /// Retries of in-process cleanup jobs (no queue).
+    pub local_retry: RetryPolicy,
+    /// `AMI_SWEEPER_DRY_RUN=true`: every sweep is a dry run.
+    pub force_dry_run: bool,
+    /// `AMI_SWEEPER_ALLOW_EVENT_POLICY=true`: a manual event may carry its own policy
+    /// (still within the deployment's regions).
+    pub allow_event_policy: bool,
+    /// `AMI_SWEEPER_ACCOUNT_ID`: events of other accounts are ignored.
+    pub account_id: Option<String>,
+    /// `AMI_SWEEPER_BUNDLE_BUCKETS` (comma-separated): the buckets whose bundles may be
+    /// deleted. Empty: bundle cleanup is off.
+    pub bundle_buckets: BTreeSet<String>,
+    /// `AWS_LAMBDA_RUNTIME_API` is set: running inside Lambda (metrics go to stdout).
+    pub in_lambda: bool,
+}
+
+impl Default for Config {
+    /// Nothing configured: no policy, no queue, in-process cleanup, no bundle buckets.
+    fn default() -> Self {
+        Self {
+            policy_source: PolicySource::Missing,
+            queue_url: None,
+            dead_letter_url: None,
+            queue_delay_seconds: QUEUE_DELAY_SECONDS,
+            local_retry: RetryPolicy::default(),
+            force_dry_run: false,
+            allow_event_policy: false,
+            account_id: None,
+            bundle_buckets: BTreeSet::new(),
+            in_lambda: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `var` (the environment, or a map in tests).
+    /// Blank values count as unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let flag = |k: &str| set(k).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let policy_source = match (
+            set("AMI_SWEEPER_POLICY"),
+            set("AMI_SWEEPER_POLICY_PARAMETER"),
+        ) {
+            (Some(json), _) => PolicySource::Inline(json),
+            (None, Some(name)) => PolicySource::Parameter(name),
+            (None, None) => PolicySource::Missing,
+        };
+        Self {
+            policy_source,
+            queue_url: set("CLEANUP_QUEUE_URL"),
+            dead_letter_url: set("CLEANUP_DLQ_URL"),
+            force_dry_run: flag("AMI_SWEEPER_DRY_RUN"),
+            allow_event_policy: flag("AMI_SWEEPER_ALLOW_EVENT_POLICY"),
+            account_id: set("AMI_SWEEPER_ACCOUNT_ID"),
+            bundle_buckets: bucket_set(set("AMI_SWEEPER_BUNDLE_BUCKETS").as_deref().unwrap_or("")),
+            in_lambda: var("AWS_LAMBDA_RUNTIME_API").is_some(),
+            ..Self::default()
+        }
+    }
+
+    /// The options of one sweep: the queue (or in-process retries), the bundle buckets
+    /// and the dry-run override (`force_dry_run` from the caller, or the deployment's).
+    pub fn sweep_options(
+        &self,
+        regions: Vec<String>,
+        force_dry_run: bool,
+        mut exec: ExecConfig,
+        now: Timestamp,
+    ) -> SweepOptions {
+        let queue = match &self.queue_url {
+            Some(url) => QueueMode::Sqs {
+                url: url.clone(),
+                delay_seconds: self.queue_delay_seconds.min(MAX_QUEUE_DELAY_SECONDS),
+            },
+            None => QueueMode::Local(self.local_retry.clone()),
+        };
+        exec.bundle_buckets = self.bundle_buckets.clone();
+        SweepOptions {
+            regions,
+            force_dry_run: force_dry_run || self.force_dry_run,
+            queue,
+            exec,
+            now,
+        }
+    }
+
+    /// How long in-process cleanup waits between attempts.
+    pub fn with_local_retry_delay(mut self, delay: Duration) -> Self {
+        self.local_retry.delay = delay;
+        self
+    }
+}
+
+/// A comma-separated list of bucket names as a set, blanks dropped.
+pub fn bucket_set(names: &str) -> BTreeSet<String> {
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn blank_values_are_unset_and_inline_policy_wins() {
+        let c = config(&[
+            ("AMI_SWEEPER_POLICY", "{}"),
+            ("AMI_SWEEPER_POLICY_PARAMETER", "/p"),
+            ("CLEANUP_QUEUE_URL", " "),
+            ("AMI_SWEEPER_BUNDLE_BUCKETS", " a, ,b "),
+            ("AMI_SWEEPER_DRY_RUN", "TRUE"),
+        ]);
+        assert_eq!(c.policy_source, PolicySource::Inline("{}".into()));
+        assert_eq!(c.queue_url, None);
+        assert_eq!(c.bundle_buckets, bucket_set("a,b"));
+        assert!(c.force_dry_run);
+        assert!(!c.allow_event_policy);
+        assert_eq!(
+            config(&[("AMI_SWEEPER_POLICY_PARAMETER", "/p")]).policy_source,
+            PolicySource::Parameter("/p".into())
+        );
+    }
+
+    #[test]
+    fn sweep_options_pick_the_queue_and_keep_the_deployments_dry_run() {
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let mut c = config(&[
+            ("CLEANUP_QUEUE_URL", "http://q"),
+            ("AMI_SWEEPER_DRY_RUN", "true"),
+        ]);
+        c.queue_delay_seconds = 5_000;
+        let o = c.sweep_options(vec!["r".into()], false, ExecConfig::default(), now);
+        assert!(
+            o.force_dry_run,
+            "the deployment's dry run cannot be lifted by a caller"
+        );
+        match o.queue {
+            QueueMode::Sqs { url, delay_seconds } => {
+                assert_eq!(url, "http://q");
+                assert_eq!(delay_seconds, MAX_QUEUE_DELAY_SECONDS);
+            }
+            QueueMode::Local(_) => panic!("a queue URL means the queue"),
+        }
+        let o = Config::default().sweep_options(vec![], false, ExecConfig::default(), now);
+        assert!(matches!(o.queue, QueueMode::Local(_)));
+        assert!(!o.force_dry_run);
+    }
+}
