@@ -43,7 +43,7 @@ test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
 test-unit:
 	$(CARGO) test --locked -p ami-sweeper-core
 	$(CARGO) test --locked -p ami-sweeper --lib
-	$(CARGO) test --locked -p ami-sweeper --test tests -- cli:: aws_mocks:: fakes::
+	$(CARGO) test --locked -p ami-sweeper --test tests -- cli:: aws_mocks:: executor::
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)

@@ -1,6 +1,6 @@
 //! The narrow interfaces the sweep needs from AWS. The executor and the worker are
-//! written against these; `crate::adapters::aws` implements them with the SDK, tests with fakes
-//! or mocked SDK clients.
+//! written against these; `crate::adapters::aws` implements them with the SDK,
+//! `crate::adapters::memory` in memory for tests.
 
 use std::future::Future;
 
@@ -171,3 +171,9 @@ impl<T> Account for T where
         + BundleInventory
 {
 }
+
+/// What the cleanup worker needs in one region: the facts it verifies each job against
+/// and the deleters that run it.
+pub trait Cleaner: ImageSource + JobFacts + SnapshotDeleter + BundleStore {}
+
+impl<T> Cleaner for T where T: ImageSource + JobFacts + SnapshotDeleter + BundleStore {}

@@ -7,6 +7,7 @@ mod moto;
 
 mod aws_mocks;
 mod cli;
+mod executor;
 mod faults_moto;
 mod lambda_events;
 mod lambda_runtime;

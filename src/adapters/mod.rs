@@ -4,3 +4,4 @@
 pub mod aws;
 pub mod awscli;
 pub mod local_queue;
+pub mod memory;

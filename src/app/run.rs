@@ -223,7 +223,7 @@ pub async fn drain_queue(
         let bodies: Vec<&str> = fresh.iter().map(|m| m.body.as_str()).collect();
         for (m, handled) in fresh
             .iter()
-            .zip(handle_batch(clients, rules, &bodies).await)
+            .zip(handle_batch(|r| clients.region(r), rules, &bodies).await)
         {
             let finished = match &handled {
                 Handled::Ran(_, Attempt::Done(..)) => true,

@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::adapters::aws::Clients;
 use crate::app::cleanup::{run_job, Attempt};
 use crate::app::report::JobOutcome;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::ImageState;
-use crate::ports::{ImageSource, JobFacts};
+use crate::ports::Cleaner;
 use crate::verify::{Verdict, WorkerRules};
 
 /// What became of one message.
@@ -42,7 +41,11 @@ impl Handled {
 /// `DescribeImages` for their images, and the owned images' locations when it has
 /// bundle jobs. If those facts cannot be read, every job of that region is retried
 /// later and nothing is deleted.
-pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str]) -> Vec<Handled> {
+pub async fn handle_batch<C: Cleaner>(
+    region: impl Fn(&str) -> C,
+    rules: &WorkerRules,
+    bodies: &[&str],
+) -> Vec<Handled> {
     let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
     let mut by_region: BTreeMap<String, Vec<(usize, CleanupJob)>> = BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
@@ -63,8 +66,8 @@ pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str
             },
         }
     }
-    for (region, jobs) in by_region {
-        let c = clients.region(&region);
+    for (name, jobs) in by_region {
+        let c = region(&name);
         for (i, handled) in handle_region(&c, rules, jobs).await {
             out[i] = Some(handled);
         }
@@ -74,8 +77,8 @@ pub async fn handle_batch(clients: &Clients, rules: &WorkerRules, bodies: &[&str
         .collect()
 }
 
-async fn handle_region(
-    c: &crate::adapters::aws::RegionClients,
+async fn handle_region<C: Cleaner>(
+    c: &C,
     rules: &WorkerRules,
     jobs: Vec<(usize, CleanupJob)>,
 ) -> Vec<(usize, Handled)> {
@@ -96,16 +99,15 @@ async fn handle_region(
         let snapshots = if snapshot_ids.is_empty() {
             Vec::new()
         } else {
-            c.ec2.owned_snapshots(&snapshot_ids).await?
+            c.owned_snapshots(&snapshot_ids).await?
         };
         let registered = if image_ids.is_empty() {
             Default::default()
         } else {
-            c.ec2.registered_images(&image_ids).await?
+            c.registered_images(&image_ids).await?
         };
         let locations: BTreeSet<String> = if any_bundle {
-            c.ec2
-                .list_images()
+            c.list_images()
                 .await?
                 .into_iter()
                 .filter(|i| i.state != ImageState::Deregistered)
@@ -149,7 +151,7 @@ async fn handle_region(
             }
             Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
             Verdict::Proceed => {
-                let attempt = run_job(&job, &c.ec2, &c.s3).await;
+                let attempt = run_job(&job, c, c).await;
                 Handled::Ran(job, attempt)
             }
         };

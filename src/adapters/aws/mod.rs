@@ -261,3 +261,39 @@ impl crate::ports::BundleInventory for RegionClients {
         self.s3.mark_manifest(bucket, key, image_id).await
     }
 }
+
+impl crate::ports::JobFacts for RegionClients {
+    async fn owned_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<crate::model::Snapshot>, crate::error::AwsError> {
+        self.ec2.owned_snapshots(snapshot_ids).await
+    }
+
+    async fn registered_images(
+        &self,
+        image_ids: &[String],
+    ) -> Result<rustc_hash::FxHashSet<String>, crate::error::AwsError> {
+        self.ec2.registered_images(image_ids).await
+    }
+}
+
+impl crate::ports::SnapshotDeleter for RegionClients {
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), crate::error::AwsError> {
+        self.ec2.delete_snapshot(snapshot_id).await
+    }
+}
+
+impl crate::ports::BundleStore for RegionClients {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, crate::error::AwsError> {
+        self.s3.get_object(bucket, key).await
+    }
+
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, crate::error::AwsError)>, crate::error::AwsError> {
+        self.s3.delete_objects(bucket, keys).await
+    }
+}

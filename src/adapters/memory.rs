@@ -1,0 +1,400 @@
+//! An in-memory account: every port over plain collections, behaving as EC2 and S3 do
+//! where the application depends on it (a snapshot a registered image uses is in use; a
+//! deregistered image is gone). The executor's and the worker's tests run on it, so they
+//! say what they mean in a few lines; what is about the SDK's shapes and AWS's error codes
+//! stays with the mocked SDK clients and the emulator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashSet;
+
+use crate::error::AwsError;
+use crate::jobs::CleanupJob;
+use crate::model::{Image, Manifest, Snapshot, Tags, Usage};
+use crate::orphans::STORAGE_MARK;
+use crate::ports::{
+    BundleInventory, BundleStore, CleanupSink, Deregistrar, ImageSource, JobFacts, RecycleBin,
+    SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
+};
+
+/// What the account holds.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    /// Registered images by id.
+    pub images: BTreeMap<String, Image>,
+    /// Launch-permission grantees by image id (missing: none).
+    pub launch_permissions: BTreeMap<String, Vec<String>>,
+    /// What uses images.
+    pub usage: Usage,
+    /// Snapshots by id.
+    pub snapshots: BTreeMap<String, Snapshot>,
+    /// Ids of deregistered images the Recycle Bin holds.
+    pub recycle_bin: BTreeSet<String>,
+    /// S3 objects by (bucket, key): bytes and tags.
+    pub objects: BTreeMap<(String, String), (Vec<u8>, Tags)>,
+}
+
+/// An injected failure: `operation` (e.g. `DeregisterImage`) fails with `error` for
+/// `id` (or for every id when `None`), `times` times (`None`: always).
+#[derive(Debug, Clone)]
+struct Fault {
+    operation: &'static str,
+    id: Option<String>,
+    error: AwsError,
+    times: Option<u32>,
+}
+
+/// An account held in memory, with injected faults and a log of the calls that change
+/// something (`DeregisterImage ami-1`, `CreateTags snap-1`, `DeleteSnapshot snap-1`,
+/// `DeleteObjects bucket/key`, `Enqueue N`). Clones share the account, as two clients
+/// of one AWS account do.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryAccount(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    faults: Mutex<Vec<Fault>>,
+    log: Mutex<Vec<String>>,
+    queued: Mutex<Vec<CleanupJob>>,
+}
+
+impl MemoryAccount {
+    /// An account holding `state`.
+    pub fn new(state: State) -> Self {
+        Self(Arc::new(Inner {
+            state: Mutex::new(state),
+            ..Inner::default()
+        }))
+    }
+
+    /// Makes `operation` fail with `code` for `id` (every id when `None`), every time.
+    pub fn fail(&self, operation: &'static str, id: Option<&str>, code: &str) {
+        self.fail_times(operation, id, code, None);
+    }
+
+    /// Makes `operation` fail with `code` for `id`, the next `times` times (`None`: always).
+    pub fn fail_times(
+        &self,
+        operation: &'static str,
+        id: Option<&str>,
+        code: &str,
+        times: Option<u32>,
+    ) {
+        self.0.faults.lock().unwrap().push(Fault {
+            operation,
+            id: id.map(str::to_string),
+            error: AwsError::new(operation, code, "injected"),
+            times,
+        });
+    }
+
+    /// A copy of what the account holds now.
+    pub fn state(&self) -> State {
+        self.0.state.lock().unwrap().clone()
+    }
+
+    /// Changes what the account holds (e.g. an image gains a user mid-test).
+    pub fn update(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.0.state.lock().unwrap());
+    }
+
+    /// The calls that changed something, in order.
+    pub fn log(&self) -> Vec<String> {
+        self.0.log.lock().unwrap().clone()
+    }
+
+    /// The cleanup jobs handed to this account as a [`CleanupSink`], in order.
+    pub fn queued(&self) -> Vec<CleanupJob> {
+        self.0.queued.lock().unwrap().clone()
+    }
+
+    fn record(&self, entry: String) {
+        self.0.log.lock().unwrap().push(entry);
+    }
+
+    /// The injected failure for this call, if any (and uses one of its times).
+    fn fault(&self, operation: &'static str, id: &str) -> Result<(), AwsError> {
+        let mut faults = self.0.faults.lock().unwrap();
+        let hit = faults.iter_mut().find(|f| {
+            f.operation == operation
+                && f.id.as_deref().is_none_or(|i| i == id)
+                && f.times != Some(0)
+        });
+        match hit {
+            Some(f) => {
+                if let Some(t) = &mut f.times {
+                    *t -= 1;
+                }
+                Err(f.error.clone())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn snapshot_in_use(state: &State, snapshot_id: &str) -> bool {
+        state
+            .images
+            .values()
+            .any(|i| i.snapshots.iter().any(|s| s.id == snapshot_id))
+    }
+}
+
+fn gone(operation: &'static str, code: &str, id: &str) -> AwsError {
+    AwsError::new(operation, code, format!("{id} does not exist"))
+}
+
+impl ImageSource for MemoryAccount {
+    async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
+        self.fault("DescribeImages", "")?;
+        Ok(self
+            .0
+            .state
+            .lock()
+            .unwrap()
+            .images
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
+        self.fault("DescribeImageAttribute", image_id)?;
+        let state = self.0.state.lock().unwrap();
+        if !state.images.contains_key(image_id) {
+            return Err(gone(
+                "DescribeImageAttribute",
+                "InvalidAMIID.NotFound",
+                image_id,
+            ));
+        }
+        Ok(state
+            .launch_permissions
+            .get(image_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+impl UsageSource for MemoryAccount {
+    async fn list_usage(&self) -> Result<(Usage, Vec<String>), AwsError> {
+        self.fault("DescribeInstances", "")?;
+        Ok((self.0.state.lock().unwrap().usage.clone(), Vec::new()))
+    }
+}
+
+impl Deregistrar for MemoryAccount {
+    async fn deregister(&self, image_id: &str) -> Result<(), AwsError> {
+        self.fault("DeregisterImage", image_id)?;
+        let removed = self.0.state.lock().unwrap().images.remove(image_id);
+        match removed {
+            Some(_) => {
+                self.record(format!("DeregisterImage {image_id}"));
+                Ok(())
+            }
+            None => Err(gone(
+                "DeregisterImage",
+                "InvalidAMIID.Unavailable",
+                image_id,
+            )),
+        }
+    }
+}
+
+impl SnapshotSource for MemoryAccount {
+    async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AwsError> {
+        self.fault("DescribeSnapshots", "")?;
+        Ok(self
+            .0
+            .state
+            .lock()
+            .unwrap()
+            .snapshots
+            .values()
+            .cloned()
+            .collect())
+    }
+}
+
+impl RecycleBin for MemoryAccount {
+    async fn images_in_recycle_bin(
+        &self,
+        image_ids: &FxHashSet<String>,
+    ) -> Result<FxHashSet<String>, AwsError> {
+        self.fault("ListImagesInRecycleBin", "")?;
+        let state = self.0.state.lock().unwrap();
+        Ok(image_ids
+            .iter()
+            .filter(|i| state.recycle_bin.contains(*i))
+            .cloned()
+            .collect())
+    }
+}
+
+impl StorageMarker for MemoryAccount {
+    async fn mark_snapshots(
+        &self,
+        image_id: &str,
+        snapshot_ids: &[String],
+    ) -> Result<(), AwsError> {
+        self.fault("CreateTags", image_id)?;
+        let mut state = self.0.state.lock().unwrap();
+        if let Some(missing) = snapshot_ids
+            .iter()
+            .find(|s| !state.snapshots.contains_key(*s))
+        {
+            return Err(gone("CreateTags", "InvalidSnapshot.NotFound", missing));
+        }
+        for id in snapshot_ids {
+            let snap = state.snapshots.get_mut(id).expect("checked above");
+            snap.tags.insert(STORAGE_MARK, image_id);
+        }
+        drop(state);
+        self.record(format!("CreateTags {}", snapshot_ids.join(",")));
+        Ok(())
+    }
+}
+
+impl BundleInventory for MemoryAccount {
+    async fn list_manifests(&self, bucket: &str) -> Result<Vec<Manifest>, AwsError> {
+        self.fault("ListObjectsV2", bucket)?;
+        let state = self.0.state.lock().unwrap();
+        Ok(state
+            .objects
+            .keys()
+            .filter(|(b, k)| b == bucket && k.ends_with(".manifest.xml"))
+            .map(|(b, k)| Manifest {
+                bucket: b.clone(),
+                key: k.clone(),
+                last_modified: None,
+                tags: Tags::new(),
+            })
+            .collect())
+    }
+
+    async fn object_tags(&self, bucket: &str, key: &str) -> Result<Tags, AwsError> {
+        self.fault("GetObjectTagging", key)?;
+        let state = self.0.state.lock().unwrap();
+        match state.objects.get(&(bucket.to_string(), key.to_string())) {
+            Some((_, tags)) => Ok(tags.clone()),
+            None => Err(gone("GetObjectTagging", "NoSuchKey", key)),
+        }
+    }
+
+    async fn mark_manifest(&self, bucket: &str, key: &str, image_id: &str) -> Result<(), AwsError> {
+        self.fault("PutObjectTagging", key)?;
+        let mut state = self.0.state.lock().unwrap();
+        match state
+            .objects
+            .get_mut(&(bucket.to_string(), key.to_string()))
+        {
+            Some((_, tags)) => tags.insert(STORAGE_MARK, image_id),
+            None => return Err(gone("PutObjectTagging", "NoSuchKey", key)),
+        }
+        drop(state);
+        self.record(format!("PutObjectTagging {bucket}/{key}"));
+        Ok(())
+    }
+}
+
+impl SnapshotDeleter for MemoryAccount {
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), AwsError> {
+        self.fault("DeleteSnapshot", snapshot_id)?;
+        let mut state = self.0.state.lock().unwrap();
+        if Self::snapshot_in_use(&state, snapshot_id) {
+            return Err(AwsError::new(
+                "DeleteSnapshot",
+                "InvalidSnapshot.InUse",
+                format!("{snapshot_id} is in use by a registered image"),
+            ));
+        }
+        if state.snapshots.remove(snapshot_id).is_none() {
+            return Err(gone(
+                "DeleteSnapshot",
+                "InvalidSnapshot.NotFound",
+                snapshot_id,
+            ));
+        }
+        drop(state);
+        self.record(format!("DeleteSnapshot {snapshot_id}"));
+        Ok(())
+    }
+}
+
+impl BundleStore for MemoryAccount {
+    async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
+        self.fault("GetObject", key)?;
+        let state = self.0.state.lock().unwrap();
+        match state.objects.get(&(bucket.to_string(), key.to_string())) {
+            Some((bytes, _)) => Ok(bytes.clone()),
+            None => Err(gone("GetObject", "NoSuchKey", key)),
+        }
+    }
+
+    async fn delete_objects(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, AwsError)>, AwsError> {
+        self.fault("DeleteObjects", bucket)?;
+        let mut failed = Vec::new();
+        for key in keys {
+            if let Err(e) = self.fault("DeleteObject", key) {
+                failed.push((key.clone(), e));
+                continue;
+            }
+            // S3 answers a missing key as deleted.
+            self.0
+                .state
+                .lock()
+                .unwrap()
+                .objects
+                .remove(&(bucket.to_string(), key.clone()));
+            self.record(format!("DeleteObjects {bucket}/{key}"));
+        }
+        Ok(failed)
+    }
+}
+
+impl JobFacts for MemoryAccount {
+    async fn owned_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+        self.fault("DescribeSnapshots", "")?;
+        let state = self.0.state.lock().unwrap();
+        Ok(snapshot_ids
+            .iter()
+            .filter_map(|id| state.snapshots.get(id).cloned())
+            .collect())
+    }
+
+    async fn registered_images(&self, image_ids: &[String]) -> Result<FxHashSet<String>, AwsError> {
+        self.fault("DescribeImages", "")?;
+        let state = self.0.state.lock().unwrap();
+        Ok(image_ids
+            .iter()
+            .filter(|id| state.images.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+}
+
+/// The account doubles as its own cleanup queue: jobs are kept, in order, for
+/// [`MemoryAccount::queued`]; `Enqueue` faults refuse a whole batch.
+impl CleanupSink for MemoryAccount {
+    fn batch_size(&self) -> usize {
+        10
+    }
+
+    async fn check(&self) -> Result<(), AwsError> {
+        self.fault("GetQueueAttributes", "")
+    }
+
+    async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        if let Err(e) = self.fault("SendMessageBatch", "") {
+            return jobs.into_iter().map(|j| (j, e.clone())).collect();
+        }
+        self.record(format!("Enqueue {}", jobs.len()));
+        self.0.queued.lock().unwrap().extend(jobs);
+        Vec::new()
+    }
+}

@@ -1,0 +1,546 @@
+//! The executor and the queue worker on the in-memory account
+//! (`ami_sweeper::adapters::memory`): ordering, limits, deadlines, marks, the Recycle
+//! Bin, shared snapshots, bundles and job verification, each in a few lines. What is
+//! about the SDK's shapes and AWS's error codes is in `aws_mocks`.
+
+use std::time::Duration;
+
+use ami_sweeper::adapters::memory::{MemoryAccount, State};
+use ami_sweeper::app::cleanup::{run_local, Attempt, RetryPolicy};
+use ami_sweeper::app::progress::ProgressSink;
+use ami_sweeper::app::report::{JobOutcome, Outcome, RegionReport};
+use ami_sweeper::app::stop::{Stop, StopReason};
+use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
+use ami_sweeper::app::worker::{handle_batch, Handled};
+use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
+use ami_sweeper::model::{Image, Snapshot, SnapshotRef, Tags, Timestamp};
+use ami_sweeper::orphans::{Keep, STORAGE_MARK};
+use ami_sweeper::time::parse_instant;
+use ami_sweeper::verify::WorkerRules;
+use ami_sweeper::Policy;
+
+const REGION: &str = "us-east-1";
+
+fn now() -> Timestamp {
+    parse_instant("2026-11-26T00:00:00Z").unwrap()
+}
+
+fn policy(json: &str) -> Policy {
+    Policy::from_json(json).unwrap()
+}
+
+/// Older than 30 days goes; nothing else is asked.
+fn month() -> Policy {
+    policy(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#)
+}
+
+/// An image created `created` (RFC 3339) with these snapshots, each 8 GiB.
+fn image(id: &str, created: &str, snaps: &[&str]) -> Image {
+    let mut i = Image::new(id, id, parse_instant(created).unwrap());
+    i.snapshots = snaps
+        .iter()
+        .map(|s| SnapshotRef {
+            id: s.to_string(),
+            size_gib: Some(8),
+        })
+        .collect();
+    i
+}
+
+fn snapshot(id: &str, description: &str) -> Snapshot {
+    Snapshot {
+        id: id.into(),
+        description: description.into(),
+        start_time: Some(parse_instant("2025-01-01T00:00:00Z").unwrap()),
+        size_gib: Some(8),
+        tags: Tags::new(),
+    }
+}
+
+/// An account holding `images` and every snapshot they name.
+fn account(images: Vec<Image>) -> MemoryAccount {
+    let mut state = State::default();
+    for i in images {
+        for s in &i.snapshots {
+            let desc = format!("Created by CreateImage(i-1) for {}", i.id);
+            state.snapshots.insert(s.id.clone(), snapshot(&s.id, &desc));
+        }
+        state.images.insert(i.id.clone(), i);
+    }
+    MemoryAccount::new(state)
+}
+
+fn live() -> ExecConfig {
+    ExecConfig {
+        dry_run: false,
+        concurrency: 1,
+        ..Default::default()
+    }
+}
+
+async fn sweep_with(a: &MemoryAccount, p: &Policy, cfg: &ExecConfig) -> RegionReport {
+    sweep_region(p, REGION, now(), a, a, cfg).await
+}
+
+async fn sweep(a: &MemoryAccount, p: &Policy) -> RegionReport {
+    sweep_with(a, p, &live()).await
+}
+
+fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
+    r.images.iter().find(|i| i.image_id == id).unwrap().outcome
+}
+
+fn queued(a: &MemoryAccount) -> Vec<String> {
+    let mut t: Vec<String> = a.queued().iter().map(|j| j.target_label()).collect();
+    t.sort();
+    t
+}
+
+#[tokio::test]
+async fn storage_is_marked_before_its_image_is_deregistered_then_queued() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert_eq!(
+        a.log(),
+        ["CreateTags snap-1", "DeregisterImage ami-1", "Enqueue 1"]
+    );
+    let snap = &a.state().snapshots["snap-1"];
+    assert_eq!(snap.tags.get(STORAGE_MARK), Some("ami-1"));
+    assert_eq!(queued(&a), ["snap-1"]);
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    let dry = ExecConfig {
+        dry_run: true,
+        ..live()
+    };
+    let report = sweep_with(&a, &month(), &dry).await;
+    assert_eq!(report.images.len(), 1);
+    assert!(a.log().is_empty(), "{:?}", a.log());
+    assert!(a.state().images.contains_key("ami-1"));
+}
+
+#[tokio::test]
+async fn progress_reports_the_listing_and_every_deregistration() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &[]),
+        image("ami-2", "2025-01-02T00:00:00Z", &[]),
+        image("ami-3", "2026-11-25T00:00:00Z", &[]),
+    ]);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink_seen = seen.clone();
+    let cfg = ExecConfig {
+        progress: Some(ProgressSink::new(move |p| {
+            sink_seen.lock().unwrap().push(p.to_string())
+        })),
+        ..live()
+    };
+    sweep_with(&a, &month(), &cfg).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "us-east-1: 3 images listed",
+            "us-east-1: deregistered 1/2",
+            "us-east-1: deregistered 2/2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_shared_by_two_condemned_images_waits_for_both() {
+    let mut tagged = image("ami-1", "2025-01-01T00:00:00Z", &["snap-1", "snap-shared"]);
+    tagged.tags.insert("app", "x");
+    let a = account(vec![
+        tagged,
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2", "snap-shared"]),
+    ]);
+    a.fail("DeregisterImage", Some("ami-2"), "UnauthorizedOperation");
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Failed));
+    // ami-2 still holds snap-shared: only ami-1's own snapshot is queued.
+    assert_eq!(queued(&a), ["snap-1"]);
+    assert!(a.state().snapshots.contains_key("snap-shared"));
+}
+
+#[tokio::test]
+async fn a_shared_snapshot_goes_once_its_other_image_is_found_already_gone() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1", "snap-shared"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2", "snap-shared"]),
+    ]);
+    // Someone else deregistered ami-1 between the listing and our call.
+    a.fail("DeregisterImage", Some("ami-1"), "InvalidAMIID.Unavailable");
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::AlreadyGone));
+    assert_eq!(queued(&a), ["snap-1", "snap-2", "snap-shared"]);
+}
+
+#[tokio::test]
+async fn marked_storage_of_an_ami_in_the_recycle_bin_waits_and_the_rest_is_reclaimed() {
+    let a = account(vec![]);
+    a.update(|s| {
+        for (snap, ami) in [("snap-a", "ami-gone"), ("snap-b", "ami-inbin")] {
+            let mut sn = snapshot(snap, &format!("Created by CreateImage(i-1) for {ami}"));
+            sn.tags.insert(STORAGE_MARK, ami);
+            s.snapshots.insert(snap.into(), sn);
+        }
+        s.recycle_bin.insert("ami-inbin".into());
+    });
+    let report = sweep(&a, &month()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(queued(&a), ["snap-a"]);
+    let held = report
+        .reconciled
+        .iter()
+        .find(|d| d.snapshot_id == "snap-b")
+        .unwrap();
+    assert_eq!(held.reason, Some(Keep::ImageInRecycleBin));
+    assert_eq!((report.orphans.marked, report.orphans.marked_gib), (1, 8));
+}
+
+#[tokio::test]
+async fn an_unreadable_recycle_bin_stops_the_region_before_any_change() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    a.update(|s| {
+        let mut sn = snapshot("snap-a", "");
+        sn.tags.insert(STORAGE_MARK, "ami-gone");
+        s.snapshots.insert("snap-a".into(), sn);
+    });
+    a.fail("ListImagesInRecycleBin", None, "UnauthorizedOperation");
+    let report = sweep(&a, &month()).await;
+    let err = report.error.as_deref().unwrap();
+    assert!(
+        err.starts_with("inventory failed, nothing was changed: ListImagesInRecycleBin"),
+        "{err}"
+    );
+    assert!(a.log().is_empty(), "{:?}", a.log());
+}
+
+#[tokio::test]
+async fn an_image_whose_storage_cannot_be_marked_is_not_deregistered() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+    ]);
+    a.fail("CreateTags", Some("ami-1"), "UnauthorizedOperation");
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Failed));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deregistered));
+    assert!(a.state().images.contains_key("ami-1"));
+    assert_eq!(
+        queued(&a),
+        ["snap-2"],
+        "one failure never aborts the others"
+    );
+}
+
+#[tokio::test]
+async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+    ]);
+    let cfg = ExecConfig {
+        stop: Stop::with_deadline(Some(tokio::time::Instant::now())),
+        ..live()
+    };
+    let report = sweep_with(&a, &month(), &cfg).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deferred));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deferred));
+    assert_eq!(report.stopped, Some(StopReason::Deadline));
+    assert!(a.log().is_empty(), "{:?}", a.log());
+    let why = report.images[0].error.as_deref().unwrap();
+    assert!(why.contains("deadline"), "{why}");
+}
+
+#[tokio::test]
+async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_survives() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1", "snap-common"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+        image("ami-3", "2026-11-20T00:00:00Z", &["snap-3", "snap-common"]),
+    ]);
+    let limited = policy(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 1}}"#,
+    );
+    let report = sweep(&a, &limited).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deferred));
+    assert_eq!(outcome(&report, "ami-3"), None);
+    // snap-common is still used by ami-3 (kept, too young): only snap-1 goes.
+    assert_eq!(queued(&a), ["snap-1"]);
+}
+
+#[tokio::test]
+async fn cleanup_jobs_reach_the_queue_in_batches_while_deregistrations_go_on() {
+    let images = (1..=12)
+        .map(|i| {
+            image(
+                &format!("ami-{i:02}"),
+                &format!("2025-01-{i:02}T00:00:00Z"),
+                &[&format!("snap-{i:02}")],
+            )
+        })
+        .collect();
+    let a = account(images);
+    sweep(&a, &month()).await;
+    let log: Vec<String> = a
+        .log()
+        .into_iter()
+        .filter(|l| !l.starts_with("CreateTags"))
+        .collect();
+    // Oldest first; the first full batch of ten is handed over before the eleventh
+    // deregistration, the rest at the end.
+    let enqueue_at = log.iter().position(|l| l == "Enqueue 10").unwrap();
+    assert_eq!(log[enqueue_at - 1], "DeregisterImage ami-10");
+    assert_eq!(log[enqueue_at + 1], "DeregisterImage ami-11");
+    assert_eq!(log.last().unwrap(), "Enqueue 2");
+    assert_eq!(a.queued().len(), 12);
+}
+
+#[tokio::test]
+async fn an_image_found_shared_makes_room_under_the_limit_for_the_next_oldest() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+        image("ami-3", "2025-01-03T00:00:00Z", &["snap-3"]),
+    ]);
+    a.update(|s| {
+        s.launch_permissions
+            .insert("ami-1".into(), vec!["111122223333".into()]);
+    });
+    let limited = policy(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "limits": {"max_deregistrations": 1}}"#,
+    );
+    let report = sweep(&a, &limited).await;
+    let img = |id: &str| report.images.iter().find(|i| i.image_id == id).unwrap();
+    assert_eq!(img("ami-1").reasons[0].as_str(), "shared");
+    assert_eq!(img("ami-1").outcome, None);
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deregistered));
+    assert_eq!(outcome(&report, "ami-3"), Some(Outcome::Deferred));
+    assert_eq!(queued(&a), ["snap-2"]);
+}
+
+#[tokio::test]
+async fn a_queue_that_cannot_be_reached_stops_the_region_with_nothing_changed() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    a.fail(
+        "GetQueueAttributes",
+        None,
+        "AWS.SimpleQueueService.NonExistentQueue",
+    );
+    let report = sweep(&a, &month()).await;
+    assert!(report
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("cleanup jobs cannot be queued, nothing was changed"));
+    assert!(a.log().is_empty(), "{:?}", a.log());
+}
+
+#[tokio::test]
+async fn when_enqueueing_fails_deregistrations_stop_and_the_storage_stays_marked() {
+    let images = (1..=12)
+        .map(|i| {
+            image(
+                &format!("ami-{i:02}"),
+                &format!("2025-01-{i:02}T00:00:00Z"),
+                &[&format!("snap-{i:02}")],
+            )
+        })
+        .collect();
+    let a = account(images);
+    a.fail("SendMessageBatch", None, "ServiceUnavailable");
+    let report = sweep(&a, &month()).await;
+    let deregistered = a
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("Deregister"))
+        .count();
+    assert_eq!(deregistered, 10, "{:?}", a.log());
+    assert_eq!(outcome(&report, "ami-11"), Some(Outcome::Deferred));
+    // What was deregistered keeps its mark: the next sweep's reconciliation finds it.
+    let state = a.state();
+    assert_eq!(state.snapshots.len(), 12);
+    for i in 1..=10 {
+        let s = &state.snapshots[&format!("snap-{i:02}")];
+        assert_eq!(
+            s.tags.get(STORAGE_MARK),
+            Some(format!("ami-{i:02}").as_str())
+        );
+    }
+    // The jobs that could not be queued are listed for the next sweep to reconcile.
+    assert_eq!(
+        report.awaiting_reconciliation.len(),
+        10,
+        "{:?}",
+        report.awaiting_reconciliation
+    );
+}
+
+fn bundle_job(key: &str) -> CleanupJob {
+    CleanupJob {
+        version: JOB_VERSION,
+        region: REGION.into(),
+        image_id: "ami-1".into(),
+        target: JobTarget::DeleteBundle {
+            bucket: "b".into(),
+            manifest_key: key.into(),
+        },
+    }
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        delay: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+fn with_objects(objects: &[(&str, &[u8])]) -> MemoryAccount {
+    let a = account(vec![]);
+    a.update(|s| {
+        for (k, body) in objects {
+            s.objects
+                .insert(("b".into(), k.to_string()), (body.to_vec(), Tags::new()));
+        }
+    });
+    a
+}
+
+#[tokio::test]
+async fn bundles_delete_exactly_the_parts_then_the_manifest() {
+    let manifest: &[u8] = b"<manifest><image><parts count=\"2\"><part><filename>x.part.0</filename></part><part><filename>x.part.1</filename></part></parts></image></manifest>";
+    let a = with_objects(&[
+        ("p/x.manifest.xml", manifest),
+        ("p/x.part.0", b"0"),
+        ("p/x.part.1", b"1"),
+        ("p/x.part.2", b"not listed"),
+        ("p/other.part.0", b"another bundle"),
+    ]);
+    let reports = run_local(
+        futures_util::stream::iter([bundle_job("p/x.manifest.xml")]),
+        &a,
+        &a,
+        &fast_retry(),
+        None,
+        &Stop::default(),
+    )
+    .await;
+    assert_eq!(reports[0].outcome, JobOutcome::Deleted, "{:?}", reports[0]);
+    assert_eq!(
+        a.log(),
+        [
+            "DeleteObjects b/p/x.part.0",
+            "DeleteObjects b/p/x.part.1",
+            "DeleteObjects b/p/x.manifest.xml"
+        ]
+    );
+    let left: Vec<String> = a.state().objects.keys().map(|(_, k)| k.clone()).collect();
+    assert_eq!(left, ["p/other.part.0", "p/x.part.2"]);
+}
+
+#[tokio::test]
+async fn a_malformed_manifest_deletes_nothing() {
+    let bad: &[u8] = b"<manifest><image><parts count=\"2\"><part><filename>x.part.0</filename></part></parts></image></manifest>";
+    let a = with_objects(&[("p/x.manifest.xml", bad), ("p/x.part.0", b"0")]);
+    let reports = run_local(
+        futures_util::stream::iter([bundle_job("p/x.manifest.xml")]),
+        &a,
+        &a,
+        &fast_retry(),
+        None,
+        &Stop::default(),
+    )
+    .await;
+    assert_eq!(reports[0].outcome, JobOutcome::Failed);
+    let err = reports[0].error.as_deref().unwrap();
+    assert!(err.contains("declares 2 parts but lists 1"), "{err}");
+    assert_eq!(reports[0].attempts, 1, "a bad manifest is not retried");
+    assert!(a.log().is_empty());
+    assert_eq!(a.state().objects.len(), 2);
+}
+
+fn snapshot_job(snapshot: &str, image: &str) -> String {
+    CleanupJob {
+        version: JOB_VERSION,
+        region: REGION.into(),
+        image_id: image.into(),
+        target: JobTarget::DeleteSnapshot {
+            snapshot_id: snapshot.into(),
+        },
+    }
+    .to_json()
+}
+
+#[tokio::test]
+async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() {
+    let a = account(vec![image(
+        "ami-kept",
+        "2025-01-01T00:00:00Z",
+        &["snap-kept"],
+    )]);
+    a.update(|s| {
+        let mut marked = snapshot("snap-gone", "Created by CreateImage(i-1) for ami-gone");
+        marked.tags.insert(STORAGE_MARK, "ami-gone");
+        s.snapshots.insert("snap-gone".into(), marked);
+        s.snapshots
+            .insert("snap-other".into(), snapshot("snap-other", "a backup"));
+    });
+    let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
+    let bodies = [
+        snapshot_job("snap-gone", "ami-gone"),
+        // Forged: the image is registered and uses the snapshot.
+        snapshot_job("snap-kept", "ami-kept"),
+        // Forged: the snapshot has nothing to do with the named image.
+        snapshot_job("snap-other", "ami-gone"),
+        snapshot_job("snap-missing", "ami-gone"),
+        "not a job".to_string(),
+    ];
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let handled = handle_batch(|_| a.clone(), &rules, &refs).await;
+    assert!(matches!(
+        &handled[0],
+        Handled::Ran(_, Attempt::Done(JobOutcome::Deleted, _))
+    ));
+    assert!(
+        matches!(&handled[1], Handled::Rejected(..)),
+        "{:?}",
+        handled[1]
+    );
+    assert!(
+        matches!(&handled[2], Handled::Rejected(..)),
+        "{:?}",
+        handled[2]
+    );
+    assert!(matches!(
+        &handled[3],
+        Handled::Ran(_, Attempt::Done(JobOutcome::AlreadyGone, _))
+    ));
+    assert!(matches!(&handled[4], Handled::Malformed(_)));
+    assert_eq!(a.log(), ["DeleteSnapshot snap-gone"]);
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
+    let a = account(vec![]);
+    a.update(|s| {
+        let mut marked = snapshot("snap-gone", "");
+        marked.tags.insert(STORAGE_MARK, "ami-gone");
+        s.snapshots.insert("snap-gone".into(), marked);
+    });
+    a.fail("DescribeImages", None, "RequestLimitExceeded");
+    let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
+    let body = snapshot_job("snap-gone", "ami-gone");
+    let handled = handle_batch(|_| a.clone(), &rules, &[body.as_str()]).await;
+    assert!(
+        matches!(&handled[0], Handled::Ran(_, Attempt::Retry(_))),
+        "{:?}",
+        handled[0]
+    );
+    assert!(a.log().is_empty());
+}
