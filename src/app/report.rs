@@ -161,6 +161,24 @@ impl OrphanCounts {
 }
 
 impl RegionReport {
+    /// The cleanup queue stopped accepting jobs (`error`): deregistrations stopped, and
+    /// the images whose jobs failed to queue are listed for the next reconciliation.
+    pub fn halt_on_queue_failure(&mut self, error: &str) {
+        self.awaiting_reconciliation = self
+            .jobs
+            .iter()
+            .filter(|j| j.outcome == JobOutcome::Failed)
+            .map(|j| j.image_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.error = Some(format!(
+            "cleanup jobs could not be queued ({error}); deregistrations stopped; the storage \
+             of {} deregistered images is marked and the next sweep reconciles it",
+            self.awaiting_reconciliation.len()
+        ));
+    }
+
     /// An empty report for `region`.
     pub fn new(region: &str) -> Self {
         Self {
@@ -287,65 +305,11 @@ impl SweepReport {
     /// The report as one CloudWatch Embedded Metric Format line, so users can graph and
     /// alarm on sweeps from the function's logs without extra permissions.
     pub fn emf_line(&self, timestamp_ms: u64) -> String {
-        let count = |o: Outcome| self.totals.outcomes.get(&o).copied().unwrap_or(0);
         let mut fields = serde_json::Map::new();
         let mut metrics = Vec::new();
-        let mut put = |name: String, value: u64, unit: &str| {
+        for (name, value, unit) in self.metrics() {
             metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
             fields.insert(name, serde_json::json!(value));
-        };
-        put("ImagesEvaluated".into(), self.totals.images as u64, "Count");
-        put(
-            "ImagesDeregistered".into(),
-            count(Outcome::Deregistered) as u64,
-            "Count",
-        );
-        put(
-            "ImagesFailed".into(),
-            count(Outcome::Failed) as u64,
-            "Count",
-        );
-        put(
-            "ImagesDeferred".into(),
-            count(Outcome::Deferred) as u64,
-            "Count",
-        );
-        put(
-            "SnapshotsDeleted".into(),
-            self.regions
-                .iter()
-                .flat_map(|r| &r.jobs)
-                .filter(|j| {
-                    j.kind == crate::jobs::JobKind::DeleteSnapshot
-                        && j.outcome == JobOutcome::Deleted
-                })
-                .count() as u64,
-            "Count",
-        );
-        put(
-            "SnapshotGiBFreed".into(),
-            self.totals.snapshot_gib_deleted,
-            "Gigabytes",
-        );
-        put("Failures".into(), self.totals.failures as u64, "Count");
-        put(
-            "OrphanSnapshotsReclaimed".into(),
-            (self.totals.orphans.marked + self.totals.orphans.foreign) as u64,
-            "Count",
-        );
-        put("ApiThrottles".into(), self.throttles, "Count");
-        let mut kept: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for r in &self.regions {
-            if let Some(p) = &r.plan {
-                for (reason, n) in &p.by_reason {
-                    if *reason != crate::planner::Reason::Expired {
-                        *kept.entry(reason.as_str()).or_default() += *n as u64;
-                    }
-                }
-            }
-        }
-        for (reason, n) in kept {
-            put(format!("Kept_{reason}"), n, "Count");
         }
         fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
         fields.insert(
@@ -360,6 +324,54 @@ impl SweepReport {
             }),
         );
         serde_json::Value::Object(fields).to_string()
+    }
+
+    /// The run's metrics: name, value, CloudWatch unit; `Kept_<reason>` per keep reason.
+    fn metrics(&self) -> Vec<(String, u64, &'static str)> {
+        let count = |o: Outcome| self.totals.outcomes.get(&o).copied().unwrap_or(0) as u64;
+        let snapshots_deleted = self
+            .regions
+            .iter()
+            .flat_map(|r| &r.jobs)
+            .filter(|j| {
+                j.kind == crate::jobs::JobKind::DeleteSnapshot && j.outcome == JobOutcome::Deleted
+            })
+            .count() as u64;
+        let orphans = self.totals.orphans.marked + self.totals.orphans.foreign;
+        let mut out: Vec<(String, u64, &'static str)> = [
+            ("ImagesEvaluated", self.totals.images as u64),
+            ("ImagesDeregistered", count(Outcome::Deregistered)),
+            ("ImagesFailed", count(Outcome::Failed)),
+            ("ImagesDeferred", count(Outcome::Deferred)),
+            ("SnapshotsDeleted", snapshots_deleted),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v, "Count"))
+        .collect();
+        out.push((
+            "SnapshotGiBFreed".into(),
+            self.totals.snapshot_gib_deleted,
+            "Gigabytes",
+        ));
+        out.push(("Failures".into(), self.totals.failures as u64, "Count"));
+        out.push(("OrphanSnapshotsReclaimed".into(), orphans as u64, "Count"));
+        out.push(("ApiThrottles".into(), self.throttles, "Count"));
+        let mut kept: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (reason, n) in self
+            .regions
+            .iter()
+            .filter_map(|r| r.plan.as_ref())
+            .flat_map(|p| &p.by_reason)
+        {
+            if *reason != crate::planner::Reason::Expired {
+                *kept.entry(reason.as_str()).or_default() += *n as u64;
+            }
+        }
+        out.extend(
+            kept.into_iter()
+                .map(|(r, n)| (format!("Kept_{r}"), n, "Count")),
+        );
+        out
     }
 }
 

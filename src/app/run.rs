@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use crate::adapters::aws::sqs::SQS_BATCH;
+use crate::adapters::aws::sqs::{Message, SqsQueue, SQS_BATCH};
 use crate::adapters::aws::Clients;
 use crate::adapters::local_queue::LocalQueue;
 use crate::app::cleanup::{report_of, run_local, Attempt, RetryPolicy};
-use crate::app::report::{CleanupReport, RegionReport, SweepReport, Totals};
+use crate::app::report::{CleanupReport, JobReport, RegionReport, SweepReport, Totals};
 use crate::app::stop::StopReason;
 use crate::app::sweep::{sweep_region, ExecConfig};
 use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
 use crate::model::Timestamp;
 use crate::policy::Policy;
+use crate::ports::{Account, Cleaner};
 use crate::verify::WorkerRules;
 
 /// Where cleanup jobs go.
@@ -92,27 +93,7 @@ pub async fn run_sweep(
         async move {
             match &opts.queue {
                 QueueMode::Local(retry) => {
-                    let (queue, jobs) = LocalQueue::channel();
-                    let sweep = async {
-                        let report =
-                            sweep_region(policy, region, opts.now, &clients, &queue, &exec).await;
-                        // Dropping the queue ends the worker's stream of jobs.
-                        drop(queue);
-                        report
-                    };
-                    let worker = run_local(
-                        jobs,
-                        &clients.ec2,
-                        &clients.s3,
-                        retry,
-                        exec.progress.as_ref(),
-                        &exec.stop,
-                    );
-                    let (mut report, done) = tokio::join!(sweep, worker);
-                    if !done.is_empty() {
-                        report.jobs = done;
-                    }
-                    report
+                    sweep_with_local_queue(policy, region, opts.now, &clients, retry, &exec).await
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
                     let sqs = all.queue(url, *delay_seconds);
@@ -140,6 +121,43 @@ pub async fn run_sweep(
         // A signal during cleanup alone (after the last deregistration) still stopped work.
         report.stopped = Some(StopReason::Signal);
     }
+    log_finished(&report);
+    report
+}
+
+/// One region with the in-process queue: the sweep hands jobs to a worker running
+/// alongside, which deletes as storage frees up; the report carries the jobs' ends.
+async fn sweep_with_local_queue<R: Account + Cleaner>(
+    policy: &Policy,
+    region: &str,
+    now: Timestamp,
+    clients: &R,
+    retry: &RetryPolicy,
+    exec: &ExecConfig,
+) -> RegionReport {
+    let (queue, jobs) = LocalQueue::channel();
+    let sweep = async {
+        let report = sweep_region(policy, region, now, clients, &queue, exec).await;
+        // Dropping the queue ends the worker's stream of jobs.
+        drop(queue);
+        report
+    };
+    let worker = run_local(
+        jobs,
+        clients,
+        clients,
+        retry,
+        exec.progress.as_ref(),
+        &exec.stop,
+    );
+    let (mut report, done) = tokio::join!(sweep, worker);
+    if !done.is_empty() {
+        report.jobs = done;
+    }
+    report
+}
+
+fn log_finished(report: &SweepReport) {
     tracing::info!(
         dry_run = report.dry_run,
         images = report.totals.images,
@@ -151,7 +169,49 @@ pub async fn run_sweep(
         stopped = ?report.stopped,
         "sweep finished"
     );
-    report
+}
+
+/// Deletes a finished message from the queue; a rejected or malformed one goes to the
+/// dead-letter queue (then is deleted) when there is one, else stays for the redrive
+/// policy; jobs to retry stay for SQS to redeliver.
+async fn settle(
+    queue: &SqsQueue,
+    dlq: Option<&SqsQueue>,
+    m: &Message,
+    handled: &Handled,
+) -> Result<(), AwsError> {
+    let finished = match handled {
+        Handled::Ran(_, Attempt::Done(..)) => true,
+        Handled::Malformed(why) | Handled::Rejected(_, why) => match dlq {
+            Some(dlq) => {
+                dlq.forward(&m.body, why).await?;
+                true
+            }
+            None => false,
+        },
+        Handled::Ran(..) => false,
+    };
+    if finished {
+        queue.delete(&m.receipt_handle).await?;
+    }
+    Ok(())
+}
+
+/// Adds a handled message to the drain's report.
+fn record(jobs: &mut Vec<JobReport>, malformed: &mut Vec<String>, id: &str, handled: Handled) {
+    match (handled.outcome(), handled) {
+        (_, Handled::Malformed(e)) => {
+            tracing::error!(message_id = %id, error = %e, "malformed cleanup message");
+            malformed.push(format!("{id}: {e}"));
+        }
+        (Some((o, _)), Handled::Ran(job, Attempt::Done(_, deleted))) => {
+            jobs.push(report_of(&job, o, 1, deleted, None));
+        }
+        (Some((o, e)), Handled::Ran(job, _) | Handled::Rejected(job, _)) => {
+            jobs.push(report_of(&job, o, 1, Vec::new(), e));
+        }
+        (None, _) => {}
+    }
 }
 
 /// How much one drain may do.
@@ -221,37 +281,10 @@ pub async fn drain_queue(
             break "no_new_messages";
         }
         let bodies: Vec<&str> = fresh.iter().map(|m| m.body.as_str()).collect();
-        for (m, handled) in fresh
-            .iter()
-            .zip(handle_batch(|r| clients.region(r), rules, &bodies).await)
-        {
-            let finished = match &handled {
-                Handled::Ran(_, Attempt::Done(..)) => true,
-                Handled::Malformed(why) | Handled::Rejected(_, why) => match &dlq {
-                    Some(dlq) => {
-                        dlq.forward(&m.body, why).await?;
-                        true
-                    }
-                    None => false,
-                },
-                Handled::Ran(..) => false,
-            };
-            if finished {
-                queue.delete(&m.receipt_handle).await?;
-            }
-            match (&handled, handled.outcome()) {
-                (Handled::Malformed(e), _) => {
-                    tracing::error!(message_id = %m.id, error = %e, "malformed cleanup message");
-                    malformed.push(format!("{}: {e}", m.id));
-                }
-                (Handled::Ran(job, Attempt::Done(_, deleted)), Some((o, _))) => {
-                    jobs.push(report_of(job, o, 1, deleted.clone(), None));
-                }
-                (Handled::Ran(job, _) | Handled::Rejected(job, _), Some((o, e))) => {
-                    jobs.push(report_of(job, o, 1, Vec::new(), e));
-                }
-                (_, None) => {}
-            }
+        let handled = handle_batch(|r| clients.region(r), rules, &bodies).await;
+        for (m, handled) in fresh.iter().zip(handled) {
+            settle(&queue, dlq.as_ref(), m, &handled).await?;
+            record(&mut jobs, &mut malformed, &m.id, handled);
         }
     };
     let mut totals = BTreeMap::new();

@@ -173,26 +173,8 @@ impl<A: Account> Pipeline<'_, A> {
     /// the storage it will free, then `DeregisterImage`.
     async fn step<'d>(&self, d: &'d Decision, check_shared: bool, total: usize) -> Step<'d> {
         if check_shared {
-            self.describe.acquire().await;
-            match self.account.launch_permissions(&d.image_id).await {
-                Ok(g) if g.is_empty() => {}
-                Ok(g) => return Step::Shared(d.image_id.clone(), g),
-                // Deregistered since the listing (by someone else, or by a run that was
-                // killed with the call in flight): gone is gone, its storage is freed.
-                Err(e)
-                    if !self.cfg.dry_run
-                        && classify_deregister_error(&e) == Outcome::AlreadyGone =>
-                {
-                    let marked = snapshots_to_delete(d);
-                    if !marked.is_empty() {
-                        self.mark.acquire().await;
-                        if let Err(m) = self.account.mark_snapshots(&d.image_id, &marked).await {
-                            tracing::warn!(image_id = %d.image_id, error = %m, "could not mark the storage of a vanished image");
-                        }
-                    }
-                    return Step::Done(d, Outcome::AlreadyGone, Some(e.to_string()));
-                }
-                Err(e) => return Step::Unknown(d.image_id.clone(), e),
+            if let Some(step) = self.launch_check(d).await {
+                return step;
             }
         }
         if self.cfg.dry_run {
@@ -201,33 +183,74 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
-        let marked = snapshots_to_delete(d);
-        if !marked.is_empty() {
-            self.mark.acquire().await;
-            if let Err(e) = self.account.mark_snapshots(&d.image_id, &marked).await {
-                let why =
-                    format!("its storage could not be marked, so it was not deregistered: {e}");
-                return Step::Done(d, Outcome::Failed, Some(why));
-            }
-        }
-        if let Some((bucket, key)) =
-            d.bundle
-                .as_ref()
-                .and_then(|b| match (b.action, &b.bucket, &b.manifest_key) {
-                    (CleanupAction::Delete, Some(bucket), Some(key)) => Some((bucket, key)),
-                    _ => None,
-                })
-        {
-            if let Err(e) = self.account.mark_manifest(bucket, key, &d.image_id).await {
-                let why =
-                    format!("its bundle could not be marked, so it was not deregistered: {e}");
-                return Step::Done(d, Outcome::Failed, Some(why));
-            }
+        if let Err(why) = self.mark_storage(d).await {
+            return Step::Done(d, Outcome::Failed, Some(why));
         }
         self.deregister.acquire().await;
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
+        self.deregister_now(d, total).await
+    }
+
+    /// Reads the image's launch permissions: `None` when it is shared with nobody (go on),
+    /// else the step that ends its turn (shared, unknown, or already gone).
+    async fn launch_check<'d>(&self, d: &'d Decision) -> Option<Step<'d>> {
+        self.describe.acquire().await;
+        match self.account.launch_permissions(&d.image_id).await {
+            Ok(g) if g.is_empty() => None,
+            Ok(g) => Some(Step::Shared(d.image_id.clone(), g)),
+            // Deregistered since the listing (by someone else, or by a run that was
+            // killed with the call in flight): gone is gone, its storage is freed.
+            Err(e)
+                if !self.cfg.dry_run && classify_deregister_error(&e) == Outcome::AlreadyGone =>
+            {
+                if let Err(m) = self.mark_snapshots(d).await {
+                    tracing::warn!(image_id = %d.image_id, error = %m, "could not mark the storage of a vanished image");
+                }
+                Some(Step::Done(d, Outcome::AlreadyGone, Some(e.to_string())))
+            }
+            Err(e) => Some(Step::Unknown(d.image_id.clone(), e)),
+        }
+    }
+
+    /// Tags the snapshots the plan deletes with the write-ahead mark.
+    async fn mark_snapshots(&self, d: &Decision) -> Result<(), AwsError> {
+        let marked = snapshots_to_delete(d);
+        if marked.is_empty() {
+            return Ok(());
+        }
+        self.mark.acquire().await;
+        self.account.mark_snapshots(&d.image_id, &marked).await
+    }
+
+    /// The write-ahead mark on everything the image's deregistration frees: its snapshots
+    /// and its bundle's manifest. An error says why the image must not be deregistered.
+    async fn mark_storage(&self, d: &Decision) -> Result<(), String> {
+        if let Err(e) = self.mark_snapshots(d).await {
+            return Err(format!(
+                "its storage could not be marked, so it was not deregistered: {e}"
+            ));
+        }
+        let bundle = d
+            .bundle
+            .as_ref()
+            .and_then(|b| match (b.action, &b.bucket, &b.manifest_key) {
+                (CleanupAction::Delete, Some(bucket), Some(key)) => Some((bucket, key)),
+                _ => None,
+            });
+        if let Some((bucket, key)) = bundle {
+            if let Err(e) = self.account.mark_manifest(bucket, key, &d.image_id).await {
+                return Err(format!(
+                    "its bundle could not be marked, so it was not deregistered: {e}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `DeregisterImage`, its outcome, and the progress line.
+    async fn deregister_now<'d>(&self, d: &'d Decision, total: usize) -> Step<'d> {
         let step = match self.account.deregister(&d.image_id).await {
             Ok(()) => Step::Done(d, Outcome::Deregistered, None),
             Err(e) => {
@@ -243,6 +266,62 @@ impl<A: Account> Pipeline<'_, A> {
             total,
         });
         step
+    }
+}
+
+/// What the executor has learnt so far in a region.
+#[derive(Default)]
+struct Known {
+    /// Launch-permission grantees found this round (images now known to be shared).
+    grants: BTreeMap<String, Vec<String>>,
+    /// Each processed image's outcome and error.
+    outcomes: BTreeMap<String, (Outcome, Option<String>)>,
+    /// Why the run stopped, if it did.
+    stopped: Option<StopReason>,
+    /// Launch permissions that could not be read.
+    warnings: Vec<String>,
+}
+
+impl Known {
+    /// Folds one step in; storage an image's step freed goes to the queue at once, and a
+    /// queue that refuses it halts further deregistrations.
+    async fn absorb<Q: CleanupSink>(
+        &mut self,
+        step: Step<'_>,
+        region: &str,
+        queue: &mut JobQueue<'_, Q>,
+        halted: &AtomicBool,
+    ) {
+        match step {
+            Step::Shared(id, g) => {
+                self.grants.insert(id, g);
+            }
+            Step::Unknown(id, e) => {
+                self.warnings.push(format!(
+                    "{id}: launch permissions unknown ({e}); kept as shared"
+                ));
+                let code = e.code.as_deref().unwrap_or("error");
+                self.grants.insert(id, vec![format!("unknown ({code})")]);
+            }
+            Step::Held(d, h) => {
+                if let Hold::Stop(r) = h {
+                    self.stopped.get_or_insert(r);
+                }
+                let why = Some(h.why().to_string());
+                self.outcomes
+                    .insert(d.image_id.clone(), (Outcome::Deferred, why));
+            }
+            Step::Done(d, outcome, error) => {
+                self.outcomes.insert(d.image_id.clone(), (outcome, error));
+                if is_gone(outcome) {
+                    let jobs = ready_jobs(region, d, &self.outcomes, &mut queue.seen);
+                    queue.push(jobs).await;
+                    if queue.failed.is_some() {
+                        halted.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -279,8 +358,7 @@ async fn execute<A: Account, Q: CleanupSink>(
     };
     let check = policy.protection.skip_shared;
     let mut processed: BTreeSet<String> = BTreeSet::new();
-    let mut outcomes = BTreeMap::new();
-    let mut stopped = None;
+    let mut known = Known::default();
     let p = loop {
         let p = scoped_plan(policy, inventory, now, cfg);
         let todo: Vec<&Decision> = p
@@ -293,55 +371,29 @@ async fn execute<A: Account, Q: CleanupSink>(
         }
         let total = processed.len() + todo.len();
         processed.extend(todo.iter().map(|d| d.image_id.clone()));
-        let mut grants: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let pipeline = &pipeline;
         let mut steps = stream::iter(todo)
             .map(|d| pipeline.step(d, check, total))
             .buffer_unordered(cfg.concurrency.max(1));
         while let Some(step) = steps.next().await {
-            match step {
-                Step::Shared(id, g) => {
-                    grants.insert(id, g);
-                }
-                Step::Unknown(id, e) => {
-                    inventory.warnings.push(format!(
-                        "{id}: launch permissions unknown ({e}); kept as shared"
-                    ));
-                    let code = e.code.as_deref().unwrap_or("error");
-                    grants.insert(id, vec![format!("unknown ({code})")]);
-                }
-                Step::Held(d, h) => {
-                    if let Hold::Stop(r) = h {
-                        stopped.get_or_insert(r);
-                    }
-                    let why = Some(h.why().to_string());
-                    outcomes.insert(d.image_id.clone(), (Outcome::Deferred, why));
-                }
-                Step::Done(d, outcome, error) => {
-                    outcomes.insert(d.image_id.clone(), (outcome, error));
-                    if is_gone(outcome) {
-                        let jobs = ready_jobs(region, d, &outcomes, &mut queue.seen);
-                        queue.push(jobs).await;
-                        if queue.failed.is_some() {
-                            pipeline.halted.store(true, Ordering::SeqCst);
-                        }
-                    }
-                }
-            }
+            known
+                .absorb(step, region, &mut queue, &pipeline.halted)
+                .await;
         }
         drop(steps);
-        if grants.is_empty() {
+        inventory.warnings.append(&mut known.warnings);
+        if known.grants.is_empty() {
             // Nothing new is known: this plan is final.
             break p;
         }
-        inventory.set_shared_with(grants);
+        inventory.set_shared_with(std::mem::take(&mut known.grants));
     };
     let (jobs, queue_failed) = queue.finish().await;
     Executed {
         plan: p,
-        outcomes,
+        outcomes: known.outcomes,
         jobs,
-        stopped,
+        stopped: known.stopped,
         queue_failed,
     }
 }
@@ -496,6 +548,36 @@ async fn inventory<A: Account>(
     Ok((inventory, rec))
 }
 
+/// Jobs for the storage reconciliation condemned (each snapshot and bundle once).
+fn reconciliation_jobs(
+    region: &str,
+    rec: &Reconciliation,
+    seen: &mut BTreeSet<String>,
+) -> Vec<CleanupJob> {
+    let snapshots = rec
+        .to_delete()
+        .filter(|o| seen.insert(o.snapshot_id.clone()))
+        .map(|o| {
+            let target = JobTarget::DeleteSnapshot {
+                snapshot_id: o.snapshot_id.clone(),
+            };
+            CleanupJob::new(region, &o.image_id, target)
+        })
+        .collect::<Vec<_>>();
+    let bundles = rec
+        .bundles_to_delete()
+        .filter(|b| seen.insert(format!("{}/{}", b.bucket, b.manifest_key)))
+        .map(|b| {
+            let target = JobTarget::DeleteBundle {
+                bucket: b.bucket.clone(),
+                manifest_key: b.manifest_key.clone(),
+            };
+            CleanupJob::new(region, b.image_id.as_deref().unwrap_or("unknown"), target)
+        })
+        .collect::<Vec<_>>();
+    snapshots.into_iter().chain(bundles).collect()
+}
+
 /// Sweeps one region: the whole path from inventory to queued cleanup jobs.
 pub async fn sweep_region<A: Account, Q: CleanupSink>(
     policy: &Policy,
@@ -522,34 +604,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
             ));
             return report;
         }
-        let mut orphan_jobs: Vec<CleanupJob> = rec
-            .to_delete()
-            .filter(|o| queue.seen.insert(o.snapshot_id.clone()))
-            .map(|o| {
-                CleanupJob::new(
-                    region,
-                    &o.image_id,
-                    JobTarget::DeleteSnapshot {
-                        snapshot_id: o.snapshot_id.clone(),
-                    },
-                )
-            })
-            .collect();
-        for b in rec.bundles_to_delete() {
-            if queue
-                .seen
-                .insert(format!("{}/{}", b.bucket, b.manifest_key))
-            {
-                orphan_jobs.push(CleanupJob::new(
-                    region,
-                    b.image_id.as_deref().unwrap_or("unknown"),
-                    JobTarget::DeleteBundle {
-                        bucket: b.bucket.clone(),
-                        manifest_key: b.manifest_key.clone(),
-                    },
-                ));
-            }
-        }
+        let orphan_jobs = reconciliation_jobs(region, &rec, &mut queue.seen);
         queue.push(orphan_jobs).await;
     }
     report.orphans = OrphanCounts::of(&rec);
@@ -561,19 +616,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     report.jobs = ex.jobs;
     report.stopped = ex.stopped;
     if let Some(e) = ex.queue_failed {
-        report.awaiting_reconciliation = report
-            .jobs
-            .iter()
-            .filter(|j| j.outcome == JobOutcome::Failed)
-            .map(|j| j.image_id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        report.error = Some(format!(
-            "cleanup jobs could not be queued ({e}); deregistrations stopped; the storage of {} \
-             deregistered images is marked and the next sweep reconciles it",
-            report.awaiting_reconciliation.len()
-        ));
+        report.halt_on_queue_failure(&e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
     report.plan_detail = Some(ex.plan);

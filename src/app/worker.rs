@@ -77,11 +77,20 @@ pub async fn handle_batch<C: Cleaner>(
         .collect()
 }
 
-async fn handle_region<C: Cleaner>(
+/// What AWS says about a batch's targets: the snapshots that exist, the images still
+/// registered, and (for bundle jobs) the locations of every registered image.
+struct Facts {
+    snapshots: Vec<crate::model::Snapshot>,
+    registered: rustc_hash::FxHashSet<String>,
+    locations: BTreeSet<String>,
+}
+
+/// One `DescribeSnapshots` for the snapshot jobs, one `DescribeImages` for their images,
+/// and the owned images' locations only when there are bundle jobs.
+async fn facts<C: Cleaner>(
     c: &C,
-    rules: &WorkerRules,
-    jobs: Vec<(usize, CleanupJob)>,
-) -> Vec<(usize, Handled)> {
+    jobs: &[(usize, CleanupJob)],
+) -> Result<Facts, crate::error::AwsError> {
     let snapshot_ids: Vec<String> = unique(jobs.iter().filter_map(|(_, j)| match &j.target {
         JobTarget::DeleteSnapshot { snapshot_id } => Some(snapshot_id.clone()),
         JobTarget::DeleteBundle { .. } => None,
@@ -95,30 +104,43 @@ async fn handle_region<C: Cleaner>(
     let any_bundle = jobs
         .iter()
         .any(|(_, j)| matches!(j.target, JobTarget::DeleteBundle { .. }));
-    let facts = async {
-        let snapshots = if snapshot_ids.is_empty() {
-            Vec::new()
-        } else {
-            c.owned_snapshots(&snapshot_ids).await?
-        };
-        let registered = if image_ids.is_empty() {
-            Default::default()
-        } else {
-            c.registered_images(&image_ids).await?
-        };
-        let locations: BTreeSet<String> = if any_bundle {
-            c.list_images()
-                .await?
-                .into_iter()
-                .filter(|i| i.state != ImageState::Deregistered)
-                .filter_map(|i| i.image_location)
-                .collect()
-        } else {
-            BTreeSet::new()
-        };
-        Ok::<_, crate::error::AwsError>((snapshots, registered, locations))
+    let snapshots = if snapshot_ids.is_empty() {
+        Vec::new()
+    } else {
+        c.owned_snapshots(&snapshot_ids).await?
     };
-    let (snapshots, registered, locations) = match facts.await {
+    let registered = if image_ids.is_empty() {
+        Default::default()
+    } else {
+        c.registered_images(&image_ids).await?
+    };
+    let locations: BTreeSet<String> = if any_bundle {
+        c.list_images()
+            .await?
+            .into_iter()
+            .filter(|i| i.state != ImageState::Deregistered)
+            .filter_map(|i| i.image_location)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    Ok(Facts {
+        snapshots,
+        registered,
+        locations,
+    })
+}
+
+async fn handle_region<C: Cleaner>(
+    c: &C,
+    rules: &WorkerRules,
+    jobs: Vec<(usize, CleanupJob)>,
+) -> Vec<(usize, Handled)> {
+    let Facts {
+        snapshots,
+        registered,
+        locations,
+    } = match facts(c, &jobs).await {
         Ok(f) => f,
         Err(e) => {
             let why = format!("cannot verify the jobs, nothing was deleted: {e}");

@@ -127,72 +127,31 @@ impl Handler {
         trigger: Trigger,
         exec: &mut ExecConfig,
     ) -> Result<Result<Request, String>, HandlerError> {
-        let within = |regions: &[String], region: &str| regions.iter().any(|r| r == region);
-        Ok(Ok(match trigger {
-            Trigger::Ignored(why) => return Ok(Err(why)),
+        match trigger {
+            Trigger::Ignored(why) => Ok(Err(why)),
             Trigger::Sqs(_) => unreachable!("SQS batches are answered before"),
-            Trigger::Schedule => Request {
+            Trigger::Schedule => Ok(Ok(Request {
                 policy: self.configured_policy().await?,
                 force_dry_run: false,
                 regions: Vec::new(),
-            },
+            })),
             Trigger::Manual {
                 policy: None,
                 dry_run,
-            } => Request {
+            } => Ok(Ok(Request {
                 policy: self.configured_policy().await?,
                 force_dry_run: dry_run,
                 regions: Vec::new(),
-            },
+            })),
             Trigger::Manual {
                 policy: Some(v),
                 dry_run,
-            } => {
-                if !self.config.allow_event_policy {
-                    return Err(HandlerError::Event(EventError(
-                        "an event-supplied policy is refused: the deployment's policy is the \
-                         ceiling (set the stack parameter AllowEventPolicy to true to allow one)"
-                            .into(),
-                    )));
-                }
-                let policy = inline_policy(&v)?;
-                let configured = self.configured_policy().await.ok();
-                let allowed = self.allowed_regions(configured.as_ref());
-                let asked = policy.regions.clone().unwrap_or_else(|| allowed.clone());
-                if let Some(r) = asked.iter().find(|r| !within(&allowed, r)) {
-                    return Err(HandlerError::Event(EventError(format!(
-                        "the event's policy names region {r}, outside the deployment's regions [{}]",
-                        allowed.join(", ")
-                    ))));
-                }
-                Request {
-                    policy,
-                    force_dry_run: dry_run,
-                    regions: asked,
-                }
-            }
+            } => self.event_policy(&v, dry_run).await.map(Ok),
             Trigger::ImageBuilder {
                 recipe_prefix,
                 region,
                 account,
-            } => {
-                if let Some(own) = self.config.account_id.as_deref().filter(|a| *a != account) {
-                    return Ok(Err(format!(
-                        "Image Builder image of account {account}; this deployment sweeps account {own}"
-                    )));
-                }
-                let configured = self.configured_policy().await?;
-                if !within(&self.allowed_regions(Some(&configured)), &region) {
-                    return Ok(Err(format!(
-                        "Image Builder event for region {region}, outside the policy's regions"
-                    )));
-                }
-                Request {
-                    policy: scope_to_recipe(&configured, &recipe_prefix),
-                    force_dry_run: false,
-                    regions: vec![region],
-                }
-            }
+            } => self.image_builder(&recipe_prefix, region, &account).await,
             Trigger::AmiAvailable { image_id, region } => {
                 let configured = self.configured_policy().await?;
                 if let Some(r) = region
@@ -204,12 +163,65 @@ impl Handler {
                     )));
                 }
                 exec.scope_group_of = Some(image_id);
-                Request {
+                Ok(Ok(Request {
                     policy: configured,
                     force_dry_run: false,
                     regions: region.into_iter().collect(),
-                }
+                }))
             }
+        }
+    }
+
+    /// A manual event's own policy: refused unless the deployment allows event policies,
+    /// and never beyond the deployment's regions.
+    async fn event_policy(&self, v: &Value, dry_run: bool) -> Result<Request, HandlerError> {
+        if !self.config.allow_event_policy {
+            return Err(HandlerError::Event(EventError(
+                "an event-supplied policy is refused: the deployment's policy is the \
+                 ceiling (set the stack parameter AllowEventPolicy to true to allow one)"
+                    .into(),
+            )));
+        }
+        let policy = inline_policy(v)?;
+        let configured = self.configured_policy().await.ok();
+        let allowed = self.allowed_regions(configured.as_ref());
+        let asked = policy.regions.clone().unwrap_or_else(|| allowed.clone());
+        if let Some(r) = asked.iter().find(|r| !within(&allowed, r)) {
+            return Err(HandlerError::Event(EventError(format!(
+                "the event's policy names region {r}, outside the deployment's regions [{}]",
+                allowed.join(", ")
+            ))));
+        }
+        Ok(Request {
+            policy,
+            force_dry_run: dry_run,
+            regions: asked,
+        })
+    }
+
+    /// An Image Builder build finished: sweep its recipe's lineage, in its region, if the
+    /// image is this deployment's account's and the region is the policy's.
+    async fn image_builder(
+        &self,
+        recipe_prefix: &str,
+        region: String,
+        account: &str,
+    ) -> Result<Result<Request, String>, HandlerError> {
+        if let Some(own) = self.config.account_id.as_deref().filter(|a| *a != account) {
+            return Ok(Err(format!(
+                "Image Builder image of account {account}; this deployment sweeps account {own}"
+            )));
+        }
+        let configured = self.configured_policy().await?;
+        if !within(&self.allowed_regions(Some(&configured)), &region) {
+            return Ok(Err(format!(
+                "Image Builder event for region {region}, outside the policy's regions"
+            )));
+        }
+        Ok(Ok(Request {
+            policy: scope_to_recipe(&configured, recipe_prefix),
+            force_dry_run: false,
+            regions: vec![region],
         }))
     }
 
@@ -358,6 +370,11 @@ impl Handler {
         }
         serde_json::to_value(&response).expect("batch response serializes")
     }
+}
+
+/// Whether `region` is one of `regions`.
+fn within(regions: &[String], region: &str) -> bool {
+    regions.iter().any(|r| r == region)
 }
 
 fn trigger_name(t: &Trigger) -> &'static str {

@@ -1,5 +1,6 @@
 //! Human-readable rendering of plans: grouped, aligned, within 80 columns.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::planner::{Action, CleanupAction, Decision, Plan};
@@ -68,125 +69,135 @@ fn is_plain(d: &Decision) -> bool {
 
 fn write_table(plan: &Plan, w: &mut impl std::io::Write, compact: bool) -> std::io::Result<()> {
     let mut out = String::new();
-    let mut start = 0;
-    while start < plan.decisions.len() {
-        let group = &plan.decisions[start].group;
-        let end = start
-            + plan.decisions[start..]
-                .iter()
-                .take_while(|d| &d.group == group)
-                .count();
-        let members = &plan.decisions[start..end];
-        let dereg = members
-            .iter()
-            .filter(|d| d.action == Action::Deregister)
-            .count();
-        let title = if group.is_empty() {
-            "(no group)"
-        } else {
-            group
-        };
-        let _ = writeln!(
-            out,
-            "{} ({} images: {} keep, {} deregister)",
-            truncate(title, 40),
-            members.len(),
-            members.len() - dereg,
-            dereg
-        );
+    for members in plan.decisions.chunk_by(|a, b| a.group == b.group) {
+        group_header(&mut out, members);
         let mut i = 0;
         while i < members.len() {
-            let d = &members[i];
-            i += 1;
-            if compact && is_plain(d) {
-                let run = members[i - 1..]
-                    .iter()
-                    .take_while(|m| is_plain(m) && m.action == d.action && m.reasons == d.reasons)
-                    .count();
-                if run > 3 {
-                    let last = &members[i - 2 + run];
-                    let verb = match d.action {
-                        Action::Keep => "to keep",
-                        Action::Deregister => "to deregister",
-                    };
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        truncate(
-                            &format!(
-                                "  ... {run} images {verb} ({}): {} to {}",
-                                d.reasons[0].as_str(),
-                                d.name,
-                                last.name
-                            ),
-                            WIDTH
-                        )
-                    );
-                    i += run - 1;
-                    continue;
-                }
-            }
-            let action = match d.action {
-                Action::Keep => "keep",
-                Action::Deregister => "DEREG",
-            };
-            let line = format!(
-                "  {:<21}  {:>5}  {:<5}  {:<24}  ",
-                truncate(&d.image_id, 21),
-                age_days(plan, d),
-                action,
-                truncate(&reason_cell(d), 24)
-            );
-            let room = WIDTH.saturating_sub(line.chars().count());
-            let _ = writeln!(out, "{line}{}", truncate(&d.name, room));
-            if d.action == Action::Keep && !d.used_by.is_empty() {
-                let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    truncate(&format!("      used by {}", users.join(", ")), WIDTH)
-                );
-            }
-            for s in &d.snapshots {
-                if s.action == CleanupAction::Retain {
-                    let why = s.reason.as_ref().map_or("", |r| r.as_str());
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        truncate(
-                            &format!(
-                                "      keeps {} ({}{}{})",
-                                s.snapshot_id,
-                                why,
-                                if s.shared_with.is_empty() { "" } else { ": " },
-                                s.shared_with.join(" ")
-                            ),
-                            WIDTH
-                        )
-                    );
-                }
-            }
-            if let Some(b) = &d.bundle {
-                let verb = match b.action {
-                    CleanupAction::Delete => "deletes bundle",
-                    CleanupAction::Retain => "keeps bundle",
-                };
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    truncate(&format!("      {verb} s3://{}", b.location), WIDTH)
-                );
+            let run = if compact { plain_run(&members[i..]) } else { 1 };
+            if run > 3 {
+                folded_run(&mut out, &members[i..i + run]);
+                i += run;
+            } else {
+                decision_lines(&mut out, plan, &members[i]);
+                i += 1;
             }
         }
-        start = end;
         w.write_all(out.as_bytes())?;
         out.clear();
     }
     out.push_str(&summary_lines(plan));
     for warning in &plan.warnings {
-        let _ = writeln!(out, "{}", wrap(&format!("warning: {warning}"), 9));
+        wrapped(&mut out, &format!("warning: {warning}"), 9);
     }
     w.write_all(out.as_bytes())
+}
+
+/// Appends `text` as one line cut to [`WIDTH`].
+fn line(out: &mut String, text: &str) {
+    let _ = writeln!(out, "{}", truncate(text, WIDTH));
+}
+
+/// Appends `text` word-wrapped to [`WIDTH`], continuation lines indented by `indent`.
+fn wrapped(out: &mut String, text: &str, indent: usize) {
+    let _ = writeln!(out, "{}", wrap(text, indent));
+}
+
+fn group_title(group: &str) -> &str {
+    if group.is_empty() {
+        "(no group)"
+    } else {
+        group
+    }
+}
+
+/// `web (12 images: 3 keep, 9 deregister)`.
+fn group_header(out: &mut String, members: &[Decision]) {
+    let dereg = members
+        .iter()
+        .filter(|d| d.action == Action::Deregister)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} ({} images: {} keep, {} deregister)",
+        truncate(group_title(&members[0].group), 40),
+        members.len(),
+        members.len() - dereg,
+        dereg
+    );
+}
+
+/// How many decisions from the first on are plain and alike (same action, same reasons).
+fn plain_run(from: &[Decision]) -> usize {
+    let first = &from[0];
+    if !is_plain(first) {
+        return 1;
+    }
+    from.iter()
+        .take_while(|m| is_plain(m) && m.action == first.action && m.reasons == first.reasons)
+        .count()
+}
+
+/// `  ... 40 images to deregister (expired): web-1 to web-40`.
+fn folded_run(out: &mut String, run: &[Decision]) {
+    let (first, last) = (&run[0], &run[run.len() - 1]);
+    let verb = match first.action {
+        Action::Keep => "to keep",
+        Action::Deregister => "to deregister",
+    };
+    line(
+        out,
+        &format!(
+            "  ... {} images {verb} ({}): {} to {}",
+            run.len(),
+            first.reasons[0].as_str(),
+            first.name,
+            last.name
+        ),
+    );
+}
+
+/// One decision: the image line, then who uses it, the snapshots it keeps, its bundle.
+fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
+    let action = match d.action {
+        Action::Keep => "keep",
+        Action::Deregister => "DEREG",
+    };
+    let head = format!(
+        "  {:<21}  {:>5}  {:<5}  {:<24}  ",
+        truncate(&d.image_id, 21),
+        age_days(plan, d),
+        action,
+        truncate(&reason_cell(d), 24)
+    );
+    let room = WIDTH.saturating_sub(head.chars().count());
+    let _ = writeln!(out, "{head}{}", truncate(&d.name, room));
+    if d.action == Action::Keep && !d.used_by.is_empty() {
+        let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
+        line(out, &format!("      used by {}", users.join(", ")));
+    }
+    for s in d
+        .snapshots
+        .iter()
+        .filter(|s| s.action == CleanupAction::Retain)
+    {
+        let why = s.reason.as_ref().map_or("", |r| r.as_str());
+        let sep = if s.shared_with.is_empty() { "" } else { ": " };
+        line(
+            out,
+            &format!(
+                "      keeps {} ({why}{sep}{})",
+                s.snapshot_id,
+                s.shared_with.join(" ")
+            ),
+        );
+    }
+    if let Some(b) = &d.bundle {
+        let verb = match b.action {
+            CleanupAction::Delete => "deletes bundle",
+            CleanupAction::Retain => "keeps bundle",
+        };
+        line(out, &format!("      {verb} s3://{}", b.location));
+    }
 }
 
 /// Word-wraps `text` to [`WIDTH`], indenting continuation lines by `indent` spaces.
@@ -313,162 +324,132 @@ fn reconciled_lines(out: &mut String, r: &crate::app::report::RegionReport, dry_
 /// expiries folded), what did not simply succeed and why, then the totals, the storage
 /// freed and the API calls.
 pub fn sweep_table(report: &crate::app::report::SweepReport) -> String {
-    use crate::app::report::{ImageReport, JobOutcome, Outcome};
     let mut out = String::new();
     for r in &report.regions {
         let _ = writeln!(out, "== region {}", r.region);
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "{}", wrap(&format!("FAILED: {e}"), 8));
+            wrapped(&mut out, &format!("FAILED: {e}"), 8);
             if r.plan_detail.is_none() {
                 continue;
             }
         }
         match &r.plan_detail {
             Some(plan) if report.dry_run => out.push_str(&plan_table_compact(plan)),
-            _ => {
-                // A real run: what happened per lineage; the dry run shows the why.
-                let mut by_group: std::collections::BTreeMap<&str, Vec<&ImageReport>> =
-                    std::collections::BTreeMap::new();
-                for i in r.images.iter().filter(|i| i.outcome.is_some()) {
-                    by_group.entry(i.group.as_str()).or_default().push(i);
-                }
-                for (group, images) in by_group {
-                    let mut tally: std::collections::BTreeMap<Outcome, usize> =
-                        std::collections::BTreeMap::new();
-                    for i in &images {
-                        *tally.entry(i.outcome.expect("filtered")).or_default() += 1;
-                    }
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        wrap(
-                            &format!(
-                                "{}: {}",
-                                if group.is_empty() {
-                                    "(no group)"
-                                } else {
-                                    group
-                                },
-                                counts(&tally).join(", ")
-                            ),
-                            2
-                        )
-                    );
-                }
-            }
+            // A real run: what happened per lineage; the dry run shows the why.
+            _ => outcomes_by_group(&mut out, r),
         }
-        let notable: Vec<_> = r
-            .images
-            .iter()
-            .filter(|i| {
-                i.outcome
-                    .is_some_and(|o| o != Outcome::Deregistered && o != Outcome::Planned)
-            })
-            .collect();
-        if !notable.is_empty() {
-            let _ = writeln!(out, "not deregistered after all:");
-        }
-        for i in notable {
-            let o = i.outcome.expect("filtered on outcome");
-            let _ = writeln!(
-                out,
-                "{}",
-                truncate(
-                    &format!("  {:<21}  {:<22}  {}", i.image_id, label(&o), i.name),
-                    WIDTH
-                )
-            );
-            if let Some(e) = &i.error {
-                let _ = writeln!(out, "{}", wrap(&format!("      {e}"), 6));
-            }
-        }
-        for j in r
-            .jobs
-            .iter()
-            .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Retrying))
-        {
-            let _ = writeln!(
-                out,
-                "{}",
-                wrap(
-                    &format!(
-                        "  {} {} {} after {} attempts: {}",
-                        j.kind,
-                        j.target,
-                        label(&j.outcome),
-                        j.attempts,
-                        j.error.as_deref().unwrap_or("")
-                    ),
-                    6
-                )
-            );
-        }
+        not_deregistered(&mut out, r);
+        unfinished_jobs(&mut out, r);
         reconciled_lines(&mut out, r, report.dry_run);
     }
+    totals_lines(&mut out, report);
+    out
+}
+
+/// `web: 9 deregistered, 1 failed`, one line per lineage.
+fn outcomes_by_group(out: &mut String, r: &crate::app::report::RegionReport) {
+    use crate::app::report::{ImageReport, Outcome};
+    let mut by_group: BTreeMap<&str, Vec<&ImageReport>> = BTreeMap::new();
+    for i in r.images.iter().filter(|i| i.outcome.is_some()) {
+        by_group.entry(i.group.as_str()).or_default().push(i);
+    }
+    for (group, images) in by_group {
+        let mut tally: BTreeMap<Outcome, usize> = BTreeMap::new();
+        for o in images.iter().filter_map(|i| i.outcome) {
+            *tally.entry(o).or_default() += 1;
+        }
+        let text = format!("{}: {}", group_title(group), counts(&tally).join(", "));
+        wrapped(out, &text, 2);
+    }
+}
+
+/// The condemned images that were not deregistered after all, with the error.
+fn not_deregistered(out: &mut String, r: &crate::app::report::RegionReport) {
+    use crate::app::report::Outcome;
+    let mut notable = r.images.iter().filter_map(|i| {
+        i.outcome
+            .filter(|o| *o != Outcome::Deregistered && *o != Outcome::Planned)
+            .map(|o| (i, o))
+    });
+    let Some(first) = notable.next() else {
+        return;
+    };
+    let _ = writeln!(out, "not deregistered after all:");
+    for (i, o) in std::iter::once(first).chain(notable) {
+        line(
+            out,
+            &format!("  {:<21}  {:<22}  {}", i.image_id, label(&o), i.name),
+        );
+        if let Some(e) = &i.error {
+            wrapped(out, &format!("      {e}"), 6);
+        }
+    }
+}
+
+/// Cleanup jobs that failed or are still being retried.
+fn unfinished_jobs(out: &mut String, r: &crate::app::report::RegionReport) {
+    use crate::app::report::JobOutcome;
+    for j in r
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Retrying))
+    {
+        let text = format!(
+            "  {} {} {} after {} attempts: {}",
+            j.kind,
+            j.target,
+            label(&j.outcome),
+            j.attempts,
+            j.error.as_deref().unwrap_or("")
+        );
+        wrapped(out, &text, 6);
+    }
+}
+
+/// The run's totals, its API calls and, if it stopped early, why.
+fn totals_lines(out: &mut String, report: &crate::app::report::SweepReport) {
     let t = &report.totals;
-    let outcomes = counts(&t.outcomes);
-    let jobs = counts(&t.jobs);
+    let or_else = |v: Vec<String>, none: &str| {
+        if v.is_empty() {
+            none.to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let text = format!(
+        "{}: {} images evaluated; {}; cleanup jobs: {}; {} GiB of snapshots deleted; \
+         {} failures; {} ms",
+        if report.dry_run { "dry run" } else { "sweep" },
+        t.images,
+        or_else(counts(&t.outcomes), "nothing to deregister"),
+        or_else(counts(&t.jobs), "none"),
+        t.snapshot_gib_deleted,
+        t.failures,
+        report.elapsed_ms
+    );
+    wrapped(out, &text, 2);
     let calls: Vec<String> = report
         .api_calls
         .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
-    let _ = writeln!(
-        out,
-        "{}",
-        wrap(
-            &format!(
-                "{}: {} images evaluated; {}; cleanup jobs: {}; {} GiB of snapshots deleted; \
-                 {} failures; {} ms",
-                if report.dry_run { "dry run" } else { "sweep" },
-                t.images,
-                if outcomes.is_empty() {
-                    "nothing to deregister".to_string()
-                } else {
-                    outcomes.join(", ")
-                },
-                if jobs.is_empty() {
-                    "none".to_string()
-                } else {
-                    jobs.join(", ")
-                },
-                t.snapshot_gib_deleted,
-                t.failures,
-                report.elapsed_ms
-            ),
-            2
-        )
+    let text = format!(
+        "api calls: {}; throttled attempts (retried): {}",
+        calls.join(", "),
+        report.throttles
     );
-    let _ = writeln!(
-        out,
-        "{}",
-        wrap(
-            &format!(
-                "api calls: {}; throttled attempts (retried): {}",
-                calls.join(", "),
-                report.throttles
-            ),
-            2
-        )
-    );
+    wrapped(out, &text, 2);
     if let Some(why) = report.stopped {
-        let _ = writeln!(
-            out,
-            "{}",
-            wrap(
-                &format!(
-                    "STOPPED early ({}): no new deregistrations were started; what was left \
-                     is deferred to the next run, and marked storage is reconciled then",
-                    match why {
-                        crate::app::stop::StopReason::Signal => "signal",
-                        crate::app::stop::StopReason::Deadline => "deadline",
-                    }
-                ),
-                2
-            )
+        let why = match why {
+            crate::app::stop::StopReason::Signal => "signal",
+            crate::app::stop::StopReason::Deadline => "deadline",
+        };
+        let text = format!(
+            "STOPPED early ({why}): no new deregistrations were started; what was left \
+             is deferred to the next run, and marked storage is reconciled then"
         );
+        wrapped(out, &text, 2);
     }
-    out
 }
 
 /// Renders one drain of the cleanup queue.

@@ -15,7 +15,7 @@
 //! Lifecycle Manager owns it, an exclude tag marks it, or its AMI sits in the Recycle
 //! Bin (restoring the AMI needs the snapshot).
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::model::{ImageState, Inventory, Manifest, Snapshot, Tags, Timestamp};
@@ -203,27 +203,21 @@ pub fn reconcile_bundles(
             };
             let reason = if excluded(policy, &m.tags) {
                 Some(Keep::ExcludedByTag)
-            } else if !policy.cleanup.bundles {
-                Some(Keep::CleanupDisabled)
-            } else if origin == Origin::Foreign && orphans.is_none() {
-                Some(Keep::OrphansOff)
-            } else if origin == Origin::Foreign
-                && !matches!((m.last_modified, old_enough), (Some(t), Some(limit)) if t <= limit)
-            {
-                Some(Keep::TooYoung)
             } else {
-                None
+                storage_fate(
+                    policy.cleanup.bundles,
+                    origin,
+                    orphans.is_some(),
+                    m.last_modified,
+                    old_enough,
+                )
             };
             BundleOrphan {
                 bucket: m.bucket.clone(),
                 manifest_key: m.key.clone(),
                 image_id,
                 origin,
-                action: if reason.is_some() {
-                    CleanupAction::Retain
-                } else {
-                    CleanupAction::Delete
-                },
+                action: action_of(reason),
                 reason,
             }
         })
@@ -240,6 +234,38 @@ fn excluded(policy: &Policy, tags: &Tags) -> bool {
         .any(|(k, g)| tags.get(k).is_some_and(|v| g.matches(v)))
 }
 
+/// The rules storage of a gone image shares, snapshot or bundle, once the kind's own
+/// protections have passed: its kind of cleanup must be on; storage ami-sweeper did not
+/// mark (foreign) also needs the orphan policy and to be older than its minimum age.
+fn storage_fate(
+    cleanup_on: bool,
+    origin: Origin,
+    orphans_on: bool,
+    born: Option<Timestamp>,
+    old_enough: Option<Timestamp>,
+) -> Option<Keep> {
+    if !cleanup_on {
+        Some(Keep::CleanupDisabled)
+    } else if origin == Origin::Foreign && !orphans_on {
+        Some(Keep::OrphansOff)
+    } else if origin == Origin::Foreign
+        && !matches!((born, old_enough), (Some(t), Some(limit)) if t <= limit)
+    {
+        Some(Keep::TooYoung)
+    } else {
+        None
+    }
+}
+
+/// Delete unless there is a reason to keep.
+fn action_of(reason: Option<Keep>) -> CleanupAction {
+    if reason.is_some() {
+        CleanupAction::Retain
+    } else {
+        CleanupAction::Delete
+    }
+}
+
 /// Decides every snapshot whose image is gone. `in_bin` holds the AMI ids the Recycle
 /// Bin retains (ask it for [`Reconciliation::images_to_check_in_bin`] after a first call
 /// with an empty set, then call again).
@@ -250,20 +276,16 @@ pub fn reconcile(
     in_bin: &FxHashSet<String>,
     now: Timestamp,
 ) -> Reconciliation {
-    let registered: FxHashSet<&str> = inventory
-        .images()
-        .iter()
-        .filter(|i| i.state != ImageState::Deregistered)
-        .map(|i| i.id.as_str())
+    let live = || {
+        inventory
+            .images()
+            .iter()
+            .filter(|i| i.state != ImageState::Deregistered)
+    };
+    let registered: FxHashSet<&str> = live().map(|i| i.id.as_str()).collect();
+    let users: FxHashSet<&str> = live()
+        .flat_map(|i| i.snapshots.iter().map(|s| s.id.as_str()))
         .collect();
-    let mut users: FxHashMap<&str, usize> = FxHashMap::default();
-    for image in inventory.images() {
-        if image.state != ImageState::Deregistered {
-            for s in &image.snapshots {
-                *users.entry(s.id.as_str()).or_default() += 1;
-            }
-        }
-    }
     let orphans = policy.cleanup.orphans.as_ref();
     let old_enough = orphans.and_then(|o| days_before(now, o.min_age_days));
     let mut decisions = Vec::new();
@@ -284,33 +306,27 @@ pub fn reconcile(
             Some(Keep::DlmManaged)
         } else if excluded(policy, &s.tags) {
             Some(Keep::ExcludedByTag)
-        } else if users.contains_key(s.id.as_str()) {
+        } else if users.contains(s.id.as_str()) {
             Some(Keep::UsedByImage)
         } else if inventory.usage.names_snapshot(&s.id) {
             Some(Keep::NamedByLaunchTemplate)
         } else if in_bin.contains(image_id) {
             Some(Keep::ImageInRecycleBin)
-        } else if !policy.cleanup.snapshots {
-            Some(Keep::CleanupDisabled)
-        } else if origin == Origin::Foreign && orphans.is_none() {
-            Some(Keep::OrphansOff)
-        } else if origin == Origin::Foreign
-            && !matches!((s.start_time, old_enough), (Some(t), Some(limit)) if t <= limit)
-        {
-            Some(Keep::TooYoung)
         } else {
-            None
+            storage_fate(
+                policy.cleanup.snapshots,
+                origin,
+                orphans.is_some(),
+                s.start_time,
+                old_enough,
+            )
         };
         decisions.push(OrphanDecision {
             snapshot_id: s.id.clone(),
             image_id: image_id.to_string(),
             origin,
             size_gib: s.size_gib,
-            action: if reason.is_some() {
-                CleanupAction::Retain
-            } else {
-                CleanupAction::Delete
-            },
+            action: action_of(reason),
             reason,
         });
     }

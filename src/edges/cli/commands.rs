@@ -35,18 +35,7 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     } = args;
     let policy = read_policy(&policy)?;
     let now = parse_now(now)?;
-    for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
-        if !(value.is_finite() && value >= MIN_RATE) {
-            return Err(Failure::input(format!(
-                "{flag}: must be a number of calls per second, at least {MIN_RATE}"
-            )));
-        }
-    }
-    if queue_delay > MAX_QUEUE_DELAY_SECONDS {
-        return Err(Failure::input(format!(
-            "--queue-delay: at most {MAX_QUEUE_DELAY_SECONDS} seconds (SQS's longest delay)"
-        )));
-    }
+    check_pace(rate, describe_rate, queue_delay)?;
     let mut config = Config::from_env().with_local_retry_delay(Duration::from_secs(retry_delay));
     config.local_retry.per_second = rate;
     config.queue_delay_seconds = queue_delay;
@@ -85,6 +74,23 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         }),
         None => Ok(()),
     }
+}
+
+/// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.
+fn check_pace(rate: f64, describe_rate: f64, queue_delay: u32) -> Result<(), Failure> {
+    for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
+        if !(value.is_finite() && value >= MIN_RATE) {
+            return Err(Failure::input(format!(
+                "{flag}: must be a number of calls per second, at least {MIN_RATE}"
+            )));
+        }
+    }
+    if queue_delay > MAX_QUEUE_DELAY_SECONDS {
+        return Err(Failure::input(format!(
+            "--queue-delay: at most {MAX_QUEUE_DELAY_SECONDS} seconds (SQS's longest delay)"
+        )));
+    }
+    Ok(())
 }
 
 /// `ami-sweeper cleanup`.
