@@ -222,7 +222,7 @@ async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<Cleanup
     let report = sweep_region(
         policy,
         "us-east-1",
-        parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        parse_instant(crate::NOW).unwrap(),
         c,
         &queue,
         &cfg,

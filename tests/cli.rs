@@ -30,7 +30,7 @@ fn plan_samples(extra: &[&str]) -> Output {
             "--launch-configurations",
             &sample("launch-configurations.json"),
         ])
-        .args(["--now", "2026-11-26T00:00:00Z"])
+        .args(["--now", crate::NOW])
         .args(extra)
         .output()
         .unwrap()
@@ -78,7 +78,7 @@ fn plan_json_is_one_object_matching_the_samples() {
     let out = plan_samples(&["--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["now"], "2026-11-26T00:00:00Z");
+    assert_eq!(v["now"], crate::NOW);
     let decisions = v["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 28);
     let deregister: Vec<&str> = decisions
@@ -132,7 +132,10 @@ fn plan_table_fits_80_columns_and_ends_with_the_summary() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
     assert!(text.contains("web/web (20 images: 13 keep, 7 deregister)"));
-    assert!(text.contains("plan at 2026-11-26T00:00:00Z: 28 images, 7 to deregister, 21 to keep"));
+    assert!(text.contains(&format!(
+        "plan at {}: 28 images, 7 to deregister, 21 to keep",
+        crate::NOW
+    )));
     assert!(
         text.contains("storage: 4 snapshots to delete (32 GiB), 1 retained; 1 bundle to delete")
     );
@@ -265,15 +268,8 @@ fn plan_recorded(inputs: &[(&str, &Path)]) -> Output {
         std::env::temp_dir().join(format!("ami-sweeper-recorded-{}.json", std::process::id()));
     std::fs::write(&policy, r#"{"retention": {"min_age_days": 30}}"#).unwrap();
     let mut cmd = bin();
-    cmd.args([
-        "plan",
-        "--format",
-        "json",
-        "--now",
-        "2026-11-26T00:00:00Z",
-        "--policy",
-    ])
-    .arg(&policy);
+    cmd.args(["plan", "--format", "json", "--now", crate::NOW, "--policy"])
+        .arg(&policy);
     for (flag, path) in inputs {
         cmd.arg(flag).arg(path);
     }

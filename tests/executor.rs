@@ -22,7 +22,7 @@ use ami_sweeper::Policy;
 const REGION: &str = "us-east-1";
 
 fn now() -> Timestamp {
-    parse_instant("2026-11-26T00:00:00Z").unwrap()
+    parse_instant(crate::NOW).unwrap()
 }
 
 fn policy(json: &str) -> Policy {

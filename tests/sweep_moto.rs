@@ -167,7 +167,7 @@ fn options(queue: QueueMode) -> SweepOptions {
             bundle_buckets: ["bundles".to_string()].into_iter().collect(),
             ..Default::default()
         },
-        now: parse_instant("2026-11-26T00:00:00Z").unwrap(),
+        now: parse_instant(crate::NOW).unwrap(),
     }
 }
 
@@ -313,7 +313,7 @@ async fn a_dry_run_through_the_binary_changes_nothing() {
             "--format",
             "json",
             "--now",
-            "2026-11-26T00:00:00Z",
+            crate::NOW,
             "--policy",
         ])
         .arg(&policy_path)

@@ -3,6 +3,9 @@
 //! need no emulator (`cargo test --test tests -- cli:: aws_mocks:: ...`); `make test` runs all.
 //! The planner's own rules and properties live with the core (`crates/core/tests`).
 
+/// The instant every suite measures ages from (the samples and fixtures are dated to it).
+pub const NOW: &str = "2026-11-26T00:00:00Z";
+
 mod moto;
 
 mod aws_mocks;
