@@ -70,6 +70,19 @@ fn account(images: Vec<Image>) -> MemoryAccount {
     MemoryAccount::new(state)
 }
 
+/// Twelve condemned images, `ami-01` (oldest) to `ami-12`, each with its own snapshot.
+fn dozen() -> Vec<Image> {
+    (1..=12)
+        .map(|i| {
+            image(
+                &format!("ami-{i:02}"),
+                &format!("2025-01-{i:02}T00:00:00Z"),
+                &[&format!("snap-{i:02}")],
+            )
+        })
+        .collect()
+}
+
 fn live() -> ExecConfig {
     ExecConfig {
         dry_run: false,
@@ -276,16 +289,7 @@ async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_su
 
 #[tokio::test]
 async fn cleanup_jobs_reach_the_queue_in_batches_while_deregistrations_go_on() {
-    let images = (1..=12)
-        .map(|i| {
-            image(
-                &format!("ami-{i:02}"),
-                &format!("2025-01-{i:02}T00:00:00Z"),
-                &[&format!("snap-{i:02}")],
-            )
-        })
-        .collect();
-    let a = account(images);
+    let a = account(dozen());
     sweep(&a, &month()).await;
     let log: Vec<String> = a
         .log()
@@ -343,16 +347,7 @@ async fn a_queue_that_cannot_be_reached_stops_the_region_with_nothing_changed() 
 
 #[tokio::test]
 async fn when_enqueueing_fails_deregistrations_stop_and_the_storage_stays_marked() {
-    let images = (1..=12)
-        .map(|i| {
-            image(
-                &format!("ami-{i:02}"),
-                &format!("2025-01-{i:02}T00:00:00Z"),
-                &[&format!("snap-{i:02}")],
-            )
-        })
-        .collect();
-    let a = account(images);
+    let a = account(dozen());
     a.fail("SendMessageBatch", None, "ServiceUnavailable");
     let report = sweep(&a, &month()).await;
     let deregistered = a
