@@ -32,13 +32,15 @@ def start(moto_server: str, seed_path: str):
     raise RuntimeError(f"the emulator did not start on {endpoint}")
 
 
-def start_proxy(upstream: str, scale: float, latency_ms: float = 0.0):
+def start_proxy(upstream: str, scale: float, latency_ms: float = 0.0, throttle: bool = True):
     """Starts the throttling proxy (scripts/throttle_proxy.py) in front of `upstream` with
-    refill rates times `scale` and `latency_ms` per EC2 call; returns the process and its
-    endpoint."""
+    refill rates times `scale` and `latency_ms` per EC2 call (or, with `throttle` false, as
+    the emulator's unthrottled front door, answering what moto lacks); returns the process
+    and its endpoint."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throttle_proxy.py")
+    extra = [] if throttle else ["--no-throttle"]
     proc = subprocess.Popen([sys.executable, script, upstream, "--scale", str(scale),
-                             "--latency", str(latency_ms)],
+                             "--latency", str(latency_ms)] + extra,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):

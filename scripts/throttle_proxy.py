@@ -2,7 +2,7 @@
 """A loopback proxy in front of the EC2 emulator that throttles like EC2 does and injects faults.
 
 usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--latency MS]
-                         [--bucket NAME=SIZE/RATE ...]
+                         [--bucket NAME=SIZE/RATE ...] [--no-throttle]
 
 moto never throttles. This proxy applies EC2's documented per-account token buckets
 (`../shared/DESIGN.md`, "Rates and limits") to every EC2 request before passing it on,
@@ -35,7 +35,13 @@ in EC2's XML shape, S3's for S3, or SQS's JSON shape for JSON-protocol requests.
 
 moto does not implement `ListImagesInRecycleBin`; the proxy answers it as EC2 would,
 with the images named in `POST /__recycle_bin__` (a JSON list of AMI ids; none at first)
-that the request asks about.
+that the request asks about. Nor `DescribeImageReferences`: the proxy answers it in EC2's
+shape with the references set by `POST /__image_references__` (`{"ami-1": [{"type":
+"ec2:Instance", "arn": "arn:..."}]}`; none at first), and Image Builder's
+`ListImageRecipes` with the summaries set by `POST /__image_recipes__` (a JSON list of
+`{"arn", "name", "parentImage"}`; none at first). Faults apply to these answers too, so
+`{"action": "DescribeImageReferences", "code": "InvalidAction"}` models a region without
+the API. `--no-throttle` passes every request on unthrottled: the emulator's front door.
 
 `GET /__throttle__` returns per-action counts (`accepted`, `throttled`) and, per bucket,
 the first and last accepted request times; `POST /__throttle__/reset` clears them. The
@@ -130,6 +136,8 @@ class Faults:
         self.lock = threading.Lock()
         self.faults = []
         self.recycle_bin = []
+        self.references = {}
+        self.recipes = []
 
     def set(self, faults: list):
         with self.lock:
@@ -169,8 +177,20 @@ def bin_answer(ids_in_bin: list, params: dict) -> bytes:
             "</ListImagesInRecycleBinResponse>").encode()
 
 
+def references_answer(refs: dict, params: dict) -> bytes:
+    """`DescribeImageReferences` in EC2's XML shape: the references of the asked-for images."""
+    asked = [v[0] for k, v in sorted(params.items()) if k.startswith("ImageId.")]
+    items = "".join(f"<item><imageId>{i}</imageId><resourceType>{r['type']}</resourceType>"
+                    f"<arn>{r['arn']}</arn></item>"
+                    for i in asked for r in refs.get(i, []))
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<DescribeImageReferencesResponse '
+            'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><imageReferenceSet>{items}"
+            "</imageReferenceSet></DescribeImageReferencesResponse>").encode()
+
+
 def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0,
-                 faults: "Faults | None" = None):
+                 faults: "Faults | None" = None, throttle: bool = True):
     target = urllib.parse.urlsplit(upstream)
     local = threading.local()
     faults = faults or Faults()
@@ -205,6 +225,14 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 return True
             if self.path.startswith("/__recycle_bin__"):
                 faults.set_bin(json.loads(body or b"[]"))
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
+            if self.path.startswith("/__image_references__"):
+                faults.references = json.loads(body or b"{}")
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
+            if self.path.startswith("/__image_recipes__"):
+                faults.recipes = json.loads(body or b"[]")
                 self.reply(200, b"{}", [("Content-Type", "application/json")])
                 return True
             if not self.path.startswith("/__throttle__"):
@@ -261,7 +289,13 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 self.reply(200, bin_answer(faults.recycle_bin, params),
                            [("Content-Type", "text/xml;charset=UTF-8")])
                 return
-            if scope and scope.group(1) == "ec2":
+            if scope and scope.group(1) == "imagebuilder" and "ListImageRecipes" in self.path:
+                body = json.dumps({"imageRecipeSummaryList": faults.recipes}).encode()
+                self.reply(200, body, [("Content-Type", "application/json")])
+                return
+            if scope and scope.group(1) == "ec2" and not throttle:
+                stats.record(action, "none", True)
+            elif scope and scope.group(1) == "ec2":
                 name = bucket_of(action)
                 accepted = buckets[name].take()
                 stats.record(action, name, accepted)
@@ -274,6 +308,11 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                            "</Response>")
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
                     return
+            if scope and scope.group(1) == "ec2" and action == "DescribeImageReferences":
+                # Answered here (moto lacks it), after the Describe bucket has had its say.
+                self.reply(200, references_answer(faults.references, params),
+                           [("Content-Type", "text/xml;charset=UTF-8")])
+                return
             started = time.perf_counter()
             self.forward(body)
             if scope and scope.group(1) == "ec2":
@@ -311,6 +350,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0, help="milliseconds per EC2 call")
     ap.add_argument("--bucket", action="append", default=[], metavar="NAME=SIZE/RATE",
                     help=f"override one of {', '.join(BUCKETS)}")
+    ap.add_argument("--no-throttle", action="store_true",
+                    help="pass every request on (stubs and faults still apply)")
     args = ap.parse_args()
     sizes = dict(BUCKETS)
     for spec in args.bucket:
@@ -323,7 +364,8 @@ def main() -> None:
     stats = Stats()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
                                              make_handler(args.upstream, buckets, stats,
-                                                          args.latency / 1000))
+                                                          args.latency / 1000,
+                                                          throttle=not args.no_throttle))
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()

@@ -8,7 +8,8 @@ use rustc_hash::FxHashSet;
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::model::{Image, Manifest, Snapshot, Tags, Usage};
+use crate::model::{Image, Manifest, Snapshot, Tags, Usage, UsageRef};
+use crate::policy::UsageRules;
 
 /// Lists the account's own images in one region.
 pub trait ImageSource: Sync {
@@ -23,10 +24,32 @@ pub trait ImageSource: Sync {
     ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 }
 
-/// Finds what uses images: instances, launch template versions, launch configurations.
+/// Finds what uses images: instances, launch template versions, launch configurations,
+/// SSM parameters, fleets, Auto Scaling groups, Batch compute environments.
 pub trait UsageSource: Sync {
     /// Usage and warnings (e.g. a `resolve:ssm:` parameter that could not be read).
-    fn list_usage(&self) -> impl Future<Output = Result<(Usage, Vec<String>), AwsError>> + Send;
+    fn list_usage(
+        &self,
+        rules: &UsageRules,
+    ) -> impl Future<Output = Result<(Usage, Vec<String>), AwsError>> + Send;
+}
+
+/// `DescribeImageReferences` takes at most this many image ids per request.
+pub const REFERENCE_IDS_PER_CALL: usize = 10;
+
+/// AWS's own answer to "what references these images", asked for the condemned images
+/// only, and the source that stands in for part of it where it is missing.
+pub trait ReferenceCheck: Sync {
+    /// The users of these images (at most ten ids; all pages). Launch templates are asked
+    /// about only with `templates` (otherwise the policy judges their versions itself).
+    fn image_references(
+        &self,
+        image_ids: &[String],
+        templates: bool,
+    ) -> impl Future<Output = Result<Vec<(String, UsageRef)>, AwsError>> + Send;
+
+    /// Image Builder image recipes' parent images: used where the check is not available.
+    fn recipe_parents(&self) -> impl Future<Output = Result<Usage, AwsError>> + Send;
 }
 
 /// Deregisters images.
@@ -153,6 +176,7 @@ pub trait BundleInventory: Sync {
 pub trait Account:
     ImageSource
     + UsageSource
+    + ReferenceCheck
     + Deregistrar
     + SnapshotSource
     + RecycleBin
@@ -164,6 +188,7 @@ pub trait Account:
 impl<T> Account for T where
     T: ImageSource
         + UsageSource
+        + ReferenceCheck
         + Deregistrar
         + SnapshotSource
         + RecycleBin

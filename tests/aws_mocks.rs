@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ami_sweeper::adapters::aws::autoscaling::AutoScaling;
+use ami_sweeper::adapters::aws::batch::Batch;
 use ami_sweeper::adapters::aws::ec2::Ec2;
+use ami_sweeper::adapters::aws::imagebuilder::ImageBuilder;
 use ami_sweeper::adapters::aws::s3::S3;
 use ami_sweeper::adapters::aws::ssm::Ssm;
 use ami_sweeper::adapters::aws::ApiCalls;
@@ -53,11 +55,39 @@ fn retrying() -> aws_sdk_ec2::config::retry::RetryConfig {
 }
 
 fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    let quiet = quiet_ec2_sources();
     mock_client!(
         aws_sdk_ec2,
         RuleMode::MatchAny,
-        rules.iter().copied(),
+        rules.iter().copied().chain(quiet.iter()),
         |c| c.retry_config(retrying())
+    )
+}
+
+/// The EC2 usage sources a test does not speak about, answering "nothing": fleets, Spot
+/// Fleet requests, and AWS's reference check. Matched last, so a test's rules win.
+fn quiet_ec2_sources() -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_fleets)
+            .then_output(|| aws_sdk_ec2::operation::describe_fleets::DescribeFleetsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_spot_fleet_requests).then_output(|| {
+            aws_sdk_ec2::operation::describe_spot_fleet_requests::DescribeSpotFleetRequestsOutput::builder().build()
+        }),
+        mock!(aws_sdk_ec2::Client::describe_image_references).then_output(|| {
+            aws_sdk_ec2::operation::describe_image_references::DescribeImageReferencesOutput::builder().build()
+        }),
+    ]
+}
+
+/// An SSM client answering `rules`, and an empty parameter store listing otherwise.
+fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
+    let listing = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
+        aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput::builder().build()
+    });
+    mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        rules.iter().copied().chain([&listing])
     )
 }
 
@@ -116,7 +146,27 @@ fn no_launch_configurations() -> aws_sdk_autoscaling::Client {
                 .build()
         },
     );
-    mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&rule])
+    let groups = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+        aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput::builder()
+            .set_auto_scaling_groups(Some(vec![]))
+            .build()
+    });
+    mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&rule, &groups])
+}
+
+fn no_compute_environments() -> aws_sdk_batch::Client {
+    let rule = mock!(aws_sdk_batch::Client::describe_compute_environments).then_output(|| {
+        aws_sdk_batch::operation::describe_compute_environments::DescribeComputeEnvironmentsOutput::builder().build()
+    });
+    mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&rule])
+}
+
+fn no_recipes() -> aws_sdk_imagebuilder::Client {
+    let rule = mock!(aws_sdk_imagebuilder::Client::list_image_recipes).then_output(|| {
+        aws_sdk_imagebuilder::operation::list_image_recipes::ListImageRecipesOutput::builder()
+            .build()
+    });
+    mock_client!(aws_sdk_imagebuilder, RuleMode::MatchAny, [&rule])
 }
 
 fn clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> (RegionClients, Arc<ApiCalls>) {
@@ -141,6 +191,8 @@ fn clients_counting(
             ec2: Ec2::new(ec2, calls.clone()),
             autoscaling: AutoScaling::new(no_launch_configurations(), calls.clone()),
             ssm: Ssm::new(ssm, calls.clone()),
+            batch: Batch::new(no_compute_environments(), calls.clone()),
+            imagebuilder: ImageBuilder::new(no_recipes(), calls.clone()),
             s3: S3::new(s3, calls.clone()),
         },
         calls,
@@ -151,9 +203,11 @@ fn clients_counting(
 fn account(extra: &[&Rule]) -> (RegionClients, Arc<ApiCalls>) {
     let shared = unshared();
     let usage = no_usage();
+    let quiet = quiet_ec2_sources();
     let mut rules: Vec<&Rule> = extra.to_vec();
     rules.push(&shared);
     rules.extend(usage.iter());
+    rules.extend(quiet.iter());
     // As in production, a throttle counter sees every attempt before the SDK retries.
     let calls = Arc::new(ApiCalls::default());
     let counted = calls.clone();
@@ -175,7 +229,7 @@ fn no_ssm() -> aws_sdk_ssm::Client {
             aws_smithy_types::body::SdkBody::empty(),
         )
     });
-    mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&rule])
+    ssm(&[&rule])
 }
 
 fn policy() -> Policy {
@@ -543,8 +597,7 @@ async fn resolve_ssm_launch_template_ids_protect_the_image_they_name() {
                 )
                 .build()
         });
-    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&param]);
-    let (c, _) = clients(ec2(&rules), ssm);
+    let (c, _) = clients(ec2(&rules), ssm(&[&param]));
     let (report, _) = sweep(&c, &policy()).await;
     let reason = |id: &str| {
         report
@@ -585,8 +638,7 @@ async fn an_unreadable_ssm_parameter_stops_the_region() {
             ),
         )
         .build();
-    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&denied]);
-    let (c, _) = clients(ec2(&rules), ssm);
+    let (c, _) = clients(ec2(&rules), ssm(&[&denied]));
     let (report, _) = sweep(&c, &policy()).await;
     let error = report.error.expect("region fails");
     assert!(

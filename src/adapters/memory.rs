@@ -11,11 +11,12 @@ use rustc_hash::FxHashSet;
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::model::{Image, Manifest, Snapshot, Tags, Usage};
+use crate::model::{Image, Manifest, Snapshot, Tags, Usage, UsageRef};
 use crate::orphans::STORAGE_MARK;
+use crate::policy::UsageRules;
 use crate::ports::{
     BundleInventory, BundleStore, CleanupSink, Deregistrar, ImageSource, JobFacts, RecycleBin,
-    SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
+    ReferenceCheck, SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
 };
 
 /// What the account holds.
@@ -33,6 +34,10 @@ pub struct State {
     pub recycle_bin: BTreeSet<String>,
     /// S3 objects by (bucket, key): bytes and tags.
     pub objects: BTreeMap<(String, String), (Vec<u8>, Tags)>,
+    /// What AWS's reference check answers, by image id.
+    pub references: BTreeMap<String, Vec<UsageRef>>,
+    /// What Image Builder recipes use (the reference check's fallback).
+    pub recipes: Usage,
 }
 
 /// An injected failure: `operation` (e.g. `DeregisterImage`) fails with `error` for
@@ -178,9 +183,33 @@ impl ImageSource for MemoryAccount {
 }
 
 impl UsageSource for MemoryAccount {
-    async fn list_usage(&self) -> Result<(Usage, Vec<String>), AwsError> {
+    async fn list_usage(&self, _rules: &UsageRules) -> Result<(Usage, Vec<String>), AwsError> {
         self.fault("DescribeInstances", "")?;
         Ok((self.0.state.lock().unwrap().usage.clone(), Vec::new()))
+    }
+}
+
+impl ReferenceCheck for MemoryAccount {
+    async fn image_references(
+        &self,
+        image_ids: &[String],
+        _templates: bool,
+    ) -> Result<Vec<(String, UsageRef)>, AwsError> {
+        assert!(image_ids.len() <= crate::ports::REFERENCE_IDS_PER_CALL);
+        self.fault("DescribeImageReferences", "")?;
+        let state = self.0.state.lock().unwrap();
+        Ok(image_ids
+            .iter()
+            .flat_map(|id| {
+                let users = state.references.get(id).cloned().unwrap_or_default();
+                users.into_iter().map(move |u| (id.clone(), u))
+            })
+            .collect())
+    }
+
+    async fn recipe_parents(&self) -> Result<Usage, AwsError> {
+        self.fault("ListImageRecipes", "")?;
+        Ok(self.0.state.lock().unwrap().recipes.clone())
     }
 }
 

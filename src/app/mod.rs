@@ -4,6 +4,7 @@
 pub mod cleanup;
 pub mod progress;
 pub mod ratelimit;
+pub mod references;
 pub mod report;
 pub mod run;
 pub mod stop;

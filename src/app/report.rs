@@ -95,6 +95,8 @@ pub struct JobReport {
 pub struct RegionReport {
     /// Region name.
     pub region: String,
+    /// What AWS's reference check did in the region.
+    pub reference_check: crate::app::references::CheckReport,
     /// Set when the region could not be inventoried: nothing was changed there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -183,6 +185,7 @@ impl RegionReport {
     pub fn new(region: &str) -> Self {
         Self {
             region: region.to_string(),
+            reference_check: Default::default(),
             error: None,
             plan: None,
             images: Vec::new(),

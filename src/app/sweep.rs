@@ -15,6 +15,7 @@ use rustc_hash::FxHashSet;
 
 use crate::app::progress::{self, Progress, ProgressSink};
 use crate::app::ratelimit::RateLimiter;
+use crate::app::references::{CheckReport, References};
 use crate::app::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
 use crate::app::stop::{Stop, StopReason};
 use crate::error::AwsError;
@@ -126,6 +127,10 @@ struct Executed {
     stopped: Option<StopReason>,
     /// The first error of a cleanup queue that stopped accepting jobs.
     queue_failed: Option<String>,
+    /// Why the region stopped early, if it did.
+    error: Option<String>,
+    /// What AWS's reference check did.
+    references: CheckReport,
 }
 
 /// Why an image cleared for deregistration is held back.
@@ -280,6 +285,8 @@ struct Known {
     stopped: Option<StopReason>,
     /// Launch permissions that could not be read.
     warnings: Vec<String>,
+    /// Why the region stopped before its plan was done (e.g. a failed reference check).
+    error: Option<String>,
 }
 
 impl Known {
@@ -359,6 +366,7 @@ async fn execute<A: Account, Q: CleanupSink>(
     let check = policy.protection.skip_shared;
     let mut processed: BTreeSet<String> = BTreeSet::new();
     let mut known = Known::default();
+    let mut references = References::new(policy);
     let p = loop {
         let p = scoped_plan(policy, inventory, now, cfg);
         let todo: Vec<&Decision> = p
@@ -368,6 +376,20 @@ async fn execute<A: Account, Q: CleanupSink>(
             .collect();
         if todo.is_empty() {
             break p;
+        }
+        // AWS's reference check on the newly condemned, before any of them is touched.
+        let ids: Vec<String> = todo.iter().map(|d| d.image_id.clone()).collect();
+        let describe = &pipeline.describe;
+        match references
+            .check(account, describe, region, &ids, inventory)
+            .await
+        {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                known.error = Some(e);
+                break p;
+            }
         }
         let total = processed.len() + todo.len();
         processed.extend(todo.iter().map(|d| d.image_id.clone()));
@@ -395,6 +417,8 @@ async fn execute<A: Account, Q: CleanupSink>(
         jobs,
         stopped: known.stopped,
         queue_failed,
+        error: known.error,
+        references: references.report,
     }
 }
 
@@ -523,7 +547,7 @@ async fn inventory<A: Account>(
 ) -> Result<(Inventory, Reconciliation), String> {
     let (listed, used, snapshots) = tokio::join!(
         account.list_images(),
-        account.list_usage(),
+        account.list_usage(&policy.usage),
         account.list_snapshots()
     );
     let failed = |e: AwsError| format!("inventory failed, nothing was changed: {e}");
@@ -617,6 +641,10 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     report.stopped = ex.stopped;
     if let Some(e) = ex.queue_failed {
         report.halt_on_queue_failure(&e);
+    }
+    report.reference_check = ex.references;
+    if let Some(e) = ex.error {
+        report.error = Some(e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
     report.plan_detail = Some(ex.plan);

@@ -8,11 +8,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running moto server; killed on drop.
+/// A running moto server behind its front door, the proxy with no throttling that answers
+/// what moto lacks (`DescribeImageReferences`, `ListImagesInRecycleBin`, Image Builder's
+/// `ListImageRecipes`) and injects faults; both killed on drop.
 pub struct Moto {
+    /// The front proxy (declared first: dropped before the server).
+    front: Option<Throttle>,
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the front proxy: what clients use.
     pub endpoint: String,
+    /// `http://127.0.0.1:PORT` of moto itself (for proxies of a test's own).
+    pub upstream: String,
     dir: PathBuf,
 }
 
@@ -53,9 +59,12 @@ impl Moto {
                 moto_binary()
             )
         });
-        let moto = Moto {
+        let upstream = format!("http://127.0.0.1:{port}");
+        let mut moto = Moto {
+            front: None,
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: upstream.clone(),
+            upstream,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -66,7 +75,15 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let front = Throttle::start_before(&moto.upstream, &["--no-throttle"]);
+        moto.endpoint = front.endpoint.clone();
+        moto.front = Some(front);
         moto
+    }
+
+    /// The front proxy, to set what it answers for moto or to inject faults.
+    pub fn front(&self) -> &Throttle {
+        self.front.as_ref().expect("started")
     }
 
     /// An SDK configuration pointed at this server with dummy credentials.
@@ -205,13 +222,19 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Starts the proxy before `moto` with these extra arguments (`--scale`, `--bucket`).
+    /// Starts a proxy of a test's own before `moto` itself (in place of the front door,
+    /// with its stubs) with these extra arguments (`--scale`, `--bucket`).
     pub fn start(moto: &Moto, args: &[&str]) -> Throttle {
+        Self::start_before(&moto.upstream, args)
+    }
+
+    /// Starts the proxy before `upstream`.
+    fn start_before(upstream: &str, args: &[&str]) -> Throttle {
         use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/throttle_proxy.py");
         let mut child = Command::new("python3")
             .arg(script)
-            .arg(&moto.endpoint)
+            .arg(upstream)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -253,6 +276,39 @@ impl Throttle {
             "POST",
             "/__recycle_bin__",
             &serde_json::json!(image_ids).to_string(),
+        );
+    }
+
+    /// What AWS's reference check answers: `(image, resource type, ARN)` triples.
+    pub fn set_image_references(&self, refs: &[(&str, &str, &str)]) {
+        let mut map = serde_json::Map::new();
+        for (image, kind, arn) in refs {
+            let list = map
+                .entry(image.to_string())
+                .or_insert_with(|| serde_json::json!([]));
+            list.as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": kind, "arn": arn}));
+        }
+        self.control(
+            "POST",
+            "/__image_references__",
+            &serde_json::Value::Object(map).to_string(),
+        );
+    }
+
+    /// Image Builder's image recipes: `(ARN, parent image)` pairs.
+    pub fn set_image_recipes(&self, recipes: &[(&str, &str)]) {
+        let list: Vec<serde_json::Value> = recipes
+            .iter()
+            .map(
+                |(arn, parent)| serde_json::json!({"arn": arn, "name": arn, "parentImage": parent}),
+            )
+            .collect();
+        self.control(
+            "POST",
+            "/__image_recipes__",
+            &serde_json::json!(list).to_string(),
         );
     }
 

@@ -133,3 +133,70 @@ pub fn launch_configuration_user(name: &str) -> UsageRef {
         id: name.to_string(),
     }
 }
+
+/// Whether `value` is an AMI id (`ami-` and 8 or 17 hex digits).
+pub fn is_image_id(value: &str) -> bool {
+    value.strip_prefix("ami-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// An SSM parameter's usage record: `aws:ec2:image` ones always; `String` ones under one
+/// of `paths` whose value is an AMI id. `None` when the parameter does not name an image.
+pub fn ssm_parameter_user(
+    name: &str,
+    data_type: Option<&str>,
+    kind: Option<&str>,
+    value: &str,
+    paths: &[String],
+) -> Option<UsageRef> {
+    let typed = data_type == Some("aws:ec2:image");
+    let under = |p: &String| {
+        let p = p.trim_end_matches('/');
+        name.strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let listed = kind == Some("String") && paths.iter().any(under);
+    ((typed || listed) && is_image_id(value)).then(|| UsageRef {
+        kind: UsageKind::SsmParameter,
+        id: name.to_string(),
+    })
+}
+
+/// An EC2 Fleet still able to launch (not `deleted`, `deleted_terminating` or `failed`).
+pub fn fleet_is_live(state: &str) -> bool {
+    !matches!(state, "deleted" | "deleted_terminating" | "failed")
+}
+
+/// A Spot Fleet request still able to launch (not `cancelled`, `cancelled_terminating` or
+/// `failed`).
+pub fn spot_fleet_is_live(state: &str) -> bool {
+    !matches!(state, "cancelled" | "cancelled_terminating" | "failed")
+}
+
+/// A usage record of `kind` for the resource `id`.
+pub fn user(kind: UsageKind, id: &str) -> UsageRef {
+    UsageRef {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+/// The usage record of one `DescribeImageReferences` entry: the resource type maps to
+/// its kind and the ARN names it. Unknown (future) resource types still keep the image.
+pub fn reference_user(resource_type: &str, arn: &str) -> UsageRef {
+    let kind = match resource_type {
+        "ec2:Instance" => UsageKind::Instance,
+        "ec2:LaunchTemplate" => UsageKind::LaunchTemplate,
+        "ssm:Parameter" => UsageKind::SsmParameter,
+        "imagebuilder:ImageRecipe" => UsageKind::ImageRecipe,
+        "imagebuilder:ContainerRecipe" => UsageKind::ContainerRecipe,
+        _ => UsageKind::OtherReference,
+    };
+    let id = if kind == UsageKind::OtherReference {
+        format!("{arn} ({resource_type})")
+    } else {
+        arn.to_string()
+    };
+    UsageRef { kind, id }
+}

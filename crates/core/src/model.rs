@@ -9,6 +9,8 @@ use std::fmt;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
+use crate::policy::TemplateVersions;
+
 pub use crate::time::Timestamp;
 
 /// Lifecycle state of an AMI as EC2 reports it.
@@ -295,6 +297,66 @@ pub enum UsageKind {
     LaunchTemplateVersion,
     /// An Auto Scaling launch configuration.
     LaunchConfiguration,
+    /// A launch template, as AWS's reference check names it (no version).
+    LaunchTemplate,
+    /// An SSM parameter holding the image id (`aws:ec2:image`, or under `usage.ssm_paths`).
+    SsmParameter,
+    /// An EC2 Fleet's launch template override.
+    Fleet,
+    /// A Spot Fleet request's launch specification.
+    SpotFleet,
+    /// An AWS Batch compute environment (`imageId`, `imageIdOverride`).
+    BatchComputeEnvironment,
+    /// An EC2 Image Builder image recipe whose parent image it is.
+    ImageRecipe,
+    /// An EC2 Image Builder container recipe (AWS's reference check).
+    ContainerRecipe,
+    /// A resource of a type AWS's reference check names that ami-sweeper does not know yet.
+    OtherReference,
+}
+
+impl UsageKind {
+    /// The snake_case name used in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Instance => "instance",
+            Self::LaunchTemplateVersion => "launch_template_version",
+            Self::LaunchConfiguration => "launch_configuration",
+            Self::LaunchTemplate => "launch_template",
+            Self::SsmParameter => "ssm_parameter",
+            Self::Fleet => "fleet",
+            Self::SpotFleet => "spot_fleet",
+            Self::BatchComputeEnvironment => "batch_compute_environment",
+            Self::ImageRecipe => "image_recipe",
+            Self::ContainerRecipe => "container_recipe",
+            Self::OtherReference => "other_reference",
+        }
+    }
+}
+
+/// A launch template version that names an image: what decides whether it counts under
+/// `usage.launch_template_versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TemplateVersion {
+    /// `lt-...`.
+    pub template_id: String,
+    /// The template's name, where reported.
+    pub template_name: Option<String>,
+    /// The version number.
+    pub version: i64,
+    /// Whether it is the template's `$Default` version.
+    pub is_default: bool,
+}
+
+impl TemplateVersion {
+    /// Its usage record, e.g. `lt-0abc (web) v3`.
+    pub fn user(&self) -> UsageRef {
+        crate::fields::template_user(
+            &self.template_id,
+            self.template_name.as_deref(),
+            Some(self.version),
+        )
+    }
 }
 
 /// One resource that uses an image, e.g. `i-0123 (stopped)` or `lt-0abc v3`.
@@ -310,6 +372,13 @@ pub struct UsageRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
     by_image: FxHashMap<String, BTreeSet<UsageRef>>,
+    /// The launch template versions among the users, by their usage record.
+    versions: FxHashMap<UsageRef, TemplateVersion>,
+    /// Each template's latest version number, by template id.
+    latest: FxHashMap<String, i64>,
+    /// Versions named by number by an Auto Scaling group, fleet or compute environment:
+    /// (template id or name, version).
+    named_versions: FxHashSet<(String, i64)>,
     /// Snapshots named by launch template versions' block device mappings: launching the
     /// template creates a volume from them, so they must never be reclaimed as orphans.
     snapshots_named: FxHashSet<String>,
@@ -329,11 +398,73 @@ impl Usage {
             .insert(user);
     }
 
+    /// Records that a launch template version names `image_id`.
+    pub fn add_template_version(&mut self, image_id: impl Into<String>, v: TemplateVersion) {
+        let user = v.user();
+        let latest = self
+            .latest
+            .entry(v.template_id.clone())
+            .or_insert(v.version);
+        *latest = (*latest).max(v.version);
+        self.add(image_id, user.clone());
+        self.versions.insert(user, v);
+    }
+
+    /// Records that something launches `template` (an id or a name) at `version`
+    /// (`$Default`, `$Latest` or a number; only numbers add anything, the other two count
+    /// under every setting).
+    pub fn add_template_reference(&mut self, template: &str, version: Option<&str>) {
+        if let Some(n) = version.and_then(|v| v.parse::<i64>().ok()) {
+            self.named_versions.insert((template.to_string(), n));
+        }
+    }
+
+    /// Whether `user` keeps its image under the policy's launch template setting: every
+    /// user does, except launch template versions that are stale for `which`.
+    pub fn counts(&self, user: &UsageRef, which: TemplateVersions) -> bool {
+        match self.versions.get(user) {
+            None => true,
+            Some(v) => match which {
+                TemplateVersions::All => true,
+                TemplateVersions::DefaultAndLatest => !self.is_stale(v, false),
+                TemplateVersions::Referenced => !self.is_stale(v, true),
+            },
+        }
+    }
+
+    /// Neither `$Default` nor `$Latest` (nor, with `referenced`, named by number).
+    fn is_stale(&self, v: &TemplateVersion, referenced: bool) -> bool {
+        let latest = self.latest.get(&v.template_id) == Some(&v.version);
+        let named = referenced
+            && (self
+                .named_versions
+                .contains(&(v.template_id.clone(), v.version))
+                || v.template_name
+                    .as_ref()
+                    .is_some_and(|n| self.named_versions.contains(&(n.clone(), v.version))));
+        !(v.is_default || latest || named)
+    }
+
+    /// Whether `user` is a launch template version that is neither `$Default`, `$Latest`
+    /// nor named by number by anything: the versions `default_and_latest` or `referenced`
+    /// would stop counting.
+    pub fn is_stale_version(&self, user: &UsageRef) -> bool {
+        self.versions
+            .get(user)
+            .is_some_and(|v| self.is_stale(v, true))
+    }
+
     /// Merges another usage map into this one.
     pub fn extend(&mut self, other: Usage) {
         for (image, users) in other.by_image {
             self.by_image.entry(image).or_default().extend(users);
         }
+        for (t, n) in other.latest {
+            let latest = self.latest.entry(t).or_insert(n);
+            *latest = (*latest).max(n);
+        }
+        self.versions.extend(other.versions);
+        self.named_versions.extend(other.named_versions);
         self.snapshots_named.extend(other.snapshots_named);
     }
 
@@ -358,6 +489,13 @@ impl Usage {
     /// Whether anything uses the image.
     pub fn is_used(&self, image_id: &str) -> bool {
         self.by_image.get(image_id).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Whether anything that counts under `which` uses the image.
+    pub fn is_used_under(&self, image_id: &str, which: TemplateVersions) -> bool {
+        self.by_image
+            .get(image_id)
+            .is_some_and(|s| s.iter().any(|u| self.counts(u, which)))
     }
 
     /// Number of distinct images in use.

@@ -167,9 +167,15 @@ pub struct Decision {
     pub action: Action,
     /// The first matching rule first; further applicable keep reasons may follow.
     pub reasons: Vec<Reason>,
-    /// What uses it, when anything does.
+    /// What uses it, when anything does (what counts under the policy's
+    /// `usage.launch_template_versions`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<UsageRef>,
+    /// Launch template versions naming it that are neither `$Default`, `$Latest` nor named
+    /// by anything: what `default_and_latest` or `referenced` would not count. With `all`
+    /// they are among `used_by`; otherwise they are listed here only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_versions: Vec<UsageRef>,
     /// For deregistered images: their EBS snapshots.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotPlan>,
@@ -202,6 +208,9 @@ pub struct Summary {
     pub snapshot_gib_to_delete: u64,
     /// Bundles to delete.
     pub bundles_to_delete: usize,
+    /// Images kept in use only by stale launch template versions: what
+    /// `usage.launch_template_versions: "default_and_latest"` would free.
+    pub kept_only_by_stale_versions: usize,
 }
 
 /// The whole plan for one inventory.
@@ -433,7 +442,11 @@ fn keep_reasons(
     if img.protection.is_protected_at(cut.now) {
         r.push(Reason::DeregistrationProtected);
     }
-    if policy.protection.skip_in_use && inventory.usage.is_used(&img.id) {
+    if policy.protection.skip_in_use
+        && inventory
+            .usage
+            .is_used_under(&img.id, policy.usage.launch_template_versions)
+    {
         r.push(Reason::InUse);
     }
     if policy.protection.skip_shared && img.is_shared() {
@@ -488,6 +501,8 @@ fn decide(
             let img = &images[i];
             let reasons = std::mem::take(&mut reasons[i]);
             let deregister = reasons[0] == Reason::Expired;
+            let (usage, which) = (&inventory.usage, policy.usage.launch_template_versions);
+            let users = usage.users(&img.id);
             Decision {
                 image_id: img.id.clone(),
                 name: img.name.clone(),
@@ -499,7 +514,16 @@ fn decide(
                 } else {
                     Action::Keep
                 },
-                used_by: inventory.usage.users(&img.id),
+                used_by: users
+                    .iter()
+                    .filter(|u| usage.counts(u, which))
+                    .cloned()
+                    .collect(),
+                stale_versions: users
+                    .iter()
+                    .filter(|u| usage.is_stale_version(u))
+                    .cloned()
+                    .collect(),
                 snapshots: if deregister {
                     storage.snapshot_plans(policy, images, img, &condemned)
                 } else {
@@ -734,6 +758,12 @@ fn summarize(decisions: &[Decision]) -> Summary {
             Action::Keep => s.keep += 1,
         }
         *s.by_reason.entry(d.reason()).or_default() += 1;
+        if d.reasons.contains(&Reason::InUse)
+            && !d.used_by.is_empty()
+            && d.used_by.iter().all(|u| d.stale_versions.contains(u))
+        {
+            s.kept_only_by_stale_versions += 1;
+        }
         for snap in &d.snapshots {
             match snap.action {
                 CleanupAction::Delete => {

@@ -8,8 +8,10 @@ use rustc_hash::FxHashSet;
 
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
-use crate::fields::{instance_user, template_user, RawImage, TemplateImage};
-use crate::model::{Image, Snapshot, Usage, UsageRef};
+use crate::fields::{
+    fleet_is_live, instance_user, reference_user, spot_fleet_is_live, user, RawImage, TemplateImage,
+};
+use crate::model::{Image, Snapshot, TemplateVersion, Usage, UsageKind, UsageRef};
 use crate::orphans::STORAGE_MARK;
 use crate::ports::{
     Deregistrar, ImageSource, JobFacts, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
@@ -33,7 +35,7 @@ pub struct SsmRef {
     /// The parameter name (after `resolve:ssm:`).
     pub parameter: String,
     /// The launch template version that uses it.
-    pub user: UsageRef,
+    pub user: TemplateVersion,
 }
 
 /// EC2's tags as key-value pairs (a missing key or value is the empty string).
@@ -153,19 +155,147 @@ impl Ec2 {
                     let Some(image) = data.and_then(|d| d.image_id()) else {
                         continue;
                     };
-                    let user = template_user(
-                        v.launch_template_id().unwrap_or(&id),
-                        v.launch_template_name(),
-                        v.version_number(),
-                    );
+                    let user = TemplateVersion {
+                        template_id: v.launch_template_id().unwrap_or(&id).to_string(),
+                        template_name: v.launch_template_name().map(str::to_string),
+                        version: v.version_number().unwrap_or_default(),
+                        is_default: v.default_version().unwrap_or(false),
+                    };
                     match TemplateImage::parse(image) {
-                        TemplateImage::Id(image) => usage.add(image, user),
+                        TemplateImage::Id(image) => usage.add_template_version(image, user),
                         TemplateImage::Ssm(parameter) => refs.push(SsmRef { parameter, user }),
                     }
                 }
             }
         }
         Ok((usage, refs))
+    }
+}
+
+impl Ec2 {
+    /// Images named by EC2 Fleets that can still launch (each override's `ImageId`), and
+    /// the launch template versions they name (all pages).
+    pub async fn fleet_usage(&self) -> Result<Usage, AwsError> {
+        let mut usage = Usage::new();
+        let mut pages = self
+            .client
+            .describe_fleets()
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeFleets");
+            let resp = page.map_err(|e| from_sdk("DescribeFleets", e))?;
+            for f in resp.fleets() {
+                let state = f.fleet_state().map(|s| s.as_str()).unwrap_or_default();
+                if !fleet_is_live(state) {
+                    continue;
+                }
+                let id = f.fleet_id().unwrap_or("fleet");
+                for c in f.launch_template_configs() {
+                    if let Some(spec) = c.launch_template_specification() {
+                        let t = spec.launch_template_id().or(spec.launch_template_name());
+                        if let Some(t) = t {
+                            usage.add_template_reference(t, spec.version());
+                        }
+                    }
+                    for image in c.overrides().iter().filter_map(|o| o.image_id()) {
+                        usage.add(image, user(UsageKind::Fleet, id));
+                    }
+                }
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Images named by Spot Fleet requests that can still launch (launch specifications),
+    /// and the launch template versions they name (all pages).
+    pub async fn spot_fleet_usage(&self) -> Result<Usage, AwsError> {
+        let mut usage = Usage::new();
+        let mut pages = self
+            .client
+            .describe_spot_fleet_requests()
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeSpotFleetRequests");
+            let resp = page.map_err(|e| from_sdk("DescribeSpotFleetRequests", e))?;
+            for r in resp.spot_fleet_request_configs() {
+                let state = r
+                    .spot_fleet_request_state()
+                    .map(|s| s.as_str())
+                    .unwrap_or_default();
+                if !spot_fleet_is_live(state) {
+                    continue;
+                }
+                let id = r.spot_fleet_request_id().unwrap_or("sfr");
+                let Some(cfg) = r.spot_fleet_request_config() else {
+                    continue;
+                };
+                for image in cfg
+                    .launch_specifications()
+                    .iter()
+                    .filter_map(|l| l.image_id())
+                {
+                    usage.add(image, user(UsageKind::SpotFleet, id));
+                }
+                for spec in cfg
+                    .launch_template_configs()
+                    .iter()
+                    .filter_map(|c| c.launch_template_specification())
+                {
+                    let t = spec.launch_template_id().or(spec.launch_template_name());
+                    if let Some(t) = t {
+                        usage.add_template_reference(t, spec.version());
+                    }
+                }
+            }
+        }
+        Ok(usage)
+    }
+
+    /// AWS's reference check for up to [`crate::ports::REFERENCE_IDS_PER_CALL`] images (all pages): the
+    /// instances, launch templates (only with `templates`: their every version is ours to
+    /// judge otherwise), SSM parameters and Image Builder recipes that reference them.
+    pub async fn image_references(
+        &self,
+        image_ids: &[String],
+        templates: bool,
+    ) -> Result<Vec<(String, UsageRef)>, AwsError> {
+        use aws_sdk_ec2::types::{ImageReferenceResourceType as T, ResourceTypeRequest};
+        let mut req = self
+            .client
+            .describe_image_references()
+            .set_image_ids(Some(image_ids.to_vec()));
+        req = if templates {
+            req.include_all_resource_types(true)
+        } else {
+            [
+                T::Ec2Instance,
+                T::SsmParameter,
+                T::ImageBuilderImageRecipe,
+                T::ImageBuilderContainerRecipe,
+            ]
+            .into_iter()
+            .fold(req, |r, t| {
+                r.resource_types(ResourceTypeRequest::builder().resource_type(t).build())
+            })
+        };
+        let mut out = Vec::new();
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeImageReferences");
+            let resp = page.map_err(|e| from_sdk("DescribeImageReferences", e))?;
+            for r in resp.image_references() {
+                let (Some(image), Some(arn)) = (r.image_id(), r.arn()) else {
+                    continue;
+                };
+                let kind = r.resource_type().map(|t| t.as_str()).unwrap_or_default();
+                out.push((image.to_string(), reference_user(kind, arn)));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -2,8 +2,10 @@
 //! Clients are built once per region and shared by every call of a run.
 
 pub mod autoscaling;
+pub mod batch;
 mod calls;
 pub mod ec2;
+pub mod imagebuilder;
 pub mod s3;
 pub mod sqs;
 pub mod ssm;
@@ -118,8 +120,12 @@ pub struct RegionClients {
     pub ec2: ec2::Ec2,
     /// Auto Scaling: launch configurations.
     pub autoscaling: autoscaling::AutoScaling,
-    /// SSM: `resolve:ssm:` launch template ids.
+    /// SSM: `resolve:ssm:` launch template ids, parameters naming images.
     pub ssm: ssm::Ssm,
+    /// AWS Batch: compute environments' images.
+    pub batch: batch::Batch,
+    /// EC2 Image Builder: recipes' parent images.
+    pub imagebuilder: imagebuilder::ImageBuilder,
     /// S3: instance-store bundles.
     pub s3: s3::S3,
 }
@@ -158,6 +164,22 @@ impl RegionClients {
                 ),
                 calls.clone(),
             ),
+            batch: batch::Batch::new(
+                aws_sdk_batch::Client::from_conf(
+                    aws_sdk_batch::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
+                calls.clone(),
+            ),
+            imagebuilder: imagebuilder::ImageBuilder::new(
+                aws_sdk_imagebuilder::Client::from_conf(
+                    aws_sdk_imagebuilder::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
+                calls.clone(),
+            ),
             s3: s3::S3::new(
                 aws_sdk_s3::Client::from_conf(
                     aws_sdk_s3::config::Builder::from(&config)
@@ -173,22 +195,46 @@ impl RegionClients {
 
 impl crate::ports::UsageSource for RegionClients {
     /// Instances (any state but terminated), every launch template version (with
-    /// `resolve:ssm:` ids resolved) and launch configurations, fetched concurrently.
+    /// `resolve:ssm:` ids resolved), launch configurations, SSM parameters naming images,
+    /// EC2 Fleets, Spot Fleet requests, Auto Scaling groups' templates and Batch compute
+    /// environments, fetched concurrently. Any source that fails fails the whole listing.
     async fn list_usage(
         &self,
+        rules: &crate::policy::UsageRules,
     ) -> Result<(crate::model::Usage, Vec<String>), crate::error::AwsError> {
-        let (instances, templates, configs) = tokio::join!(
+        let (instances, templates, configs, parameters, fleets, spot, groups, batch) = tokio::join!(
             self.ec2.instance_usage(),
             self.ec2.launch_template_usage(),
-            self.autoscaling.launch_configuration_usage()
+            self.autoscaling.launch_configuration_usage(),
+            self.ssm.image_parameters(&rules.ssm_paths),
+            self.ec2.fleet_usage(),
+            self.ec2.spot_fleet_usage(),
+            self.autoscaling.group_template_references(),
+            self.batch.compute_environment_usage(),
         );
         let mut usage = instances?;
         let (template_usage, ssm_refs) = templates?;
         usage.extend(template_usage);
-        usage.extend(configs?);
+        for other in [configs, parameters, fleets, spot, groups, batch] {
+            usage.extend(other?);
+        }
         let (resolved, warnings) = self.ssm.resolve_image_ids(ssm_refs).await?;
         usage.extend(resolved);
         Ok((usage, warnings))
+    }
+}
+
+impl crate::ports::ReferenceCheck for RegionClients {
+    async fn image_references(
+        &self,
+        image_ids: &[String],
+        templates: bool,
+    ) -> Result<Vec<(String, crate::model::UsageRef)>, crate::error::AwsError> {
+        self.ec2.image_references(image_ids, templates).await
+    }
+
+    async fn recipe_parents(&self) -> Result<crate::model::Usage, crate::error::AwsError> {
+        self.imagebuilder.recipe_parents().await
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::adapters::aws::ec2::SsmRef;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
+use crate::fields::ssm_parameter_user;
 use crate::model::Usage;
 
 /// The SSM adapter.
@@ -69,13 +70,75 @@ impl Ssm {
         }
         for r in refs {
             match &values[&r.parameter] {
-                Some(image) => usage.add(image.clone(), r.user),
+                Some(image) => usage.add_template_version(image.clone(), r.user),
                 None => warnings.push(format!(
                     "{} uses resolve:ssm:{}, which does not exist",
-                    r.user.id, r.parameter
+                    r.user.user().id,
+                    r.parameter
                 )),
             }
         }
         Ok((usage, warnings))
+    }
+
+    /// Parameters that name images: every `aws:ec2:image` parameter (found by listing
+    /// the store's metadata, then reading their values ten at a time), and `String`
+    /// parameters under `paths` (recursively) whose value is an AMI id.
+    pub async fn image_parameters(&self, paths: &[String]) -> Result<Usage, AwsError> {
+        let mut usage = Usage::new();
+        let mut typed = Vec::new();
+        let mut pages = self
+            .client
+            .describe_parameters()
+            .max_results(50)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeParameters");
+            let resp = page.map_err(|e| from_sdk("DescribeParameters", e))?;
+            typed.extend(
+                resp.parameters()
+                    .iter()
+                    .filter(|p| p.data_type() == Some("aws:ec2:image"))
+                    .filter_map(|p| p.name().map(str::to_string)),
+            );
+        }
+        let mut found = Vec::new();
+        for names in typed.chunks(10) {
+            self.calls.record("GetParameters");
+            let resp = self
+                .client
+                .get_parameters()
+                .set_names(Some(names.to_vec()))
+                .send()
+                .await
+                .map_err(|e| from_sdk("GetParameters", e))?;
+            found.extend(resp.parameters().iter().cloned());
+        }
+        for path in paths {
+            let mut pages = self
+                .client
+                .get_parameters_by_path()
+                .path(path)
+                .recursive(true)
+                .max_results(10)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("GetParametersByPath");
+                let resp = page.map_err(|e| from_sdk("GetParametersByPath", e))?;
+                found.extend(resp.parameters().iter().cloned());
+            }
+        }
+        for p in found {
+            let (Some(name), Some(value)) = (p.name(), p.value()) else {
+                continue;
+            };
+            let kind = p.r#type().map(|t| t.as_str());
+            if let Some(u) = ssm_parameter_user(name, p.data_type(), kind, value, paths) {
+                usage.add(value, u);
+            }
+        }
+        Ok(usage)
     }
 }

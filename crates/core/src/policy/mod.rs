@@ -42,6 +42,9 @@ pub struct Policy {
     /// Caps on a single run.
     #[serde(default)]
     pub limits: Limits,
+    /// Where ami-sweeper looks for users of an image, beyond its own defaults.
+    #[serde(default)]
+    pub usage: UsageRules,
     /// Risks the author accepts by name; a policy that takes one without naming it is
     /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,6 +58,52 @@ pub enum Acknowledgement {
     /// `min_age_days` 0 with no `keep_count`: images, even the newest of a lineage, may
     /// be deregistered the moment they are made.
     NoMinimumAge,
+}
+
+/// Where users of an image are looked for.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRules {
+    /// AWS's own reference check (`DescribeImageReferences`) on the condemned images:
+    /// `required` (default: where it is denied, the region stops with nothing changed) or
+    /// `optional` (where it is denied, ami-sweeper's own sources alone decide, with a
+    /// warning). Where the API does not exist, the own sources decide either way.
+    #[serde(default)]
+    pub aws_references: AwsReferences,
+    /// SSM parameter paths (searched recursively) whose `String` parameters holding an AMI
+    /// id keep that image. Parameters of data type `aws:ec2:image` count wherever they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssm_paths: Vec<String>,
+    /// Which launch template versions keep their image: `all` (default), `default_and_latest`,
+    /// or `referenced` (also versions named by an Auto Scaling group, EC2 Fleet, Spot Fleet
+    /// or Batch compute environment).
+    #[serde(default)]
+    pub launch_template_versions: TemplateVersions,
+}
+
+/// Whether AWS's reference check must succeed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsReferences {
+    /// A denied check stops the region (nothing is deregistered there).
+    #[default]
+    Required,
+    /// A denied check is a warning; the own sources decide.
+    Optional,
+}
+
+/// Which launch template versions count as users of their image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateVersions {
+    /// Every version (Terraform and CloudFormation never prune them): safest.
+    #[default]
+    All,
+    /// Each template's `$Default` and `$Latest` versions.
+    DefaultAndLatest,
+    /// `$Default`, `$Latest`, and versions named by an Auto Scaling group, EC2 Fleet, Spot
+    /// Fleet or Batch compute environment.
+    Referenced,
 }
 
 /// Which images are considered.
@@ -403,6 +452,14 @@ impl Policy {
         ] {
             if map.contains_key("") {
                 return Err(PolicyError::new(field, "tag keys must not be empty"));
+            }
+        }
+        for (i, path) in self.usage.ssm_paths.iter().enumerate() {
+            if !path.starts_with('/') || path.contains("//") {
+                return Err(PolicyError::new(
+                    format!("usage.ssm_paths[{i}]"),
+                    format!("{path:?} is not an SSM parameter path like \"/golden-amis\""),
+                ));
             }
         }
         if let Some(g) = &self.retention.group_by {
