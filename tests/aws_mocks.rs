@@ -863,3 +863,204 @@ async fn an_image_that_vanishes_before_its_permission_lookup_is_gone_and_frees_i
     let targets: Vec<String> = jobs.iter().map(|j| j.target_label()).collect();
     assert_eq!(targets, ["snap-1"]);
 }
+
+fn reference(image: &str, kind: &str, arn: &str) -> aws_sdk_ec2::types::ImageReference {
+    aws_sdk_ec2::types::ImageReference::builder()
+        .image_id(image)
+        .resource_type(kind.into())
+        .arn(arn)
+        .build()
+}
+
+#[tokio::test]
+async fn image_references_follow_every_page_and_name_each_resource_type() {
+    use ami_sweeper::model::UsageKind;
+    use aws_sdk_ec2::operation::describe_image_references::DescribeImageReferencesOutput;
+    use aws_sdk_ec2::types::ImageReferenceResourceType as T;
+    let first = mock!(aws_sdk_ec2::Client::describe_image_references)
+        .match_requests(|r| {
+            r.next_token().is_none()
+                && r.include_all_resource_types() == Some(true)
+                && r.image_ids() == ["ami-1", "ami-2"]
+        })
+        .then_output(|| {
+            DescribeImageReferencesOutput::builder()
+                .image_references(reference(
+                    "ami-1",
+                    "ec2:Instance",
+                    "arn:aws:ec2:us-east-1:123456789012:instance/i-1",
+                ))
+                .image_references(reference(
+                    "ami-1",
+                    "ec2:LaunchTemplate",
+                    "arn:aws:ec2:us-east-1:123456789012:launch-template/lt-1",
+                ))
+                .image_references(reference(
+                    "ami-2",
+                    "ssm:Parameter",
+                    "arn:aws:ssm:us-east-1:123456789012:parameter/golden",
+                ))
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(aws_sdk_ec2::Client::describe_image_references)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(|| {
+            DescribeImageReferencesOutput::builder()
+                .image_references(reference(
+                    "ami-2",
+                    "imagebuilder:ImageRecipe",
+                    "arn:aws:imagebuilder:us-east-1:123456789012:image-recipe/r/1.0.0",
+                ))
+                .image_references(reference(
+                    "ami-2",
+                    "imagebuilder:ContainerRecipe",
+                    "arn:aws:imagebuilder:us-east-1:123456789012:container-recipe/c/1.0.0",
+                ))
+                .image_references(reference(
+                    "ami-2",
+                    "ec2:SomethingNew",
+                    "arn:aws:ec2:us-east-1:123456789012:new/x",
+                ))
+                .build()
+        });
+    let calls = Arc::new(ApiCalls::default());
+    let adapter = Ec2::new(ec2(&[&first, &second]), calls.clone());
+    let ids = ["ami-1".to_string(), "ami-2".to_string()];
+    let found = adapter.image_references(&ids, true).await.unwrap();
+    let kinds: Vec<(&str, UsageKind)> = found.iter().map(|(i, u)| (i.as_str(), u.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ami-1", UsageKind::Instance),
+            ("ami-1", UsageKind::LaunchTemplate),
+            ("ami-2", UsageKind::SsmParameter),
+            ("ami-2", UsageKind::ImageRecipe),
+            ("ami-2", UsageKind::ContainerRecipe),
+            ("ami-2", UsageKind::OtherReference),
+        ]
+    );
+    assert!(found[0].1.id.ends_with("instance/i-1"));
+    assert!(found[5].1.id.contains("(ec2:SomethingNew)"));
+    assert_eq!(calls.snapshot()["DescribeImageReferences"], 2);
+
+    // Without `templates`, launch templates are left to the policy: the request names
+    // the other four types and not IncludeAllResourceTypes.
+    let narrow = mock!(aws_sdk_ec2::Client::describe_image_references)
+        .match_requests(|r| {
+            let types: Vec<&T> = r
+                .resource_types()
+                .iter()
+                .filter_map(|t| t.resource_type())
+                .collect();
+            r.include_all_resource_types().is_none()
+                && types.len() == 4
+                && !types.contains(&&T::Ec2LaunchTemplate)
+        })
+        .then_output(|| DescribeImageReferencesOutput::builder().build());
+    let adapter = Ec2::new(ec2(&[&narrow]), Arc::new(ApiCalls::default()));
+    assert!(adapter
+        .image_references(&ids, false)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(narrow.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_reference_keeps_the_image_and_a_denied_check_stops_the_region() {
+    use aws_sdk_ec2::operation::describe_image_references::DescribeImageReferencesOutput;
+    let images = images_rule(vec![
+        image("ami-1", "a", "2025-01-01T00:00:00.000Z").build(),
+        image("ami-2", "b", "2025-01-02T00:00:00.000Z").build(),
+    ]);
+    let refs = mock!(aws_sdk_ec2::Client::describe_image_references)
+        .match_requests(|r| r.image_ids().len() <= 10)
+        .then_output(|| {
+            DescribeImageReferencesOutput::builder()
+                .image_references(reference(
+                    "ami-1",
+                    "ec2:Instance",
+                    "arn:aws:ec2:us-east-1:123456789012:instance/i-9",
+                ))
+                .build()
+        });
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &refs, &dereg]);
+    let (report, _) = sweep(&c, &policy()).await;
+    let kept = report
+        .images
+        .iter()
+        .find(|i| i.image_id == "ami-1")
+        .unwrap();
+    assert_eq!(kept.reasons[0].as_str(), "in_use");
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Deregistered));
+    assert_eq!(dereg.num_calls(), 1);
+
+    let denied = mock!(aws_sdk_ec2::Client::describe_image_references)
+        .sequence()
+        .http_status(
+            403,
+            Some(ec2_error(
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation.",
+            )),
+        )
+        .build();
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &denied, &dereg]);
+    let (report, jobs) = sweep(&c, &policy()).await;
+    let err = report.error.unwrap();
+    assert!(
+        err.contains("DescribeImageReferences: UnauthorizedOperation"),
+        "{err}"
+    );
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(jobs.is_empty());
+}
+
+#[tokio::test]
+async fn image_recipes_follow_every_page_and_count_only_ami_parents() {
+    use aws_sdk_imagebuilder::operation::list_image_recipes::ListImageRecipesOutput;
+    use aws_sdk_imagebuilder::types::ImageRecipeSummary;
+    let recipe = |arn: &str, parent: &str| {
+        ImageRecipeSummary::builder()
+            .arn(arn)
+            .name(arn)
+            .parent_image(parent)
+            .build()
+    };
+    let first = mock!(aws_sdk_imagebuilder::Client::list_image_recipes)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(move || {
+            ListImageRecipesOutput::builder()
+                .image_recipe_summary_list(recipe("arn:r1", "ami-0123456789abcdef0"))
+                .image_recipe_summary_list(recipe(
+                    "arn:r2",
+                    "arn:aws:imagebuilder:us-east-1:aws:image/amazon-linux-2023-x86/x.x.x",
+                ))
+                .next_token("more")
+                .build()
+        });
+    let second = mock!(aws_sdk_imagebuilder::Client::list_image_recipes)
+        .match_requests(|r| r.next_token() == Some("more"))
+        .then_output(move || {
+            ListImageRecipesOutput::builder()
+                .image_recipe_summary_list(recipe("arn:r3", "ami-11111111"))
+                .build()
+        });
+    let client = mock_client!(aws_sdk_imagebuilder, RuleMode::MatchAny, [&first, &second]);
+    let usage = ImageBuilder::new(client, Arc::new(ApiCalls::default()))
+        .recipe_parents()
+        .await
+        .unwrap();
+    assert_eq!(usage.users("ami-0123456789abcdef0")[0].id, "arn:r1");
+    assert_eq!(usage.users("ami-11111111")[0].id, "arn:r3");
+    assert_eq!(
+        usage.image_count(),
+        2,
+        "an Image Builder image ARN is no AMI of ours"
+    );
+}

@@ -16,3 +16,4 @@ mod lambda_events;
 mod lambda_runtime;
 mod sweep_moto;
 mod throttled_moto;
+mod usage_moto;
