@@ -304,11 +304,19 @@ fn recorded_aws_responses_are_read_or_refused_as_the_rules_say() {
     let lts = recorded("aws-cli-describe-launch-template-versions.json");
     let lcs = recorded("aws-cli-describe-launch-configurations.json");
     let snaps = recorded("aws-cli-describe-snapshots.json");
+    let fleets = recorded("aws-cli-describe-fleets.json");
+    let spot = recorded("aws-cli-describe-spot-fleet-requests.json");
+    let groups = recorded("aws-cli-describe-auto-scaling-groups.json");
+    let recipes = recorded("aws-cli-list-image-recipes.json");
     let out = plan_recorded(&[
         ("--images", &images),
         ("--launch-templates", &lts),
         ("--launch-configurations", &lcs),
         ("--snapshots", &snaps),
+        ("--fleets", &fleets),
+        ("--spot-fleet-requests", &spot),
+        ("--auto-scaling-groups", &groups),
+        ("--image-recipes", &recipes),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut got = decisions(&out);
@@ -316,6 +324,7 @@ fn recorded_aws_responses_are_read_or_refused_as_the_rules_say() {
     let want: Vec<(String, String)> = [
         ("ami-0528a5175983e7f28", "in_use"),
         ("ami-0c0ffee0000000001", "expired"),
+        ("ami-1a2b3c4d", "in_use"),
         ("ami-6057e21a", "in_use"),
         ("ami-aabbcc11", "in_use"),
     ]
@@ -340,6 +349,11 @@ fn recorded_aws_responses_are_read_or_refused_as_the_rules_say() {
             "--instances",
             recorded("aws-cli-describe-instances.txt"),
             "found while parsing a string at line 5 column 46",
+        ),
+        (
+            "--ssm-parameters",
+            recorded("aws-cli-get-parameters-by-path.txt"),
+            "Parameters[2]: expected value at line 19 column 9",
         ),
     ];
     for (flag, path, why) in &refused {
@@ -415,4 +429,146 @@ fn recorded_aws_responses_are_read_or_refused_as_the_rules_say() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(why), "{err}");
     }
+}
+
+/// `plan` on the usage samples (`samples/usage/`) with `launch_template_versions` set.
+fn plan_usage_samples(which: &str) -> Output {
+    let dir = root().join("samples/usage");
+    let policy = variant(
+        &format!("usage-policy-{which}.json"),
+        format!(
+            r#"{{"retention": {{"min_age_days": 30}}, "usage": {{"ssm_paths": ["/golden"],
+                "launch_template_versions": "{which}"}}}}"#
+        )
+        .into_bytes(),
+    );
+    let mut cmd = bin();
+    cmd.args(["plan", "--format", "json", "--now", crate::NOW, "--policy"])
+        .arg(&policy);
+    for (flag, file) in [
+        ("--images", "images.json"),
+        ("--image-references", "image-references.json"),
+        ("--ssm-parameters", "ssm-parameters.json"),
+        ("--launch-templates", "launch-template-versions.json"),
+        ("--auto-scaling-groups", "auto-scaling-groups.json"),
+        ("--fleets", "fleets.json"),
+        (
+            "--batch-compute-environments",
+            "batch-compute-environments.json",
+        ),
+        ("--image-recipes", "image-recipes.json"),
+    ] {
+        cmd.arg(flag).arg(dir.join(file));
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn every_usage_source_is_read_offline_as_a_sweep_reads_it() {
+    let out = plan_usage_samples("all");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kind_of = |n: u32| -> Vec<String> {
+        let id = format!("ami-0000000000000a{n:03}");
+        let d = plan["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["image_id"] == id.as_str())
+            .unwrap();
+        d["used_by"]
+            .as_array()
+            .map(|u| {
+                u.iter()
+                    .map(|u| u["kind"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(kind_of(1), ["instance"], "AWS's reference check");
+    assert_eq!(kind_of(2), ["ssm_parameter"], "aws:ec2:image anywhere");
+    assert_eq!(
+        kind_of(3),
+        ["ssm_parameter"],
+        "String under usage.ssm_paths"
+    );
+    // resolve:ssm:/golden/lt resolved through the parameters file (and the parameter
+    // itself, under /golden, counts too).
+    assert_eq!(kind_of(4), ["launch_template_version", "ssm_parameter"]);
+    assert_eq!(kind_of(5), ["launch_template_version"]);
+    assert_eq!(kind_of(6), ["launch_template_version"]);
+    assert_eq!(kind_of(7), ["fleet"]);
+    assert_eq!(kind_of(8), ["batch_compute_environment"]);
+    assert_eq!(
+        kind_of(9),
+        Vec::<String>::new(),
+        "a String outside ssm_paths keeps nothing"
+    );
+    assert_eq!(kind_of(10), ["image_recipe"]);
+    assert_eq!(
+        kind_of(11),
+        Vec::<String>::new(),
+        "a deleted fleet keeps nothing"
+    );
+    // v2 is neither $Default nor $Latest: only it keeps image 6, which a narrower
+    // choice would free (under `referenced` the group naming it keeps it).
+    assert_eq!(plan["summary"]["kept_only_by_stale_versions"], 1);
+    assert!(
+        plan["warnings"].as_array().is_none_or(|w| w.is_empty()),
+        "{plan}"
+    );
+}
+
+#[test]
+fn launch_template_version_choices_free_what_they_say_offline() {
+    let reason = |out: &Output, n: u32| -> String {
+        let id = format!("ami-0000000000000a{n:03}");
+        decisions(out)
+            .into_iter()
+            .find(|(i, _)| *i == id)
+            .unwrap()
+            .1
+    };
+    // v1 is $Default, v3 (resolve:ssm: to image 4) is $Latest, v2 is named by the group.
+    let referenced = plan_usage_samples("referenced");
+    assert!(referenced.status.success(), "{}", stderr(&referenced));
+    assert_eq!(reason(&referenced, 6), "in_use");
+    let default_and_latest = plan_usage_samples("default_and_latest");
+    assert_eq!(reason(&default_and_latest, 6), "expired");
+    assert_eq!(reason(&default_and_latest, 5), "in_use");
+    assert_eq!(reason(&default_and_latest, 4), "in_use");
+    let v: serde_json::Value = serde_json::from_slice(&default_and_latest.stdout).unwrap();
+    let d6 = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["image_id"] == "ami-0000000000000a006")
+        .unwrap();
+    assert_eq!(d6["stale_versions"][0]["id"], "lt-0abc (web) v2");
+}
+
+#[test]
+fn describe_parameters_output_is_refused_not_read_as_no_parameters() {
+    let images = root().join("samples/usage/images.json");
+    let metadata = variant(
+        "describe-parameters.json",
+        br#"{"Parameters": [{"Name": "/app/golden", "Type": "String", "DataType": "aws:ec2:image", "Version": 3}]}"#
+            .to_vec(),
+    );
+    let out = plan_recorded(&[("--images", &images), ("--ssm-parameters", &metadata)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Parameters[0]") && err.contains("Value"),
+        "{err}"
+    );
+    // A fleets file given where Spot Fleet requests are expected is named for what it is.
+    let fleets = root().join("samples/usage/fleets.json");
+    let out = plan_recorded(&[("--images", &images), ("--spot-fleet-requests", &fleets)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("this looks like describe-fleets output"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -61,6 +61,7 @@ pub fn plan_table_compact(plan: &Plan) -> String {
 fn is_plain(d: &Decision) -> bool {
     d.reasons.len() == 1
         && d.used_by.is_empty()
+        && d.stale_versions.is_empty()
         && d.snapshots
             .iter()
             .all(|s| s.action == CleanupAction::Delete)
@@ -175,6 +176,13 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
         let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
         line(out, &format!("      used by {}", users.join(", ")));
     }
+    if !d.stale_versions.is_empty() {
+        let stale: Vec<&str> = d.stale_versions.iter().map(|u| u.id.as_str()).collect();
+        line(
+            out,
+            &format!("      stale template versions: {}", stale.join(", ")),
+        );
+    }
     for s in d
         .snapshots
         .iter()
@@ -240,6 +248,15 @@ pub fn summary_lines(plan: &Plan) -> String {
     );
     if !reasons.is_empty() {
         out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
+        out.push('\n');
+    }
+    if s.kept_only_by_stale_versions > 0 {
+        let text = format!(
+            "{} kept only by stale launch template versions (usage.launch_template_versions \
+             \"default_and_latest\" or \"referenced\" would free them)",
+            plural(s.kept_only_by_stale_versions, "image", "images")
+        );
+        out.push_str(&wrap(&text, 2));
         out.push('\n');
     }
     out.push_str(&wrap(

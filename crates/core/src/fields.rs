@@ -200,3 +200,53 @@ pub fn reference_user(resource_type: &str, arn: &str) -> UsageRef {
     };
     UsageRef { kind, id }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ami_ids_are_told_from_other_values() {
+        assert!(is_image_id("ami-1a2b3c4d"));
+        assert!(is_image_id("ami-0123456789abcdef0"));
+        for v in [
+            "ami-",
+            "ami-xyz12345",
+            "ami-1234567",
+            "resolve:ssm:/x",
+            "Floor 2",
+            "AMI-1a2b3c4d",
+        ] {
+            assert!(!is_image_id(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn ssm_parameters_count_by_data_type_or_by_path() {
+        let paths = ["/golden".to_string(), "/team/amis/".to_string()];
+        let id = "ami-0123456789abcdef0";
+        let user =
+            |name, data_type, kind, value| ssm_parameter_user(name, data_type, kind, value, &paths);
+        assert!(user("/anywhere", Some("aws:ec2:image"), Some("String"), id).is_some());
+        assert!(user("/golden/web", Some("text"), Some("String"), id).is_some());
+        assert!(user("/team/amis/x", None, Some("String"), id).is_some());
+        // A sibling path that merely starts with the same letters is not under it.
+        assert!(user("/goldenrod/web", Some("text"), Some("String"), id).is_none());
+        // Only String parameters under a path count; values must be AMI ids.
+        assert!(user("/golden/list", Some("text"), Some("StringList"), id).is_none());
+        assert!(user("/golden/web", Some("text"), Some("String"), "latest").is_none());
+        assert!(user("/anywhere", Some("aws:ec2:image"), Some("String"), "latest").is_none());
+    }
+
+    #[test]
+    fn fleets_that_can_no_longer_launch_keep_nothing() {
+        assert!(
+            fleet_is_live("active")
+                && fleet_is_live("modifying")
+                && fleet_is_live("deleted_running")
+        );
+        assert!(!fleet_is_live("deleted") && !fleet_is_live("failed"));
+        assert!(spot_fleet_is_live("submitted") && spot_fleet_is_live("cancelled_running"));
+        assert!(!spot_fleet_is_live("cancelled") && !spot_fleet_is_live("cancelled_terminating"));
+    }
+}

@@ -445,15 +445,6 @@ impl Usage {
         !(v.is_default || latest || named)
     }
 
-    /// Whether `user` is a launch template version that is neither `$Default`, `$Latest`
-    /// nor named by number by anything: the versions `default_and_latest` or `referenced`
-    /// would stop counting.
-    pub fn is_stale_version(&self, user: &UsageRef) -> bool {
-        self.versions
-            .get(user)
-            .is_some_and(|v| self.is_stale(v, true))
-    }
-
     /// Merges another usage map into this one.
     pub fn extend(&mut self, other: Usage) {
         for (image, users) in other.by_image {

@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
 use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
-use crate::policy::Policy;
+use crate::policy::{Policy, TemplateVersions};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -171,9 +171,10 @@ pub struct Decision {
     /// `usage.launch_template_versions`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<UsageRef>,
-    /// Launch template versions naming it that are neither `$Default`, `$Latest` nor named
-    /// by anything: what `default_and_latest` or `referenced` would not count. With `all`
-    /// they are among `used_by`; otherwise they are listed here only.
+    /// Launch template versions naming it that do not count under the policy's
+    /// `usage.launch_template_versions` (listed here, not in `used_by`); with `all`, the
+    /// ones `default_and_latest` would not count (they are in `used_by` too), so that the
+    /// plan shows what a narrower choice would free.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stale_versions: Vec<UsageRef>,
     /// For deregistered images: their EBS snapshots.
@@ -521,7 +522,7 @@ fn decide(
                     .collect(),
                 stale_versions: users
                     .iter()
-                    .filter(|u| usage.is_stale_version(u))
+                    .filter(|u| !usage.counts(u, stale_under(which)))
                     .cloned()
                     .collect(),
                 snapshots: if deregister {
@@ -745,6 +746,15 @@ impl<'a> StorageIndex<'a> {
             reason,
             shared_with,
         })
+    }
+}
+
+/// The setting whose uncounted versions a plan lists as stale: the policy's own, or under
+/// `all` (where every version counts) the narrowest, to show what it would free.
+fn stale_under(which: TemplateVersions) -> TemplateVersions {
+    match which {
+        TemplateVersions::All => TemplateVersions::DefaultAndLatest,
+        other => other,
     }
 }
 

@@ -765,3 +765,102 @@ fn a_region_listed_twice_is_swept_once() {
     );
     assert_eq!(p.regions.unwrap(), ["eu-west-1", "us-east-1"]);
 }
+
+/// Template `lt-1` (`web`): v1 `$Default` → ami-d, v2 named by a group → ami-n,
+/// v3 stale → ami-s, v4 `$Latest` → ami-l; an instance also uses ami-i.
+fn template_usage() -> Usage {
+    use ami_sweeper_core::model::TemplateVersion;
+    let mut u = Usage::new();
+    for (v, image, default) in [
+        (1, "ami-d", true),
+        (2, "ami-n", false),
+        (3, "ami-s", false),
+        (4, "ami-l", false),
+    ] {
+        u.add_template_version(
+            image,
+            TemplateVersion {
+                template_id: "lt-1".into(),
+                template_name: Some("web".into()),
+                version: v,
+                is_default: default,
+            },
+        );
+    }
+    // Groups name templates by id or by name; `$Latest` adds nothing (it always counts).
+    u.add_template_reference("web", Some("2"));
+    u.add_template_reference("lt-1", Some("$Latest"));
+    u.add(
+        "ami-i",
+        UsageRef {
+            kind: UsageKind::Instance,
+            id: "i-1 (running)".into(),
+        },
+    );
+    u
+}
+
+#[test]
+fn rule7_launch_template_versions_count_as_the_policy_says() {
+    let images = || {
+        ["ami-d", "ami-n", "ami-s", "ami-l", "ami-i", "ami-x"]
+            .iter()
+            .map(|id| img(id, id, 100).build())
+            .collect::<Vec<_>>()
+    };
+    let with = |which: &str| {
+        format!(
+            r#"{{"retention": {{"min_age_days": 30}}, "usage": {{"launch_template_versions": "{which}"}}}}"#
+        )
+    };
+    use Reason::{Expired, InUse};
+    check(
+        &with("all"),
+        images(),
+        template_usage(),
+        &[
+            ("ami-d", InUse),
+            ("ami-n", InUse),
+            ("ami-s", InUse),
+            ("ami-l", InUse),
+            ("ami-i", InUse),
+            ("ami-x", Expired),
+        ],
+    );
+    check(
+        &with("referenced"),
+        images(),
+        template_usage(),
+        &[
+            ("ami-d", InUse),
+            ("ami-n", InUse),
+            ("ami-s", Expired),
+            ("ami-l", InUse),
+            ("ami-i", InUse),
+            ("ami-x", Expired),
+        ],
+    );
+    check(
+        &with("default_and_latest"),
+        images(),
+        template_usage(),
+        &[
+            ("ami-d", InUse),
+            ("ami-n", Expired),
+            ("ami-s", Expired),
+            ("ami-l", InUse),
+            ("ami-i", InUse),
+            ("ami-x", Expired),
+        ],
+    );
+    // Under `all`, the plan names what a narrower choice would free.
+    let p = run(&with("all"), images(), template_usage());
+    assert_eq!(p.summary.kept_only_by_stale_versions, 2);
+    let d = p.decisions.iter().find(|d| d.image_id == "ami-s").unwrap();
+    assert_eq!(d.stale_versions[0].id, "lt-1 (web) v3");
+    // Under a narrower choice the uncounted version is listed, not among the users.
+    let p = run(&with("default_and_latest"), images(), template_usage());
+    let d = p.decisions.iter().find(|d| d.image_id == "ami-n").unwrap();
+    assert!(d.used_by.is_empty());
+    assert_eq!(d.stale_versions[0].id, "lt-1 (web) v2");
+}

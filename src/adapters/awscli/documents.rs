@@ -22,14 +22,35 @@ pub enum Kind {
     LaunchConfigurations,
     /// `aws ec2 describe-snapshots`.
     Snapshots,
+    /// `aws ec2 describe-image-references`.
+    ImageReferences,
+    /// `aws ssm get-parameters-by-path` (or `get-parameters`).
+    SsmParameters,
+    /// `aws ec2 describe-fleets`.
+    Fleets,
+    /// `aws ec2 describe-spot-fleet-requests`.
+    SpotFleetRequests,
+    /// `aws autoscaling describe-auto-scaling-groups`.
+    AutoScalingGroups,
+    /// `aws batch describe-compute-environments`.
+    ComputeEnvironments,
+    /// `aws imagebuilder list-image-recipes`.
+    ImageRecipes,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 12] = [
     Kind::Images,
     Kind::Instances,
     Kind::LaunchTemplateVersions,
     Kind::LaunchConfigurations,
     Kind::Snapshots,
+    Kind::ImageReferences,
+    Kind::SsmParameters,
+    Kind::Fleets,
+    Kind::SpotFleetRequests,
+    Kind::AutoScalingGroups,
+    Kind::ComputeEnvironments,
+    Kind::ImageRecipes,
 ];
 
 impl Kind {
@@ -41,6 +62,13 @@ impl Kind {
             Self::LaunchTemplateVersions => "LaunchTemplateVersions",
             Self::LaunchConfigurations => "LaunchConfigurations",
             Self::Snapshots => "Snapshots",
+            Self::ImageReferences => "ImageReferences",
+            Self::SsmParameters => "Parameters",
+            Self::Fleets => "Fleets",
+            Self::SpotFleetRequests => "SpotFleetRequestConfigs",
+            Self::AutoScalingGroups => "AutoScalingGroups",
+            Self::ComputeEnvironments => "computeEnvironments",
+            Self::ImageRecipes => "imageRecipeSummaryList",
         }
     }
 
@@ -52,6 +80,13 @@ impl Kind {
             Self::LaunchTemplateVersions => "describe-launch-template-versions",
             Self::LaunchConfigurations => "describe-launch-configurations",
             Self::Snapshots => "describe-snapshots",
+            Self::ImageReferences => "describe-image-references",
+            Self::SsmParameters => "get-parameters-by-path",
+            Self::Fleets => "describe-fleets",
+            Self::SpotFleetRequests => "describe-spot-fleet-requests",
+            Self::AutoScalingGroups => "describe-auto-scaling-groups",
+            Self::ComputeEnvironments => "describe-compute-environments",
+            Self::ImageRecipes => "list-image-recipes",
         }
     }
 
@@ -63,6 +98,13 @@ impl Kind {
             Self::LaunchTemplateVersions => "--launch-templates",
             Self::LaunchConfigurations => "--launch-configurations",
             Self::Snapshots => "--snapshots",
+            Self::ImageReferences => "--image-references",
+            Self::SsmParameters => "--ssm-parameters",
+            Self::Fleets => "--fleets",
+            Self::SpotFleetRequests => "--spot-fleet-requests",
+            Self::AutoScalingGroups => "--auto-scaling-groups",
+            Self::ComputeEnvironments => "--batch-compute-environments",
+            Self::ImageRecipes => "--image-recipes",
         }
     }
 }
@@ -137,7 +179,7 @@ impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for DocumentSeed<T> {
                     return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
                 }
                 doc.body = Some(map.next_value()?);
-            } else if key == "NextToken" {
+            } else if key == "NextToken" || key == "nextToken" {
                 let token: Option<String> = map.next_value()?;
                 doc.next_token = token.is_some_and(|t| !t.is_empty());
             } else {

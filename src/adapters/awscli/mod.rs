@@ -7,16 +7,21 @@
 //! (see [`documents`]): its top-level key, complete, UTF-8, several documents at most.
 
 mod documents;
+mod sources;
+
+pub use sources::{
+    parse_auto_scaling_groups, parse_compute_environments, parse_fleets, parse_image_recipes,
+    parse_image_references, parse_spot_fleet_requests, parse_ssm_parameters,
+};
 
 use serde::Deserialize;
 
 pub use documents::{decode, documents, Kind};
 
-use crate::fields::{
-    instance_user, launch_configuration_user, template_user, RawImage, TemplateImage,
-};
+use crate::fields::{instance_user, launch_configuration_user, RawImage, TemplateImage};
 
-use crate::model::{Image, Inventory, Snapshot, Usage};
+use crate::model::{Image, Inventory, Snapshot, TemplateVersion, Usage};
+use crate::policy::UsageRules;
 use crate::time::parse_instant;
 
 /// An input document that cannot be used.
@@ -222,6 +227,8 @@ struct CliLtVersion {
     #[serde(default)]
     version_number: Option<i64>,
     #[serde(default)]
+    default_version: bool,
+    #[serde(default)]
     launch_template_data: Option<CliLtData>,
 }
 
@@ -234,11 +241,13 @@ struct CliLtData {
     block_device_mappings: Vec<CliMapping>,
 }
 
-/// Parses `aws ec2 describe-launch-template-versions` output. Every version counts.
-/// `resolve:ssm:` ids cannot be resolved offline; each becomes a warning in the plan.
+/// Parses `aws ec2 describe-launch-template-versions` output (all versions: the latest is
+/// the highest number seen). `resolve:ssm:` ids are resolved through `parameters` (the
+/// `--ssm-parameters` file) where it has them; any other becomes a warning in the plan.
 pub fn parse_launch_template_versions(
     source: &str,
     text: &str,
+    parameters: &std::collections::BTreeMap<String, String>,
 ) -> Result<(Usage, Vec<String>), InputError> {
     let docs: Vec<Vec<CliLtVersion>> = documents(source, text, Kind::LaunchTemplateVersions)?;
     let mut usage = Usage::new();
@@ -255,18 +264,25 @@ pub fn parse_launch_template_versions(
         let Some(image) = data.image_id else {
             continue;
         };
-        let user = template_user(
-            v.launch_template_id.as_deref().unwrap_or("launch-template"),
-            v.launch_template_name.as_deref(),
-            v.version_number,
-        );
+        let version = TemplateVersion {
+            template_id: v
+                .launch_template_id
+                .unwrap_or_else(|| "launch-template".to_string()),
+            template_name: v.launch_template_name,
+            version: v.version_number.unwrap_or_default(),
+            is_default: v.default_version,
+        };
         match TemplateImage::parse(&image) {
-            TemplateImage::Id(id) => usage.add(id, user),
-            TemplateImage::Ssm(param) => warnings.push(format!(
-                "{} uses resolve:ssm:{param}, which an offline plan cannot resolve; \
-                 the image it names is not protected by this plan (a live sweep resolves it)",
-                user.id
-            )),
+            TemplateImage::Id(id) => usage.add_template_version(id, version),
+            TemplateImage::Ssm(param) => match parameters.get(&param) {
+                Some(id) => usage.add_template_version(id.clone(), version),
+                None => warnings.push(format!(
+                    "{} uses resolve:ssm:{param}, which this offline plan cannot resolve \
+                     (pass the parameter in --ssm-parameters); the image it names is not \
+                     protected by this plan (a live sweep resolves it)",
+                    version.user().id
+                )),
+            },
         }
     }
     Ok((usage, warnings))
@@ -307,6 +323,20 @@ pub struct InventoryFiles {
     pub launch_templates: Option<std::path::PathBuf>,
     /// `describe-launch-configurations` output.
     pub launch_configurations: Option<std::path::PathBuf>,
+    /// `describe-image-references` output.
+    pub image_references: Option<std::path::PathBuf>,
+    /// `get-parameters-by-path --recursive` (or `get-parameters`) output.
+    pub ssm_parameters: Option<std::path::PathBuf>,
+    /// `describe-fleets` output.
+    pub fleets: Option<std::path::PathBuf>,
+    /// `describe-spot-fleet-requests` output.
+    pub spot_fleet_requests: Option<std::path::PathBuf>,
+    /// `describe-auto-scaling-groups` output.
+    pub auto_scaling_groups: Option<std::path::PathBuf>,
+    /// `batch describe-compute-environments` output.
+    pub batch_compute_environments: Option<std::path::PathBuf>,
+    /// `imagebuilder list-image-recipes` output.
+    pub image_recipes: Option<std::path::PathBuf>,
 }
 
 fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
@@ -318,7 +348,7 @@ fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
 
 /// Reads and combines the files into one inventory. Each file's text is dropped as soon
 /// as it is parsed, so peak memory is one document plus the model.
-pub fn load_inventory(files: &InventoryFiles) -> Result<Inventory, InputError> {
+pub fn load_inventory(files: &InventoryFiles, rules: &UsageRules) -> Result<Inventory, InputError> {
     let images_name = files.images.display().to_string();
     let images = {
         let (name, text) = read(&files.images)?;
@@ -326,25 +356,46 @@ pub fn load_inventory(files: &InventoryFiles) -> Result<Inventory, InputError> {
     };
     let mut usage = Usage::new();
     let mut warnings = Vec::new();
-    if let Some(p) = &files.instances {
+    let mut parameters = std::collections::BTreeMap::new();
+    if let Some(p) = &files.ssm_parameters {
         let (name, text) = read(p)?;
-        usage.extend(parse_instances(&name, &text)?);
+        let (u, params) = parse_ssm_parameters(&name, &text, &rules.ssm_paths)?;
+        usage.extend(u);
+        parameters.extend(params);
     }
     if let Some(p) = &files.launch_templates {
         let (name, text) = read(p)?;
-        let (u, w) = parse_launch_template_versions(&name, &text)?;
+        let (u, w) = parse_launch_template_versions(&name, &text, &parameters)?;
         usage.extend(u);
         warnings.extend(w);
     }
-    if let Some(p) = &files.launch_configurations {
-        let (name, text) = read(p)?;
-        usage.extend(parse_launch_configurations(&name, &text)?);
+    let readers: [(&Option<std::path::PathBuf>, Reader); 8] = [
+        (&files.instances, parse_instances),
+        (&files.launch_configurations, parse_launch_configurations),
+        (&files.image_references, parse_image_references),
+        (&files.fleets, parse_fleets),
+        (&files.spot_fleet_requests, parse_spot_fleet_requests),
+        (&files.auto_scaling_groups, parse_auto_scaling_groups),
+        (
+            &files.batch_compute_environments,
+            parse_compute_environments,
+        ),
+        (&files.image_recipes, parse_image_recipes),
+    ];
+    for (path, parse) in readers {
+        if let Some(p) = path {
+            let (name, text) = read(p)?;
+            usage.extend(parse(&name, &text)?);
+        }
     }
     let mut inventory =
         Inventory::new(images, usage).map_err(|e| err(&images_name, e.to_string()))?;
     inventory.warnings = warnings;
     Ok(inventory)
 }
+
+/// A reader of one usage file: its name and text in, usage out.
+type Reader = fn(&str, &str) -> Result<Usage, InputError>;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -494,11 +545,17 @@ mod tests {
              "DefaultVersion": true, "LaunchTemplateData": {"ImageId": "resolve:ssm:/golden/web"}},
             {"LaunchTemplateId": "lt-2", "VersionNumber": 1, "LaunchTemplateData": {}}
         ]}"#;
-        let (usage, warnings) = parse_launch_template_versions("lt.json", text).unwrap();
+        let none = Default::default();
+        let (usage, warnings) = parse_launch_template_versions("lt.json", text, &none).unwrap();
         assert_eq!(usage.users("ami-old")[0].id, "lt-1 (web) v1");
         assert_eq!(usage.image_count(), 1);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("resolve:ssm:/golden/web"));
+        // With the parameter's value at hand, the id is resolved and no warning is left.
+        let params = [("/golden/web".to_string(), "ami-new".to_string())].into();
+        let (usage, warnings) = parse_launch_template_versions("lt.json", text, &params).unwrap();
+        assert_eq!(usage.users("ami-new")[0].id, "lt-1 (web) v2");
+        assert!(warnings.is_empty());
     }
 
     #[test]

@@ -52,6 +52,31 @@ pub(crate) struct PlanArgs {
     /// `aws autoscaling describe-launch-configurations` output.
     #[arg(long)]
     pub(crate) launch_configurations: Option<PathBuf>,
+    /// `aws ec2 describe-image-references --image-ids ... --include-all-resource-types`
+    /// output: AWS's own reference check.
+    #[arg(long)]
+    pub(crate) image_references: Option<PathBuf>,
+    /// `aws ssm get-parameters-by-path --path / --recursive` (or `get-parameters`) output:
+    /// `aws:ec2:image` parameters, `String` ones under `usage.ssm_paths`, and the values of
+    /// `resolve:ssm:` launch template ids.
+    #[arg(long)]
+    pub(crate) ssm_parameters: Option<PathBuf>,
+    /// `aws ec2 describe-fleets` output.
+    #[arg(long)]
+    pub(crate) fleets: Option<PathBuf>,
+    /// `aws ec2 describe-spot-fleet-requests` output.
+    #[arg(long)]
+    pub(crate) spot_fleet_requests: Option<PathBuf>,
+    /// `aws autoscaling describe-auto-scaling-groups` output (the template versions groups
+    /// launch, for `usage.launch_template_versions: "referenced"`).
+    #[arg(long)]
+    pub(crate) auto_scaling_groups: Option<PathBuf>,
+    /// `aws batch describe-compute-environments` output.
+    #[arg(long)]
+    pub(crate) batch_compute_environments: Option<PathBuf>,
+    /// `aws imagebuilder list-image-recipes --owner Self` output.
+    #[arg(long)]
+    pub(crate) image_recipes: Option<PathBuf>,
     /// `aws ec2 describe-snapshots --owner-ids self` output: lists snapshots whose
     /// image is gone (lost cleanups and, with `cleanup.orphans`, foreign orphans).
     #[arg(long)]

@@ -135,26 +135,23 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
 
 /// `ami-sweeper plan`.
 pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
-    let PlanArgs {
-        policy,
-        images,
-        instances,
-        launch_templates,
-        launch_configurations,
-        snapshots,
-        bundle_buckets,
-        now,
-        format,
-    } = args;
-    let policy = read_policy(&policy)?;
-    let now = parse_now(now)?;
-    let inventory = load_inventory(&InventoryFiles {
-        images,
-        instances,
-        launch_templates,
-        launch_configurations,
-    })
-    .map_err(Failure::input)?;
+    let policy = read_policy(&args.policy)?;
+    let now = parse_now(args.now)?;
+    let files = InventoryFiles {
+        images: args.images,
+        instances: args.instances,
+        launch_templates: args.launch_templates,
+        launch_configurations: args.launch_configurations,
+        image_references: args.image_references,
+        ssm_parameters: args.ssm_parameters,
+        fleets: args.fleets,
+        spot_fleet_requests: args.spot_fleet_requests,
+        auto_scaling_groups: args.auto_scaling_groups,
+        batch_compute_environments: args.batch_compute_environments,
+        image_recipes: args.image_recipes,
+    };
+    let inventory = load_inventory(&files, &policy.usage).map_err(Failure::input)?;
+    let (snapshots, bundle_buckets, format) = (args.snapshots, args.bundle_buckets, args.format);
     let mut plan = plan(&policy, &inventory, now);
     if let Some(b) = bundle_buckets {
         plan.retain_bundles_outside(&bucket_set(&b.join(",")));
