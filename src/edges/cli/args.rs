@@ -21,7 +21,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Show what a policy would deregister, from AWS CLI JSON files, with no AWS access.
-    Plan(PlanArgs),
+    Plan(Box<PlanArgs>),
     /// Inventory EC2 and execute the policy (a dry run unless the policy says otherwise).
     Sweep(SweepArgs),
     /// Drain the cleanup queue once: what the SQS-triggered Lambda does per batch. Each

@@ -181,7 +181,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Sweep(args) => cmd_sweep(args),
         Command::Cleanup(args) => cmd_cleanup(args),
-        Command::Plan(args) => cmd_plan(args),
+        Command::Plan(args) => cmd_plan(*args),
         Command::Invoke(args) => cmd_invoke(args),
         Command::Schema => write_stdout(|out| {
             serde_json::to_writer_pretty(&mut *out, &Policy::json_schema())?;
