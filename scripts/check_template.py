@@ -6,9 +6,29 @@ asserts the deployment contract: runtime, architecture, handler, timeouts, sweep
 concurrency, the SQS event source, the dead-letter queue and least-privilege IAM.
 Prints one line per check; exits 1 on the first failure.
 """
+import glob
+import os
+import re
 import sys
 
 from cfnlint.decode import cfn_yaml
+
+# The adapter files whose read calls need IAM read actions of the same name.
+READ_ADAPTERS = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "batch": "batch",
+                 "imagebuilder": "imagebuilder"}
+
+
+def reads_in_code(root: str) -> set:
+    """`service:Action` for every Describe/List/Get call the usage and inventory adapters
+    record (`self.calls.record("...")`)."""
+    found = set()
+    for path in glob.glob(os.path.join(root, "src", "adapters", "aws", "*.rs")):
+        service = READ_ADAPTERS.get(os.path.basename(path)[:-3])
+        if service:
+            for op in re.findall(r'record\("([A-Za-z0-9]+)"\)', open(path).read()):
+                if op.startswith(("Describe", "List", "Get")):
+                    found.add(f"{service}:{op}")
+    return found
 
 
 def main() -> int:
@@ -26,7 +46,18 @@ def main() -> int:
     for m in marks:
         m["Resource"] = m["Resource"]["Fn::Sub"] if isinstance(m["Resource"], dict) else m["Resource"]
     actions = [a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code_reads = reads_in_code(root)
+    sweeper_reads = {a for p in sweeper["Policies"] if isinstance(p, dict) and "Statement" in p
+                     for st in p["Statement"]
+                     for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+                     if a.split(":")[0] in READ_ADAPTERS.values()
+                     and a.split(":")[1].startswith(("Describe", "List", "Get"))}
+    # ssm:GetParameter is granted per parameter (the policy, resolve:ssm: prefixes) apart.
+    granted = sweeper_reads | {"ssm:GetParameter"}
     checks = [
+        ("every read the code makes is granted (and no read the code does not make)",
+         code_reads <= granted and sweeper_reads <= code_reads),
         ("runtime is provided.al2023", g["Runtime"] == "provided.al2023"),
         ("architecture is arm64", g["Architectures"] == ["arm64"]),
         ("handler is bootstrap", g["Handler"] == "bootstrap"),
