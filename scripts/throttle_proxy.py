@@ -39,7 +39,9 @@ that the request asks about. Nor `DescribeImageReferences`: the proxy answers it
 shape with the references set by `POST /__image_references__` (`{"ami-1": [{"type":
 "ec2:Instance", "arn": "arn:..."}]}`; none at first), and Image Builder's
 `ListImageRecipes` with the summaries set by `POST /__image_recipes__` (a JSON list of
-`{"arn", "name", "parentImage"}`; none at first). Faults apply to these answers too, so
+`{"arn", "name", "parentImage"}`; none at first), and the Recycle Bin's `ListRules` and
+`GetRule` with the rules set by `POST /__recycle_bin_rules__` (a JSON list of `aws rbin
+get-rule` outputs; none at first). Faults apply to these answers too, so
 `{"action": "DescribeImageReferences", "code": "InvalidAction"}` models a region without
 the API. `--no-throttle` passes every request on unthrottled: the emulator's front door.
 
@@ -138,6 +140,7 @@ class Faults:
         self.recycle_bin = []
         self.references = {}
         self.recipes = []
+        self.bin_rules = []
 
     def set(self, faults: list):
         with self.lock:
@@ -189,6 +192,27 @@ def references_answer(refs: dict, params: dict) -> bytes:
             "</imageReferenceSet></DescribeImageReferencesResponse>").encode()
 
 
+def rbin_answer(rules: list, path: str, body: str) -> tuple:
+    """Recycle Bin's `ListRules` (`POST /list-rules`) and `GetRule` (`GET /rules/ID`) in
+    its JSON shapes, from the rules set by `POST /__recycle_bin_rules__` (each as
+    `aws rbin get-rule` prints it)."""
+    json_type = [("Content-Type", "application/json")]
+    if path.startswith("/list-rules"):
+        kind = json.loads(body or "{}").get("ResourceType")
+        summaries = [{k: r[k] for k in ("Identifier", "RetentionPeriod", "LockState") if k in r}
+                     for r in rules if r.get("ResourceType") == kind]
+        return 200, json.dumps({"Rules": summaries}).encode(), json_type
+    if path.startswith("/rules/"):
+        wanted = urllib.parse.unquote(path[len("/rules/"):].split("?")[0])
+        for r in rules:
+            if r.get("Identifier") == wanted:
+                return 200, json.dumps(r).encode(), json_type
+        return 404, json.dumps({"Message": f"rule {wanted} not found"}).encode(), \
+            json_type + [("x-amzn-ErrorType", "ResourceNotFoundException")]
+    return 400, json.dumps({"Message": f"not emulated: {path}"}).encode(), \
+        json_type + [("x-amzn-ErrorType", "ValidationException")]
+
+
 def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0,
                  faults: "Faults | None" = None, throttle: bool = True):
     target = urllib.parse.urlsplit(upstream)
@@ -229,6 +253,10 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 return True
             if self.path.startswith("/__image_references__"):
                 faults.references = json.loads(body or b"{}")
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
+            if self.path.startswith("/__recycle_bin_rules__"):
+                faults.bin_rules = json.loads(body or b"[]")
                 self.reply(200, b"{}", [("Content-Type", "application/json")])
                 return True
             if self.path.startswith("/__image_recipes__"):
@@ -288,6 +316,9 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             if scope and scope.group(1) == "ec2" and action == "ListImagesInRecycleBin":
                 self.reply(200, bin_answer(faults.recycle_bin, params),
                            [("Content-Type", "text/xml;charset=UTF-8")])
+                return
+            if scope and scope.group(1) == "rbin":
+                self.reply(*rbin_answer(faults.bin_rules, self.path, text))
                 return
             if scope and scope.group(1) == "imagebuilder" and "ListImageRecipes" in self.path:
                 body = json.dumps({"imageRecipeSummaryList": faults.recipes}).encode()

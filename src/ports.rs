@@ -8,8 +8,9 @@ use rustc_hash::FxHashSet;
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::model::{Image, Manifest, Snapshot, Tags, Usage, UsageRef};
+use crate::model::{Image, Manifest, Snapshot, Tags, Timestamp, Usage, UsageRef};
 use crate::policy::UsageRules;
+use crate::recycle_bin::BinRules;
 
 /// Lists the account's own images in one region.
 pub trait ImageSource: Sync {
@@ -122,12 +123,21 @@ pub trait RecycleBin: Sync {
 
 /// Writes the write-ahead mark on an image's storage before the image is deregistered.
 pub trait StorageMarker: Sync {
-    /// Tags the snapshots with [`crate::orphans::STORAGE_MARK`] = `image_id`.
+    /// Tags the snapshots with [`crate::orphans::STORAGE_MARK`] = `image_id` and, for
+    /// snapshots that must wait for the image to leave the Recycle Bin,
+    /// [`crate::recycle_bin::DELETE_AFTER`] = `delete_after`, in one request.
     fn mark_snapshots(
         &self,
         image_id: &str,
         snapshot_ids: &[String],
+        delete_after: Option<Timestamp>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Reads the region's Recycle Bin retention rules.
+pub trait RecycleBinRules: Sync {
+    /// Every available rule for AMIs and snapshots, with its tags (all pages).
+    fn bin_rules(&self) -> impl Future<Output = Result<BinRules, AwsError>> + Send;
 }
 
 /// What the cleanup worker asks AWS before it deletes (one call each per message batch).
@@ -180,6 +190,7 @@ pub trait Account:
     + Deregistrar
     + SnapshotSource
     + RecycleBin
+    + RecycleBinRules
     + StorageMarker
     + BundleInventory
 {
@@ -192,6 +203,7 @@ impl<T> Account for T where
         + Deregistrar
         + SnapshotSource
         + RecycleBin
+        + RecycleBinRules
         + StorageMarker
         + BundleInventory
 {

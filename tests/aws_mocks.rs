@@ -12,6 +12,7 @@ use ami_sweeper::adapters::aws::autoscaling::AutoScaling;
 use ami_sweeper::adapters::aws::batch::Batch;
 use ami_sweeper::adapters::aws::ec2::Ec2;
 use ami_sweeper::adapters::aws::imagebuilder::ImageBuilder;
+use ami_sweeper::adapters::aws::rbin::Rbin;
 use ami_sweeper::adapters::aws::s3::S3;
 use ami_sweeper::adapters::aws::ssm::Ssm;
 use ami_sweeper::adapters::aws::ApiCalls;
@@ -161,6 +162,12 @@ fn no_compute_environments() -> aws_sdk_batch::Client {
     mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&rule])
 }
 
+fn no_bin_rules() -> aws_sdk_rbin::Client {
+    let rule = mock!(aws_sdk_rbin::Client::list_rules)
+        .then_output(|| aws_sdk_rbin::operation::list_rules::ListRulesOutput::builder().build());
+    mock_client!(aws_sdk_rbin, RuleMode::MatchAny, [&rule])
+}
+
 fn no_recipes() -> aws_sdk_imagebuilder::Client {
     let rule = mock!(aws_sdk_imagebuilder::Client::list_image_recipes).then_output(|| {
         aws_sdk_imagebuilder::operation::list_image_recipes::ListImageRecipesOutput::builder()
@@ -193,6 +200,7 @@ fn clients_counting(
             ssm: Ssm::new(ssm, calls.clone()),
             batch: Batch::new(no_compute_environments(), calls.clone()),
             imagebuilder: ImageBuilder::new(no_recipes(), calls.clone()),
+            rbin: Rbin::new(no_bin_rules(), calls.clone()),
             s3: S3::new(s3, calls.clone()),
         },
         calls,

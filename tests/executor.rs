@@ -497,7 +497,7 @@ async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() 
         "not a job".to_string(),
     ];
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let handled = handle_batch(|_| a.clone(), &rules, &refs).await;
+    let handled = handle_batch(|_| a.clone(), &rules, &refs, now()).await;
     assert!(matches!(
         &handled[0],
         Handled::Ran(_, Attempt::Done(JobOutcome::Deleted, _))
@@ -531,7 +531,7 @@ async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
     a.fail("DescribeImages", None, "RequestLimitExceeded");
     let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
     let body = snapshot_job("snap-gone", "ami-gone");
-    let handled = handle_batch(|_| a.clone(), &rules, &[body.as_str()]).await;
+    let handled = handle_batch(|_| a.clone(), &rules, &[body.as_str()], now()).await;
     assert!(
         matches!(&handled[0], Handled::Ran(_, Attempt::Retry(_))),
         "{:?}",

@@ -16,7 +16,7 @@ use crate::orphans::STORAGE_MARK;
 use crate::policy::UsageRules;
 use crate::ports::{
     BundleInventory, BundleStore, CleanupSink, Deregistrar, ImageSource, JobFacts, RecycleBin,
-    ReferenceCheck, SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
+    RecycleBinRules, ReferenceCheck, SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
 };
 
 /// What the account holds.
@@ -38,6 +38,8 @@ pub struct State {
     pub references: BTreeMap<String, Vec<UsageRef>>,
     /// What Image Builder recipes use (the reference check's fallback).
     pub recipes: Usage,
+    /// The region's Recycle Bin retention rules.
+    pub bin_rules: crate::recycle_bin::BinRules,
 }
 
 /// An injected failure: `operation` (e.g. `DeregisterImage`) fails with `error` for
@@ -213,6 +215,13 @@ impl ReferenceCheck for MemoryAccount {
     }
 }
 
+impl RecycleBinRules for MemoryAccount {
+    async fn bin_rules(&self) -> Result<crate::recycle_bin::BinRules, AwsError> {
+        self.fault("ListRules", "")?;
+        Ok(self.0.state.lock().unwrap().bin_rules.clone())
+    }
+}
+
 impl Deregistrar for MemoryAccount {
     async fn deregister(&self, image_id: &str) -> Result<(), AwsError> {
         self.fault("DeregisterImage", image_id)?;
@@ -266,6 +275,7 @@ impl StorageMarker for MemoryAccount {
         &self,
         image_id: &str,
         snapshot_ids: &[String],
+        delete_after: Option<crate::model::Timestamp>,
     ) -> Result<(), AwsError> {
         self.fault("CreateTags", image_id)?;
         let mut state = self.0.state.lock().unwrap();
@@ -278,6 +288,12 @@ impl StorageMarker for MemoryAccount {
         for id in snapshot_ids {
             let snap = state.snapshots.get_mut(id).expect("checked above");
             snap.tags.insert(STORAGE_MARK, image_id);
+            if let Some(t) = delete_after {
+                snap.tags.insert(
+                    crate::recycle_bin::DELETE_AFTER,
+                    crate::time::format_instant(t),
+                );
+            }
         }
         drop(state);
         self.record(format!("CreateTags {}", snapshot_ids.join(",")));

@@ -281,7 +281,7 @@ pub async fn drain_queue(
             break "no_new_messages";
         }
         let bodies: Vec<&str> = fresh.iter().map(|m| m.body.as_str()).collect();
-        let handled = handle_batch(|r| clients.region(r), rules, &bodies).await;
+        let handled = handle_batch(|r| clients.region(r), rules, &bodies, chrono::Utc::now()).await;
         for (m, handled) in fresh.iter().zip(handled) {
             settle(&queue, dlq.as_ref(), m, &handled).await?;
             record(&mut jobs, &mut malformed, &m.id, handled);

@@ -24,6 +24,7 @@ use crate::model::{Inventory, Timestamp};
 use crate::orphans::{reconcile, Reconciliation};
 use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
+use crate::policy::RecycleBinMode;
 use crate::ports::{Account, CleanupSink};
 
 /// EC2's default bucket for mutating actions (`CreateTags` among them) holds 50; the
@@ -219,14 +220,23 @@ impl<A: Account> Pipeline<'_, A> {
         }
     }
 
-    /// Tags the snapshots the plan deletes with the write-ahead mark.
+    /// Tags the snapshots the plan deletes with the write-ahead mark, and those that wait
+    /// for the image to leave the Recycle Bin also with the instant they may go.
     async fn mark_snapshots(&self, d: &Decision) -> Result<(), AwsError> {
-        let marked = snapshots_to_delete(d);
-        if marked.is_empty() {
-            return Ok(());
+        let until = d.snapshots.iter().find_map(|s| s.delete_after);
+        let deferred: Vec<String> = d
+            .snapshots
+            .iter()
+            .filter(|s| s.delete_after.is_some())
+            .map(|s| s.snapshot_id.clone())
+            .collect();
+        for (ids, when) in [(snapshots_to_delete(d), None), (deferred, until)] {
+            if !ids.is_empty() {
+                self.mark.acquire().await;
+                self.account.mark_snapshots(&d.image_id, &ids, when).await?;
+            }
         }
-        self.mark.acquire().await;
-        self.account.mark_snapshots(&d.image_id, &marked).await
+        Ok(())
     }
 
     /// The write-ahead mark on everything the image's deregistration frees: its snapshots
@@ -563,6 +573,13 @@ async fn inventory<A: Account>(
     let mut inventory = Inventory::new(listed, used)
         .map_err(|e| format!("inventory is inconsistent, nothing was changed: {e}"))?;
     inventory.warnings = warnings;
+    if policy.recycle_bin != RecycleBinMode::Ignore {
+        inventory.recycle_bin = account.bin_rules().await.map_err(failed)?;
+    }
+    inventory.snapshot_tags = snapshots
+        .iter()
+        .map(|s| (s.id.clone(), s.tags.clone()))
+        .collect();
     let mut rec = reconciliation(policy, &inventory, &snapshots, account, now)
         .await
         .map_err(failed)?;

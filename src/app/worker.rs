@@ -45,6 +45,7 @@ pub async fn handle_batch<C: Cleaner>(
     region: impl Fn(&str) -> C,
     rules: &WorkerRules,
     bodies: &[&str],
+    now: crate::model::Timestamp,
 ) -> Vec<Handled> {
     let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
     let mut by_region: BTreeMap<String, Vec<(usize, CleanupJob)>> = BTreeMap::new();
@@ -68,7 +69,7 @@ pub async fn handle_batch<C: Cleaner>(
     }
     for (name, jobs) in by_region {
         let c = region(&name);
-        for (i, handled) in handle_region(&c, rules, jobs).await {
+        for (i, handled) in handle_region(&c, rules, jobs, now).await {
             out[i] = Some(handled);
         }
     }
@@ -135,6 +136,7 @@ async fn handle_region<C: Cleaner>(
     c: &C,
     rules: &WorkerRules,
     jobs: Vec<(usize, CleanupJob)>,
+    now: crate::model::Timestamp,
 ) -> Vec<(usize, Handled)> {
     let Facts {
         snapshots,
@@ -160,6 +162,7 @@ async fn handle_region<C: Cleaner>(
                 &job.image_id,
                 by_id.get(snapshot_id.as_str()).copied(),
                 registered.contains(&job.image_id),
+                now,
             ),
             JobTarget::DeleteBundle {
                 bucket,

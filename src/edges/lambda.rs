@@ -332,7 +332,13 @@ impl Handler {
             .as_deref()
             .map(|u| self.clients.queue(u, 0));
         let bodies: Vec<&str> = records.iter().map(|(_, b)| b.as_str()).collect();
-        let handled = handle_batch(|r| self.clients.region(r), &rules, &bodies).await;
+        let handled = handle_batch(
+            |r| self.clients.region(r),
+            &rules,
+            &bodies,
+            chrono::Utc::now(),
+        )
+        .await;
         for ((id, body), h) in records.iter().zip(handled) {
             let redeliver = match &h {
                 Handled::Ran(job, Attempt::Done(outcome, deleted)) => {

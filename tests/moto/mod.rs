@@ -297,6 +297,11 @@ impl Throttle {
         );
     }
 
+    /// The Recycle Bin's retention rules, each as `aws rbin get-rule` prints it.
+    pub fn set_recycle_bin_rules(&self, rules: serde_json::Value) {
+        self.control("POST", "/__recycle_bin_rules__", &rules.to_string());
+    }
+
     /// Image Builder's image recipes: `(ARN, parent image)` pairs.
     pub fn set_image_recipes(&self, recipes: &[(&str, &str)]) {
         let list: Vec<serde_json::Value> = recipes

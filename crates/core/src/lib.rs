@@ -17,6 +17,7 @@ pub mod model;
 pub mod orphans;
 pub mod planner;
 pub mod policy;
+pub mod recycle_bin;
 pub mod time;
 pub mod verify;
 

@@ -501,6 +501,10 @@ pub struct Inventory {
     images: Vec<Image>,
     /// Which images are in use.
     pub usage: Usage,
+    /// The region's Recycle Bin retention rules (empty: none, or not read).
+    pub recycle_bin: crate::recycle_bin::BinRules,
+    /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
+    pub snapshot_tags: FxHashMap<String, Tags>,
     /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
     /// carried into the plan so that users see them.
     pub warnings: Vec<String>,
@@ -527,6 +531,8 @@ impl Inventory {
         Ok(Self {
             images,
             usage,
+            recycle_bin: Default::default(),
+            snapshot_tags: FxHashMap::default(),
             warnings: Vec::new(),
         })
     }

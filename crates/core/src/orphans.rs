@@ -77,6 +77,9 @@ pub enum Keep {
     NamedByLaunchTemplate,
     /// Its AMI is in the Recycle Bin: restoring the AMI needs it.
     ImageInRecycleBin,
+    /// Its `ami-sweeper:delete-after` instant is still ahead (or unreadable): its AMI may
+    /// still be restored from the Recycle Bin.
+    DeferredForRecycleBin,
     /// Foreign, and the policy has no `cleanup.orphans`.
     OrphansOff,
     /// Foreign, and younger than `cleanup.orphans.min_age_days`.
@@ -312,6 +315,8 @@ pub fn reconcile(
             Some(Keep::NamedByLaunchTemplate)
         } else if in_bin.contains(image_id) {
             Some(Keep::ImageInRecycleBin)
+        } else if crate::recycle_bin::still_deferred(&s.tags, now).is_some() {
+            Some(Keep::DeferredForRecycleBin)
         } else {
             storage_fate(
                 policy.cleanup.snapshots,

@@ -10,7 +10,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
 use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
-use crate::policy::{Policy, TemplateVersions};
+use crate::policy::{Policy, RecycleBinMode, TemplateVersions};
+use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -47,9 +48,11 @@ pub enum Reason {
     Shared,
     /// Rule 10: launched within `launched_within_days`.
     RecentlyLaunched,
-    /// Rule 11: past `max_deregistrations` for this run.
+    /// Rule 11: `recycle_bin: "require"` and no Recycle Bin rule would retain it.
+    NoRecycleBinRule,
+    /// Rule 12: past `max_deregistrations` for this run.
     OverLimit,
-    /// Rule 12: nothing keeps it.
+    /// Rule 13: nothing keeps it.
     Expired,
 }
 
@@ -67,6 +70,7 @@ impl Reason {
             Self::InUse => "in_use",
             Self::Shared => "shared",
             Self::RecentlyLaunched => "recently_launched",
+            Self::NoRecycleBinRule => "no_recycle_bin_rule",
             Self::OverLimit => "over_limit",
             Self::Expired => "expired",
         }
@@ -85,6 +89,9 @@ pub enum RetainReason {
     UnrecognisedLocation,
     /// The bundle's bucket is not among the deployment's bundle buckets.
     BucketNotConfigured,
+    /// Its image enters the Recycle Bin: deleted only after `delete_after`, when the
+    /// image can no longer be restored (a restore needs it).
+    RecycleBin,
 }
 
 impl RetainReason {
@@ -95,6 +102,7 @@ impl RetainReason {
             Self::CleanupDisabled => "cleanup_disabled",
             Self::UnrecognisedLocation => "unrecognised_location",
             Self::BucketNotConfigured => "bucket_not_configured",
+            Self::RecycleBin => "recycle_bin",
         }
     }
 }
@@ -116,6 +124,20 @@ pub struct SnapshotPlan {
     /// (deleted only after all of them are gone).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
+    /// Retained for the Recycle Bin: the first instant a sweep may delete it (written on
+    /// the snapshot as `ami-sweeper:delete-after` before the image is deregistered).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_instant"
+    )]
+    pub delete_after: Option<Timestamp>,
+}
+
+fn ser_opt_instant<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => crate::time::ser_instant(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// The fate of an instance-store image's S3 bundle.
@@ -159,7 +181,7 @@ pub struct Decision {
     /// Group (lineage) key, components joined with `/`; `*` when the policy has no `group_by`.
     pub group: String,
     /// Creation instant.
-    #[serde(serialize_with = "ser_instant")]
+    #[serde(serialize_with = "crate::time::ser_instant")]
     pub creation_date: Timestamp,
     /// EC2 state.
     pub state: ImageState,
@@ -183,6 +205,10 @@ pub struct Decision {
     /// For deregistered instance-store images: their S3 bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundlePlan>,
+    /// For deregistered images a Recycle Bin rule retains: until when they can be
+    /// restored, and whether their snapshots wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recycle_bin: Option<BinFate>,
 }
 
 impl Decision {
@@ -209,6 +235,8 @@ pub struct Summary {
     pub snapshot_gib_to_delete: u64,
     /// Bundles to delete.
     pub bundles_to_delete: usize,
+    /// Snapshots whose deletion waits for their image to leave the Recycle Bin.
+    pub snapshots_deferred: usize,
     /// Images kept in use only by stale launch template versions: what
     /// `usage.launch_template_versions: "default_and_latest"` would free.
     pub kept_only_by_stale_versions: usize,
@@ -218,7 +246,7 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// The instant ages were measured from.
-    #[serde(serialize_with = "ser_instant")]
+    #[serde(serialize_with = "crate::time::ser_instant")]
     pub now: Timestamp,
     /// One decision per input image, ordered by group, newest first, then id.
     pub decisions: Vec<Decision>,
@@ -293,10 +321,6 @@ impl Plan {
     }
 }
 
-fn ser_instant<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&crate::time::format_instant(*t))
-}
-
 /// Splits an instance-store `ImageLocation` of the documented form
 /// `bucket/prefix/name.manifest.xml` into bucket and manifest key. Anything else (a URL
 /// such as `s3://bucket/...` or `https://bucket.s3.../...`, a bucket name S3 would not
@@ -346,7 +370,7 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
         })
         .collect();
     apply_limit(policy, images, &mut reasons);
-    let decisions = decide(policy, inventory, &groups, reasons);
+    let decisions = decide(policy, inventory, &groups, reasons, now);
     let summary = summarize(&decisions);
     let warnings = plan_warnings(inventory, &decisions);
     Plan {
@@ -463,7 +487,61 @@ fn keep_reasons(
             r.push(Reason::RecentlyLaunched);
         }
     }
+    if policy.recycle_bin == RecycleBinMode::Require && bin_retention(inventory, img).is_none() {
+        r.push(Reason::NoRecycleBinRule);
+    }
     r
+}
+
+/// The days a Recycle Bin rule keeps this image restorable once deregistered (only
+/// EBS-backed images enter the bin).
+fn bin_retention(inventory: &Inventory, img: &Image) -> Option<u32> {
+    (img.root_device != RootDevice::InstanceStore)
+        .then(|| {
+            inventory
+                .recycle_bin
+                .retention(BinResource::Image, Some(&img.tags))
+        })
+        .flatten()
+}
+
+/// For a condemned image a rule retains: until when it is restorable, and each of its
+/// deletable snapshots either deleted now (a snapshot rule keeps it at least as long) or
+/// retained with `delete_after` (the wait).
+fn bin_fate(
+    policy: &Policy,
+    inventory: &Inventory,
+    img: &Image,
+    now: Timestamp,
+    snapshots: &mut [SnapshotPlan],
+) -> Option<BinFate> {
+    if policy.recycle_bin == RecycleBinMode::Ignore {
+        return None;
+    }
+    let days = bin_retention(inventory, img)?;
+    let until = crate::time::days_after(now, u64::from(days));
+    let mut deferred = false;
+    for s in snapshots
+        .iter_mut()
+        .filter(|s| s.action == CleanupAction::Delete)
+    {
+        let tags = inventory.snapshot_tags.get(&s.snapshot_id);
+        let kept = inventory.recycle_bin.retention(BinResource::Snapshot, tags);
+        if kept.is_none_or(|k| k < days) {
+            s.action = CleanupAction::Retain;
+            s.reason = Some(RetainReason::RecycleBin);
+            s.delete_after = Some(until);
+            deferred = true;
+        }
+    }
+    Some(BinFate {
+        restorable_until: until,
+        snapshots: if deferred {
+            SnapshotWait::Deferred
+        } else {
+            SnapshotWait::RetainedBySnapshotRule
+        },
+    })
 }
 
 /// Rules 11-12: the images nothing keeps go oldest first, up to `max_deregistrations`.
@@ -491,6 +569,7 @@ fn decide(
     inventory: &Inventory,
     groups: &[Vec<&str>],
     mut reasons: Vec<Vec<Reason>>,
+    now: Timestamp,
 ) -> Vec<Decision> {
     let images = inventory.images();
     let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
@@ -504,6 +583,14 @@ fn decide(
             let deregister = reasons[0] == Reason::Expired;
             let (usage, which) = (&inventory.usage, policy.usage.launch_template_versions);
             let users = usage.users(&img.id);
+            let mut snapshots = if deregister {
+                storage.snapshot_plans(policy, images, img, &condemned)
+            } else {
+                Vec::new()
+            };
+            let recycle_bin = deregister
+                .then(|| bin_fate(policy, inventory, img, now, &mut snapshots))
+                .flatten();
             Decision {
                 image_id: img.id.clone(),
                 name: img.name.clone(),
@@ -525,16 +612,13 @@ fn decide(
                     .filter(|u| !usage.counts(u, stale_under(which)))
                     .cloned()
                     .collect(),
-                snapshots: if deregister {
-                    storage.snapshot_plans(policy, images, img, &condemned)
-                } else {
-                    Vec::new()
-                },
+                snapshots,
                 bundle: if deregister {
                     storage.bundle_plan(policy, images, img, &condemned)
                 } else {
                     None
                 },
+                recycle_bin,
                 reasons,
             }
         })
@@ -693,6 +777,7 @@ impl<'a> StorageIndex<'a> {
                     action,
                     reason,
                     shared_with,
+                    delete_after: None,
                 }
             })
             .collect()
@@ -781,6 +866,9 @@ fn summarize(decisions: &[Decision]) -> Summary {
                 }
                 CleanupAction::Retain => {
                     retained.insert(&snap.snapshot_id);
+                    if snap.delete_after.is_some() {
+                        s.snapshots_deferred += 1;
+                    }
                 }
             }
         }

@@ -19,6 +19,21 @@ pub fn days_before(now: Timestamp, days: u64) -> Option<Timestamp> {
     now.checked_sub_signed(TimeDelta::try_days(days)?)
 }
 
+/// The instant `days` whole days after `now`, saturating at the representable end (a
+/// retention that long never ends within the model's time).
+pub fn days_after(now: Timestamp, days: u64) -> Timestamp {
+    i64::try_from(days)
+        .ok()
+        .and_then(TimeDelta::try_days)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Serializes an instant as [`format_instant`] prints it.
+pub fn ser_instant<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_instant(*t))
+}
+
 /// Formats an instant the way the reports print it: `2026-11-26T00:00:00Z`.
 pub fn format_instant(t: Timestamp) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

@@ -81,6 +81,7 @@ impl WorkerRules {
         image_id: &str,
         found: Option<&Snapshot>,
         image_registered: bool,
+        now: crate::model::Timestamp,
     ) -> Verdict {
         let Some(s) = found else {
             return Verdict::Gone;
@@ -112,6 +113,9 @@ impl WorkerRules {
         }
         if image_registered {
             return reject(format!("its image {image_id} is still registered"));
+        }
+        if let Some(why) = crate::recycle_bin::still_deferred(&s.tags, now) {
+            return reject(why);
         }
         Verdict::Proceed
     }
@@ -148,6 +152,7 @@ impl WorkerRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recycle_bin::DELETE_AFTER;
 
     fn rules() -> WorkerRules {
         WorkerRules {
@@ -176,14 +181,16 @@ mod tests {
     fn a_snapshot_job_runs_only_when_everything_ties_up() {
         let r = rules();
         let created = "Created by CreateImage(i-1) for ami-1";
-        let ok = |s: &Snapshot, registered| r.snapshot_job("snap-1", "ami-1", Some(s), registered);
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let ok =
+            |s: &Snapshot, registered| r.snapshot_job("snap-1", "ami-1", Some(s), registered, now);
         assert_eq!(ok(&snap(created, &[]), false), Verdict::Proceed);
         assert_eq!(
             ok(&snap("", &[(STORAGE_MARK, "ami-1")]), false),
             Verdict::Proceed
         );
         assert_eq!(
-            r.snapshot_job("snap-1", "ami-1", None, false),
+            r.snapshot_job("snap-1", "ami-1", None, false, now),
             Verdict::Gone
         );
         let rejected = |v: Verdict, needle: &str| match v {
@@ -207,6 +214,17 @@ mod tests {
             ),
             "AWS Backup",
         );
+        // A forged or early job for a snapshot whose image may still be restored.
+        let waiting = [
+            (STORAGE_MARK, "ami-1"),
+            (DELETE_AFTER, "2026-12-03T00:00:00Z"),
+        ];
+        rejected(ok(&snap("", &waiting), false), "deferred until 2026-12-03");
+        let due = [
+            (STORAGE_MARK, "ami-1"),
+            (DELETE_AFTER, "2026-11-25T00:00:00Z"),
+        ];
+        assert_eq!(ok(&snap("", &due), false), Verdict::Proceed);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::orphans::STORAGE_MARK;
 use crate::ports::{
     Deregistrar, ImageSource, JobFacts, RecycleBin, SnapshotDeleter, SnapshotSource, StorageMarker,
 };
+use crate::recycle_bin::DELETE_AFTER;
 
 /// `ListImagesInRecycleBin`'s largest page.
 const RECYCLE_BIN_PAGE: i32 = 1000;
@@ -451,16 +452,20 @@ impl StorageMarker for Ec2 {
         &self,
         image_id: &str,
         snapshot_ids: &[String],
+        delete_after: Option<crate::model::Timestamp>,
     ) -> Result<(), AwsError> {
         for chunk in snapshot_ids.chunks(TAG_RESOURCES_PER_CALL) {
             self.calls.record("CreateTags");
-            self.client
+            let mut req = self
+                .client
                 .create_tags()
                 .set_resources(Some(chunk.to_vec()))
-                .tags(Tag::builder().key(STORAGE_MARK).value(image_id).build())
-                .send()
-                .await
-                .map_err(|e| from_sdk("CreateTags", e))?;
+                .tags(Tag::builder().key(STORAGE_MARK).value(image_id).build());
+            if let Some(t) = delete_after {
+                let when = crate::time::format_instant(t);
+                req = req.tags(Tag::builder().key(DELETE_AFTER).value(when).build());
+            }
+            req.send().await.map_err(|e| from_sdk("CreateTags", e))?;
         }
         Ok(())
     }

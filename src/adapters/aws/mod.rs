@@ -6,6 +6,7 @@ pub mod batch;
 mod calls;
 pub mod ec2;
 pub mod imagebuilder;
+pub mod rbin;
 pub mod s3;
 pub mod sqs;
 pub mod ssm;
@@ -126,6 +127,8 @@ pub struct RegionClients {
     pub batch: batch::Batch,
     /// EC2 Image Builder: recipes' parent images.
     pub imagebuilder: imagebuilder::ImageBuilder,
+    /// Recycle Bin: retention rules.
+    pub rbin: rbin::Rbin,
     /// S3: instance-store bundles.
     pub s3: s3::S3,
 }
@@ -175,6 +178,14 @@ impl RegionClients {
             imagebuilder: imagebuilder::ImageBuilder::new(
                 aws_sdk_imagebuilder::Client::from_conf(
                     aws_sdk_imagebuilder::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                ),
+                calls.clone(),
+            ),
+            rbin: rbin::Rbin::new(
+                aws_sdk_rbin::Client::from_conf(
+                    aws_sdk_rbin::config::Builder::from(&config)
                         .interceptor(counter())
                         .build(),
                 ),
@@ -277,8 +288,17 @@ impl crate::ports::StorageMarker for RegionClients {
         &self,
         image_id: &str,
         snapshot_ids: &[String],
+        delete_after: Option<crate::model::Timestamp>,
     ) -> Result<(), crate::error::AwsError> {
-        self.ec2.mark_snapshots(image_id, snapshot_ids).await
+        self.ec2
+            .mark_snapshots(image_id, snapshot_ids, delete_after)
+            .await
+    }
+}
+
+impl crate::ports::RecycleBinRules for RegionClients {
+    async fn bin_rules(&self) -> Result<crate::recycle_bin::BinRules, crate::error::AwsError> {
+        self.rbin.rules().await
     }
 }
 

@@ -45,6 +45,11 @@ pub struct Policy {
     /// Where ami-sweeper looks for users of an image, beyond its own defaults.
     #[serde(default)]
     pub usage: UsageRules,
+    /// How the Recycle Bin's retention rules shape deletion: `respect` (default: an image
+    /// a rule retains keeps its snapshots until it can no longer be restored), `require`
+    /// (also: never deregister an image no rule retains) or `ignore`.
+    #[serde(default)]
+    pub recycle_bin: RecycleBinMode,
     /// Risks the author accepts by name; a policy that takes one without naming it is
     /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -79,6 +84,19 @@ pub struct UsageRules {
     /// or Batch compute environment).
     #[serde(default)]
     pub launch_template_versions: TemplateVersions,
+}
+
+/// How the Recycle Bin's rules shape deletion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecycleBinMode {
+    /// Snapshots of an image entering the bin wait until it can no longer be restored.
+    #[default]
+    Respect,
+    /// As `respect`, and an image no AMI rule retains is kept (`no_recycle_bin_rule`).
+    Require,
+    /// The bin is not consulted (rules are not read).
+    Ignore,
 }
 
 /// Whether AWS's reference check must succeed.
