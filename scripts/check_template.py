@@ -15,7 +15,7 @@ from cfnlint.decode import cfn_yaml
 
 # The adapter files whose read calls need IAM read actions of the same name.
 READ_ADAPTERS = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "batch": "batch",
-                 "imagebuilder": "imagebuilder"}
+                 "imagebuilder": "imagebuilder", "rbin": "rbin"}
 
 
 def reads_in_code(root: str) -> set:
@@ -75,12 +75,14 @@ def main() -> int:
         ("deregister, delete and the storage mark are the only EC2 mutations",
          {a for a in actions if a.startswith("ec2:") and not a.startswith(("ec2:Describe", "ec2:List"))}
          == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags"}),
-        ("the mark may write one tag key on snapshots only",
+        ("the mark may write its two tag keys on snapshots only",
          len(marks) == 1 and marks[0]["Resource"] == "arn:${AWS::Partition}:ec2:*::snapshot/*"
-         and marks[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"] == ["ami-sweeper:storage-of"]
+         and marks[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+         == ["ami-sweeper:storage-of", "ami-sweeper:delete-after"]
          and marks[0]["Condition"]["Null"]["aws:TagKeys"] == "false"),
-        ("the sweeper reads snapshots and the Recycle Bin",
-         {"ec2:DescribeSnapshots", "ec2:ListImagesInRecycleBin"} <= set(actions)),
+        ("the sweeper reads snapshots, the Recycle Bin and its rules",
+         {"ec2:DescribeSnapshots", "ec2:ListImagesInRecycleBin", "rbin:ListRules", "rbin:GetRule"}
+         <= set(actions)),
         ("the sweeper can check the queue before deregistering", "sqs:GetQueueAttributes" in actions),
         ("an alarm on the sweeper's Errors", r["SweeperErrorsAlarm"]["Properties"]["MetricName"] == "Errors"
          and "SweeperFunction" in str(r["SweeperErrorsAlarm"]["Properties"]["Dimensions"])),

@@ -1072,3 +1072,177 @@ async fn image_recipes_follow_every_page_and_count_only_ami_parents() {
         "an Image Builder image ARN is no AMI of ours"
     );
 }
+
+#[tokio::test]
+async fn recycle_bin_rules_follow_pages_keep_tags_and_locks_and_skip_pending_ones() {
+    use ami_sweeper::recycle_bin::{BinResource, TagMatch};
+    use aws_sdk_rbin::operation::get_rule::GetRuleOutput;
+    use aws_sdk_rbin::operation::list_rules::ListRulesOutput;
+    use aws_sdk_rbin::types::{
+        LockState, ResourceTag, ResourceType, RetentionPeriod, RetentionPeriodUnit, RuleStatus,
+        RuleSummary,
+    };
+    let summary = |id: &str| RuleSummary::builder().identifier(id).build();
+    let images_1 = mock!(aws_sdk_rbin::Client::list_rules)
+        .match_requests(|r| {
+            r.resource_type() == Some(&ResourceType::Ec2Image) && r.next_token().is_none()
+        })
+        .then_output(move || {
+            ListRulesOutput::builder()
+                .rules(summary("region-7d"))
+                .rules(summary("prod-30d"))
+                .next_token("more")
+                .build()
+        });
+    let images_2 = mock!(aws_sdk_rbin::Client::list_rules)
+        .match_requests(|r| r.next_token() == Some("more"))
+        .then_output(move || {
+            ListRulesOutput::builder()
+                .rules(summary("new-pending"))
+                .build()
+        });
+    let snapshots = mock!(aws_sdk_rbin::Client::list_rules)
+        .match_requests(|r| r.resource_type() == Some(&ResourceType::EbsSnapshot))
+        .then_output(move || {
+            ListRulesOutput::builder()
+                .rules(summary("snaps-14d"))
+                .build()
+        });
+    let period = |d| {
+        RetentionPeriod::builder()
+            .retention_period_value(d)
+            .retention_period_unit(RetentionPeriodUnit::Days)
+            .build()
+            .unwrap()
+    };
+    let tag = |k: &str, v: Option<&str>| {
+        ResourceTag::builder()
+            .resource_tag_key(k)
+            .set_resource_tag_value(v.map(str::to_string))
+            .build()
+            .unwrap()
+    };
+    let get = |id: &'static str, kind: ResourceType, days: i32, status: RuleStatus| {
+        let (period, tag) = (period(days), tag);
+        mock!(aws_sdk_rbin::Client::get_rule)
+            .match_requests(move |r| r.identifier() == Some(id))
+            .then_output(move || {
+                let mut b = GetRuleOutput::builder()
+                    .identifier(id)
+                    .resource_type(kind.clone())
+                    .retention_period(period.clone())
+                    .status(status.clone());
+                b = match id {
+                    "region-7d" => b
+                        .exclude_resource_tags(tag("scratch", None))
+                        .lock_state(LockState::Locked),
+                    "prod-30d" => b.resource_tags(tag("env", Some("prod"))),
+                    _ => b,
+                };
+                b.build()
+            })
+    };
+    let rules = [
+        get(
+            "region-7d",
+            ResourceType::Ec2Image,
+            7,
+            RuleStatus::Available,
+        ),
+        get(
+            "prod-30d",
+            ResourceType::Ec2Image,
+            30,
+            RuleStatus::Available,
+        ),
+        get(
+            "new-pending",
+            ResourceType::Ec2Image,
+            365,
+            RuleStatus::Pending,
+        ),
+        get(
+            "snaps-14d",
+            ResourceType::EbsSnapshot,
+            14,
+            RuleStatus::Available,
+        ),
+    ];
+    let mut all: Vec<&Rule> = vec![&images_1, &images_2, &snapshots];
+    all.extend(rules.iter());
+    let client = mock_client!(aws_sdk_rbin, RuleMode::MatchAny, all);
+    let calls = Arc::new(ApiCalls::default());
+    let got = Rbin::new(client, calls.clone()).rules().await.unwrap();
+    let ids: Vec<&str> = got.0.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["region-7d", "prod-30d", "snaps-14d"],
+        "a pending rule retains nothing yet"
+    );
+    let region = &got.0[0];
+    assert!(region.locked && region.resource_tags.is_empty());
+    assert_eq!(
+        region.exclude_tags,
+        [TagMatch {
+            key: "scratch".into(),
+            value: None
+        }]
+    );
+    assert_eq!(got.0[1].resource_tags[0].value.as_deref(), Some("prod"));
+    assert_eq!(got.0[2].resource, BinResource::Snapshot);
+    // The longest matching rule wins: 30 days for prod, 7 otherwise, none for scratch.
+    let tags = |k: &str, v: &str| {
+        let mut t = ami_sweeper::model::Tags::new();
+        t.insert(k, v);
+        t
+    };
+    assert_eq!(
+        got.retention(BinResource::Image, Some(&tags("env", "prod"))),
+        Some(30)
+    );
+    assert_eq!(
+        got.retention(BinResource::Image, Some(&tags("env", "dev"))),
+        Some(7)
+    );
+    assert_eq!(
+        got.retention(BinResource::Image, Some(&tags("scratch", "y"))),
+        None
+    );
+    let snap = calls.snapshot();
+    assert_eq!((snap["ListRules"], snap["GetRule"]), (3, 4));
+}
+
+#[tokio::test]
+async fn unreadable_recycle_bin_rules_stop_the_region_before_any_change() {
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (mut c, _) = account(&[&images, &dereg]);
+    let denied = mock!(aws_sdk_rbin::Client::list_rules)
+        .sequence()
+        .http_status(
+            403,
+            Some(r#"{"message":"User is not authorized to perform: rbin:ListRules"}"#.to_string()),
+        )
+        .build();
+    c.rbin = Rbin::new(
+        mock_client!(aws_sdk_rbin, RuleMode::MatchAny, [&denied]),
+        Arc::new(ApiCalls::default()),
+    );
+    let (report, jobs) = sweep(&c, &policy()).await;
+    let err = report.error.unwrap();
+    assert!(
+        err.starts_with("inventory failed, nothing was changed: ListRules"),
+        "{err}"
+    );
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(jobs.is_empty());
+    // With the bin ignored, the rules are not read and the sweep proceeds.
+    let ignore = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "recycle_bin": "ignore"}"#,
+    )
+    .unwrap();
+    let (report, _) = sweep(&c, &ignore).await;
+    assert_eq!(report.error, None);
+    assert_eq!(dereg.num_calls(), 1);
+}

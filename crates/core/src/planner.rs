@@ -505,37 +505,43 @@ fn bin_retention(inventory: &Inventory, img: &Image) -> Option<u32> {
         .flatten()
 }
 
-/// For a condemned image a rule retains: until when it is restorable, and each of its
-/// deletable snapshots either deleted now (a snapshot rule keeps it at least as long) or
-/// retained with `delete_after` (the wait).
+/// For a condemned image: until when it is restorable (when a rule retains it), and each
+/// of its deletable snapshots either deleted now or retained with `delete_after`. A
+/// snapshot waits for the longest retention among all the condemned images that use it
+/// (a restore of any of them needs it), unless a snapshot rule keeps it at least as long.
 fn bin_fate(
     policy: &Policy,
     inventory: &Inventory,
     img: &Image,
     now: Timestamp,
     snapshots: &mut [SnapshotPlan],
+    retention: &dyn Fn(&str) -> Option<u32>,
 ) -> Option<BinFate> {
     if policy.recycle_bin == RecycleBinMode::Ignore {
         return None;
     }
-    let days = bin_retention(inventory, img)?;
-    let until = crate::time::days_after(now, u64::from(days));
     let mut deferred = false;
     for s in snapshots
         .iter_mut()
         .filter(|s| s.action == CleanupAction::Delete)
     {
+        let users =
+            std::iter::once(img.id.as_str()).chain(s.shared_with.iter().map(String::as_str));
+        let Some(days) = users.filter_map(retention).max() else {
+            continue;
+        };
         let tags = inventory.snapshot_tags.get(&s.snapshot_id);
         let kept = inventory.recycle_bin.retention(BinResource::Snapshot, tags);
         if kept.is_none_or(|k| k < days) {
             s.action = CleanupAction::Retain;
             s.reason = Some(RetainReason::RecycleBin);
-            s.delete_after = Some(until);
+            s.delete_after = Some(crate::time::days_after(now, u64::from(days)));
             deferred = true;
         }
     }
+    let days = retention(&img.id)?;
     Some(BinFate {
-        restorable_until: until,
+        restorable_until: crate::time::days_after(now, u64::from(days)),
         snapshots: if deferred {
             SnapshotWait::Deferred
         } else {
@@ -574,6 +580,14 @@ fn decide(
     let images = inventory.images();
     let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
     let storage = StorageIndex::new(images);
+    // Each condemned image's Recycle Bin retention, by id (for snapshots they share).
+    let retentions: HashMap<&str, u32> = images
+        .iter()
+        .zip(&condemned)
+        .filter(|(_, c)| **c)
+        .filter_map(|(i, _)| bin_retention(inventory, i).map(|d| (i.id.as_str(), d)))
+        .collect();
+    let retention = |id: &str| retentions.get(id).copied();
     let mut group_names: Vec<String> = groups.iter().map(|g| display_group(policy, g)).collect();
     display_order(images, &group_names)
         .into_iter()
@@ -589,7 +603,7 @@ fn decide(
                 Vec::new()
             };
             let recycle_bin = deregister
-                .then(|| bin_fate(policy, inventory, img, now, &mut snapshots))
+                .then(|| bin_fate(policy, inventory, img, now, &mut snapshots, &retention))
                 .flatten();
             Decision {
                 image_id: img.id.clone(),
@@ -847,6 +861,7 @@ fn summarize(decisions: &[Decision]) -> Summary {
     let mut s = Summary::default();
     let mut delete: HashMap<&str, Option<u64>> = HashMap::default();
     let mut retained: HashSet<&str> = HashSet::default();
+    let mut deferred: HashSet<&str> = HashSet::default();
     for d in decisions {
         match d.action {
             Action::Deregister => s.deregister += 1,
@@ -867,7 +882,7 @@ fn summarize(decisions: &[Decision]) -> Summary {
                 CleanupAction::Retain => {
                     retained.insert(&snap.snapshot_id);
                     if snap.delete_after.is_some() {
-                        s.snapshots_deferred += 1;
+                        deferred.insert(&snap.snapshot_id);
                     }
                 }
             }
@@ -896,6 +911,7 @@ fn summarize(decisions: &[Decision]) -> Summary {
         .flatten()
         .fold(0u64, |a, b| a.saturating_add(*b));
     s.snapshots_retained = retained.len();
+    s.snapshots_deferred = deferred.len();
     s
 }
 

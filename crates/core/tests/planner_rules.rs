@@ -864,3 +864,82 @@ fn rule7_launch_template_versions_count_as_the_policy_says() {
     assert!(d.used_by.is_empty());
     assert_eq!(d.stale_versions[0].id, "lt-1 (web) v2");
 }
+
+#[test]
+fn a_snapshot_shared_by_images_entering_the_bin_waits_for_the_longest_retention() {
+    use ami_sweeper_core::recycle_bin::{BinResource, BinRule, BinRules, SnapshotWait, TagMatch};
+    let rule = |days, tags: Vec<TagMatch>| BinRule {
+        id: format!("r-{days}"),
+        resource: BinResource::Image,
+        retention_days: days,
+        resource_tags: tags,
+        exclude_tags: Vec::new(),
+        locked: false,
+    };
+    let images = vec![
+        img("ami-a", "a", 100)
+            .tag("app", "web")
+            .snap("snap-a", 8)
+            .snap("snap-s", 8)
+            .build(),
+        img("ami-b", "b", 100).snap("snap-s", 8).build(),
+        img("ami-c", "c", 100)
+            .tag("nobin", "1")
+            .snap("snap-c", 8)
+            .build(),
+    ];
+    let mut inv = Inventory::new(images, Usage::new()).unwrap();
+    inv.recycle_bin = BinRules(vec![
+        rule(7, Vec::new()),
+        rule(
+            30,
+            vec![TagMatch {
+                key: "app".into(),
+                value: Some("web".into()),
+            }],
+        ),
+    ]);
+    inv.recycle_bin.0[0].exclude_tags = vec![TagMatch {
+        key: "nobin".into(),
+        value: None,
+    }];
+    let p = plan(
+        &policy(r#"{"retention": {"min_age_days": 30}}"#),
+        &inv,
+        now(),
+    );
+    let d = |id: &str| p.decisions.iter().find(|d| d.image_id == id).unwrap();
+    let until = |days| ami_sweeper_core::time::days_after(now(), days);
+    assert_eq!(
+        d("ami-a").recycle_bin.as_ref().unwrap().restorable_until,
+        until(30)
+    );
+    assert_eq!(
+        d("ami-b").recycle_bin.as_ref().unwrap().restorable_until,
+        until(7)
+    );
+    assert_eq!(
+        d("ami-b").recycle_bin.as_ref().unwrap().snapshots,
+        SnapshotWait::Deferred
+    );
+    for image in ["ami-a", "ami-b"] {
+        let s = d(image)
+            .snapshots
+            .iter()
+            .find(|s| s.snapshot_id == "snap-s")
+            .unwrap();
+        assert_eq!(s.action, CleanupAction::Retain);
+        assert_eq!(
+            s.delete_after,
+            Some(until(30)),
+            "{image}: the longest of the two"
+        );
+    }
+    // Excluded from every rule: it does not enter the bin, its snapshot goes at once.
+    assert!(d("ami-c").recycle_bin.is_none());
+    assert_eq!(d("ami-c").snapshots[0].action, CleanupAction::Delete);
+    assert_eq!(
+        p.summary.snapshots_deferred, 2,
+        "snap-a and snap-s, each once"
+    );
+}

@@ -1,0 +1,227 @@
+//! Recycle Bin-aware deletion end to end on the emulator (its front door answers the
+//! Recycle Bin's `ListRules`/`GetRule` and `ListImagesInRecycleBin`, which moto lacks): with
+//! an AMI rule of 7 days, no snapshot of a deregistered image is deleted before day 7, and
+//! all are deleted by the first sweep after it.
+
+use std::collections::BTreeSet;
+
+use crate::moto::{image_ids, seed_image, snapshot_ids, snapshot_of, Moto};
+use ami_sweeper::adapters::aws::Clients;
+use ami_sweeper::app::report::{Outcome, SweepReport};
+use ami_sweeper::app::run::{run_sweep, QueueMode, SweepOptions};
+use ami_sweeper::app::sweep::ExecConfig;
+use ami_sweeper::orphans::Keep;
+use ami_sweeper::recycle_bin::DELETE_AFTER;
+use ami_sweeper::time::{days_after, format_instant, parse_instant};
+use ami_sweeper::Policy;
+use serde_json::json;
+
+fn rule(id: &str, kind: &str, days: u32, tags: serde_json::Value) -> serde_json::Value {
+    json!({
+        "Identifier": id, "ResourceType": kind,
+        "RetentionPeriod": {"RetentionPeriodValue": days, "RetentionPeriodUnit": "DAYS"},
+        "ResourceTags": tags, "ExcludeResourceTags": [],
+        "Status": "available", "LockState": "unlocked",
+        "RuleArn": format!("arn:aws:rbin:us-east-1:123456789012:rule/{id}")
+    })
+}
+
+async fn sweep_on(moto: &Moto, policy: &Policy, day: u64) -> SweepReport {
+    let clients = Clients::new(moto.config().await);
+    let now = days_after(parse_instant(crate::NOW).unwrap(), day);
+    let opts = SweepOptions {
+        regions: vec!["us-east-1".into()],
+        force_dry_run: false,
+        queue: QueueMode::Local(ami_sweeper::app::cleanup::RetryPolicy {
+            delay: std::time::Duration::from_millis(100),
+            ..Default::default()
+        }),
+        exec: ExecConfig::default(),
+        now,
+    };
+    run_sweep(&clients, policy, &opts.regions.clone(), &opts).await
+}
+
+async fn tags_of(moto: &Moto, snapshot: &str) -> Vec<(String, String)> {
+    aws_sdk_ec2::Client::new(&moto.config().await)
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_seven_day_ami_rule_no_snapshot_goes_before_day_seven_and_all_go_after() {
+    let seed: Vec<serde_json::Value> = (1..=2)
+        .map(|i| {
+            seed_image(
+                &format!("ami-{i:017}"),
+                &format!("web-{i}"),
+                "2025-01-01T00:00:00.000Z",
+                json!({}),
+            )
+        })
+        .collect();
+    let moto = Moto::start(Some(json!(seed)));
+    moto.front()
+        .set_recycle_bin_rules(json!([rule("ami-7d", "EC2_IMAGE", 7, json!([]))]));
+    let config = moto.config().await;
+    let images: Vec<String> = (1..=2).map(|i| format!("ami-{i:017}")).collect();
+    let mut snaps = BTreeSet::new();
+    for id in &images {
+        snaps.insert(snapshot_of(&config, id).await);
+    }
+    let policy =
+        Policy::from_json(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#).unwrap();
+
+    // Day 0: both images are deregistered and enter the bin; their snapshots stay, marked.
+    let report = sweep_on(&moto, &policy, 0).await;
+    let region = &report.regions[0];
+    assert_eq!(region.error, None);
+    for id in &images {
+        let i = region.images.iter().find(|i| &i.image_id == id).unwrap();
+        assert_eq!(i.outcome, Some(Outcome::Deregistered));
+    }
+    assert!(image_ids(&config).await.is_empty());
+    assert_eq!(snapshot_ids(&config).await, snaps);
+    let due = format_instant(days_after(parse_instant(crate::NOW).unwrap(), 7));
+    let plan = region.plan_detail.as_ref().unwrap();
+    for d in &plan.decisions {
+        let fate = d
+            .recycle_bin
+            .as_ref()
+            .expect("the rule retains every image");
+        assert_eq!(format_instant(fate.restorable_until), due);
+    }
+    assert_eq!(plan.summary.snapshots_deferred, 2);
+    for s in &snaps {
+        let tags = tags_of(&moto, s).await;
+        assert!(
+            tags.contains(&(DELETE_AFTER.to_string(), due.clone())),
+            "{tags:?}"
+        );
+    }
+    assert!(
+        region.jobs.is_empty(),
+        "nothing is queued for deferred snapshots"
+    );
+
+    // Day 1, the images in the bin: kept (the bin is not even asked: nothing is due).
+    moto.front()
+        .set_recycle_bin(&images.iter().map(String::as_str).collect::<Vec<_>>());
+    let report = sweep_on(&moto, &policy, 1).await;
+    let held = &report.regions[0].reconciled;
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().all(|d| d.reason.is_some()), "{held:?}");
+    assert_eq!(snapshot_ids(&config).await, snaps);
+
+    // Day 6, even with the bin saying nothing: the date alone holds them.
+    moto.front().set_recycle_bin(&[]);
+    let report = sweep_on(&moto, &policy, 6).await;
+    let held = &report.regions[0].reconciled;
+    assert_eq!(held.len(), 2);
+    assert!(held
+        .iter()
+        .all(|d| d.reason == Some(Keep::DeferredForRecycleBin)));
+    assert_eq!(snapshot_ids(&config).await, snaps);
+
+    // Day 8, one image still listed in the bin (its rule was lengthened): its snapshot
+    // waits on; the other's goes.
+    moto.front().set_recycle_bin(&[images[0].as_str()]);
+    let report = sweep_on(&moto, &policy, 8).await;
+    let kept: Vec<_> = report.regions[0]
+        .reconciled
+        .iter()
+        .filter(|d| d.reason.is_some())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].reason, Some(Keep::ImageInRecycleBin));
+    assert_eq!(kept[0].image_id, images[0]);
+    assert_eq!(snapshot_ids(&config).await.len(), 1);
+
+    // Day 9, out of the bin: the first sweep after the retention deletes the rest.
+    moto.front().set_recycle_bin(&[]);
+    let report = sweep_on(&moto, &policy, 9).await;
+    assert_eq!(report.regions[0].error, None);
+    assert!(snapshot_ids(&config).await.is_empty());
+    assert_eq!(report.totals.failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_rule_as_long_lets_snapshots_go_now_and_require_keeps_what_no_rule_covers() {
+    let seed = vec![
+        seed_image(
+            "ami-00000000000000001",
+            "web-1",
+            "2025-01-01T00:00:00.000Z",
+            json!({"env": "prod"}),
+        ),
+        seed_image(
+            "ami-00000000000000002",
+            "web-2",
+            "2025-01-02T00:00:00.000Z",
+            json!({"env": "dev"}),
+        ),
+    ];
+    let moto = Moto::start(Some(json!(seed)));
+    // Only prod images enter the bin (30 days); every snapshot is kept 30 days too.
+    moto.front().set_recycle_bin_rules(json!([
+        rule(
+            "prod-amis",
+            "EC2_IMAGE",
+            30,
+            json!([{"ResourceTagKey": "env", "ResourceTagValue": "prod"}])
+        ),
+        rule("snapshots", "EBS_SNAPSHOT", 30, json!([])),
+    ]));
+    let config = moto.config().await;
+    let require = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "recycle_bin": "require"}"#,
+    )
+    .unwrap();
+    let report = sweep_on(&moto, &require, 0).await;
+    let region = &report.regions[0];
+    let reason = |id: &str| {
+        region
+            .plan_detail
+            .as_ref()
+            .unwrap()
+            .decisions
+            .iter()
+            .find(|d| d.image_id == id)
+            .unwrap()
+            .reasons[0]
+            .as_str()
+    };
+    assert_eq!(reason("ami-00000000000000001"), "expired");
+    assert_eq!(reason("ami-00000000000000002"), "no_recycle_bin_rule");
+    let left = image_ids(&config).await;
+    assert_eq!(
+        left,
+        ["ami-00000000000000002".to_string()].into_iter().collect()
+    );
+    // The snapshot rule keeps the prod image's snapshot as long as the image: deleted now.
+    let d = region
+        .plan_detail
+        .as_ref()
+        .unwrap()
+        .decisions
+        .iter()
+        .find(|d| d.image_id == "ami-00000000000000001")
+        .unwrap();
+    assert_eq!(
+        d.recycle_bin.as_ref().unwrap().snapshots,
+        ami_sweeper::recycle_bin::SnapshotWait::RetainedBySnapshotRule
+    );
+    assert_eq!(
+        snapshot_ids(&config).await.len(),
+        1,
+        "only web-2's snapshot is left"
+    );
+}
