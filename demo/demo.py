@@ -10,6 +10,7 @@ virtualenv Python (it has boto3): `make demo` does.
 """
 import datetime as dt
 import json
+import urllib.request
 import os
 import signal
 import subprocess
@@ -135,9 +136,16 @@ def main():
         json.dump(images, f)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     server, upstream = emulator.start(moto, seed)
-    # The proxy answers ListImagesInRecycleBin, which the emulator lacks (nothing is in
-    # the bin here); its buckets are scaled so far up that it never throttles.
+    # The proxy answers what the emulator lacks (the Recycle Bin's rules and listing,
+    # DescribeImageReferences); its buckets are scaled so far up that it never throttles.
     proxy, endpoint = emulator.start_proxy(upstream, 1000)
+    # One Recycle Bin rule: api images stay restorable for 14 days after deregistration.
+    bin_rule = [{"Identifier": "api-14d", "ResourceType": "EC2_IMAGE",
+                 "RetentionPeriod": {"RetentionPeriodValue": 14, "RetentionPeriodUnit": "DAYS"},
+                 "ResourceTags": [{"ResourceTagKey": "app", "ResourceTagValue": "api"}],
+                 "ExcludeResourceTags": [], "Status": "available", "LockState": "unlocked"}]
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/__recycle_bin_rules__", data=json.dumps(bin_rule).encode(), method="POST"))
     try:
         say(f"== local EC2 emulator on {endpoint}: {len(images)} images "
             "(a year of nightly web/api/worker builds, a weekly Image Builder lineage, "
@@ -148,6 +156,8 @@ def main():
             "web image, one api image shared with account 111122223333")
         say(f"   deregistered by hand, snapshots left behind: {', '.join(MANUAL)} "
             "(the last one's snapshot tagged retain=audit: kept on purpose)")
+        say("   Recycle Bin: a rule keeps api images restorable for 14 days, so their snapshots "
+            "wait (tagged ami-sweeper:delete-after) instead of going with them")
         say("   not representable in the emulator, so not shown: deregistration protection, "
             "LastLaunchedTime (recently launched), snapshots shared between images")
         env = emulator.client_env(endpoint)
@@ -166,6 +176,15 @@ def main():
         real = subprocess.run(base + ["--format", fmt], env=env)
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="legacy-bundles").get("Contents", []))
         say(f"== s3://legacy-bundles after the sweep: {', '.join(keys)}")
+        ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="demo", aws_secret_access_key="demo")
+        waiting = [(s["SnapshotId"], {t["Key"]: t["Value"] for t in s.get("Tags", [])})
+                   for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]]
+        waiting = [(i, t) for i, t in waiting if "ami-sweeper:delete-after" in t]
+        say(f"== snapshots waiting for their AMI to leave the Recycle Bin: {len(waiting)}")
+        for sid, t in sorted(waiting)[:3]:
+            say(f"   {sid} of {t['ami-sweeper:storage-of']}: deleted by the first sweep after "
+                f"{t['ami-sweeper:delete-after']}")
         return real.returncode
     except KeyboardInterrupt:
         return 130

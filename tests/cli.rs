@@ -572,3 +572,42 @@ fn describe_parameters_output_is_refused_not_read_as_no_parameters() {
         stderr(&out)
     );
 }
+
+#[test]
+fn recycle_bin_rules_offline_show_restorable_until_and_the_deferred_snapshots() {
+    let rules = root().join("samples/usage/recycle-bin-rules.json");
+    let images = root().join("samples/usage/images.json");
+    let out = plan_recorded(&[("--images", &images), ("--recycle-bin-rules", &rules)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &plan["decisions"][0];
+    assert_eq!(d["action"], "deregister");
+    // The 7-day AMI rule (the pending 365-day snapshot rule retains nothing yet).
+    assert_eq!(d["recycle_bin"]["restorable_until"], "2026-12-03T00:00:00Z");
+    assert_eq!(d["recycle_bin"]["snapshots"], "deferred");
+    assert_eq!(d["snapshots"][0]["reason"], "recycle_bin");
+    assert_eq!(d["snapshots"][0]["delete_after"], "2026-12-03T00:00:00Z");
+    assert_eq!(plan["summary"]["snapshots_deferred"], 11);
+    assert_eq!(plan["summary"]["snapshots_to_delete"], 0);
+
+    // Concatenated get-rule outputs read the same; a list-rules summary is refused.
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let joined = variant(
+        "rules-concatenated.json",
+        v.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes(),
+    );
+    let out = plan_recorded(&[("--images", &images), ("--recycle-bin-rules", &joined)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = variant(
+        "list-rules.json",
+        br#"{"Rules": [{"Identifier": "x", "RetentionPeriod": {"RetentionPeriodValue": 7, "RetentionPeriodUnit": "DAYS"}}]}"#.to_vec(),
+    );
+    let out = plan_recorded(&[("--images", &images), ("--recycle-bin-rules", &summary)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("get-rule"), "{}", stderr(&out));
+}

@@ -539,3 +539,41 @@ async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
     );
     assert!(a.log().is_empty());
 }
+
+#[tokio::test]
+async fn an_image_entering_the_recycle_bin_keeps_its_snapshots_marked_until_the_day_after() {
+    use ami_sweeper::recycle_bin::{BinResource, BinRule, BinRules, DELETE_AFTER};
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    a.update(|s| {
+        s.bin_rules = BinRules(vec![BinRule {
+            id: "r".into(),
+            resource: BinResource::Image,
+            retention_days: 7,
+            resource_tags: Vec::new(),
+            exclude_tags: Vec::new(),
+            locked: true,
+        }])
+    });
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert!(a.queued().is_empty(), "nothing to delete yet");
+    let snap = &a.state().snapshots["snap-1"];
+    assert_eq!(snap.tags.get(STORAGE_MARK), Some("ami-1"));
+    assert_eq!(snap.tags.get(DELETE_AFTER), Some("2026-12-03T00:00:00Z"));
+    // The mark (both tags, one call) came before the deregistration.
+    assert_eq!(a.log()[..2], ["CreateTags snap-1", "DeregisterImage ami-1"]);
+
+    let later = |days| {
+        let now = ami_sweeper::time::days_after(now(), days);
+        let (a, p) = (&a, month());
+        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
+    };
+    let report = later(6).await;
+    assert_eq!(
+        report.reconciled[0].reason,
+        Some(Keep::DeferredForRecycleBin)
+    );
+    assert!(a.queued().is_empty());
+    later(7).await;
+    assert_eq!(queued(&a), ["snap-1"], "due on day 7");
+}

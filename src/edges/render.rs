@@ -66,6 +66,7 @@ fn is_plain(d: &Decision) -> bool {
             .iter()
             .all(|s| s.action == CleanupAction::Delete)
         && d.bundle.is_none()
+        && d.recycle_bin.is_none()
 }
 
 fn write_table(plan: &Plan, w: &mut impl std::io::Write, compact: bool) -> std::io::Result<()> {
@@ -199,6 +200,14 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
             ),
         );
     }
+    if let Some(f) = &d.recycle_bin {
+        let wait = match f.snapshots {
+            crate::recycle_bin::SnapshotWait::Deferred => "snapshots wait",
+            crate::recycle_bin::SnapshotWait::RetainedBySnapshotRule => "snapshot rule too",
+        };
+        let until = format_instant(f.restorable_until);
+        line(out, &format!("      restorable until {until} ({wait})"));
+    }
     if let Some(b) = &d.bundle {
         let verb = match b.action {
             CleanupAction::Delete => "deletes bundle",
@@ -248,6 +257,14 @@ pub fn summary_lines(plan: &Plan) -> String {
     );
     if !reasons.is_empty() {
         out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
+        out.push('\n');
+    }
+    if s.snapshots_deferred > 0 {
+        let text = format!(
+            "{} deferred until their images leave the Recycle Bin",
+            plural(s.snapshots_deferred, "snapshot", "snapshots")
+        );
+        out.push_str(&wrap(&text, 2));
         out.push('\n');
     }
     if s.kept_only_by_stale_versions > 0 {

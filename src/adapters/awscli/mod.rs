@@ -11,7 +11,8 @@ mod sources;
 
 pub use sources::{
     parse_auto_scaling_groups, parse_compute_environments, parse_fleets, parse_image_recipes,
-    parse_image_references, parse_spot_fleet_requests, parse_ssm_parameters,
+    parse_image_references, parse_recycle_bin_rules, parse_spot_fleet_requests,
+    parse_ssm_parameters,
 };
 
 use serde::Deserialize;
@@ -337,6 +338,8 @@ pub struct InventoryFiles {
     pub batch_compute_environments: Option<std::path::PathBuf>,
     /// `imagebuilder list-image-recipes` output.
     pub image_recipes: Option<std::path::PathBuf>,
+    /// `rbin get-rule` outputs (an array, or several one after the other).
+    pub recycle_bin_rules: Option<std::path::PathBuf>,
 }
 
 fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
@@ -391,6 +394,10 @@ pub fn load_inventory(files: &InventoryFiles, rules: &UsageRules) -> Result<Inve
     let mut inventory =
         Inventory::new(images, usage).map_err(|e| err(&images_name, e.to_string()))?;
     inventory.warnings = warnings;
+    if let Some(p) = &files.recycle_bin_rules {
+        let (name, text) = read(p)?;
+        inventory.recycle_bin = parse_recycle_bin_rules(&name, &text)?;
+    }
     Ok(inventory)
 }
 

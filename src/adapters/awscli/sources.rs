@@ -321,3 +321,102 @@ pub fn parse_image_recipes(source: &str, text: &str) -> Result<Usage, InputError
     }
     Ok(usage)
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliRule {
+    identifier: String,
+    resource_type: String,
+    retention_period: CliPeriod,
+    #[serde(default)]
+    resource_tags: Vec<CliTag>,
+    #[serde(default)]
+    exclude_resource_tags: Vec<CliTag>,
+    status: String,
+    #[serde(default)]
+    lock_state: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliPeriod {
+    retention_period_value: u32,
+    retention_period_unit: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CliTag {
+    resource_tag_key: String,
+    #[serde(default)]
+    resource_tag_value: Option<String>,
+}
+
+/// `aws rbin get-rule` outputs: a JSON array of them, or several one after the other.
+/// Each needs its `Identifier`, `ResourceType`, `RetentionPeriod` and `Status` (a rule not
+/// yet `available` retains nothing and is left out, as in a sweep).
+pub fn parse_recycle_bin_rules(
+    source: &str,
+    text: &str,
+) -> Result<crate::recycle_bin::BinRules, InputError> {
+    use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
+    let fail = |m: String| super::err(source, m);
+    let mut values = Vec::new();
+    for (n, doc) in serde_json::Deserializer::from_str(text)
+        .into_iter::<serde_json::Value>()
+        .enumerate()
+    {
+        let doc = doc.map_err(|e| fail(format!("document {}: not JSON: {e}", n + 1)))?;
+        match doc {
+            serde_json::Value::Array(items) => values.extend(items),
+            other => values.push(other),
+        }
+    }
+    if values.is_empty() {
+        return Err(fail(
+            "no rules: expected `aws rbin get-rule` outputs".into(),
+        ));
+    }
+    let tags = |t: Vec<CliTag>| {
+        t.into_iter()
+            .map(|t| TagMatch {
+                key: t.resource_tag_key,
+                value: t.resource_tag_value,
+            })
+            .collect()
+    };
+    let mut rules = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        let r: CliRule = serde_path_to_error::deserialize(v).map_err(|e| {
+            fail(format!(
+                "rule {i}: {}: {} (each must be `aws rbin get-rule` output)",
+                e.path(),
+                e.inner()
+            ))
+        })?;
+        let resource = BinResource::parse(&r.resource_type).ok_or_else(|| {
+            fail(format!(
+                "rule {i}: ResourceType {:?} is not EC2_IMAGE or EBS_SNAPSHOT",
+                r.resource_type
+            ))
+        })?;
+        if r.retention_period.retention_period_unit != "DAYS" {
+            return Err(fail(format!(
+                "rule {i}: RetentionPeriodUnit {:?} is not DAYS",
+                r.retention_period.retention_period_unit
+            )));
+        }
+        if r.status != "available" {
+            continue;
+        }
+        rules.push(BinRule {
+            id: r.identifier,
+            resource,
+            retention_days: r.retention_period.retention_period_value,
+            resource_tags: tags(r.resource_tags),
+            exclude_tags: tags(r.exclude_resource_tags),
+            locked: r.lock_state.as_deref() == Some("locked"),
+        });
+    }
+    Ok(BinRules(rules))
+}

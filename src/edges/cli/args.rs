@@ -77,6 +77,10 @@ pub(crate) struct PlanArgs {
     /// `aws imagebuilder list-image-recipes --owner Self` output.
     #[arg(long)]
     pub(crate) image_recipes: Option<PathBuf>,
+    /// `aws rbin get-rule` outputs for the region's AMI and snapshot rules (a JSON array,
+    /// or one after the other): the plan shows `restorable_until` and deferred snapshots.
+    #[arg(long)]
+    pub(crate) recycle_bin_rules: Option<PathBuf>,
     /// `aws ec2 describe-snapshots --owner-ids self` output: lists snapshots whose
     /// image is gone (lost cleanups and, with `cleanup.orphans`, foreign orphans).
     #[arg(long)]

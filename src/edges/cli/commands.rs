@@ -149,15 +149,26 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         auto_scaling_groups: args.auto_scaling_groups,
         batch_compute_environments: args.batch_compute_environments,
         image_recipes: args.image_recipes,
+        recycle_bin_rules: args.recycle_bin_rules,
     };
-    let inventory = load_inventory(&files, &policy.usage).map_err(Failure::input)?;
-    let (snapshots, bundle_buckets, format) = (args.snapshots, args.bundle_buckets, args.format);
+    let mut inventory = load_inventory(&files, &policy.usage).map_err(Failure::input)?;
+    // The snapshots' tags decide which snapshot rules retain them; read before planning.
+    let found = match &args.snapshots {
+        Some(path) => Some(load_snapshots(path).map_err(Failure::input)?),
+        None => None,
+    };
+    if let Some(found) = &found {
+        inventory.snapshot_tags = found
+            .iter()
+            .map(|s| (s.id.clone(), s.tags.clone()))
+            .collect();
+    }
+    let (bundle_buckets, format) = (args.bundle_buckets, args.format);
     let mut plan = plan(&policy, &inventory, now);
     if let Some(b) = bundle_buckets {
         plan.retain_bundles_outside(&bucket_set(&b.join(",")));
     }
-    if let Some(path) = snapshots {
-        let found = load_snapshots(&path).map_err(Failure::input)?;
+    if let Some(found) = found {
         // Offline, the Recycle Bin cannot be asked: say so rather than guess.
         let rec = orphans::reconcile(&policy, &inventory, &found, &Default::default(), now);
         if rec.to_delete().next().is_some() {
