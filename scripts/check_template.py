@@ -42,7 +42,10 @@ def main() -> int:
         s for p in sweeper["Policies"] + worker["Policies"] if isinstance(p, dict) and "Statement" in p
         for s in p["Statement"]
     ]
-    marks = [s for s in statements if s.get("Action") == "ec2:CreateTags"]
+    marks = [s for s in statements if s.get("Action") == "ec2:CreateTags"
+             and "snapshot" in str(s["Resource"])]
+    stage_tags = [s for s in statements if s.get("Action") == "ec2:CreateTags"
+                  and "image" in str(s["Resource"])]
     for m in marks:
         m["Resource"] = m["Resource"]["Fn::Sub"] if isinstance(m["Resource"], dict) else m["Resource"]
     actions = [a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
@@ -72,9 +75,13 @@ def main() -> int:
         ("poison messages go to the DLQ", queue["RedrivePolicy"]["maxReceiveCount"] >= 2
          and "CleanupDeadLetterQueue" in str(queue["RedrivePolicy"]["deadLetterTargetArn"])),
         ("no wildcard actions", not any(a.endswith("*") for a in actions)),
-        ("deregister, delete and the storage mark are the only EC2 mutations",
+        ("deregister, delete, the storage mark and the retirement steps are the only EC2 mutations",
          {a for a in actions if a.startswith("ec2:") and not a.startswith(("ec2:Describe", "ec2:List"))}
-         == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags"}),
+         == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags",
+             "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage"}),
+        ("retirement tags go on images only, two keys",
+         len(stage_tags) == 1 and stage_tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]),
         ("the mark may write its two tag keys on snapshots only",
          len(marks) == 1 and marks[0]["Resource"] == "arn:${AWS::Partition}:ec2:*::snapshot/*"
          and marks[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
@@ -98,7 +105,8 @@ def main() -> int:
         ("deregistrations and snapshot deletions stay in this account and the swept regions",
          all(st["Condition"]["StringEquals"]["aws:ResourceAccount"] == {"Ref": "AWS::AccountId"}
              and "SweepRegions" in str(st["Condition"]["StringEquals"]["aws:RequestedRegion"])
-             for st in statements if st["Action"] in ("ec2:DeregisterImage", "ec2:DeleteSnapshot"))),
+             for st in statements if st["Action"] in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")
+             or (isinstance(st["Action"], list) and "ec2:DisableImage" in st["Action"]))),
         ("a hierarchical policy parameter name gets its own ARN (no parameter/ with nothing after)",
          "parameter${PolicyParameterName}" in str(r["SweeperPolicyParameterAccess"])
          and "Select" not in str(r["SweeperPolicyParameterAccess"]["Properties"]["PolicyDocument"])),

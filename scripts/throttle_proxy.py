@@ -41,7 +41,9 @@ shape with the references set by `POST /__image_references__` (`{"ami-1": [{"typ
 `ListImageRecipes` with the summaries set by `POST /__image_recipes__` (a JSON list of
 `{"arn", "name", "parentImage"}`; none at first), and the Recycle Bin's `ListRules` and
 `GetRule` with the rules set by `POST /__recycle_bin_rules__` (a JSON list of `aws rbin
-get-rule` outputs; none at first). Faults apply to these answers too, so
+get-rule` outputs; none at first). `DisableImage`, `EnableImage` and
+`EnableImageDeprecation` are answered too (moto lacks them), and an image disabled through
+the proxy is shown `disabled` in `DescribeImages`. Faults apply to these answers too, so
 `{"action": "DescribeImageReferences", "code": "InvalidAction"}` models a region without
 the API. `--no-throttle` passes every request on unthrottled: the emulator's front door.
 
@@ -141,6 +143,7 @@ class Faults:
         self.references = {}
         self.recipes = []
         self.bin_rules = []
+        self.disabled = set()
 
     def set(self, faults: list):
         with self.lock:
@@ -178,6 +181,27 @@ def bin_answer(ids_in_bin: list, params: dict) -> bytes:
             'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
             f"<requestId>{uuid.uuid4()}</requestId><imageSet>{items}</imageSet>"
             "</ListImagesInRecycleBinResponse>").encode()
+
+
+RETIREMENT = ("DisableImage", "EnableImage", "EnableImageDeprecation")
+
+
+def retirement_answer(action: str) -> bytes:
+    """`DisableImage`, `EnableImage`, `EnableImageDeprecation` in EC2's XML shape."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response '
+            'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><return>true</return></{action}Response>").encode()
+
+
+def show_disabled(data: bytes, disabled: set) -> bytes:
+    """moto lacks DisableImage: in its DescribeImages answer, the images the proxy was asked
+    to disable are shown `disabled` (as EC2 shows them with IncludeDisabled)."""
+    text = data.decode()
+    for image in disabled:
+        text = re.sub(
+            rf"(<imageId>{re.escape(image)}</imageId>(?:(?!<imageId>).)*?<imageState>)available(</imageState>)",
+            r"\1disabled\2", text, flags=re.S)
+    return text.encode()
 
 
 def references_answer(refs: dict, params: dict) -> bytes:
@@ -271,7 +295,7 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                        [("Content-Type", "application/json")])
             return True
 
-        def forward(self, body: bytes):
+        def forward(self, body: bytes, rewrite=None):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
             for attempt in (1, 2):
                 conn = connection()
@@ -288,6 +312,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                         return
             out = [(k, v) for k, v in resp.getheaders()
                    if k.lower() not in HOP and k.lower() != "content-length"]
+            if rewrite and resp.status == 200:
+                data = rewrite(data)
             self.reply(resp.status, data, out)
 
         def handle_any(self):
@@ -339,6 +365,17 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                            "</Response>")
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
                     return
+            if scope and scope.group(1) == "ec2" and action in RETIREMENT:
+                image = (params.get("ImageId") or [""])[0]
+                if action == "DisableImage":
+                    faults.disabled.add(image)
+                elif action == "EnableImage":
+                    faults.disabled.discard(image)
+                self.reply(200, retirement_answer(action), [("Content-Type", "text/xml;charset=UTF-8")])
+                return
+            if scope and scope.group(1) == "ec2" and action == "DescribeImages" and faults.disabled:
+                self.forward(body, rewrite=lambda data: show_disabled(data, faults.disabled))
+                return
             if scope and scope.group(1) == "ec2" and action == "DescribeImageReferences":
                 # Answered here (moto lacks it), after the Describe bucket has had its say.
                 self.reply(200, references_answer(faults.references, params),

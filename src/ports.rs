@@ -11,6 +11,7 @@ use crate::jobs::CleanupJob;
 use crate::model::{Image, Manifest, Snapshot, Tags, Timestamp, Usage, UsageRef};
 use crate::policy::UsageRules;
 use crate::recycle_bin::BinRules;
+use crate::retire::RetireStep;
 
 /// Lists the account's own images in one region.
 pub trait ImageSource: Sync {
@@ -134,6 +135,17 @@ pub trait StorageMarker: Sync {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// Takes an image through the retirement stages.
+pub trait ImageRetirer: Sync {
+    /// Deprecates, disables (tag first) or enables the image; `now` is what the tags record.
+    fn retire(
+        &self,
+        image_id: &str,
+        step: RetireStep,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
 /// Reads the region's Recycle Bin retention rules.
 pub trait RecycleBinRules: Sync {
     /// Every available rule for AMIs and snapshots, with its tags (all pages).
@@ -191,6 +203,7 @@ pub trait Account:
     + SnapshotSource
     + RecycleBin
     + RecycleBinRules
+    + ImageRetirer
     + StorageMarker
     + BundleInventory
 {
@@ -204,6 +217,7 @@ impl<T> Account for T where
         + SnapshotSource
         + RecycleBin
         + RecycleBinRules
+        + ImageRetirer
         + StorageMarker
         + BundleInventory
 {

@@ -1246,3 +1246,77 @@ async fn unreadable_recycle_bin_rules_stop_the_region_before_any_change() {
     assert_eq!(report.error, None);
     assert_eq!(dereg.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_nothing() {
+    use ami_sweeper::ports::ImageRetirer;
+    use ami_sweeper::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+    use aws_sdk_ec2::operation::disable_image::DisableImageOutput;
+    use aws_sdk_ec2::operation::enable_image_deprecation::EnableImageDeprecationOutput;
+    let now = parse_instant(crate::NOW).unwrap();
+    let floor = chrono::Utc::now().timestamp();
+    let deprecate = mock!(aws_sdk_ec2::Client::enable_image_deprecation)
+        .match_requests(move |r| {
+            let at = r.deprecate_at().unwrap().secs();
+            r.image_id() == Some("ami-1") && at > floor && at % 60 == 0
+        })
+        .then_output(|| {
+            EnableImageDeprecationOutput::builder()
+                .r#return(true)
+                .build()
+        });
+    let tagged = |key: &'static str| {
+        mock!(aws_sdk_ec2::Client::create_tags)
+            .match_requests(move |r| {
+                r.resources() == ["ami-1"]
+                    && r.tags()[0].key() == Some(key)
+                    && r.tags()[0].value() == Some("2026-11-26T00:00:00Z")
+            })
+            .then_output(|| CreateTagsOutput::builder().build())
+    };
+    let (dep_tag, dis_tag) = (tagged(DEPRECATED_AT), tagged(DISABLED_AT));
+    let disable = mock!(aws_sdk_ec2::Client::disable_image)
+        .match_requests(|r| r.image_id() == Some("ami-1"))
+        .then_output(|| DisableImageOutput::builder().r#return(true).build());
+    let adapter = Ec2::new(
+        ec2(&[&deprecate, &dep_tag, &dis_tag, &disable]),
+        Arc::new(ApiCalls::default()),
+    );
+    adapter
+        .retire("ami-1", RetireStep::Deprecate, now)
+        .await
+        .unwrap();
+    adapter
+        .retire("ami-1", RetireStep::Disable, now)
+        .await
+        .unwrap();
+    assert_eq!((deprecate.num_calls(), dep_tag.num_calls()), (1, 1));
+    assert_eq!((dis_tag.num_calls(), disable.num_calls()), (1, 1));
+
+    // A sweep whose DisableImage is refused: the image is reported failed, nothing else.
+    let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
+    let refused = mock!(aws_sdk_ec2::Client::disable_image)
+        .sequence()
+        .http_status(
+            403,
+            Some(ec2_error("UnauthorizedOperation", "not authorized")),
+        )
+        .build();
+    let image_tag = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| r.resources() == ["ami-1"])
+        .then_output(|| CreateTagsOutput::builder().build());
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, _) = account(&[&images, &refused, &image_tag, &dereg]);
+    let staged = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#,
+    )
+    .unwrap();
+    let (report, jobs) = sweep(&c, &staged).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Failed));
+    let err = report.images[0].error.as_deref().unwrap();
+    assert!(err.contains("DisableImage: UnauthorizedOperation"), "{err}");
+    assert_eq!(image_tag.num_calls(), 1, "the tag is written first");
+    assert_eq!(dereg.num_calls(), 0);
+    assert!(jobs.is_empty());
+}

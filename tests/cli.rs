@@ -611,3 +611,57 @@ fn recycle_bin_rules_offline_show_restorable_until_and_the_deferred_snapshots() 
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("get-rule"), "{}", stderr(&out));
 }
+
+#[test]
+fn images_an_earlier_sweep_disabled_show_as_retiring_or_due_offline() {
+    let images = variant(
+        "disabled-images.json",
+        br#"{"Images": [
+          {"ImageId": "ami-0000000000000b001", "Name": "w1", "CreationDate": "2025-01-01T00:00:00.000Z",
+           "State": "disabled", "RootDeviceType": "ebs",
+           "Tags": [{"Key": "ami-sweeper:disabled-at", "Value": "2026-11-24T00:00:00Z"}]},
+          {"ImageId": "ami-0000000000000b002", "Name": "w2", "CreationDate": "2025-01-01T00:00:00.000Z",
+           "State": "disabled", "RootDeviceType": "ebs",
+           "Tags": [{"Key": "ami-sweeper:disabled-at", "Value": "2026-11-10T00:00:00Z"}]},
+          {"ImageId": "ami-0000000000000b003", "Name": "w3", "CreationDate": "2025-01-01T00:00:00.000Z",
+           "State": "available", "RootDeviceType": "ebs"}
+        ]}"#
+            .to_vec(),
+    );
+    let policy = variant(
+        "retire-policy.json",
+        br#"{"retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#.to_vec(),
+    );
+    let out = bin()
+        .args(["plan", "--format", "json", "--now", crate::NOW, "--policy"])
+        .arg(&policy)
+        .arg("--images")
+        .arg(&images)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = |id: &str| {
+        plan["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["image_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let waiting = d("ami-0000000000000b001");
+    assert_eq!(
+        (waiting["action"].as_str(), waiting["reasons"][0].as_str()),
+        (Some("keep"), Some("retiring"))
+    );
+    assert_eq!(waiting["eligible_at"], "2026-12-01T00:00:00Z");
+    assert_eq!(
+        d("ami-0000000000000b002")["action"],
+        "deregister",
+        "its wait is over"
+    );
+    let fresh = d("ami-0000000000000b003");
+    assert_eq!(fresh["action"], "disable");
+    assert_eq!(fresh["eligible_at"], "2026-12-03T00:00:00Z");
+}

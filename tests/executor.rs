@@ -577,3 +577,89 @@ async fn an_image_entering_the_recycle_bin_keeps_its_snapshots_marked_until_the_
     later(7).await;
     assert_eq!(queued(&a), ["snap-1"], "due on day 7");
 }
+
+#[tokio::test]
+async fn staged_retirement_disables_waits_re_checks_and_only_then_deregisters() {
+    use ami_sweeper::model::{ImageState, UsageRef};
+    use ami_sweeper::retire::DISABLED_AT;
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+    ]);
+    let staged = policy(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#,
+    );
+    let on = |days| {
+        let now = ami_sweeper::time::days_after(now(), days);
+        let (a, p) = (&a, staged.clone());
+        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
+    };
+    // Day 0: both are disabled (tag first), none deregistered, nothing queued.
+    let report = on(0).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Disabled));
+    let state = a.state();
+    assert_eq!(state.images["ami-1"].state, ImageState::Disabled);
+    assert_eq!(
+        state.images["ami-1"].tags.get(DISABLED_AT),
+        Some("2026-11-26T00:00:00Z")
+    );
+    assert!(a.queued().is_empty());
+    // Day 3: waiting; ami-2 gains a user meanwhile and is enabled again.
+    a.update(|s| {
+        s.usage.add(
+            "ami-2",
+            UsageRef {
+                kind: ami_sweeper::model::UsageKind::Instance,
+                id: "i-9 (running)".into(),
+            },
+        )
+    });
+    let report = on(3).await;
+    let d1 = report
+        .images
+        .iter()
+        .find(|i| i.image_id == "ami-1")
+        .unwrap();
+    assert_eq!(d1.reasons[0].as_str(), "retiring");
+    assert_eq!(d1.outcome, None);
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Enabled));
+    assert_eq!(a.state().images["ami-2"].state, ImageState::Available);
+    // Day 7: the wait is over and the rules still condemn ami-1: deregistered, storage queued.
+    let report = on(7).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    assert_eq!(queued(&a), ["snap-1"]);
+    assert!(a.state().images.contains_key("ami-2"), "in use: stays");
+    let log = a.log();
+    let disable = log.iter().position(|l| l == "DisableImage ami-1").unwrap();
+    let dereg = log
+        .iter()
+        .position(|l| l == "DeregisterImage ami-1")
+        .unwrap();
+    assert!(disable < dereg);
+}
+
+#[tokio::test]
+async fn a_failed_disable_deregisters_nothing_and_is_retried_next_time() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    a.fail_times(
+        "DisableImage",
+        Some("ami-1"),
+        "UnauthorizedOperation",
+        Some(1),
+    );
+    let staged = policy(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"deprecate": true, "disable_for_days": 1}}"#,
+    );
+    // Day 0: deprecated (first stage). Day 1: the disable fails. Day 2: disabled.
+    let report = sweep_region(&staged, REGION, now(), &a, &a, &live()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deprecated));
+    let day = |n| ami_sweeper::time::days_after(now(), n);
+    let report = sweep_region(&staged, REGION, day(1), &a, &a, &live()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Failed));
+    assert!(a.state().images.contains_key("ami-1"));
+    let report = sweep_region(&staged, REGION, day(2), &a, &a, &live()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
+    let report = sweep_region(&staged, REGION, day(3), &a, &a, &live()).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+}

@@ -14,7 +14,7 @@ mod executor;
 mod faults_moto;
 mod lambda_events;
 mod lambda_runtime;
-mod recycle_bin_moto;
+mod retire_moto;
 mod sweep_moto;
 mod throttled_moto;
 mod usage_moto;

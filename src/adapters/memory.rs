@@ -15,8 +15,9 @@ use crate::model::{Image, Manifest, Snapshot, Tags, Usage, UsageRef};
 use crate::orphans::STORAGE_MARK;
 use crate::policy::UsageRules;
 use crate::ports::{
-    BundleInventory, BundleStore, CleanupSink, Deregistrar, ImageSource, JobFacts, RecycleBin,
-    RecycleBinRules, ReferenceCheck, SnapshotDeleter, SnapshotSource, StorageMarker, UsageSource,
+    BundleInventory, BundleStore, CleanupSink, Deregistrar, ImageRetirer, ImageSource, JobFacts,
+    RecycleBin, RecycleBinRules, ReferenceCheck, SnapshotDeleter, SnapshotSource, StorageMarker,
+    UsageSource,
 };
 
 /// What the account holds.
@@ -219,6 +220,40 @@ impl RecycleBinRules for MemoryAccount {
     async fn bin_rules(&self) -> Result<crate::recycle_bin::BinRules, AwsError> {
         self.fault("ListRules", "")?;
         Ok(self.0.state.lock().unwrap().bin_rules.clone())
+    }
+}
+
+impl ImageRetirer for MemoryAccount {
+    async fn retire(
+        &self,
+        image_id: &str,
+        step: crate::retire::RetireStep,
+        now: crate::model::Timestamp,
+    ) -> Result<(), AwsError> {
+        use crate::model::ImageState;
+        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        let name = match step {
+            RetireStep::Deprecate => "EnableImageDeprecation",
+            RetireStep::Disable => "DisableImage",
+            RetireStep::Enable => "EnableImage",
+        };
+        self.fault(name, image_id)?;
+        let stamp = crate::time::format_instant(now);
+        let mut state = self.0.state.lock().unwrap();
+        let Some(img) = state.images.get_mut(image_id) else {
+            return Err(gone(name, "InvalidAMIID.NotFound", image_id));
+        };
+        match step {
+            RetireStep::Deprecate => img.tags.insert(DEPRECATED_AT, stamp),
+            RetireStep::Disable => {
+                img.tags.insert(DISABLED_AT, stamp);
+                img.state = ImageState::Disabled;
+            }
+            RetireStep::Enable => img.state = ImageState::Available,
+        }
+        drop(state);
+        self.record(format!("{name} {image_id}"));
+        Ok(())
     }
 }
 

@@ -25,8 +25,14 @@ pub enum Outcome {
     Deferred,
     /// The call failed; see the error.
     Failed,
-    /// Dry run: would be deregistered.
+    /// Dry run: would be deregistered (or deprecated, disabled, enabled).
     Planned,
+    /// Deprecated by this run (its first retirement stage).
+    Deprecated,
+    /// Disabled by this run; deregistered by a sweep after the wait.
+    Disabled,
+    /// Enabled again: disabled by an earlier sweep, no longer condemned.
+    Enabled,
 }
 
 /// One image in the report.

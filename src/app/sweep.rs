@@ -26,6 +26,7 @@ use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
 use crate::policy::Policy;
 use crate::policy::RecycleBinMode;
 use crate::ports::{Account, CleanupSink};
+use crate::retire::RetireStep;
 
 /// EC2's default bucket for mutating actions (`CreateTags` among them) holds 50; the
 /// marks take at most this burst, leaving the rest to other callers.
@@ -172,6 +173,7 @@ struct Pipeline<'a, A: Account> {
     deregister: RateLimiter,
     halted: AtomicBool,
     done: AtomicUsize,
+    now: Timestamp,
 }
 
 impl<A: Account> Pipeline<'_, A> {
@@ -189,6 +191,9 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
+        if let Some(step) = retire_step(d.action) {
+            return self.retire_now(d, step).await;
+        }
         if let Err(why) = self.mark_storage(d).await {
             return Step::Done(d, Outcome::Failed, Some(why));
         }
@@ -197,6 +202,25 @@ impl<A: Account> Pipeline<'_, A> {
             return Step::Held(d, h);
         }
         self.deregister_now(d, total).await
+    }
+
+    /// A retirement stage instead of deregistration: deprecate, disable or enable.
+    async fn retire_now<'d>(&self, d: &'d Decision, step: RetireStep) -> Step<'d> {
+        self.mark.acquire().await;
+        match self.account.retire(&d.image_id, step, self.now).await {
+            Ok(()) => {
+                let done = match step {
+                    RetireStep::Deprecate => Outcome::Deprecated,
+                    RetireStep::Disable => Outcome::Disabled,
+                    RetireStep::Enable => Outcome::Enabled,
+                };
+                Step::Done(d, done, None)
+            }
+            Err(e) => {
+                tracing::warn!(image_id = %d.image_id, error = %e, ?step, "retirement step failed");
+                Step::Done(d, Outcome::Failed, Some(e.to_string()))
+            }
+        }
     }
 
     /// Reads the image's launch permissions: `None` when it is shared with nobody (go on),
@@ -372,6 +396,7 @@ async fn execute<A: Account, Q: CleanupSink>(
         deregister: RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second),
         halted: AtomicBool::new(queue.failed.is_some()),
         done: AtomicUsize::new(0),
+        now,
     };
     let check = policy.protection.skip_shared;
     let mut processed: BTreeSet<String> = BTreeSet::new();
@@ -420,6 +445,17 @@ async fn execute<A: Account, Q: CleanupSink>(
         }
         inventory.set_shared_with(std::mem::take(&mut known.grants));
     };
+    // Images an earlier sweep disabled that the rules no longer condemn: enabled again.
+    for d in p.decisions.iter().filter(|d| d.action == Action::Enable) {
+        let step = if cfg.dry_run {
+            Step::Done(d, Outcome::Planned, None)
+        } else {
+            pipeline.retire_now(d, RetireStep::Enable).await
+        };
+        known
+            .absorb(step, region, &mut queue, &pipeline.halted)
+            .await;
+    }
     let (jobs, queue_failed) = queue.finish().await;
     Executed {
         plan: p,
@@ -677,7 +713,7 @@ fn image_reports(
         .iter()
         .map(|d| {
             let (outcome, error) = match outcomes.get(&d.image_id) {
-                Some((o, e)) if d.action == Action::Deregister => (Some(*o), e.clone()),
+                Some((o, e)) if d.action != Action::Keep => (Some(*o), e.clone()),
                 _ if d.reasons[0] == Reason::OverLimit => (
                     Some(Outcome::Deferred),
                     Some("max_deregistrations reached; left for the next run".to_string()),
@@ -695,6 +731,16 @@ fn image_reports(
             }
         })
         .collect()
+}
+
+/// The retirement call a decision's action asks for, if any.
+fn retire_step(action: Action) -> Option<RetireStep> {
+    match action {
+        Action::Deprecate => Some(RetireStep::Deprecate),
+        Action::Disable => Some(RetireStep::Disable),
+        Action::Enable => Some(RetireStep::Enable),
+        Action::Keep | Action::Deregister => None,
+    }
 }
 
 /// The snapshots of `d` the plan deletes: what the write-ahead mark goes on.

@@ -67,6 +67,7 @@ fn is_plain(d: &Decision) -> bool {
             .all(|s| s.action == CleanupAction::Delete)
         && d.bundle.is_none()
         && d.recycle_bin.is_none()
+        && d.eligible_at.is_none()
 }
 
 fn write_table(plan: &Plan, w: &mut impl std::io::Write, compact: bool) -> std::io::Result<()> {
@@ -145,6 +146,9 @@ fn folded_run(out: &mut String, run: &[Decision]) {
     let verb = match first.action {
         Action::Keep => "to keep",
         Action::Deregister => "to deregister",
+        Action::Deprecate => "to deprecate",
+        Action::Disable => "to disable",
+        Action::Enable => "to enable",
     };
     line(
         out,
@@ -163,6 +167,9 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
     let action = match d.action {
         Action::Keep => "keep",
         Action::Deregister => "DEREG",
+        Action::Deprecate => "DEPR",
+        Action::Disable => "DISAB",
+        Action::Enable => "ENABL",
     };
     let head = format!(
         "  {:<21}  {:>5}  {:<5}  {:<24}  ",
@@ -198,6 +205,12 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
                 s.snapshot_id,
                 s.shared_with.join(" ")
             ),
+        );
+    }
+    if let Some(t) = d.eligible_at {
+        line(
+            out,
+            &format!("      retiring: may go on from {}", format_instant(t)),
         );
     }
     if let Some(f) = &d.recycle_bin {
@@ -248,13 +261,24 @@ pub fn summary_lines(plan: &Plan) -> String {
         .filter(|(r, _)| r.as_str() != "expired")
         .map(|(r, n)| format!("{} {n}", r.as_str()))
         .collect();
+    let total = s.deregister + s.keep + s.deprecate + s.disable + s.enable;
     let mut out = format!(
-        "plan at {}: {}, {} to deregister, {} to keep\n",
+        "plan at {}: {}, {} to deregister, {} to keep",
         format_instant(plan.now),
-        plural(s.deregister + s.keep, "image", "images"),
+        plural(total, "image", "images"),
         s.deregister,
         s.keep
     );
+    for (n, what) in [
+        (s.deprecate, "deprecate"),
+        (s.disable, "disable"),
+        (s.enable, "enable"),
+    ] {
+        if n > 0 {
+            let _ = write!(out, ", {n} to {what}");
+        }
+    }
+    out.push('\n');
     if !reasons.is_empty() {
         out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
         out.push('\n');
@@ -402,7 +426,16 @@ fn not_deregistered(out: &mut String, r: &crate::app::report::RegionReport) {
     use crate::app::report::Outcome;
     let mut notable = r.images.iter().filter_map(|i| {
         i.outcome
-            .filter(|o| *o != Outcome::Deregistered && *o != Outcome::Planned)
+            .filter(|o| {
+                !matches!(
+                    o,
+                    Outcome::Deregistered
+                        | Outcome::Planned
+                        | Outcome::Deprecated
+                        | Outcome::Disabled
+                        | Outcome::Enabled
+                )
+            })
             .map(|o| (i, o))
     });
     let Some(first) = notable.next() else {

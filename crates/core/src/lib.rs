@@ -18,6 +18,7 @@ pub mod orphans;
 pub mod planner;
 pub mod policy;
 pub mod recycle_bin;
+pub mod retire;
 pub mod time;
 pub mod verify;
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
 use crate::policy::{Policy, RecycleBinMode, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
+use crate::retire::{self, Stage};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -22,6 +23,12 @@ pub enum Action {
     Keep,
     /// Deregistered, then its storage queued for cleanup.
     Deregister,
+    /// Condemned, first stage of `retire`: its `DeprecationTime` is set.
+    Deprecate,
+    /// Condemned, `retire.disable_for_days`: disabled now, deregistered after the wait.
+    Disable,
+    /// Disabled by an earlier sweep, and the rules no longer condemn it: enabled again.
+    Enable,
 }
 
 /// Why an image is kept (or, for [`Reason::Expired`], deregistered), in rule order.
@@ -52,7 +59,10 @@ pub enum Reason {
     NoRecycleBinRule,
     /// Rule 12: past `max_deregistrations` for this run.
     OverLimit,
-    /// Rule 13: nothing keeps it.
+    /// Rule 13: condemned, and going through `retire`'s stages (deprecated or disabled,
+    /// waiting until `eligible_at`).
+    Retiring,
+    /// Rule 14: nothing keeps it.
     Expired,
 }
 
@@ -72,6 +82,7 @@ impl Reason {
             Self::RecentlyLaunched => "recently_launched",
             Self::NoRecycleBinRule => "no_recycle_bin_rule",
             Self::OverLimit => "over_limit",
+            Self::Retiring => "retiring",
             Self::Expired => "expired",
         }
     }
@@ -209,6 +220,12 @@ pub struct Decision {
     /// restored, and whether their snapshots wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recycle_bin: Option<BinFate>,
+    /// For retiring images: the first instant a sweep may take the next stage.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_instant"
+    )]
+    pub eligible_at: Option<Timestamp>,
 }
 
 impl Decision {
@@ -225,6 +242,12 @@ pub struct Summary {
     pub deregister: usize,
     /// Images to keep.
     pub keep: usize,
+    /// Images to deprecate (first retirement stage).
+    pub deprecate: usize,
+    /// Images to disable (retirement's wait).
+    pub disable: usize,
+    /// Images disabled earlier that the rules no longer condemn: enabled again.
+    pub enable: usize,
     /// Decisions by their first reason.
     pub by_reason: BTreeMap<Reason, usize>,
     /// Distinct snapshots to delete.
@@ -289,7 +312,12 @@ impl Plan {
         let mut v: Vec<&Decision> = self
             .decisions
             .iter()
-            .filter(|d| d.action == Action::Deregister)
+            .filter(|d| {
+                matches!(
+                    d.action,
+                    Action::Deregister | Action::Deprecate | Action::Disable
+                )
+            })
             .collect();
         v.sort_by(|a, b| {
             oldest_first(
@@ -370,7 +398,8 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
         })
         .collect();
     apply_limit(policy, images, &mut reasons);
-    let decisions = decide(policy, inventory, &groups, reasons, now);
+    let stages = apply_retirement(policy, images, &mut reasons, now);
+    let decisions = decide(policy, inventory, &groups, reasons, &stages, now);
     let summary = summarize(&decisions);
     let warnings = plan_warnings(inventory, &decisions);
     Plan {
@@ -569,12 +598,44 @@ fn apply_limit(policy: &Policy, images: &[Image], reasons: &mut [Vec<Reason>]) {
     }
 }
 
+/// Rules 13 and the retirement stages: a condemned image goes through `retire`'s stages
+/// (its action and when it may go on); one disabled by an earlier sweep that the rules no
+/// longer condemn is enabled again. `None`: the action follows from the reasons.
+fn apply_retirement(
+    policy: &Policy,
+    images: &[Image],
+    reasons: &mut [Vec<Reason>],
+    now: Timestamp,
+) -> Vec<Option<(Action, Option<Timestamp>)>> {
+    images
+        .iter()
+        .zip(reasons.iter_mut())
+        .map(|(img, r)| {
+            let disabled = img.state == ImageState::Disabled;
+            if r[0] != Reason::Expired {
+                let held = matches!(r[0], Reason::OverLimit);
+                let enable = !held && retire::disabled_by_us(&img.tags, disabled);
+                return enable.then_some((Action::Enable, None));
+            }
+            let (action, eligible) = match retire::stage(&policy.retire, &img.tags, disabled, now) {
+                Stage::Deregister => return None,
+                Stage::Deprecate => (Action::Deprecate, None),
+                Stage::Disable { eligible } => (Action::Disable, Some(eligible)),
+                Stage::Wait { eligible } => (Action::Keep, Some(eligible)),
+            };
+            r[0] = Reason::Retiring;
+            Some((action, eligible))
+        })
+        .collect()
+}
+
 /// One decision per image, in display order, with the storage plans of condemned ones.
 fn decide(
     policy: &Policy,
     inventory: &Inventory,
     groups: &[Vec<&str>],
     mut reasons: Vec<Vec<Reason>>,
+    stages: &[Option<(Action, Option<Timestamp>)>],
     now: Timestamp,
 ) -> Vec<Decision> {
     let images = inventory.images();
@@ -595,6 +656,11 @@ fn decide(
             let img = &images[i];
             let reasons = std::mem::take(&mut reasons[i]);
             let deregister = reasons[0] == Reason::Expired;
+            let (action, eligible_at) = match stages[i] {
+                Some(staged) => staged,
+                None if deregister => (Action::Deregister, None),
+                None => (Action::Keep, None),
+            };
             let (usage, which) = (&inventory.usage, policy.usage.launch_template_versions);
             let users = usage.users(&img.id);
             let mut snapshots = if deregister {
@@ -611,11 +677,8 @@ fn decide(
                 group: std::mem::take(&mut group_names[i]),
                 creation_date: img.creation_date,
                 state: img.state.clone(),
-                action: if deregister {
-                    Action::Deregister
-                } else {
-                    Action::Keep
-                },
+                action,
+                eligible_at,
                 used_by: users
                     .iter()
                     .filter(|u| usage.counts(u, which))
@@ -866,6 +929,9 @@ fn summarize(decisions: &[Decision]) -> Summary {
         match d.action {
             Action::Deregister => s.deregister += 1,
             Action::Keep => s.keep += 1,
+            Action::Deprecate => s.deprecate += 1,
+            Action::Disable => s.disable += 1,
+            Action::Enable => s.enable += 1,
         }
         *s.by_reason.entry(d.reason()).or_default() += 1;
         if d.reasons.contains(&Reason::InUse)

@@ -943,3 +943,77 @@ fn a_snapshot_shared_by_images_entering_the_bin_waits_for_the_longest_retention(
         "snap-a and snap-s, each once"
     );
 }
+
+#[test]
+fn rule13_retiring_images_go_through_their_stages_and_a_disabled_one_in_use_is_enabled() {
+    use ami_sweeper_core::retire::{DEPRECATED_AT, DISABLED_AT};
+    let staged = r#"{"retention": {"min_age_days": 30}, "retire": {"deprecate": true, "disable_for_days": 7}}"#;
+    let images = vec![
+        img("ami-new", "a", 100).build(),
+        img("ami-dep", "b", 100)
+            .tag(DEPRECATED_AT, "2026-11-25T00:00:00Z")
+            .build(),
+        img("ami-wait", "c", 100)
+            .tag(DEPRECATED_AT, "2026-11-10T00:00:00Z")
+            .tag(DISABLED_AT, "2026-11-20T00:00:00Z")
+            .state("disabled")
+            .build(),
+        img("ami-due", "d", 100)
+            .tag(DEPRECATED_AT, "2026-11-10T00:00:00Z")
+            .tag(DISABLED_AT, "2026-11-19T00:00:00Z")
+            .state("disabled")
+            .build(),
+        img("ami-back", "e", 100)
+            .tag(DEPRECATED_AT, "2026-11-10T00:00:00Z")
+            .tag(DISABLED_AT, "2026-11-20T00:00:00Z")
+            .state("disabled")
+            .build(),
+    ];
+    let mut usage = Usage::new();
+    usage.add(
+        "ami-back",
+        UsageRef {
+            kind: UsageKind::Instance,
+            id: "i-1 (stopped)".into(),
+        },
+    );
+    let p = run(staged, images, usage);
+    let d = |id: &str| p.decisions.iter().find(|d| d.image_id == id).unwrap();
+    assert_eq!(
+        (d("ami-new").action, d("ami-new").reason()),
+        (Action::Deprecate, Reason::Retiring)
+    );
+    assert_eq!(
+        (d("ami-dep").action, d("ami-dep").reason()),
+        (Action::Disable, Reason::Retiring)
+    );
+    assert_eq!(
+        d("ami-dep").eligible_at,
+        Some(ami_sweeper_core::time::days_after(now(), 7))
+    );
+    assert_eq!(
+        (d("ami-wait").action, d("ami-wait").reason()),
+        (Action::Keep, Reason::Retiring)
+    );
+    assert_eq!(
+        d("ami-wait")
+            .eligible_at
+            .map(ami_sweeper_core::time::format_instant)
+            .as_deref(),
+        Some("2026-11-27T00:00:00Z")
+    );
+    assert_eq!(
+        (d("ami-due").action, d("ami-due").reason()),
+        (Action::Deregister, Reason::Expired)
+    );
+    assert_eq!(
+        (d("ami-back").action, d("ami-back").reason()),
+        (Action::Enable, Reason::InUse)
+    );
+    assert_eq!(
+        p.summary.deprecate + p.summary.disable + p.summary.enable,
+        3
+    );
+    // Only deregistrations plan storage: retiring images keep theirs.
+    assert!(d("ami-wait").snapshots.is_empty() && d("ami-dep").snapshots.is_empty());
+}

@@ -300,6 +300,67 @@ impl Ec2 {
     }
 }
 
+impl crate::ports::ImageRetirer for Ec2 {
+    async fn retire(
+        &self,
+        image_id: &str,
+        step: crate::retire::RetireStep,
+        now: crate::model::Timestamp,
+    ) -> Result<(), AwsError> {
+        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        let stamp = crate::time::format_instant(now);
+        let tag = |key: &'static str| async move {
+            self.calls.record("CreateTags");
+            self.client
+                .create_tags()
+                .resources(image_id)
+                .tags(Tag::builder().key(key).value(&stamp).build())
+                .send()
+                .await
+                .map_err(|e| from_sdk("CreateTags", e))
+                .map(|_| ())
+        };
+        match step {
+            RetireStep::Deprecate => {
+                // DeprecateAt must lie ahead: the next whole minute after the later of the
+                // run's instant and the clock.
+                let at = now.max(chrono::Utc::now()) + chrono::TimeDelta::minutes(1);
+                let at = aws_smithy_types::DateTime::from_secs(at.timestamp() / 60 * 60);
+                self.calls.record("EnableImageDeprecation");
+                self.client
+                    .enable_image_deprecation()
+                    .image_id(image_id)
+                    .deprecate_at(at)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("EnableImageDeprecation", e))?;
+                tag(DEPRECATED_AT).await
+            }
+            RetireStep::Disable => {
+                tag(DISABLED_AT).await?;
+                self.calls.record("DisableImage");
+                self.client
+                    .disable_image()
+                    .image_id(image_id)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("DisableImage", e))
+                    .map(|_| ())
+            }
+            RetireStep::Enable => {
+                self.calls.record("EnableImage");
+                self.client
+                    .enable_image()
+                    .image_id(image_id)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("EnableImage", e))
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
 impl ImageSource for Ec2 {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
         let mut images = Vec::new();

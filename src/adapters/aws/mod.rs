@@ -296,6 +296,17 @@ impl crate::ports::StorageMarker for RegionClients {
     }
 }
 
+impl crate::ports::ImageRetirer for RegionClients {
+    async fn retire(
+        &self,
+        image_id: &str,
+        step: crate::retire::RetireStep,
+        now: crate::model::Timestamp,
+    ) -> Result<(), crate::error::AwsError> {
+        self.ec2.retire(image_id, step, now).await
+    }
+}
+
 impl crate::ports::RecycleBinRules for RegionClients {
     async fn bin_rules(&self) -> Result<crate::recycle_bin::BinRules, crate::error::AwsError> {
         self.rbin.rules().await

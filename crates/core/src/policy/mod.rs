@@ -45,6 +45,10 @@ pub struct Policy {
     /// Where ami-sweeper looks for users of an image, beyond its own defaults.
     #[serde(default)]
     pub usage: UsageRules,
+    /// Retire in stages instead of deregistering at once: deprecate first, and/or disable
+    /// for some days; a later sweep deregisters what the rules still condemn then.
+    #[serde(default)]
+    pub retire: Retire,
     /// How the Recycle Bin's retention rules shape deletion: `respect` (default: an image
     /// a rule retains keeps its snapshots until it can no longer be restored), `require`
     /// (also: never deregister an image no rule retains) or `ignore`.
@@ -84,6 +88,25 @@ pub struct UsageRules {
     /// or Batch compute environment).
     #[serde(default)]
     pub launch_template_versions: TemplateVersions,
+}
+
+/// The stages a condemned image goes through before it is deregistered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retire {
+    /// Set a condemned image's `DeprecationTime` first (describe-images and the console then
+    /// warn anyone launching it); it goes on at the next sweep.
+    #[serde(default)]
+    pub deprecate: bool,
+    /// Disable a condemned image (it can no longer launch; `EnableImage` undoes it) and
+    /// deregister it only after this many days, if the rules still condemn it then.
+    #[serde(
+        default,
+        deserialize_with = "opt_non_negative",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub disable_for_days: Option<u64>,
 }
 
 /// How the Recycle Bin's rules shape deletion.

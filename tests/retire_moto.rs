@@ -1,7 +1,9 @@
-//! Recycle Bin-aware deletion end to end on the emulator (its front door answers the
-//! Recycle Bin's `ListRules`/`GetRule` and `ListImagesInRecycleBin`, which moto lacks): with
-//! an AMI rule of 7 days, no snapshot of a deregistered image is deleted before day 7, and
-//! all are deleted by the first sweep after it.
+//! Gentle retirement end to end on the emulator (its front door answers what moto lacks:
+//! the Recycle Bin's `ListRules`/`GetRule`, `ListImagesInRecycleBin`, `DisableImage`,
+//! `EnableImage`, `EnableImageDeprecation`, and shows disabled images as such): with an AMI
+//! rule of 7 days, no snapshot of a deregistered image is deleted before day 7 and all are
+//! deleted by the first sweep after it; staged retirement tags, waits, re-checks usage and
+//! deregisters only what is still condemned when the wait is over.
 
 use std::collections::BTreeSet;
 
@@ -224,4 +226,108 @@ async fn a_snapshot_rule_as_long_lets_snapshots_go_now_and_require_keeps_what_no
         1,
         "only web-2's snapshot is left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_retirement_tags_waits_re_checks_and_deregisters_only_what_is_still_condemned() {
+    use ami_sweeper::retire::{DEPRECATED_AT, DISABLED_AT};
+    let seed: Vec<serde_json::Value> = (1..=2)
+        .map(|i| {
+            seed_image(
+                &format!("ami-{i:017}"),
+                &format!("web-{i}"),
+                "2025-01-01T00:00:00.000Z",
+                json!({}),
+            )
+        })
+        .collect();
+    let moto = Moto::start(Some(json!(seed)));
+    let config = moto.config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let (one, two) = ("ami-00000000000000001", "ami-00000000000000002");
+    let staged = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30},
+            "retire": {"deprecate": true, "disable_for_days": 3}, "recycle_bin": "ignore"}"#,
+    )
+    .unwrap();
+    let image_tags = |id: &'static str| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2
+                .describe_images()
+                .image_ids(id)
+                .include_disabled(true)
+                .send()
+                .await
+                .unwrap();
+            let img = &out.images()[0];
+            let tags: std::collections::BTreeMap<String, String> = img
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+                .collect();
+            (
+                img.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                tags,
+            )
+        }
+    };
+    let outcome = |r: &SweepReport, id: &str| {
+        r.regions[0]
+            .images
+            .iter()
+            .find(|i| i.image_id == id)
+            .unwrap()
+            .outcome
+    };
+
+    // Day 0: deprecated (tagged); day 1: disabled (tagged, shown disabled).
+    let r = sweep_on(&moto, &staged, 0).await;
+    assert_eq!(outcome(&r, one), Some(Outcome::Deprecated));
+    assert!(image_tags(one).await.1.contains_key(DEPRECATED_AT));
+    let r = sweep_on(&moto, &staged, 1).await;
+    assert_eq!(outcome(&r, one), Some(Outcome::Disabled));
+    let (state, tags) = image_tags(one).await;
+    assert_eq!(state, "disabled");
+    assert_eq!(
+        tags[DISABLED_AT],
+        format_instant(days_after(parse_instant(crate::NOW).unwrap(), 1))
+    );
+
+    // Day 2: image two gains a user (a launch template) while disabled: enabled again.
+    ec2.create_launch_template()
+        .launch_template_name("web")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(two)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = sweep_on(&moto, &staged, 2).await;
+    assert_eq!(outcome(&r, two), Some(Outcome::Enabled));
+    assert_eq!(image_tags(two).await.0, "available");
+    let d1 = r.regions[0]
+        .images
+        .iter()
+        .find(|i| i.image_id == one)
+        .unwrap();
+    assert_eq!(d1.reasons[0].as_str(), "retiring");
+    assert_eq!(
+        image_ids(&config).await.len(),
+        2,
+        "nothing deregistered during the wait"
+    );
+
+    // Day 4: one's wait (3 days from day 1) is over and it is still condemned.
+    let r = sweep_on(&moto, &staged, 4).await;
+    assert_eq!(outcome(&r, one), Some(Outcome::Deregistered));
+    assert_eq!(
+        image_ids(&config).await,
+        [two.to_string()].into_iter().collect()
+    );
+    assert_eq!(r.totals.failures, 0);
 }
