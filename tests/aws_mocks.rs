@@ -669,6 +669,7 @@ fn recorder() -> (ProgressSink, Arc<std::sync::Mutex<Vec<Progress>>>) {
 fn snapshot_job(id: &str) -> CleanupJob {
     CleanupJob {
         version: JOB_VERSION,
+        account: None,
         region: "us-east-1".into(),
         image_id: "ami-1".into(),
         target: JobTarget::DeleteSnapshot {

@@ -379,6 +379,7 @@ async fn when_enqueueing_fails_deregistrations_stop_and_the_storage_stays_marked
 fn bundle_job(key: &str) -> CleanupJob {
     CleanupJob {
         version: JOB_VERSION,
+        account: None,
         region: REGION.into(),
         image_id: "ami-1".into(),
         target: JobTarget::DeleteBundle {
@@ -463,6 +464,7 @@ async fn a_malformed_manifest_deletes_nothing() {
 fn snapshot_job(snapshot: &str, image: &str) -> String {
     CleanupJob {
         version: JOB_VERSION,
+        account: None,
         region: REGION.into(),
         image_id: image.into(),
         target: JobTarget::DeleteSnapshot {
@@ -497,7 +499,7 @@ async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() 
         "not a job".to_string(),
     ];
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let handled = handle_batch(|_| a.clone(), &rules, &refs, now()).await;
+    let handled = handle_batch(|_, _| async { Ok(a.clone()) }, &rules, &refs, now()).await;
     assert!(matches!(
         &handled[0],
         Handled::Ran(_, Attempt::Done(JobOutcome::Deleted, _))
@@ -531,7 +533,13 @@ async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
     a.fail("DescribeImages", None, "RequestLimitExceeded");
     let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
     let body = snapshot_job("snap-gone", "ami-gone");
-    let handled = handle_batch(|_| a.clone(), &rules, &[body.as_str()], now()).await;
+    let handled = handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[body.as_str()],
+        now(),
+    )
+    .await;
     assert!(
         matches!(&handled[0], Handled::Ran(_, Attempt::Retry(_))),
         "{:?}",

@@ -14,6 +14,7 @@ mod executor;
 mod faults_moto;
 mod lambda_events;
 mod lambda_runtime;
+mod org_moto;
 mod retire_moto;
 mod sweep_moto;
 mod throttled_moto;

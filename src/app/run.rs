@@ -14,9 +14,10 @@ use crate::app::stop::StopReason;
 use crate::app::sweep::{sweep_region, ExecConfig};
 use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
+use crate::jobs::CleanupJob;
 use crate::model::Timestamp;
 use crate::policy::Policy;
-use crate::ports::{Account, Cleaner};
+use crate::ports::{Account, Cleaner, CleanupSink};
 use crate::verify::WorkerRules;
 
 /// Where cleanup jobs go.
@@ -82,6 +83,19 @@ pub async fn run_sweep(
     regions: &[String],
     opts: &SweepOptions,
 ) -> SweepReport {
+    run_sweep_in(all, all, None, policy, regions, opts).await
+}
+
+/// As [`run_sweep`], in a member account: `all` are its clients, `hub` the deployment's
+/// own (whose cleanup queue receives the jobs, each naming `account`).
+pub async fn run_sweep_in(
+    hub: &Clients,
+    all: &Clients,
+    account: Option<&str>,
+    policy: &Policy,
+    regions: &[String],
+    opts: &SweepOptions,
+) -> SweepReport {
     let started = Instant::now();
     let calls_before = all.calls().snapshot();
     let throttles_before = all.calls().throttles();
@@ -96,7 +110,10 @@ pub async fn run_sweep(
                     sweep_with_local_queue(policy, region, opts.now, &clients, retry, &exec).await
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
-                    let sqs = all.queue(url, *delay_seconds);
+                    let sqs = InAccount {
+                        inner: hub.queue(url, *delay_seconds),
+                        account: account.map(str::to_string),
+                    };
                     sweep_region(policy, region, opts.now, &clients, &sqs, &exec).await
                 }
             }
@@ -123,6 +140,29 @@ pub async fn run_sweep(
     }
     log_finished(&report);
     report
+}
+
+/// A cleanup sink whose jobs name the member account their storage is in.
+struct InAccount<Q> {
+    inner: Q,
+    account: Option<String>,
+}
+
+impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+
+    async fn check(&self) -> Result<(), AwsError> {
+        self.inner.check().await
+    }
+
+    async fn enqueue(&self, mut jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        for j in &mut jobs {
+            j.account.clone_from(&self.account);
+        }
+        self.inner.enqueue(jobs).await
+    }
 }
 
 /// One region with the in-process queue: the sweep hands jobs to a worker running
@@ -281,7 +321,13 @@ pub async fn drain_queue(
             break "no_new_messages";
         }
         let bodies: Vec<&str> = fresh.iter().map(|m| m.body.as_str()).collect();
-        let handled = handle_batch(|r| clients.region(r), rules, &bodies, chrono::Utc::now()).await;
+        let handled = handle_batch(
+            |a, r| async move { clients.place(a.as_deref(), &r, &rules.member_role).await },
+            rules,
+            &bodies,
+            chrono::Utc::now(),
+        )
+        .await;
         for (m, handled) in fresh.iter().zip(handled) {
             settle(&queue, dlq.as_ref(), m, &handled).await?;
             record(&mut jobs, &mut malformed, &m.id, handled);

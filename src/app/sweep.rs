@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use rustc_hash::FxHashSet;
@@ -58,6 +59,10 @@ pub struct ExecConfig {
     pub bundle_buckets: BTreeSet<String>,
     /// Where progress goes (the CLI on a terminal); `None` reports nothing.
     pub progress: Option<ProgressSink>,
+    /// With `protection.shared: "keep_if_used"`: the usage, in this region, of the other
+    /// accounts the sweep can enter. An image shared only with them is kept if one uses
+    /// it, and otherwise treated as unshared.
+    pub siblings: Option<Arc<BTreeMap<String, crate::model::Usage>>>,
 }
 
 impl Default for ExecConfig {
@@ -75,6 +80,7 @@ impl Default for ExecConfig {
             describe_per_second: 15.0,
             stop: Stop::default(),
             scope_group_of: None,
+            siblings: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
         }
@@ -308,6 +314,48 @@ impl<A: Account> Pipeline<'_, A> {
     }
 }
 
+/// How a shared image is judged under `keep_if_used`.
+enum Shared {
+    /// Not judged (the rule is `keep`, or a grantee cannot be entered): kept `shared`.
+    Keep,
+    /// Every grantee can be entered and none uses it: treated as unshared.
+    Unused,
+    /// These users in the accounts it is shared with keep it `in_use`.
+    UsedBy(Vec<crate::model::UsageRef>),
+}
+
+/// Judges a shared image by its grantees' usage: only when every grantee is an account
+/// the sweep can enter (public images, organization and OU grants stay `shared`).
+fn judge_shared(
+    siblings: Option<&BTreeMap<String, crate::model::Usage>>,
+    image_id: &str,
+    grantees: &[String],
+) -> Shared {
+    let Some(siblings) = siblings else {
+        return Shared::Keep;
+    };
+    if grantees.is_empty() || !grantees.iter().all(|g| siblings.contains_key(g)) {
+        return Shared::Keep;
+    }
+    let users: Vec<crate::model::UsageRef> = grantees
+        .iter()
+        .flat_map(|g| {
+            siblings[g]
+                .users(image_id)
+                .into_iter()
+                .map(move |u| crate::model::UsageRef {
+                    kind: crate::model::UsageKind::SharedAccount,
+                    id: format!("{g}: {}", u.id),
+                })
+        })
+        .collect();
+    if users.is_empty() {
+        Shared::Unused
+    } else {
+        Shared::UsedBy(users)
+    }
+}
+
 /// What the executor has learnt so far in a region.
 #[derive(Default)]
 struct Known {
@@ -321,6 +369,10 @@ struct Known {
     warnings: Vec<String>,
     /// Why the region stopped before its plan was done (e.g. a failed reference check).
     error: Option<String>,
+    /// Shared images judged unused by every account they are shared with: unshared.
+    cleared: BTreeSet<String>,
+    /// Users found in sibling accounts of shared images (`keep_if_used`).
+    sibling_users: Vec<(String, crate::model::UsageRef)>,
 }
 
 impl Known {
@@ -332,11 +384,21 @@ impl Known {
         region: &str,
         queue: &mut JobQueue<'_, Q>,
         halted: &AtomicBool,
+        siblings: Option<&BTreeMap<String, crate::model::Usage>>,
     ) {
         match step {
-            Step::Shared(id, g) => {
-                self.grants.insert(id, g);
-            }
+            Step::Shared(id, g) => match judge_shared(siblings, &id, &g) {
+                Shared::Keep => {
+                    self.grants.insert(id, g);
+                }
+                Shared::Unused => {
+                    self.cleared.insert(id);
+                }
+                Shared::UsedBy(users) => {
+                    self.sibling_users
+                        .extend(users.into_iter().map(|u| (id.clone(), u)));
+                }
+            },
             Step::Unknown(id, e) => {
                 self.warnings.push(format!(
                     "{id}: launch permissions unknown ({e}); kept as shared"
@@ -429,17 +491,31 @@ async fn execute<A: Account, Q: CleanupSink>(
         let total = processed.len() + todo.len();
         processed.extend(todo.iter().map(|d| d.image_id.clone()));
         let pipeline = &pipeline;
+        let cleared_before = known.cleared.clone();
         let mut steps = stream::iter(todo)
-            .map(|d| pipeline.step(d, check, total))
+            .map(|d| pipeline.step(d, check && !cleared_before.contains(&d.image_id), total))
             .buffer_unordered(cfg.concurrency.max(1));
+        let siblings = cfg.siblings.as_deref();
         while let Some(step) = steps.next().await {
             known
-                .absorb(step, region, &mut queue, &pipeline.halted)
+                .absorb(step, region, &mut queue, &pipeline.halted, siblings)
                 .await;
         }
         drop(steps);
         inventory.warnings.append(&mut known.warnings);
-        if known.grants.is_empty() {
+        // Shared images a sibling account uses: in use. Judged unused: unshared, and they
+        // go through again without the launch-permission lookup.
+        let users = std::mem::take(&mut known.sibling_users);
+        let newly_cleared: Vec<String> =
+            known.cleared.difference(&cleared_before).cloned().collect();
+        for id in &newly_cleared {
+            processed.remove(id);
+        }
+        let learnt_users = !users.is_empty();
+        for (image, user) in users {
+            inventory.usage.add(image, user);
+        }
+        if known.grants.is_empty() && newly_cleared.is_empty() && !learnt_users {
             // Nothing new is known: this plan is final.
             break p;
         }
@@ -453,7 +529,7 @@ async fn execute<A: Account, Q: CleanupSink>(
             pipeline.retire_now(d, RetireStep::Enable).await
         };
         known
-            .absorb(step, region, &mut queue, &pipeline.halted)
+            .absorb(step, region, &mut queue, &pipeline.halted, None)
             .await;
     }
     let (jobs, queue_failed) = queue.finish().await;

@@ -41,18 +41,25 @@ impl Handled {
 /// `DescribeImages` for their images, and the owned images' locations when it has
 /// bundle jobs. If those facts cannot be read, every job of that region is retried
 /// later and nothing is deleted.
-pub async fn handle_batch<C: Cleaner>(
-    region: impl Fn(&str) -> C,
+pub async fn handle_batch<C: Cleaner, F>(
+    clients: impl Fn(Option<String>, String) -> F,
     rules: &WorkerRules,
     bodies: &[&str],
     now: crate::model::Timestamp,
-) -> Vec<Handled> {
+) -> Vec<Handled>
+where
+    F: std::future::Future<Output = Result<C, String>>,
+{
     let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
-    let mut by_region: BTreeMap<String, Vec<(usize, CleanupJob)>> = BTreeMap::new();
+    type Place = (Option<String>, String);
+    let mut by_region: BTreeMap<Place, Vec<(usize, CleanupJob)>> = BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
         match CleanupJob::from_json(body) {
             Err(e) => out[i] = Some(Handled::Malformed(e.to_string())),
-            Ok(job) => match rules.check_region(&job.region) {
+            Ok(job) => match rules
+                .check_region(&job.region)
+                .and_then(|()| rules.check_account(job.account.as_deref()))
+            {
                 // Checked before any client exists: a made-up region costs nothing.
                 Err(why) => {
                     out[i] = Some(Handled::Rejected(
@@ -61,16 +68,26 @@ pub async fn handle_batch<C: Cleaner>(
                     ))
                 }
                 Ok(()) => by_region
-                    .entry(job.region.clone())
+                    .entry((job.account.clone(), job.region.clone()))
                     .or_default()
                     .push((i, job)),
             },
         }
     }
-    for (name, jobs) in by_region {
-        let c = region(&name);
-        for (i, handled) in handle_region(&c, rules, jobs, now).await {
-            out[i] = Some(handled);
+    for ((account, name), jobs) in by_region {
+        match clients(account, name).await {
+            Ok(c) => {
+                for (i, handled) in handle_region(&c, rules, jobs, now).await {
+                    out[i] = Some(handled);
+                }
+            }
+            // The account cannot be entered now: every job of it is retried later.
+            Err(why) => {
+                for (i, job) in jobs {
+                    let why = format!("cannot enter the job's account, nothing was deleted: {why}");
+                    out[i] = Some(Handled::Ran(job, Attempt::Retry(why)));
+                }
+            }
         }
     }
     out.into_iter()

@@ -53,6 +53,11 @@ pub struct Config {
     pub bundle_buckets: BTreeSet<String>,
     /// `AWS_LAMBDA_RUNTIME_API` is set: running inside Lambda (metrics go to stdout).
     pub in_lambda: bool,
+    /// `AMI_SWEEPER_REPORT_BUCKET`: where an organization sweep writes each pair's report.
+    pub report_bucket: Option<String>,
+    /// `SWEEP_QUEUE_URL`: where the scheduled dispatcher sends one message per
+    /// (account, region) pair of an organization sweep.
+    pub sweep_queue_url: Option<String>,
 }
 
 impl Default for Config {
@@ -69,6 +74,8 @@ impl Default for Config {
             account_id: None,
             bundle_buckets: BTreeSet::new(),
             in_lambda: false,
+            report_bucket: None,
+            sweep_queue_url: None,
         }
     }
 }
@@ -101,6 +108,8 @@ impl Config {
             account_id: set("AMI_SWEEPER_ACCOUNT_ID"),
             bundle_buckets: bucket_set(set("AMI_SWEEPER_BUNDLE_BUCKETS").as_deref().unwrap_or("")),
             in_lambda: var("AWS_LAMBDA_RUNTIME_API").is_some(),
+            report_bucket: set("AMI_SWEEPER_REPORT_BUCKET"),
+            sweep_queue_url: set("SWEEP_QUEUE_URL"),
             ..Self::default()
         }
     }

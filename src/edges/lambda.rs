@@ -332,8 +332,12 @@ impl Handler {
             .as_deref()
             .map(|u| self.clients.queue(u, 0));
         let bodies: Vec<&str> = records.iter().map(|(_, b)| b.as_str()).collect();
+        let role = rules.member_role.clone();
         let handled = handle_batch(
-            |r| self.clients.region(r),
+            |a, r| {
+                let role = role.clone();
+                async move { self.clients.place(a.as_deref(), &r, &role).await }
+            },
             &rules,
             &bodies,
             chrono::Utc::now(),

@@ -30,6 +30,17 @@ impl Moto {
     /// Starts a server; `seed` is written as the `MOTO_AMIS_PATH` file (images that
     /// appear in every region, with the creation dates given).
     pub fn start(seed: Option<serde_json::Value>) -> Moto {
+        Self::start_with(seed, false)
+    }
+
+    /// A server with moto's own public AMIs (owned by Amazon, so never the account's):
+    /// what instances in accounts other than the default one launch from (moto cannot load
+    /// a seed file into a second account).
+    pub fn start_with_public_amis() -> Moto {
+        Self::start_with(None, true)
+    }
+
+    fn start_with(seed: Option<serde_json::Value>, public_amis: bool) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -41,7 +52,10 @@ impl Moto {
         let log = std::fs::File::create(dir.join("moto.log")).unwrap();
         let mut cmd = Command::new(moto_binary());
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .env(
+                "MOTO_EC2_LOAD_DEFAULT_AMIS",
+                if public_amis { "true" } else { "false" },
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

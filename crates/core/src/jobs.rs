@@ -24,6 +24,10 @@ pub struct CleanupJob {
     pub version: u32,
     /// Region of the image and its storage.
     pub region: String,
+    /// The member account whose storage it is (an organization sweep); `None`: the
+    /// deployment's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// The deregistered image the storage belonged to.
     pub image_id: String,
     /// What to delete.
@@ -92,6 +96,7 @@ impl CleanupJob {
         Self {
             version: JOB_VERSION,
             region: region.to_string(),
+            account: None,
             image_id: image_id.to_string(),
             target,
         }
@@ -132,6 +137,7 @@ mod tests {
     fn jobs_round_trip_and_reject_other_versions() {
         let job = CleanupJob {
             version: JOB_VERSION,
+            account: None,
             region: "us-east-1".into(),
             image_id: "ami-1".into(),
             target: JobTarget::DeleteSnapshot {

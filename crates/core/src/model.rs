@@ -313,6 +313,8 @@ pub enum UsageKind {
     ContainerRecipe,
     /// A resource of a type AWS's reference check names that ami-sweeper does not know yet.
     OtherReference,
+    /// A user in an account the image is shared with (`keep_if_used`): `account: user`.
+    SharedAccount,
 }
 
 impl UsageKind {
@@ -330,6 +332,7 @@ impl UsageKind {
             Self::ImageRecipe => "image_recipe",
             Self::ContainerRecipe => "container_recipe",
             Self::OtherReference => "other_reference",
+            Self::SharedAccount => "shared_account",
         }
     }
 }

@@ -24,6 +24,22 @@ pub struct WorkerRules {
     pub bundle_buckets: BTreeSet<String>,
     /// The policy's exclude tags: storage carrying one is kept on purpose.
     pub exclude_tags: BTreeMap<String, Glob>,
+    /// Which member accounts' jobs may run (a job names its account).
+    pub accounts: AccountScope,
+    /// The role the worker assumes in a job's member account.
+    pub member_role: String,
+}
+
+/// Which accounts' storage the worker may delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AccountScope {
+    /// Only the deployment's own (jobs name no account).
+    #[default]
+    Own,
+    /// These member accounts (the policy lists them).
+    These(BTreeSet<String>),
+    /// Any account of the organization but these (the member role gates the rest).
+    OrganizationExcept(BTreeSet<String>),
 }
 
 /// The worker's decision about one job.
@@ -57,6 +73,36 @@ impl WorkerRules {
                 .filter(|b| !b.is_empty())
                 .collect(),
             exclude_tags: policy.selection.exclude_tags.clone(),
+            member_role: policy.member_role_name.clone(),
+            accounts: match &policy.accounts {
+                None => AccountScope::Own,
+                Some(crate::policy::Accounts::List(ids)) => {
+                    AccountScope::These(ids.iter().cloned().collect())
+                }
+                Some(crate::policy::Accounts::Organization { organization }) => {
+                    AccountScope::OrganizationExcept(
+                        organization.exclude_accounts.iter().cloned().collect(),
+                    )
+                }
+            },
+        }
+    }
+
+    /// A job's account must be one the deployment sweeps.
+    pub fn check_account(&self, account: Option<&str>) -> Result<(), String> {
+        let ok = match (account, &self.accounts) {
+            (None, _) => true,
+            (Some(_), AccountScope::Own) => false,
+            (Some(a), AccountScope::These(ids)) => ids.contains(a),
+            (Some(a), AccountScope::OrganizationExcept(excluded)) => !excluded.contains(a),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "account {} is not one this deployment sweeps",
+                account.unwrap_or_default()
+            ))
         }
     }
 
@@ -161,6 +207,7 @@ mod tests {
             exclude_tags: [("retain".to_string(), Glob::new("*"))]
                 .into_iter()
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -225,6 +272,25 @@ mod tests {
             (DELETE_AFTER, "2026-11-25T00:00:00Z"),
         ];
         assert_eq!(ok(&snap("", &due), false), Verdict::Proceed);
+    }
+
+    #[test]
+    fn a_job_may_name_only_an_account_the_deployment_sweeps() {
+        let own = rules();
+        assert!(own.check_account(None).is_ok());
+        assert!(own.check_account(Some("111122223333")).is_err());
+        let listed = WorkerRules {
+            accounts: AccountScope::These(["111122223333".to_string()].into()),
+            ..rules()
+        };
+        assert!(listed.check_account(Some("111122223333")).is_ok());
+        assert!(listed.check_account(Some("444455556666")).is_err());
+        let org = WorkerRules {
+            accounts: AccountScope::OrganizationExcept(["444455556666".to_string()].into()),
+            ..rules()
+        };
+        assert!(org.check_account(Some("111122223333")).is_ok());
+        assert!(org.check_account(Some("444455556666")).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod batch;
 mod calls;
 pub mod ec2;
 pub mod imagebuilder;
+pub mod organizations;
 pub mod rbin;
 pub mod s3;
 pub mod sqs;
@@ -64,6 +65,17 @@ impl aws_sdk_ec2::config::Intercept for ThrottleCounter {
     }
 }
 
+/// The partition of a region name (`aws-cn`, `aws-us-gov`, else `aws`).
+fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// Every region's clients, built on first use and reused for the life of the process
 /// (in Lambda: across invocations), with one call counter.
 #[derive(Debug)]
@@ -71,17 +83,58 @@ pub struct Clients {
     base: aws_config::SdkConfig,
     calls: Arc<ApiCalls>,
     by_region: Mutex<BTreeMap<String, RegionClients>>,
+    members: tokio::sync::Mutex<BTreeMap<String, Arc<Clients>>>,
     sqs: aws_sdk_sqs::Client,
 }
 
 impl Clients {
     /// Wraps the shared SDK configuration; no client is built yet.
     pub fn new(base: aws_config::SdkConfig) -> Self {
+        Self::with_calls(base, Arc::new(ApiCalls::default()))
+    }
+
+    /// As [`Clients::new`], recording into an existing call counter (a member account's
+    /// clients count into the hub's run).
+    pub fn with_calls(base: aws_config::SdkConfig, calls: Arc<ApiCalls>) -> Self {
         Self {
             sqs: aws_sdk_sqs::Client::new(&base),
             base,
-            calls: Arc::new(ApiCalls::default()),
+            calls,
             by_region: Mutex::new(BTreeMap::new()),
+            members: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A member account's clients, assumed once and kept (see [`Clients::for_account`]).
+    pub async fn member(
+        &self,
+        account: &str,
+        role_name: &str,
+    ) -> Result<Arc<Clients>, crate::error::AwsError> {
+        let mut members = self.members.lock().await;
+        if let Some(c) = members.get(account) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.for_account(account, role_name).await?);
+        members.insert(account.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The clients for a job's place: its member account's (through `role_name`) or, with
+    /// no account, this deployment's own.
+    pub async fn place(
+        &self,
+        account: Option<&str>,
+        region: &str,
+        role_name: &str,
+    ) -> Result<RegionClients, String> {
+        match account {
+            None => Ok(self.region(region)),
+            Some(a) => Ok(self
+                .member(a, role_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .region(region)),
         }
     }
 
@@ -99,6 +152,60 @@ impl Clients {
     /// The call counter every client records into.
     pub fn calls(&self) -> &Arc<ApiCalls> {
         &self.calls
+    }
+
+    /// The Organizations adapter, on the configuration's own credentials (the hub's).
+    pub fn organizations(&self) -> organizations::Organizations {
+        organizations::Organizations::new(
+            aws_sdk_organizations::Client::new(&self.base),
+            self.calls.clone(),
+        )
+    }
+
+    /// Clients acting as `account`, through its role `role_name` (assumed from these
+    /// clients' credentials, refreshed as they expire). Before any use, `GetCallerIdentity`
+    /// must name that very account: credentials of one account are never used for
+    /// another's resources, whatever the role's trust says.
+    pub async fn for_account(
+        &self,
+        account: &str,
+        role_name: &str,
+    ) -> Result<Clients, crate::error::AwsError> {
+        let partition = self
+            .base
+            .region()
+            .map(|r| r.as_ref())
+            .map_or("aws", partition_of);
+        let arn = format!("arn:{partition}:iam::{account}:role/{role_name}");
+        let provider = aws_config::sts::AssumeRoleProvider::builder(arn)
+            .session_name("ami-sweeper")
+            .configure(&self.base)
+            .build()
+            .await;
+        let config = self
+            .base
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        self.calls.record("AssumeRole");
+        let who = aws_sdk_sts::Client::new(&config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| crate::error::from_sdk("AssumeRole", e))?;
+        match who.account() {
+            Some(a) if a == account => Ok(Clients::with_calls(config, self.calls.clone())),
+            other => Err(crate::error::AwsError::new(
+                "GetCallerIdentity",
+                "WrongAccount",
+                format!(
+                    "the role for {account} acts as {}; nothing is done with it",
+                    other.unwrap_or("no account")
+                ),
+            )),
+        }
     }
 
     /// The region's clients (cheap clones of the cached ones).

@@ -24,6 +24,23 @@ impl S3 {
     }
 }
 
+impl S3 {
+    /// Writes a run's report (JSON) to the hub's report bucket.
+    pub async fn put_report(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
+        self.calls.record("PutObject");
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| from_sdk("PutObject", e))
+            .map(|_| ())
+    }
+}
+
 impl BundleStore for S3 {
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         self.calls.record("GetObject");

@@ -130,6 +130,13 @@ pub(crate) struct SweepArgs {
     /// Default: `AMI_SWEEPER_BUNDLE_BUCKETS`.
     #[arg(long, value_delimiter = ',')]
     pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// With a policy naming `accounts`: write each (account, region) pair's report to
+    /// this bucket as `reports/RUN/ACCOUNT/REGION.json` (default: `AMI_SWEEPER_REPORT_BUCKET`).
+    #[arg(long)]
+    pub(crate) report_bucket: Option<String>,
+    /// With a policy naming `accounts`: (account, region) pairs swept at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) account_concurrency: usize,
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,

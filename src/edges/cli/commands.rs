@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::{load_config, Clients};
 use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
-use crate::app::{run, sweep};
+use crate::app::{org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
@@ -30,6 +30,8 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         describe_rate,
         retry_delay,
         bundle_buckets,
+        report_bucket,
+        account_concurrency,
         now,
         format,
     } = args;
@@ -51,6 +53,34 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     };
     init_logs();
     let rt = runtime()?;
+    if policy.accounts.is_some() {
+        let report_bucket = report_bucket.or(config.report_bucket.clone());
+        return rt.block_on(async {
+            let base = load_config().await;
+            let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
+                .map_err(Failure::input)?;
+            let opts = config.sweep_options(regions.clone(), dry_run, exec, now);
+            let hub = Clients::new(base);
+            stop_on_signals(&opts.exec.stop);
+            let accounts = org::resolve_accounts(&hub, &policy)
+                .await
+                .map_err(|e| Failure {
+                    status: EXIT_FAILED,
+                    message: format!("the policy's accounts could not be listed: {e}"),
+                })?;
+            let report = org::run_org_sweep(
+                &hub,
+                &policy,
+                &accounts,
+                &regions,
+                &opts,
+                account_concurrency,
+                report_bucket.as_deref(),
+            )
+            .await;
+            emit_report(format, &report, render::org_table, report.failures)
+        });
+    }
     let report = rt.block_on(async {
         let base = load_config().await;
         let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))

@@ -45,6 +45,13 @@ pub struct Policy {
     /// Where ami-sweeper looks for users of an image, beyond its own defaults.
     #[serde(default)]
     pub usage: UsageRules,
+    /// Sweep these accounts through the member role (`member_role_name`) instead of the
+    /// deployment's own: a list of ids, or `{"organization": {"ou_ids": [...]}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Accounts>,
+    /// The role each member account offers the hub (deployed by `template-member.yaml`).
+    #[serde(default = "default_member_role")]
+    pub member_role_name: String,
     /// Retire in stages instead of deregistering at once: deprecate first, and/or disable
     /// for some days; a later sweep deregisters what the rules still condemn then.
     #[serde(default)]
@@ -211,6 +218,11 @@ pub struct ProtectionRules {
     /// Keep public images and images shared with other accounts, organizations or OUs.
     #[serde(default = "default_true")]
     pub skip_shared: bool,
+    /// How a shared image is judged: `keep` (default: always kept) or `keep_if_used` (an
+    /// image shared only with accounts the sweep can enter is kept if one of them uses it,
+    /// and otherwise treated as unshared).
+    #[serde(default)]
+    pub shared: SharedRule,
 }
 
 impl Default for ProtectionRules {
@@ -218,8 +230,48 @@ impl Default for ProtectionRules {
         Self {
             skip_in_use: true,
             skip_shared: true,
+            shared: SharedRule::Keep,
         }
     }
+}
+
+/// How a shared image is judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedRule {
+    /// Always kept (`shared`).
+    #[default]
+    Keep,
+    /// Kept if an account it is shared with (and the sweep can enter) uses it.
+    KeepIfUsed,
+}
+
+/// The accounts a sweep covers besides (or instead of) its own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Accounts {
+    /// These account ids.
+    List(Vec<String>),
+    /// The accounts of these organizational units (and their child OUs).
+    Organization {
+        /// Where to look.
+        organization: OrgScope,
+    },
+}
+
+/// Organizational units to sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgScope {
+    /// `ou-...` or `r-...` ids; child OUs are included.
+    pub ou_ids: Vec<String>,
+    /// Accounts under them to leave alone.
+    #[serde(default)]
+    pub exclude_accounts: Vec<String>,
+}
+
+fn default_member_role() -> String {
+    "ami-sweeper-member".into()
 }
 
 /// Cleanup switches applied after a successful deregistration.
@@ -494,6 +546,46 @@ impl Policy {
             if map.contains_key("") {
                 return Err(PolicyError::new(field, "tag keys must not be empty"));
             }
+        }
+        let is_account = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
+        let listed = match &self.accounts {
+            Some(Accounts::List(ids)) => ("accounts", ids.as_slice()),
+            Some(Accounts::Organization { organization }) => {
+                if organization.ou_ids.is_empty() {
+                    return Err(PolicyError::new(
+                        "accounts.organization.ou_ids",
+                        "must name at least one OU (or the root)",
+                    ));
+                }
+                (
+                    "accounts.organization.exclude_accounts",
+                    organization.exclude_accounts.as_slice(),
+                )
+            }
+            None => ("accounts", &[][..]),
+        };
+        if let Some((i, a)) = listed.1.iter().enumerate().find(|(_, a)| !is_account(a)) {
+            return Err(PolicyError::new(
+                format!("{}[{i}]", listed.0),
+                format!("{a:?} is not a 12-digit account id"),
+            ));
+        }
+        if matches!(&self.accounts, Some(Accounts::List(ids)) if ids.is_empty()) {
+            return Err(PolicyError::new(
+                "accounts",
+                "must list at least one account",
+            ));
+        }
+        if self.member_role_name.is_empty()
+            || !self
+                .member_role_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+        {
+            return Err(PolicyError::new(
+                "member_role_name",
+                "is not an IAM role name",
+            ));
         }
         for (i, path) in self.usage.ssm_paths.iter().enumerate() {
             if !path.starts_with('/') || path.contains("//") {

@@ -1,0 +1,250 @@
+//! Organization scale: one sweep per (account, region) pair, each through the member
+//! account's role, with bounded concurrency across pairs. One account that cannot be
+//! entered (role missing, access denied) fails only its own pairs; nothing in any account
+//! is touched with another's credentials. Used in process by the CLI, and one pair per
+//! sweep-queue message by the Lambda function.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::aws::Clients;
+use crate::app::report::SweepReport;
+use crate::app::run::{run_sweep_in, SweepOptions};
+use crate::error::AwsError;
+use crate::model::Usage;
+use crate::policy::{Accounts, Policy, SharedRule};
+use crate::ports::UsageSource;
+
+/// One (account, region) pair to sweep: what a sweep-queue message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRequest {
+    /// The member account.
+    pub account: String,
+    /// The region.
+    pub region: String,
+    /// The run it belongs to (the dispatcher's instant), naming its reports.
+    pub run: String,
+}
+
+impl SweepRequest {
+    /// The message body: `{"sweep": {...}}`, told apart from cleanup jobs by its key.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "sweep": self }).to_string()
+    }
+
+    /// Reads a message body; `None` when it is not a sweep request.
+    pub fn from_json(body: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        serde_json::from_value(v.get("sweep")?.clone()).ok()
+    }
+
+    /// Where its report goes in the report bucket: one JSON per account, region and run.
+    pub fn report_key(&self) -> String {
+        format!("reports/{}/{}/{}.json", self.run, self.account, self.region)
+    }
+}
+
+/// One pair's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    /// The member account.
+    pub account: String,
+    /// The region.
+    pub region: String,
+    /// Why the pair did not run (the account could not be entered), or why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The sweep's report, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<SweepReport>,
+}
+
+impl PairReport {
+    /// Failures in the pair: one when it could not run, else its report's.
+    pub fn failures(&self) -> usize {
+        match &self.report {
+            Some(r) => r.totals.failures,
+            None => 1,
+        }
+    }
+}
+
+/// One account's line of the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccountSummary {
+    /// Images evaluated.
+    pub images: usize,
+    /// Images deregistered.
+    pub deregistered: usize,
+    /// Failures (pairs that could not run count one each).
+    pub failures: usize,
+    /// The first reason a pair of the account could not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A whole organization sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrgReport {
+    /// The run's name (its instant), as in the report bucket's keys.
+    pub run: String,
+    /// Every pair, by account then region.
+    pub pairs: Vec<PairReport>,
+    /// One line per account.
+    pub accounts: BTreeMap<String, AccountSummary>,
+    /// Failures over all pairs.
+    pub failures: usize,
+}
+
+/// The accounts a policy's `accounts` names: the list as given, or the active accounts
+/// under its OUs (through the hub's Organizations access) without the excluded ones.
+pub async fn resolve_accounts(hub: &Clients, policy: &Policy) -> Result<Vec<String>, AwsError> {
+    match &policy.accounts {
+        None => Ok(Vec::new()),
+        Some(Accounts::List(ids)) => Ok(ids.clone()),
+        Some(Accounts::Organization { organization }) => {
+            hub.organizations()
+                .accounts_under(&organization.ou_ids, &organization.exclude_accounts)
+                .await
+        }
+    }
+}
+
+/// Sweeps one pair in its member account: enters it (the identity checked), judges shared
+/// images by the sibling accounts' usage when the policy says `keep_if_used`, sweeps, and
+/// writes the report to `report_bucket` when given.
+pub async fn sweep_pair(
+    hub: &Clients,
+    policy: &Policy,
+    request: &SweepRequest,
+    siblings: &[String],
+    opts: &SweepOptions,
+    report_bucket: Option<&str>,
+) -> PairReport {
+    let (account, region) = (request.account.as_str(), request.region.as_str());
+    let fail = |error: String| PairReport {
+        account: account.to_string(),
+        region: region.to_string(),
+        error: Some(error),
+        report: None,
+    };
+    let member = match hub.member(account, &policy.member_role_name).await {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot enter account {account}: {e}")),
+    };
+    let mut opts = opts.clone();
+    opts.regions = vec![region.to_string()];
+    if policy.protection.shared == SharedRule::KeepIfUsed {
+        match sibling_usage(hub, policy, siblings, account, region).await {
+            Ok(u) => opts.exec.siblings = Some(Arc::new(u)),
+            Err(e) => return fail(format!("cannot read the sibling accounts' usage: {e}")),
+        }
+    }
+    let regions = [region.to_string()];
+    let report = run_sweep_in(hub, &member, Some(account), policy, &regions, &opts).await;
+    let mut pair = PairReport {
+        account: account.to_string(),
+        region: region.to_string(),
+        error: None,
+        report: Some(report),
+    };
+    if let Some(bucket) = report_bucket {
+        let body = serde_json::to_vec_pretty(&pair).expect("reports serialize");
+        let s3 = hub.region(&hub_region(hub)).s3;
+        if let Err(e) = s3.put_report(bucket, &request.report_key(), body).await {
+            pair.error = Some(format!("the report could not be written: {e}"));
+        }
+    }
+    pair
+}
+
+/// The usage, in `region`, of every other account the sweep can enter: what
+/// `keep_if_used` judges a shared image by. An account that cannot be entered is left out
+/// (an image shared with it stays `shared`).
+async fn sibling_usage(
+    hub: &Clients,
+    policy: &Policy,
+    siblings: &[String],
+    own: &str,
+    region: &str,
+) -> Result<BTreeMap<String, Usage>, AwsError> {
+    let mut out = BTreeMap::new();
+    for a in siblings.iter().filter(|a| *a != own) {
+        let Ok(member) = hub.member(a, &policy.member_role_name).await else {
+            continue;
+        };
+        let (usage, _) = member.region(region).list_usage(&policy.usage).await?;
+        out.insert(a.clone(), usage);
+    }
+    Ok(out)
+}
+
+fn hub_region(hub: &Clients) -> String {
+    hub.base()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "us-east-1".into())
+}
+
+/// Sweeps every (account, region) pair, at most `concurrency` at once, and sums up per
+/// account.
+pub async fn run_org_sweep(
+    hub: &Clients,
+    policy: &Policy,
+    accounts: &[String],
+    regions: &[String],
+    opts: &SweepOptions,
+    concurrency: usize,
+    report_bucket: Option<&str>,
+) -> OrgReport {
+    let run = crate::time::format_instant(opts.now);
+    let requests: Vec<SweepRequest> = accounts
+        .iter()
+        .flat_map(|a| {
+            regions.iter().map(|r| SweepRequest {
+                account: a.clone(),
+                region: r.clone(),
+                run: run.clone(),
+            })
+        })
+        .collect();
+    let mut pairs: Vec<PairReport> = stream::iter(&requests)
+        .map(|r| sweep_pair(hub, policy, r, accounts, opts, report_bucket))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    pairs.sort_by(|a, b| (&a.account, &a.region).cmp(&(&b.account, &b.region)));
+    summarize(run, pairs)
+}
+
+/// The per-account lines and the total of failures.
+pub fn summarize(run: String, pairs: Vec<PairReport>) -> OrgReport {
+    let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
+    for p in &pairs {
+        let line = accounts.entry(p.account.clone()).or_default();
+        line.failures += p.failures();
+        if let Some(r) = &p.report {
+            line.images += r.totals.images;
+            line.deregistered += r
+                .totals
+                .outcomes
+                .get(&crate::app::report::Outcome::Deregistered)
+                .copied()
+                .unwrap_or(0);
+        }
+        if line.error.is_none() {
+            line.error.clone_from(&p.error);
+        }
+        tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair swept");
+    }
+    let failures = pairs.iter().map(PairReport::failures).sum();
+    OrgReport {
+        run,
+        pairs,
+        accounts,
+        failures,
+    }
+}

@@ -1,0 +1,321 @@
+//! Organization scale end to end on the emulator (it switches accounts on `AssumeRole` and
+//! emulates Organizations): three member accounts under an OU tree, two regions each, with
+//! images, usage and cross-account shares; one `sweep` deletes exactly what each account's
+//! rules condemn, keeps the shared image a sibling uses and deletes the shared one nobody
+//! uses (`keep_if_used`), and a member whose role cannot be assumed fails alone.
+
+use std::collections::BTreeSet;
+
+use crate::moto::Moto;
+use ami_sweeper::adapters::aws::Clients;
+use ami_sweeper::app::org::{resolve_accounts, run_org_sweep, OrgReport};
+use ami_sweeper::app::run::{QueueMode, SweepOptions};
+use ami_sweeper::app::sweep::ExecConfig;
+use ami_sweeper::model::UsageKind;
+use ami_sweeper::Policy;
+use aws_sdk_ec2::types::{InstanceType, LaunchPermission, LaunchPermissionModifications};
+use serde_json::json;
+
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
+/// The hub's view of the organization: root → `workloads` (a, c) → `team` (b); and `d`,
+/// also under `workloads`, whose role cannot be assumed.
+struct Org {
+    ou: String,
+    a: String,
+    b: String,
+    c: String,
+    d: String,
+}
+
+async fn organization(hub: &aws_config::SdkConfig) -> Org {
+    let org = aws_sdk_organizations::Client::new(hub);
+    org.create_organization().send().await.unwrap();
+    let root = org.list_roots().send().await.unwrap().roots()[0]
+        .id()
+        .unwrap()
+        .to_string();
+    let ou = |parent: String, name: &'static str| {
+        let org = org.clone();
+        async move {
+            org.create_organizational_unit()
+                .parent_id(parent)
+                .name(name)
+                .send()
+                .await
+                .unwrap()
+                .organizational_unit()
+                .unwrap()
+                .id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let workloads = ou(root.clone(), "workloads").await;
+    let team = ou(workloads.clone(), "team").await;
+    let mut ids = Vec::new();
+    for (name, parent) in [
+        ("a", &workloads),
+        ("b", &team),
+        ("c", &workloads),
+        ("d", &workloads),
+    ] {
+        let status = org
+            .create_account()
+            .email(format!("{name}@example.com"))
+            .account_name(name)
+            .send()
+            .await
+            .unwrap();
+        let id = status
+            .create_account_status()
+            .unwrap()
+            .account_id()
+            .unwrap()
+            .to_string();
+        org.move_account()
+            .account_id(&id)
+            .source_parent_id(&root)
+            .destination_parent_id(parent)
+            .send()
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    Org {
+        ou: workloads,
+        a: ids[0].clone(),
+        b: ids[1].clone(),
+        c: ids[2].clone(),
+        d: ids[3].clone(),
+    }
+}
+
+/// The SDK configuration of a member account, through the same role a sweep assumes.
+async fn member(hub: &aws_config::SdkConfig, account: &str, region: &str) -> aws_config::SdkConfig {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+        "arn:aws:iam::{account}:role/ami-sweeper-member"
+    ))
+    .session_name("test-setup")
+    .configure(hub)
+    .build()
+    .await;
+    hub.to_builder()
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
+/// Bakes `n` images in a member account's region (from the base image everyone sees);
+/// returns their ids and the id of the instance they were made from (stopped).
+async fn bake(config: &aws_config::SdkConfig, base: &str, n: usize) -> (Vec<String>, String) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let run = ec2
+        .run_instances()
+        .image_id(base)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let instance = run.instances()[0].instance_id().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let img = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name(format!("build-{i}"))
+            .send()
+            .await
+            .unwrap();
+        ids.push(img.image_id().unwrap().to_string());
+    }
+    (ids, instance)
+}
+
+async fn own_images(config: &aws_config::SdkConfig) -> BTreeSet<String> {
+    aws_sdk_ec2::Client::new(config)
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(str::to_string))
+        .collect()
+}
+
+fn kept_by<'r>(report: &'r OrgReport, account: &str, region: &str, image: &str) -> &'r str {
+    let pair = report
+        .pairs
+        .iter()
+        .find(|p| p.account == account && p.region == region)
+        .unwrap();
+    let plan = pair.report.as_ref().unwrap().regions[0]
+        .plan_detail
+        .as_ref()
+        .unwrap();
+    plan.decisions
+        .iter()
+        .find(|d| d.image_id == image)
+        .unwrap_or_else(|| panic!("{image} not in {account}/{region}"))
+        .reasons[0]
+        .as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isolates_failures() {
+    let moto = Moto::start_with_public_amis();
+    let hub = moto.config().await;
+    let base = aws_sdk_ec2::Client::new(&hub)
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let org = organization(&hub).await;
+    // The hub has an old, unused image of its own, which no member sweep may touch.
+    let (hub_ids, _) = bake(&hub, &base, 1).await;
+    // d's role cannot be assumed.
+    moto.front().set_faults(json!([{
+        "action": "AssumeRole", "id": org.d.clone(), "status": 403, "code": "AccessDenied",
+        "message": "not authorized to perform sts:AssumeRole"
+    }]));
+
+    // In every member account and region: two builds; the stopped instance uses the base
+    // image only, so both builds are unused... except as set up below.
+    let mut built = std::collections::BTreeMap::new();
+    for account in [&org.a, &org.b, &org.c] {
+        for region in REGIONS {
+            let config = member(&hub, account, region).await;
+            let (ids, _) = bake(&config, &base, 2).await;
+            built.insert((account.clone(), region), (config, ids));
+        }
+    }
+    // In a/us-east-1: image 0 stays in use (a launch template names it); image 1 is
+    // shared with b, whose launch template uses it; c/us-east-1's image 0 is shared with
+    // a, which does not use it.
+    let (a_config, a_ids) = &built[&(org.a.clone(), "us-east-1")];
+    let (b_config, _) = &built[&(org.b.clone(), "us-east-1")];
+    let (c_config, c_ids) = &built[&(org.c.clone(), "us-east-1")];
+    let template = |config: &aws_config::SdkConfig, image: &str, name: &'static str| {
+        let ec2 = aws_sdk_ec2::Client::new(config);
+        let image = image.to_string();
+        async move {
+            ec2.create_launch_template()
+                .launch_template_name(name)
+                .launch_template_data(
+                    aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                        .image_id(image)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    template(a_config, &a_ids[0], "own").await;
+    template(b_config, &a_ids[1], "from-a").await;
+    let share = |config: &aws_config::SdkConfig, image: &str, with: &str| {
+        let ec2 = aws_sdk_ec2::Client::new(config);
+        let (image, with) = (image.to_string(), with.to_string());
+        async move {
+            ec2.modify_image_attribute()
+                .image_id(image)
+                .launch_permission(
+                    LaunchPermissionModifications::builder()
+                        .add(LaunchPermission::builder().user_id(with).build())
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    share(a_config, &a_ids[1], &org.b).await;
+    share(c_config, &c_ids[0], &org.a).await;
+
+    let policy = Policy::from_json(
+        &json!({
+            "dry_run": false,
+            "retention": {"min_age_days": 30},
+            "protection": {"shared": "keep_if_used"},
+            "recycle_bin": "ignore",
+            "accounts": {"organization": {"ou_ids": [org.ou]}}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let clients = Clients::new(hub.clone());
+    let mut accounts = resolve_accounts(&clients, &policy).await.unwrap();
+    accounts.sort();
+    let mut want = vec![org.a.clone(), org.b.clone(), org.c.clone(), org.d.clone()];
+    want.sort();
+    assert_eq!(accounts, want, "child OUs included");
+
+    let now = chrono::Utc::now() + chrono::TimeDelta::days(60);
+    let regions: Vec<String> = REGIONS.iter().map(|r| r.to_string()).collect();
+    let opts = SweepOptions {
+        regions: regions.clone(),
+        force_dry_run: false,
+        queue: QueueMode::Local(Default::default()),
+        exec: ExecConfig::default(),
+        now,
+    };
+    let report = run_org_sweep(&clients, &policy, &accounts, &regions, &opts, 3, None).await;
+
+    // d failed alone: both its pairs, with the reason; nobody else failed.
+    assert_eq!(report.failures, 2, "{:#?}", report.accounts);
+    let d = &report.accounts[&org.d];
+    assert!(
+        d.error.as_deref().unwrap().contains("AccessDenied"),
+        "{d:?}"
+    );
+    for account in [&org.a, &org.b, &org.c] {
+        assert_eq!(report.accounts[account].failures, 0, "{account}");
+    }
+    // Exactly what each account's rules condemn.
+    assert_eq!(kept_by(&report, &org.a, "us-east-1", &a_ids[0]), "in_use");
+    assert_eq!(kept_by(&report, &org.a, "us-east-1", &a_ids[1]), "in_use");
+    let pair = report
+        .pairs
+        .iter()
+        .find(|p| p.account == org.a && p.region == "us-east-1")
+        .unwrap();
+    let d1 = pair.report.as_ref().unwrap().regions[0]
+        .plan_detail
+        .as_ref()
+        .unwrap()
+        .decisions
+        .iter()
+        .find(|d| d.image_id == a_ids[1])
+        .unwrap();
+    assert_eq!(d1.used_by[0].kind, UsageKind::SharedAccount);
+    assert!(d1.used_by[0].id.starts_with(&org.b), "{:?}", d1.used_by);
+    assert_eq!(
+        own_images(a_config).await,
+        a_ids.iter().cloned().collect(),
+        "a/us-east-1 keeps both"
+    );
+    // c's image shared with a, which does not use it: gone, as is every other build.
+    let c_left = own_images(c_config).await;
+    assert!(!c_left.contains(&c_ids[0]), "shared but unused goes");
+    for ((account, region), (config, _)) in &built {
+        if (account, *region) != (&org.a, "us-east-1") {
+            assert!(
+                own_images(config).await.is_empty(),
+                "{account}/{region} still has images"
+            );
+        }
+    }
+    // The hub's own old, unused image was never touched: only member credentials acted.
+    assert_eq!(own_images(&hub).await, hub_ids.into_iter().collect());
+}
