@@ -567,6 +567,39 @@ pub fn cleanup_table(report: &crate::app::report::CleanupReport) -> String {
     out
 }
 
+/// Renders an organization sweep: one line per account, then each pair that failed.
+pub fn org_table(report: &crate::app::org::OrgReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "== organization sweep {}", report.run);
+    for (account, a) in &report.accounts {
+        let text = format!(
+            "{account}: {} images evaluated, {} deregistered, {} failures{}",
+            a.images,
+            a.deregistered,
+            a.failures,
+            a.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+        wrapped(&mut out, &text, 2);
+    }
+    for p in &report.pairs {
+        if let Some(r) = &p.report {
+            for region in r.regions.iter().filter(|r| r.error.is_some()) {
+                let e = region.error.as_deref().unwrap_or_default();
+                wrapped(
+                    &mut out,
+                    &format!("  {} {}: FAILED: {e}", p.account, p.region),
+                    6,
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "{} failures", report.failures);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::{truncate, wrap, WIDTH};
@@ -622,37 +655,4 @@ mod tests {
         assert_eq!(truncate("abc", 0), "");
         assert_eq!(truncate("abc", 1), "~");
     }
-}
-
-/// Renders an organization sweep: one line per account, then each pair that failed.
-pub fn org_table(report: &crate::app::org::OrgReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "== organization sweep {}", report.run);
-    for (account, a) in &report.accounts {
-        let text = format!(
-            "{account}: {} images evaluated, {} deregistered, {} failures{}",
-            a.images,
-            a.deregistered,
-            a.failures,
-            a.error
-                .as_deref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        );
-        wrapped(&mut out, &text, 2);
-    }
-    for p in &report.pairs {
-        if let Some(r) = &p.report {
-            for region in r.regions.iter().filter(|r| r.error.is_some()) {
-                let e = region.error.as_deref().unwrap_or_default();
-                wrapped(
-                    &mut out,
-                    &format!("  {} {}: FAILED: {e}", p.account, p.region),
-                    6,
-                );
-            }
-        }
-    }
-    let _ = writeln!(out, "{} failures", report.failures);
-    out
 }
