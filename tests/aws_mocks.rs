@@ -1321,3 +1321,69 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
     assert_eq!(dereg.num_calls(), 0);
     assert!(jobs.is_empty());
 }
+
+/// An STS answer: `AssumeRole` credentials, then `GetCallerIdentity` naming `account`.
+fn sts_replay(account: &str) -> aws_smithy_http_client::test_util::StaticReplayClient {
+    use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+    let response = |body: String| {
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "text/xml")
+            .body(aws_smithy_types::body::SdkBody::from(body))
+            .unwrap()
+    };
+    let request = || {
+        http::Request::builder()
+            .uri("https://sts.us-east-1.amazonaws.com/")
+            .body(aws_smithy_types::body::SdkBody::empty())
+            .unwrap()
+    };
+    let assumed = r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+        <Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>secret</SecretAccessKey>
+        <SessionToken>token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
+        <AssumedRoleUser><AssumedRoleId>AROA:ami-sweeper</AssumedRoleId>
+        <Arn>arn:aws:sts::111111111111:assumed-role/ami-sweeper-member/ami-sweeper</Arn></AssumedRoleUser>
+        </AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>"#;
+    let identity = format!(
+        r#"<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>
+        <Arn>arn:aws:sts::{account}:assumed-role/ami-sweeper-member/ami-sweeper</Arn><UserId>AROA:ami-sweeper</UserId>
+        <Account>{account}</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>2</RequestId></ResponseMetadata>
+        </GetCallerIdentityResponse>"#
+    );
+    StaticReplayClient::new(vec![
+        ReplayEvent::new(request(), response(assumed.to_string())),
+        ReplayEvent::new(request(), response(identity)),
+    ])
+}
+
+#[tokio::test]
+async fn a_member_role_that_acts_as_another_account_is_never_used() {
+    let base = |account: &str| {
+        aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_sdk_ec2::config::Credentials::new("hub", "hub", None, None, "test"),
+                ),
+            )
+            .http_client(sts_replay(account))
+            .time_source(aws_smithy_async::time::SystemTimeSource::new())
+            .sleep_impl(aws_smithy_async::rt::sleep::default_async_sleep().unwrap())
+            .build()
+    };
+    // The role of 111111111111 turns out to act as 999999999999: refused, nothing built.
+    let hub = ami_sweeper::adapters::aws::Clients::new(base("999999999999"));
+    let err = hub
+        .for_account("111111111111", "ami-sweeper-member")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("WrongAccount"));
+    assert!(err.message.contains("acts as 999999999999"), "{err}");
+    // The same role acting as its own account is accepted.
+    let hub = ami_sweeper::adapters::aws::Clients::new(base("111111111111"));
+    assert!(hub
+        .for_account("111111111111", "ami-sweeper-member")
+        .await
+        .is_ok());
+}
