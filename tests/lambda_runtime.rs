@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -15,11 +15,11 @@ impl Drop for Killed {
     }
 }
 
-fn cargo_lambda() -> String {
+pub(crate) fn cargo_lambda() -> String {
     std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".to_string())
 }
 
-fn invoke(port: u16, data: &str) -> Output {
+pub(crate) fn invoke(port: u16, data: &str) -> Output {
     Command::new(cargo_lambda())
         .args([
             "lambda",
@@ -35,20 +35,22 @@ fn invoke(port: u16, data: &str) -> Output {
         .expect("cargo-lambda runs")
 }
 
-#[test]
-fn the_binary_serves_events_through_the_runtime_api() {
+/// cargo-lambda's Runtime API emulator on a free loopback port.
+pub(crate) fn start_emulator() -> (u16, Killed) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let _emulator = Killed(
+    let emulator = Killed(
         Command::new(cargo_lambda())
             .args([
                 "lambda",
                 "watch",
                 "--only-lambda-apis",
+                "--timeout",
+                "900",
                 "-A",
                 "127.0.0.1",
                 "-P",
@@ -73,6 +75,32 @@ fn the_binary_serves_events_through_the_runtime_api() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    (port, emulator)
+}
+
+/// The bootstrap binary under the emulator on `port`, with this environment.
+pub(crate) fn start_function(port: u16, env: &[(&str, String)]) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn the_binary_serves_events_through_the_runtime_api() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let (port, _emulator) = start_emulator();
     let _function = Killed(
         Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
             .env(

@@ -13,6 +13,7 @@ mod cli;
 mod executor;
 mod faults_moto;
 mod lambda_events;
+mod lambda_org;
 mod lambda_runtime;
 mod org_moto;
 mod retire_moto;

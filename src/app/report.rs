@@ -314,6 +314,12 @@ impl SweepReport {
     /// The report as one CloudWatch Embedded Metric Format line, so users can graph and
     /// alarm on sweeps from the function's logs without extra permissions.
     pub fn emf_line(&self, timestamp_ms: u64) -> String {
+        self.emf_line_with(timestamp_ms, &[])
+    }
+
+    /// As [`SweepReport::emf_line`], with extra dimensions (an organization sweep's pair:
+    /// `Account`, `Region`).
+    pub fn emf_line_with(&self, timestamp_ms: u64, dims: &[(&str, &str)]) -> String {
         let mut fields = serde_json::Map::new();
         let mut metrics = Vec::new();
         for (name, value, unit) in self.metrics() {
@@ -321,13 +327,18 @@ impl SweepReport {
             fields.insert(name, serde_json::json!(value));
         }
         fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
+        let mut dimensions = vec!["DryRun".to_string()];
+        for (k, v) in dims {
+            fields.insert(k.to_string(), serde_json::json!(v));
+            dimensions.push(k.to_string());
+        }
         fields.insert(
             "_aws".into(),
             serde_json::json!({
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": "ami-sweeper",
-                    "Dimensions": [["DryRun"]],
+                    "Dimensions": [dimensions],
                     "Metrics": metrics,
                 }]
             }),

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::adapters::aws::Clients;
 use crate::app::cleanup::Attempt;
+use crate::app::org::{self, SweepRequest};
 use crate::app::run::{regions_for, run_sweep};
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
@@ -19,6 +20,18 @@ use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
 use crate::policy::{Policy, PolicyError};
 use crate::verify::WorkerRules;
+
+/// (account, region) pairs swept at once when one invocation runs a whole organization.
+pub const ORG_CONCURRENCY: usize = 4;
+
+/// When to stop starting deregistrations: [`DEADLINE_MARGIN`] before the deadline, or a
+/// tenth of the time left when that is less (a short timeout still leaves room to work).
+fn stop_before(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline
+        .checked_sub(DEADLINE_MARGIN.min(left / 10))
+        .unwrap_or(deadline)
+}
 
 /// Stop starting deregistrations this long before the invocation's deadline.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
@@ -253,13 +266,31 @@ impl Handler {
         let trigger = parse_event(&event)?;
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
         let mut exec = ExecConfig {
-            stop: Stop::with_deadline(
-                deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
-            ),
+            stop: Stop::with_deadline(deadline.map(stop_before)),
             ..Default::default()
         };
         if let Trigger::Sqs(records) = trigger {
-            return Ok(self.cleanup_batch(records).await);
+            let (pairs, jobs): (Vec<_>, Vec<_>) = records
+                .into_iter()
+                .partition(|(_, body)| SweepRequest::from_json(body).is_some());
+            if jobs.is_empty() {
+                return Ok(self.sweep_pairs(pairs, exec).await);
+            }
+            if !pairs.is_empty() {
+                // One event source per queue: a batch never mixes them. If it does, the
+                // pairs are redelivered alone.
+                let mut v = self.cleanup_batch(jobs).await;
+                let failures = v["batchItemFailures"]
+                    .as_array_mut()
+                    .expect("a batch response");
+                failures.extend(
+                    pairs
+                        .into_iter()
+                        .map(|(id, _)| json!({"itemIdentifier": id})),
+                );
+                return Ok(v);
+            }
+            return Ok(self.cleanup_batch(jobs).await);
         }
         let Request {
             policy,
@@ -281,6 +312,9 @@ impl Handler {
         let opts =
             self.config
                 .sweep_options(regions.clone(), force_dry_run, exec, chrono::Utc::now());
+        if policy.accounts.is_some() {
+            return self.organization(&policy, &regions, &opts).await;
+        }
         let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -302,6 +336,135 @@ impl Handler {
             });
         }
         Ok(value)
+    }
+
+    /// A policy naming `accounts`: with a sweep queue, one message per (account, region)
+    /// pair (the pairs' sweeps run as their own invocations); without, every pair here.
+    async fn organization(
+        &self,
+        policy: &Policy,
+        regions: &[String],
+        opts: &crate::app::run::SweepOptions,
+    ) -> Result<Value, HandlerError> {
+        let accounts = org::resolve_accounts(&self.clients, policy).await?;
+        let run = crate::time::format_instant(opts.now);
+        if let Some(url) = &self.config.sweep_queue_url {
+            let bodies: Vec<String> = accounts
+                .iter()
+                .flat_map(|a| {
+                    regions.iter().map(|r| {
+                        SweepRequest {
+                            account: a.clone(),
+                            region: r.clone(),
+                            run: run.clone(),
+                        }
+                        .to_json()
+                    })
+                })
+                .collect();
+            let sent = self.clients.queue(url, 0).send_all(&bodies).await?;
+            tracing::info!(pairs = sent, accounts = accounts.len(), %run, "dispatched");
+            return Ok(json!({"dispatched": sent, "accounts": accounts, "run": run}));
+        }
+        let report = org::run_org_sweep(
+            &self.clients,
+            policy,
+            &accounts,
+            regions,
+            opts,
+            ORG_CONCURRENCY,
+            self.config.report_bucket.as_deref(),
+        )
+        .await;
+        self.emit_pairs(&report.pairs);
+        let value = serde_json::to_value(&report).expect("report serializes");
+        if report.failures > 0 {
+            return Err(HandlerError::RunFailed {
+                failures: report.failures,
+                report: Box::new(value),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Sweeps the (account, region) pairs of sweep-queue messages, each within the
+    /// deployment's policy: a message may name only an account and a region the policy
+    /// covers. A pair that ran (even if it failed, say its role is missing) is done: its
+    /// report says why. A message that cannot be read or is refused is redelivered until
+    /// the redrive policy moves it to the dead-letter queue.
+    async fn sweep_pairs(&self, records: Vec<(String, String)>, exec: ExecConfig) -> Value {
+        let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+        let policy = match self.configured_policy().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "no policy: no pair is swept");
+                records
+                    .into_iter()
+                    .for_each(|(id, _)| response.add_failure(id));
+                return serde_json::to_value(&response).expect("batch response serializes");
+            }
+        };
+        let rules = WorkerRules::new(
+            &policy,
+            self.clients.base().region().map(|r| r.as_ref()),
+            [],
+        );
+        let siblings = match policy.protection.shared {
+            crate::policy::SharedRule::KeepIfUsed => org::resolve_accounts(&self.clients, &policy)
+                .await
+                .unwrap_or_default(),
+            crate::policy::SharedRule::Keep => Vec::new(),
+        };
+        for (id, body) in records {
+            let request = SweepRequest::from_json(&body).expect("partitioned on this");
+            let allowed = policy.accounts.is_some()
+                && rules.check_account(Some(&request.account)).is_ok()
+                && rules.check_region(&request.region).is_ok();
+            if !allowed {
+                tracing::error!(message_id = %id, account = %request.account, region = %request.region, "sweep request outside the deployment's policy; refused");
+                response.add_failure(id);
+                continue;
+            }
+            let opts = self.config.sweep_options(
+                vec![request.region.clone()],
+                false,
+                exec.clone(),
+                chrono::Utc::now(),
+            );
+            let bucket = self.config.report_bucket.as_deref();
+            let pair =
+                org::sweep_pair(&self.clients, &policy, &request, &siblings, &opts, bucket).await;
+            self.emit_pairs(std::slice::from_ref(&pair));
+            if pair
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("the report could not be written"))
+            {
+                response.add_failure(id);
+            }
+        }
+        serde_json::to_value(&response).expect("batch response serializes")
+    }
+
+    /// One summary line per pair in the logs, and its metrics with `Account` and `Region`
+    /// dimensions.
+    fn emit_pairs(&self, pairs: &[org::PairReport]) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        for p in pairs {
+            tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair");
+            if let Some(r) = &p.report {
+                let line =
+                    r.emf_line_with(now_ms, &[("Account", &p.account), ("Region", &p.region)]);
+                if self.config.in_lambda {
+                    println!("{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 
     /// Verifies and runs each job once; answers with the ids of the messages to
@@ -407,16 +570,13 @@ pub async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
             let handler = handler.clone();
             async move {
                 let deadline = deadline_instant(event.context.deadline);
-                handler
-                    .handle(event.payload, Some(deadline))
-                    .await
-                    .map_err(|e| {
-                        if let HandlerError::RunFailed { report, .. } = &e {
-                            tracing::error!(report = %report, "sweep report");
-                        }
-                        tracing::error!(error = %e, "invocation failed");
-                        lambda_runtime::Diagnostic::from(e)
-                    })
+                handler.handle(event.payload, deadline).await.map_err(|e| {
+                    if let HandlerError::RunFailed { report, .. } = &e {
+                        tracing::error!(report = %report, "sweep report");
+                    }
+                    tracing::error!(error = %e, "invocation failed");
+                    lambda_runtime::Diagnostic::from(e)
+                })
             }
         },
     ))
@@ -424,10 +584,21 @@ pub async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
 }
 
 /// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
-fn deadline_instant(deadline_ms: u64) -> Instant {
+/// `None` when the deadline has already passed on arrival: a runtime that sends no usable
+/// deadline (a local emulator) gets none, rather than a run that stops before it starts.
+/// Work cut short by the real timeout is safe: storage is marked before deregistration.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    if deadline_ms <= now_ms {
+        tracing::warn!(
+            deadline_ms,
+            now_ms,
+            "the invocation's deadline has passed on arrival; ignored"
+        );
+        return None;
+    }
+    Some(Instant::now() + Duration::from_millis(deadline_ms - now_ms))
 }

@@ -110,6 +110,41 @@ impl SqsQueue {
 }
 
 impl SqsQueue {
+    /// Sends message bodies as they are, ten per request; returns how many were sent, or
+    /// the first failure (a dispatch that cannot send every message fails as a whole).
+    pub async fn send_all(&self, bodies: &[String]) -> Result<usize, AwsError> {
+        for batch in bodies.chunks(SQS_BATCH) {
+            let entries: Vec<SendMessageBatchRequestEntry> = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.calls.record("SendMessageBatch");
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| from_sdk("SendMessageBatch", e))?;
+            if let Some(f) = out.failed().first() {
+                return Err(AwsError::new(
+                    "SendMessageBatch",
+                    f.code(),
+                    f.message().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(bodies.len())
+    }
+
     /// Sends a message body as it is, with a `reason` attribute: how a job that failed
     /// verification reaches the dead-letter queue with the worker's reason.
     pub async fn forward(&self, body: &str, reason: &str) -> Result<(), AwsError> {

@@ -1,0 +1,324 @@
+//! The organization sweep's Lambda path on the emulator: the scheduled event makes the
+//! dispatcher send one sweep-queue message per (account, region) pair; those messages,
+//! delivered as an SQS event, sweep each pair in its member account and write its report
+//! to the hub's bucket. In process with `invoke`, and under the Runtime API emulator.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use crate::lambda_runtime::{invoke, start_emulator, start_function};
+use crate::moto::Moto;
+use serde_json::{json, Value};
+
+struct Hub {
+    queue_url: String,
+    images: Vec<(String, aws_config::SdkConfig)>,
+    policy: String,
+}
+
+/// Two member accounts under an OU, each with one old unused image in us-east-1; the
+/// hub's sweep queue and report bucket.
+async fn hub(moto: &Moto) -> Hub {
+    let hub = moto.config().await;
+    let base = aws_sdk_ec2::Client::new(&hub)
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let org = aws_sdk_organizations::Client::new(&hub);
+    org.create_organization().send().await.unwrap();
+    let root = org.list_roots().send().await.unwrap().roots()[0]
+        .id()
+        .unwrap()
+        .to_string();
+    let ou = org
+        .create_organizational_unit()
+        .parent_id(&root)
+        .name("workloads")
+        .send()
+        .await
+        .unwrap()
+        .organizational_unit()
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_string();
+    let mut images = Vec::new();
+    for name in ["a", "b"] {
+        let id = org
+            .create_account()
+            .email(format!("{name}@example.com"))
+            .account_name(name)
+            .send()
+            .await
+            .unwrap()
+            .create_account_status()
+            .unwrap()
+            .account_id()
+            .unwrap()
+            .to_string();
+        org.move_account()
+            .account_id(&id)
+            .source_parent_id(&root)
+            .destination_parent_id(&ou)
+            .send()
+            .await
+            .unwrap();
+        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{id}:role/ami-sweeper-member"
+        ))
+        .session_name("test-setup")
+        .configure(&hub)
+        .build()
+        .await;
+        let member = hub
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        let ec2 = aws_sdk_ec2::Client::new(&member);
+        let run = ec2
+            .run_instances()
+            .image_id(&base)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .unwrap();
+        let image = ec2
+            .create_image()
+            .instance_id(run.instances()[0].instance_id().unwrap())
+            .name("old")
+            .send()
+            .await
+            .unwrap()
+            .image_id()
+            .unwrap()
+            .to_string();
+        images.push((image, member));
+    }
+    let queue_url = aws_sdk_sqs::Client::new(&hub)
+        .create_queue()
+        .queue_name("sweep-requests")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&hub)
+            .force_path_style(true)
+            .build(),
+    )
+    .create_bucket()
+    .bucket("hub-reports")
+    .send()
+    .await
+    .unwrap();
+    // Images are made now: the policy's minimum age is 0 (acknowledged) with keep_count 0.
+    let policy = json!({
+        "dry_run": false,
+        "retention": {"min_age_days": 0},
+        "acknowledge": ["no_minimum_age"],
+        "recycle_bin": "ignore",
+        "accounts": {"organization": {"ou_ids": [ou]}}
+    })
+    .to_string();
+    Hub {
+        queue_url,
+        images,
+        policy,
+    }
+}
+
+fn config(moto: &Moto, hub: &Hub) -> Vec<(&'static str, String)> {
+    let mut env = moto.env();
+    env.extend([
+        ("AMI_SWEEPER_POLICY", hub.policy.clone()),
+        ("SWEEP_QUEUE_URL", hub.queue_url.clone()),
+        ("AMI_SWEEPER_REPORT_BUCKET", "hub-reports".to_string()),
+    ]);
+    env
+}
+
+/// The sweep-queue messages, as the SQS event Lambda would deliver them.
+async fn delivered(moto: &Moto, hub: &Hub) -> Value {
+    let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+    let out = sqs
+        .receive_message()
+        .queue_url(&hub.queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<Value> = out
+        .messages()
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id().unwrap(),
+                "receiptHandle": m.receipt_handle().unwrap(),
+                "body": m.body().unwrap(),
+                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweep-requests",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+async fn reports(moto: &Moto) -> BTreeSet<String> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.list_objects_v2()
+        .bucket("hub-reports")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+async fn images_left(hub: &Hub) -> usize {
+    let mut n = 0;
+    for (_, member) in &hub.images {
+        n += aws_sdk_ec2::Client::new(member)
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap()
+            .images()
+            .len();
+    }
+    n
+}
+
+fn schedule() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/events/schedule.json")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_fans_out_pairs_and_each_pair_reports_to_the_hub_bucket() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let env = config(&moto, &hub);
+    let run = |event: String| {
+        let path =
+            std::env::temp_dir().join(format!("ami-sweeper-org-{}.json", std::process::id()));
+        std::fs::write(&path, event).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .arg("invoke")
+            .arg(&path)
+            .env_remove("CLEANUP_QUEUE_URL")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let dispatched = run(schedule());
+    assert_eq!(dispatched["dispatched"], 2, "{dispatched}");
+    assert_eq!(
+        images_left(&hub).await,
+        2,
+        "the dispatcher itself sweeps nothing"
+    );
+    let batch = delivered(&moto, &hub).await;
+    assert_eq!(batch["Records"].as_array().unwrap().len(), 2);
+    let answer = run(batch.to_string());
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 0);
+    let keys = reports(&moto).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let run_name = dispatched["run"].as_str().unwrap();
+    for account in dispatched["accounts"].as_array().unwrap() {
+        let key = format!(
+            "reports/{run_name}/{}/us-east-1.json",
+            account.as_str().unwrap()
+        );
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+
+    // A forged sweep request for a region outside the deployment's is refused, not run.
+    let forged = json!({"Records": [{
+        "messageId": "m-forged", "receiptHandle": "r", "body":
+            json!({"sweep": {"account": dispatched["accounts"][0], "region": "eu-west-1", "run": "x"}}).to_string(),
+        "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweep-requests", "awsRegion": "us-east-1"
+    }]});
+    let answer = run(forged.to_string());
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": "m-forged"}])
+    );
+    assert_eq!(
+        reports(&moto).await.len(),
+        2,
+        "no report for a refused pair"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_runtime_api_the_same_fan_out_works() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let (port, _emulator) = start_emulator();
+    let _function = start_function(port, &config(&moto, &hub));
+    let out = invoke(port, &schedule());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dispatched: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dispatched["dispatched"], 2, "{dispatched}");
+    let batch = delivered(&moto, &hub).await;
+    let out = invoke(port, &batch.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let keys = reports(&moto).await;
+    assert_eq!(keys.len(), 2);
+    let first = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.config().await)
+            .force_path_style(true)
+            .build(),
+    )
+    .get_object()
+    .bucket("hub-reports")
+    .key(keys.iter().next().unwrap())
+    .send()
+    .await
+    .unwrap()
+    .body
+    .collect()
+    .await
+    .unwrap()
+    .into_bytes();
+    let report: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(images_left(&hub).await, 0, "{report:#}");
+}
