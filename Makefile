@@ -47,9 +47,9 @@ test-unit:
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)
-	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/cfn-lint template.yaml template-member.yaml
 	$(TOOLS)/bin/sam validate --lint --region us-east-1 --template template.yaml
-	$(TOOLS)/bin/python scripts/check_template.py template.yaml
+	$(TOOLS)/bin/python scripts/check_template.py template.yaml template-member.yaml
 
 $(TOOLS_STAMP):
 	$(PYTHON) -m venv $(TOOLS)

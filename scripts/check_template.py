@@ -15,7 +15,7 @@ from cfnlint.decode import cfn_yaml
 
 # The adapter files whose read calls need IAM read actions of the same name.
 READ_ADAPTERS = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "batch": "batch",
-                 "imagebuilder": "imagebuilder", "rbin": "rbin"}
+                 "imagebuilder": "imagebuilder", "rbin": "rbin", "organizations": "organizations"}
 
 
 def reads_in_code(root: str) -> set:
@@ -29,6 +29,25 @@ def reads_in_code(root: str) -> set:
                 if op.startswith(("Describe", "List", "Get")):
                     found.add(f"{service}:{op}")
     return found
+
+
+def member_checks(path: str, hub_actions: set) -> list:
+    """The member account's role: assumable only by the hub stack's function roles within
+    the organization, and carrying only actions the hub's functions have."""
+    m = cfn_yaml.load(path)
+    role = m["Resources"]["MemberRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    acts = {a for p in role["Policies"] for st in p["PolicyDocument"]["Statement"]
+            for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    return [
+        ("member role: trusted only by the hub's function roles, in the organization",
+         len(trust) == 1 and trust[0]["Action"] == "sts:AssumeRole"
+         and "PrincipalOrgID" in str(trust[0]["Condition"]["StringEquals"])
+         and all("FunctionRole" in str(a) for a in trust[0]["Condition"]["ArnLike"]["aws:PrincipalArn"])),
+        ("member role: no action the hub's functions do not have themselves",
+         acts <= hub_actions | {"ssm:GetParameter"}),
+        ("member role: no wildcard actions", not any(a.endswith("*") for a in acts)),
+    ]
 
 
 def main() -> int:
@@ -128,7 +147,18 @@ def main() -> int:
         ("event policies are off unless the operator allows them",
          t["Parameters"]["AllowEventPolicy"]["Default"] == "false"
          and sweeper["Environment"]["Variables"]["AMI_SWEEPER_ALLOW_EVENT_POLICY"] == {"Ref": "AllowEventPolicy"}),
+        ("the pair sweeper has the sweeper's role and a bounded concurrency",
+         r["PairSweeperFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["SweeperFunctionRole", "Arn"]}
+         and r["PairSweeperFunction"]["Properties"]["Events"]["SweepRequests"]["Properties"]
+         ["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "PairConcurrency"}),
+        ("only the sweeper's role may send sweep requests",
+         any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
+             for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
+        ("member roles only: sts:AssumeRole names the member role",
+         all("MemberRoleName" in str(st["Resource"]) for st in statements if st["Action"] == "sts:AssumeRole")),
     ]
+    if len(sys.argv) > 2:
+        checks += member_checks(sys.argv[2], set(actions))
     for name, ok in checks:
         print(f"{'ok' if ok else 'FAILED'}: {name}")
         if not ok:
