@@ -97,7 +97,8 @@ def main() -> int:
         ("deregister, delete, the storage mark and the retirement steps are the only EC2 mutations",
          {a for a in actions if a.startswith("ec2:") and not a.startswith(("ec2:Describe", "ec2:List"))}
          == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags",
-             "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage"}),
+             "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage",
+             "ec2:CreateImageUsageReport"}),
         ("retirement tags go on images only, two keys",
          len(stage_tags) == 1 and stage_tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
          == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]),

@@ -43,7 +43,8 @@ shape with the references set by `POST /__image_references__` (`{"ami-1": [{"typ
 `GetRule` with the rules set by `POST /__recycle_bin_rules__` (a JSON list of `aws rbin
 get-rule` outputs; none at first). `DisableImage`, `EnableImage` and
 `EnableImageDeprecation` are answered too (moto lacks them), and an image disabled through
-the proxy is shown `disabled` in `DescribeImages`. Faults apply to these answers too, so
+the proxy is shown `disabled` in `DescribeImages`; so are the image usage reports
+(`CreateImageUsageReport` and the rest), with the usage set by `POST /__image_usage__`. Faults apply to these answers too, so
 `{"action": "DescribeImageReferences", "code": "InvalidAction"}` models a region without
 the API. `--no-throttle` passes every request on unthrottled: the emulator's front door.
 
@@ -144,6 +145,7 @@ class Faults:
         self.recipes = []
         self.bin_rules = []
         self.disabled = set()
+        self.image_usage = {}
 
     def set(self, faults: list):
         with self.lock:
@@ -184,6 +186,34 @@ def bin_answer(ids_in_bin: list, params: dict) -> bytes:
 
 
 RETIREMENT = ("DisableImage", "EnableImage", "EnableImageDeprecation")
+USAGE_REPORTS = ("CreateImageUsageReport", "DescribeImageUsageReports",
+                 "DescribeImageUsageReportEntries")
+
+
+def usage_report_answer(action: str, params: dict, usage: dict) -> bytes:
+    """AWS's image usage reports in EC2's XML shape: a report per image (its id names the
+    image), available at once, its entries from `POST /__image_usage__`
+    (`{"ami-1": {"111122223333": 2}}`)."""
+    ns = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
+    head = f"<requestId>{uuid.uuid4()}</requestId>"
+    if action == "CreateImageUsageReport":
+        image = params["ImageId"][0]
+        body = f"{head}<reportId>amiur-{image}</reportId>"
+    else:
+        ids = [v[0] for k, v in sorted(params.items()) if k.startswith("ReportId.")]
+        images = [i[len("amiur-"):] for i in ids]
+        if action == "DescribeImageUsageReports":
+            items = "".join(f"<item><reportId>amiur-{i}</reportId><imageId>{i}</imageId>"
+                            "<state>available</state></item>" for i in images)
+            body = f"{head}<imageUsageReportSet>{items}</imageUsageReportSet>"
+        else:
+            items = "".join(f"<item><resourceType>ec2:Instance</resourceType><reportId>amiur-{i}"
+                            f"</reportId><usageCount>{n}</usageCount><accountId>{a}</accountId>"
+                            f"<imageId>{i}</imageId></item>"
+                            for i in images for a, n in usage.get(i, {}).items())
+            body = f"{head}<imageUsageReportEntrySet>{items}</imageUsageReportEntrySet>"
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response {ns}>{body}'
+            f"</{action}Response>").encode()
 
 
 def retirement_answer(action: str) -> bytes:
@@ -279,6 +309,10 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 faults.references = json.loads(body or b"{}")
                 self.reply(200, b"{}", [("Content-Type", "application/json")])
                 return True
+            if self.path.startswith("/__image_usage__"):
+                faults.image_usage = json.loads(body or b"{}")
+                self.reply(200, b"{}", [("Content-Type", "application/json")])
+                return True
             if self.path.startswith("/__recycle_bin_rules__"):
                 faults.bin_rules = json.loads(body or b"[]")
                 self.reply(200, b"{}", [("Content-Type", "application/json")])
@@ -365,6 +399,10 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                            "</Response>")
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
                     return
+            if scope and scope.group(1) == "ec2" and action in USAGE_REPORTS:
+                self.reply(200, usage_report_answer(action, params, faults.image_usage),
+                           [("Content-Type", "text/xml;charset=UTF-8")])
+                return
             if scope and scope.group(1) == "ec2" and action in RETIREMENT:
                 image = (params.get("ImageId") or [""])[0]
                 if action == "DisableImage":

@@ -52,6 +52,15 @@ pub trait ReferenceCheck: Sync {
 
     /// Image Builder image recipes' parent images: used where the check is not available.
     fn recipe_parents(&self) -> impl Future<Output = Result<Usage, AwsError>> + Send;
+
+    /// AWS's usage report for a shared image (`CreateImageUsageReport`, then its entries):
+    /// how many instances and launch templates each of `accounts` has using it. `None`
+    /// when no report could be had in time (or at all): the caller looks for itself.
+    fn usage_report(
+        &self,
+        image_id: &str,
+        accounts: &[String],
+    ) -> impl Future<Output = Option<std::collections::BTreeMap<String, u64>>> + Send;
 }
 
 /// Deregisters images.

@@ -1387,3 +1387,84 @@ async fn a_member_role_that_acts_as_another_account_is_never_used() {
         .await
         .is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_usage_report_is_waited_for_read_in_full_and_any_failure_is_no_report() {
+    use aws_sdk_ec2::operation::create_image_usage_report::CreateImageUsageReportOutput;
+    use aws_sdk_ec2::operation::describe_image_usage_report_entries::DescribeImageUsageReportEntriesOutput;
+    use aws_sdk_ec2::operation::describe_image_usage_reports::DescribeImageUsageReportsOutput;
+    use aws_sdk_ec2::types::{ImageUsageReport, ImageUsageReportEntry};
+    let create = mock!(aws_sdk_ec2::Client::create_image_usage_report)
+        .match_requests(|r| r.image_id() == Some("ami-1") && r.account_ids() == ["222222222222"])
+        .then_output(|| {
+            CreateImageUsageReportOutput::builder()
+                .report_id("amiur-1")
+                .build()
+        });
+    let state = |s: &'static str| {
+        move || {
+            DescribeImageUsageReportsOutput::builder()
+                .image_usage_reports(
+                    ImageUsageReport::builder()
+                        .report_id("amiur-1")
+                        .state(s)
+                        .build(),
+                )
+                .build()
+        }
+    };
+    let polls = mock!(aws_sdk_ec2::Client::describe_image_usage_reports)
+        .sequence()
+        .output(state("pending"))
+        .output(state("available"))
+        .build();
+    let entry = |n| {
+        ImageUsageReportEntry::builder()
+            .account_id("222222222222")
+            .usage_count(n)
+            .build()
+    };
+    let first = mock!(aws_sdk_ec2::Client::describe_image_usage_report_entries)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(move || {
+            DescribeImageUsageReportEntriesOutput::builder()
+                .image_usage_report_entries(entry(2))
+                .next_token("more")
+                .build()
+        });
+    let second = mock!(aws_sdk_ec2::Client::describe_image_usage_report_entries)
+        .match_requests(|r| r.next_token() == Some("more"))
+        .then_output(move || {
+            DescribeImageUsageReportEntriesOutput::builder()
+                .image_usage_report_entries(entry(1))
+                .build()
+        });
+    let adapter = Ec2::new(
+        ec2(&[&create, &polls, &first, &second]),
+        Arc::new(ApiCalls::default()),
+    );
+    let got = adapter
+        .usage_report("ami-1", &["222222222222".to_string()])
+        .await;
+    assert_eq!(
+        got,
+        Some([("222222222222".to_string(), 3)].into_iter().collect())
+    );
+    assert_eq!(polls.num_calls(), 2, "waited while pending");
+
+    // Where the API is missing, there is simply no report (the member accounts decide).
+    let missing = mock!(aws_sdk_ec2::Client::create_image_usage_report)
+        .sequence()
+        .http_status(
+            400,
+            Some(ec2_error("InvalidAction", "not valid for this web service")),
+        )
+        .build();
+    let adapter = Ec2::new(ec2(&[&missing]), Arc::new(ApiCalls::default()));
+    assert_eq!(
+        adapter
+            .usage_report("ami-1", &["222222222222".to_string()])
+            .await,
+        None
+    );
+}

@@ -242,6 +242,10 @@ async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isol
     };
     share(a_config, &a_ids[1], &org.b).await;
     share(c_config, &c_ids[0], &org.a).await;
+    // AWS's usage report (the cheaper first look) knows b's use of a's image; for c's
+    // image it reports nothing, so a's own usage is read through its role.
+    moto.front()
+        .set_image_usage(json!({ a_ids[1].clone(): { org.b.clone(): 1 } }));
 
     let policy = Policy::from_json(
         &json!({
@@ -300,6 +304,29 @@ async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isol
         .unwrap();
     assert_eq!(d1.used_by[0].kind, UsageKind::SharedAccount);
     assert!(d1.used_by[0].id.starts_with(&org.b), "{:?}", d1.used_by);
+    assert!(
+        d1.used_by[0].id.ends_with("(usage report)"),
+        "{:?}",
+        d1.used_by
+    );
+    let judged = |account: &str| {
+        report
+            .pairs
+            .iter()
+            .find(|p| p.account == account && p.region == "us-east-1")
+            .unwrap()
+            .report
+            .as_ref()
+            .unwrap()
+            .regions[0]
+            .shared_judged_by
+            .clone()
+    };
+    assert_eq!(judged(&org.a), [("usage_report", 1)].into_iter().collect());
+    assert_eq!(
+        judged(&org.c),
+        [("member_accounts", 1)].into_iter().collect()
+    );
     assert_eq!(
         own_images(a_config).await,
         a_ids.iter().cloned().collect(),

@@ -41,6 +41,8 @@ pub struct State {
     pub recipes: Usage,
     /// The region's Recycle Bin retention rules.
     pub bin_rules: crate::recycle_bin::BinRules,
+    /// AWS's usage reports: image → account → users; an image missing: no report.
+    pub usage_reports: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// An injected failure: `operation` (e.g. `DeregisterImage`) fails with `error` for
@@ -213,6 +215,20 @@ impl ReferenceCheck for MemoryAccount {
     async fn recipe_parents(&self) -> Result<Usage, AwsError> {
         self.fault("ListImageRecipes", "")?;
         Ok(self.0.state.lock().unwrap().recipes.clone())
+    }
+
+    async fn usage_report(
+        &self,
+        image_id: &str,
+        _accounts: &[String],
+    ) -> Option<BTreeMap<String, u64>> {
+        self.0
+            .state
+            .lock()
+            .unwrap()
+            .usage_reports
+            .get(image_id)
+            .cloned()
     }
 }
 

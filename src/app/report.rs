@@ -103,6 +103,10 @@ pub struct RegionReport {
     pub region: String,
     /// What AWS's reference check did in the region.
     pub reference_check: crate::app::references::CheckReport,
+    /// With `keep_if_used`: how many shared images were judged by AWS's usage report and
+    /// how many by reading the member accounts' own usage.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_judged_by: BTreeMap<&'static str, usize>,
     /// Set when the region could not be inventoried: nothing was changed there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -192,6 +196,7 @@ impl RegionReport {
         Self {
             region: region.to_string(),
             reference_check: Default::default(),
+            shared_judged_by: BTreeMap::new(),
             error: None,
             plan: None,
             images: Vec::new(),

@@ -118,7 +118,7 @@ fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &Exe
 /// What happened to one condemned image in the pipeline.
 enum Step<'p> {
     /// Its launch permissions name other accounts: keep it.
-    Shared(String, Vec<String>),
+    Shared(String, Vec<String>, Option<BTreeMap<String, u64>>),
     /// Its launch permissions could not be read: keep it as if shared.
     Unknown(String, AwsError),
     /// Processed: deregistered, planned (dry run) or not, with the error if any.
@@ -139,6 +139,8 @@ struct Executed {
     error: Option<String>,
     /// What AWS's reference check did.
     references: CheckReport,
+    /// How shared images were judged (`keep_if_used`).
+    shared_judged_by: BTreeMap<&'static str, usize>,
 }
 
 /// Why an image cleared for deregistration is held back.
@@ -235,7 +237,21 @@ impl<A: Account> Pipeline<'_, A> {
         self.describe.acquire().await;
         match self.account.launch_permissions(&d.image_id).await {
             Ok(g) if g.is_empty() => None,
-            Ok(g) => Some(Step::Shared(d.image_id.clone(), g)),
+            Ok(g) => {
+                // keep_if_used: AWS's usage report first, when every grantee can be judged.
+                let judged = self
+                    .cfg
+                    .siblings
+                    .as_ref()
+                    .is_some_and(|s| g.iter().all(|a| s.contains_key(a)));
+                let report = if judged {
+                    self.describe.acquire().await;
+                    self.account.usage_report(&d.image_id, &g).await
+                } else {
+                    None
+                };
+                Some(Step::Shared(d.image_id.clone(), g, report))
+            }
             // Deregistered since the listing (by someone else, or by a run that was
             // killed with the call in flight): gone is gone, its storage is freed.
             Err(e)
@@ -320,22 +336,39 @@ enum Shared {
     Keep,
     /// Every grantee can be entered and none uses it: treated as unshared.
     Unused,
-    /// These users in the accounts it is shared with keep it `in_use`.
-    UsedBy(Vec<crate::model::UsageRef>),
+    /// These users in the accounts it is shared with keep it `in_use`; the way they were
+    /// found (`usage_report` or `member_accounts`).
+    UsedBy(Vec<crate::model::UsageRef>, &'static str),
 }
 
 /// Judges a shared image by its grantees' usage: only when every grantee is an account
 /// the sweep can enter (public images, organization and OU grants stay `shared`).
+/// AWS's usage report, when there is one, is the cheaper first look: a grantee it shows
+/// using the image keeps it. Showing none proves less (it counts only instances and launch
+/// templates), so the grantees' own usage, read through their member roles, decides then.
 fn judge_shared(
     siblings: Option<&BTreeMap<String, crate::model::Usage>>,
     image_id: &str,
     grantees: &[String],
+    report: Option<&BTreeMap<String, u64>>,
 ) -> Shared {
     let Some(siblings) = siblings else {
         return Shared::Keep;
     };
     if grantees.is_empty() || !grantees.iter().all(|g| siblings.contains_key(g)) {
         return Shared::Keep;
+    }
+    let reported: Vec<crate::model::UsageRef> = report
+        .into_iter()
+        .flatten()
+        .filter(|(a, n)| **n > 0 && grantees.contains(a))
+        .map(|(a, n)| crate::model::UsageRef {
+            kind: crate::model::UsageKind::SharedAccount,
+            id: format!("{a}: {n} instances or launch templates (usage report)"),
+        })
+        .collect();
+    if !reported.is_empty() {
+        return Shared::UsedBy(reported, "usage_report");
     }
     let users: Vec<crate::model::UsageRef> = grantees
         .iter()
@@ -352,7 +385,7 @@ fn judge_shared(
     if users.is_empty() {
         Shared::Unused
     } else {
-        Shared::UsedBy(users)
+        Shared::UsedBy(users, "member_accounts")
     }
 }
 
@@ -373,6 +406,8 @@ struct Known {
     cleared: BTreeSet<String>,
     /// Users found in sibling accounts of shared images (`keep_if_used`).
     sibling_users: Vec<(String, crate::model::UsageRef)>,
+    /// How shared images were judged: `usage_report` or `member_accounts`, each a count.
+    judged_by: BTreeMap<&'static str, usize>,
 }
 
 impl Known {
@@ -387,14 +422,16 @@ impl Known {
         siblings: Option<&BTreeMap<String, crate::model::Usage>>,
     ) {
         match step {
-            Step::Shared(id, g) => match judge_shared(siblings, &id, &g) {
+            Step::Shared(id, g, report) => match judge_shared(siblings, &id, &g, report.as_ref()) {
                 Shared::Keep => {
                     self.grants.insert(id, g);
                 }
                 Shared::Unused => {
+                    *self.judged_by.entry("member_accounts").or_default() += 1;
                     self.cleared.insert(id);
                 }
-                Shared::UsedBy(users) => {
+                Shared::UsedBy(users, way) => {
+                    *self.judged_by.entry(way).or_default() += 1;
                     self.sibling_users
                         .extend(users.into_iter().map(|u| (id.clone(), u)));
                 }
@@ -541,6 +578,7 @@ async fn execute<A: Account, Q: CleanupSink>(
         queue_failed,
         error: known.error,
         references: references.report,
+        shared_judged_by: known.judged_by,
     }
 }
 
@@ -772,6 +810,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.halt_on_queue_failure(&e);
     }
     report.reference_check = ex.references;
+    report.shared_judged_by = ex.shared_judged_by;
     if let Some(e) = ex.error {
         report.error = Some(e);
     }

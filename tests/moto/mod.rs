@@ -311,6 +311,11 @@ impl Throttle {
         );
     }
 
+    /// What AWS's image usage reports say: image → account → instances and templates.
+    pub fn set_image_usage(&self, usage: serde_json::Value) {
+        self.control("POST", "/__image_usage__", &usage.to_string());
+    }
+
     /// The Recycle Bin's retention rules, each as `aws rbin get-rule` prints it.
     pub fn set_recycle_bin_rules(&self, rules: serde_json::Value) {
         self.control("POST", "/__recycle_bin_rules__", &rules.to_string());

@@ -361,6 +361,97 @@ impl crate::ports::ImageRetirer for Ec2 {
     }
 }
 
+/// How many times, a second apart, a usage report's state is asked before giving up on it.
+const REPORT_POLLS: u32 = 10;
+
+impl Ec2 {
+    /// See [`crate::ports::ReferenceCheck::usage_report`]. Any failure (the API missing,
+    /// denied, the report in error or not ready in time) is `None`, logged: the report is
+    /// only a first look, the member accounts' own sources are the fallback.
+    pub async fn usage_report(
+        &self,
+        image_id: &str,
+        accounts: &[String],
+    ) -> Option<std::collections::BTreeMap<String, u64>> {
+        match self.try_usage_report(image_id, accounts).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(image_id, error = %e, "no usage report; the member accounts are asked");
+                None
+            }
+        }
+    }
+
+    async fn try_usage_report(
+        &self,
+        image_id: &str,
+        accounts: &[String],
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, AwsError> {
+        use aws_sdk_ec2::types::ImageUsageResourceTypeRequest;
+        self.calls.record("CreateImageUsageReport");
+        let created = self
+            .client
+            .create_image_usage_report()
+            .image_id(image_id)
+            .set_account_ids(Some(accounts.to_vec()))
+            .resource_types(
+                ImageUsageResourceTypeRequest::builder()
+                    .resource_type("ec2:Instance")
+                    .build(),
+            )
+            .resource_types(
+                ImageUsageResourceTypeRequest::builder()
+                    .resource_type("ec2:LaunchTemplate")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("CreateImageUsageReport", e))?;
+        let Some(id) = created.report_id().map(str::to_string) else {
+            return Ok(None);
+        };
+        let mut ready = false;
+        for _ in 0..REPORT_POLLS {
+            self.calls.record("DescribeImageUsageReports");
+            let out = self
+                .client
+                .describe_image_usage_reports()
+                .report_ids(&id)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DescribeImageUsageReports", e))?;
+            match out.image_usage_reports().first().and_then(|r| r.state()) {
+                Some("available") => {
+                    ready = true;
+                    break;
+                }
+                Some("error") => return Ok(None),
+                _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            }
+        }
+        if !ready {
+            return Ok(None);
+        }
+        let mut users = std::collections::BTreeMap::new();
+        let mut pages = self
+            .client
+            .describe_image_usage_report_entries()
+            .report_ids(&id)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeImageUsageReportEntries");
+            let resp = page.map_err(|e| from_sdk("DescribeImageUsageReportEntries", e))?;
+            for e in resp.image_usage_report_entries() {
+                if let (Some(a), Some(n)) = (e.account_id(), e.usage_count()) {
+                    *users.entry(a.to_string()).or_insert(0) += u64::try_from(n).unwrap_or(0);
+                }
+            }
+        }
+        Ok(Some(users))
+    }
+}
+
 impl ImageSource for Ec2 {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
         let mut images = Vec::new();

@@ -354,6 +354,14 @@ impl crate::ports::ReferenceCheck for RegionClients {
     async fn recipe_parents(&self) -> Result<crate::model::Usage, crate::error::AwsError> {
         self.imagebuilder.recipe_parents().await
     }
+
+    async fn usage_report(
+        &self,
+        image_id: &str,
+        accounts: &[String],
+    ) -> Option<BTreeMap<String, u64>> {
+        self.ec2.usage_report(image_id, accounts).await
+    }
 }
 
 impl crate::ports::ImageSource for RegionClients {
