@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::lambda_runtime::{invoke, start_emulator, start_function};
-use crate::moto::Moto;
+use crate::moto::{bake, member_config, public_ami, Moto};
 use serde_json::{json, Value};
 
 struct Hub {
@@ -20,16 +20,7 @@ struct Hub {
 /// hub's sweep queue and report bucket.
 async fn hub(moto: &Moto) -> Hub {
     let hub = moto.config().await;
-    let base = aws_sdk_ec2::Client::new(&hub)
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .image_id()
-        .unwrap()
-        .to_string();
+    let base = public_ami(&hub).await;
     let org = aws_sdk_organizations::Client::new(&hub);
     org.create_organization().send().await.unwrap();
     let root = org.list_roots().send().await.unwrap().roots()[0]
@@ -69,39 +60,9 @@ async fn hub(moto: &Moto) -> Hub {
             .send()
             .await
             .unwrap();
-        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
-            "arn:aws:iam::{id}:role/ami-sweeper-member"
-        ))
-        .session_name("test-setup")
-        .configure(&hub)
-        .build()
-        .await;
-        let member = hub
-            .to_builder()
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            )
-            .build();
-        let ec2 = aws_sdk_ec2::Client::new(&member);
-        let run = ec2
-            .run_instances()
-            .image_id(&base)
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .unwrap();
-        let image = ec2
-            .create_image()
-            .instance_id(run.instances()[0].instance_id().unwrap())
-            .name("old")
-            .send()
-            .await
-            .unwrap()
-            .image_id()
-            .unwrap()
-            .to_string();
+        let member = member_config(&hub, &id, "us-east-1").await;
+        let (baked, _) = bake(&member, &base, 1).await;
+        let image = baked[0].clone();
         images.push((image, member));
     }
     let queue_url = aws_sdk_sqs::Client::new(&hub)

@@ -101,23 +101,14 @@ pub(crate) fn start_function(port: u16, env: &[(&str, String)]) -> Killed {
 fn the_binary_serves_events_through_the_runtime_api() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let (port, _emulator) = start_emulator();
-    let _function = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "x")
-            .env("AWS_SECRET_ACCESS_KEY", "x")
-            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _function = start_function(
+        port,
+        &[
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "x".into()),
+            ("AWS_SECRET_ACCESS_KEY", "x".into()),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".into()),
+        ],
     );
     let building = std::fs::read_to_string(root.join("events/imagebuilder-building.json")).unwrap();
     let out = invoke(port, &building);

@@ -6,14 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::moto::Moto;
+use crate::moto::{bake, member_config, public_ami, Moto};
 use ami_sweeper::adapters::aws::Clients;
 use ami_sweeper::app::org::{resolve_accounts, run_org_sweep, OrgReport};
 use ami_sweeper::app::run::{QueueMode, SweepOptions};
 use ami_sweeper::app::sweep::ExecConfig;
 use ami_sweeper::model::UsageKind;
 use ami_sweeper::Policy;
-use aws_sdk_ec2::types::{InstanceType, LaunchPermission, LaunchPermissionModifications};
+use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications};
 use serde_json::json;
 
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
@@ -91,51 +91,6 @@ async fn organization(hub: &aws_config::SdkConfig) -> Org {
     }
 }
 
-/// The SDK configuration of a member account, through the same role a sweep assumes.
-async fn member(hub: &aws_config::SdkConfig, account: &str, region: &str) -> aws_config::SdkConfig {
-    let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
-        "arn:aws:iam::{account}:role/ami-sweeper-member"
-    ))
-    .session_name("test-setup")
-    .configure(hub)
-    .build()
-    .await;
-    hub.to_builder()
-        .region(aws_config::Region::new(region.to_string()))
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-        )
-        .build()
-}
-
-/// Bakes `n` images in a member account's region (from the base image everyone sees);
-/// returns their ids and the id of the instance they were made from (stopped).
-async fn bake(config: &aws_config::SdkConfig, base: &str, n: usize) -> (Vec<String>, String) {
-    let ec2 = aws_sdk_ec2::Client::new(config);
-    let run = ec2
-        .run_instances()
-        .image_id(base)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let instance = run.instances()[0].instance_id().unwrap().to_string();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let img = ec2
-            .create_image()
-            .instance_id(&instance)
-            .name(format!("build-{i}"))
-            .send()
-            .await
-            .unwrap();
-        ids.push(img.image_id().unwrap().to_string());
-    }
-    (ids, instance)
-}
-
 async fn own_images(config: &aws_config::SdkConfig) -> BTreeSet<String> {
     aws_sdk_ec2::Client::new(config)
         .describe_images()
@@ -171,16 +126,7 @@ fn kept_by<'r>(report: &'r OrgReport, account: &str, region: &str, image: &str) 
 async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isolates_failures() {
     let moto = Moto::start_with_public_amis();
     let hub = moto.config().await;
-    let base = aws_sdk_ec2::Client::new(&hub)
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .image_id()
-        .unwrap()
-        .to_string();
+    let base = public_ami(&hub).await;
     let org = organization(&hub).await;
     // The hub has an old, unused image of its own, which no member sweep may touch.
     let (hub_ids, _) = bake(&hub, &base, 1).await;
@@ -195,7 +141,7 @@ async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isol
     let mut built = std::collections::BTreeMap::new();
     for account in [&org.a, &org.b, &org.c] {
         for region in REGIONS {
-            let config = member(&hub, account, region).await;
+            let config = member_config(&hub, account, region).await;
             let (ids, _) = bake(&config, &base, 2).await;
             built.insert((account.clone(), region), (config, ids));
         }

@@ -359,3 +359,68 @@ impl Drop for Throttle {
         let _ = self.child.wait();
     }
 }
+
+/// The SDK configuration of a member account, through the role a sweep assumes there
+/// (moto lets any role be assumed and then acts as that account).
+pub async fn member_config(
+    hub: &aws_config::SdkConfig,
+    account: &str,
+    region: &str,
+) -> aws_config::SdkConfig {
+    let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+        "arn:aws:iam::{account}:role/ami-sweeper-member"
+    ))
+    .session_name("test-setup")
+    .configure(hub)
+    .build()
+    .await;
+    hub.to_builder()
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
+/// One of moto's public AMIs (`Moto::start_with_public_amis`): what member accounts'
+/// instances launch from.
+pub async fn public_ami(hub: &aws_config::SdkConfig) -> String {
+    aws_sdk_ec2::Client::new(hub)
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Bakes `n` images in an account's region from `base`; returns their ids and the id of
+/// the instance they were made from.
+pub async fn bake(config: &aws_config::SdkConfig, base: &str, n: usize) -> (Vec<String>, String) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let run = ec2
+        .run_instances()
+        .image_id(base)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let instance = run.instances()[0].instance_id().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let img = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name(format!("build-{i}"))
+            .send()
+            .await
+            .unwrap();
+        ids.push(img.image_id().unwrap().to_string());
+    }
+    (ids, instance)
+}
