@@ -283,3 +283,33 @@ async fn under_the_runtime_api_the_same_fan_out_works() {
     let report: Value = serde_json::from_slice(&first).unwrap();
     assert_eq!(images_left(&hub).await, 0, "{report:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_the_same_fan_out_in_process() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let policy =
+        std::env::temp_dir().join(format!("ami-sweeper-org-cli-{}.json", std::process::id()));
+    std::fs::write(&policy, &hub.policy).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .args(["sweep", "--format", "json", "--account-concurrency", "2"])
+        .args(["--report-bucket", "hub-reports", "--policy"])
+        .arg(&policy)
+        .envs(moto.env())
+        .env_remove("CLEANUP_QUEUE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failures"], 0);
+    assert_eq!(report["accounts"].as_object().unwrap().len(), 2, "{report}");
+    for (_, line) in report["accounts"].as_object().unwrap() {
+        assert_eq!(line["deregistered"], 1);
+    }
+    assert_eq!(images_left(&hub).await, 0);
+    assert_eq!(reports(&moto).await.len(), 2);
+}
