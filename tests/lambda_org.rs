@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::lambda_runtime::{invoke, start_emulator, start_function};
-use crate::moto::{bake, member_config, public_ami, Moto};
+use crate::moto::{bake, image_ids, member_config, public_ami, s3, Moto, OrgBuilder};
 use serde_json::{json, Value};
 
 struct Hub {
@@ -21,45 +21,11 @@ struct Hub {
 async fn hub(moto: &Moto) -> Hub {
     let hub = moto.config().await;
     let base = public_ami(&hub).await;
-    let org = aws_sdk_organizations::Client::new(&hub);
-    org.create_organization().send().await.unwrap();
-    let root = org.list_roots().send().await.unwrap().roots()[0]
-        .id()
-        .unwrap()
-        .to_string();
-    let ou = org
-        .create_organizational_unit()
-        .parent_id(&root)
-        .name("workloads")
-        .send()
-        .await
-        .unwrap()
-        .organizational_unit()
-        .unwrap()
-        .id()
-        .unwrap()
-        .to_string();
+    let org = OrgBuilder::create(&hub).await;
+    let ou = org.ou(&org.root, "workloads").await;
     let mut images = Vec::new();
     for name in ["a", "b"] {
-        let id = org
-            .create_account()
-            .email(format!("{name}@example.com"))
-            .account_name(name)
-            .send()
-            .await
-            .unwrap()
-            .create_account_status()
-            .unwrap()
-            .account_id()
-            .unwrap()
-            .to_string();
-        org.move_account()
-            .account_id(&id)
-            .source_parent_id(&root)
-            .destination_parent_id(&ou)
-            .send()
-            .await
-            .unwrap();
+        let id = org.account(name, &ou).await;
         let member = member_config(&hub, &id, "us-east-1").await;
         let (baked, _) = bake(&member, &base, 1).await;
         let image = baked[0].clone();
@@ -74,16 +40,12 @@ async fn hub(moto: &Moto) -> Hub {
         .queue_url()
         .unwrap()
         .to_string();
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&hub)
-            .force_path_style(true)
-            .build(),
-    )
-    .create_bucket()
-    .bucket("hub-reports")
-    .send()
-    .await
-    .unwrap();
+    s3(&hub)
+        .create_bucket()
+        .bucket("hub-reports")
+        .send()
+        .await
+        .unwrap();
     // Images are made now: the policy's minimum age is 0 (acknowledged) with keep_count 0.
     let policy = json!({
         "dry_run": false,
@@ -139,12 +101,8 @@ async fn delivered(moto: &Moto, hub: &Hub) -> Value {
 }
 
 async fn reports(moto: &Moto) -> BTreeSet<String> {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&moto.config().await)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.list_objects_v2()
+    s3(&moto.config().await)
+        .list_objects_v2()
         .bucket("hub-reports")
         .send()
         .await
@@ -158,14 +116,7 @@ async fn reports(moto: &Moto) -> BTreeSet<String> {
 async fn images_left(hub: &Hub) -> usize {
     let mut n = 0;
     for (_, member) in &hub.images {
-        n += aws_sdk_ec2::Client::new(member)
-            .describe_images()
-            .owners("self")
-            .send()
-            .await
-            .unwrap()
-            .images()
-            .len();
+        n += image_ids(member).await.len();
     }
     n
 }
@@ -264,22 +215,18 @@ async fn under_the_runtime_api_the_same_fan_out_works() {
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     let keys = reports(&moto).await;
     assert_eq!(keys.len(), 2);
-    let first = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&moto.config().await)
-            .force_path_style(true)
-            .build(),
-    )
-    .get_object()
-    .bucket("hub-reports")
-    .key(keys.iter().next().unwrap())
-    .send()
-    .await
-    .unwrap()
-    .body
-    .collect()
-    .await
-    .unwrap()
-    .into_bytes();
+    let first = s3(&moto.config().await)
+        .get_object()
+        .bucket("hub-reports")
+        .key(keys.iter().next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     let report: Value = serde_json::from_slice(&first).unwrap();
     assert_eq!(images_left(&hub).await, 0, "{report:#}");
 }

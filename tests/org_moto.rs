@@ -4,9 +4,7 @@
 //! rules condemn, keeps the shared image a sibling uses and deletes the shared one nobody
 //! uses (`keep_if_used`), and a member whose role cannot be assumed fails alone.
 
-use std::collections::BTreeSet;
-
-use crate::moto::{bake, member_config, public_ami, Moto};
+use crate::moto::{bake, image_ids, member_config, public_ami, Moto, OrgBuilder};
 use ami_sweeper::adapters::aws::Clients;
 use ami_sweeper::app::org::{resolve_accounts, run_org_sweep, OrgReport};
 use ami_sweeper::app::run::{QueueMode, SweepOptions};
@@ -29,79 +27,16 @@ struct Org {
 }
 
 async fn organization(hub: &aws_config::SdkConfig) -> Org {
-    let org = aws_sdk_organizations::Client::new(hub);
-    org.create_organization().send().await.unwrap();
-    let root = org.list_roots().send().await.unwrap().roots()[0]
-        .id()
-        .unwrap()
-        .to_string();
-    let ou = |parent: String, name: &'static str| {
-        let org = org.clone();
-        async move {
-            org.create_organizational_unit()
-                .parent_id(parent)
-                .name(name)
-                .send()
-                .await
-                .unwrap()
-                .organizational_unit()
-                .unwrap()
-                .id()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let workloads = ou(root.clone(), "workloads").await;
-    let team = ou(workloads.clone(), "team").await;
-    let mut ids = Vec::new();
-    for (name, parent) in [
-        ("a", &workloads),
-        ("b", &team),
-        ("c", &workloads),
-        ("d", &workloads),
-    ] {
-        let status = org
-            .create_account()
-            .email(format!("{name}@example.com"))
-            .account_name(name)
-            .send()
-            .await
-            .unwrap();
-        let id = status
-            .create_account_status()
-            .unwrap()
-            .account_id()
-            .unwrap()
-            .to_string();
-        org.move_account()
-            .account_id(&id)
-            .source_parent_id(&root)
-            .destination_parent_id(parent)
-            .send()
-            .await
-            .unwrap();
-        ids.push(id);
-    }
+    let org = OrgBuilder::create(hub).await;
+    let workloads = org.ou(&org.root, "workloads").await;
+    let team = org.ou(&workloads, "team").await;
     Org {
+        a: org.account("a", &workloads).await,
+        b: org.account("b", &team).await,
+        c: org.account("c", &workloads).await,
+        d: org.account("d", &workloads).await,
         ou: workloads,
-        a: ids[0].clone(),
-        b: ids[1].clone(),
-        c: ids[2].clone(),
-        d: ids[3].clone(),
     }
-}
-
-async fn own_images(config: &aws_config::SdkConfig) -> BTreeSet<String> {
-    aws_sdk_ec2::Client::new(config)
-        .describe_images()
-        .owners("self")
-        .send()
-        .await
-        .unwrap()
-        .images()
-        .iter()
-        .filter_map(|i| i.image_id().map(str::to_string))
-        .collect()
 }
 
 fn kept_by<'r>(report: &'r OrgReport, account: &str, region: &str, image: &str) -> &'r str {
@@ -274,21 +209,21 @@ async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isol
         [("member_accounts", 1)].into_iter().collect()
     );
     assert_eq!(
-        own_images(a_config).await,
+        image_ids(a_config).await,
         a_ids.iter().cloned().collect(),
         "a/us-east-1 keeps both"
     );
     // c's image shared with a, which does not use it: gone, as is every other build.
-    let c_left = own_images(c_config).await;
+    let c_left = image_ids(c_config).await;
     assert!(!c_left.contains(&c_ids[0]), "shared but unused goes");
     for ((account, region), (config, _)) in &built {
         if (account, *region) != (&org.a, "us-east-1") {
             assert!(
-                own_images(config).await.is_empty(),
+                image_ids(config).await.is_empty(),
                 "{account}/{region} still has images"
             );
         }
     }
     // The hub's own old, unused image was never touched: only member credentials acted.
-    assert_eq!(own_images(&hub).await, hub_ids.into_iter().collect());
+    assert_eq!(image_ids(&hub).await, hub_ids.into_iter().collect());
 }

@@ -28,6 +28,20 @@ fn rule(id: &str, kind: &str, days: u32, tags: serde_json::Value) -> serde_json:
     })
 }
 
+/// `ami-00000000000000001` and `-2`, a year old, untagged.
+fn two_old_images() -> serde_json::Value {
+    json!((1..=2)
+        .map(|i| {
+            seed_image(
+                &format!("ami-{i:017}"),
+                &format!("web-{i}"),
+                "2025-01-01T00:00:00.000Z",
+                json!({}),
+            )
+        })
+        .collect::<Vec<_>>())
+}
+
 async fn sweep_on(moto: &Moto, policy: &Policy, day: u64) -> SweepReport {
     let clients = Clients::new(moto.config().await);
     let now = days_after(parse_instant(crate::NOW).unwrap(), day);
@@ -60,17 +74,7 @@ async fn tags_of(moto: &Moto, snapshot: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_seven_day_ami_rule_no_snapshot_goes_before_day_seven_and_all_go_after() {
-    let seed: Vec<serde_json::Value> = (1..=2)
-        .map(|i| {
-            seed_image(
-                &format!("ami-{i:017}"),
-                &format!("web-{i}"),
-                "2025-01-01T00:00:00.000Z",
-                json!({}),
-            )
-        })
-        .collect();
-    let moto = Moto::start(Some(json!(seed)));
+    let moto = Moto::start(Some(two_old_images()));
     moto.front()
         .set_recycle_bin_rules(json!([rule("ami-7d", "EC2_IMAGE", 7, json!([]))]));
     let config = moto.config().await;
@@ -231,17 +235,7 @@ async fn a_snapshot_rule_as_long_lets_snapshots_go_now_and_require_keeps_what_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_retirement_tags_waits_re_checks_and_deregisters_only_what_is_still_condemned() {
     use ami_sweeper::retire::{DEPRECATED_AT, DISABLED_AT};
-    let seed: Vec<serde_json::Value> = (1..=2)
-        .map(|i| {
-            seed_image(
-                &format!("ami-{i:017}"),
-                &format!("web-{i}"),
-                "2025-01-01T00:00:00.000Z",
-                json!({}),
-            )
-        })
-        .collect();
-    let moto = Moto::start(Some(json!(seed)));
+    let moto = Moto::start(Some(two_old_images()));
     let config = moto.config().await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let (one, two) = ("ami-00000000000000001", "ami-00000000000000002");

@@ -424,3 +424,74 @@ pub async fn bake(config: &aws_config::SdkConfig, base: &str, n: usize) -> (Vec<
     }
     (ids, instance)
 }
+
+/// A path-style S3 client on the emulator (what moto serves).
+pub fn s3(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// An organization in the emulator, created by the hub (the default account).
+pub struct OrgBuilder {
+    client: aws_sdk_organizations::Client,
+    /// The root's id (`r-...`).
+    pub root: String,
+}
+
+impl OrgBuilder {
+    /// Creates the organization.
+    pub async fn create(hub: &aws_config::SdkConfig) -> OrgBuilder {
+        let client = aws_sdk_organizations::Client::new(hub);
+        client.create_organization().send().await.unwrap();
+        let root = client.list_roots().send().await.unwrap().roots()[0]
+            .id()
+            .unwrap()
+            .to_string();
+        OrgBuilder { client, root }
+    }
+
+    /// A new OU under `parent`; its id.
+    pub async fn ou(&self, parent: &str, name: &str) -> String {
+        self.client
+            .create_organizational_unit()
+            .parent_id(parent)
+            .name(name)
+            .send()
+            .await
+            .unwrap()
+            .organizational_unit()
+            .unwrap()
+            .id()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A new account, moved under `parent`; its id.
+    pub async fn account(&self, name: &str, parent: &str) -> String {
+        let id = self
+            .client
+            .create_account()
+            .email(format!("{name}@example.com"))
+            .account_name(name)
+            .send()
+            .await
+            .unwrap()
+            .create_account_status()
+            .unwrap()
+            .account_id()
+            .unwrap()
+            .to_string();
+        self.client
+            .move_account()
+            .account_id(&id)
+            .source_parent_id(&self.root)
+            .destination_parent_id(parent)
+            .send()
+            .await
+            .unwrap();
+        id
+    }
+}

@@ -83,7 +83,7 @@ pub struct Clients {
     base: aws_config::SdkConfig,
     calls: Arc<ApiCalls>,
     by_region: Mutex<BTreeMap<String, RegionClients>>,
-    members: tokio::sync::Mutex<BTreeMap<String, Arc<Clients>>>,
+    members: Mutex<BTreeMap<String, Arc<Clients>>>,
     sqs: aws_sdk_sqs::Client,
 }
 
@@ -101,7 +101,7 @@ impl Clients {
             base,
             calls,
             by_region: Mutex::new(BTreeMap::new()),
-            members: tokio::sync::Mutex::new(BTreeMap::new()),
+            members: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -111,13 +111,14 @@ impl Clients {
         account: &str,
         role_name: &str,
     ) -> Result<Arc<Clients>, crate::error::AwsError> {
-        let mut members = self.members.lock().await;
-        if let Some(c) = members.get(account) {
+        if let Some(c) = self.members.lock().expect("member cache lock").get(account) {
             return Ok(c.clone());
         }
+        // Assumed without holding the cache: pairs of other accounts need not wait. Two
+        // pairs of one account may both assume; the first kept wins.
         let c = Arc::new(self.for_account(account, role_name).await?);
-        members.insert(account.to_string(), c.clone());
-        Ok(c)
+        let mut members = self.members.lock().expect("member cache lock");
+        Ok(members.entry(account.to_string()).or_insert(c).clone())
     }
 
     /// The clients for a job's place: its member account's (through `role_name`) or, with
