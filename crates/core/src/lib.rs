@@ -12,6 +12,7 @@
 pub mod events;
 pub mod fields;
 pub mod jobs;
+pub mod mandate;
 pub mod manifest;
 pub mod model;
 pub mod orphans;

@@ -330,6 +330,21 @@ impl Plan {
 }
 
 impl Plan {
+    /// Keeps only the decisions `keep` admits (a run's scope), with the summary recounted.
+    pub fn retain_decisions(&mut self, keep: impl FnMut(&Decision) -> bool) {
+        self.decisions.retain(keep);
+        self.summary = summarize(&self.decisions);
+    }
+
+    /// Replaces each decision's action by `action(decision)` (a run that may not perform a
+    /// stage keeps those images as they are), with the summary recounted.
+    pub fn map_actions(&mut self, mut action: impl FnMut(&Decision) -> Action) {
+        for d in &mut self.decisions {
+            d.action = action(d);
+        }
+        self.summary = summarize(&self.decisions);
+    }
+
     /// Narrows the plan to the group (lineage) of `image_id`, as an AMI state change
     /// event asks. Returns false, and empties the plan, when the image is not in it.
     pub fn restrict_to_group_of(&mut self, image_id: &str) -> bool {

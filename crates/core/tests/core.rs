@@ -3,5 +3,6 @@
 
 mod common;
 
+mod mandate_props;
 mod planner_props;
 mod planner_rules;
