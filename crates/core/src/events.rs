@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::policy::{Glob, Policy, PolicyError};
+use crate::policy::{Policy, PolicyError};
 
 /// Tag EC2 Image Builder puts on the AMIs it distributes: the image build version ARN.
 pub const IMAGE_BUILDER_TAG: &str = "Ec2ImageBuilderArn";
@@ -36,6 +36,8 @@ pub enum Trigger {
         image_id: String,
         /// The event's region, when given.
         region: Option<String>,
+        /// The event's account, when given.
+        account: Option<String>,
     },
     /// A trigger that asks for nothing (another status or state), with the reason.
     Ignored(String),
@@ -168,6 +170,7 @@ fn parse_eventbridge(source: &str, detail_type: &str, v: &Value) -> Result<Trigg
             Ok(Trigger::AmiAvailable {
                 image_id: image_id.to_string(),
                 region: event.region,
+                account: event.account,
             })
         }
         _ => Err(EventError(format!(
@@ -200,16 +203,14 @@ fn arn_account(arn: &str) -> &str {
     arn.split(':').nth(4).unwrap_or_default()
 }
 
-/// The configured policy narrowed to one Image Builder recipe: only images whose
-/// `Ec2ImageBuilderArn` names an image of that recipe, all in one lineage.
-pub fn scope_to_recipe(policy: &Policy, recipe_prefix: &str) -> Policy {
-    let mut p = policy.clone();
-    p.selection.tags.insert(
-        IMAGE_BUILDER_TAG.to_string(),
-        Glob::new(&format!("{recipe_prefix}*")),
-    );
-    p.retention.group_by = None;
-    p
+/// The scope of an Image Builder event: images whose `Ec2ImageBuilderArn` names an image
+/// of that recipe. A requirement added next to the configured selection (the mandate
+/// intersects), never a replacement of it, and the policy's groups stay as they are.
+pub fn recipe_scope(recipe_prefix: &str) -> crate::mandate::Scope {
+    crate::mandate::Scope {
+        recipes: [recipe_prefix.to_string()].into(),
+        ..Default::default()
+    }
 }
 
 /// Parses an inline policy from an event.
@@ -285,16 +286,23 @@ mod tests {
     }
 
     #[test]
-    fn recipe_scope_adds_the_tag_and_one_lineage() {
-        let p = Policy::from_json(
-            r#"{"retention": {"min_age_days": 1, "keep_count": 2, "group_by": {"tags": ["app"]}}}"#,
+    fn a_recipe_scope_is_one_requirement_and_the_ami_event_keeps_its_account() {
+        let scope = recipe_scope("arn:aws:imagebuilder:us-east-1:1:image/web/");
+        assert_eq!(scope.recipes.len(), 1);
+        assert!(scope.lineages.is_empty() && scope.images.is_none());
+        let t = parse_event(
+            &json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change",
+            "account": "123456789012", "region": "us-east-1",
+            "detail": {"ImageId": "ami-1", "State": "available"}}),
         )
         .unwrap();
-        let scoped = scope_to_recipe(&p, "arn:aws:imagebuilder:us-east-1:1:image/web/");
-        assert!(scoped.retention.group_by.is_none());
-        let g = &scoped.selection.tags[IMAGE_BUILDER_TAG];
-        assert!(g.matches("arn:aws:imagebuilder:us-east-1:1:image/web/1.0.0/1"));
-        assert!(!g.matches("arn:aws:imagebuilder:us-east-1:1:image/web-canary/1.0.0/1"));
-        assert_eq!(scoped.retention.keep_count, 2);
+        assert_eq!(
+            t,
+            Trigger::AmiAvailable {
+                image_id: "ami-1".into(),
+                region: Some("us-east-1".into()),
+                account: Some("123456789012".into())
+            }
+        );
     }
 }

@@ -33,6 +33,11 @@ pub struct CleanupJob {
     /// What to delete.
     #[serde(flatten)]
     pub target: JobTarget,
+    /// The mandate of the run that queued it: the worker runs it only within its own
+    /// ceiling (the same policy, no more accounts, regions or stages). Jobs queued before
+    /// mandates existed have none: they are verified as any job is, nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mandate: Option<crate::mandate::Mandate>,
 }
 
 /// What a job deletes.
@@ -99,6 +104,7 @@ impl CleanupJob {
             account: None,
             image_id: image_id.to_string(),
             target,
+            mandate: None,
         }
     }
 
@@ -143,6 +149,7 @@ mod tests {
             target: JobTarget::DeleteSnapshot {
                 snapshot_id: "snap-1".into(),
             },
+            mandate: None,
         };
         let text = job.to_json();
         assert_eq!(

@@ -318,6 +318,25 @@ impl Mandate {
         }
     }
 
+    /// The receiver's one check of a message (a sweep request or a cleanup job), with
+    /// `self` its own ceiling: the mandate the message carries is within it, and the
+    /// message's account and region are admitted by both.
+    pub fn admits_message(
+        &self,
+        carried: Option<&Mandate>,
+        account: Option<&str>,
+        region: &str,
+        members: Option<&BTreeSet<String>>,
+    ) -> Result<(), String> {
+        if let Some(m) = carried {
+            m.within(self)?;
+            m.admits_account(account, members)?;
+            m.admits_region(region)?;
+        }
+        self.admits_account(account, members)?;
+        self.admits_region(region)
+    }
+
     /// Narrows a plan to the mandate: decisions of images outside the scope leave the plan
     /// (as out of this run's reach, not as kept), and actions of stages the mandate does
     /// not perform become `keep`. The plan is made with the unscoped policy first, so

@@ -629,7 +629,7 @@ fn apply_retirement(
             let disabled = img.state == ImageState::Disabled;
             if r[0] != Reason::Expired {
                 let held = matches!(r[0], Reason::OverLimit);
-                let enable = !held && retire::disabled_by_us(&img.tags, disabled);
+                let enable = !held && retire::retired_by_us(&img.tags);
                 return enable.then_some((Action::Enable, None));
             }
             let (action, eligible) = match retire::stage(&policy.retire, &img.tags, disabled, now) {

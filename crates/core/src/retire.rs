@@ -21,8 +21,16 @@ pub enum RetireStep {
     Deprecate,
     /// Tag it [`DISABLED_AT`] (first: a disable that fails is retried), then disable it.
     Disable,
-    /// Enable it again.
-    Enable,
+    /// Undo what ami-sweeper did to an image the rules no longer condemn: `EnableImage`
+    /// when it is disabled, `DisableImageDeprecation` when ami-sweeper deprecated it, then
+    /// remove both of ami-sweeper's tags, so that a later wait starts from ami-sweeper's
+    /// own next disable, never from this old one.
+    Enable {
+        /// The image is disabled now.
+        disabled: bool,
+        /// ami-sweeper deprecated it ([`DEPRECATED_AT`]).
+        deprecated: bool,
+    },
 }
 
 /// What to do next with an image the rules condemn.
@@ -68,10 +76,19 @@ pub fn stage(retire: &Retire, tags: &Tags, disabled: bool, now: Timestamp) -> St
     }
 }
 
-/// Whether ami-sweeper disabled this image (and it still is): if the rules no longer
-/// condemn it, it is enabled again.
-pub fn disabled_by_us(tags: &Tags, disabled: bool) -> bool {
-    disabled && tags.contains_key(DISABLED_AT)
+/// Whether ami-sweeper retired this image (its tags say so): if the rules no longer condemn
+/// it, the retirement is undone and the tags removed (a tag left behind on an image enabled
+/// again would let a later, manual disable count as ami-sweeper's old one).
+pub fn retired_by_us(tags: &Tags) -> bool {
+    tags.contains_key(DISABLED_AT) || tags.contains_key(DEPRECATED_AT)
+}
+
+/// The step that undoes ami-sweeper's retirement of an image in this state with these tags.
+pub fn undo(tags: &Tags, disabled: bool) -> RetireStep {
+    RetireStep::Enable {
+        disabled: disabled && tags.contains_key(DISABLED_AT),
+        deprecated: tags.contains_key(DEPRECATED_AT),
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +135,23 @@ mod tests {
             stage(&Retire::default(), &Tags::new(), false, now),
             Stage::Deregister
         );
-        assert!(disabled_by_us(&tags, true) && !disabled_by_us(&tags, false));
+        assert!(retired_by_us(&tags) && !retired_by_us(&Tags::new()));
+        assert_eq!(
+            undo(&tags, true),
+            RetireStep::Enable {
+                disabled: true,
+                deprecated: true
+            }
+        );
+        let mut by_hand = Tags::new();
+        by_hand.insert(DEPRECATED_AT, "2026-11-25T00:00:00Z");
+        assert_eq!(
+            undo(&by_hand, true),
+            RetireStep::Enable {
+                disabled: false,
+                deprecated: true
+            },
+            "an image disabled by someone else is not enabled by ami-sweeper"
+        );
     }
 }

@@ -10,36 +10,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::jobs::{CleanupJob, JobTarget};
+use crate::mandate::Mandate;
 use crate::model::Snapshot;
 use crate::orphans::{image_named_by, STORAGE_MARK};
 use crate::policy::Glob;
 
 /// The deployment's limits on what a worker may delete, set at deploy time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerRules {
-    /// Regions the deployment sweeps; a job for any other region is rejected (and no
-    /// client is ever built for it).
-    pub regions: Vec<String>,
+    /// The deployment's ceiling (its configured policy): a job runs only within it, and
+    /// within the mandate it carries.
+    pub ceiling: Mandate,
+    /// The accounts under the policy's OUs, as Organizations lists them (resolved by the
+    /// edge when the ceiling needs them); `None`: not resolved, so no member account's job
+    /// runs under an organization rule.
+    pub members: Option<BTreeSet<String>>,
     /// Buckets whose bundles may be deleted; empty: bundle cleanup is off.
     pub bundle_buckets: BTreeSet<String>,
     /// The policy's exclude tags: storage carrying one is kept on purpose.
     pub exclude_tags: BTreeMap<String, Glob>,
-    /// Which member accounts' jobs may run (a job names its account).
-    pub accounts: AccountScope,
     /// The role the worker assumes in a job's member account.
     pub member_role: String,
-}
-
-/// Which accounts' storage the worker may delete.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum AccountScope {
-    /// Only the deployment's own (jobs name no account).
-    #[default]
-    Own,
-    /// These member accounts (the policy lists them).
-    These(BTreeSet<String>),
-    /// Any account of the organization but these (the member role gates the rest).
-    OrganizationExcept(BTreeSet<String>),
 }
 
 /// The worker's decision about one job.
@@ -54,19 +46,17 @@ pub enum Verdict {
 }
 
 impl WorkerRules {
-    /// The rules of a deployment: the policy's regions (else `default_region`), its
-    /// exclude tags, and the bundle buckets configured at deploy time.
+    /// The rules of a deployment: the ceiling of its policy (regions, else
+    /// `default_region`; accounts), its exclude tags, and the bundle buckets configured at
+    /// deploy time.
     pub fn new(
         policy: &crate::policy::Policy,
         default_region: Option<&str>,
         bundle_buckets: impl IntoIterator<Item = String>,
     ) -> Self {
         Self {
-            regions: policy.regions.clone().unwrap_or_else(|| {
-                default_region
-                    .map(|r| vec![r.to_string()])
-                    .unwrap_or_default()
-            }),
+            ceiling: Mandate::ceiling(policy, false, default_region),
+            members: None,
             bundle_buckets: bundle_buckets
                 .into_iter()
                 .map(|b| b.trim().to_string())
@@ -74,48 +64,29 @@ impl WorkerRules {
                 .collect(),
             exclude_tags: policy.selection.exclude_tags.clone(),
             member_role: policy.member_role_name.clone(),
-            accounts: match &policy.accounts {
-                None => AccountScope::Own,
-                Some(crate::policy::Accounts::List(ids)) => {
-                    AccountScope::These(ids.iter().cloned().collect())
-                }
-                Some(crate::policy::Accounts::Organization { organization }) => {
-                    AccountScope::OrganizationExcept(
-                        organization.exclude_accounts.iter().cloned().collect(),
-                    )
-                }
-            },
         }
     }
 
-    /// A job's account must be one the deployment sweeps.
-    pub fn check_account(&self, account: Option<&str>) -> Result<(), String> {
-        let ok = match (account, &self.accounts) {
-            (None, _) => true,
-            (Some(_), AccountScope::Own) => false,
-            (Some(a), AccountScope::These(ids)) => ids.contains(a),
-            (Some(a), AccountScope::OrganizationExcept(excluded)) => !excluded.contains(a),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "account {} is not one this deployment sweeps",
-                account.unwrap_or_default()
-            ))
+    /// Where a job may act: the mandate it carries within the ceiling, its account and
+    /// region admitted by both; a bundle job never names a member account (bundle buckets
+    /// are the hub's), and no dry run ever queues a job.
+    pub fn check_place(&self, job: &CleanupJob) -> Result<(), String> {
+        if job.mandate.as_ref().is_some_and(|m| m.dry_run) {
+            return Err("its mandate is a dry run, which queues no jobs".into());
         }
-    }
-
-    /// A job's region must be one the deployment sweeps.
-    pub fn check_region(&self, region: &str) -> Result<(), String> {
-        if self.regions.iter().any(|r| r == region) {
-            Ok(())
-        } else {
-            Err(format!(
-                "region {region:?} is not among the deployment's regions [{}]",
-                self.regions.join(", ")
-            ))
+        if job.account.is_some() && matches!(job.target, JobTarget::DeleteBundle { .. }) {
+            return Err(
+                "bundle buckets are the hub's: a member account's bundle job is \
+                 never run"
+                    .into(),
+            );
         }
+        self.ceiling.admits_message(
+            job.mandate.as_ref(),
+            job.account.as_deref(),
+            &job.region,
+            self.members.as_ref(),
+        )
     }
 
     /// A snapshot job: `found` is the snapshot as `DescribeSnapshots --owner-ids self`
@@ -201,14 +172,11 @@ mod tests {
     use crate::recycle_bin::DELETE_AFTER;
 
     fn rules() -> WorkerRules {
-        WorkerRules {
-            regions: vec!["us-east-1".into()],
-            bundle_buckets: ["bundles".to_string()].into_iter().collect(),
-            exclude_tags: [("retain".to_string(), Glob::new("*"))]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        }
+        let policy = crate::policy::Policy::from_json(
+            r#"{"retention": {"min_age_days": 1}, "selection": {"exclude_tags": {"retain": "*"}}}"#,
+        )
+        .unwrap();
+        WorkerRules::new(&policy, Some("us-east-1"), ["bundles".to_string()])
     }
 
     fn snap(description: &str, tags: &[(&str, &str)]) -> Snapshot {
@@ -275,22 +243,84 @@ mod tests {
     }
 
     #[test]
-    fn a_job_may_name_only_an_account_the_deployment_sweeps() {
+    fn a_job_may_name_only_an_account_and_region_the_deployment_sweeps() {
+        let job = |account: Option<&str>, region: &str| {
+            let mut j = CleanupJob::new(
+                region,
+                "ami-1",
+                JobTarget::DeleteSnapshot {
+                    snapshot_id: "snap-1".into(),
+                },
+            );
+            j.account = account.map(str::to_string);
+            j
+        };
         let own = rules();
-        assert!(own.check_account(None).is_ok());
-        assert!(own.check_account(Some("111122223333")).is_err());
-        let listed = WorkerRules {
-            accounts: AccountScope::These(["111122223333".to_string()].into()),
-            ..rules()
+        assert!(own.check_place(&job(None, "us-east-1")).is_ok());
+        assert!(own
+            .check_place(&job(Some("111122223333"), "us-east-1"))
+            .is_err());
+        assert!(own
+            .check_place(&job(None, "mars-north-1"))
+            .unwrap_err()
+            .contains("mars-north-1"));
+        let policy = |accounts: &str| {
+            crate::policy::Policy::from_json(&format!(
+                r#"{{"dry_run": false, "retention": {{"min_age_days": 1}}, "accounts": {accounts}}}"#
+            ))
+            .unwrap()
         };
-        assert!(listed.check_account(Some("111122223333")).is_ok());
-        assert!(listed.check_account(Some("444455556666")).is_err());
-        let org = WorkerRules {
-            accounts: AccountScope::OrganizationExcept(["444455556666".to_string()].into()),
-            ..rules()
-        };
-        assert!(org.check_account(Some("111122223333")).is_ok());
-        assert!(org.check_account(Some("444455556666")).is_err());
+        let listed = WorkerRules::new(&policy(r#"["111122223333"]"#), Some("us-east-1"), []);
+        assert!(listed
+            .check_place(&job(Some("111122223333"), "us-east-1"))
+            .is_ok());
+        assert!(listed
+            .check_place(&job(Some("444455556666"), "us-east-1"))
+            .is_err());
+        assert!(listed.check_place(&job(None, "us-east-1")).is_err());
+        // An OU rule admits only the accounts Organizations lists under the OUs.
+        let mut org = WorkerRules::new(
+            &policy(r#"{"organization": {"ou_ids": ["ou-ab12-cdef3456"]}}"#),
+            Some("us-east-1"),
+            [],
+        );
+        assert!(org
+            .check_place(&job(Some("111122223333"), "us-east-1"))
+            .is_err());
+        org.members = Some(["111122223333".to_string()].into());
+        assert!(org
+            .check_place(&job(Some("111122223333"), "us-east-1"))
+            .is_ok());
+        assert!(
+            org.check_place(&job(Some("444455556666"), "us-east-1"))
+                .is_err(),
+            "an account outside the OUs that happens to have the member role"
+        );
+        // A job whose mandate came from another policy, or from a dry run, is refused.
+        let mut changed = job(Some("111122223333"), "us-east-1");
+        let mut m = org.ceiling.clone();
+        m.policy_digest = "f".repeat(64);
+        changed.mandate = Some(m);
+        assert!(org
+            .check_place(&changed)
+            .unwrap_err()
+            .contains("policy changed"));
+        let mut dry = job(Some("111122223333"), "us-east-1");
+        let mut m = org.ceiling.clone();
+        m.dry_run = true;
+        dry.mandate = Some(m);
+        assert!(org.check_place(&dry).unwrap_err().contains("dry run"));
+        // A member account's bundle job: never.
+        let mut bundle = CleanupJob::new(
+            "us-east-1",
+            "ami-1",
+            JobTarget::DeleteBundle {
+                bucket: "bundles".into(),
+                manifest_key: "a.manifest.xml".into(),
+            },
+        );
+        bundle.account = Some("111122223333".into());
+        assert!(org.check_place(&bundle).unwrap_err().contains("hub's"));
     }
 
     #[test]
@@ -318,10 +348,5 @@ mod tests {
             Verdict::Reject(why) => assert!(why.contains("bundle cleanup is off")),
             other => panic!("{other:?}"),
         }
-        assert!(r.check_region("us-east-1").is_ok());
-        assert!(r
-            .check_region("mars-north-1")
-            .unwrap_err()
-            .contains("mars-north-1"));
     }
 }
