@@ -65,6 +65,10 @@ def main() -> int:
              and "snapshot" in str(s["Resource"])]
     stage_tags = [s for s in statements if s.get("Action") == "ec2:CreateTags"
                   and "image" in str(s["Resource"])]
+    forget = [s for s in statements if s.get("Action") == "ec2:DeleteTags"]
+    worker_actions = {a for p in worker["Policies"] if isinstance(p, dict) and "Statement" in p
+                      for st in p["Statement"]
+                      for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     for m in marks:
         m["Resource"] = m["Resource"]["Fn::Sub"] if isinstance(m["Resource"], dict) else m["Resource"]
     actions = [a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
@@ -98,7 +102,17 @@ def main() -> int:
          {a for a in actions if a.startswith("ec2:") and not a.startswith(("ec2:Describe", "ec2:List"))}
          == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags",
              "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage",
-             "ec2:CreateImageUsageReport"}),
+             "ec2:DisableImageDeprecation", "ec2:DeleteTags", "ec2:CreateImageUsageReport"}),
+        ("undoing a retirement removes its two tags from images, and no other tag",
+         len(forget) == 1 and "image" in str(forget[0]["Resource"])
+         and forget[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]
+         and forget[0]["Condition"]["Null"]["aws:TagKeys"] == "false"),
+        ("the worker and the pair sweeper can list the OUs a message's account must be under",
+         {"organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent"}
+         <= worker_actions),
+        ("refused sweep requests go to the sweep queue's DLQ",
+         "SweepDeadLetterQueue" in str(r["PairSweeperFunction"]["Properties"]["Environment"]["Variables"].get("SWEEP_DLQ_URL"))),
         ("retirement tags go on images only, two keys",
          len(stage_tags) == 1 and stage_tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
          == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]),

@@ -185,7 +185,7 @@ def bin_answer(ids_in_bin: list, params: dict) -> bytes:
             "</ListImagesInRecycleBinResponse>").encode()
 
 
-RETIREMENT = ("DisableImage", "EnableImage", "EnableImageDeprecation")
+RETIREMENT = ("DisableImage", "EnableImage", "EnableImageDeprecation", "DisableImageDeprecation")
 USAGE_REPORTS = ("CreateImageUsageReport", "DescribeImageUsageReports",
                  "DescribeImageUsageReportEntries")
 
@@ -217,7 +217,8 @@ def usage_report_answer(action: str, params: dict, usage: dict) -> bytes:
 
 
 def retirement_answer(action: str) -> bytes:
-    """`DisableImage`, `EnableImage`, `EnableImageDeprecation` in EC2's XML shape."""
+    """`DisableImage`, `EnableImage`, `EnableImageDeprecation`, `DisableImageDeprecation` in
+    EC2's XML shape."""
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response '
             'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
             f"<requestId>{uuid.uuid4()}</requestId><return>true</return></{action}Response>").encode()

@@ -675,6 +675,7 @@ fn snapshot_job(id: &str) -> CleanupJob {
         target: JobTarget::DeleteSnapshot {
             snapshot_id: id.into(),
         },
+        mandate: None,
     }
 }
 

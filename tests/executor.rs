@@ -386,6 +386,7 @@ fn bundle_job(key: &str) -> CleanupJob {
             bucket: "b".into(),
             manifest_key: key.into(),
         },
+        mandate: None,
     }
 }
 
@@ -470,6 +471,7 @@ fn snapshot_job(snapshot: &str, image: &str) -> String {
         target: JobTarget::DeleteSnapshot {
             snapshot_id: snapshot.into(),
         },
+        mandate: None,
     }
     .to_json()
 }

@@ -195,7 +195,15 @@ async fn image_builder_available_sweeps_only_that_recipe() {
         before.difference(&after).cloned().collect::<BTreeSet<_>>(),
         gone
     );
-    // golden-api shares the app tag but not the recipe: untouched, not even considered.
+    // golden-api shares the app tag (and so the group) but not the recipe: out of scope,
+    // untouched and not listed; the recipe's images were judged within their group.
+    let listed: BTreeSet<String> = report["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, (1..=4).map(|n| id('b', n)).collect());
     let reason = |image: &str| {
         report["regions"][0]["images"]
             .as_array()
@@ -205,9 +213,107 @@ async fn image_builder_available_sweeps_only_that_recipe() {
             .map(|i| i["reasons"][0].clone())
             .unwrap()
     };
-    assert_eq!(reason(&id('c', 1)), "not_selected");
-    assert_eq!(reason(&id('a', 1)), "not_selected");
     assert_eq!(reason(&id('b', 4)), "within_keep_count");
+}
+
+/// An Image Builder event for `recipe` of account 123456789012 in us-east-1.
+fn recipe_event(recipe: &str) -> PathBuf {
+    event_file(
+        &format!("recipe-{recipe}.json"),
+        json!({
+            "version": "0", "id": "1", "detail-type": "EC2 Image Builder Image State Change",
+            "source": "aws.imagebuilder", "account": "123456789012",
+            "time": "2026-11-26T02:14:07Z", "region": "us-east-1",
+            "resources": [format!("arn:aws:imagebuilder:us-east-1:123456789012:image/{recipe}/1.0.0/9")],
+            "detail": {"previous-state": {"status": "DISTRIBUTING"}, "state": {"status": "AVAILABLE"}}
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_for_a_recipe_the_policy_does_not_select_deregisters_nothing() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    // The deployment selects the golden-web recipe only.
+    let web_only = r#"{"dry_run": false, "retention": {"min_age_days": 30, "keep_count": 1},
+        "selection": {"tags": {"Ec2ImageBuilderArn": "arn:aws:imagebuilder:us-east-1:123456789012:image/golden-web/*"}}}"#;
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &recipe_event("golden-api"),
+        &[("AMI_SWEEPER_POLICY", web_only)],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(with_outcome(&report, "deregistered").is_empty(), "{report}");
+    assert_eq!(image_ids(&config).await, before);
+}
+
+/// `db-old` (recipe db, env prod, 2024) and recipe web's builds in two envs, three each.
+fn envs_seed() -> Value {
+    let recipe = |r: &str, n: u32| {
+        format!("arn:aws:imagebuilder:us-east-1:123456789012:image/{r}/1.0.0/{n}")
+    };
+    let mut images = vec![seed_image(
+        &id('e', 0),
+        "db-old",
+        "2024-06-01T00:00:00.000Z",
+        json!({"env": "prod", "Ec2ImageBuilderArn": recipe("db", 1)}),
+    )];
+    for (k, env) in [(1u32, "prod"), (2, "dev")] {
+        for n in 1..=3 {
+            images.push(seed_image(
+                &id('e', k * 10 + n),
+                &format!("web-{env}-{n}"),
+                &format!("2025-0{}-01T00:00:00.000Z", (k - 1) * 3 + n),
+                json!({"env": env, "Ec2ImageBuilderArn": recipe("web", k * 10 + n)}),
+            ));
+        }
+    }
+    json!(images)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_count_groups_and_max_deregistrations_hold_under_an_event() {
+    let per_env = |extra: &str| {
+        format!(
+            r#"{{"dry_run": false, "retention": {{"min_age_days": 30, "keep_count": 2,
+                "group_by": {{"tags": ["env"]}}}}{extra}}}"#
+        )
+    };
+    // keep_count 2 per env: the web event takes the oldest web build of each env, as
+    // the nightly sweep of the same policy does; never a third or fourth.
+    let moto = Moto::start(Some(envs_seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &recipe_event("web"),
+        &[("AMI_SWEEPER_POLICY", per_env("").as_str())],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let gone: BTreeSet<String> = [id('e', 11), id('e', 21)].into();
+    assert_eq!(with_outcome(&report, "deregistered"), gone, "{report}");
+    assert_eq!(
+        before
+            .difference(&image_ids(&config).await)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        gone
+    );
+    // max_deregistrations counts on the whole plan: the one deregistration the nightly
+    // sweep may make is db-old's, out of the web event's scope, so the event makes none.
+    let moto = Moto::start(Some(envs_seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let limited = per_env(r#", "limits": {"max_deregistrations": 1}"#);
+    let (code, report, stderr) = invoke_with(
+        &moto,
+        &recipe_event("web"),
+        &[("AMI_SWEEPER_POLICY", limited.as_str())],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(with_outcome(&report, "deregistered").is_empty(), "{report}");
+    assert_eq!(image_ids(&config).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,8 @@ struct Hub {
     queue_url: String,
     images: Vec<(String, aws_config::SdkConfig)>,
     policy: String,
+    /// An account of another OU, with the member role and one old image: never swept.
+    outsider: (String, aws_config::SdkConfig),
 }
 
 /// Two member accounts under an OU, each with one old unused image in us-east-1; the
@@ -31,6 +33,10 @@ async fn hub(moto: &Moto) -> Hub {
         let image = baked[0].clone();
         images.push((image, member));
     }
+    let sandbox = org.ou(&org.root, "sandbox").await;
+    let outsider = org.account("c", &sandbox).await;
+    let outsider_config = member_config(&hub, &outsider, "us-east-1").await;
+    bake(&outsider_config, &base, 1).await;
     let queue_url = aws_sdk_sqs::Client::new(&hub)
         .create_queue()
         .queue_name("sweep-requests")
@@ -59,6 +65,7 @@ async fn hub(moto: &Moto) -> Hub {
         queue_url,
         images,
         policy,
+        outsider: (outsider, outsider_config),
     }
 }
 
@@ -259,4 +266,358 @@ async fn the_cli_runs_the_same_fan_out_in_process() {
     }
     assert_eq!(images_left(&hub).await, 0);
     assert_eq!(reports(&moto).await.len(), 2);
+}
+
+/// Runs `invoke` on `event` with the hub's configuration and `extra` variables.
+fn invoke_hub(moto: &Moto, hub: &Hub, event: &Value, extra: &[(&str, &str)]) -> Value {
+    let path = std::env::temp_dir().join(format!(
+        "ami-sweeper-org-{}-{}.json",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&path, event.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .arg("invoke")
+        .arg(&path)
+        .env_remove("CLEANUP_QUEUE_URL")
+        .envs(config(moto, hub).iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+async fn queue(moto: &Moto, name: &str) -> String {
+    aws_sdk_sqs::Client::new(&moto.config().await)
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+/// The reasons of the messages in a dead-letter queue.
+async fn reasons_in(moto: &Moto, url: &str) -> Vec<String> {
+    let out = aws_sdk_sqs::Client::new(&moto.config().await)
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    out.messages()
+        .iter()
+        .filter_map(|m| m.message_attributes()?.get("reason")?.string_value())
+        .map(str::to_string)
+        .collect()
+}
+
+fn sqs_event(bodies: &[String]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({
+                "messageId": format!("m-{i}"), "receiptHandle": "r", "body": body,
+                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweep-requests",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn bodies(batch: &Value) -> Vec<String> {
+    batch["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_dispatch_stays_a_dry_run_in_every_pair() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let dispatched = invoke_hub(&moto, &hub, &json!({"dry_run": true}), &[]);
+    assert_eq!(dispatched["dispatched"], 2, "{dispatched}");
+    assert_eq!(dispatched["dry_run"], true);
+    let batch = delivered(&moto, &hub).await;
+    let answer = invoke_hub(&moto, &hub, &batch, &[]);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(
+        images_left(&hub).await,
+        2,
+        "a dry run changes nothing anywhere"
+    );
+    let keys = reports(&moto).await;
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        let body = s3(&moto.config().await)
+            .get_object()
+            .bucket("hub-reports")
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let pair: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(pair["report"]["dry_run"], true, "{pair}");
+    }
+}
+
+/// Tags an image in a member account.
+async fn tag(member: &aws_config::SdkConfig, image: &str, tags: &[(&str, &str)]) {
+    let mut req = aws_sdk_ec2::Client::new(member)
+        .create_tags()
+        .resources(image);
+    for (k, v) in tags {
+        req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+    }
+    req.send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_scope_and_a_lineage_survive_the_fan_out() {
+    let moto = Moto::start_with_public_amis();
+    let mut hub = hub(&moto).await;
+    hub.policy = hub.policy.replace(
+        r#""retention":{"min_age_days":0}"#,
+        r#""retention":{"min_age_days":0,"group_by":{"tags":["app"]}}"#,
+    );
+    assert!(hub.policy.contains("group_by"), "{}", hub.policy);
+    let (web, member) = hub.images[0].clone();
+    let account = dispatched_account(&member).await;
+    let arn = |recipe: &str, n: u32| {
+        format!("arn:aws:imagebuilder:us-east-1:{account}:image/{recipe}/1.0.0/{n}")
+    };
+    tag(
+        &member,
+        &web,
+        &[("app", "web"), ("Ec2ImageBuilderArn", &arn("web", 1))],
+    )
+    .await;
+    let base = public_ami(&moto.config().await).await;
+    let (more, _) = bake(&member, &base, 2).await;
+    tag(
+        &member,
+        &more[0],
+        &[("app", "db"), ("Ec2ImageBuilderArn", &arn("db", 1))],
+    )
+    .await;
+    tag(
+        &member,
+        &more[1],
+        &[("app", "db"), ("Ec2ImageBuilderArn", &arn("db", 2))],
+    )
+    .await;
+    // Image Builder made a new web image in account a: one pair, that account, that recipe.
+    let event = json!({
+        "version": "0", "id": "1", "detail-type": "EC2 Image Builder Image State Change",
+        "source": "aws.imagebuilder", "account": account, "time": "2026-11-26T02:14:07Z",
+        "region": "us-east-1", "resources": [arn("web", 9)],
+        "detail": {"previous-state": {"status": "DISTRIBUTING"}, "state": {"status": "AVAILABLE"}}
+    });
+    let dispatched = invoke_hub(&moto, &hub, &event, &[]);
+    assert_eq!(dispatched["dispatched"], 1, "{dispatched}");
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &[]);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let left = image_ids(&member).await;
+    assert!(!left.contains(&web), "the recipe's image goes");
+    assert!(
+        left.contains(&more[0]) && left.contains(&more[1]),
+        "db stays"
+    );
+    assert_eq!(
+        image_ids(&hub.images[1].1).await.len(),
+        1,
+        "account b untouched"
+    );
+    // An AMI state change for a db image: its lineage (app=db) in its account only.
+    let event = json!({
+        "version": "0", "id": "2", "detail-type": "EC2 AMI State Change", "source": "aws.ec2",
+        "account": account, "time": "2026-11-26T04:10:00Z", "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1::image/{}", more[1])],
+        "detail": {"RequestId": "r", "ImageId": more[1], "State": "available", "ErrorMessage": ""}
+    });
+    let dispatched = invoke_hub(&moto, &hub, &event, &[]);
+    assert_eq!(dispatched["dispatched"], 1, "{dispatched}");
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &[]);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert!(image_ids(&member).await.is_empty(), "both db images go");
+    assert_eq!(
+        image_ids(&hub.images[1].1).await.len(),
+        1,
+        "account b untouched"
+    );
+    assert_eq!(image_ids(&hub.outsider.1).await.len(), 1);
+}
+
+/// The account a member configuration acts as.
+async fn dispatched_account(member: &aws_config::SdkConfig) -> String {
+    aws_sdk_sts::Client::new(member)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap()
+        .account()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_naming_an_account_outside_the_ous_are_refused_by_the_pair_sweeper_and_the_worker()
+{
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let sweep_dlq = queue(&moto, "sweep-dlq").await;
+    let cleanup_dlq = queue(&moto, "cleanup-dlq").await;
+    let dlqs = [
+        ("SWEEP_DLQ_URL", sweep_dlq.as_str()),
+        ("CLEANUP_DLQ_URL", cleanup_dlq.as_str()),
+    ];
+    let (outsider, outsider_config) = hub.outsider.clone();
+    // A genuine request, re-addressed to the outsider (which has the member role too).
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let genuine = bodies(&delivered(&moto, &hub).await);
+    let mut forged: Value = serde_json::from_str(&genuine[0]).unwrap();
+    forged["sweep"]["account"] = json!(outsider);
+    forged["sweep"]["mandate"]["only_accounts"] = json!([outsider]);
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&[forged.to_string()]), &dlqs);
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([]),
+        "refused to the DLQ: {answer}"
+    );
+    let reasons = reasons_in(&moto, &sweep_dlq).await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("is not one this deployment sweeps")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        image_ids(&outsider_config).await.len(),
+        1,
+        "the outsider is untouched"
+    );
+    // The worker: a job for the outsider's snapshot, whose image is gone, is refused too.
+    let image = image_ids(&outsider_config)
+        .await
+        .into_iter()
+        .next()
+        .unwrap();
+    let snapshot = crate::moto::snapshot_of(&outsider_config, &image).await;
+    aws_sdk_ec2::Client::new(&outsider_config)
+        .deregister_image()
+        .image_id(&image)
+        .send()
+        .await
+        .unwrap();
+    let job = json!({"version": 1, "region": "us-east-1", "account": outsider,
+        "image_id": image, "kind": "delete_snapshot", "snapshot_id": snapshot});
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&[job.to_string()]), &dlqs);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let reasons = reasons_in(&moto, &cleanup_dlq).await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("is not one this deployment sweeps")),
+        "{reasons:?}"
+    );
+    assert!(crate::moto::snapshot_ids(&outsider_config)
+        .await
+        .contains(&snapshot));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_from_a_policy_that_changed_since_dispatch_is_refused() {
+    let moto = Moto::start_with_public_amis();
+    let mut hub = hub(&moto).await;
+    let sweep_dlq = queue(&moto, "sweep-dlq").await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    // The policy changes between dispatch and receipt.
+    hub.policy = hub
+        .policy
+        .replace(r#""min_age_days":0"#, r#""min_age_days":1"#);
+    let answer = invoke_hub(
+        &moto,
+        &hub,
+        &batch,
+        &[("SWEEP_DLQ_URL", sweep_dlq.as_str())],
+    );
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let reasons = reasons_in(&moto, &sweep_dlq).await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("policy changed")),
+        "{reasons:?}"
+    );
+    assert_eq!(images_left(&hub).await, 2);
+    assert!(reports(&moto).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_pairs_make_no_s3_call_with_member_credentials() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    s3(&moto.config().await)
+        .create_bucket()
+        .bucket("hub-bundles")
+        .send()
+        .await
+        .unwrap();
+    let buckets = [("AMI_SWEEPER_BUNDLE_BUCKETS", "hub-bundles")];
+    invoke_hub(&moto, &hub, &schedule_value(), &buckets);
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &buckets);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 0);
+    for key in reports(&moto).await {
+        let body = s3(&moto.config().await)
+            .get_object()
+            .bucket("hub-reports")
+            .key(&key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let pair: Value = serde_json::from_slice(&body).unwrap();
+        assert!(pair.get("error").is_none(), "{pair}");
+        let calls = pair["report"]["api_calls"].as_object().unwrap();
+        for s3_call in ["ListObjectsV2", "GetBucketLocation", "GetObjectTagging"] {
+            assert!(!calls.contains_key(s3_call), "{s3_call} in {calls:?}");
+        }
+    }
+}
+
+fn schedule_value() -> Value {
+    serde_json::from_str(&schedule()).unwrap()
 }

@@ -325,3 +325,159 @@ async fn staged_retirement_tags_waits_re_checks_and_deregisters_only_what_is_sti
     );
     assert_eq!(r.totals.failures, 0);
 }
+
+async fn sweep_scoped(
+    moto: &Moto,
+    policy: &Policy,
+    day: u64,
+    mandate: Option<ami_sweeper::mandate::Mandate>,
+) -> SweepReport {
+    let clients = Clients::new(moto.config().await);
+    let now = days_after(parse_instant(crate::NOW).unwrap(), day);
+    let opts = SweepOptions {
+        regions: vec!["us-east-1".into()],
+        force_dry_run: false,
+        queue: QueueMode::Local(ami_sweeper::app::cleanup::RetryPolicy {
+            delay: std::time::Duration::from_millis(100),
+            ..Default::default()
+        }),
+        exec: ExecConfig {
+            mandate: mandate.map(std::sync::Arc::new),
+            ..ExecConfig::default()
+        },
+        now,
+    };
+    run_sweep(&clients, policy, &opts.regions.clone(), &opts).await
+}
+
+async fn state_and_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let out = ec2
+        .describe_images()
+        .image_ids(id)
+        .include_disabled(true)
+        .send()
+        .await
+        .unwrap();
+    let img = &out.images()[0];
+    let tags = img
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect();
+    let state = img
+        .state()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
+    (state, tags)
+}
+
+async fn tag_image(ec2: &aws_sdk_ec2::Client, id: &str, key: &str, value: Option<&str>) {
+    let tag = aws_sdk_ec2::types::Tag::builder().key(key);
+    match value {
+        Some(v) => {
+            ec2.create_tags()
+                .resources(id)
+                .tags(tag.value(v).build())
+                .send()
+                .await
+                .unwrap();
+        }
+        None => {
+            ec2.delete_tags()
+                .resources(id)
+                .tags(tag.build())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_sweep_enables_nothing_and_the_nightly_sweep_does() {
+    use ami_sweeper::mandate::{Ask, Mandate, Scope};
+    let moto = Moto::start(Some(two_old_images()));
+    let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+    let (one, two) = ("ami-00000000000000001", "ami-00000000000000002");
+    let policy = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "recycle_bin": "ignore",
+            "selection": {"exclude_tags": {"keep": "*"}}, "retire": {"disable_for_days": 7}}"#,
+    )
+    .unwrap();
+    // Day 0: both disabled by the nightly sweep.
+    let r = sweep_scoped(&moto, &policy, 0, None).await;
+    assert_eq!(r.totals.failures, 0);
+    assert_eq!(state_and_tags(&ec2, two).await.0, "disabled");
+    // Day 1: two is excluded now. A sweep scoped to image one (an event's) may not
+    // re-enable two, outside its scope; nor anything inside it.
+    tag_image(&ec2, two, "keep", Some("yes")).await;
+    let scoped = Mandate::ceiling(&policy, false, Some("us-east-1")).narrow(&Ask {
+        scope: Scope {
+            images: Some([one.to_string()].into()),
+            ..Scope::default()
+        },
+        ..Ask::default()
+    });
+    let r = sweep_scoped(&moto, &policy, 1, Some(scoped)).await;
+    assert_eq!(r.totals.failures, 0);
+    assert_eq!(r.regions[0].images.len(), 1, "only image one is in scope");
+    assert_eq!(state_and_tags(&ec2, two).await.0, "disabled");
+    assert_eq!(state_and_tags(&ec2, one).await.0, "disabled");
+    // The nightly sweep of the same day does re-enable it.
+    let r = sweep_scoped(&moto, &policy, 1, None).await;
+    let enabled: Vec<_> = r.regions[0]
+        .images
+        .iter()
+        .filter(|i| i.outcome == Some(Outcome::Enabled))
+        .map(|i| i.image_id.as_str())
+        .collect();
+    assert_eq!(enabled, [two]);
+    assert_eq!(state_and_tags(&ec2, two).await.0, "available");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_enabled_then_disabled_by_hand_an_image_condemned_again_waits_the_full_period() {
+    use ami_sweeper::retire::DISABLED_AT;
+    let moto = Moto::start(Some(two_old_images()));
+    let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+    let one = "ami-00000000000000001";
+    let policy = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "recycle_bin": "ignore",
+            "selection": {"exclude_tags": {"keep": "*"}}, "retire": {"disable_for_days": 7}}"#,
+    )
+    .unwrap();
+    // Day 0: disabled by the sweep. Day 1: excluded, so enabled again, and the sweeper's
+    // tag goes with it.
+    sweep_scoped(&moto, &policy, 0, None).await;
+    assert!(state_and_tags(&ec2, one).await.1.contains_key(DISABLED_AT));
+    tag_image(&ec2, one, "keep", Some("yes")).await;
+    let r = sweep_scoped(&moto, &policy, 1, None).await;
+    assert_eq!(r.totals.failures, 0, "{:?}", r.regions[0].images);
+    let (state, tags) = state_and_tags(&ec2, one).await;
+    assert_eq!(state, "available");
+    assert!(!tags.contains_key(DISABLED_AT), "{tags:?}");
+    // Day 2: someone disables it by hand (incident response). Day 10: no longer excluded,
+    // condemned again: the wait starts now, from the sweeper's own disable.
+    ec2.disable_image().image_id(one).send().await.unwrap();
+    tag_image(&ec2, one, "keep", None).await;
+    let r = sweep_scoped(&moto, &policy, 10, None).await;
+    let i = r.regions[0]
+        .images
+        .iter()
+        .find(|i| i.image_id == one)
+        .unwrap();
+    assert_eq!(i.outcome, Some(Outcome::Disabled), "{i:?}");
+    assert!(image_ids(&moto.config().await).await.contains(one));
+    assert_eq!(
+        state_and_tags(&ec2, one).await.1[DISABLED_AT],
+        format_instant(days_after(parse_instant(crate::NOW).unwrap(), 10))
+    );
+    // Day 16 it still waits; day 17 it goes.
+    sweep_scoped(&moto, &policy, 16, None).await;
+    assert!(image_ids(&moto.config().await).await.contains(one));
+    sweep_scoped(&moto, &policy, 17, None).await;
+    assert!(!image_ids(&moto.config().await).await.contains(one));
+}

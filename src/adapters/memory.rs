@@ -251,7 +251,11 @@ impl ImageRetirer for MemoryAccount {
         let name = match step {
             RetireStep::Deprecate => "EnableImageDeprecation",
             RetireStep::Disable => "DisableImage",
-            RetireStep::Enable => "EnableImage",
+            RetireStep::Enable { disabled: true, .. } => "EnableImage",
+            RetireStep::Enable {
+                deprecated: true, ..
+            } => "DisableImageDeprecation",
+            RetireStep::Enable { .. } => "DeleteTags",
         };
         self.fault(name, image_id)?;
         let stamp = crate::time::format_instant(now);
@@ -265,7 +269,13 @@ impl ImageRetirer for MemoryAccount {
                 img.tags.insert(DISABLED_AT, stamp);
                 img.state = ImageState::Disabled;
             }
-            RetireStep::Enable => img.state = ImageState::Available,
+            RetireStep::Enable { disabled, .. } => {
+                if disabled {
+                    img.state = ImageState::Available;
+                }
+                img.tags.remove(DISABLED_AT);
+                img.tags.remove(DEPRECATED_AT);
+            }
         }
         drop(state);
         self.record(format!("{name} {image_id}"));

@@ -4,7 +4,7 @@
 //! is touched with another's credentials. Used in process by the CLI, and one pair per
 //! sweep-queue message by the Lambda function.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
@@ -14,6 +14,7 @@ use crate::adapters::aws::Clients;
 use crate::app::report::SweepReport;
 use crate::app::run::{run_sweep_in, SweepOptions};
 use crate::error::AwsError;
+use crate::mandate::{AccountRule, Ask, Mandate};
 use crate::model::Usage;
 use crate::policy::{Accounts, Policy, SharedRule};
 use crate::ports::UsageSource;
@@ -27,6 +28,10 @@ pub struct SweepRequest {
     pub region: String,
     /// The run it belongs to (the dispatcher's instant), naming its reports.
     pub run: String,
+    /// The run's mandate narrowed to this pair: the pair sweeper runs exactly it, if it is
+    /// within its own ceiling. A request without one (an older dispatcher's) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mandate: Option<Mandate>,
 }
 
 impl SweepRequest {
@@ -113,6 +118,56 @@ pub async fn resolve_accounts(hub: &Clients, policy: &Policy) -> Result<Vec<Stri
     }
 }
 
+/// The accounts under the ceiling's OUs (child OUs included, the excluded ones left out),
+/// when its account rule is an organization's: what a receiver checks a message's account
+/// against. `None` for other rules, which need no lookup.
+pub async fn members(
+    hub: &Clients,
+    ceiling: &Mandate,
+) -> Result<Option<BTreeSet<String>>, AwsError> {
+    match &ceiling.accounts {
+        AccountRule::Organization { ou_ids, exclude } => {
+            let ou_ids: Vec<String> = ou_ids.iter().cloned().collect();
+            let exclude: Vec<String> = exclude.iter().cloned().collect();
+            let found = hub
+                .organizations()
+                .accounts_under(&ou_ids, &exclude)
+                .await?;
+            Ok(Some(found.into_iter().collect()))
+        }
+        AccountRule::Own | AccountRule::List(_) => Ok(None),
+    }
+}
+
+/// One request per (account, region) pair the mandate admits, each carrying the mandate
+/// narrowed to its pair.
+pub fn pair_requests(
+    mandate: &Mandate,
+    accounts: &[String],
+    members: Option<&BTreeSet<String>>,
+    run: &str,
+) -> Vec<SweepRequest> {
+    let mut out = Vec::new();
+    for a in accounts {
+        if mandate.admits_account(Some(a), members).is_err() {
+            continue;
+        }
+        for r in &mandate.regions {
+            out.push(SweepRequest {
+                account: a.clone(),
+                region: r.clone(),
+                run: run.to_string(),
+                mandate: Some(mandate.narrow(&Ask {
+                    accounts: Some([a.clone()].into()),
+                    regions: Some([r.clone()].into()),
+                    ..Ask::default()
+                })),
+            });
+        }
+    }
+    out
+}
+
 /// Sweeps one pair in its member account: enters it (the identity checked), judges shared
 /// images by the sibling accounts' usage when the policy says `keep_if_used`, sweeps, and
 /// writes the report to `report_bucket` when given.
@@ -137,6 +192,12 @@ pub async fn sweep_pair(
     };
     let mut opts = opts.clone();
     opts.regions = vec![region.to_string()];
+    // Bundle buckets are the hub's: never listed or cleaned with a member's credentials.
+    opts.exec.bundle_buckets.clear();
+    if let Some(m) = &request.mandate {
+        opts.force_dry_run |= m.dry_run;
+        opts.exec.mandate = Some(Arc::new(m.clone()));
+    }
     if policy.protection.shared == SharedRule::KeepIfUsed {
         match sibling_usage(hub, policy, siblings, account, region).await {
             Ok(u) => opts.exec.siblings = Some(Arc::new(u)),
@@ -189,8 +250,9 @@ fn hub_region(hub: &Clients) -> String {
         .unwrap_or_else(|| "us-east-1".into())
 }
 
-/// Sweeps every (account, region) pair, at most `concurrency` at once, and sums up per
-/// account.
+/// Sweeps every (account, region) pair the run's mandate admits, at most `concurrency` at
+/// once, and sums up per account. `accounts` are the policy's, resolved; for an
+/// organization rule they are also the members the mandate checks accounts against.
 pub async fn run_org_sweep(
     hub: &Clients,
     policy: &Policy,
@@ -201,16 +263,9 @@ pub async fn run_org_sweep(
     report_bucket: Option<&str>,
 ) -> OrgReport {
     let run = crate::time::format_instant(opts.now);
-    let requests: Vec<SweepRequest> = accounts
-        .iter()
-        .flat_map(|a| {
-            regions.iter().map(|r| SweepRequest {
-                account: a.clone(),
-                region: r.clone(),
-                run: run.clone(),
-            })
-        })
-        .collect();
+    let mandate = crate::app::run::mandate_of(policy, regions, opts);
+    let members: BTreeSet<String> = accounts.iter().cloned().collect();
+    let requests = pair_requests(&mandate, accounts, Some(&members), &run);
     let mut pairs: Vec<PairReport> = stream::iter(&requests)
         .map(|r| sweep_pair(hub, policy, r, accounts, opts, report_bucket))
         .buffer_unordered(concurrency.max(1))

@@ -15,10 +15,12 @@ use crate::app::sweep::{sweep_region, ExecConfig};
 use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
+use crate::mandate::Mandate;
 use crate::model::Timestamp;
 use crate::policy::Policy;
 use crate::ports::{Account, Cleaner, CleanupSink};
 use crate::verify::WorkerRules;
+use std::sync::Arc;
 
 /// Where cleanup jobs go.
 #[derive(Debug, Clone)]
@@ -100,10 +102,20 @@ pub async fn run_sweep_in(
     let calls_before = all.calls().snapshot();
     let throttles_before = all.calls().throttles();
     let mut exec = opts.exec.clone();
-    exec.dry_run = policy.dry_run || opts.force_dry_run;
+    let mandate = exec
+        .mandate
+        .get_or_insert_with(|| Arc::new(mandate_of(policy, regions, opts)));
+    exec.dry_run = policy.dry_run || opts.force_dry_run || mandate.dry_run;
+    let bucket_regions = match bucket_regions(all, regions, &exec.bundle_buckets).await {
+        Ok(b) => b,
+        Err(e) => return failed_run(regions, &exec, opts, &e, started),
+    };
     let per_region = regions.iter().map(|region| {
         let clients = all.region(region);
-        let exec = exec.clone();
+        let mut exec = exec.clone();
+        // Each bundle bucket is scanned from its own region only.
+        exec.bundle_buckets
+            .retain(|b| bucket_regions.get(b).is_some_and(|r| r == region));
         async move {
             match &opts.queue {
                 QueueMode::Local(retry) => {
@@ -113,6 +125,7 @@ pub async fn run_sweep_in(
                     let sqs = InAccount {
                         inner: hub.queue(url, *delay_seconds),
                         account: account.map(str::to_string),
+                        mandate: exec.mandate.as_deref().cloned(),
                     };
                     sweep_region(policy, region, opts.now, &clients, &sqs, &exec).await
                 }
@@ -142,10 +155,73 @@ pub async fn run_sweep_in(
     report
 }
 
-/// A cleanup sink whose jobs name the member account their storage is in.
+/// Where each bundle bucket lives: a bucket is scanned, and its bundles deleted, only by
+/// the sweep of its own region, against that region's images.
+async fn bucket_regions(
+    all: &Clients,
+    regions: &[String],
+    buckets: &std::collections::BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, AwsError> {
+    let mut out = BTreeMap::new();
+    let Some(first) = regions.first() else {
+        return Ok(out);
+    };
+    let s3 = all.region(first).s3;
+    for b in buckets {
+        out.insert(b.clone(), s3.bucket_region(b).await?);
+    }
+    Ok(out)
+}
+
+/// The report of a run that could not start: every region failed, nothing changed.
+fn failed_run(
+    regions: &[String],
+    exec: &ExecConfig,
+    opts: &SweepOptions,
+    e: &AwsError,
+    started: Instant,
+) -> SweepReport {
+    let regions = regions
+        .iter()
+        .map(|r| {
+            let mut report = RegionReport::new(r);
+            report.error = Some(format!(
+                "the bundle buckets' regions cannot be read, nothing was changed: {e}"
+            ));
+            report
+        })
+        .collect();
+    let mut report = SweepReport {
+        dry_run: exec.dry_run,
+        now: crate::time::format_instant(opts.now),
+        regions,
+        totals: Totals::default(),
+        api_calls: Default::default(),
+        throttles: 0,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        stopped: None,
+    };
+    report.total();
+    report
+}
+
+/// The mandate of a run that no trigger narrowed (the CLI's, the nightly sweep's): the
+/// policy's ceiling over the run's regions, or the one its options carry.
+pub fn mandate_of(policy: &Policy, regions: &[String], opts: &SweepOptions) -> Mandate {
+    if let Some(m) = &opts.exec.mandate {
+        return (**m).clone();
+    }
+    let mut m = Mandate::ceiling(policy, opts.force_dry_run, None);
+    m.regions = regions.iter().cloned().collect();
+    m
+}
+
+/// A cleanup sink whose jobs name the member account their storage is in, and carry the
+/// run's mandate (the worker runs them only within its own ceiling).
 struct InAccount<Q> {
     inner: Q,
     account: Option<String>,
+    mandate: Option<crate::mandate::Mandate>,
 }
 
 impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
@@ -160,6 +236,7 @@ impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
     async fn enqueue(&self, mut jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
         for j in &mut jobs {
             j.account.clone_from(&self.account);
+            j.mandate.clone_from(&self.mandate);
         }
         self.inner.enqueue(jobs).await
     }

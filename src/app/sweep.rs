@@ -52,8 +52,9 @@ pub struct ExecConfig {
     pub describe_per_second: f64,
     /// Stop starting new deregistrations when this says so (signal or deadline).
     pub stop: Stop,
-    /// Act only on the group (lineage) of this image (AMI state change events).
-    pub scope_group_of: Option<String>,
+    /// What bounds the run beyond the policy (a trigger's scope and stages); `None`: the
+    /// policy's full scope and every stage (the CLI, the nightly sweep).
+    pub mandate: Option<Arc<crate::mandate::Mandate>>,
     /// The deployment's bundle buckets: bundles elsewhere are retained, and these are
     /// scanned for bundles whose image is gone. Empty: bundle cleanup is off.
     pub bundle_buckets: BTreeSet<String>,
@@ -79,7 +80,7 @@ impl Default for ExecConfig {
             describe_burst: 50,
             describe_per_second: 15.0,
             stop: Stop::default(),
-            scope_group_of: None,
+            mandate: None,
             siblings: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
@@ -101,18 +102,22 @@ pub fn classify_deregister_error(err: &AwsError) -> Outcome {
     }
 }
 
-/// Plans, narrowed to the configured scope.
+/// Plans with the whole policy, then narrows to the run's mandate: a scope only removes
+/// images from the plan, and stages the mandate does not perform keep their images.
 fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &ExecConfig) -> Plan {
     let mut p = plan(policy, inventory, now);
     p.retain_bundles_outside(&cfg.bundle_buckets);
-    if let Some(target) = &cfg.scope_group_of {
-        if !p.restrict_to_group_of(target) {
-            p.warnings.push(format!(
-                "{target} is not among the account's images here; nothing is in scope"
-            ));
-        }
+    if let Some(m) = &cfg.mandate {
+        let mut warnings = m.restrict(&mut p, inventory);
+        p.warnings.append(&mut warnings);
     }
     p
+}
+
+/// Whether the run may queue the cleanup of storage whose image is gone: only the
+/// full-scope sweep reconciles.
+fn reconciles(cfg: &ExecConfig) -> bool {
+    cfg.mandate.as_ref().is_none_or(|m| m.stages.reconcile)
 }
 
 /// What happened to one condemned image in the pipeline.
@@ -220,7 +225,7 @@ impl<A: Account> Pipeline<'_, A> {
                 let done = match step {
                     RetireStep::Deprecate => Outcome::Deprecated,
                     RetireStep::Disable => Outcome::Disabled,
-                    RetireStep::Enable => Outcome::Enabled,
+                    RetireStep::Enable { .. } => Outcome::Enabled,
                 };
                 Step::Done(d, done, None)
             }
@@ -558,12 +563,19 @@ async fn execute<A: Account, Q: CleanupSink>(
         }
         inventory.set_shared_with(std::mem::take(&mut known.grants));
     };
-    // Images an earlier sweep disabled that the rules no longer condemn: enabled again.
+    // Images an earlier sweep retired that the rules no longer condemn: enabled again.
     for d in p.decisions.iter().filter(|d| d.action == Action::Enable) {
         let step = if cfg.dry_run {
             Step::Done(d, Outcome::Planned, None)
         } else {
-            pipeline.retire_now(d, RetireStep::Enable).await
+            let image = inventory.images().iter().find(|i| i.id == d.image_id);
+            let undo = image.map(|i| {
+                crate::retire::undo(&i.tags, i.state == crate::model::ImageState::Disabled)
+            });
+            match undo {
+                Some(step) => pipeline.retire_now(d, step).await,
+                None => continue,
+            }
         };
         known
             .absorb(step, region, &mut queue, &pipeline.halted, None)
@@ -795,8 +807,10 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
             ));
             return report;
         }
-        let orphan_jobs = reconciliation_jobs(region, &rec, &mut queue.seen);
-        queue.push(orphan_jobs).await;
+        if reconciles(cfg) {
+            let orphan_jobs = reconciliation_jobs(region, &rec, &mut queue.seen);
+            queue.push(orphan_jobs).await;
+        }
     }
     report.orphans = OrphanCounts::of(&rec);
     report.reconciled = rec.decisions;
@@ -853,8 +867,7 @@ fn retire_step(action: Action) -> Option<RetireStep> {
     match action {
         Action::Deprecate => Some(RetireStep::Deprecate),
         Action::Disable => Some(RetireStep::Disable),
-        Action::Enable => Some(RetireStep::Enable),
-        Action::Keep | Action::Deregister => None,
+        Action::Enable | Action::Keep | Action::Deregister => None,
     }
 }
 

@@ -56,10 +56,7 @@ where
     for (i, body) in bodies.iter().enumerate() {
         match CleanupJob::from_json(body) {
             Err(e) => out[i] = Some(Handled::Malformed(e.to_string())),
-            Ok(job) => match rules
-                .check_region(&job.region)
-                .and_then(|()| rules.check_account(job.account.as_deref()))
-            {
+            Ok(job) => match rules.check_place(&job) {
                 // Checked before any client exists: a made-up region costs nothing.
                 Err(why) => {
                     out[i] = Some(Handled::Rejected(

@@ -58,6 +58,8 @@ pub struct Config {
     /// `SWEEP_QUEUE_URL`: where the scheduled dispatcher sends one message per
     /// (account, region) pair of an organization sweep.
     pub sweep_queue_url: Option<String>,
+    /// `SWEEP_DLQ_URL`: where the pair sweeper sends refused sweep requests, with the reason.
+    pub sweep_dead_letter_url: Option<String>,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             in_lambda: false,
             report_bucket: None,
             sweep_queue_url: None,
+            sweep_dead_letter_url: None,
         }
     }
 }
@@ -110,6 +113,7 @@ impl Config {
             in_lambda: var("AWS_LAMBDA_RUNTIME_API").is_some(),
             report_bucket: set("AMI_SWEEPER_REPORT_BUCKET"),
             sweep_queue_url: set("SWEEP_QUEUE_URL"),
+            sweep_dead_letter_url: set("SWEEP_DLQ_URL"),
             ..Self::default()
         }
     }

@@ -2,6 +2,7 @@
 //! source), answering every trigger with the run's report. `ami-sweeper invoke` runs
 //! exactly this code path on an event file.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +12,14 @@ use tokio::time::Instant;
 use crate::adapters::aws::Clients;
 use crate::app::cleanup::Attempt;
 use crate::app::org::{self, SweepRequest};
-use crate::app::run::{regions_for, run_sweep};
+use crate::app::run::run_sweep;
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
 use crate::app::worker::{handle_batch, Handled};
 use crate::edges::config::{Config, PolicySource};
 use crate::error::AwsError;
-use crate::events::{inline_policy, parse_event, scope_to_recipe, EventError, Trigger};
+use crate::events::{inline_policy, parse_event, recipe_scope, EventError, Trigger};
+use crate::mandate::{policy_digest, AccountRule, Ask, Mandate, Scope};
 use crate::policy::{Policy, PolicyError};
 use crate::verify::WorkerRules;
 
@@ -99,13 +101,19 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 pub struct Handler {
     clients: Clients,
     config: Config,
+    /// The accounts under the policy's OUs, by policy digest, with when they were listed:
+    /// reused for [`MEMBERS_TTL`] within a warm container.
+    members: tokio::sync::Mutex<Option<(Instant, String, Option<BTreeSet<String>>)>>,
 }
 
-/// What an event asks for, before the deployment's ceiling is applied.
+/// How long a warm container reuses the OU members it listed.
+const MEMBERS_TTL: Duration = Duration::from_secs(300);
+
+/// What an event asks for, within the deployment's ceiling: the policy to plan with and
+/// the mandate that bounds the run.
 struct Request {
     policy: Policy,
-    force_dry_run: bool,
-    regions: Vec<String>,
+    mandate: Mandate,
 }
 
 impl Handler {
@@ -115,7 +123,31 @@ impl Handler {
         Self {
             clients: Clients::new(base),
             config,
+            members: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The deployment's ceiling under its configured policy.
+    fn ceiling(&self, configured: &Policy) -> Mandate {
+        let own = self.clients.base().region().map(|r| r.to_string());
+        Mandate::ceiling(configured, self.config.force_dry_run, own.as_deref())
+    }
+
+    /// The accounts under the ceiling's OUs (`None` for other account rules), listed once
+    /// per [`MEMBERS_TTL`] in a warm container.
+    async fn members(&self, ceiling: &Mandate) -> Result<Option<BTreeSet<String>>, AwsError> {
+        if !ceiling.needs_members() {
+            return Ok(None);
+        }
+        let mut cached = self.members.lock().await;
+        if let Some((at, digest, m)) = cached.as_ref() {
+            if at.elapsed() < MEMBERS_TTL && *digest == ceiling.policy_digest {
+                return Ok(m.clone());
+            }
+        }
+        let m = org::members(&self.clients, ceiling).await?;
+        *cached = Some((Instant::now(), ceiling.policy_digest.clone(), m.clone()));
+        Ok(m)
     }
 
     /// The regions the deployment may act in: the configured policy's, else the
@@ -132,61 +164,88 @@ impl Handler {
         }
     }
 
-    /// Maps a trigger to a request within the deployment's policy: an event may narrow a
-    /// run (dry run, a region, a lineage) but never loosen it. `Ok(Err(why))` means the
-    /// event is ignored, with the reason.
-    async fn request(
-        &self,
-        trigger: Trigger,
-        exec: &mut ExecConfig,
-    ) -> Result<Result<Request, String>, HandlerError> {
-        match trigger {
-            Trigger::Ignored(why) => Ok(Err(why)),
+    /// Maps a trigger to a request: the deployment's ceiling narrowed by what the event
+    /// asks for (dry run, a region, an account, a recipe or a lineage), never loosened.
+    /// `Ok(Err(why))` means the event is ignored, with the reason.
+    async fn request(&self, trigger: Trigger) -> Result<Result<Request, String>, HandlerError> {
+        let (ask, why_region) = match trigger {
+            Trigger::Ignored(why) => return Ok(Err(why)),
             Trigger::Sqs(_) => unreachable!("SQS batches are answered before"),
-            Trigger::Schedule => Ok(Ok(Request {
-                policy: self.configured_policy().await?,
-                force_dry_run: false,
-                regions: Vec::new(),
-            })),
-            Trigger::Manual {
-                policy: None,
-                dry_run,
-            } => Ok(Ok(Request {
-                policy: self.configured_policy().await?,
-                force_dry_run: dry_run,
-                regions: Vec::new(),
-            })),
             Trigger::Manual {
                 policy: Some(v),
                 dry_run,
-            } => self.event_policy(&v, dry_run).await.map(Ok),
+            } => return self.event_policy(&v, dry_run).await.map(Ok),
+            Trigger::Schedule => (Ask::default(), None),
+            Trigger::Manual {
+                policy: None,
+                dry_run,
+            } => (
+                Ask {
+                    dry_run,
+                    ..Ask::default()
+                },
+                None,
+            ),
             Trigger::ImageBuilder {
                 recipe_prefix,
                 region,
                 account,
-            } => self.image_builder(&recipe_prefix, region, &account).await,
-            Trigger::AmiAvailable { image_id, region } => {
-                let configured = self.configured_policy().await?;
-                if let Some(r) = region
-                    .as_deref()
-                    .filter(|r| !within(&self.allowed_regions(Some(&configured)), r))
-                {
-                    return Ok(Err(format!(
-                        "AMI state change for region {r}, outside the policy's regions"
-                    )));
+            } => {
+                if let Some(own) = self.config.account_id.as_deref().filter(|a| *a != account) {
+                    let configured = self.configured_policy().await?;
+                    if configured.accounts.is_none() {
+                        return Ok(Err(format!(
+                            "Image Builder image of account {account}; this deployment sweeps account {own}"
+                        )));
+                    }
                 }
-                exec.scope_group_of = Some(image_id);
-                Ok(Ok(Request {
-                    policy: configured,
-                    force_dry_run: false,
-                    regions: region.into_iter().collect(),
-                }))
+                let ask = Ask {
+                    regions: Some([region.clone()].into()),
+                    accounts: Some([account].into()),
+                    scope: recipe_scope(&recipe_prefix),
+                    ..Ask::default()
+                };
+                (
+                    ask,
+                    Some(format!("Image Builder event for region {region}")),
+                )
             }
+            Trigger::AmiAvailable {
+                image_id,
+                region,
+                account,
+            } => {
+                let why = region
+                    .as_ref()
+                    .map(|r| format!("AMI state change for region {r}"));
+                let ask = Ask {
+                    regions: region.map(|r| [r].into()),
+                    accounts: account.map(|a| [a].into()),
+                    scope: Scope {
+                        lineages: [image_id].into(),
+                        ..Scope::default()
+                    },
+                    ..Ask::default()
+                };
+                (ask, why)
+            }
+        };
+        let policy = self.configured_policy().await?;
+        let mut ask = ask;
+        if matches!(self.ceiling(&policy).accounts, AccountRule::Own) {
+            // The event's account is the deployment's own (checked above where it matters).
+            ask.accounts = None;
         }
+        let mandate = self.ceiling(&policy).narrow(&ask);
+        if let (Some(why), true) = (why_region, mandate.regions.is_empty()) {
+            return Ok(Err(format!("{why}, outside the policy's regions")));
+        }
+        Ok(Ok(Request { policy, mandate }))
     }
 
     /// A manual event's own policy: refused unless the deployment allows event policies,
-    /// and never beyond the deployment's regions.
+    /// never beyond the deployment's regions, and never in organization mode (it is never
+    /// dispatched to member accounts): it sweeps the deployment's own account in process.
     async fn event_policy(&self, v: &Value, dry_run: bool) -> Result<Request, HandlerError> {
         if !self.config.allow_event_policy {
             return Err(HandlerError::Event(EventError(
@@ -197,6 +256,14 @@ impl Handler {
         }
         let policy = inline_policy(v)?;
         let configured = self.configured_policy().await.ok();
+        if policy.accounts.is_some() || configured.as_ref().is_some_and(|c| c.accounts.is_some()) {
+            return Err(HandlerError::Event(EventError(
+                "an event-supplied policy is refused in organization mode: it is never \
+                 dispatched to member accounts, and the deployment's own account is not \
+                 among the policy's"
+                    .into(),
+            )));
+        }
         let allowed = self.allowed_regions(configured.as_ref());
         let asked = policy.regions.clone().unwrap_or_else(|| allowed.clone());
         if let Some(r) = asked.iter().find(|r| !within(&allowed, r)) {
@@ -205,37 +272,13 @@ impl Handler {
                 allowed.join(", ")
             ))));
         }
-        Ok(Request {
-            policy,
-            force_dry_run: dry_run,
-            regions: asked,
-        })
-    }
-
-    /// An Image Builder build finished: sweep its recipe's lineage, in its region, if the
-    /// image is this deployment's account's and the region is the policy's.
-    async fn image_builder(
-        &self,
-        recipe_prefix: &str,
-        region: String,
-        account: &str,
-    ) -> Result<Result<Request, String>, HandlerError> {
-        if let Some(own) = self.config.account_id.as_deref().filter(|a| *a != account) {
-            return Ok(Err(format!(
-                "Image Builder image of account {account}; this deployment sweeps account {own}"
-            )));
+        let mut mandate = Mandate::ceiling(&policy, self.config.force_dry_run || dry_run, None);
+        mandate.regions = asked.into_iter().collect();
+        // Its jobs are the deployment's: the worker checks them against the configured policy.
+        if let Some(c) = &configured {
+            mandate.policy_digest = policy_digest(c);
         }
-        let configured = self.configured_policy().await?;
-        if !within(&self.allowed_regions(Some(&configured)), &region) {
-            return Ok(Err(format!(
-                "Image Builder event for region {region}, outside the policy's regions"
-            )));
-        }
-        Ok(Ok(Request {
-            policy: scope_to_recipe(&configured, recipe_prefix),
-            force_dry_run: false,
-            regions: vec![region],
-        }))
+        Ok(Request { policy, mandate })
     }
 
     async fn configured_policy(&self) -> Result<Policy, HandlerError> {
@@ -292,26 +335,22 @@ impl Handler {
             }
             return Ok(self.cleanup_batch(jobs).await);
         }
-        let Request {
-            policy,
-            force_dry_run,
-            regions,
-        } = match self.request(trigger, &mut exec).await? {
+        let Request { policy, mandate } = match self.request(trigger).await? {
             Ok(r) => r,
             Err(why) => {
                 tracing::info!(reason = %why, "ignored");
                 return Ok(serde_json::json!({"ignored": why}));
             }
         };
-        let regions = regions_for(
-            &policy,
-            &regions,
-            self.clients.base().region().map(|r| r.as_ref()),
-        )
-        .map_err(|e| HandlerError::Region(e.to_string()))?;
-        let opts =
-            self.config
-                .sweep_options(regions.clone(), force_dry_run, exec, chrono::Utc::now());
+        let regions: Vec<String> = mandate.regions.iter().cloned().collect();
+        if regions.is_empty() {
+            return Err(HandlerError::Region(crate::app::run::NoRegion.to_string()));
+        }
+        let dry_run = mandate.dry_run;
+        exec.mandate = Some(Arc::new(mandate));
+        let opts = self
+            .config
+            .sweep_options(regions.clone(), dry_run, exec, chrono::Utc::now());
         if policy.accounts.is_some() {
             return self.organization(&policy, &regions, &opts).await;
         }
@@ -339,7 +378,8 @@ impl Handler {
     }
 
     /// A policy naming `accounts`: with a sweep queue, one message per (account, region)
-    /// pair (the pairs' sweeps run as their own invocations); without, every pair here.
+    /// pair the run's mandate admits, each carrying the mandate narrowed to its pair (the
+    /// pairs' sweeps run as their own invocations); without, every pair here.
     async fn organization(
         &self,
         policy: &Policy,
@@ -348,23 +388,25 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         let accounts = org::resolve_accounts(&self.clients, policy).await?;
         let run = crate::time::format_instant(opts.now);
+        let mandate = crate::app::run::mandate_of(policy, regions, opts);
+        let members: Option<BTreeSet<String>> = mandate
+            .needs_members()
+            .then(|| accounts.iter().cloned().collect());
+        let accounts: Vec<String> = accounts
+            .into_iter()
+            .filter(|a| mandate.admits_account(Some(a), members.as_ref()).is_ok())
+            .collect();
         if let Some(url) = &self.config.sweep_queue_url {
-            let bodies: Vec<String> = accounts
-                .iter()
-                .flat_map(|a| {
-                    regions.iter().map(|r| {
-                        SweepRequest {
-                            account: a.clone(),
-                            region: r.clone(),
-                            run: run.clone(),
-                        }
-                        .to_json()
-                    })
-                })
-                .collect();
+            let bodies: Vec<String> =
+                org::pair_requests(&mandate, &accounts, members.as_ref(), &run)
+                    .iter()
+                    .map(SweepRequest::to_json)
+                    .collect();
             let sent = self.clients.queue(url, 0).send_all(&bodies).await?;
-            tracing::info!(pairs = sent, accounts = accounts.len(), %run, "dispatched");
-            return Ok(json!({"dispatched": sent, "accounts": accounts, "run": run}));
+            tracing::info!(pairs = sent, accounts = accounts.len(), %run, dry_run = mandate.dry_run, "dispatched");
+            return Ok(json!({
+                "dispatched": sent, "accounts": accounts, "run": run, "dry_run": mandate.dry_run
+            }));
         }
         let report = org::run_org_sweep(
             &self.clients,
@@ -387,28 +429,34 @@ impl Handler {
         Ok(value)
     }
 
-    /// Sweeps the (account, region) pairs of sweep-queue messages, each within the
-    /// deployment's policy: a message may name only an account and a region the policy
-    /// covers. A pair that ran (even if it failed, say its role is missing) is done: its
-    /// report says why. A message that cannot be read or is refused is redelivered until
-    /// the redrive policy moves it to the dead-letter queue.
+    /// Sweeps the (account, region) pairs of sweep-queue messages, each with exactly the
+    /// mandate it carries, if that is within this deployment's ceiling (the same configured
+    /// policy, no more accounts, regions or stages, its account under the policy's OUs). A
+    /// pair that ran (even if it failed, say its role is missing) is done: its report says
+    /// why. A refused message goes to the sweep queue's dead-letter queue with the reason
+    /// (`SWEEP_DLQ_URL`), else it is redelivered until the redrive policy moves it there.
     async fn sweep_pairs(&self, records: Vec<(String, String)>, exec: ExecConfig) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
-        let policy = match self.configured_policy().await {
-            Ok(p) => p,
+        let checked = match self.configured_policy().await {
+            Ok(p) => {
+                let ceiling = self.ceiling(&p);
+                self.members(&ceiling)
+                    .await
+                    .map(|m| (p, ceiling, m))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let (policy, ceiling, members) = match checked {
+            Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "no policy: no pair is swept");
+                tracing::error!(error = %e, "the deployment's ceiling cannot be read: no pair is swept");
                 records
                     .into_iter()
                     .for_each(|(id, _)| response.add_failure(id));
                 return serde_json::to_value(&response).expect("batch response serializes");
             }
         };
-        let rules = WorkerRules::new(
-            &policy,
-            self.clients.base().region().map(|r| r.as_ref()),
-            [],
-        );
         let siblings = match policy.protection.shared {
             crate::policy::SharedRule::KeepIfUsed => org::resolve_accounts(&self.clients, &policy)
                 .await
@@ -417,17 +465,37 @@ impl Handler {
         };
         for (id, body) in records {
             let request = SweepRequest::from_json(&body).expect("partitioned on this");
-            let allowed = policy.accounts.is_some()
-                && rules.check_account(Some(&request.account)).is_ok()
-                && rules.check_region(&request.region).is_ok();
-            if !allowed {
-                tracing::error!(message_id = %id, account = %request.account, region = %request.region, "sweep request outside the deployment's policy; refused");
-                response.add_failure(id);
+            let verdict = match &request.mandate {
+                None => Err(String::from(
+                    "the sweep request carries no mandate (an older dispatcher's); nothing \
+                     was done",
+                )),
+                Some(m) => ceiling.admits_message(
+                    Some(m),
+                    Some(&request.account),
+                    &request.region,
+                    members.as_ref(),
+                ),
+            };
+            if let Err(why) = verdict {
+                tracing::error!(message_id = %id, account = %request.account, region = %request.region, reason = %why, "sweep request refused");
+                if !self
+                    .refuse(
+                        self.config.sweep_dead_letter_url.as_deref(),
+                        &id,
+                        &body,
+                        &why,
+                    )
+                    .await
+                {
+                    response.add_failure(id);
+                }
                 continue;
             }
+            let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
             let opts = self.config.sweep_options(
                 vec![request.region.clone()],
-                false,
+                dry_run,
                 exec.clone(),
                 chrono::Utc::now(),
             );
@@ -444,6 +512,25 @@ impl Handler {
             }
         }
         serde_json::to_value(&response).expect("batch response serializes")
+    }
+
+    /// Sends a refused message to `dlq` with the reason; `true` when it is there (the
+    /// message is then done), `false` when it must be redelivered.
+    async fn refuse(&self, dlq: Option<&str>, id: &str, body: &str, why: &str) -> bool {
+        let Some(url) = dlq else {
+            tracing::error!(message_id = %id, reason = %why, "refused; left for the redrive policy");
+            return false;
+        };
+        match self.clients.queue(url, 0).forward(body, why).await {
+            Ok(()) => {
+                tracing::error!(message_id = %id, reason = %why, "sent to the dead-letter queue");
+                true
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, reason = %why, error = %e, "could not reach the dead-letter queue");
+                false
+            }
+        }
     }
 
     /// One summary line per pair in the logs, and its metrics with `Account` and `Region`
@@ -484,16 +571,21 @@ impl Handler {
                 return serde_json::to_value(&response).expect("batch response serializes");
             }
         };
-        let rules = WorkerRules::new(
+        let mut rules = WorkerRules::new(
             &policy,
             self.clients.base().region().map(|r| r.as_ref()),
             self.config.bundle_buckets.iter().cloned(),
         );
-        let dlq = self
-            .config
-            .dead_letter_url
-            .as_deref()
-            .map(|u| self.clients.queue(u, 0));
+        rules.members = match self.members(&rules.ceiling).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "the policy's OU members cannot be listed: no job runs");
+                for (id, _) in records {
+                    response.add_failure(id);
+                }
+                return serde_json::to_value(&response).expect("batch response serializes");
+            }
+        };
         let bodies: Vec<&str> = records.iter().map(|(_, b)| b.as_str()).collect();
         let role = rules.member_role.clone();
         let handled = handle_batch(
@@ -520,22 +612,11 @@ impl Handler {
                     tracing::error!(message_id = %id, target = %job.target_label(), error = %e, "job failed");
                     true
                 }
-                Handled::Rejected(_, why) | Handled::Malformed(why) => match &dlq {
-                    Some(dlq) => match dlq.forward(body, why).await {
-                        Ok(()) => {
-                            tracing::error!(message_id = %id, reason = %why, "sent to the dead-letter queue");
-                            false
-                        }
-                        Err(e) => {
-                            tracing::error!(message_id = %id, reason = %why, error = %e, "could not reach the dead-letter queue");
-                            true
-                        }
-                    },
-                    None => {
-                        tracing::error!(message_id = %id, reason = %why, "refused; left for the redrive policy");
-                        true
-                    }
-                },
+                Handled::Rejected(_, why) | Handled::Malformed(why) => {
+                    !self
+                        .refuse(self.config.dead_letter_url.as_deref(), id, body, why)
+                        .await
+                }
             };
             if redeliver {
                 response.add_failure(id.clone());

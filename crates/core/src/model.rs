@@ -190,6 +190,13 @@ impl Tags {
         }
     }
 
+    /// Removes tag `key`, if present.
+    pub fn remove(&mut self, key: &str) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+            self.0.remove(i);
+        }
+    }
+
     /// The tags in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))

@@ -347,14 +347,39 @@ impl crate::ports::ImageRetirer for Ec2 {
                     .map_err(|e| from_sdk("DisableImage", e))
                     .map(|_| ())
             }
-            RetireStep::Enable => {
-                self.calls.record("EnableImage");
+            RetireStep::Enable {
+                disabled,
+                deprecated,
+            } => {
+                if disabled {
+                    self.calls.record("EnableImage");
+                    self.client
+                        .enable_image()
+                        .image_id(image_id)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("EnableImage", e))?;
+                }
+                if deprecated {
+                    self.calls.record("DisableImageDeprecation");
+                    self.client
+                        .disable_image_deprecation()
+                        .image_id(image_id)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("DisableImageDeprecation", e))?;
+                }
+                // Last: until the tags are gone, every sweep that does not condemn the
+                // image tries this step again.
+                self.calls.record("DeleteTags");
                 self.client
-                    .enable_image()
-                    .image_id(image_id)
+                    .delete_tags()
+                    .resources(image_id)
+                    .tags(Tag::builder().key(DISABLED_AT).build())
+                    .tags(Tag::builder().key(DEPRECATED_AT).build())
                     .send()
                     .await
-                    .map_err(|e| from_sdk("EnableImage", e))
+                    .map_err(|e| from_sdk("DeleteTags", e))
                     .map(|_| ())
             }
         }

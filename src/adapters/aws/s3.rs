@@ -25,6 +25,24 @@ impl S3 {
 }
 
 impl S3 {
+    /// The region a bucket lives in (`GetBucketLocation`: no constraint is `us-east-1`,
+    /// the legacy `EU` is `eu-west-1`).
+    pub async fn bucket_region(&self, bucket: &str) -> Result<String, AwsError> {
+        self.calls.record("GetBucketLocation");
+        let out = self
+            .client
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetBucketLocation", e))?;
+        Ok(match out.location_constraint().map(|c| c.as_str()) {
+            None | Some("") => "us-east-1".to_string(),
+            Some("EU") => "eu-west-1".to_string(),
+            Some(other) => other.to_string(),
+        })
+    }
+
     /// Writes a run's report (JSON) to the hub's report bucket.
     pub async fn put_report(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
         self.calls.record("PutObject");

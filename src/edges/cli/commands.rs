@@ -152,8 +152,9 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
     let report = rt
         .block_on(async {
             let base = load_config().await;
-            let rules = WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), buckets);
+            let mut rules = WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), buckets);
             let clients = Clients::new(base);
+            rules.members = crate::app::org::members(&clients, &rules.ceiling).await?;
             run::drain_queue(&clients, &queue_url, &rules, dlq.as_deref(), limits).await
         })
         .map_err(|e| Failure {
