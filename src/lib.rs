@@ -22,7 +22,7 @@ pub mod error;
 pub mod ports;
 
 pub use ami_sweeper_core::{
-    events, fields, jobs, manifest, model, orphans, planner, policy, recycle_bin, retire, time,
-    verify,
+    events, fields, jobs, manifest, model, orphans, planner, policy, recycle_bin, retire, storage,
+    time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

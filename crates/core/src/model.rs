@@ -570,6 +570,9 @@ pub struct Inventory {
     pub recycle_bin: crate::recycle_bin::BinRules,
     /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
     pub snapshot_tags: FxHashMap<String, Tags>,
+    /// Per snapshot a registered image uses, the AMIs in the Recycle Bin its mark or
+    /// description names, with the instant each leaves the bin (where the bin was asked).
+    pub snapshots_in_bin: FxHashMap<String, Vec<(String, Option<Timestamp>)>>,
     /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
     /// carried into the plan so that users see them.
     pub warnings: Vec<String>,
@@ -598,6 +601,7 @@ impl Inventory {
             usage,
             recycle_bin: Default::default(),
             snapshot_tags: FxHashMap::default(),
+            snapshots_in_bin: FxHashMap::default(),
             warnings: Vec::new(),
         })
     }

@@ -227,6 +227,33 @@ pub fn named_images(s: &Snapshot) -> impl Iterator<Item = &str> {
     mark.into_iter().chain(described)
 }
 
+/// For each listed snapshot a registered image uses, the AMIs its mark and description
+/// name that are not registered: the ones the Recycle Bin may hold (a plan asks the bin
+/// about them before it lets the snapshot go with its last registered user).
+pub fn named_gone_images<'a>(
+    inventory: &Inventory,
+    snapshots: &'a [Snapshot],
+) -> Vec<(&'a str, Vec<&'a str>)> {
+    let users = snapshot_users(inventory);
+    let registered: FxHashSet<&str> = inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .map(|i| i.id.as_str())
+        .collect();
+    snapshots
+        .iter()
+        .filter(|s| users.contains_key(s.id.as_str()))
+        .map(|s| {
+            let gone: Vec<&str> = named_images(s)
+                .filter(|i| !registered.contains(i))
+                .collect();
+            (s.id.as_str(), gone)
+        })
+        .filter(|(_, gone)| !gone.is_empty())
+        .collect()
+}
+
 /// Which registered images (any state but deregistered) reference each snapshot.
 pub fn snapshot_users(inventory: &Inventory) -> FxHashMap<&str, Vec<String>> {
     let mut users: FxHashMap<&str, Vec<String>> = FxHashMap::default();

@@ -811,12 +811,17 @@ impl<'a> StorageIndex<'a> {
                     .filter_map(|i| ctx.exits.get(i.as_str()).map(|t| (i.clone(), Some(*t))))
                     .collect();
                 let bin_until = entering.iter().filter_map(|(_, t)| *t).max();
+                // AMIs already in the bin that its mark or description names.
+                let mut in_bin = entering;
+                if let Some(there) = inventory.snapshots_in_bin.get(&s.id) {
+                    in_bin.extend(there.iter().cloned());
+                }
                 let facts = Facts {
                     registered: staying.clone(),
                     templates: inventory
                         .usage
                         .snapshot_users(&s.id, policy.usage.launch_template_versions),
-                    in_bin: entering,
+                    in_bin,
                     restorable_if_deleted: inventory
                         .recycle_bin
                         .retention(BinResource::Snapshot, tags)
