@@ -127,7 +127,7 @@ impl Reconciliation {
         snapshots
             .iter()
             .filter(|s| going.contains(s.id.as_str()))
-            .flat_map(|s| named_images(s))
+            .flat_map(named_images)
             .map(str::to_string)
             .collect()
     }
