@@ -1,6 +1,7 @@
 //! What the cleanup worker checks before it deletes anything a queue message asks for.
-//! Pure: the facts come from one batched `DescribeSnapshots` and one `DescribeImages` per
-//! message batch; this module only decides.
+//! Pure: the facts come from batched calls per message batch (`app/worker.rs`); this
+//! module checks the job's account and region and asks [`crate::storage::fate`], the rule
+//! the plan and the reconciliation use too.
 //!
 //! A queue message is not trusted: anyone who can send to the queue (or a bug) could name
 //! any snapshot or bundle. So a job runs only when AWS's own records say it is what the
