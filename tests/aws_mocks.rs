@@ -1523,5 +1523,5 @@ async fn the_worker_asks_images_by_snapshot_and_refuses_a_job_until_its_ami_leav
     assert_eq!(made["DescribeSnapshots"], 1);
     assert_eq!(made["DescribeImages"], 2);
     assert_eq!(made["ListImagesInRecycleBin"], 1);
-    assert!(made.get("DeleteSnapshot").is_none());
+    assert!(!made.contains_key("DeleteSnapshot"));
 }
