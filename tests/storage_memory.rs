@@ -407,3 +407,29 @@ async fn a_sibling_accounts_image_builder_recipe_keeps_a_shared_image() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn the_readme_lists_the_storage_rules_one_to_one_in_order() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("### Storage rules")
+        .nth(1)
+        .expect("a Storage rules section")
+        .split("\n#")
+        .next()
+        .unwrap();
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(". `")?;
+            n.trim().parse::<u32>().ok()?;
+            rest.split('`').next()
+        })
+        .collect();
+    let reasons: Vec<&str> = ami_sweeper::storage::StorageReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(listed, reasons);
+}
