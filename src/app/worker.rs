@@ -12,6 +12,7 @@ use crate::app::report::JobOutcome;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::{ImageState, Manifest, Snapshot, Timestamp, Usage};
+use crate::policy::TemplateVersions;
 use crate::ports::Cleaner;
 use crate::recycle_bin::{BinResource, BinRules};
 use crate::storage::{self, Facts};
@@ -259,8 +260,14 @@ impl Known {
             JobTarget::DeleteSnapshot { snapshot_id } => self.snapshots.get(snapshot_id),
             JobTarget::DeleteBundle { .. } => None,
         };
+        // The worker reads launch templates, not what names their versions (Auto Scaling
+        // groups, fleets, Batch): under `referenced` every version counts, never fewer.
+        let which = match rules.templates {
+            TemplateVersions::Referenced => TemplateVersions::All,
+            other => other,
+        };
         let templates = match (snapshot, &self.templates) {
-            (Some(s), Some(u)) => u.snapshot_users(&s.id, rules.templates),
+            (Some(s), Some(u)) => u.snapshot_users(&s.id, which),
             _ => Vec::new(),
         };
         let restorable_if_deleted = match (snapshot, &self.bin_rules) {
