@@ -182,10 +182,11 @@ def worker_pass(binary: str, moto: str, n: int, tmp: str) -> int:
                                      "--describe-rate", "1000", "--queue-url", url, "--queue-delay", "0"], env)
         with tempfile.TemporaryFile() as out:
             start = time.perf_counter()
-            # The drain needs nothing moto lacks: straight to moto, as before the front door.
+            # Through the front door: the worker's DescribeImages by snapshot, the Recycle
+            # Bin and its rules are answered there (moto lacks them).
             proc = subprocess.Popen([binary, "cleanup", "--format", "json", "--queue-url", url,
                                      "--policy", policy_path],
-                                    env=emulator.client_env(upstream_url), stdout=out,
+                                    env=env, stdout=out,
                                     stderr=subprocess.DEVNULL)
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - start
@@ -198,7 +199,8 @@ def worker_pass(binary: str, moto: str, n: int, tmp: str) -> int:
         print(f"  api calls: {calls}")
         print(f"  verification per batch of ten jobs: "
               f"DescribeSnapshots {calls.get('DescribeSnapshots', 0) / batches:.2f}, "
-              f"DescribeImages {calls.get('DescribeImages', 0) / batches:.2f} "
+              f"DescribeImages {calls.get('DescribeImages', 0) / batches:.2f}, "
+              f"ListImagesInRecycleBin {calls.get('ListImagesInRecycleBin', 0) / batches:.2f} "
               f"({batches} receives)")
         deleted = report["totals"].get("deleted", 0)
         return int(os.waitstatus_to_exitcode(status) != 0 or deleted != n)

@@ -235,6 +235,45 @@ def show_disabled(data: bytes, disabled: set) -> bytes:
     return text.encode()
 
 
+SNAPSHOT_FILTER = "block-device-mapping.snapshot-id"
+
+
+def snapshot_filter(params: dict) -> tuple:
+    """moto lacks DescribeImages' `block-device-mapping.snapshot-id` filter: the snapshot ids
+    it asks for, and the request's parameters without it (None when it is not there)."""
+    names = {k.split(".")[1] for k, v in params.items()
+             if re.fullmatch(r"Filter\.\d+\.Name", k) and v[0] == SNAPSHOT_FILTER}
+    if not names:
+        return None, None
+    n = names.pop()
+    wanted = {v[0] for k, v in params.items() if k.startswith(f"Filter.{n}.Value.")}
+    rest = {k: v for k, v in params.items() if not k.startswith(f"Filter.{n}.")}
+    return wanted, urllib.parse.urlencode(rest, doseq=True).encode()
+
+
+def keep_images_using(data: bytes, snapshots: set) -> bytes:
+    """In a DescribeImages answer, only the images whose block device mappings name one of
+    `snapshots` (the top-level items of `imagesSet`)."""
+    text = data.decode()
+    start, end = text.find("<imagesSet>"), text.find("</imagesSet>")
+    if start < 0 or end < 0:
+        return data
+    body, kept, depth, begin = text[start + len("<imagesSet>"):end], [], 0, 0
+    for m in re.finditer(r"<item>|</item>|<item/>", body):
+        if m.group() == "<item>":
+            if depth == 0:
+                begin = m.start()
+            depth += 1
+        elif m.group() == "</item>":
+            depth -= 1
+            if depth == 0:
+                item = body[begin:m.end()]
+                ids = set(re.findall(r"<snapshotId>([^<]*)</snapshotId>", item))
+                if ids & snapshots:
+                    kept.append(item)
+    return (text[:start] + "<imagesSet>" + "".join(kept) + text[end:]).encode()
+
+
 def references_answer(refs: dict, params: dict) -> bytes:
     """`DescribeImageReferences` in EC2's XML shape: the references of the asked-for images."""
     asked = [v[0] for k, v in sorted(params.items()) if k.startswith("ImageId.")]
@@ -331,7 +370,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             return True
 
         def forward(self, body: bytes, rewrite=None):
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in HOP and k.lower() != "content-length"}
             for attempt in (1, 2):
                 conn = connection()
                 try:
@@ -411,6 +451,13 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 elif action == "EnableImage":
                     faults.disabled.discard(image)
                 self.reply(200, retirement_answer(action), [("Content-Type", "text/xml;charset=UTF-8")])
+                return
+            wanted, narrowed = (snapshot_filter(params) if scope and scope.group(1) == "ec2"
+                                and action == "DescribeImages" else (None, None))
+            if wanted is not None:
+                disabled = set(faults.disabled)
+                self.forward(narrowed, rewrite=lambda data: keep_images_using(
+                    show_disabled(data, disabled), wanted))
                 return
             if scope and scope.group(1) == "ec2" and action == "DescribeImages" and faults.disabled:
                 self.forward(body, rewrite=lambda data: show_disabled(data, faults.disabled))

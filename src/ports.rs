@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
@@ -124,11 +124,12 @@ pub trait SnapshotSource: Sync {
 
 /// Asks the Recycle Bin which images it holds.
 pub trait RecycleBin: Sync {
-    /// Those of `image_ids` that are in the Recycle Bin (restorable).
+    /// Those of `image_ids` that are in the Recycle Bin (restorable), with the instant each
+    /// leaves it (`None`: not reported).
     fn images_in_recycle_bin(
         &self,
         image_ids: &FxHashSet<String>,
-    ) -> impl Future<Output = Result<FxHashSet<String>, AwsError>> + Send;
+    ) -> impl Future<Output = Result<FxHashMap<String, Option<Timestamp>>, AwsError>> + Send;
 }
 
 /// Writes the write-ahead mark on an image's storage before the image is deregistered.
@@ -141,6 +142,14 @@ pub trait StorageMarker: Sync {
         image_id: &str,
         snapshot_ids: &[String],
         delete_after: Option<Timestamp>,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+
+    /// Tags snapshots another image keeps with [`crate::recycle_bin::DELETE_AFTER`] only:
+    /// the instant a restore of the image entering the Recycle Bin no longer needs them.
+    fn defer_snapshots(
+        &self,
+        snapshot_ids: &[String],
+        delete_after: Timestamp,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
@@ -174,6 +183,18 @@ pub trait JobFacts: Sync {
         &self,
         image_ids: &[String],
     ) -> impl Future<Output = Result<FxHashSet<String>, AwsError>> + Send;
+
+    /// The registered images (any state but `deregistered`, disabled included) whose block
+    /// device mappings reference any of `snapshot_ids` (`DescribeImages` filtered by
+    /// `block-device-mapping.snapshot-id`).
+    fn images_using_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Image>, AwsError>> + Send;
+
+    /// The snapshots launch template versions map, with the versions (every template,
+    /// every version).
+    fn template_snapshots(&self) -> impl Future<Output = Result<Usage, AwsError>> + Send;
 }
 
 /// Instance-store bundle manifests in the deployment's bundle buckets: listed for
@@ -191,6 +212,13 @@ pub trait BundleInventory: Sync {
         bucket: &str,
         key: &str,
     ) -> impl Future<Output = Result<Tags, AwsError>> + Send;
+
+    /// When the object was last written (`HeadObject`): a foreign manifest's age.
+    fn manifest_modified(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Timestamp>, AwsError>> + Send;
 
     /// Adds [`crate::orphans::STORAGE_MARK`] = `image_id` to the manifest's tags (keeping
     /// the others).
@@ -233,7 +261,26 @@ impl<T> Account for T where
 }
 
 /// What the cleanup worker needs in one region: the facts it verifies each job against
+/// (images, snapshots, the Recycle Bin and its rules, launch templates, manifests' tags)
 /// and the deleters that run it.
-pub trait Cleaner: ImageSource + JobFacts + SnapshotDeleter + BundleStore {}
+pub trait Cleaner:
+    ImageSource
+    + JobFacts
+    + SnapshotDeleter
+    + BundleStore
+    + RecycleBin
+    + RecycleBinRules
+    + BundleInventory
+{
+}
 
-impl<T> Cleaner for T where T: ImageSource + JobFacts + SnapshotDeleter + BundleStore {}
+impl<T> Cleaner for T where
+    T: ImageSource
+        + JobFacts
+        + SnapshotDeleter
+        + BundleStore
+        + RecycleBin
+        + RecycleBinRules
+        + BundleInventory
+{
+}

@@ -1469,3 +1469,60 @@ async fn a_usage_report_is_waited_for_read_in_full_and_any_failure_is_no_report(
         None
     );
 }
+
+/// The worker's facts through the SDK: `DescribeImages` filtered by
+/// `block-device-mapping.snapshot-id`, and `ListImagesInRecycleBin`'s exit time, which
+/// defers a job for a snapshot whose AMI can still be restored (refused with the date).
+#[tokio::test]
+async fn the_worker_asks_images_by_snapshot_and_refuses_a_job_until_its_ami_leaves_the_bin() {
+    use ami_sweeper::app::worker::{handle_batch, Handled};
+    let snapshots = snapshots_rule(vec![marked_snapshot("snap-a", "ami-inbin")]);
+    let by_snapshot = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| {
+            r.filters().iter().any(|f| {
+                f.name() == Some("block-device-mapping.snapshot-id") && f.values() == ["snap-a"]
+            })
+        })
+        .then_output(|| DescribeImagesOutput::builder().build());
+    let by_id = images_rule(vec![]);
+    let exit = aws_smithy_types::DateTime::from_secs(
+        parse_instant("2026-12-03T00:00:00Z").unwrap().timestamp(),
+    );
+    let bin = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin).then_output(move || {
+        ListImagesInRecycleBinOutput::builder()
+            .images(
+                ImageRecycleBinInfo::builder()
+                    .image_id("ami-inbin")
+                    .recycle_bin_exit_time(exit)
+                    .build(),
+            )
+            .build()
+    });
+    let (c, calls) = account(&[&snapshots, &by_snapshot, &by_id, &bin]);
+    let rules =
+        ami_sweeper::verify::WorkerRules::new(&policy(), Some("us-east-1"), Vec::<String>::new());
+    let job = CleanupJob::new(
+        "us-east-1",
+        "ami-inbin",
+        JobTarget::DeleteSnapshot {
+            snapshot_id: "snap-a".into(),
+        },
+    )
+    .to_json();
+    let now = parse_instant(crate::NOW).unwrap();
+    let handled = handle_batch(|_, _| async { Ok(c.clone()) }, &rules, &[job.as_str()], now).await;
+    match &handled[0] {
+        Handled::Rejected(_, why) => assert!(
+            why.starts_with("snap-a: image_in_recycle_bin: ")
+                && why.contains("deferred until 2026-12-03T00:00:00Z"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(by_snapshot.num_calls(), 1);
+    let made = calls.snapshot();
+    assert_eq!(made["DescribeSnapshots"], 1);
+    assert_eq!(made["DescribeImages"], 2);
+    assert_eq!(made["ListImagesInRecycleBin"], 1);
+    assert!(!made.contains_key("DeleteSnapshot"));
+}

@@ -585,7 +585,7 @@ fn recycle_bin_rules_offline_show_restorable_until_and_the_deferred_snapshots() 
     // The 7-day AMI rule (the pending 365-day snapshot rule retains nothing yet).
     assert_eq!(d["recycle_bin"]["restorable_until"], "2026-12-03T00:00:00Z");
     assert_eq!(d["recycle_bin"]["snapshots"], "deferred");
-    assert_eq!(d["snapshots"][0]["reason"], "recycle_bin");
+    assert_eq!(d["snapshots"][0]["reason"], "image_in_recycle_bin");
     assert_eq!(d["snapshots"][0]["delete_after"], "2026-12-03T00:00:00Z");
     assert_eq!(plan["summary"]["snapshots_deferred"], 11);
     assert_eq!(plan["summary"]["snapshots_to_delete"], 0);

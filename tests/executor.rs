@@ -200,7 +200,7 @@ async fn marked_storage_of_an_ami_in_the_recycle_bin_waits_and_the_rest_is_recla
             sn.tags.insert(STORAGE_MARK, ami);
             s.snapshots.insert(snap.into(), sn);
         }
-        s.recycle_bin.insert("ami-inbin".into());
+        s.recycle_bin.insert("ami-inbin".into(), None);
     });
     let report = sweep(&a, &month()).await;
     assert_eq!(report.error, None);

@@ -702,7 +702,7 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
     let forged = [
         (
             job("us-east-1", "ami-0ffffffffffffffff", snap(&manual)),
-            "nothing ties it to ami-0ffffffffffffffff",
+            "not_tied_to_image: nothing ties it to ami-0ffffffffffffffff",
         ),
         (
             job(
@@ -714,11 +714,11 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
         ),
         (
             job("us-east-1", "ami-00000000000000b01", bundle_in("bundles")),
-            "a registered image still launches from this manifest",
+            "image_registered: its image ami-00000000000000b01 is still registered",
         ),
         (
             job("us-east-1", "ami-00000000000000b01", bundle_in("other")),
-            "not among the deployment's bundle buckets",
+            "bucket_not_configured: the bucket is not among the deployment's bundle buckets",
         ),
         (
             job(
@@ -772,10 +772,16 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
         report["api_calls"].get("DeleteObjects").is_none(),
         "{report}"
     );
-    // Batched: one DescribeSnapshots and one DescribeImages for the batch's snapshot
-    // jobs, and one listing for its bundle jobs.
+    // Batched: one DescribeSnapshots for the batch's snapshot jobs, one DescribeImages by
+    // the jobs' image ids, one filtered by their snapshots (the front door answers the
+    // filter moto lacks), and one listing for its bundle jobs. No job would run, so
+    // neither the Recycle Bin nor the launch templates are asked.
     assert_eq!(report["api_calls"]["DescribeSnapshots"], 1, "{report}");
-    assert_eq!(report["api_calls"]["DescribeImages"], 2, "{report}");
+    assert_eq!(report["api_calls"]["DescribeImages"], 3, "{report}");
+    assert!(
+        report["api_calls"].get("ListImagesInRecycleBin").is_none(),
+        "{report}"
+    );
 
     // With bundle cleanup off, even a well-formed bundle job for an allowed bucket is refused.
     send(
@@ -792,7 +798,7 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
     assert_eq!(out.status.code(), Some(1));
     let report = report_of(&out);
     assert_eq!(report["totals"]["rejected"], 1);
-    // A bundle-only batch reads the registered images' locations once, nothing more.
+    // A bundle-only batch outside the bundle buckets asks only whether its image is registered.
     assert_eq!(report["api_calls"]["DescribeImages"], 1, "{report}");
     assert!(
         report["api_calls"].get("DescribeSnapshots").is_none(),

@@ -4,10 +4,10 @@
 //! say what they mean in a few lines; what is about the SDK's shapes and AWS's error codes
 //! stays with the mocked SDK clients and the emulator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
@@ -31,10 +31,17 @@ pub struct State {
     pub usage: Usage,
     /// Snapshots by id.
     pub snapshots: BTreeMap<String, Snapshot>,
-    /// Ids of deregistered images the Recycle Bin holds.
-    pub recycle_bin: BTreeSet<String>,
+    /// Deregistered images the Recycle Bin holds, with the instant each leaves it (`None`:
+    /// not reported). With [`State::clock`] set, a deregistration puts an image a bin
+    /// rule retains here, and an image whose instant has passed is no longer listed.
+    pub recycle_bin: BTreeMap<String, Option<crate::model::Timestamp>>,
+    /// The account's clock, for the Recycle Bin (`None`: images enter the bin only when a
+    /// test puts them there).
+    pub clock: Option<crate::model::Timestamp>,
     /// S3 objects by (bucket, key): bytes and tags.
     pub objects: BTreeMap<(String, String), (Vec<u8>, Tags)>,
+    /// When objects were last written, where a test says (missing: not reported).
+    pub modified: BTreeMap<(String, String), crate::model::Timestamp>,
     /// What AWS's reference check answers, by image id.
     pub references: BTreeMap<String, Vec<UsageRef>>,
     /// What Image Builder recipes use (the reference check's fallback).
@@ -43,6 +50,34 @@ pub struct State {
     pub bin_rules: crate::recycle_bin::BinRules,
     /// AWS's usage reports: image → account → users; an image missing: no report.
     pub usage_reports: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Snapshots launch template versions map (added to [`State::usage`] when read).
+    pub template_snapshots: Vec<(String, crate::model::TemplateVersion)>,
+    /// Deliberately wrong behaviours, for the tests that prove the storage property
+    /// test catches each mistake.
+    pub distortions: Distortions,
+}
+
+/// Deliberately wrong behaviours of the account's ports: each reproduces a mistake the
+/// storage rules once made, so that a test can show the property test finds it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Distortions {
+    /// The sweep's usage listing leaves out launch template snapshot mappings (the
+    /// planner ignoring launch templates).
+    pub hide_template_snapshots: bool,
+    /// Every `delete-after` written for an image's snapshots is the first one written for
+    /// that image (one date for all of an image's snapshots).
+    pub one_delete_after_per_image: bool,
+}
+
+impl State {
+    /// What launch templates and other users use, with the template snapshot mappings.
+    fn usage_with_templates(&self) -> Usage {
+        let mut u = self.usage.clone();
+        for (snap, v) in &self.template_snapshots {
+            u.add_snapshot_version(snap.clone(), v.clone());
+        }
+        u
+    }
 }
 
 /// An injected failure: `operation` (e.g. `DeregisterImage`) fails with `error` for
@@ -68,6 +103,8 @@ struct Inner {
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<String>>,
     queued: Mutex<Vec<CleanupJob>>,
+    /// The first `delete-after` written per image ([`Distortions`]).
+    first_until: Mutex<BTreeMap<String, crate::model::Timestamp>>,
 }
 
 impl MemoryAccount {
@@ -190,7 +227,13 @@ impl ImageSource for MemoryAccount {
 impl UsageSource for MemoryAccount {
     async fn list_usage(&self, _rules: &UsageRules) -> Result<(Usage, Vec<String>), AwsError> {
         self.fault("DescribeInstances", "")?;
-        Ok((self.0.state.lock().unwrap().usage.clone(), Vec::new()))
+        let state = self.0.state.lock().unwrap();
+        let usage = if state.distortions.hide_template_snapshots {
+            state.usage.clone()
+        } else {
+            state.usage_with_templates()
+        };
+        Ok((usage, Vec::new()))
     }
 }
 
@@ -286,7 +329,16 @@ impl ImageRetirer for MemoryAccount {
 impl Deregistrar for MemoryAccount {
     async fn deregister(&self, image_id: &str) -> Result<(), AwsError> {
         self.fault("DeregisterImage", image_id)?;
-        let removed = self.0.state.lock().unwrap().images.remove(image_id);
+        let mut state = self.0.state.lock().unwrap();
+        let removed = state.images.remove(image_id);
+        if let (Some(img), Some(now)) = (&removed, state.clock) {
+            let kind = crate::recycle_bin::BinResource::Image;
+            if let Some(days) = state.bin_rules.retention(kind, Some(&img.tags)) {
+                let exit = crate::time::days_after(now, u64::from(days));
+                state.recycle_bin.insert(image_id.to_string(), Some(exit));
+            }
+        }
+        drop(state);
         match removed {
             Some(_) => {
                 self.record(format!("DeregisterImage {image_id}"));
@@ -320,13 +372,16 @@ impl RecycleBin for MemoryAccount {
     async fn images_in_recycle_bin(
         &self,
         image_ids: &FxHashSet<String>,
-    ) -> Result<FxHashSet<String>, AwsError> {
+    ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
         self.fault("ListImagesInRecycleBin", "")?;
         let state = self.0.state.lock().unwrap();
-        Ok(image_ids
+        Ok(state
+            .recycle_bin
             .iter()
-            .filter(|i| state.recycle_bin.contains(*i))
-            .cloned()
+            .filter(|(i, exit)| {
+                image_ids.contains(*i) && state.clock.is_none_or(|now| exit.is_none_or(|t| t > now))
+            })
+            .map(|(i, exit)| (i.clone(), *exit))
             .collect())
     }
 }
@@ -340,6 +395,13 @@ impl StorageMarker for MemoryAccount {
     ) -> Result<(), AwsError> {
         self.fault("CreateTags", image_id)?;
         let mut state = self.0.state.lock().unwrap();
+        let delete_after = match delete_after {
+            Some(t) if state.distortions.one_delete_after_per_image => {
+                let mut first = self.0.first_until.lock().unwrap();
+                Some(*first.entry(image_id.to_string()).or_insert(t))
+            }
+            other => other,
+        };
         if let Some(missing) = snapshot_ids
             .iter()
             .find(|s| !state.snapshots.contains_key(*s))
@@ -360,6 +422,30 @@ impl StorageMarker for MemoryAccount {
         self.record(format!("CreateTags {}", snapshot_ids.join(",")));
         Ok(())
     }
+
+    async fn defer_snapshots(
+        &self,
+        snapshot_ids: &[String],
+        delete_after: crate::model::Timestamp,
+    ) -> Result<(), AwsError> {
+        self.fault("CreateTags", "")?;
+        let mut state = self.0.state.lock().unwrap();
+        for id in snapshot_ids {
+            let Some(snap) = state.snapshots.get_mut(id) else {
+                return Err(gone("CreateTags", "InvalidSnapshot.NotFound", id));
+            };
+            snap.tags.insert(
+                crate::recycle_bin::DELETE_AFTER,
+                crate::time::format_instant(delete_after),
+            );
+        }
+        drop(state);
+        self.record(format!(
+            "CreateTags {} (delete-after)",
+            snapshot_ids.join(",")
+        ));
+        Ok(())
+    }
 }
 
 impl BundleInventory for MemoryAccount {
@@ -373,7 +459,7 @@ impl BundleInventory for MemoryAccount {
             .map(|(b, k)| Manifest {
                 bucket: b.clone(),
                 key: k.clone(),
-                last_modified: None,
+                last_modified: state.modified.get(&(b.clone(), k.clone())).copied(),
                 tags: Tags::new(),
             })
             .collect())
@@ -386,6 +472,19 @@ impl BundleInventory for MemoryAccount {
             Some((_, tags)) => Ok(tags.clone()),
             None => Err(gone("GetObjectTagging", "NoSuchKey", key)),
         }
+    }
+
+    async fn manifest_modified(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<crate::model::Timestamp>, AwsError> {
+        self.fault("HeadObject", key)?;
+        let state = self.0.state.lock().unwrap();
+        Ok(state
+            .modified
+            .get(&(bucket.to_string(), key.to_string()))
+            .copied())
     }
 
     async fn mark_manifest(&self, bucket: &str, key: &str, image_id: &str) -> Result<(), AwsError> {
@@ -481,6 +580,25 @@ impl JobFacts for MemoryAccount {
             .filter(|id| state.images.contains_key(*id))
             .cloned()
             .collect())
+    }
+
+    async fn images_using_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<Image>, AwsError> {
+        self.fault("DescribeImages", "block-device-mapping.snapshot-id")?;
+        let state = self.0.state.lock().unwrap();
+        Ok(state
+            .images
+            .values()
+            .filter(|i| i.snapshots.iter().any(|s| snapshot_ids.contains(&s.id)))
+            .cloned()
+            .collect())
+    }
+
+    async fn template_snapshots(&self) -> Result<Usage, AwsError> {
+        self.fault("DescribeLaunchTemplateVersions", "")?;
+        Ok(self.0.state.lock().unwrap().usage_with_templates())
     }
 }
 

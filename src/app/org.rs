@@ -17,7 +17,7 @@ use crate::error::AwsError;
 use crate::mandate::{AccountRule, Ask, Mandate};
 use crate::model::Usage;
 use crate::policy::{Accounts, Policy, SharedRule};
-use crate::ports::UsageSource;
+use crate::ports::{ReferenceCheck, UsageSource};
 
 /// One (account, region) pair to sweep: what a sweep-queue message carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,8 +223,9 @@ pub async fn sweep_pair(
 }
 
 /// The usage, in `region`, of every other account the sweep can enter: what
-/// `keep_if_used` judges a shared image by. An account that cannot be entered is left out
-/// (an image shared with it stays `shared`).
+/// `keep_if_used` judges a shared image by, read from the same sources as the home sweep's
+/// ([`account_usage`]). An account that cannot be entered, or whose recipes cannot be
+/// read, is left out (an image shared with it stays `shared`).
 async fn sibling_usage(
     hub: &Clients,
     policy: &Policy,
@@ -237,10 +238,32 @@ async fn sibling_usage(
         let Ok(member) = hub.member(a, &policy.member_role_name).await else {
             continue;
         };
-        let (usage, _) = member.region(region).list_usage(&policy.usage).await?;
-        out.insert(a.clone(), usage);
+        if let Some(usage) = account_usage(&member.region(region), policy).await? {
+            out.insert(a.clone(), usage);
+        }
     }
     Ok(out)
+}
+
+/// One account's usage in one region for `keep_if_used`: every source the home sweep
+/// reads (instances, launch templates, launch configurations, SSM parameters, fleets,
+/// Batch, and Image Builder recipes, which at home stand in where AWS's reference check is
+/// missing; the reference check itself sees only the caller's own images). `Err` stops the
+/// pair, as a failed usage listing does; `Ok(None)` when the recipes cannot be read: the
+/// account is left out, so an image shared with it is kept `shared`, never judged unused.
+pub async fn account_usage<R: UsageSource + ReferenceCheck>(
+    region: &R,
+    policy: &Policy,
+) -> Result<Option<Usage>, AwsError> {
+    let (mut usage, _) = region.list_usage(&policy.usage).await?;
+    match region.recipe_parents().await {
+        Ok(recipes) => usage.extend(recipes),
+        Err(e) => {
+            tracing::warn!(error = %e, "a sibling account's Image Builder recipes could not be read; images shared with it stay shared");
+            return Ok(None);
+        }
+    }
+    Ok(Some(usage))
 }
 
 fn hub_region(hub: &Clients) -> String {

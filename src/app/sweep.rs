@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 use crate::app::progress::{self, Progress, ProgressSink};
 use crate::app::ratelimit::RateLimiter;
@@ -271,21 +271,19 @@ impl<A: Account> Pipeline<'_, A> {
         }
     }
 
-    /// Tags the snapshots the plan deletes with the write-ahead mark, and those that wait
-    /// for the image to leave the Recycle Bin also with the instant they may go.
+    /// Tags the snapshots the plan deletes with the write-ahead mark; those that wait for
+    /// the Recycle Bin also with the instant each may go (one request per distinct instant:
+    /// every snapshot gets its own date); those another image keeps while this one enters
+    /// the bin with that instant only.
     async fn mark_snapshots(&self, d: &Decision) -> Result<(), AwsError> {
-        let until = d.snapshots.iter().find_map(|s| s.delete_after);
-        let deferred: Vec<String> = d
-            .snapshots
-            .iter()
-            .filter(|s| s.delete_after.is_some())
-            .map(|s| s.snapshot_id.clone())
-            .collect();
-        for (ids, when) in [(snapshots_to_delete(d), None), (deferred, until)] {
-            if !ids.is_empty() {
-                self.mark.acquire().await;
-                self.account.mark_snapshots(&d.image_id, &ids, when).await?;
-            }
+        let (marked, dated) = snapshot_tags(d);
+        for (when, ids) in marked {
+            self.mark.acquire().await;
+            self.account.mark_snapshots(&d.image_id, &ids, when).await?;
+        }
+        for (when, ids) in dated {
+            self.mark.acquire().await;
+            self.account.defer_snapshots(&ids, when).await?;
         }
         Ok(())
     }
@@ -502,68 +500,18 @@ async fn execute<A: Account, Q: CleanupSink>(
         done: AtomicUsize::new(0),
         now,
     };
-    let check = policy.protection.skip_shared;
-    let mut processed: BTreeSet<String> = BTreeSet::new();
     let mut known = Known::default();
     let mut references = References::new(policy);
-    let p = loop {
-        let p = scoped_plan(policy, inventory, now, cfg);
-        let todo: Vec<&Decision> = p
-            .condemned()
-            .into_iter()
-            .filter(|d| !processed.contains(&d.image_id))
-            .collect();
-        if todo.is_empty() {
-            break p;
-        }
-        // AWS's reference check on the newly condemned, before any of them is touched.
-        let ids: Vec<String> = todo.iter().map(|d| d.image_id.clone()).collect();
-        let describe = &pipeline.describe;
-        match references
-            .check(account, describe, region, &ids, inventory)
-            .await
-        {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => {
-                known.error = Some(e);
-                break p;
-            }
-        }
-        let total = processed.len() + todo.len();
-        processed.extend(todo.iter().map(|d| d.image_id.clone()));
-        let pipeline = &pipeline;
-        let cleared_before = known.cleared.clone();
-        let mut steps = stream::iter(todo)
-            .map(|d| pipeline.step(d, check && !cleared_before.contains(&d.image_id), total))
-            .buffer_unordered(cfg.concurrency.max(1));
-        let siblings = cfg.siblings.as_deref();
-        while let Some(step) = steps.next().await {
-            known
-                .absorb(step, region, &mut queue, &pipeline.halted, siblings)
-                .await;
-        }
-        drop(steps);
-        inventory.warnings.append(&mut known.warnings);
-        // Shared images a sibling account uses: in use. Judged unused: unshared, and they
-        // go through again without the launch-permission lookup.
-        let users = std::mem::take(&mut known.sibling_users);
-        let newly_cleared: Vec<String> =
-            known.cleared.difference(&cleared_before).cloned().collect();
-        for id in &newly_cleared {
-            processed.remove(id);
-        }
-        let learnt_users = !users.is_empty();
-        for (image, user) in users {
-            inventory.usage.add(image, user);
-        }
-        if known.grants.is_empty() && newly_cleared.is_empty() && !learnt_users {
-            // Nothing new is known: this plan is final.
-            break p;
-        }
-        inventory.set_shared_with(std::mem::take(&mut known.grants));
-    };
-    // Images an earlier sweep retired that the rules no longer condemn: enabled again.
+    let p = plan_rounds(
+        policy,
+        inventory,
+        &pipeline,
+        &mut queue,
+        &mut known,
+        &mut references,
+    )
+    .await;
+    // Images an earlier sweep disabled that the rules no longer condemn: enabled again.
     for d in p.decisions.iter().filter(|d| d.action == Action::Enable) {
         let step = if cfg.dry_run {
             Step::Done(d, Outcome::Planned, None)
@@ -591,6 +539,92 @@ async fn execute<A: Account, Q: CleanupSink>(
         error: known.error,
         references: references.report,
         shared_judged_by: known.judged_by,
+    }
+}
+
+/// Plans, runs AWS's reference check on the newly condemned, takes them through the
+/// pipeline, and plans again while a round learns something (sharing, sibling users).
+/// Returns the final plan.
+async fn plan_rounds<A: Account, Q: CleanupSink>(
+    policy: &Policy,
+    inventory: &mut Inventory,
+    pipeline: &Pipeline<'_, A>,
+    queue: &mut JobQueue<'_, Q>,
+    known: &mut Known,
+    references: &mut References,
+) -> Plan {
+    let (cfg, region, now) = (pipeline.cfg, pipeline.region, pipeline.now);
+    let mut processed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let p = scoped_plan(policy, inventory, now, cfg);
+        let todo: Vec<&Decision> = p
+            .condemned()
+            .into_iter()
+            .filter(|d| !processed.contains(&d.image_id))
+            .collect();
+        if todo.is_empty() {
+            return p;
+        }
+        // AWS's reference check on the newly condemned, before any of them is touched.
+        let ids: Vec<String> = todo.iter().map(|d| d.image_id.clone()).collect();
+        let describe = &pipeline.describe;
+        match references
+            .check(pipeline.account, describe, region, &ids, inventory)
+            .await
+        {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                known.error = Some(e);
+                return p;
+            }
+        }
+        let total = processed.len() + todo.len();
+        processed.extend(todo.iter().map(|d| d.image_id.clone()));
+        let cleared_before = known.cleared.clone();
+        let check = policy.protection.skip_shared;
+        let mut steps = stream::iter(todo)
+            .map(|d| pipeline.step(d, check && !cleared_before.contains(&d.image_id), total))
+            .buffer_unordered(cfg.concurrency.max(1));
+        let siblings = cfg.siblings.as_deref();
+        while let Some(step) = steps.next().await {
+            known
+                .absorb(step, region, queue, &pipeline.halted, siblings)
+                .await;
+        }
+        drop(steps);
+        if !known.learn(inventory, &cleared_before, &mut processed) {
+            // Nothing new is known: this plan is final.
+            return p;
+        }
+    }
+}
+
+impl Known {
+    /// Folds what a round learnt into the inventory: warnings, users in sibling accounts
+    /// (in use), images judged unused there (unshared: they go through again without the
+    /// launch-permission lookup), grants. False when nothing new is known.
+    fn learn(
+        &mut self,
+        inventory: &mut Inventory,
+        cleared_before: &BTreeSet<String>,
+        processed: &mut BTreeSet<String>,
+    ) -> bool {
+        inventory.warnings.append(&mut self.warnings);
+        let users = std::mem::take(&mut self.sibling_users);
+        let newly_cleared: Vec<String> = self.cleared.difference(cleared_before).cloned().collect();
+        for id in &newly_cleared {
+            processed.remove(id);
+        }
+        let learnt_users = !users.is_empty();
+        for (image, user) in users {
+            inventory.usage.add(image, user);
+        }
+        if self.grants.is_empty() && newly_cleared.is_empty() && !learnt_users {
+            return false;
+        }
+        inventory.set_shared_with(std::mem::take(&mut self.grants));
+        true
     }
 }
 
@@ -668,21 +702,37 @@ impl<'q, Q: CleanupSink> JobQueue<'q, Q> {
     }
 }
 
-/// The region's storage whose image is gone, with the Recycle Bin asked only about the
-/// images of snapshots that would otherwise be deleted.
+/// The region's storage whose image is gone, with the Recycle Bin asked (once) only about
+/// the images of snapshots that would otherwise be deleted and the gone images that the
+/// snapshots of registered images name (what the plan needs: `snapshots_in_bin`).
 async fn reconciliation<A: Account>(
     policy: &Policy,
-    inventory: &Inventory,
+    inventory: &mut Inventory,
     snapshots: &[crate::model::Snapshot],
     account: &A,
     now: Timestamp,
 ) -> Result<Reconciliation, AwsError> {
-    let first = reconcile(policy, inventory, snapshots, &FxHashSet::default(), now);
-    let check = first.images_to_check_in_bin();
+    let first = reconcile(policy, inventory, snapshots, &FxHashMap::default(), now);
+    let mut check = first.images_to_check_in_bin(snapshots);
+    let named = crate::orphans::named_gone_images(inventory, snapshots);
+    check.extend(
+        named
+            .iter()
+            .flat_map(|(_, g)| g.iter().map(|i| i.to_string())),
+    );
     if check.is_empty() {
         return Ok(first);
     }
     let in_bin = account.images_in_recycle_bin(&check).await?;
+    for (snap, gone) in named {
+        let there: Vec<(String, Option<Timestamp>)> = gone
+            .into_iter()
+            .filter_map(|i| in_bin.get(i).map(|exit| (i.to_string(), *exit)))
+            .collect();
+        if !there.is_empty() {
+            inventory.snapshots_in_bin.insert(snap.to_string(), there);
+        }
+    }
     Ok(reconcile(policy, inventory, snapshots, &in_bin, now))
 }
 
@@ -742,7 +792,7 @@ async fn inventory<A: Account>(
         .iter()
         .map(|s| (s.id.clone(), s.tags.clone()))
         .collect();
-    let mut rec = reconciliation(policy, &inventory, &snapshots, account, now)
+    let mut rec = reconciliation(policy, &mut inventory, &snapshots, account, now)
         .await
         .map_err(failed)?;
     rec.bundles = bundle_reconciliation(policy, &inventory, account, now, cfg)
@@ -871,13 +921,29 @@ fn retire_step(action: Action) -> Option<RetireStep> {
     }
 }
 
-/// The snapshots of `d` the plan deletes: what the write-ahead mark goes on.
-fn snapshots_to_delete(d: &Decision) -> Vec<String> {
-    d.snapshots
-        .iter()
-        .filter(|s| s.action == CleanupAction::Delete)
-        .map(|s| s.snapshot_id.clone())
-        .collect()
+/// Snapshot ids of `d` grouped by the tags the sweep writes before deregistering it:
+/// the write-ahead mark (with its `delete-after` instant, if it waits for the Recycle Bin),
+/// and `delete-after` alone on those another image or the policy keeps.
+type SnapshotTags = (
+    BTreeMap<Option<Timestamp>, Vec<String>>,
+    BTreeMap<Timestamp, Vec<String>>,
+);
+
+fn snapshot_tags(d: &Decision) -> SnapshotTags {
+    let mut marked: BTreeMap<Option<Timestamp>, Vec<String>> = BTreeMap::new();
+    let mut dated: BTreeMap<Timestamp, Vec<String>> = BTreeMap::new();
+    for s in &d.snapshots {
+        let id = s.snapshot_id.clone();
+        match (s.action, s.delete_after) {
+            (CleanupAction::Delete, _) => marked.entry(None).or_default().push(id),
+            (CleanupAction::Retain, Some(t)) if s.is_deferred() => {
+                marked.entry(Some(t)).or_default().push(id)
+            }
+            (CleanupAction::Retain, Some(t)) => dated.entry(t).or_default().push(id),
+            (CleanupAction::Retain, None) => {}
+        }
+    }
+    (marked, dated)
 }
 
 /// Gone is gone: deregistered by this run or found already gone, the image no longer

@@ -5,11 +5,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use crate::app::cleanup::{run_job, Attempt};
 use crate::app::report::JobOutcome;
+use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
-use crate::model::ImageState;
+use crate::model::{ImageState, Manifest, Snapshot, Timestamp, Usage};
+use crate::policy::TemplateVersions;
 use crate::ports::Cleaner;
+use crate::recycle_bin::{BinResource, BinRules};
+use crate::storage::{self, Facts};
 use crate::verify::{Verdict, WorkerRules};
 
 /// What became of one message.
@@ -38,9 +44,11 @@ impl Handled {
 
 /// Verifies and runs a batch of message bodies; the answers come in the same order.
 /// Per region of the batch: one `DescribeSnapshots` for its snapshot jobs, one
-/// `DescribeImages` for their images, and the owned images' locations when it has
-/// bundle jobs. If those facts cannot be read, every job of that region is retried
-/// later and nothing is deleted.
+/// `DescribeImages` for the jobs' images and one for the images using the snapshots, the
+/// owned images' locations and the manifests' tags when it has bundle jobs, and only when
+/// some job would otherwise run, one `ListImagesInRecycleBin` and the launch template
+/// versions. Each job runs only if [`crate::storage::fate`] clears it with those facts. If
+/// they cannot be read, every job of that region is retried later and nothing is deleted.
 pub async fn handle_batch<C: Cleaner, F>(
     clients: impl Fn(Option<String>, String) -> F,
     rules: &WorkerRules,
@@ -92,72 +100,268 @@ where
         .collect()
 }
 
-/// What AWS says about a batch's targets: the snapshots that exist, the images still
-/// registered, and (for bundle jobs) the locations of every registered image.
-struct Facts {
-    snapshots: Vec<crate::model::Snapshot>,
-    registered: rustc_hash::FxHashSet<String>,
-    locations: BTreeSet<String>,
+/// What AWS says about a batch's targets (one region of one account).
+#[derive(Default)]
+struct Known {
+    /// The snapshots that exist and are the account's, by id.
+    snapshots: BTreeMap<String, Snapshot>,
+    /// Those of the jobs' images that are registered.
+    registered: FxHashSet<String>,
+    /// Registered images referencing each of the batch's snapshots.
+    users: BTreeMap<String, Vec<String>>,
+    /// Registered images by `ImageLocation` (bundle jobs only).
+    locations: BTreeMap<String, Vec<String>>,
+    /// The bundle jobs' manifests (`None`: the object is gone).
+    manifests: BTreeMap<(String, String), Option<Manifest>>,
+    /// AMIs in the Recycle Bin with their exit, once asked.
+    in_bin: FxHashMap<String, Option<Timestamp>>,
+    /// Launch template versions' snapshot mappings, once asked.
+    templates: Option<Usage>,
+    /// The Recycle Bin's rules, once asked (for snapshot rules).
+    bin_rules: Option<BinRules>,
 }
 
-/// One `DescribeSnapshots` for the snapshot jobs, one `DescribeImages` for their images,
-/// and the owned images' locations only when there are bundle jobs.
-async fn facts<C: Cleaner>(
-    c: &C,
-    jobs: &[(usize, CleanupJob)],
-) -> Result<Facts, crate::error::AwsError> {
-    let snapshot_ids: Vec<String> = unique(jobs.iter().filter_map(|(_, j)| match &j.target {
+/// The batch's snapshot ids and image ids (only well-formed `ami-` ids are asked about).
+fn ids(jobs: &[(usize, CleanupJob)]) -> (Vec<String>, Vec<String>) {
+    let snapshot_ids = unique(jobs.iter().filter_map(|(_, j)| match &j.target {
         JobTarget::DeleteSnapshot { snapshot_id } => Some(snapshot_id.clone()),
         JobTarget::DeleteBundle { .. } => None,
     }));
-    // Only snapshot jobs ask whether their image is registered; bundle jobs check the
-    // manifest against every registered image's location instead.
-    let image_ids: Vec<String> = unique(jobs.iter().filter_map(|(_, j)| match j.target {
-        JobTarget::DeleteSnapshot { .. } => Some(j.image_id.clone()),
-        JobTarget::DeleteBundle { .. } => None,
-    }));
-    let any_bundle = jobs
+    let image_ids = unique(
+        jobs.iter()
+            .map(|(_, j)| j.image_id.clone())
+            .filter(|i| storage::is_image_id(i)),
+    );
+    (snapshot_ids, image_ids)
+}
+
+/// The first round of facts: one `DescribeSnapshots` by id, one `DescribeImages` by the
+/// jobs' image ids, one `DescribeImages` filtered by the snapshots; for bundle jobs the
+/// owned images' locations and each manifest's tags.
+async fn first_facts<C: Cleaner>(
+    c: &C,
+    rules: &WorkerRules,
+    jobs: &[(usize, CleanupJob)],
+) -> Result<Known, AwsError> {
+    let (snapshot_ids, image_ids) = ids(jobs);
+    let mut k = Known::default();
+    if !snapshot_ids.is_empty() {
+        let found = c.owned_snapshots(&snapshot_ids).await?;
+        k.snapshots = found.into_iter().map(|s| (s.id.clone(), s)).collect();
+        for img in c.images_using_snapshots(&snapshot_ids).await? {
+            for s in img
+                .snapshots
+                .iter()
+                .filter(|s| snapshot_ids.contains(&s.id))
+            {
+                k.users
+                    .entry(s.id.clone())
+                    .or_default()
+                    .push(img.id.clone());
+            }
+        }
+    }
+    if !image_ids.is_empty() {
+        k.registered = c.registered_images(&image_ids).await?;
+    }
+    bundle_facts(c, rules, jobs, &mut k).await?;
+    Ok(k)
+}
+
+/// For bundle jobs in an allowed bucket: every registered image's location, each
+/// manifest's tags, and (for an unmarked manifest, when orphans are on) its age.
+async fn bundle_facts<C: Cleaner>(
+    c: &C,
+    rules: &WorkerRules,
+    jobs: &[(usize, CleanupJob)],
+    k: &mut Known,
+) -> Result<(), AwsError> {
+    let bundles: Vec<(&String, &String)> = jobs
         .iter()
-        .any(|(_, j)| matches!(j.target, JobTarget::DeleteBundle { .. }));
-    let snapshots = if snapshot_ids.is_empty() {
-        Vec::new()
-    } else {
-        c.owned_snapshots(&snapshot_ids).await?
-    };
-    let registered = if image_ids.is_empty() {
-        Default::default()
-    } else {
-        c.registered_images(&image_ids).await?
-    };
-    let locations: BTreeSet<String> = if any_bundle {
-        c.list_images()
-            .await?
-            .into_iter()
-            .filter(|i| i.state != ImageState::Deregistered)
-            .filter_map(|i| i.image_location)
-            .collect()
-    } else {
-        BTreeSet::new()
-    };
-    Ok(Facts {
-        snapshots,
-        registered,
-        locations,
-    })
+        .filter_map(|(_, j)| match &j.target {
+            JobTarget::DeleteBundle {
+                bucket,
+                manifest_key,
+            } => Some((bucket, manifest_key)),
+            JobTarget::DeleteSnapshot { .. } => None,
+        })
+        .filter(|(b, _)| rules.bundle_buckets.contains(*b))
+        .collect();
+    if bundles.is_empty() {
+        return Ok(());
+    }
+    for i in c.list_images().await? {
+        if let (Some(loc), true) = (&i.image_location, i.state != ImageState::Deregistered) {
+            k.locations
+                .entry(loc.clone())
+                .or_default()
+                .push(i.id.clone());
+        }
+    }
+    for (bucket, key) in bundles {
+        let tags = match c.object_tags(bucket, key).await {
+            Ok(t) => t,
+            Err(e) if e.is("NoSuchKey") => {
+                k.manifests.insert((bucket.clone(), key.clone()), None);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut m = Manifest {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            last_modified: None,
+            tags,
+        };
+        if !m.tags.contains_key(storage::STORAGE_MARK) && rules.cleanup.orphans.is_some() {
+            m.last_modified = c.manifest_modified(bucket, key).await?;
+        }
+        k.manifests.insert((bucket.clone(), key.clone()), Some(m));
+    }
+    Ok(())
+}
+
+/// The AMIs that may need a job's storage from the Recycle Bin: the job's image, and the
+/// ones a snapshot's mark and description name.
+fn bin_candidates(k: &Known, job: &CleanupJob) -> Vec<String> {
+    let mut out = vec![job.image_id.clone()];
+    if let JobTarget::DeleteSnapshot { snapshot_id } = &job.target {
+        if let Some(s) = k.snapshots.get(snapshot_id) {
+            out.extend(crate::orphans::named_images(s).map(str::to_string));
+        }
+    }
+    out.retain(|i| storage::is_image_id(i));
+    out
+}
+
+impl Known {
+    /// The storage facts of one job, from what is known so far.
+    fn facts(&self, rules: &WorkerRules, job: &CleanupJob, now: Timestamp) -> Facts {
+        let mut registered: Vec<String> = match &job.target {
+            JobTarget::DeleteSnapshot { snapshot_id } => {
+                self.users.get(snapshot_id).cloned().unwrap_or_default()
+            }
+            JobTarget::DeleteBundle {
+                bucket,
+                manifest_key,
+            } => self
+                .locations
+                .get(&format!("{bucket}/{manifest_key}"))
+                .cloned()
+                .unwrap_or_default(),
+        };
+        if self.registered.contains(&job.image_id) {
+            registered.push(job.image_id.clone());
+        }
+        let snapshot = match &job.target {
+            JobTarget::DeleteSnapshot { snapshot_id } => self.snapshots.get(snapshot_id),
+            JobTarget::DeleteBundle { .. } => None,
+        };
+        // The worker reads launch templates, not what names their versions (Auto Scaling
+        // groups, fleets, Batch): under `referenced` every version counts, never fewer.
+        let which = match rules.templates {
+            TemplateVersions::Referenced => TemplateVersions::All,
+            other => other,
+        };
+        let templates = match (snapshot, &self.templates) {
+            (Some(s), Some(u)) => u.snapshot_users(&s.id, which),
+            _ => Vec::new(),
+        };
+        let restorable_if_deleted = match (snapshot, &self.bin_rules) {
+            (Some(s), Some(r)) => r
+                .retention(BinResource::Snapshot, Some(&s.tags))
+                .map(|d| crate::time::days_after(now, u64::from(d))),
+            _ => None,
+        };
+        Facts {
+            registered,
+            templates,
+            in_bin: bin_candidates(self, job)
+                .into_iter()
+                .filter_map(|i| self.in_bin.get(&i).map(|exit| (i, *exit)))
+                .collect(),
+            restorable_if_deleted,
+        }
+    }
+
+    /// The worker's decision about one job with what is known.
+    fn verdict(&self, rules: &WorkerRules, job: &CleanupJob, now: Timestamp) -> Verdict {
+        let facts = self.facts(rules, job, now);
+        match &job.target {
+            JobTarget::DeleteSnapshot { snapshot_id } => rules.snapshot_job(
+                snapshot_id,
+                &job.image_id,
+                self.snapshots.get(snapshot_id),
+                &facts,
+                now,
+            ),
+            JobTarget::DeleteBundle {
+                bucket,
+                manifest_key,
+            } => {
+                let empty = Manifest {
+                    bucket: bucket.clone(),
+                    key: manifest_key.clone(),
+                    last_modified: None,
+                    tags: Default::default(),
+                };
+                match self.manifests.get(&(bucket.clone(), manifest_key.clone())) {
+                    Some(None) => Verdict::Gone,
+                    Some(Some(m)) => {
+                        rules.bundle_job(bucket, manifest_key, &job.image_id, m, &facts, now)
+                    }
+                    // Not read: outside the bundle buckets (the rule refuses it).
+                    None => {
+                        rules.bundle_job(bucket, manifest_key, &job.image_id, &empty, &facts, now)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every job's verdict. Jobs the first facts clear are checked further: one
+/// `ListImagesInRecycleBin` for the AMIs that may need their storage, the launch template
+/// versions (snapshot jobs), and the bin's rules when an AMI is in the bin.
+async fn verdicts<C: Cleaner>(
+    c: &C,
+    rules: &WorkerRules,
+    jobs: &[(usize, CleanupJob)],
+    now: Timestamp,
+) -> Result<Vec<Verdict>, AwsError> {
+    let mut k = first_facts(c, rules, jobs).await?;
+    let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
+    let cleared: Vec<&CleanupJob> = jobs
+        .iter()
+        .zip(&first)
+        .filter(|(_, v)| **v == Verdict::Proceed)
+        .map(|((_, j), _)| j)
+        .collect();
+    if cleared.is_empty() {
+        return Ok(first);
+    }
+    let asked: FxHashSet<String> = cleared.iter().flat_map(|j| bin_candidates(&k, j)).collect();
+    k.in_bin = c.images_in_recycle_bin(&asked).await?;
+    if cleared
+        .iter()
+        .any(|j| matches!(j.target, JobTarget::DeleteSnapshot { .. }))
+    {
+        k.templates = Some(c.template_snapshots().await?);
+    }
+    if !k.in_bin.is_empty() {
+        k.bin_rules = Some(c.bin_rules().await?);
+    }
+    Ok(jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect())
 }
 
 async fn handle_region<C: Cleaner>(
     c: &C,
     rules: &WorkerRules,
     jobs: Vec<(usize, CleanupJob)>,
-    now: crate::model::Timestamp,
+    now: Timestamp,
 ) -> Vec<(usize, Handled)> {
-    let Facts {
-        snapshots,
-        registered,
-        locations,
-    } = match facts(c, &jobs).await {
-        Ok(f) => f,
+    let verdicts = match verdicts(c, rules, &jobs, now).await {
+        Ok(v) => v,
         Err(e) => {
             let why = format!("cannot verify the jobs, nothing was deleted: {e}");
             return jobs
@@ -166,23 +370,8 @@ async fn handle_region<C: Cleaner>(
                 .collect();
         }
     };
-    let by_id: BTreeMap<&str, &crate::model::Snapshot> =
-        snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut out = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs {
-        let verdict = match &job.target {
-            JobTarget::DeleteSnapshot { snapshot_id } => rules.snapshot_job(
-                snapshot_id,
-                &job.image_id,
-                by_id.get(snapshot_id.as_str()).copied(),
-                registered.contains(&job.image_id),
-                now,
-            ),
-            JobTarget::DeleteBundle {
-                bucket,
-                manifest_key,
-            } => rules.bundle_job(bucket, manifest_key, &locations),
-        };
+    for ((i, job), verdict) in jobs.into_iter().zip(verdicts) {
         let handled = match verdict {
             Verdict::Reject(why) => {
                 tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");

@@ -1,6 +1,6 @@
 //! ami-sweeper's pure core: what an image is ([`model`]), what the deployment allows
 //! ([`policy`]), what to do with each image ([`planner`]) and with storage whose image is
-//! gone ([`orphans`]), and the shapes that cross the edges ([`events`], [`jobs`],
+//! gone ([`orphans`]), the one rule for when storage may go ([`storage`]), and the shapes that cross the edges ([`events`], [`jobs`],
 //! [`manifest`]), with the checks a queued job must pass ([`verify`]) and the mapping of
 //! EC2's raw fields ([`fields`]).
 //!
@@ -20,6 +20,7 @@ pub mod planner;
 pub mod policy;
 pub mod recycle_bin;
 pub mod retire;
+pub mod storage;
 pub mod time;
 pub mod verify;
 

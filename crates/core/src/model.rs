@@ -389,9 +389,12 @@ pub struct Usage {
     /// Versions named by number by an Auto Scaling group, fleet or compute environment:
     /// (template id or name, version).
     named_versions: FxHashSet<(String, i64)>,
-    /// Snapshots named by launch template versions' block device mappings: launching the
-    /// template creates a volume from them, so they must never be reclaimed as orphans.
-    snapshots_named: FxHashSet<String>,
+    /// Snapshots named by launch template versions' block device mappings (launching the
+    /// template creates a volume from them), with the versions that name each (`None`: a
+    /// version not known, which counts under every setting).
+    snapshots_named: FxHashMap<String, Vec<Option<TemplateVersion>>>,
+    /// Each template's latest version number among those naming snapshots.
+    snapshot_latest: FxHashMap<String, i64>,
 }
 
 impl Usage {
@@ -466,17 +469,76 @@ impl Usage {
         }
         self.versions.extend(other.versions);
         self.named_versions.extend(other.named_versions);
-        self.snapshots_named.extend(other.snapshots_named);
+        for (snap, versions) in other.snapshots_named {
+            self.snapshots_named
+                .entry(snap)
+                .or_default()
+                .extend(versions);
+        }
+        for (t, n) in other.snapshot_latest {
+            let latest = self.snapshot_latest.entry(t).or_insert(n);
+            *latest = (*latest).max(n);
+        }
     }
 
-    /// Records that a launch template version's block device mapping names `snapshot_id`.
+    /// Records that a launch template version (not known which) maps `snapshot_id`: it
+    /// counts under every `usage.launch_template_versions` setting.
     pub fn add_snapshot(&mut self, snapshot_id: impl Into<String>) {
-        self.snapshots_named.insert(snapshot_id.into());
+        self.snapshots_named
+            .entry(snapshot_id.into())
+            .or_default()
+            .push(None);
     }
 
-    /// Whether a launch template version names the snapshot.
+    /// Records that launch template version `v`'s block device mappings name `snapshot_id`.
+    pub fn add_snapshot_version(&mut self, snapshot_id: impl Into<String>, v: TemplateVersion) {
+        let latest = self
+            .snapshot_latest
+            .entry(v.template_id.clone())
+            .or_insert(v.version);
+        *latest = (*latest).max(v.version);
+        self.snapshots_named
+            .entry(snapshot_id.into())
+            .or_default()
+            .push(Some(v));
+    }
+
+    /// Whether any launch template version names the snapshot.
     pub fn names_snapshot(&self, snapshot_id: &str) -> bool {
-        self.snapshots_named.contains(snapshot_id)
+        self.snapshots_named.contains_key(snapshot_id)
+    }
+
+    /// The launch template versions naming the snapshot that count under `which` (their
+    /// usage records; `launch template` for a version not known). A version is stale as for
+    /// images, with `$Latest` the highest version seen naming an image or a snapshot.
+    pub fn snapshot_users(&self, snapshot_id: &str, which: TemplateVersions) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .snapshots_named
+            .get(snapshot_id)
+            .into_iter()
+            .flatten()
+            .filter(|v| match (v, which) {
+                (None, _) | (Some(_), TemplateVersions::All) => true,
+                (Some(v), TemplateVersions::DefaultAndLatest) => !self.snapshot_stale(v, false),
+                (Some(v), TemplateVersions::Referenced) => !self.snapshot_stale(v, true),
+            })
+            .map(|v| {
+                v.as_ref()
+                    .map_or("launch template".to_string(), |v| v.user().id)
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn snapshot_stale(&self, v: &TemplateVersion, referenced: bool) -> bool {
+        let latest = [&self.latest, &self.snapshot_latest]
+            .iter()
+            .filter_map(|m| m.get(&v.template_id))
+            .max()
+            .is_some_and(|l| *l <= v.version);
+        !latest && self.is_stale(v, referenced)
     }
 
     /// The users of an image, sorted; empty when unused.
@@ -515,6 +577,9 @@ pub struct Inventory {
     pub recycle_bin: crate::recycle_bin::BinRules,
     /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
     pub snapshot_tags: FxHashMap<String, Tags>,
+    /// Per snapshot a registered image uses, the AMIs in the Recycle Bin its mark or
+    /// description names, with the instant each leaves the bin (where the bin was asked).
+    pub snapshots_in_bin: FxHashMap<String, Vec<(String, Option<Timestamp>)>>,
     /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
     /// carried into the plan so that users see them.
     pub warnings: Vec<String>,
@@ -543,6 +608,7 @@ impl Inventory {
             usage,
             recycle_bin: Default::default(),
             snapshot_tags: FxHashMap::default(),
+            snapshots_in_bin: FxHashMap::default(),
             warnings: Vec::new(),
         })
     }

@@ -10,27 +10,23 @@
 //!   that is no longer registered: an image someone deregistered by hand. These are
 //!   reclaimed only when the policy has `cleanup.orphans`, after its minimum age.
 //!
-//! Either way a snapshot is deleted only when nothing can still need it (see
-//! [`Keep`]): a registered image or a launch template names it, AWS Backup or Data
-//! Lifecycle Manager owns it, an exclude tag marks it, or its AMI sits in the Recycle
-//! Bin (restoring the AMI needs the snapshot).
+//! Either way [`crate::storage::fate`] decides, with the facts this module gathers (the
+//! registered images and launch templates that map it, the AMIs its mark and description
+//! name that sit in the Recycle Bin): the same rule as the plan's and the worker's.
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::model::{ImageState, Inventory, Manifest, Snapshot, Tags, Timestamp};
+use crate::model::{ImageState, Inventory, Manifest, Snapshot, Timestamp};
 use crate::planner::CleanupAction;
 use crate::policy::Policy;
-use crate::time::days_before;
+use crate::recycle_bin::BinResource;
+use crate::storage::{fate, Facts, Fate, Item, Kind, Rules};
 
-/// The tag the sweep puts on a snapshot before deregistering its image; its value is
-/// the image id. Part of the documented contract: other tools may look for it.
-pub const STORAGE_MARK: &str = "ami-sweeper:storage-of";
+pub use crate::storage::STORAGE_MARK;
 
-/// Tag key AWS Backup puts on what it creates.
-const BACKUP_TAG: &str = "aws:backup:source-resource";
-/// Tag key Data Lifecycle Manager puts on the snapshots of its policies.
-const DLM_TAG: &str = "aws:dlm:lifecycle-policy-id";
+/// Why storage whose image is gone stays: the one list of [`crate::storage`].
+pub type Keep = crate::storage::StorageReason;
 
 /// The AMI a snapshot's description says it was made for: `Created by
 /// CreateImage(i-…) for ami-…` or `Copied for DestinationAmi ami-… from SourceAmi …`.
@@ -61,33 +57,6 @@ pub enum Origin {
     Foreign,
 }
 
-/// Why a snapshot whose image is gone stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Keep {
-    /// AWS Backup owns it.
-    BackupManaged,
-    /// A Data Lifecycle Manager policy owns it.
-    DlmManaged,
-    /// It carries one of the policy's `exclude_tags`: kept on purpose.
-    ExcludedByTag,
-    /// A registered image's block device mappings still reference it.
-    UsedByImage,
-    /// A launch template version's block device mappings name it.
-    NamedByLaunchTemplate,
-    /// Its AMI is in the Recycle Bin: restoring the AMI needs it.
-    ImageInRecycleBin,
-    /// Its `ami-sweeper:delete-after` instant is still ahead (or unreadable): its AMI may
-    /// still be restored from the Recycle Bin.
-    DeferredForRecycleBin,
-    /// Foreign, and the policy has no `cleanup.orphans`.
-    OrphansOff,
-    /// Foreign, and younger than `cleanup.orphans.min_age_days`.
-    TooYoung,
-    /// The policy's `cleanup.snapshots` is off.
-    CleanupDisabled,
-}
-
 /// The fate of one snapshot whose image is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrphanDecision {
@@ -105,6 +74,12 @@ pub struct OrphanDecision {
     /// Why it stays.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Keep>,
+    /// Deferred: the first instant it may go.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::planner::ser_opt_instant"
+    )]
+    pub until: Option<Timestamp>,
 }
 
 /// The fate of one bundle manifest no registered image uses.
@@ -144,10 +119,17 @@ impl Reconciliation {
             .filter(|d| d.action == CleanupAction::Delete)
     }
 
-    /// The images whose Recycle Bin membership decides something: those of snapshots
-    /// that would otherwise be deleted. Empty means the bin need not be asked.
-    pub fn images_to_check_in_bin(&self) -> FxHashSet<String> {
-        self.to_delete().map(|d| d.image_id.clone()).collect()
+    /// The images whose Recycle Bin membership decides something: those the mark or the
+    /// description of a snapshot that would otherwise be deleted names. Empty means the
+    /// bin need not be asked.
+    pub fn images_to_check_in_bin(&self, snapshots: &[Snapshot]) -> FxHashSet<String> {
+        let going: FxHashSet<&str> = self.to_delete().map(|d| d.snapshot_id.as_str()).collect();
+        snapshots
+            .iter()
+            .filter(|s| going.contains(s.id.as_str()))
+            .flat_map(named_images)
+            .map(str::to_string)
+            .collect()
     }
 
     /// Bundles to delete.
@@ -185,16 +167,16 @@ pub fn unreferenced_manifests<'a>(
         .collect()
 }
 
-/// Decides every unreferenced manifest (with its tags read): a marked one is ami-sweeper's
-/// lost cleanup; any other is a foreign orphan, reclaimed only with `cleanup.orphans` and
-/// past its minimum age (by `LastModified`: an upload not yet registered is young).
+/// Decides every unreferenced manifest (with its tags read) by [`crate::storage::fate`]:
+/// a marked one is ami-sweeper's lost cleanup; any other is a foreign orphan, reclaimed
+/// only with `cleanup.orphans` and past its minimum age (by `LastModified`: an upload not
+/// yet registered is young).
 pub fn reconcile_bundles(
     policy: &Policy,
     unreferenced: &[Manifest],
     now: Timestamp,
 ) -> Vec<BundleOrphan> {
-    let orphans = policy.cleanup.orphans.as_ref();
-    let old_enough = orphans.and_then(|o| days_before(now, o.min_age_days));
+    let rules = Rules::of(policy, None);
     let mut out: Vec<BundleOrphan> = unreferenced
         .iter()
         .map(|m| {
@@ -204,17 +186,16 @@ pub fn reconcile_bundles(
             } else {
                 Origin::Foreign
             };
-            let reason = if excluded(policy, &m.tags) {
-                Some(Keep::ExcludedByTag)
-            } else {
-                storage_fate(
-                    policy.cleanup.bundles,
-                    origin,
-                    orphans.is_some(),
-                    m.last_modified,
-                    old_enough,
-                )
+            let item = Item {
+                kind: Kind::Bundle,
+                image_id: image_id.as_deref().unwrap_or(""),
+                mapped: false,
+                tags: &m.tags,
+                description: "",
+                born: m.last_modified,
+                bucket: Some(&m.bucket),
             };
+            let reason = fate(&item, &Facts::default(), &rules, now).reason();
             BundleOrphan {
                 bucket: m.bucket.clone(),
                 manifest_key: m.key.clone(),
@@ -229,37 +210,6 @@ pub fn reconcile_bundles(
     out
 }
 
-fn excluded(policy: &Policy, tags: &Tags) -> bool {
-    policy
-        .selection
-        .exclude_tags
-        .iter()
-        .any(|(k, g)| tags.get(k).is_some_and(|v| g.matches(v)))
-}
-
-/// The rules storage of a gone image shares, snapshot or bundle, once the kind's own
-/// protections have passed: its kind of cleanup must be on; storage ami-sweeper did not
-/// mark (foreign) also needs the orphan policy and to be older than its minimum age.
-fn storage_fate(
-    cleanup_on: bool,
-    origin: Origin,
-    orphans_on: bool,
-    born: Option<Timestamp>,
-    old_enough: Option<Timestamp>,
-) -> Option<Keep> {
-    if !cleanup_on {
-        Some(Keep::CleanupDisabled)
-    } else if origin == Origin::Foreign && !orphans_on {
-        Some(Keep::OrphansOff)
-    } else if origin == Origin::Foreign
-        && !matches!((born, old_enough), (Some(t), Some(limit)) if t <= limit)
-    {
-        Some(Keep::TooYoung)
-    } else {
-        None
-    }
-}
-
 /// Delete unless there is a reason to keep.
 fn action_of(reason: Option<Keep>) -> CleanupAction {
     if reason.is_some() {
@@ -269,28 +219,76 @@ fn action_of(reason: Option<Keep>) -> CleanupAction {
     }
 }
 
-/// Decides every snapshot whose image is gone. `in_bin` holds the AMI ids the Recycle
-/// Bin retains (ask it for [`Reconciliation::images_to_check_in_bin`] after a first call
-/// with an empty set, then call again).
+/// The AMIs a snapshot's mark and description name: those that may need it from the
+/// Recycle Bin (`ListImagesInRecycleBin` reports no block device mappings).
+pub fn named_images(s: &Snapshot) -> impl Iterator<Item = &str> {
+    let mark = s.tags.get(STORAGE_MARK);
+    let described = image_named_by(&s.description).filter(|d| Some(*d) != mark);
+    mark.into_iter().chain(described)
+}
+
+/// For each listed snapshot a registered image uses, the AMIs its mark and description
+/// name that are not registered: the ones the Recycle Bin may hold (a plan asks the bin
+/// about them before it lets the snapshot go with its last registered user).
+pub fn named_gone_images<'a>(
+    inventory: &Inventory,
+    snapshots: &'a [Snapshot],
+) -> Vec<(&'a str, Vec<&'a str>)> {
+    let users = snapshot_users(inventory);
+    let registered: FxHashSet<&str> = inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .map(|i| i.id.as_str())
+        .collect();
+    snapshots
+        .iter()
+        .filter(|s| users.contains_key(s.id.as_str()))
+        .map(|s| {
+            let gone: Vec<&str> = named_images(s)
+                .filter(|i| !registered.contains(i))
+                .collect();
+            (s.id.as_str(), gone)
+        })
+        .filter(|(_, gone)| !gone.is_empty())
+        .collect()
+}
+
+/// Which registered images (any state but deregistered) reference each snapshot.
+pub fn snapshot_users(inventory: &Inventory) -> FxHashMap<&str, Vec<String>> {
+    let mut users: FxHashMap<&str, Vec<String>> = FxHashMap::default();
+    for i in inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+    {
+        for s in &i.snapshots {
+            users.entry(s.id.as_str()).or_default().push(i.id.clone());
+        }
+    }
+    users
+}
+
+/// Decides every snapshot whose image is gone by [`crate::storage::fate`]. `in_bin` holds
+/// the AMIs the Recycle Bin holds, with the instant each leaves it (ask it about
+/// [`Reconciliation::images_to_check_in_bin`] after a first call with an empty map, then
+/// call again).
 pub fn reconcile(
     policy: &Policy,
     inventory: &Inventory,
     snapshots: &[Snapshot],
-    in_bin: &FxHashSet<String>,
+    in_bin: &FxHashMap<String, Option<Timestamp>>,
     now: Timestamp,
 ) -> Reconciliation {
-    let live = || {
-        inventory
-            .images()
-            .iter()
-            .filter(|i| i.state != ImageState::Deregistered)
-    };
-    let registered: FxHashSet<&str> = live().map(|i| i.id.as_str()).collect();
-    let users: FxHashSet<&str> = live()
-        .flat_map(|i| i.snapshots.iter().map(|s| s.id.as_str()))
+    let registered: FxHashSet<&str> = inventory
+        .images()
+        .iter()
+        .filter(|i| i.state != ImageState::Deregistered)
+        .map(|i| i.id.as_str())
         .collect();
-    let orphans = policy.cleanup.orphans.as_ref();
-    let old_enough = orphans.and_then(|o| days_before(now, o.min_age_days));
+    let users = snapshot_users(inventory);
+    let rules = Rules::of(policy, None);
+    let which = policy.usage.launch_template_versions;
     let mut decisions = Vec::new();
     for s in snapshots {
         let (image_id, origin) = match s.tags.get(STORAGE_MARK) {
@@ -303,36 +301,38 @@ pub fn reconcile(
         if registered.contains(image_id) {
             continue;
         }
-        let reason = if s.tags.contains_key(BACKUP_TAG) {
-            Some(Keep::BackupManaged)
-        } else if s.tags.contains_key(DLM_TAG) {
-            Some(Keep::DlmManaged)
-        } else if excluded(policy, &s.tags) {
-            Some(Keep::ExcludedByTag)
-        } else if users.contains(s.id.as_str()) {
-            Some(Keep::UsedByImage)
-        } else if inventory.usage.names_snapshot(&s.id) {
-            Some(Keep::NamedByLaunchTemplate)
-        } else if in_bin.contains(image_id) {
-            Some(Keep::ImageInRecycleBin)
-        } else if crate::recycle_bin::still_deferred(&s.tags, now).is_some() {
-            Some(Keep::DeferredForRecycleBin)
-        } else {
-            storage_fate(
-                policy.cleanup.snapshots,
-                origin,
-                orphans.is_some(),
-                s.start_time,
-                old_enough,
-            )
+        let facts = Facts {
+            registered: users.get(s.id.as_str()).cloned().unwrap_or_default(),
+            templates: inventory.usage.snapshot_users(&s.id, which),
+            in_bin: named_images(s)
+                .filter_map(|i| in_bin.get(i).map(|exit| (i.to_string(), *exit)))
+                .collect(),
+            restorable_if_deleted: inventory
+                .recycle_bin
+                .retention(BinResource::Snapshot, Some(&s.tags))
+                .map(|d| crate::time::days_after(now, u64::from(d))),
         };
+        let item = Item {
+            kind: Kind::Snapshot,
+            image_id,
+            mapped: false,
+            tags: &s.tags,
+            description: &s.description,
+            born: s.start_time,
+            bucket: None,
+        };
+        let decided = fate(&item, &facts, &rules, now);
         decisions.push(OrphanDecision {
             snapshot_id: s.id.clone(),
             image_id: image_id.to_string(),
             origin,
             size_gib: s.size_gib,
-            action: action_of(reason),
-            reason,
+            action: action_of(decided.reason()),
+            reason: decided.reason(),
+            until: match decided {
+                Fate::DeferUntil(t, _) => Some(t),
+                _ => None,
+            },
         });
     }
     decisions.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
@@ -346,6 +346,7 @@ pub fn reconcile(
 mod tests {
     use super::*;
     use crate::model::{Image, SnapshotRef, Usage};
+    use crate::storage::{BACKUP_TAG, DLM_TAG};
     use crate::time::parse_instant;
 
     fn at(s: &str) -> Timestamp {
@@ -416,7 +417,8 @@ mod tests {
             snap("snap-foreign", &created("ami-gone7"), &[]),
             snap("snap-manual", "my backup", &[]),
         ];
-        let in_bin: FxHashSet<String> = ["ami-inbin".to_string()].into_iter().collect();
+        let in_bin: FxHashMap<String, Option<Timestamp>> =
+            [("ami-inbin".to_string(), None)].into_iter().collect();
         let now = at("2026-11-26T00:00:00Z");
         let fate = |r: &Reconciliation| -> Vec<(String, Option<Keep>)> {
             r.decisions
@@ -427,13 +429,14 @@ mod tests {
         let off = reconcile(&policy(""), &inventory, &snapshots, &in_bin, now);
         let expected_off = vec![
             ("snap-backup".to_string(), Some(Keep::BackupManaged)),
-            ("snap-bin".into(), Some(Keep::ImageInRecycleBin)),
+            // Foreign with orphans off: kept by the policy before the bin is looked at.
+            ("snap-bin".into(), Some(Keep::OrphansOff)),
             ("snap-dlm".into(), Some(Keep::DlmManaged)),
             ("snap-foreign".into(), Some(Keep::OrphansOff)),
             ("snap-kept".into(), Some(Keep::ExcludedByTag)),
             ("snap-lt".into(), Some(Keep::NamedByLaunchTemplate)),
             ("snap-mine".into(), None),
-            ("snap-shared".into(), Some(Keep::UsedByImage)),
+            ("snap-shared".into(), Some(Keep::UsedByOtherImage)),
         ];
         assert_eq!(fate(&off), expected_off);
         assert_eq!(off.count(Origin::Marked), (1, 8));
@@ -447,6 +450,8 @@ mod tests {
             now,
         );
         let deleted: Vec<&str> = on.to_delete().map(|d| d.snapshot_id.as_str()).collect();
+        let bin = on.decisions.iter().find(|d| d.snapshot_id == "snap-bin");
+        assert_eq!(bin.unwrap().reason, Some(Keep::ImageInRecycleBin));
         assert_eq!(deleted, ["snap-foreign", "snap-mine"]);
         assert_eq!(on.count(Origin::Foreign), (1, 8));
 
@@ -559,11 +564,11 @@ mod tests {
             &policy(""),
             &inventory,
             &snapshots,
-            &FxHashSet::default(),
+            &FxHashMap::default(),
             now,
         );
         assert_eq!(r.to_delete().count(), 1);
-        let check = r.images_to_check_in_bin();
+        let check = r.images_to_check_in_bin(&snapshots);
         assert_eq!(check.len(), 1);
         assert!(check.contains("ami-1"));
     }

@@ -13,6 +13,7 @@ use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef
 use crate::policy::{Policy, RecycleBinMode, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, Stage};
+use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -88,35 +89,9 @@ impl Reason {
     }
 }
 
-/// Why a snapshot or bundle of a deregistered image stays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetainReason {
-    /// Images that stay registered still reference it.
-    UsedByOtherImage,
-    /// The policy's `cleanup` switch is off.
-    CleanupDisabled,
-    /// `ImageLocation` is not of the form `bucket/key.manifest.xml`.
-    UnrecognisedLocation,
-    /// The bundle's bucket is not among the deployment's bundle buckets.
-    BucketNotConfigured,
-    /// Its image enters the Recycle Bin: deleted only after `delete_after`, when the
-    /// image can no longer be restored (a restore needs it).
-    RecycleBin,
-}
-
-impl RetainReason {
-    /// The reason's name as it appears in reports.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::UsedByOtherImage => "used_by_other_image",
-            Self::CleanupDisabled => "cleanup_disabled",
-            Self::UnrecognisedLocation => "unrecognised_location",
-            Self::BucketNotConfigured => "bucket_not_configured",
-            Self::RecycleBin => "recycle_bin",
-        }
-    }
-}
+/// Why a snapshot or bundle of a deregistered image stays: the one list of
+/// [`crate::storage`], shared with the reconciliation and the worker.
+pub use crate::storage::StorageReason as RetainReason;
 
 /// The fate of one snapshot of a deregistered image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,8 +110,10 @@ pub struct SnapshotPlan {
     /// (deleted only after all of them are gone).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
-    /// Retained for the Recycle Bin: the first instant a sweep may delete it (written on
-    /// the snapshot as `ami-sweeper:delete-after` before the image is deregistered).
+    /// The image enters the Recycle Bin (or the snapshot waits for one that is there): the
+    /// first instant a sweep may delete it, written on the snapshot as
+    /// `ami-sweeper:delete-after` before the image is deregistered (also when another image
+    /// keeps it: a restore of this one would need it). Never earlier than the tag it had.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_instant"
@@ -144,10 +121,24 @@ pub struct SnapshotPlan {
     pub delete_after: Option<Timestamp>,
 }
 
-fn ser_opt_instant<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes an optional instant as RFC 3339 (or null).
+pub fn ser_opt_instant<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => crate::time::ser_instant(t, s),
         None => s.serialize_none(),
+    }
+}
+
+impl SnapshotPlan {
+    /// Retained to wait for the Recycle Bin (not merely tagged while something else keeps it).
+    pub fn is_deferred(&self) -> bool {
+        matches!(
+            self.reason,
+            Some(RetainReason::ImageInRecycleBin | RetainReason::DeferredForRecycleBin)
+        )
     }
 }
 
@@ -549,43 +540,17 @@ fn bin_retention(inventory: &Inventory, img: &Image) -> Option<u32> {
         .flatten()
 }
 
-/// For a condemned image: until when it is restorable (when a rule retains it), and each
-/// of its deletable snapshots either deleted now or retained with `delete_after`. A
-/// snapshot waits for the longest retention among all the condemned images that use it
-/// (a restore of any of them needs it), unless a snapshot rule keeps it at least as long.
+/// For a condemned image a Recycle Bin rule retains: until when it is restorable, and
+/// whether its snapshots wait for it (each snapshot's own fate says until when).
 fn bin_fate(
-    policy: &Policy,
-    inventory: &Inventory,
     img: &Image,
-    now: Timestamp,
-    snapshots: &mut [SnapshotPlan],
-    retention: &dyn Fn(&str) -> Option<u32>,
+    snapshots: &[SnapshotPlan],
+    exits: &HashMap<&str, Timestamp>,
 ) -> Option<BinFate> {
-    if policy.recycle_bin == RecycleBinMode::Ignore {
-        return None;
-    }
-    let mut deferred = false;
-    for s in snapshots
-        .iter_mut()
-        .filter(|s| s.action == CleanupAction::Delete)
-    {
-        let users =
-            std::iter::once(img.id.as_str()).chain(s.shared_with.iter().map(String::as_str));
-        let Some(days) = users.filter_map(retention).max() else {
-            continue;
-        };
-        let tags = inventory.snapshot_tags.get(&s.snapshot_id);
-        let kept = inventory.recycle_bin.retention(BinResource::Snapshot, tags);
-        if kept.is_none_or(|k| k < days) {
-            s.action = CleanupAction::Retain;
-            s.reason = Some(RetainReason::RecycleBin);
-            s.delete_after = Some(crate::time::days_after(now, u64::from(days)));
-            deferred = true;
-        }
-    }
-    let days = retention(&img.id)?;
+    let restorable_until = *exits.get(img.id.as_str())?;
+    let deferred = snapshots.iter().any(|s| s.is_deferred());
     Some(BinFate {
-        restorable_until: crate::time::days_after(now, u64::from(days)),
+        restorable_until,
         snapshots: if deferred {
             SnapshotWait::Deferred
         } else {
@@ -656,14 +621,23 @@ fn decide(
     let images = inventory.images();
     let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
     let storage = StorageIndex::new(images);
-    // Each condemned image's Recycle Bin retention, by id (for snapshots they share).
-    let retentions: HashMap<&str, u32> = images
+    // Until when each condemned image entering the Recycle Bin stays restorable, by id.
+    let exits: HashMap<&str, Timestamp> = images
         .iter()
         .zip(&condemned)
-        .filter(|(_, c)| **c)
-        .filter_map(|(i, _)| bin_retention(inventory, i).map(|d| (i.id.as_str(), d)))
+        .filter(|(_, c)| **c && policy.recycle_bin != RecycleBinMode::Ignore)
+        .filter_map(|(i, _)| {
+            bin_retention(inventory, i)
+                .map(|d| (i.id.as_str(), crate::time::days_after(now, u64::from(d))))
+        })
         .collect();
-    let retention = |id: &str| retentions.get(id).copied();
+    let ctx = StorageContext {
+        policy,
+        inventory,
+        condemned: &condemned,
+        exits: &exits,
+        now,
+    };
     let mut group_names: Vec<String> = groups.iter().map(|g| display_group(policy, g)).collect();
     display_order(images, &group_names)
         .into_iter()
@@ -678,13 +652,13 @@ fn decide(
             };
             let (usage, which) = (&inventory.usage, policy.usage.launch_template_versions);
             let users = usage.users(&img.id);
-            let mut snapshots = if deregister {
-                storage.snapshot_plans(policy, images, img, &condemned)
+            let snapshots = if deregister {
+                storage.snapshot_plans(&ctx, img)
             } else {
                 Vec::new()
             };
             let recycle_bin = deregister
-                .then(|| bin_fate(policy, inventory, img, now, &mut snapshots, &retention))
+                .then(|| bin_fate(img, &snapshots, &exits))
                 .flatten();
             Decision {
                 image_id: img.id.clone(),
@@ -706,7 +680,7 @@ fn decide(
                     .collect(),
                 snapshots,
                 bundle: if deregister {
-                    storage.bundle_plan(policy, images, img, &condemned)
+                    storage.bundle_plan(&ctx, img)
                 } else {
                     None
                 },
@@ -780,6 +754,7 @@ fn display_order(images: &[Image], group_names: &[String]) -> Vec<usize> {
 
 /// Which images (by index) reference each snapshot and each bundle manifest.
 struct StorageIndex<'a> {
+    images: &'a [Image],
     snapshot_users: HashMap<&'a str, Vec<usize>>,
     location_users: HashMap<&'a str, Vec<usize>>,
 }
@@ -799,30 +774,31 @@ impl<'a> StorageIndex<'a> {
             }
         }
         Self {
+            images,
             snapshot_users,
             location_users,
         }
     }
 
-    /// Splits the other users of a piece of storage into those that stay and those
-    /// that go in this plan, as sorted image ids.
+    /// Splits the other users of a piece of storage into those that stay (in any state: a
+    /// listed image is never assumed gone) and those that go in this plan, as sorted ids.
     fn others(
+        &self,
         users: Option<&Vec<usize>>,
-        images: &[Image],
-        me: &str,
+        me: &Image,
         condemned: &[bool],
     ) -> (Vec<String>, Vec<String>) {
         let mut staying = Vec::new();
         let mut going = Vec::new();
         for &u in users.into_iter().flatten() {
-            let id = &images[u].id;
-            if id == me {
+            let other = &self.images[u];
+            if other.id == me.id {
                 continue;
             }
             if condemned[u] {
-                going.push(id.clone());
+                going.push(other.id.clone());
             } else {
-                staying.push(id.clone());
+                staying.push(other.id.clone());
             }
         }
         for v in [&mut staying, &mut going] {
@@ -832,97 +808,131 @@ impl<'a> StorageIndex<'a> {
         (staying, going)
     }
 
-    fn snapshot_plans(
-        &self,
-        policy: &Policy,
-        images: &[Image],
-        img: &Image,
-        condemned: &[bool],
-    ) -> Vec<SnapshotPlan> {
+    /// Each snapshot of a condemned image, decided by [`storage::fate`]: images that stay
+    /// and launch templates keep it, the condemned ones that share it go with it (its job
+    /// waits for all of them), and those entering the Recycle Bin defer it.
+    fn snapshot_plans(&self, ctx: &StorageContext<'_>, img: &Image) -> Vec<SnapshotPlan> {
+        let (policy, inventory) = (ctx.policy, ctx.inventory);
+        let rules = Rules::of(policy, None);
+        let no_tags = crate::model::Tags::new();
         img.snapshots
             .iter()
             .map(|s| {
-                let (staying, going) = Self::others(
-                    self.snapshot_users.get(s.id.as_str()),
-                    images,
-                    &img.id,
-                    condemned,
-                );
-                let (action, reason, shared_with) = if !staying.is_empty() {
-                    (
-                        CleanupAction::Retain,
-                        Some(RetainReason::UsedByOtherImage),
-                        staying,
-                    )
-                } else if !policy.cleanup.snapshots {
-                    (
-                        CleanupAction::Retain,
-                        Some(RetainReason::CleanupDisabled),
-                        going,
-                    )
-                } else {
-                    (CleanupAction::Delete, None, going)
+                let (staying, going) =
+                    self.others(self.snapshot_users.get(s.id.as_str()), img, ctx.condemned);
+                let tags = inventory.snapshot_tags.get(&s.id);
+                let entering: Vec<(String, Option<Timestamp>)> = std::iter::once(&img.id)
+                    .chain(&going)
+                    .filter_map(|i| ctx.exits.get(i.as_str()).map(|t| (i.clone(), Some(*t))))
+                    .collect();
+                let bin_until = entering.iter().filter_map(|(_, t)| *t).max();
+                // AMIs already in the bin that its mark or description names.
+                let mut in_bin = entering;
+                if let Some(there) = inventory.snapshots_in_bin.get(&s.id) {
+                    in_bin.extend(there.iter().cloned());
+                }
+                let facts = Facts {
+                    registered: staying.clone(),
+                    templates: inventory
+                        .usage
+                        .snapshot_users(&s.id, policy.usage.launch_template_versions),
+                    in_bin,
+                    restorable_if_deleted: inventory
+                        .recycle_bin
+                        .retention(BinResource::Snapshot, tags)
+                        .map(|d| crate::time::days_after(ctx.now, u64::from(d))),
                 };
+                let item = Item {
+                    kind: Kind::Snapshot,
+                    image_id: &img.id,
+                    mapped: true,
+                    tags: tags.unwrap_or(&no_tags),
+                    description: "",
+                    born: None,
+                    bucket: None,
+                };
+                let fate = storage::fate(&item, &facts, &rules, ctx.now);
+                // Kept by another image or the policy while this image enters the bin: the
+                // tag still records when a restore of this image no longer needs it.
+                let delete_after = match fate {
+                    Fate::Delete => None,
+                    Fate::DeferUntil(t, _) => Some(t),
+                    Fate::Retain(r) if r.hands_off() => None,
+                    Fate::Retain(_) => bin_until.map(|t| storage::later_delete_after(tags, t)),
+                };
+                let retained_by_others = fate.reason() == Some(RetainReason::UsedByOtherImage);
                 SnapshotPlan {
                     snapshot_id: s.id.clone(),
                     size_gib: s.size_gib,
-                    action,
-                    reason,
-                    shared_with,
-                    delete_after: None,
+                    action: action_of(&fate),
+                    reason: fate.reason(),
+                    shared_with: if retained_by_others { staying } else { going },
+                    delete_after,
                 }
             })
             .collect()
     }
 
-    fn bundle_plan(
-        &self,
-        policy: &Policy,
-        images: &[Image],
-        img: &Image,
-        condemned: &[bool],
-    ) -> Option<BundlePlan> {
+    /// The bundle of a condemned instance-store image, decided by [`storage::fate`].
+    fn bundle_plan(&self, ctx: &StorageContext<'_>, img: &Image) -> Option<BundlePlan> {
         if img.root_device != RootDevice::InstanceStore {
             return None;
         }
         let location = img.image_location.clone()?;
-        let (staying, going) = Self::others(
+        let (staying, going) = self.others(
             self.location_users.get(location.as_str()),
-            images,
-            &img.id,
-            condemned,
+            img,
+            ctx.condemned,
         );
         let parsed = parse_bundle_location(&location);
-        let (action, reason, shared_with) = if parsed.is_none() {
-            (
-                CleanupAction::Retain,
-                Some(RetainReason::UnrecognisedLocation),
-                Vec::new(),
-            )
-        } else if !staying.is_empty() {
-            (
-                CleanupAction::Retain,
-                Some(RetainReason::UsedByOtherImage),
-                staying,
-            )
-        } else if !policy.cleanup.bundles {
-            (
-                CleanupAction::Retain,
-                Some(RetainReason::CleanupDisabled),
-                going,
-            )
-        } else {
-            (CleanupAction::Delete, None, going)
+        let no_tags = crate::model::Tags::new();
+        let item = Item {
+            kind: Kind::Bundle,
+            image_id: &img.id,
+            mapped: true,
+            tags: &no_tags,
+            description: "",
+            born: None,
+            bucket: parsed.as_ref().map(|(b, _)| b.as_str()),
+        };
+        let facts = Facts {
+            registered: staying.clone(),
+            ..Facts::default()
+        };
+        let fate = storage::fate(&item, &facts, &Rules::of(ctx.policy, None), ctx.now);
+        let shared_with = match fate.reason() {
+            Some(RetainReason::UsedByOtherImage) => staying,
+            Some(RetainReason::UnrecognisedLocation) => Vec::new(),
+            _ => going,
         };
         let (bucket, manifest_key) = parsed.unzip();
         Some(BundlePlan {
             location,
             bucket,
             manifest_key,
-            action,
-            reason,
+            action: action_of(&fate),
+            reason: fate.reason(),
             shared_with,
         })
+    }
+}
+
+/// What the storage decisions of one plan share.
+struct StorageContext<'a> {
+    policy: &'a Policy,
+    inventory: &'a Inventory,
+    /// Whether each image (by index) is condemned.
+    condemned: &'a [bool],
+    /// Condemned images entering the Recycle Bin: until when they are restorable.
+    exits: &'a HashMap<&'a str, Timestamp>,
+    now: Timestamp,
+}
+
+/// Delete, or retain (kept or deferred).
+fn action_of(fate: &Fate) -> CleanupAction {
+    match fate {
+        Fate::Delete => CleanupAction::Delete,
+        Fate::Retain(_) | Fate::DeferUntil(..) => CleanupAction::Retain,
     }
 }
 
@@ -962,7 +972,7 @@ fn summarize(decisions: &[Decision]) -> Summary {
                 }
                 CleanupAction::Retain => {
                     retained.insert(&snap.snapshot_id);
-                    if snap.delete_after.is_some() {
+                    if snap.is_deferred() {
                         deferred.insert(&snap.snapshot_id);
                     }
                 }

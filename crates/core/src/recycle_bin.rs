@@ -12,22 +12,6 @@ use crate::model::{Tags, Timestamp};
 /// contract: every sweep deletes marked snapshots whose instant has passed, and none before.
 pub const DELETE_AFTER: &str = "ami-sweeper:delete-after";
 
-/// Why a snapshot's deletion must still wait, if it must: its [`DELETE_AFTER`] tag names
-/// an instant still ahead, or one that cannot be read (then it waits: fail closed).
-pub fn still_deferred(tags: &Tags, now: Timestamp) -> Option<String> {
-    let value = tags.get(DELETE_AFTER)?;
-    match crate::time::parse_instant(value) {
-        Some(t) if t <= now => None,
-        Some(_) => Some(format!(
-            "its deletion is deferred until {value} (its image can be restored from the \
-             Recycle Bin until then)"
-        )),
-        None => Some(format!(
-            "its {DELETE_AFTER} tag {value:?} is not an instant; it is kept"
-        )),
-    }
-}
-
 /// What a retention rule retains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,17 +195,5 @@ mod tests {
         assert_eq!(rules.retention(Image, None), None);
         assert_eq!(rules.retention(Snapshot, None), Some(14));
         assert_eq!(BinRules::default().retention(Image, Some(&tags(&[]))), None);
-    }
-
-    #[test]
-    fn a_deferred_snapshot_waits_until_its_instant_and_an_unreadable_one_waits_for_ever() {
-        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
-        assert_eq!(still_deferred(&tags(&[]), now), None);
-        assert_eq!(
-            still_deferred(&tags(&[(DELETE_AFTER, "2026-11-26T00:00:00Z")]), now),
-            None
-        );
-        assert!(still_deferred(&tags(&[(DELETE_AFTER, "2026-11-26T00:00:01Z")]), now).is_some());
-        assert!(still_deferred(&tags(&[(DELETE_AFTER, "next week")]), now).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! What the cleanup worker checks before it deletes anything a queue message asks for.
-//! Pure: the facts come from one batched `DescribeSnapshots` and one `DescribeImages` per
-//! message batch; this module only decides.
+//! Pure: the facts come from batched calls per message batch (`app/worker.rs`); this
+//! module checks the job's account and region and asks [`crate::storage::fate`], the rule
+//! the plan and the reconciliation use too.
 //!
 //! A queue message is not trusted: anyone who can send to the queue (or a bug) could name
 //! any snapshot or bundle. So a job runs only when AWS's own records say it is what the
@@ -12,9 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::mandate::Mandate;
-use crate::model::Snapshot;
-use crate::orphans::{image_named_by, STORAGE_MARK};
-use crate::policy::Glob;
+use crate::model::{Manifest, Snapshot, Timestamp};
+use crate::policy::{Cleanup, Glob};
+use crate::recycle_bin::DELETE_AFTER;
+use crate::storage::{fate, Facts, Fate, Item, Kind, Rules, StorageReason, STORAGE_MARK};
 
 /// The deployment's limits on what a worker may delete, set at deploy time.
 #[derive(Debug, Clone)]
@@ -32,6 +34,11 @@ pub struct WorkerRules {
     pub exclude_tags: BTreeMap<String, Glob>,
     /// The role the worker assumes in a job's member account.
     pub member_role: String,
+    /// The policy's `cleanup` switches (snapshots, bundles, orphans and their minimum age).
+    pub cleanup: Cleanup,
+    /// The policy's `usage.launch_template_versions`: which versions' mappings keep a
+    /// snapshot.
+    pub templates: crate::policy::TemplateVersions,
 }
 
 /// The worker's decision about one job.
@@ -63,6 +70,8 @@ impl WorkerRules {
                 .filter(|b| !b.is_empty())
                 .collect(),
             exclude_tags: policy.selection.exclude_tags.clone(),
+            cleanup: policy.cleanup.clone(),
+            templates: policy.usage.launch_template_versions,
             member_role: policy.member_role_name.clone(),
         }
     }
@@ -89,80 +98,126 @@ impl WorkerRules {
         )
     }
 
+    /// The storage rules the worker applies: the policy's `cleanup` switches and exclude
+    /// tags, and the deployment's bundle buckets.
+    pub fn storage_rules(&self) -> Rules<'_> {
+        Rules {
+            cleanup: &self.cleanup,
+            exclude_tags: &self.exclude_tags,
+            bundle_buckets: Some(&self.bundle_buckets),
+        }
+    }
+
     /// A snapshot job: `found` is the snapshot as `DescribeSnapshots --owner-ids self`
-    /// reports it (`None`: not the account's, or gone); `image_registered` whether the
-    /// job's image is still registered in any state.
+    /// reports it (`None`: not the account's, or gone); `facts` who still needs it (the
+    /// job's image among the registered ones if it still is). It runs only if
+    /// [`crate::storage::fate`] clears it.
     pub fn snapshot_job(
         &self,
         snapshot_id: &str,
         image_id: &str,
         found: Option<&Snapshot>,
-        image_registered: bool,
-        now: crate::model::Timestamp,
+        facts: &Facts,
+        now: Timestamp,
     ) -> Verdict {
         let Some(s) = found else {
             return Verdict::Gone;
         };
-        let reject =
-            |why: String| Verdict::Reject(format!("{snapshot_id}: {why}; nothing was deleted"));
-        if s.tags.contains_key("aws:backup:source-resource")
-            || s.description.contains("AWS Backup service")
-        {
-            return reject("AWS Backup manages it".into());
-        }
-        if let Some(k) = self
-            .exclude_tags
-            .iter()
-            .find(|(k, g)| s.tags.get(k).is_some_and(|v| g.matches(v)))
-            .map(|(k, _)| k)
-        {
-            return reject(format!("it carries the policy's exclude tag {k:?}"));
-        }
-        let marked = s.tags.get(STORAGE_MARK) == Some(image_id);
-        let described = image_named_by(&s.description) == Some(image_id);
-        if !marked && !described {
-            return reject(format!(
-                "nothing ties it to {image_id} (no {STORAGE_MARK} tag naming it, and its \
-                 description {:?} names {})",
-                s.description,
-                image_named_by(&s.description).unwrap_or("no image")
-            ));
-        }
-        if image_registered {
-            return reject(format!("its image {image_id} is still registered"));
-        }
-        if let Some(why) = crate::recycle_bin::still_deferred(&s.tags, now) {
-            return reject(why);
-        }
-        Verdict::Proceed
+        let item = Item {
+            kind: Kind::Snapshot,
+            image_id,
+            mapped: false,
+            tags: &s.tags,
+            description: &s.description,
+            born: s.start_time,
+            bucket: None,
+        };
+        verdict(
+            snapshot_id,
+            image_id,
+            fate(&item, facts, &self.storage_rules(), now),
+        )
     }
 
-    /// A bundle job: the bucket must be allowed, and no registered image may have the
-    /// manifest as its `ImageLocation` (`registered_locations`).
+    /// A bundle job: `manifest` is the manifest object (its tags, and `LastModified` where
+    /// read), `facts` the registered images launching from it and the job's image if it is
+    /// registered or in the Recycle Bin. The bucket must be one of the deployment's.
     pub fn bundle_job(
         &self,
         bucket: &str,
         manifest_key: &str,
-        registered_locations: &BTreeSet<String>,
+        image_id: &str,
+        manifest: &Manifest,
+        facts: &Facts,
+        now: Timestamp,
     ) -> Verdict {
         let target = format!("s3://{bucket}/{manifest_key}");
         if self.bundle_buckets.is_empty() {
             return Verdict::Reject(format!(
-                "{target}: bundle cleanup is off in this deployment; nothing was deleted"
+                "{target}: {}: bundle cleanup is off in this deployment; nothing was deleted",
+                StorageReason::BucketNotConfigured
             ));
         }
-        if !self.bundle_buckets.contains(bucket) {
-            return Verdict::Reject(format!(
-                "{target}: bucket {bucket:?} is not among the deployment's bundle buckets; \
-                 nothing was deleted"
-            ));
+        let item = Item {
+            kind: Kind::Bundle,
+            image_id,
+            mapped: false,
+            tags: &manifest.tags,
+            description: "",
+            born: manifest.last_modified,
+            bucket: Some(bucket),
+        };
+        verdict(
+            &target,
+            image_id,
+            fate(&item, facts, &self.storage_rules(), now),
+        )
+    }
+}
+
+/// Proceed when the storage rule clears the job; else a rejection that starts with the
+/// rule's reason name (the same name the plan and the reconciliation give).
+fn verdict(target: &str, image_id: &str, fate: Fate) -> Verdict {
+    let why = match fate {
+        Fate::Delete => return Verdict::Proceed,
+        Fate::Retain(r) => format!("{r}: {}", explain(r, image_id)),
+        Fate::DeferUntil(t, r) => format!(
+            "{r}: {}; its deletion is deferred until {}",
+            explain(r, image_id),
+            crate::time::format_instant(t)
+        ),
+    };
+    Verdict::Reject(format!("{target}: {why}; nothing was deleted"))
+}
+
+/// A sentence for each reason, as the dead-letter queue's `reason` attribute carries it.
+fn explain(r: StorageReason, image_id: &str) -> String {
+    use StorageReason as R;
+    match r {
+        R::BackupManaged => "AWS Backup manages it".into(),
+        R::DlmManaged => "a Data Lifecycle Manager policy owns it".into(),
+        R::ExcludedByTag => "it carries one of the policy's exclude tags".into(),
+        R::UnreadableTag => format!(
+            "its {STORAGE_MARK} or {DELETE_AFTER} tag is not in the form ami-sweeper writes"
+        ),
+        R::UnrecognisedLocation => "the manifest location is not understood".into(),
+        R::BucketNotConfigured => "the bucket is not among the deployment's bundle buckets".into(),
+        R::NotTiedToImage => format!(
+            "nothing ties it to {image_id} (no {STORAGE_MARK} tag naming it, and no \
+             description EC2 wrote for it)"
+        ),
+        R::ImageRegistered => format!("its image {image_id} is still registered"),
+        R::UsedByOtherImage => "another registered image still uses it".into(),
+        R::NamedByLaunchTemplate => "a launch template version maps it".into(),
+        R::CleanupDisabled => "the policy's cleanup switch for it is off".into(),
+        R::OrphansOff => "ami-sweeper did not mark it and the policy has no cleanup.orphans".into(),
+        R::TooYoung => "ami-sweeper did not mark it and it is younger than \
+                        cleanup.orphans.min_age_days"
+            .into(),
+        R::ImageInRecycleBin => {
+            "an AMI that needs it can still be restored from the Recycle Bin".into()
         }
-        if registered_locations.contains(&format!("{bucket}/{manifest_key}")) {
-            return Verdict::Reject(format!(
-                "{target}: a registered image still launches from this manifest; nothing was deleted"
-            ));
-        }
-        Verdict::Proceed
+        R::DeferredForRecycleBin => format!("its {DELETE_AFTER} instant is still ahead"),
     }
 }
 
@@ -192,54 +247,126 @@ mod tests {
         }
     }
 
+    fn reason_of(v: Verdict) -> String {
+        match v {
+            Verdict::Reject(why) => {
+                assert!(why.ends_with("nothing was deleted"), "{why}");
+                why.split(": ").nth(1).unwrap().to_string()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn a_snapshot_job_runs_only_when_everything_ties_up() {
+    fn forged_or_premature_snapshot_jobs_are_refused_with_the_storage_rules_reason() {
         let r = rules();
         let created = "Created by CreateImage(i-1) for ami-1";
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
-        let ok =
-            |s: &Snapshot, registered| r.snapshot_job("snap-1", "ami-1", Some(s), registered, now);
-        assert_eq!(ok(&snap(created, &[]), false), Verdict::Proceed);
+        let none = Facts::default();
+        let job = |s: &Snapshot, f: &Facts| r.snapshot_job("snap-1", "ami-1", Some(s), f, now);
+        let mark = (STORAGE_MARK, "ami-1");
+        assert_eq!(job(&snap("", &[mark]), &none), Verdict::Proceed);
         assert_eq!(
-            ok(&snap("", &[(STORAGE_MARK, "ami-1")]), false),
-            Verdict::Proceed
-        );
-        assert_eq!(
-            r.snapshot_job("snap-1", "ami-1", None, false, now),
+            r.snapshot_job("snap-1", "ami-1", None, &none, now),
             Verdict::Gone
         );
-        let rejected = |v: Verdict, needle: &str| match v {
-            Verdict::Reject(why) => assert!(why.contains(needle), "{why}"),
-            other => panic!("{other:?}"),
-        };
-        rejected(
-            ok(&snap("my manual backup", &[]), false),
-            "nothing ties it to ami-1",
-        );
-        rejected(
-            ok(&snap("", &[(STORAGE_MARK, "ami-2")]), false),
-            "nothing ties it",
-        );
-        rejected(ok(&snap(created, &[]), true), "still registered");
-        rejected(ok(&snap(created, &[("retain", "x")]), false), "exclude tag");
-        rejected(
-            ok(
-                &snap(created, &[("aws:backup:source-resource", "x")]),
-                false,
+        let cases: Vec<(&str, Snapshot, Facts)> = vec![
+            (
+                "not_tied_to_image",
+                snap("my manual backup", &[]),
+                none.clone(),
             ),
-            "AWS Backup",
-        );
-        // A forged or early job for a snapshot whose image may still be restored.
-        let waiting = [
-            (STORAGE_MARK, "ami-1"),
-            (DELETE_AFTER, "2026-12-03T00:00:00Z"),
+            (
+                "not_tied_to_image",
+                snap("", &[(STORAGE_MARK, "ami-2")]),
+                none.clone(),
+            ),
+            (
+                "image_registered",
+                snap("", &[mark]),
+                Facts {
+                    registered: vec!["ami-1".into()],
+                    ..Facts::default()
+                },
+            ),
+            (
+                "used_by_other_image",
+                snap("", &[mark]),
+                Facts {
+                    registered: vec!["ami-2".into()],
+                    ..Facts::default()
+                },
+            ),
+            (
+                "named_by_launch_template",
+                snap("", &[mark]),
+                Facts {
+                    templates: vec!["lt-1 v1".into()],
+                    ..Facts::default()
+                },
+            ),
+            (
+                "excluded_by_tag",
+                snap("", &[mark, ("retain", "x")]),
+                none.clone(),
+            ),
+            (
+                "backup_managed",
+                snap("", &[mark, ("aws:backup:source-resource", "x")]),
+                none.clone(),
+            ),
+            (
+                "dlm_managed",
+                snap("", &[mark, ("aws:dlm:lifecycle-policy-id", "p")]),
+                none.clone(),
+            ),
+            // A foreign snapshot while the policy has no orphans.
+            ("orphans_off", snap(created, &[]), none.clone()),
+            // A forged or early job for a snapshot whose AMI is in the Recycle Bin.
+            (
+                "image_in_recycle_bin",
+                snap("", &[mark]),
+                Facts {
+                    in_bin: vec![(
+                        "ami-1".into(),
+                        crate::time::parse_instant("2026-12-03T00:00:00Z"),
+                    )],
+                    ..Facts::default()
+                },
+            ),
+            (
+                "deferred_for_recycle_bin",
+                snap("", &[mark, (DELETE_AFTER, "2026-12-03T00:00:00Z")]),
+                none.clone(),
+            ),
         ];
-        rejected(ok(&snap("", &waiting), false), "deferred until 2026-12-03");
-        let due = [
-            (STORAGE_MARK, "ami-1"),
-            (DELETE_AFTER, "2026-11-25T00:00:00Z"),
-        ];
-        assert_eq!(ok(&snap("", &due), false), Verdict::Proceed);
+        for (want, s, f) in &cases {
+            assert_eq!(reason_of(job(s, f)), *want, "{s:?} {f:?}");
+        }
+        let due = snap("", &[mark, (DELETE_AFTER, "2026-11-25T00:00:00Z")]);
+        assert_eq!(job(&due, &none), Verdict::Proceed);
+        // cleanup.snapshots: false, and foreign orphans with the policy's opt-in and age.
+        let off = WorkerRules {
+            cleanup: Cleanup {
+                snapshots: false,
+                ..Cleanup::default()
+            },
+            ..rules()
+        };
+        let v = off.snapshot_job("snap-1", "ami-1", Some(&snap("", &[mark])), &none, now);
+        assert_eq!(reason_of(v), "cleanup_disabled");
+        let orphans = |days| WorkerRules {
+            cleanup: Cleanup {
+                orphans: Some(crate::policy::Orphans { min_age_days: days }),
+                ..Cleanup::default()
+            },
+            ..rules()
+        };
+        let mut old = snap(created, &[]);
+        old.start_time = crate::time::parse_instant("2026-10-01T00:00:00Z");
+        let job_with = |w: &WorkerRules| w.snapshot_job("snap-1", "ami-1", Some(&old), &none, now);
+        assert_eq!(job_with(&orphans(30)), Verdict::Proceed);
+        assert_eq!(reason_of(job_with(&orphans(90))), "too_young");
     }
 
     #[test]
@@ -324,28 +451,69 @@ mod tests {
     }
 
     #[test]
-    fn bundle_jobs_need_an_allowed_bucket_and_no_registered_user() {
+    fn bundle_jobs_are_tied_to_their_image_and_cleared_by_the_same_rule() {
         let r = rules();
-        let none = BTreeSet::new();
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let manifest = |tags: &[(&str, &str)], modified: &str| Manifest {
+            bucket: "bundles".into(),
+            key: "a.manifest.xml".into(),
+            last_modified: crate::time::parse_instant(modified),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let marked = manifest(&[(STORAGE_MARK, "ami-1")], "2026-11-25T00:00:00Z");
+        let none = Facts::default();
+        let job = |w: &WorkerRules, bucket: &str, m: &Manifest, f: &Facts| {
+            w.bundle_job(bucket, "a.manifest.xml", "ami-1", m, f, now)
+        };
+        assert_eq!(job(&r, "bundles", &marked, &none), Verdict::Proceed);
+        let launched = Facts {
+            registered: vec!["ami-2".into()],
+            ..Facts::default()
+        };
         assert_eq!(
-            r.bundle_job("bundles", "a.manifest.xml", &none),
-            Verdict::Proceed
+            reason_of(job(&r, "bundles", &marked, &launched)),
+            "used_by_other_image"
         );
-        let used: BTreeSet<String> = ["bundles/a.manifest.xml".to_string()].into_iter().collect();
-        assert!(matches!(
-            r.bundle_job("bundles", "a.manifest.xml", &used),
-            Verdict::Reject(_)
-        ));
-        assert!(matches!(
-            r.bundle_job("other", "a.manifest.xml", &none),
-            Verdict::Reject(_)
-        ));
+        let own = Facts {
+            registered: vec!["ami-1".into()],
+            ..Facts::default()
+        };
+        assert_eq!(
+            reason_of(job(&r, "bundles", &marked, &own)),
+            "image_registered"
+        );
+        assert_eq!(
+            reason_of(job(&r, "other", &marked, &none)),
+            "bucket_not_configured"
+        );
+        // Uploaded, not registered yet (or a foreign bundle) with orphans off.
+        let unmarked = manifest(&[], "2026-11-25T00:00:00Z");
+        assert_eq!(
+            reason_of(job(&r, "bundles", &unmarked, &none)),
+            "orphans_off"
+        );
+        let excluded = manifest(
+            &[(STORAGE_MARK, "ami-1"), ("retain", "1")],
+            "2026-01-01T00:00:00Z",
+        );
+        assert_eq!(
+            reason_of(job(&r, "bundles", &excluded, &none)),
+            "excluded_by_tag"
+        );
+        let other = manifest(&[(STORAGE_MARK, "ami-9")], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            reason_of(job(&r, "bundles", &other, &none)),
+            "not_tied_to_image"
+        );
         let off = WorkerRules {
             bundle_buckets: BTreeSet::new(),
             ..rules()
         };
-        match off.bundle_job("bundles", "a.manifest.xml", &none) {
-            Verdict::Reject(why) => assert!(why.contains("bundle cleanup is off")),
+        match job(&off, "bundles", &marked, &none) {
+            Verdict::Reject(why) => assert!(why.contains("bundle cleanup is off"), "{why}"),
             other => panic!("{other:?}"),
         }
     }

@@ -1017,3 +1017,149 @@ fn rule13_retiring_images_go_through_their_stages_and_a_disabled_one_in_use_is_e
     // Only deregistrations plan storage: retiring images keep theirs.
     assert!(d("ami-wait").snapshots.is_empty() && d("ami-dep").snapshots.is_empty());
 }
+
+/// Issue 20: a snapshot a launch template's default version maps (as an extra volume) is
+/// kept when its image is deregistered; a version that does not count under
+/// `usage.launch_template_versions` does not keep it.
+#[test]
+fn a_snapshot_a_launch_template_maps_survives_its_image() {
+    use ami_sweeper_core::model::TemplateVersion;
+    let images = vec![img("ami-a", "a", 100)
+        .snap("snap-root", 8)
+        .snap("snap-free", 8)
+        .build()];
+    let version = |v, is_default| TemplateVersion {
+        template_id: "lt-1".into(),
+        template_name: Some("web".into()),
+        version: v,
+        is_default,
+    };
+    let mut usage = Usage::new();
+    usage.add_snapshot_version("snap-root", version(1, true));
+    usage.add_snapshot_version("snap-free", version(2, false));
+    usage.add_snapshot_version("snap-free", version(1, true));
+    let mut old = Usage::new();
+    old.add_snapshot_version("snap-free", version(1, false));
+    old.add_snapshot_version("snap-root", version(2, true));
+    old.add_snapshot_version("snap-other", version(3, false));
+    let inv = Inventory::new(images.clone(), usage).unwrap();
+    let p = plan(
+        &policy(r#"{"retention": {"min_age_days": 30}}"#),
+        &inv,
+        now(),
+    );
+    let snaps = &p.decisions[0].snapshots;
+    assert_eq!(p.decisions[0].action, Action::Deregister);
+    for s in snaps {
+        assert_eq!(s.action, CleanupAction::Retain, "{}", s.snapshot_id);
+        assert_eq!(s.reason, Some(RetainReason::NamedByLaunchTemplate));
+    }
+    // Version 1 of snap-free is stale under default_and_latest (v3 is latest, v2 default).
+    let inv = Inventory::new(images, old).unwrap();
+    let p = plan(
+        &policy(
+            r#"{"retention": {"min_age_days": 30}, "usage": {"launch_template_versions": "default_and_latest"}}"#,
+        ),
+        &inv,
+        now(),
+    );
+    let fate = |id: &str| {
+        let s = p.decisions[0]
+            .snapshots
+            .iter()
+            .find(|s| s.snapshot_id == id)
+            .unwrap();
+        (s.action, s.reason)
+    };
+    assert_eq!(fate("snap-free"), (CleanupAction::Delete, None));
+    assert_eq!(
+        fate("snap-root"),
+        (
+            CleanupAction::Retain,
+            Some(RetainReason::NamedByLaunchTemplate)
+        )
+    );
+}
+
+/// Issue 20: a snapshot tagged `delete-after` by an image that entered the bin waits for
+/// that instant when another image that shares it is condemned; an image entering the
+/// bin dates each of its snapshots on its own, and tags those another image keeps too.
+#[test]
+fn bin_deferrals_are_per_snapshot_and_never_shortened() {
+    use ami_sweeper_core::recycle_bin::{BinResource, BinRule, BinRules, TagMatch, DELETE_AFTER};
+    let until = |days| ami_sweeper_core::time::days_after(now(), days);
+    let images = vec![
+        // No bin rule retains ami-a; snap-s carries ami-b's deferral from an earlier sweep.
+        img("ami-a", "a", 100)
+            .tag("nobin", "1")
+            .snap("snap-s", 8)
+            .build(),
+        // ami-c enters the bin for 7 days; snap-long is shared with ami-d (30 days).
+        img("ami-c", "c", 100)
+            .snap("snap-own", 8)
+            .snap("snap-long", 8)
+            .snap("snap-kept", 8)
+            .build(),
+        img("ami-d", "d", 100)
+            .tag("long", "1")
+            .snap("snap-long", 8)
+            .build(),
+        // Stays (young): keeps snap-kept.
+        img("ami-e", "e", 1).snap("snap-kept", 8).build(),
+    ];
+    let mut inv = Inventory::new(images, Usage::new()).unwrap();
+    let rule = |days, tags: Vec<TagMatch>, exclude: Vec<TagMatch>| BinRule {
+        id: format!("r-{days}"),
+        resource: BinResource::Image,
+        retention_days: days,
+        resource_tags: tags,
+        exclude_tags: exclude,
+        locked: false,
+    };
+    let tag = |k: &str| TagMatch {
+        key: k.into(),
+        value: None,
+    };
+    inv.recycle_bin = BinRules(vec![
+        rule(7, Vec::new(), vec![tag("nobin")]),
+        rule(30, vec![tag("long")], Vec::new()),
+    ]);
+    let mut earlier = ami_sweeper_core::model::Tags::new();
+    earlier.insert(DELETE_AFTER, "2026-12-20T00:00:00Z");
+    inv.snapshot_tags.insert("snap-s".into(), earlier.clone());
+    inv.snapshot_tags.insert("snap-kept".into(), {
+        let mut t = earlier.clone();
+        t.insert(DELETE_AFTER, "2027-01-20T00:00:00Z");
+        t
+    });
+    let p = plan(
+        &policy(r#"{"retention": {"min_age_days": 30}}"#),
+        &inv,
+        now(),
+    );
+    let snap = |image: &str, id: &str| {
+        let d = p.decisions.iter().find(|d| d.image_id == image).unwrap();
+        d.snapshots
+            .iter()
+            .find(|s| s.snapshot_id == id)
+            .unwrap()
+            .clone()
+    };
+    let s = snap("ami-a", "snap-s");
+    assert_eq!(s.action, CleanupAction::Retain);
+    assert_eq!(s.reason, Some(RetainReason::DeferredForRecycleBin));
+    assert_eq!(
+        s.delete_after,
+        ami_sweeper_core::time::parse_instant("2026-12-20T00:00:00Z")
+    );
+    assert_eq!(snap("ami-c", "snap-own").delete_after, Some(until(7)));
+    assert_eq!(snap("ami-c", "snap-long").delete_after, Some(until(30)));
+    let kept = snap("ami-c", "snap-kept");
+    assert_eq!(kept.reason, Some(RetainReason::UsedByOtherImage));
+    // Tagged for ami-c's restore, but its longer date stays.
+    assert_eq!(
+        kept.delete_after,
+        ami_sweeper_core::time::parse_instant("2027-01-20T00:00:00Z")
+    );
+    assert_eq!(p.summary.snapshots_deferred, 3);
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
@@ -148,19 +148,19 @@ impl Ec2 {
                 let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
                 for v in resp.launch_template_versions() {
                     let data = v.launch_template_data();
-                    for m in data.map(|d| d.block_device_mappings()).unwrap_or_default() {
-                        if let Some(snap) = m.ebs().and_then(|e| e.snapshot_id()) {
-                            usage.add_snapshot(snap);
-                        }
-                    }
-                    let Some(image) = data.and_then(|d| d.image_id()) else {
-                        continue;
-                    };
                     let user = TemplateVersion {
                         template_id: v.launch_template_id().unwrap_or(&id).to_string(),
                         template_name: v.launch_template_name().map(str::to_string),
                         version: v.version_number().unwrap_or_default(),
                         is_default: v.default_version().unwrap_or(false),
+                    };
+                    for m in data.map(|d| d.block_device_mappings()).unwrap_or_default() {
+                        if let Some(snap) = m.ebs().and_then(|e| e.snapshot_id()) {
+                            usage.add_snapshot_version(snap, user.clone());
+                        }
+                    }
+                    let Some(image) = data.and_then(|d| d.image_id()) else {
+                        continue;
                     };
                     match TemplateImage::parse(image) {
                         TemplateImage::Id(image) => usage.add_template_version(image, user),
@@ -601,8 +601,8 @@ impl RecycleBin for Ec2 {
     async fn images_in_recycle_bin(
         &self,
         image_ids: &FxHashSet<String>,
-    ) -> Result<FxHashSet<String>, AwsError> {
-        let mut found = FxHashSet::default();
+    ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
+        let mut found = FxHashMap::default();
         let mut pages = self
             .client
             .list_images_in_recycle_bin()
@@ -612,13 +612,14 @@ impl RecycleBin for Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("ListImagesInRecycleBin");
             let resp = page.map_err(|e| from_sdk("ListImagesInRecycleBin", e))?;
-            found.extend(
-                resp.images()
-                    .iter()
-                    .filter_map(|i| i.image_id())
-                    .filter(|id| image_ids.contains(*id))
-                    .map(str::to_string),
-            );
+            for i in resp.images() {
+                if let Some(id) = i.image_id().filter(|id| image_ids.contains(*id)) {
+                    let exit = i
+                        .recycle_bin_exit_time()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                    found.insert(id.to_string(), exit);
+                }
+            }
         }
         Ok(found)
     }
@@ -643,6 +644,25 @@ impl StorageMarker for Ec2 {
                 req = req.tags(Tag::builder().key(DELETE_AFTER).value(when).build());
             }
             req.send().await.map_err(|e| from_sdk("CreateTags", e))?;
+        }
+        Ok(())
+    }
+
+    async fn defer_snapshots(
+        &self,
+        snapshot_ids: &[String],
+        delete_after: crate::model::Timestamp,
+    ) -> Result<(), AwsError> {
+        let when = crate::time::format_instant(delete_after);
+        for chunk in snapshot_ids.chunks(TAG_RESOURCES_PER_CALL) {
+            self.calls.record("CreateTags");
+            self.client
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .tags(Tag::builder().key(DELETE_AFTER).value(&when).build())
+                .send()
+                .await
+                .map_err(|e| from_sdk("CreateTags", e))?;
         }
         Ok(())
     }
@@ -703,5 +723,41 @@ impl JobFacts for Ec2 {
             }
         }
         Ok(out)
+    }
+
+    async fn images_using_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<Image>, AwsError> {
+        let mut out = Vec::new();
+        for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
+            let mut pages = self
+                .client
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .filters(ids_filter("block-device-mapping.snapshot-id", chunk))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("DescribeImages");
+                let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
+                for img in resp.images() {
+                    let image = raw_image(img).into_image().map_err(|m| AwsError {
+                        operation: "DescribeImages",
+                        code: None,
+                        message: format!("unusable image in the response: {m}"),
+                    })?;
+                    if image.state != crate::model::ImageState::Deregistered {
+                        out.push(image);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn template_snapshots(&self) -> Result<Usage, AwsError> {
+        Ok(self.launch_template_usage().await?.0)
     }
 }

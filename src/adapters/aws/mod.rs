@@ -394,7 +394,10 @@ impl crate::ports::RecycleBin for RegionClients {
     async fn images_in_recycle_bin(
         &self,
         image_ids: &rustc_hash::FxHashSet<String>,
-    ) -> Result<rustc_hash::FxHashSet<String>, crate::error::AwsError> {
+    ) -> Result<
+        rustc_hash::FxHashMap<String, Option<crate::model::Timestamp>>,
+        crate::error::AwsError,
+    > {
         self.ec2.images_in_recycle_bin(image_ids).await
     }
 }
@@ -409,6 +412,14 @@ impl crate::ports::StorageMarker for RegionClients {
         self.ec2
             .mark_snapshots(image_id, snapshot_ids, delete_after)
             .await
+    }
+
+    async fn defer_snapshots(
+        &self,
+        snapshot_ids: &[String],
+        delete_after: crate::model::Timestamp,
+    ) -> Result<(), crate::error::AwsError> {
+        self.ec2.defer_snapshots(snapshot_ids, delete_after).await
     }
 }
 
@@ -445,6 +456,14 @@ impl crate::ports::BundleInventory for RegionClients {
         self.s3.object_tags(bucket, key).await
     }
 
+    async fn manifest_modified(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<crate::model::Timestamp>, crate::error::AwsError> {
+        self.s3.manifest_modified(bucket, key).await
+    }
+
     async fn mark_manifest(
         &self,
         bucket: &str,
@@ -468,6 +487,17 @@ impl crate::ports::JobFacts for RegionClients {
         image_ids: &[String],
     ) -> Result<rustc_hash::FxHashSet<String>, crate::error::AwsError> {
         self.ec2.registered_images(image_ids).await
+    }
+
+    async fn images_using_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<crate::model::Image>, crate::error::AwsError> {
+        self.ec2.images_using_snapshots(snapshot_ids).await
+    }
+
+    async fn template_snapshots(&self) -> Result<crate::model::Usage, crate::error::AwsError> {
+        self.ec2.template_snapshots().await
     }
 }
 

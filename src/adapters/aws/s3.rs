@@ -181,6 +181,25 @@ impl BundleInventory for S3 {
             .collect())
     }
 
+    async fn manifest_modified(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<crate::model::Timestamp>, AwsError> {
+        self.calls.record("HeadObject");
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| from_sdk("HeadObject", e))?;
+        Ok(out
+            .last_modified()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())))
+    }
+
     async fn mark_manifest(&self, bucket: &str, key: &str, image_id: &str) -> Result<(), AwsError> {
         let mut tags = self.object_tags(bucket, key).await?;
         tags.insert(STORAGE_MARK, image_id);

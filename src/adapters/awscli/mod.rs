@@ -257,14 +257,6 @@ pub fn parse_launch_template_versions(
         let Some(data) = v.launch_template_data else {
             continue;
         };
-        for m in data.block_device_mappings {
-            if let Some(snap) = m.ebs.and_then(|e| e.snapshot_id) {
-                usage.add_snapshot(snap);
-            }
-        }
-        let Some(image) = data.image_id else {
-            continue;
-        };
         let version = TemplateVersion {
             template_id: v
                 .launch_template_id
@@ -272,6 +264,14 @@ pub fn parse_launch_template_versions(
             template_name: v.launch_template_name,
             version: v.version_number.unwrap_or_default(),
             is_default: v.default_version,
+        };
+        for m in data.block_device_mappings {
+            if let Some(snap) = m.ebs.and_then(|e| e.snapshot_id) {
+                usage.add_snapshot_version(snap, version.clone());
+            }
+        }
+        let Some(image) = data.image_id else {
+            continue;
         };
         match TemplateImage::parse(&image) {
             TemplateImage::Id(id) => usage.add_template_version(id, version),

@@ -20,72 +20,26 @@ use super::{
 
 /// `ami-sweeper sweep`.
 pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
-    let SweepArgs {
-        policy,
-        regions,
-        dry_run,
-        queue_url,
-        queue_delay,
-        rate,
-        describe_rate,
-        retry_delay,
-        bundle_buckets,
-        report_bucket,
-        account_concurrency,
-        now,
-        format,
-    } = args;
-    let policy = read_policy(&policy)?;
-    let now = parse_now(now)?;
-    check_pace(rate, describe_rate, queue_delay)?;
-    let mut config = Config::from_env().with_local_retry_delay(Duration::from_secs(retry_delay));
-    config.local_retry.per_second = rate;
-    config.queue_delay_seconds = queue_delay;
-    config.queue_url = queue_url.or(config.queue_url);
-    if let Some(b) = bundle_buckets {
-        config.bundle_buckets = bucket_set(&b.join(","));
-    }
+    let policy = read_policy(&args.policy)?;
+    let now = parse_now(args.now.clone())?;
+    check_pace(args.rate, args.describe_rate, args.queue_delay)?;
+    let config = sweep_config(&args);
     let exec = sweep::ExecConfig {
-        deregister_per_second: rate,
-        describe_per_second: describe_rate,
+        deregister_per_second: args.rate,
+        describe_per_second: args.describe_rate,
         progress: terminal_progress(),
         ..Default::default()
     };
     init_logs();
     let rt = runtime()?;
     if policy.accounts.is_some() {
-        let report_bucket = report_bucket.or(config.report_bucket.clone());
-        return rt.block_on(async {
-            let base = load_config().await;
-            let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
-                .map_err(Failure::input)?;
-            let opts = config.sweep_options(regions.clone(), dry_run, exec, now);
-            let hub = Clients::new(base);
-            stop_on_signals(&opts.exec.stop);
-            let accounts = org::resolve_accounts(&hub, &policy)
-                .await
-                .map_err(|e| Failure {
-                    status: EXIT_FAILED,
-                    message: format!("the policy's accounts could not be listed: {e}"),
-                })?;
-            let report = org::run_org_sweep(
-                &hub,
-                &policy,
-                &accounts,
-                &regions,
-                &opts,
-                account_concurrency,
-                report_bucket.as_deref(),
-            )
-            .await;
-            emit_report(format, &report, render::org_table, report.failures)
-        });
+        return rt.block_on(org_sweep(&args, &policy, config, exec, now));
     }
     let report = rt.block_on(async {
         let base = load_config().await;
-        let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
+        let regions = run::regions_for(&policy, &args.regions, base.region().map(|r| r.as_ref()))
             .map_err(Failure::input)?;
-        let opts = config.sweep_options(regions.clone(), dry_run, exec, now);
+        let opts = config.sweep_options(regions.clone(), args.dry_run, exec, now);
         let clients = Clients::new(base);
         stop_on_signals(&opts.exec.stop);
         let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
@@ -94,7 +48,12 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         }
         Ok::<_, Failure>(report)
     })?;
-    emit_report(format, &report, render::sweep_table, report.totals.failures)?;
+    emit_report(
+        args.format,
+        &report,
+        render::sweep_table,
+        report.totals.failures,
+    )?;
     match report.stopped {
         Some(why) => Err(Failure {
             status: EXIT_STOPPED,
@@ -104,6 +63,54 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         }),
         None => Ok(()),
     }
+}
+
+/// The environment's configuration with the sweep's flags laid over it.
+fn sweep_config(args: &SweepArgs) -> Config {
+    let mut config =
+        Config::from_env().with_local_retry_delay(Duration::from_secs(args.retry_delay));
+    config.local_retry.per_second = args.rate;
+    config.queue_delay_seconds = args.queue_delay;
+    config.queue_url = args.queue_url.clone().or(config.queue_url);
+    if let Some(b) = &args.bundle_buckets {
+        config.bundle_buckets = bucket_set(&b.join(","));
+    }
+    config
+}
+
+/// `sweep` of a policy with `accounts`: every (account, region) pair through the member
+/// roles, one report per account.
+async fn org_sweep(
+    args: &SweepArgs,
+    policy: &crate::Policy,
+    config: Config,
+    exec: sweep::ExecConfig,
+    now: crate::model::Timestamp,
+) -> Result<(), Failure> {
+    let report_bucket = args.report_bucket.clone().or(config.report_bucket.clone());
+    let base = load_config().await;
+    let regions = run::regions_for(policy, &args.regions, base.region().map(|r| r.as_ref()))
+        .map_err(Failure::input)?;
+    let opts = config.sweep_options(regions.clone(), args.dry_run, exec, now);
+    let hub = Clients::new(base);
+    stop_on_signals(&opts.exec.stop);
+    let accounts = org::resolve_accounts(&hub, policy)
+        .await
+        .map_err(|e| Failure {
+            status: EXIT_FAILED,
+            message: format!("the policy's accounts could not be listed: {e}"),
+        })?;
+    let report = org::run_org_sweep(
+        &hub,
+        policy,
+        &accounts,
+        &regions,
+        &opts,
+        args.account_concurrency,
+        report_bucket.as_deref(),
+    )
+    .await;
+    emit_report(args.format, &report, render::org_table, report.failures)
 }
 
 /// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.

@@ -1,0 +1,435 @@
+//! Issue 20's bullets on the in-memory account, where the emulator cannot hold the estate
+//! (moto holds neither multi-volume images nor snapshots shared between images, nor the
+//! Recycle Bin): the bin-shared snapshot survives until the other AMI leaves the bin; two
+//! snapshots of one image get their own dates; forged or premature snapshot and bundle
+//! jobs are refused with the storage rules' reasons; a sibling account's Image Builder
+//! recipe keeps a shared image.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ami_sweeper::adapters::memory::{MemoryAccount, State};
+use ami_sweeper::app::report::{Outcome, RegionReport};
+use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
+use ami_sweeper::app::worker::{handle_batch, Handled};
+use ami_sweeper::jobs::{CleanupJob, JobTarget};
+use ami_sweeper::model::{
+    Image, Snapshot, SnapshotRef, Tags, Timestamp, Usage, UsageKind, UsageRef,
+};
+use ami_sweeper::orphans::STORAGE_MARK;
+use ami_sweeper::recycle_bin::{BinResource, BinRule, BinRules, TagMatch, DELETE_AFTER};
+use ami_sweeper::time::{days_after, format_instant, parse_instant};
+use ami_sweeper::verify::WorkerRules;
+use ami_sweeper::Policy;
+
+const REGION: &str = "us-east-1";
+
+fn now() -> Timestamp {
+    parse_instant(crate::NOW).unwrap()
+}
+
+fn policy(extra: &str) -> Policy {
+    Policy::from_json(&format!(
+        r#"{{"dry_run": false, "retention": {{"min_age_days": 30}},
+            "selection": {{"exclude_tags": {{"retain": "*"}}}}{extra}}}"#
+    ))
+    .unwrap()
+}
+
+fn image(id: &str, created: Timestamp, snaps: &[&str], tags: &[(&str, &str)]) -> Image {
+    let mut i = Image::new(id, id, created);
+    i.snapshots = snaps
+        .iter()
+        .map(|s| SnapshotRef {
+            id: s.to_string(),
+            size_gib: Some(8),
+        })
+        .collect();
+    for (k, v) in tags {
+        i.tags.insert(*k, *v);
+    }
+    i
+}
+
+fn snapshot(id: &str, description: &str, tags: &[(&str, &str)]) -> Snapshot {
+    Snapshot {
+        id: id.into(),
+        description: description.into(),
+        start_time: parse_instant("2025-01-01T00:00:00Z"),
+        size_gib: Some(8),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Tag-level bin rules: `bin=short` 7 days, `bin=long` 30 days.
+fn bin_rules() -> BinRules {
+    let rule = |days: u32, value: &str| BinRule {
+        id: format!("r-{days}"),
+        resource: BinResource::Image,
+        retention_days: days,
+        resource_tags: vec![TagMatch {
+            key: "bin".into(),
+            value: Some(value.into()),
+        }],
+        exclude_tags: Vec::new(),
+        locked: false,
+    };
+    BinRules(vec![rule(7, "short"), rule(30, "long")])
+}
+
+/// An account with these images, every snapshot they name (described for the first
+/// image naming it), the bin rules, and its clock at `now`.
+fn account(images: Vec<Image>) -> MemoryAccount {
+    let mut state = State {
+        clock: Some(now()),
+        bin_rules: bin_rules(),
+        ..State::default()
+    };
+    for i in images {
+        for s in &i.snapshots {
+            let desc = format!("Created by CreateImage(i-1) for {}", i.id);
+            state
+                .snapshots
+                .entry(s.id.clone())
+                .or_insert_with(|| snapshot(&s.id, &desc, &[]));
+        }
+        state.images.insert(i.id.clone(), i);
+    }
+    MemoryAccount::new(state)
+}
+
+fn live() -> ExecConfig {
+    ExecConfig {
+        dry_run: false,
+        ..ExecConfig::default()
+    }
+}
+
+/// A sweep at `days` after [`now`] (the account's clock moved there), then the worker
+/// drains what it queued.
+async fn day(a: &MemoryAccount, p: &Policy, days: u64, drained: &mut usize) -> RegionReport {
+    let at = days_after(now(), days);
+    a.update(|s| s.clock = Some(at));
+    let report = sweep_region(p, REGION, at, a, a, &live()).await;
+    assert_eq!(report.error, None);
+    let jobs = a.queued();
+    let bodies: Vec<String> = jobs[*drained..].iter().map(CleanupJob::to_json).collect();
+    *drained = jobs.len();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let rules = WorkerRules::new(p, Some(REGION), vec!["bundles".to_string()]);
+    let a2 = a.clone();
+    for h in handle_batch(|_, _| async { Ok(a2.clone()) }, &rules, &refs, at).await {
+        assert!(!matches!(h, Handled::Rejected(..)), "{h:?}");
+    }
+    report
+}
+
+#[tokio::test]
+async fn a_snapshot_shared_with_an_ami_in_the_recycle_bin_survives_until_it_leaves() {
+    // A and B share S; a tag-level rule retains B only. B goes first (A is younger).
+    let a = account(vec![
+        image(
+            "ami-a",
+            days_after(now(), 0) - chrono::TimeDelta::days(25),
+            &["snap-a", "snap-s"],
+            &[],
+        ),
+        image(
+            "ami-b",
+            parse_instant("2025-01-01T00:00:00Z").unwrap(),
+            &["snap-s"],
+            &[("bin", "short")],
+        ),
+    ]);
+    let p = policy("");
+    let mut drained = 0;
+    let report = day(&a, &p, 0, &mut drained).await;
+    assert_eq!(
+        report
+            .images
+            .iter()
+            .find(|i| i.image_id == "ami-b")
+            .unwrap()
+            .outcome,
+        Some(Outcome::Deregistered)
+    );
+    // S stays (A uses it) and carries B's restore date.
+    let s = &a.state().snapshots["snap-s"];
+    assert_eq!(s.tags.get(DELETE_AFTER), Some("2026-12-03T00:00:00Z"));
+    assert_eq!(s.tags.get(STORAGE_MARK), None);
+    // Day 6: A is old enough and goes; B is still restorable: S waits, snap-a goes.
+    day(&a, &p, 6, &mut drained).await;
+    let state = a.state();
+    assert!(!state.images.contains_key("ami-a"));
+    assert!(
+        state.snapshots.contains_key("snap-s"),
+        "deleted while B is in the bin"
+    );
+    assert!(!state.snapshots.contains_key("snap-a"));
+    // Day 7: B has left the bin: the reconciliation reclaims S (A marked it).
+    day(&a, &p, 7, &mut drained).await;
+    assert!(!a.state().snapshots.contains_key("snap-s"));
+}
+
+#[tokio::test]
+async fn two_snapshots_of_one_image_get_their_own_dates() {
+    let old = parse_instant("2025-01-01T00:00:00Z").unwrap();
+    let a = account(vec![
+        image(
+            "ami-c",
+            old,
+            &["snap-own", "snap-long"],
+            &[("bin", "short")],
+        ),
+        image("ami-d", old, &["snap-long"], &[("bin", "long")]),
+    ]);
+    let p = policy("");
+    let mut drained = 0;
+    day(&a, &p, 0, &mut drained).await;
+    let state = a.state();
+    let date = |s: &str| {
+        state.snapshots[s]
+            .tags
+            .get(DELETE_AFTER)
+            .map(str::to_string)
+    };
+    assert_eq!(date("snap-own"), Some(format_instant(days_after(now(), 7))));
+    assert_eq!(
+        date("snap-long"),
+        Some(format_instant(days_after(now(), 30)))
+    );
+    // Day 8: C has left the bin, D has not: only snap-own goes.
+    day(&a, &p, 8, &mut drained).await;
+    let state = a.state();
+    assert!(!state.snapshots.contains_key("snap-own"));
+    assert!(state.snapshots.contains_key("snap-long"));
+    day(&a, &p, 30, &mut drained).await;
+    assert!(!a.state().snapshots.contains_key("snap-long"));
+}
+
+fn snapshot_job(snapshot_id: &str, image_id: &str) -> String {
+    let target = JobTarget::DeleteSnapshot {
+        snapshot_id: snapshot_id.into(),
+    };
+    CleanupJob::new(REGION, image_id, target).to_json()
+}
+
+fn bundle_job(key: &str, image_id: &str) -> String {
+    let target = JobTarget::DeleteBundle {
+        bucket: "bundles".into(),
+        manifest_key: key.into(),
+    };
+    CleanupJob::new(REGION, image_id, target).to_json()
+}
+
+/// The reason name a refused job carries to the dead-letter queue (`None`: it ran).
+fn reasons(h: &[Handled]) -> Vec<Option<String>> {
+    h.iter()
+        .map(|h| match h {
+            Handled::Rejected(_, why) => Some(why.split(": ").nth(1).unwrap().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn forged_or_premature_jobs_are_refused_with_the_storage_rules_reasons() {
+    let a = account(vec![image("ami-live", now(), &["snap-live"], &[])]);
+    let mark = |ami: &str| (STORAGE_MARK.to_string(), ami.to_string());
+    a.update(|s| {
+        let mut add = |id: &str, tags: &[(&str, &str)]| {
+            let sn = snapshot(id, "", tags);
+            s.snapshots.insert(id.into(), sn);
+        };
+        add("snap-bin", &[(STORAGE_MARK, "ami-inbin")]);
+        add(
+            "snap-dlm",
+            &[
+                (STORAGE_MARK, "ami-gone"),
+                ("aws:dlm:lifecycle-policy-id", "p"),
+            ],
+        );
+        add(
+            "snap-early",
+            &[
+                (STORAGE_MARK, "ami-gone"),
+                (DELETE_AFTER, "2026-12-01T00:00:00Z"),
+            ],
+        );
+        add("snap-lt", &[(STORAGE_MARK, "ami-gone")]);
+        add("snap-ok", &[(STORAGE_MARK, "ami-gone")]);
+        s.snapshots.insert(
+            "snap-foreign".into(),
+            snapshot(
+                "snap-foreign",
+                "Created by CreateImage(i-1) for ami-gone",
+                &[],
+            ),
+        );
+        s.recycle_bin
+            .insert("ami-inbin".into(), Some(days_after(now(), 3)));
+        s.template_snapshots.push((
+            "snap-lt".into(),
+            ami_sweeper::model::TemplateVersion {
+                template_id: "lt-1".into(),
+                template_name: None,
+                version: 1,
+                is_default: true,
+            },
+        ));
+        let object = |tags: Vec<(String, String)>| {
+            (b"<manifest/>".to_vec(), tags.into_iter().collect::<Tags>())
+        };
+        s.objects.insert(
+            ("bundles".into(), "mine.manifest.xml".into()),
+            object(vec![mark("ami-gone")]),
+        );
+        s.objects.insert(
+            ("bundles".into(), "new.manifest.xml".into()),
+            object(vec![]),
+        );
+        s.objects.insert(
+            ("bundles".into(), "kept.manifest.xml".into()),
+            object(vec![mark("ami-gone"), ("retain".into(), "1".into())]),
+        );
+        s.objects.insert(
+            ("bundles".into(), "live.manifest.xml".into()),
+            object(vec![mark("ami-live")]),
+        );
+    });
+    let bodies = [
+        snapshot_job("snap-bin", "ami-inbin"),
+        snapshot_job("snap-dlm", "ami-gone"),
+        snapshot_job("snap-early", "ami-gone"),
+        snapshot_job("snap-lt", "ami-gone"),
+        snapshot_job("snap-foreign", "ami-gone"),
+        snapshot_job("snap-live", "ami-gone"),
+        // A bundle uploaded but not registered yet (orphans off), an excluded manifest,
+        // and one whose image is still registered.
+        bundle_job("new.manifest.xml", "unknown"),
+        bundle_job("kept.manifest.xml", "ami-gone"),
+        bundle_job("live.manifest.xml", "ami-live"),
+    ];
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), vec!["bundles".to_string()]);
+    let handled = handle_batch(|_, _| async { Ok(a.clone()) }, &rules, &refs, now()).await;
+    let want = [
+        "image_in_recycle_bin",
+        "dlm_managed",
+        "deferred_for_recycle_bin",
+        "named_by_launch_template",
+        "orphans_off",
+        "not_tied_to_image",
+        "orphans_off",
+        "excluded_by_tag",
+        "image_registered",
+    ];
+    assert_eq!(
+        reasons(&handled),
+        want.iter().map(|w| Some(w.to_string())).collect::<Vec<_>>()
+    );
+    assert!(a.log().is_empty(), "nothing was deleted: {:?}", a.log());
+    // cleanup.snapshots: false refuses even a job the sweep itself queued.
+    let off = policy(r#", "cleanup": {"snapshots": false}"#);
+    let rules = WorkerRules::new(&off, Some(REGION), Vec::<String>::new());
+    let ok = snapshot_job("snap-ok", "ami-gone");
+    let handled = handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[ok.as_str()],
+        now(),
+    )
+    .await;
+    assert_eq!(reasons(&handled), [Some("cleanup_disabled".to_string())]);
+    // With the default policy the same job runs.
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[ok.as_str()],
+        now(),
+    )
+    .await;
+    assert_eq!(a.log(), ["DeleteSnapshot snap-ok"]);
+}
+
+#[tokio::test]
+async fn a_sibling_accounts_image_builder_recipe_keeps_a_shared_image() {
+    let old = parse_instant("2025-01-01T00:00:00Z").unwrap();
+    let home = account(vec![image("ami-shared", old, &["snap-1"], &[])]);
+    home.update(|s| {
+        s.launch_permissions
+            .insert("ami-shared".into(), vec!["222233334444".into()]);
+    });
+    // The sibling uses it only as an Image Builder recipe's parent image.
+    let sibling = MemoryAccount::new(State::default());
+    sibling.update(|s| {
+        let mut recipes = Usage::new();
+        recipes.add(
+            "ami-shared",
+            UsageRef {
+                kind: UsageKind::ImageRecipe,
+                id: "arn:aws:imagebuilder:us-east-1:222233334444:image-recipe/web/1.0.0".into(),
+            },
+        );
+        s.recipes = recipes;
+    });
+    let p = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "protection": {"shared": "keep_if_used"}}"#,
+    )
+    .unwrap();
+    let usage = ami_sweeper::app::org::account_usage(&sibling, &p)
+        .await
+        .unwrap()
+        .expect("the recipes were read");
+    let mut siblings = BTreeMap::new();
+    siblings.insert("222233334444".to_string(), usage);
+    let cfg = ExecConfig {
+        siblings: Some(Arc::new(siblings)),
+        ..live()
+    };
+    let report = sweep_region(&p, REGION, now(), &home, &home, &cfg).await;
+    let d = report
+        .images
+        .iter()
+        .find(|i| i.image_id == "ami-shared")
+        .unwrap();
+    assert_eq!(d.outcome, None, "{d:?}");
+    assert!(home.state().images.contains_key("ami-shared"));
+    // Recipes that cannot be read never make the image unused: the account is left out.
+    sibling.fail("ListImageRecipes", None, "AccessDeniedException");
+    assert!(ami_sweeper::app::org::account_usage(&sibling, &p)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn the_readme_lists_the_storage_rules_one_to_one_in_order() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("### Storage rules")
+        .nth(1)
+        .expect("a Storage rules section")
+        .split("\n#")
+        .next()
+        .unwrap();
+    let listed: Vec<&str> = section
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.split_once(". `")?;
+            n.trim().parse::<u32>().ok()?;
+            rest.split('`').next()
+        })
+        .collect();
+    let reasons: Vec<&str> = ami_sweeper::storage::StorageReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(listed, reasons);
+}
