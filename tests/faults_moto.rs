@@ -726,7 +726,7 @@ async fn forged_jobs_delete_nothing_and_reach_the_dead_letter_queue_with_the_rea
                 "ami-00000000000000001",
                 snap(&registered_snapshot),
             ),
-            "region \"mars-north-1\" is not among the deployment's regions",
+            "region \"mars-north-1\" is not among the regions this run may act in",
         ),
     ];
     send(

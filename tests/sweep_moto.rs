@@ -345,6 +345,11 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
     let url = sqs
         .create_queue()
         .queue_name("ami-sweeper-cleanup")
+        // Refused messages (no DLQ here) are visible again at once, for the second drain.
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
         .send()
         .await
         .unwrap()
@@ -373,27 +378,44 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
     let snaps = snapshot_ids(&config).await;
     assert!(web1_snapshots.iter().all(|s| snaps.contains(s)));
 
-    let policy_path =
-        std::env::temp_dir().join(format!("ami-sweeper-sqs-{}.json", std::process::id()));
-    std::fs::write(
-        &policy_path,
-        json!({"retention": {"min_age_days": 30}}).to_string(),
+    // The jobs carry the sweep's mandate: a worker with another policy refuses them (they
+    // stay marked, and go to a DLQ when one is given), one with the same policy runs them.
+    let drain = |policy: &Policy| {
+        let policy_path =
+            std::env::temp_dir().join(format!("ami-sweeper-sqs-{}.json", std::process::id()));
+        std::fs::write(&policy_path, serde_json::to_string(policy).unwrap()).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+            .args([
+                "cleanup",
+                "--format",
+                "json",
+                "--queue-url",
+                &url,
+                "--policy",
+            ])
+            .arg(&policy_path)
+            .env("AMI_SWEEPER_BUNDLE_BUCKETS", "bundles")
+            .envs(moto.env())
+            .output()
+            .unwrap()
+    };
+    let other = Policy::from_json(
+        &json!({"dry_run": false, "retention": {"min_age_days": 30}}).to_string(),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
-        .args([
-            "cleanup",
-            "--format",
-            "json",
-            "--queue-url",
-            &url,
-            "--policy",
-        ])
-        .arg(&policy_path)
-        .env("AMI_SWEEPER_BUNDLE_BUCKETS", "bundles")
-        .envs(moto.env())
-        .output()
-        .unwrap();
+    let refused: serde_json::Value = serde_json::from_slice(&drain(&other).stdout).unwrap();
+    assert!(
+        refused["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["outcome"] == "rejected"
+                && j["error"].as_str().unwrap().contains("policy changed")),
+        "{refused}"
+    );
+    let snaps = snapshot_ids(&config).await;
+    assert!(web1_snapshots.iter().all(|s| snaps.contains(s)));
+    let out = drain(&policy(false));
     assert!(
         out.status.success(),
         "{}",

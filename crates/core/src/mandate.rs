@@ -276,7 +276,7 @@ impl Mandate {
             Ok(())
         } else {
             Err(format!(
-                "region {region:?} is not among the mandate's regions [{}]",
+                "region {region:?} is not among the regions this run may act in [{}]",
                 self.regions.iter().cloned().collect::<Vec<_>>().join(", ")
             ))
         }
