@@ -815,7 +815,13 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.error = Some(e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
+    let until = crate::time::days_after(now, policy.notify.lookahead_days);
+    let later = scoped_plan(policy, &inventory, until, cfg);
+    report.coming = crate::app::notify::coming(&ex.plan, &later, until);
     report.plan_detail = Some(ex.plan);
+    if let Some(tag) = &policy.notify.owner_tag {
+        report.owners = crate::app::notify::owners(&inventory, tag, &report);
+    }
     report
 }
 

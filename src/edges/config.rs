@@ -58,6 +58,9 @@ pub struct Config {
     /// `SWEEP_QUEUE_URL`: where the scheduled dispatcher sends one message per
     /// (account, region) pair of an organization sweep.
     pub sweep_queue_url: Option<String>,
+    /// `AMI_SWEEPER_NOTIFY_TOPIC_ARN`: the SNS topic sweep summaries go to; none: no
+    /// summary is sent.
+    pub notify_topic_arn: Option<String>,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             in_lambda: false,
             report_bucket: None,
             sweep_queue_url: None,
+            notify_topic_arn: None,
         }
     }
 }
@@ -110,6 +114,7 @@ impl Config {
             in_lambda: var("AWS_LAMBDA_RUNTIME_API").is_some(),
             report_bucket: set("AMI_SWEEPER_REPORT_BUCKET"),
             sweep_queue_url: set("SWEEP_QUEUE_URL"),
+            notify_topic_arn: set("AMI_SWEEPER_NOTIFY_TOPIC_ARN"),
             ..Self::default()
         }
     }

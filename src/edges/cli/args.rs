@@ -89,6 +89,10 @@ pub(crate) struct PlanArgs {
     /// kept, as a sweep would keep them. Not given: bundles are planned by the policy alone.
     #[arg(long, value_delimiter = ',')]
     pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// The region whose prices the saving estimate uses; default: the policy's first
+    /// region, else us-east-1.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,

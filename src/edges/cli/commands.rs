@@ -9,7 +9,7 @@ use crate::app::{org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
-use crate::{orphans, plan};
+use crate::{orphans, plan, pricing};
 
 use super::args::{CleanupArgs, Format, InvokeArgs, PlanArgs, SweepArgs};
 use super::{
@@ -194,6 +194,10 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
             .collect();
     }
     let (bundle_buckets, format) = (args.bundle_buckets, args.format);
+    let region = args
+        .region
+        .or_else(|| policy.regions.as_ref().and_then(|r| r.first().cloned()))
+        .unwrap_or_else(|| "us-east-1".into());
     let mut plan = plan(&policy, &inventory, now);
     if let Some(b) = bundle_buckets {
         plan.retain_bundles_outside(&bucket_set(&b.join(",")));
@@ -210,14 +214,28 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         plan.orphans = Some(rec);
     }
     drop(inventory);
+    let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
+    let savings = pricing::estimate(&plan, &prices, &|_| false);
     let format = default_format(format);
     write_stdout(|out| match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &plan)?;
+            let with = PlanWithSavings {
+                plan: &plan,
+                savings: &savings,
+            };
+            serde_json::to_writer_pretty(&mut *out, &with)?;
             writeln!(out)
         }
-        Format::Table => render::write_plan_table(&plan, out),
+        Format::Table => render::write_plan_table(&plan, Some(&savings), out),
     })
+}
+
+/// The plan's JSON with the saving estimate added beside its own fields.
+#[derive(serde::Serialize)]
+struct PlanWithSavings<'a> {
+    #[serde(flatten)]
+    plan: &'a crate::Plan,
+    savings: &'a pricing::Savings,
 }
 
 /// `ami-sweeper invoke`.

@@ -1,0 +1,446 @@
+//! Summary messages for people: what a sweep deregistered, what storage it deleted or
+//! deferred, what is retiring and what is coming, and what failed; one summary per
+//! report, and one message per owner (by the policy's `notify.owner_tag`) that an SNS
+//! subscription filter policy on the `owner` attribute delivers to that owner alone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::app::report::{JobOutcome, Outcome, RegionReport, SweepReport};
+use crate::model::{Inventory, Timestamp};
+use crate::planner::{Action, Plan};
+use crate::time::format_instant;
+
+/// SNS's limit on a message, in bytes (256 KiB); bodies stay well under it.
+pub const MAX_MESSAGE_BYTES: usize = 262_144;
+
+/// A body is cut to this many bytes (the attributes and the subject count too).
+const BODY_BUDGET: usize = MAX_MESSAGE_BYTES - 8_192;
+
+/// At most this many images are listed per section; the rest are counted, and the full
+/// report object has them all.
+pub const MAX_LISTED: usize = 25;
+
+/// An image a sweep within the lookahead will act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coming {
+    /// `ami-...`.
+    pub image_id: String,
+    /// Name.
+    pub name: String,
+    /// `retiring` (its next stage falls due) or `condemned` (the policy condemns it by then).
+    pub why: &'static str,
+    /// Retiring: its `eligible_at`; condemned: the end of the lookahead.
+    pub at: String,
+}
+
+/// Images a sweep before `until` will act on: retiring images whose `eligible_at` falls
+/// within it, and images `later` (the same policy's plan at `until`) condemns that `plan`
+/// (now's) keeps.
+pub fn coming(plan: &Plan, later: &Plan, until: Timestamp) -> Vec<Coming> {
+    let mut out: Vec<Coming> = plan
+        .decisions
+        .iter()
+        .filter_map(|d| {
+            let t = d.eligible_at.filter(|t| *t > plan.now && *t <= until)?;
+            Some(Coming {
+                image_id: d.image_id.clone(),
+                name: d.name.clone(),
+                why: "retiring",
+                at: format_instant(t),
+            })
+        })
+        .collect();
+    let kept_now: rustc_hash::FxHashSet<&str> = plan
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::Keep && d.eligible_at.is_none())
+        .map(|d| d.image_id.as_str())
+        .collect();
+    out.extend(
+        later
+            .decisions
+            .iter()
+            .filter(|d| d.action != Action::Keep && kept_now.contains(d.image_id.as_str()))
+            .map(|d| Coming {
+                image_id: d.image_id.clone(),
+                name: d.name.clone(),
+                why: "condemned",
+                at: format_instant(until),
+            }),
+    );
+    out
+}
+
+/// The owners (values of the tag `tag`) of the images a summary names.
+pub fn owners(inventory: &Inventory, tag: &str, report: &RegionReport) -> BTreeMap<String, String> {
+    let named: rustc_hash::FxHashSet<&str> = named_images(report).collect();
+    inventory
+        .images()
+        .iter()
+        .filter(|i| named.contains(i.id.as_str()))
+        .filter_map(|i| Some((i.id.clone(), i.tags.get(tag)?.to_string())))
+        .collect()
+}
+
+/// Every image a summary may name: acted on, retiring, coming or failed.
+fn named_images(r: &RegionReport) -> impl Iterator<Item = &str> {
+    let acted = r
+        .images
+        .iter()
+        .filter(|i| i.outcome.is_some())
+        .map(|i| i.image_id.as_str());
+    let retiring = r
+        .plan_detail
+        .iter()
+        .flat_map(|p| &p.decisions)
+        .filter(|d| d.eligible_at.is_some())
+        .map(|d| d.image_id.as_str());
+    acted
+        .chain(retiring)
+        .chain(r.coming.iter().map(|c| c.image_id.as_str()))
+}
+
+/// One message for SNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// At most 100 ASCII characters (SNS's limit for email subjects).
+    pub subject: String,
+    /// The text.
+    pub body: String,
+    /// Message attributes (`kind`, `account`, `region`, `owner`), for filter policies.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Where a report came from and where its full text is.
+#[derive(Debug, Clone, Default)]
+pub struct Context<'a> {
+    /// The account swept (organization pairs; the deployment's own when known).
+    pub account: Option<&'a str>,
+    /// `notify.lookahead_days`.
+    pub lookahead_days: u64,
+    /// `s3://bucket/key` of the full report object, when one was written.
+    pub report_location: Option<String>,
+}
+
+/// The summary of `report`, then one message per owner named in its regions' `owners`.
+pub fn messages(report: &SweepReport, ctx: &Context) -> Vec<Message> {
+    let mut attributes = BTreeMap::from([("kind".to_string(), "summary".to_string())]);
+    if let Some(a) = ctx.account {
+        attributes.insert("account".into(), a.to_string());
+    }
+    if let [only] = report.regions.as_slice() {
+        attributes.insert("region".into(), only.region.clone());
+    }
+    let mut out = vec![Message {
+        subject: subject(report, ctx, None),
+        body: body(report, ctx, None),
+        attributes: attributes.clone(),
+    }];
+    let owners: std::collections::BTreeSet<&str> = report
+        .regions
+        .iter()
+        .flat_map(|r| r.owners.values().map(String::as_str))
+        .collect();
+    for owner in owners {
+        let mut attributes = attributes.clone();
+        attributes.insert("kind".into(), "owner".into());
+        attributes.insert("owner".into(), owner.to_string());
+        out.push(Message {
+            subject: subject(report, ctx, Some(owner)),
+            body: body(report, ctx, Some(owner)),
+            attributes,
+        });
+    }
+    out
+}
+
+/// `ami-sweeper: 12 deregistered, 1 failure (111111111111 us-east-1)`, ASCII, ≤ 100.
+fn subject(report: &SweepReport, ctx: &Context, owner: Option<&str>) -> String {
+    let t = &report.totals;
+    let n = |o| t.outcomes.get(&o).copied().unwrap_or(0);
+    let acted = if report.dry_run {
+        format!("dry run, {} to deregister", n(Outcome::Planned))
+    } else {
+        format!("{} deregistered", n(Outcome::Deregistered))
+    };
+    let mut where_ = ctx.account.unwrap_or("").to_string();
+    if let [only] = report.regions.as_slice() {
+        where_ = format!("{where_} {}", only.region).trim().to_string();
+    }
+    let mut s = format!("ami-sweeper: {acted}, {} failures", t.failures);
+    if !where_.is_empty() {
+        let _ = write!(s, " ({where_})");
+    }
+    if let Some(o) = owner {
+        let _ = write!(s, " for {o}");
+    }
+    let ascii: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    ascii.chars().take(100).collect()
+}
+
+/// The text: per region its sections; for an owner, only that owner's images.
+fn body(report: &SweepReport, ctx: &Context, owner: Option<&str>) -> String {
+    let mut out = format!(
+        "ami-sweeper {} at {}{}\n",
+        if report.dry_run { "dry run" } else { "sweep" },
+        report.now,
+        ctx.account
+            .map(|a| format!(", account {a}"))
+            .unwrap_or_default()
+    );
+    if let Some(o) = owner {
+        let _ = writeln!(out, "images owned by {o}");
+    }
+    for r in &report.regions {
+        region_body(&mut out, r, report.dry_run, ctx, owner);
+    }
+    if owner.is_none() {
+        let _ = writeln!(
+            out,
+            "\nestimated saving: {}/month (EBS snapshot sizes are an upper bound: snapshots \
+             are incremental)",
+            report.totals.monthly_saving
+        );
+    }
+    if let Some(loc) = &ctx.report_location {
+        let _ = writeln!(out, "full report: {loc}");
+    }
+    cut(out)
+}
+
+/// Keeps a body within [`BODY_BUDGET`] bytes, cut at a line.
+fn cut(mut body: String) -> String {
+    if body.len() <= BODY_BUDGET {
+        return body;
+    }
+    let mut at = BODY_BUDGET;
+    while !body.is_char_boundary(at) {
+        at -= 1;
+    }
+    let at = body[..at].rfind('\n').map_or(at, |i| i + 1);
+    body.truncate(at);
+    body.push_str("... (cut to SNS's size limit; the full report has the rest)\n");
+    body
+}
+
+/// One region's sections.
+fn region_body(out: &mut String, r: &RegionReport, dry: bool, ctx: &Context, owner: Option<&str>) {
+    let mine = |id: &str| owner.is_none_or(|o| r.owners.get(id).map(String::as_str) == Some(o));
+    let _ = writeln!(out, "\n== {}", r.region);
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "FAILED: {e}");
+    }
+    let gone = if dry {
+        Outcome::Planned
+    } else {
+        Outcome::Deregistered
+    };
+    let verb = if dry { "to deregister" } else { "deregistered" };
+    let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for i in r
+        .images
+        .iter()
+        .filter(|i| i.outcome == Some(gone) && mine(&i.image_id))
+    {
+        by_group
+            .entry(i.group.as_str())
+            .or_default()
+            .push(i.name.as_str());
+    }
+    let total: usize = by_group.values().map(Vec::len).sum();
+    let _ = writeln!(out, "{verb}: {total} images");
+    for (g, names) in by_group {
+        let span = match names.as_slice() {
+            [one] => one.to_string(),
+            [first, .., last] => format!("{first} to {last}"),
+            [] => String::new(),
+        };
+        let _ = writeln!(out, "  {g}: {} ({span})", names.len());
+    }
+    if owner.is_none() {
+        storage_lines(out, r, dry);
+    }
+    let retiring: Vec<String> = r
+        .plan_detail
+        .iter()
+        .flat_map(|p| &p.decisions)
+        .filter(|d| mine(&d.image_id))
+        .filter_map(|d| {
+            let t = d.eligible_at?;
+            Some(format!(
+                "{} {}: eligible_at {}",
+                d.image_id,
+                d.name,
+                format_instant(t)
+            ))
+        })
+        .collect();
+    listed(out, "retiring", &retiring);
+    let coming: Vec<String> = r
+        .coming
+        .iter()
+        .filter(|c| mine(&c.image_id))
+        .map(|c| format!("{} {}: {} from {}", c.image_id, c.name, c.why, c.at))
+        .collect();
+    listed(
+        out,
+        &format!("coming within {} days", ctx.lookahead_days),
+        &coming,
+    );
+    let mut failures: Vec<String> = r
+        .images
+        .iter()
+        .filter(|i| i.outcome == Some(Outcome::Failed) && mine(&i.image_id))
+        .map(|i| {
+            format!(
+                "{} {}: {}",
+                i.image_id,
+                i.name,
+                i.error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    failures.extend(
+        r.jobs
+            .iter()
+            .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Rejected))
+            .filter(|j| mine(&j.image_id))
+            .map(|j| {
+                format!(
+                    "{} {}: {}",
+                    j.kind,
+                    j.target,
+                    j.error.as_deref().unwrap_or("failed")
+                )
+            }),
+    );
+    listed(out, "failures", &failures);
+}
+
+/// Storage deleted (or to delete) and deferred.
+fn storage_lines(out: &mut String, r: &RegionReport, dry: bool) {
+    let deleted = r
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.outcome, JobOutcome::Deleted | JobOutcome::Queued))
+        .count();
+    let (to_delete, deferred) = r.plan.as_ref().map_or((0, 0), |p| {
+        (
+            p.snapshots_to_delete + p.bundles_to_delete,
+            p.snapshots_deferred,
+        )
+    });
+    let _ =
+        writeln!(
+        out,
+        "storage: {} {}; {deferred} snapshots deferred until their images leave the Recycle Bin",
+        if dry { to_delete } else { deleted },
+        if dry { "to delete" } else { "deleted or queued for deletion" },
+    );
+}
+
+/// `title: n` then at most [`MAX_LISTED`] lines, and how many more.
+fn listed(out: &mut String, title: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{title}: {}", lines.len());
+    for l in lines.iter().take(MAX_LISTED) {
+        let _ = writeln!(out, "  {l}");
+    }
+    if lines.len() > MAX_LISTED {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (see the full report)",
+            lines.len() - MAX_LISTED
+        );
+    }
+}
+
+/// Where summaries go and where full reports are kept.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery<'a> {
+    /// The SNS topic; none: no message is sent.
+    pub topic_arn: Option<&'a str>,
+    /// The report bucket; single-account runs write their report there too.
+    pub report_bucket: Option<&'a str>,
+    /// The account swept, for the messages' attributes.
+    pub account: Option<&'a str>,
+    /// `notify.lookahead_days`.
+    pub lookahead_days: u64,
+}
+
+/// After a single-account run: writes the full report to the report bucket (when one is
+/// configured) under `reports/<run>/<account>/report.json`, then publishes the summary
+/// and the owners' messages. Returns what could not be done, one line each (the sweep's
+/// own outcome stands either way).
+pub async fn after_sweep(
+    clients: &crate::adapters::aws::Clients,
+    d: &Delivery<'_>,
+    report: &SweepReport,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut location = None;
+    if let Some(bucket) = d.report_bucket {
+        let key = format!(
+            "reports/{}/{}/report.json",
+            report.now,
+            d.account.unwrap_or("self")
+        );
+        let body = serde_json::to_vec_pretty(report).expect("reports serialize");
+        let region = clients
+            .base()
+            .region()
+            .map_or("us-east-1".into(), |r| r.to_string());
+        match clients
+            .region(&region)
+            .s3
+            .put_report(bucket, &key, body)
+            .await
+        {
+            Ok(()) => location = Some(format!("s3://{bucket}/{key}")),
+            Err(e) => errors.push(format!("the report could not be written: {e}")),
+        }
+    }
+    errors.extend(publish(clients, d, report, location).await);
+    errors
+}
+
+/// Publishes a report's summary and owner messages to `d.topic_arn` (nothing without
+/// one); `location` is the full report object's `s3://` address, when written.
+pub async fn publish(
+    clients: &crate::adapters::aws::Clients,
+    d: &Delivery<'_>,
+    report: &SweepReport,
+    location: Option<String>,
+) -> Vec<String> {
+    let Some(topic) = d.topic_arn else {
+        return Vec::new();
+    };
+    let ctx = Context {
+        account: d.account,
+        lookahead_days: d.lookahead_days,
+        report_location: location,
+    };
+    let sns =
+        crate::adapters::aws::sns::Sns::for_topic(clients.base(), topic, clients.calls().clone());
+    let mut errors = Vec::new();
+    for m in messages(report, &ctx) {
+        if let Err(e) = sns.publish(topic, &m.subject, &m.body, &m.attributes).await {
+            errors.push(format!("a summary could not be sent: {e}"));
+        }
+    }
+    errors
+}
