@@ -444,3 +444,169 @@ pub async fn publish(
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::report::{ImageReport, JobReport};
+    use crate::model::{Image, SnapshotRef};
+
+    /// Three old images (two owned), one failing, one young enough to be coming.
+    fn report() -> SweepReport {
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let mut images = Vec::new();
+        for (i, days) in [(1, 400), (2, 300), (3, 200), (4, 25)] {
+            let mut img = Image::new(
+                format!("ami-{i}"),
+                format!("web-{i}"),
+                now - chrono::TimeDelta::days(days),
+            );
+            img.snapshots.push(SnapshotRef {
+                id: format!("snap-{i}"),
+                size_gib: Some(100),
+            });
+            if i <= 2 {
+                img.tags
+                    .insert("owner", if i == 1 { "team-a" } else { "team-b" });
+            }
+            images.push(img);
+        }
+        let policy = crate::Policy::from_json(
+            r#"{"retention": {"min_age_days": 30}, "notify": {"owner_tag": "owner"}}"#,
+        )
+        .unwrap();
+        let inventory = Inventory::new(images, crate::Usage::new()).unwrap();
+        let plan = crate::plan(&policy, &inventory, now);
+        let later = crate::plan(&policy, &inventory, now + chrono::TimeDelta::days(7));
+        let mut r = RegionReport::new("us-east-1");
+        r.images = plan
+            .decisions
+            .iter()
+            .map(|d| ImageReport {
+                image_id: d.image_id.clone(),
+                name: d.name.clone(),
+                group: d.group.clone(),
+                action: d.action,
+                reasons: d.reasons.clone(),
+                outcome: match d.image_id.as_str() {
+                    "ami-3" => Some(Outcome::Failed),
+                    "ami-4" => None,
+                    _ => Some(Outcome::Deregistered),
+                },
+                error: (d.image_id == "ami-3")
+                    .then(|| "DeregisterImage: UnauthorizedOperation: denied".to_string()),
+            })
+            .collect();
+        r.jobs = ["snap-1", "snap-2"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| JobReport {
+                image_id: format!("ami-{}", i + 1),
+                kind: crate::jobs::JobKind::DeleteSnapshot,
+                target: s.to_string(),
+                outcome: JobOutcome::Deleted,
+                attempts: 1,
+                deleted_objects: vec![],
+                error: None,
+            })
+            .collect();
+        r.plan = Some(plan.summary.clone());
+        r.coming = coming(&plan, &later, now + chrono::TimeDelta::days(7));
+        r.plan_detail = Some(plan);
+        r.owners = owners(&inventory, "owner", &r);
+        r.price(&Default::default());
+        let mut report = SweepReport {
+            dry_run: false,
+            now: "2026-11-26T00:00:00Z".into(),
+            regions: vec![r],
+            totals: Default::default(),
+            api_calls: Default::default(),
+            throttles: 0,
+            elapsed_ms: 1,
+            stopped: None,
+        };
+        report.total();
+        report
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            account: Some("123456789012"),
+            lookahead_days: 7,
+            report_location: Some("s3://reports/reports/run/123456789012/report.json".into()),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_went_what_failed_and_what_is_coming() {
+        let m = messages(&report(), &ctx());
+        assert_eq!(m.len(), 3, "the summary and one message per owner");
+        assert_eq!(
+            m[0].subject,
+            "ami-sweeper: 2 deregistered, 1 failures (123456789012 us-east-1)"
+        );
+        assert_eq!(
+            m[0].body,
+            "ami-sweeper sweep at 2026-11-26T00:00:00Z, account 123456789012
+
+== us-east-1
+deregistered: 2 images
+  *: 2 (web-2 to web-1)
+storage: 2 deleted or queued for deletion; 0 snapshots deferred until their images leave the Recycle Bin
+coming within 7 days: 1
+  ami-4 web-4: condemned from 2026-12-03T00:00:00Z
+failures: 1
+  ami-3 web-3: DeregisterImage: UnauthorizedOperation: denied
+
+estimated saving: $10.00/month (EBS snapshot sizes are an upper bound: snapshots are incremental)
+full report: s3://reports/reports/run/123456789012/report.json
+"
+        );
+        assert_eq!(
+            m[0].attributes,
+            BTreeMap::from([
+                ("account".to_string(), "123456789012".to_string()),
+                ("kind".to_string(), "summary".to_string()),
+                ("region".to_string(), "us-east-1".to_string()),
+            ])
+        );
+    }
+
+    #[test]
+    fn each_owner_gets_only_their_images_with_an_owner_attribute() {
+        let m = messages(&report(), &ctx());
+        let a = m
+            .iter()
+            .find(|m| m.attributes.get("owner").map(String::as_str) == Some("team-a"))
+            .unwrap();
+        assert_eq!(a.attributes["kind"], "owner");
+        assert!(a.body.contains("images owned by team-a"));
+        assert!(a.body.contains("deregistered: 1 images\n  *: 1 (web-1)"));
+        assert!(!a.body.contains("web-2") && !a.body.contains("web-3"));
+        assert!(!a.body.contains("estimated saving"));
+        assert!(a.subject.ends_with(" for team-a"));
+    }
+
+    #[test]
+    fn messages_stay_within_sns_limits() {
+        let mut r = report();
+        let many: Vec<ImageReport> = (0..20_000)
+            .map(|i| ImageReport {
+                image_id: format!("ami-x{i}"),
+                name: format!("{}-{i}", "n".repeat(40)),
+                group: format!("group-{i}"),
+                action: Action::Deregister,
+                reasons: vec![crate::planner::Reason::Expired],
+                outcome: Some(Outcome::Deregistered),
+                error: None,
+            })
+            .collect();
+        r.regions[0].images.extend(many);
+        let m = messages(&r, &ctx());
+        assert!(m[0].body.len() <= BODY_BUDGET + 100, "{}", m[0].body.len());
+        assert!(m[0].body.ends_with("the full report has the rest)\n"));
+        assert!(m
+            .iter()
+            .all(|m| m.subject.len() <= 100 && m.subject.is_ascii()));
+    }
+}
