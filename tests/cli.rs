@@ -131,7 +131,7 @@ fn plan_table_fits_80_columns_and_ends_with_the_summary() {
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
-    assert!(text.contains("web/web (20 images: 13 keep, 7 deregister)"));
+    assert!(text.contains("web/web (20 images: 13 keep, 7 deregister; saves $"));
     assert!(text.contains(&format!(
         "plan at {}: 28 images, 7 to deregister, 21 to keep",
         crate::NOW
