@@ -892,7 +892,7 @@ mod tests {
     }
 
     /// A year-like estate in miniature, heavy on the Recycle Bin: `api` images enter the
-    /// bin (their snapshots wait), one `web` image is in use, one shared, one excluded.
+    /// bin (their snapshots wait), three `web` images are in use, one shared, one excluded.
     fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
         use crate::model::{Image, Inventory, SnapshotRef, UsageKind, UsageRef};
         use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
@@ -918,13 +918,16 @@ mod tests {
             }
         }
         let mut usage = crate::Usage::new();
-        usage.add(
-            "ami-web040",
-            UsageRef {
-                kind: UsageKind::Instance,
-                id: "i-0demo (stopped)".into(),
-            },
-        );
+        // Three neighbours in use: alike, yet each keeps its own lines.
+        for d in 40..43 {
+            usage.add(
+                format!("ami-web{d:03}"),
+                UsageRef {
+                    kind: UsageKind::Instance,
+                    id: format!("i-0demo{d} (stopped)"),
+                },
+            );
+        }
         let mut inventory = Inventory::new(images, usage).unwrap();
         inventory.recycle_bin = BinRules(vec![BinRule {
             id: "api-14d".into(),
@@ -969,14 +972,19 @@ mod tests {
         let table = String::from_utf8(out).unwrap();
         golden("plan_bin_heavy.txt", &table);
         // The interesting images keep their own lines; the rest folds.
-        assert!(table.contains("used by i-0demo (stopped)"));
+        for d in 40..43 {
+            assert!(
+                table.contains(&format!("used by i-0demo{d} (stopped)")),
+                "{table}"
+            );
+        }
         assert!(table.contains("excluded_by_tag"));
         assert!(table.contains("shared"));
         assert!(table.contains(
             "  ... 30 images to deregister (expired): api-20261026 to api-20260927; snapshots\n      wait in the Recycle Bin until 2026-12-10; then saves $12.00/month"
         ), "{table}");
-        assert!(table.contains("web (60 images: 33 keep, 27 deregister; saves $10.80/month)"));
-        assert!(table.lines().count() < 35, "{table}");
+        assert!(table.contains("web (60 images: 35 keep, 25 deregister; saves $10.00/month)"));
+        assert!(table.lines().count() < 40, "{table}");
         assert!(super::plan_table_full(&plan).lines().count() > 120);
         for line in table.lines() {
             assert!(line.chars().count() <= WIDTH, "{line:?}");
@@ -1058,7 +1066,7 @@ mod tests {
         assert!(table.contains(
             "... 4 accounts with nothing to deregister and no failures (0 images evaluated):\n      222222222222 to 555555555555"
         ), "{table}");
-        assert!(table.ends_with("6 accounts, 1 failures; estimated saving $10.80/month\n"));
+        assert!(table.ends_with("6 accounts, 1 failures; estimated saving $10.00/month\n"));
         assert!(table.contains("== account 111111111111 region us-east-1"));
         assert!(table
             .contains("666666666666: 0 images evaluated, 0 to deregister or retire, 1 failures"));
