@@ -242,22 +242,46 @@ fn region_body(out: &mut String, r: &RegionReport, dry: bool, ctx: &Context, own
     if let Some(e) = &r.error {
         let _ = writeln!(out, "FAILED: {e}");
     }
-    let gone = if dry {
-        Outcome::Planned
+    deregistered_lines(out, r, dry, &mine);
+    if owner.is_none() {
+        storage_lines(out, r, dry);
+    }
+    let retiring: Vec<String> = r
+        .plan_detail
+        .iter()
+        .flat_map(|p| &p.decisions)
+        .filter(|d| mine(&d.image_id))
+        .filter_map(|d| {
+            let t = format_instant(d.eligible_at?);
+            Some(format!("{} {}: eligible_at {t}", d.image_id, d.name))
+        })
+        .collect();
+    listed(out, "retiring", &retiring);
+    let coming: Vec<String> = r
+        .coming
+        .iter()
+        .filter(|c| mine(&c.image_id))
+        .map(|c| format!("{} {}: {} from {}", c.image_id, c.name, c.why, c.at))
+        .collect();
+    let title = format!("coming within {} days", ctx.lookahead_days);
+    listed(out, &title, &coming);
+    listed(out, "failures", &failure_lines(r, &mine));
+}
+
+/// `deregistered: n images`, then per group the count and the first and last names.
+fn deregistered_lines(out: &mut String, r: &RegionReport, dry: bool, mine: &dyn Fn(&str) -> bool) {
+    let (gone, verb) = if dry {
+        (Outcome::Planned, "to deregister")
     } else {
-        Outcome::Deregistered
+        (Outcome::Deregistered, "deregistered")
     };
-    let verb = if dry { "to deregister" } else { "deregistered" };
     let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for i in r
         .images
         .iter()
         .filter(|i| i.outcome == Some(gone) && mine(&i.image_id))
     {
-        by_group
-            .entry(i.group.as_str())
-            .or_default()
-            .push(i.name.as_str());
+        by_group.entry(&i.group).or_default().push(&i.name);
     }
     let total: usize = by_group.values().map(Vec::len).sum();
     let _ = writeln!(out, "{verb}: {total} images");
@@ -269,64 +293,23 @@ fn region_body(out: &mut String, r: &RegionReport, dry: bool, ctx: &Context, own
         };
         let _ = writeln!(out, "  {g}: {} ({span})", names.len());
     }
-    if owner.is_none() {
-        storage_lines(out, r, dry);
-    }
-    let retiring: Vec<String> = r
-        .plan_detail
-        .iter()
-        .flat_map(|p| &p.decisions)
-        .filter(|d| mine(&d.image_id))
-        .filter_map(|d| {
-            let t = d.eligible_at?;
-            Some(format!(
-                "{} {}: eligible_at {}",
-                d.image_id,
-                d.name,
-                format_instant(t)
-            ))
-        })
-        .collect();
-    listed(out, "retiring", &retiring);
-    let coming: Vec<String> = r
-        .coming
-        .iter()
-        .filter(|c| mine(&c.image_id))
-        .map(|c| format!("{} {}: {} from {}", c.image_id, c.name, c.why, c.at))
-        .collect();
-    listed(
-        out,
-        &format!("coming within {} days", ctx.lookahead_days),
-        &coming,
-    );
-    let mut failures: Vec<String> = r
+}
+
+/// Failed images and failed or refused cleanup jobs, with their errors.
+fn failure_lines(r: &RegionReport, mine: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let why = |e: &Option<String>| e.clone().unwrap_or_else(|| "failed".into());
+    let images = r
         .images
         .iter()
         .filter(|i| i.outcome == Some(Outcome::Failed) && mine(&i.image_id))
-        .map(|i| {
-            format!(
-                "{} {}: {}",
-                i.image_id,
-                i.name,
-                i.error.as_deref().unwrap_or("failed")
-            )
-        })
-        .collect();
-    failures.extend(
-        r.jobs
-            .iter()
-            .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Rejected))
-            .filter(|j| mine(&j.image_id))
-            .map(|j| {
-                format!(
-                    "{} {}: {}",
-                    j.kind,
-                    j.target,
-                    j.error.as_deref().unwrap_or("failed")
-                )
-            }),
-    );
-    listed(out, "failures", &failures);
+        .map(|i| format!("{} {}: {}", i.image_id, i.name, why(&i.error)));
+    let jobs = r
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.outcome, JobOutcome::Failed | JobOutcome::Rejected))
+        .filter(|j| mine(&j.image_id))
+        .map(|j| format!("{} {}: {}", j.kind, j.target, why(&j.error)));
+    images.chain(jobs).collect()
 }
 
 /// Storage deleted (or to delete) and deferred.

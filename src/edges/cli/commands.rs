@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::{load_config, Clients};
 use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
-use crate::app::{org, run, sweep};
+use crate::app::{notify, org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
@@ -53,8 +53,8 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     };
     init_logs();
     let rt = runtime()?;
+    let report_bucket = report_bucket.or(config.report_bucket.clone());
     if policy.accounts.is_some() {
-        let report_bucket = report_bucket.or(config.report_bucket.clone());
         return rt.block_on(async {
             let base = load_config().await;
             let regions = run::regions_for(&policy, &regions, base.region().map(|r| r.as_ref()))
@@ -91,6 +91,16 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
         if opts.exec.progress.is_some() {
             eprintln!();
+        }
+        // The report object (with a report bucket) and the summaries (with a topic).
+        let delivery = notify::Delivery {
+            topic_arn: config.notify_topic_arn.as_deref(),
+            report_bucket: report_bucket.as_deref(),
+            account: config.account_id.as_deref(),
+            lookahead_days: policy.notify.lookahead_days,
+        };
+        for e in notify::after_sweep(&clients, &delivery, &report).await {
+            eprintln!("ami-sweeper: warning: {e}");
         }
         Ok::<_, Failure>(report)
     })?;
