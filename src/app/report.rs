@@ -148,6 +148,10 @@ pub struct RegionReport {
     /// The owner (`notify.owner_tag`) of each image the summary names, where tagged.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub owners: BTreeMap<String, String>,
+    /// The region's snapshots in the archive tier (for the saving estimate; the estimate
+    /// lists those it deletes).
+    #[serde(skip)]
+    pub archived_snapshots: rustc_hash::FxHashSet<String>,
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
@@ -222,6 +226,7 @@ impl RegionReport {
             savings: None,
             coming: Vec::new(),
             owners: BTreeMap::new(),
+            archived_snapshots: Default::default(),
             plan_detail: None,
         }
     }
@@ -233,7 +238,8 @@ impl RegionReport {
             return;
         };
         let prices = crate::pricing::Prices::for_region(&self.region, overrides);
-        let mut s = crate::pricing::estimate(plan, &prices, &|_| false);
+        let archived = &self.archived_snapshots;
+        let mut s = crate::pricing::estimate(plan, &prices, &|id| archived.contains(id));
         let gone: std::collections::HashMap<&str, &str> = self
             .images
             .iter()

@@ -508,6 +508,8 @@ pub struct Inventory {
     pub recycle_bin: crate::recycle_bin::BinRules,
     /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
     pub snapshot_tags: FxHashMap<String, Tags>,
+    /// The account's snapshots in the archive tier, where listed (for the saving estimate).
+    pub archived_snapshots: FxHashSet<String>,
     /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
     /// carried into the plan so that users see them.
     pub warnings: Vec<String>,
@@ -536,6 +538,7 @@ impl Inventory {
             usage,
             recycle_bin: Default::default(),
             snapshot_tags: FxHashMap::default(),
+            archived_snapshots: FxHashSet::default(),
             warnings: Vec::new(),
         })
     }
@@ -569,6 +572,9 @@ pub struct Snapshot {
     pub size_gib: Option<u64>,
     /// Tags.
     pub tags: Tags,
+    /// In the archive tier (`StorageTier` `archive`): priced as such, and billed for at
+    /// least 90 days from archiving even if deleted sooner.
+    pub archived: bool,
 }
 
 /// An instance-store bundle manifest found in one of the deployment's bundle buckets.

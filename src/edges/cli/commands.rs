@@ -202,6 +202,11 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
             .iter()
             .map(|s| (s.id.clone(), s.tags.clone()))
             .collect();
+        inventory.archived_snapshots = found
+            .iter()
+            .filter(|s| s.archived)
+            .map(|s| s.id.clone())
+            .collect();
     }
     let (bundle_buckets, format) = (args.bundle_buckets, args.format);
     let region = args
@@ -223,9 +228,10 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         }
         plan.orphans = Some(rec);
     }
+    let archived = std::mem::take(&mut inventory.archived_snapshots);
     drop(inventory);
     let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
-    let savings = pricing::estimate(&plan, &prices, &|_| false);
+    let savings = pricing::estimate(&plan, &prices, &|id| archived.contains(id));
     let format = default_format(format);
     write_stdout(|out| match format {
         Format::Json => {
