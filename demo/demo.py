@@ -128,7 +128,21 @@ def furnish(endpoint, images):
 def main():
     binary, moto = sys.argv[1], sys.argv[2]
     fmt = "json" if "--format" in sys.argv and sys.argv[sys.argv.index("--format") + 1] == "json" else "table"
-    say = (lambda *a: print(*a, file=sys.stderr)) if fmt == "json" else print
+    printed = [0]
+
+    def say(*a):
+        text = " ".join(str(x) for x in a)
+        printed[0] += text.count("\n") + 1
+        print(text, file=sys.stderr if fmt == "json" else sys.stdout, flush=True)
+
+    def run(cmd):
+        """Runs the binary, passing its output through (counted, for the closing note)."""
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        sys.stdout.write(out.stdout)
+        sys.stdout.flush()
+        if fmt == "table":
+            printed[0] += out.stdout.count("\n")
+        return out
     tmp = tempfile.mkdtemp(prefix="ami-sweeper-demo-")
     images = estate()
     seed = os.path.join(tmp, "amis.json")
@@ -169,11 +183,11 @@ def main():
             "reclaim snapshots left behind by others after 7 days")
         if fmt == "table":
             say("== the plan (dry run: nothing changes)")
-            dry = subprocess.run(base + ["--dry-run", "--format", "table"], env=env)
+            dry = run(base + ["--dry-run", "--format", "table"])
             if dry.returncode not in (0, 1):
                 return dry.returncode
             say("== the nightly sweep (for real; the emulator's rate, not AWS's 5/s)")
-        real = subprocess.run(base + ["--format", fmt], env=env)
+        real = run(base + ["--format", fmt])
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="legacy-bundles").get("Contents", []))
         say(f"== s3://legacy-bundles after the sweep: {', '.join(keys)}")
         ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
@@ -185,6 +199,9 @@ def main():
         for sid, t in sorted(waiting)[:3]:
             say(f"   {sid} of {t['ami-sweeper:storage-of']}: deleted by the first sweep after "
                 f"{t['ami-sweeper:delete-after']}")
+        if fmt == "table":
+            say(f"== {printed[0] + 1} lines: the plan folds runs of alike images into one line "
+                "each; every image's facts are in --format json")
         return real.returncode
     except KeyboardInterrupt:
         return 130

@@ -50,6 +50,69 @@ def member_checks(path: str, hub_actions: set) -> list:
     ]
 
 
+# The dashboard's widgets, as the README lists them.
+DASHBOARD_WIDGETS = [
+    "Alarms",
+    "Images deregistered and retiring",
+    "Images kept, by reason",
+    "Storage deleted and deferred",
+    "GiB reclaimed and estimated saving (USD a month)",
+    "Failures and throttles",
+    "Dead-letter queues (messages)",
+    "Function errors",
+    "Per account: images deregistered",
+    "Per account: failures",
+    "Per account: estimated saving (USD a month)",
+]
+
+# The metrics the sweep report emits (src/app/report.rs, `metrics` and `emf_line_with`).
+def emitted_metrics(root: str) -> set:
+    text = open(os.path.join(root, "src", "app", "report.rs")).read()
+    return set(re.findall(r'\("([A-Z][A-Za-z]+)", ', text)) | set(re.findall(r'"Name": "([A-Za-z]+)"', text)) \
+        | set(re.findall(r'push\(\(\s*"([A-Z][A-Za-z]+)"', text))
+
+
+def notification_checks(t: dict, root: str) -> list:
+    """The optional topic: off by default, used by every alarm, published to by the sweep
+    functions only; the dashboard's widgets and the metrics they graph."""
+    import json
+    r, params = t["Resources"], t["Parameters"]
+    topic = {"Fn::If": ["HasNotificationTopicArn", {"Ref": "NotificationTopicArn"}, {"Ref": "NotificationTopic"}]}
+    alarms = {k: v["Properties"] for k, v in r.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    body_sub = r["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "X", body_sub))
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    graphed = set(re.findall(r'MetricName=\\?"?([A-Za-z_]+)', body_sub))
+    publish = r["SweeperNotificationAccess"]["Properties"]
+    watched = {str(a.get("Dimensions", "")) + str(a.get("Metrics", "")) for a in alarms.values()}
+    return [
+        ("notifications are off by default",
+         params["NotificationEmail"]["Default"] == "" and params["NotificationTopicArn"]["Default"] == ""),
+        ("every alarm notifies the topic when there is one",
+         all(a.get("AlarmActions") == {"Fn::If": ["HasNotifications", [topic], {"Ref": "AWS::NoValue"}]}
+             for a in alarms.values())),
+        ("alarms on the pair function's errors, the worker's errors and the sweep queue's DLQ",
+         any("PairSweeperFunction" in w for w in watched) and any("CleanupFunction" in w for w in watched)
+         and any("SweepDeadLetterQueue" in w for w in watched) and any("CleanupDeadLetterQueue" in w for w in watched)),
+        ("the topic is made only for an email without an existing topic",
+         r["NotificationTopic"]["Condition"] == "CreateNotificationTopic"
+         and t["Conditions"]["CreateNotificationTopic"] == {"Fn::And": [{"Condition": "HasNotificationEmail"},
+                                                                        {"Fn::Not": [{"Condition": "HasNotificationTopicArn"}]}]}),
+        ("the sweep functions may publish to the topic only",
+         publish["Roles"] == [{"Ref": "SweeperFunctionRole"}]
+         and [(st["Action"], st["Resource"]) for st in publish["PolicyDocument"]["Statement"]] == [("sns:Publish", topic)]
+         and r["SweeperNotificationAccess"]["Condition"] == "HasNotifications"),
+        ("both sweep functions know the topic",
+         all(r[f]["Properties"]["Environment"]["Variables"]["AMI_SWEEPER_NOTIFY_TOPIC_ARN"]
+             == {"Fn::If": ["HasNotifications", topic, ""]} for f in ("SweeperFunction", "PairSweeperFunction"))),
+        ("the dashboard has the README's widgets", titles == DASHBOARD_WIDGETS),
+        ("the dashboard's alarm widget lists every alarm",
+         sorted(re.findall(r"\$\{(\w+Alarm)\.Arn\}", body_sub)) == sorted(alarms)),
+        ("the dashboard graphs only metrics the report emits",
+         graphed - {"Kept_"} <= emitted_metrics(root) and len(graphed) >= 8),
+    ]
+
+
 def main() -> int:
     t = cfn_yaml.load(sys.argv[1] if len(sys.argv) > 1 else "template.yaml")
     g = t["Globals"]["Function"]
@@ -172,6 +235,7 @@ def main() -> int:
         ("member roles only: sts:AssumeRole names the member role",
          all("MemberRoleName" in str(st["Resource"]) for st in statements if st["Action"] == "sts:AssumeRole")),
     ]
+    checks += notification_checks(t, root)
     if len(sys.argv) > 2:
         checks += member_checks(sys.argv[2], set(actions))
     for name, ok in checks:

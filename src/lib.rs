@@ -4,7 +4,7 @@
 //! The folders are the layers, and dependencies only point inwards:
 //! - the pure core is its own crate, `ami-sweeper-core` (`crates/core`), re-exported here
 //!   as [`model`], [`policy`], [`planner`], [`orphans`], [`events`], [`jobs`], [`mandate`],
-//!   [`manifest`], [`verify`], [`fields`] and [`time`]: no I/O, no clock, no SDK types;
+//!   [`manifest`], [`verify`], [`fields`], [`pricing`], [`storage`] and [`time`]: no I/O, no clock, no SDK types;
 //! - [`ports`] are the narrow interfaces the application needs from AWS, [`error`] their
 //!   typed failures;
 //! - [`app`] drives the ports: the sweep, the cleanup worker, the run loops, pacing,
@@ -22,7 +22,7 @@ pub mod error;
 pub mod ports;
 
 pub use ami_sweeper_core::{
-    events, fields, jobs, mandate, manifest, model, orphans, planner, policy, recycle_bin, retire,
-    storage, time, verify,
+    events, fields, jobs, mandate, manifest, model, orphans, planner, policy, pricing, recycle_bin,
+    retire, storage, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

@@ -131,7 +131,7 @@ fn plan_table_fits_80_columns_and_ends_with_the_summary() {
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
-    assert!(text.contains("web/web (20 images: 13 keep, 7 deregister)"));
+    assert!(text.contains("web/web (20 images: 13 keep, 7 deregister; saves $"));
     assert!(text.contains(&format!(
         "plan at {}: 28 images, 7 to deregister, 21 to keep",
         crate::NOW
@@ -664,4 +664,69 @@ fn images_an_earlier_sweep_disabled_show_as_retiring_or_due_offline() {
     let fresh = d("ami-0000000000000b003");
     assert_eq!(fresh["action"], "disable");
     assert_eq!(fresh["eligible_at"], "2026-12-03T00:00:00Z");
+}
+
+#[test]
+fn archived_snapshots_are_priced_as_archived_and_carry_the_ninety_day_note() {
+    let dir = std::env::temp_dir().join(format!("ami-sweeper-tier-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let images = write(
+        "images.json",
+        r#"{"Images": [{"ImageId": "ami-1", "Name": "old", "State": "available",
+            "CreationDate": "2025-01-01T00:00:00.000Z", "RootDeviceType": "ebs",
+            "BlockDeviceMappings": [
+              {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-std", "VolumeSize": 100}},
+              {"DeviceName": "/dev/xvdb", "Ebs": {"SnapshotId": "snap-arc", "VolumeSize": 100}}]}]}"#,
+    );
+    let snapshots = write(
+        "snapshots.json",
+        r#"{"Snapshots": [
+            {"SnapshotId": "snap-std", "Description": "", "VolumeSize": 100, "StorageTier": "standard"},
+            {"SnapshotId": "snap-arc", "Description": "", "VolumeSize": 100, "StorageTier": "archive"}]}"#,
+    );
+    let policy = write(
+        "policy.json",
+        r#"{"retention": {"min_age_days": 30},
+            "cost": {"price_per_gib_month": {"snapshot_archive": 0.01}}}"#,
+    );
+    let out = bin()
+        .args(["plan", "--policy"])
+        .arg(&policy)
+        .arg("--images")
+        .arg(&images)
+        .arg("--snapshots")
+        .arg(&snapshots)
+        .args([
+            "--region",
+            "eu-central-1",
+            "--now",
+            crate::NOW,
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["savings"];
+    // 100 GiB at eu-central-1's standard $0.054, 100 GiB archived at the policy's $0.01.
+    assert_eq!(s["monthly"], 6.4);
+    assert_eq!(
+        s["by_image"]["ami-1"]["archived_snapshots"],
+        serde_json::json!(["snap-arc"])
+    );
+    assert!(
+        s["notes"]
+            .to_string()
+            .contains("within 90 days of archiving"),
+        "{s}"
+    );
+    // The plan's own fields are unchanged beside it.
+    assert_eq!(v["decisions"][0]["image_id"], "ami-1");
+    assert_eq!(v["summary"]["snapshot_gib_to_delete"], 200);
 }

@@ -54,6 +54,7 @@ fn snapshot(id: &str, description: &str) -> Snapshot {
         start_time: Some(parse_instant("2025-01-01T00:00:00Z").unwrap()),
         size_gib: Some(8),
         tags: Tags::new(),
+        archived: false,
     }
 }
 

@@ -61,6 +61,7 @@ fn snapshot(id: &str, description: &str, tags: &[(&str, &str)]) -> Snapshot {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        archived: false,
     }
 }
 

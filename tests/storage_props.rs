@@ -181,6 +181,7 @@ fn seed(e: &Estate) -> MemoryAccount {
             start_time: days_before(start(), *age),
             size_gib: Some(8),
             tags,
+            archived: false,
         };
         state.snapshots.insert(snap.id.clone(), snap);
         if *templated {

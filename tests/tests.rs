@@ -15,6 +15,7 @@ mod faults_moto;
 mod lambda_events;
 mod lambda_org;
 mod lambda_runtime;
+mod notify_moto;
 mod org_moto;
 mod retire_moto;
 mod storage_memory;

@@ -89,6 +89,8 @@ pub struct AccountSummary {
     /// The first reason a pair of the account could not run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Estimated monthly saving (US dollars) over the account's pairs.
+    pub monthly_saving: crate::pricing::Usd,
 }
 
 /// A whole organization sweep.
@@ -306,6 +308,7 @@ pub fn summarize(run: String, pairs: Vec<PairReport>) -> OrgReport {
         line.failures += p.failures();
         if let Some(r) = &p.report {
             line.images += r.totals.images;
+            line.monthly_saving += r.totals.monthly_saving;
             line.deregistered += r
                 .totals
                 .outcomes

@@ -137,6 +137,21 @@ pub struct RegionReport {
     /// Set when the run stopped early (new deregistrations stopped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<StopReason>,
+    /// The estimated monthly saving of what the region deleted (dry run: would delete),
+    /// per image and group, with the prices and notes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub savings: Option<crate::pricing::Savings>,
+    /// Images a sweep within `notify.lookahead_days` will act on (retiring ones falling
+    /// due, and ones the policy condemns by then).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coming: Vec<crate::app::notify::Coming>,
+    /// The owner (`notify.owner_tag`) of each image the summary names, where tagged.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub owners: BTreeMap<String, String>,
+    /// The region's snapshots in the archive tier (for the saving estimate; the estimate
+    /// lists those it deletes).
+    #[serde(skip)]
+    pub archived_snapshots: rustc_hash::FxHashSet<String>,
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
@@ -208,8 +223,37 @@ impl RegionReport {
             orphans: OrphanCounts::default(),
             awaiting_reconciliation: Vec::new(),
             stopped: None,
+            savings: None,
+            coming: Vec::new(),
+            owners: BTreeMap::new(),
+            archived_snapshots: Default::default(),
             plan_detail: None,
         }
+    }
+
+    /// Estimates the monthly saving at `overrides` over the region's list prices: the
+    /// storage of the images deregistered (dry run: planned), each snapshot once.
+    pub fn price(&mut self, overrides: &crate::policy::PriceOverride) {
+        let Some(plan) = &self.plan_detail else {
+            return;
+        };
+        let prices = crate::pricing::Prices::for_region(&self.region, overrides);
+        let archived = &self.archived_snapshots;
+        let mut s = crate::pricing::estimate(plan, &prices, &|id| archived.contains(id));
+        let gone: std::collections::HashMap<&str, &str> = self
+            .images
+            .iter()
+            .filter(|i| matches!(i.outcome, Some(Outcome::Deregistered | Outcome::Planned)))
+            .map(|i| (i.image_id.as_str(), i.group.as_str()))
+            .collect();
+        s.by_image.retain(|id, _| gone.contains_key(id.as_str()));
+        s.by_group.clear();
+        for (id, i) in &s.by_image {
+            *s.by_group.entry(gone[id.as_str()].to_string()).or_default() += i.monthly;
+        }
+        s.monthly = s.by_image.values().map(|i| i.monthly).sum();
+        s.monthly_deferred = s.by_image.values().map(|i| i.monthly_deferred).sum();
+        self.savings = Some(s);
     }
 
     /// Adds up the sizes of the snapshots whose deletion succeeded (sizes saturate:
@@ -254,6 +298,10 @@ pub struct Totals {
     pub snapshot_gib_deleted: u64,
     /// Snapshots whose image was gone, deleted or to delete, by origin.
     pub orphans: OrphanCounts,
+    /// Estimated monthly saving (US dollars) of the storage deleted (dry run: to delete).
+    pub monthly_saving: crate::pricing::Usd,
+    /// Estimated monthly saving once the Recycle Bin releases the snapshots that wait.
+    pub monthly_saving_deferred: crate::pricing::Usd,
 }
 
 /// A whole run.
@@ -295,6 +343,10 @@ impl SweepReport {
             t.orphans.foreign += r.orphans.foreign;
             t.orphans.foreign_gib = t.orphans.foreign_gib.saturating_add(r.orphans.foreign_gib);
             t.orphans.bundles += r.orphans.bundles;
+            if let Some(s) = &r.savings {
+                t.monthly_saving += s.monthly;
+                t.monthly_saving_deferred += s.monthly_deferred;
+            }
             self.stopped = self.stopped.or(r.stopped);
             for i in &r.images {
                 if let Some(o) = i.outcome {
@@ -331,11 +383,23 @@ impl SweepReport {
             metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
             fields.insert(name, serde_json::json!(value));
         }
+        // Money in dollars (a fraction), beside the counts.
+        metrics.push(serde_json::json!({"Name": "EstimatedMonthlySavingUSD", "Unit": "None"}));
+        fields.insert(
+            "EstimatedMonthlySavingUSD".into(),
+            serde_json::json!(self.totals.monthly_saving.dollars()),
+        );
         fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
         let mut dimensions = vec!["DryRun".to_string()];
         for (k, v) in dims {
             fields.insert(k.to_string(), serde_json::json!(v));
             dimensions.push(k.to_string());
+        }
+        // A pair's figures also roll up under `DryRun` alone, so that one alarm and one
+        // graph see every pair's failures without knowing the accounts.
+        let mut dimension_sets = vec![dimensions];
+        if !dims.is_empty() {
+            dimension_sets.push(vec!["DryRun".to_string()]);
         }
         fields.insert(
             "_aws".into(),
@@ -343,7 +407,7 @@ impl SweepReport {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": "ami-sweeper",
-                    "Dimensions": [dimensions],
+                    "Dimensions": dimension_sets,
                     "Metrics": metrics,
                 }]
             }),
@@ -363,12 +427,21 @@ impl SweepReport {
             })
             .count() as u64;
         let orphans = self.totals.orphans.marked + self.totals.orphans.foreign;
+        let snapshots_deferred = self
+            .regions
+            .iter()
+            .filter_map(|r| r.plan.as_ref())
+            .map(|p| p.snapshots_deferred as u64)
+            .sum();
         let mut out: Vec<(String, u64, &'static str)> = [
             ("ImagesEvaluated", self.totals.images as u64),
             ("ImagesDeregistered", count(Outcome::Deregistered)),
             ("ImagesFailed", count(Outcome::Failed)),
             ("ImagesDeferred", count(Outcome::Deferred)),
+            ("ImagesDeprecated", count(Outcome::Deprecated)),
+            ("ImagesDisabled", count(Outcome::Disabled)),
             ("SnapshotsDeleted", snapshots_deleted),
+            ("SnapshotsDeferred", snapshots_deferred),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_string(), v, "Count"))
@@ -482,5 +555,34 @@ mod tests {
             assert!(line[name].is_number(), "{name} declared but not set");
         }
         assert_eq!(directive["Dimensions"][0][0], "DryRun");
+        assert_eq!(directive["Dimensions"].as_array().unwrap().len(), 1);
+        assert!(line["EstimatedMonthlySavingUSD"].is_number());
+    }
+
+    #[test]
+    fn a_pairs_failures_also_roll_up_under_dry_run_alone() {
+        let mut report = SweepReport {
+            dry_run: false,
+            now: "2026-11-26T00:00:00Z".into(),
+            regions: vec![RegionReport {
+                error: Some("AccessDenied".into()),
+                ..RegionReport::new("eu-west-1")
+            }],
+            totals: Totals::default(),
+            api_calls: BTreeMap::new(),
+            throttles: 0,
+            elapsed_ms: 1,
+            stopped: None,
+        };
+        report.total();
+        let line: serde_json::Value = serde_json::from_str(
+            &report.emf_line_with(1, &[("Account", "111111111111"), ("Region", "eu-west-1")]),
+        )
+        .unwrap();
+        let sets = &line["_aws"]["CloudWatchMetrics"][0]["Dimensions"];
+        assert_eq!(sets[0], serde_json::json!(["DryRun", "Account", "Region"]));
+        // The alarm on Failures{DryRun} sees this pair.
+        assert_eq!(sets[1], serde_json::json!(["DryRun"]));
+        assert_eq!(line["Failures"], 1);
     }
 }

@@ -135,6 +135,7 @@ pub async fn run_sweep_in(
     let mut regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
     for r in &mut regions {
         r.count_freed_storage();
+        r.price(&policy.cost.price_per_gib_month);
     }
     let mut report = SweepReport {
         dry_run: exec.dry_run,

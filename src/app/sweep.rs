@@ -792,6 +792,11 @@ async fn inventory<A: Account>(
         .iter()
         .map(|s| (s.id.clone(), s.tags.clone()))
         .collect();
+    inventory.archived_snapshots = snapshots
+        .iter()
+        .filter(|s| s.archived)
+        .map(|s| s.id.clone())
+        .collect();
     let mut rec = reconciliation(policy, &mut inventory, &snapshots, account, now)
         .await
         .map_err(failed)?;
@@ -879,7 +884,14 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.error = Some(e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
+    let until = crate::time::days_after(now, policy.notify.lookahead_days);
+    let later = scoped_plan(policy, &inventory, until, cfg);
+    report.coming = crate::app::notify::coming(&ex.plan, &later, until);
     report.plan_detail = Some(ex.plan);
+    report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
+    if let Some(tag) = &policy.notify.owner_tag {
+        report.owners = crate::app::notify::owners(&inventory, tag, &report);
+    }
     report
 }
 

@@ -366,6 +366,7 @@ impl Handler {
         } else {
             eprintln!("{}", report.emf_line(now_ms));
         }
+        self.notify(&policy, None, &report).await;
         let failures = report.totals.failures;
         let value = serde_json::to_value(&report).expect("report serializes");
         if failures > 0 {
@@ -419,6 +420,19 @@ impl Handler {
         )
         .await;
         self.emit_pairs(&report.pairs);
+        for p in &report.pairs {
+            let Some(r) = &p.report else { continue };
+            let key = self.config.report_bucket.as_ref().map(|b| {
+                let request = SweepRequest {
+                    account: p.account.clone(),
+                    region: p.region.clone(),
+                    run: run.clone(),
+                    mandate: None,
+                };
+                format!("s3://{b}/{}", request.report_key())
+            });
+            self.notify(policy, Some((&p.account, key)), r).await;
+        }
         let value = serde_json::to_value(&report).expect("report serializes");
         if report.failures > 0 {
             return Err(HandlerError::RunFailed {
@@ -503,6 +517,10 @@ impl Handler {
             let pair =
                 org::sweep_pair(&self.clients, &policy, &request, &siblings, &opts, bucket).await;
             self.emit_pairs(std::slice::from_ref(&pair));
+            if let Some(r) = &pair.report {
+                let key = bucket.map(|b| format!("s3://{b}/{}", request.report_key()));
+                self.notify(&policy, Some((&pair.account, key)), r).await;
+            }
             if pair
                 .error
                 .as_deref()
@@ -530,6 +548,34 @@ impl Handler {
                 tracing::error!(message_id = %id, reason = %why, error = %e, "could not reach the dead-letter queue");
                 false
             }
+        }
+    }
+
+    /// Sends a report's summary (and owners' messages) to the configured topic; a
+    /// single-account run (`pair` none) first writes its report to the report bucket. What
+    /// fails is logged: the sweep's outcome stands.
+    async fn notify(
+        &self,
+        policy: &Policy,
+        pair: Option<(&str, Option<String>)>,
+        report: &crate::app::report::SweepReport,
+    ) {
+        use crate::app::notify;
+        let d = notify::Delivery {
+            topic_arn: self.config.notify_topic_arn.as_deref(),
+            report_bucket: self.config.report_bucket.as_deref(),
+            account: pair
+                .as_ref()
+                .map(|p| p.0)
+                .or(self.config.account_id.as_deref()),
+            lookahead_days: policy.notify.lookahead_days,
+        };
+        let errors = match pair {
+            None => notify::after_sweep(&self.clients, &d, report).await,
+            Some((_, location)) => notify::publish(&self.clients, &d, report, location).await,
+        };
+        for e in errors {
+            tracing::error!(error = %e, "notification");
         }
     }
 

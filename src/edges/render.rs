@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::planner::{Action, CleanupAction, Decision, Plan};
+use crate::model::ImageState;
+use crate::planner::{Action, CleanupAction, Decision, Plan, Reason, RetainReason};
+use crate::pricing::{Savings, Usd};
+use crate::recycle_bin::SnapshotWait;
 use crate::time::format_instant;
 
 /// Total width the table keeps to.
@@ -36,59 +39,131 @@ fn reason_cell(d: &Decision) -> String {
     }
 }
 
-/// Renders the plan as a table grouped by lineage, followed by the summary.
+/// Renders the plan as a table grouped by lineage, runs of alike images folded, followed
+/// by the summary.
 pub fn plan_table(plan: &Plan) -> String {
     let mut out = Vec::new();
-    write_plan_table(plan, &mut out).expect("writing to memory cannot fail");
+    write_table(plan, None, &mut out, true).expect("writing to memory cannot fail");
     String::from_utf8(out).expect("the table is UTF-8")
 }
 
-/// Streams the table to `w`, one group at a time, so a large plan needs no large buffer.
-pub fn write_plan_table(plan: &Plan, w: &mut impl std::io::Write) -> std::io::Result<()> {
-    write_table(plan, w, false)
+/// Streams the folded table to `w`, one group at a time, so a large plan needs no large
+/// buffer; with `savings`, each group and folded run says what it saves a month.
+pub fn write_plan_table(
+    plan: &Plan,
+    savings: Option<&Savings>,
+    w: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    write_table(plan, savings, w, true)
 }
 
-/// The table with long runs of plainly expired images folded into one line each, for
-/// estates of years of nightly builds.
-pub fn plan_table_compact(plan: &Plan) -> String {
+/// The table with one line (and its notes) per image, nothing folded.
+pub fn plan_table_full(plan: &Plan) -> String {
     let mut out = Vec::new();
-    write_table(plan, &mut out, true).expect("writing to memory cannot fail");
+    write_table(plan, None, &mut out, false).expect("writing to memory cannot fail");
     String::from_utf8(out).expect("the table is UTF-8")
 }
 
-/// A row with nothing to say beyond its action and single reason: no users, no storage
-/// notes. Runs of these fold into one line in the compact table.
-fn is_plain(d: &Decision) -> bool {
-    d.reasons.len() == 1
-        && d.used_by.is_empty()
-        && d.stale_versions.is_empty()
-        && d.snapshots
-            .iter()
-            .all(|s| s.action == CleanupAction::Delete)
-        && d.bundle.is_none()
-        && d.recycle_bin.is_none()
-        && d.eligible_at.is_none()
+/// Reasons that make an image interesting on its own: it never folds with others.
+const OWN_LINE_REASONS: [Reason; 7] = [
+    Reason::ExcludedByTag,
+    Reason::BackupManaged,
+    Reason::Unsettled,
+    Reason::DeregistrationProtected,
+    Reason::InUse,
+    Reason::Shared,
+    Reason::RecentlyLaunched,
+];
+
+fn day(t: crate::model::Timestamp) -> String {
+    t.format("%Y-%m-%d").to_string()
 }
 
-fn write_table(plan: &Plan, w: &mut impl std::io::Write, compact: bool) -> std::io::Result<()> {
+/// What a row says beyond its action and reasons when it may share a folded line with
+/// its neighbours (same bin date, same retirement date); `None` when the image is
+/// interesting on its own (in use, shared, protected, excluded, failed, storage kept for
+/// a reason of its own) and keeps its own lines.
+fn fold_note(d: &Decision) -> Option<String> {
+    let own_storage = d.snapshots.iter().any(|s| {
+        s.action == CleanupAction::Retain
+            && (!s.shared_with.is_empty()
+                || !matches!(
+                    s.reason,
+                    Some(
+                        RetainReason::ImageInRecycleBin
+                            | RetainReason::DeferredForRecycleBin
+                            | RetainReason::CleanupDisabled
+                    )
+                ))
+    });
+    if d.reasons.iter().any(|r| OWN_LINE_REASONS.contains(r))
+        || !d.used_by.is_empty()
+        || !d.stale_versions.is_empty()
+        || d.bundle.is_some()
+        || own_storage
+        || matches!(d.state, ImageState::Failed | ImageState::Error)
+    {
+        return None;
+    }
+    let mut notes = Vec::new();
+    if d.snapshots
+        .iter()
+        .any(|s| s.reason == Some(RetainReason::CleanupDisabled))
+    {
+        notes.push("snapshots kept (cleanup_disabled)".to_string());
+    }
+    if let Some(t) = d.eligible_at {
+        notes.push(format!("retiring, may go on from {}", day(t)));
+    }
+    if let Some(f) = &d.recycle_bin {
+        let until = day(f.restorable_until);
+        notes.push(match f.snapshots {
+            SnapshotWait::Deferred => format!("snapshots wait in the Recycle Bin until {until}"),
+            SnapshotWait::RetainedBySnapshotRule => {
+                format!("restorable until {until} (a snapshot rule keeps the snapshots)")
+            }
+        });
+    }
+    Some(notes.join("; "))
+}
+
+/// Runs of at least this many alike images fold into one line.
+const FOLD_AT: usize = 3;
+
+fn write_table(
+    plan: &Plan,
+    savings: Option<&Savings>,
+    w: &mut impl std::io::Write,
+    fold: bool,
+) -> std::io::Result<()> {
     let mut out = String::new();
     for members in plan.decisions.chunk_by(|a, b| a.group == b.group) {
-        group_header(&mut out, members);
+        group_header(&mut out, members, savings);
+        let notes: Vec<Option<String>> = if fold {
+            members.iter().map(fold_note).collect()
+        } else {
+            vec![None; members.len()]
+        };
         let mut i = 0;
         while i < members.len() {
-            let run = if compact { plain_run(&members[i..]) } else { 1 };
-            if run > 3 {
-                folded_run(&mut out, &members[i..i + run]);
-                i += run;
+            let run = alike_run(&members[i..], &notes[i..]);
+            if run >= FOLD_AT {
+                let note = notes[i].as_deref().unwrap_or_default();
+                folded_run(&mut out, &members[i..i + run], note, savings);
             } else {
-                decision_lines(&mut out, plan, &members[i]);
-                i += 1;
+                for d in &members[i..i + run] {
+                    decision_lines(&mut out, plan, d);
+                }
             }
+            i += run;
         }
         w.write_all(out.as_bytes())?;
         out.clear();
     }
     out.push_str(&summary_lines(plan));
+    if let Some(s) = savings {
+        savings_lines(&mut out, s);
+    }
     for warning in &plan.warnings {
         wrapped(&mut out, &format!("warning: {warning}"), 9);
     }
@@ -113,15 +188,20 @@ fn group_title(group: &str) -> &str {
     }
 }
 
-/// `web (12 images: 3 keep, 9 deregister)`.
-fn group_header(out: &mut String, members: &[Decision]) {
+/// `web (12 images: 3 keep, 9 deregister; saves $3.20/month)`.
+fn group_header(out: &mut String, members: &[Decision], savings: Option<&Savings>) {
     let dereg = members
         .iter()
         .filter(|d| d.action == Action::Deregister)
         .count();
+    let saves = savings
+        .and_then(|s| s.by_group.get(&members[0].group))
+        .filter(|u| !u.is_zero())
+        .map(|u| format!("; saves {u}/month"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{} ({} images: {} keep, {} deregister)",
+        "{} ({} images: {} keep, {} deregister{saves})",
         truncate(group_title(&members[0].group), 40),
         members.len(),
         members.len() - dereg,
@@ -129,19 +209,22 @@ fn group_header(out: &mut String, members: &[Decision]) {
     );
 }
 
-/// How many decisions from the first on are plain and alike (same action, same reasons).
-fn plain_run(from: &[Decision]) -> usize {
-    let first = &from[0];
-    if !is_plain(first) {
+/// How many decisions from the first on fold together: same action, same reasons, same
+/// note; 1 when the first is interesting on its own.
+fn alike_run(from: &[Decision], notes: &[Option<String>]) -> usize {
+    let (first, Some(note)) = (&from[0], &notes[0]) else {
         return 1;
-    }
+    };
     from.iter()
-        .take_while(|m| is_plain(m) && m.action == first.action && m.reasons == first.reasons)
+        .zip(notes)
+        .take_while(|(m, n)| {
+            n.as_ref() == Some(note) && m.action == first.action && m.reasons == first.reasons
+        })
         .count()
 }
 
-/// `  ... 40 images to deregister (expired): web-1 to web-40`.
-fn folded_run(out: &mut String, run: &[Decision]) {
+/// `  ... 40 images to deregister (expired): web-1 to web-40; <note>; saves $2.00/month`.
+fn folded_run(out: &mut String, run: &[Decision], note: &str, savings: Option<&Savings>) {
     let (first, last) = (&run[0], &run[run.len() - 1]);
     let verb = match first.action {
         Action::Keep => "to keep",
@@ -150,16 +233,67 @@ fn folded_run(out: &mut String, run: &[Decision]) {
         Action::Disable => "to disable",
         Action::Enable => "to enable",
     };
-    line(
-        out,
-        &format!(
-            "  ... {} images {verb} ({}): {} to {}",
-            run.len(),
-            first.reasons[0].as_str(),
-            first.name,
-            last.name
-        ),
+    let reasons: Vec<&str> = first.reasons.iter().map(|r| r.as_str()).collect();
+    let mut text = format!(
+        "  ... {} images {verb} ({}): {} to {}",
+        run.len(),
+        reasons.join("+"),
+        first.name,
+        last.name
     );
+    if !note.is_empty() {
+        let _ = write!(text, "; {note}");
+    }
+    if let Some(s) = savings {
+        let saved: Usd = run
+            .iter()
+            .filter_map(|d| s.by_image.get(&d.image_id))
+            .map(|i| i.monthly)
+            .sum();
+        let later: Usd = run
+            .iter()
+            .filter_map(|d| s.by_image.get(&d.image_id))
+            .map(|i| i.monthly_deferred)
+            .sum();
+        if !saved.is_zero() {
+            let _ = write!(text, "; saves {saved}/month");
+        } else if !later.is_zero() {
+            let _ = write!(text, "; then saves {later}/month");
+        }
+    }
+    wrapped(out, &text, 6);
+}
+
+/// The estimate's lines: this run's saving, what the Recycle Bin releases later, the
+/// prices and what the figures cannot know.
+fn savings_lines(out: &mut String, s: &Savings) {
+    let mut text = format!("estimated saving: {}/month", s.monthly);
+    if !s.monthly_deferred.is_zero() {
+        let _ = write!(
+            text,
+            ", and {}/month more once the Recycle Bin releases the snapshots that wait",
+            s.monthly_deferred
+        );
+    }
+    let _ = write!(
+        text,
+        " (prices for {}: snapshots ${}/GiB-month, archived ${}/GiB-month)",
+        s.prices.region, s.prices.snapshot_standard, s.prices.snapshot_archive
+    );
+    wrapped(out, &text, 2);
+    for note in &s.notes {
+        wrapped(out, &format!("  note: {note}"), 8);
+    }
+    let archived: Vec<&str> = s
+        .by_image
+        .values()
+        .flat_map(|i| &i.archived_snapshots)
+        .map(String::as_str)
+        .collect();
+    if !archived.is_empty() {
+        let text = format!("  archived snapshots to delete: {}", archived.join(", "));
+        wrapped(out, &text, 4);
+    }
 }
 
 /// One decision: the image line, then who uses it, the snapshots it keeps, its bundle.
@@ -215,8 +349,8 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
     }
     if let Some(f) = &d.recycle_bin {
         let wait = match f.snapshots {
-            crate::recycle_bin::SnapshotWait::Deferred => "snapshots wait",
-            crate::recycle_bin::SnapshotWait::RetainedBySnapshotRule => "snapshot rule too",
+            SnapshotWait::Deferred => "snapshots wait",
+            SnapshotWait::RetainedBySnapshotRule => "snapshot rule too",
         };
         let until = format_instant(f.restorable_until);
         line(out, &format!("      restorable until {until} ({wait})"));
@@ -233,13 +367,16 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
 /// Word-wraps `text` to [`WIDTH`], indenting continuation lines by `indent` spaces.
 pub fn wrap(text: &str, indent: usize) -> String {
     let mut out = String::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+    // Leading spaces are an indent of the first line, kept as given.
+    let lead = text.len() - text.trim_start_matches(' ').len();
+    let mut line = " ".repeat(lead);
+    for word in text[lead..].split(' ') {
+        let blank = line.chars().all(|c| c == ' ');
+        if !blank && line.chars().count() + 1 + word.chars().count() > WIDTH {
             out.push_str(&line);
             out.push('\n');
             line = " ".repeat(indent);
-        } else if !line.is_empty() && !line.chars().all(|c| c == ' ') {
+        } else if !blank {
             line.push(' ');
         }
         line.push_str(word);
@@ -378,30 +515,57 @@ fn reconciled_lines(out: &mut String, r: &crate::app::report::RegionReport, dry_
     }
 }
 
-/// Renders a sweep report: per region the plan grouped by lineage (long runs of plain
-/// expiries folded), what did not simply succeed and why, then the totals, the storage
-/// freed and the API calls.
+/// Lets the streaming table write into a `String`.
+struct Sink<'a>(&'a mut String);
+
+impl std::io::Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders a sweep report: per region the plan grouped by lineage (runs of alike images
+/// folded), what did not simply succeed and why, then the totals, the storage freed and
+/// the API calls.
 pub fn sweep_table(report: &crate::app::report::SweepReport) -> String {
     let mut out = String::new();
     for r in &report.regions {
         let _ = writeln!(out, "== region {}", r.region);
-        if let Some(e) = &r.error {
-            wrapped(&mut out, &format!("FAILED: {e}"), 8);
-            if r.plan_detail.is_none() {
-                continue;
-            }
-        }
-        match &r.plan_detail {
-            Some(plan) if report.dry_run => out.push_str(&plan_table_compact(plan)),
-            // A real run: what happened per lineage; the dry run shows the why.
-            _ => outcomes_by_group(&mut out, r),
-        }
-        not_deregistered(&mut out, r);
-        unfinished_jobs(&mut out, r);
-        reconciled_lines(&mut out, r, report.dry_run);
+        region_section(&mut out, r, report.dry_run);
     }
     totals_lines(&mut out, report);
     out
+}
+
+/// One region's part of a report: its failure, its plan (dry run) or outcomes per
+/// lineage (real run), what was not deregistered, unfinished jobs, reconciled storage.
+fn region_section(out: &mut String, r: &crate::app::report::RegionReport, dry_run: bool) {
+    if let Some(e) = &r.error {
+        wrapped(out, &format!("FAILED: {e}"), 8);
+        if r.plan_detail.is_none() {
+            return;
+        }
+    }
+    match &r.plan_detail {
+        Some(plan) if dry_run => {
+            let _ = write_table(plan, r.savings.as_ref(), &mut Sink(out), true);
+        }
+        // A real run: what happened per lineage; the dry run shows the why.
+        _ => {
+            outcomes_by_group(out, r);
+            if let Some(s) = &r.savings {
+                savings_lines(out, s);
+            }
+        }
+    }
+    not_deregistered(out, r);
+    unfinished_jobs(out, r);
+    reconciled_lines(out, r, dry_run);
 }
 
 /// `web: 9 deregistered, 1 failed`, one line per lineage.
@@ -485,12 +649,13 @@ fn totals_lines(out: &mut String, report: &crate::app::report::SweepReport) {
     };
     let text = format!(
         "{}: {} images evaluated; {}; cleanup jobs: {}; {} GiB of snapshots deleted; \
-         {} failures; {} ms",
+         estimated saving {}/month; {} failures; {} ms",
         if report.dry_run { "dry run" } else { "sweep" },
         t.images,
         or_else(counts(&t.outcomes), "nothing to deregister"),
         or_else(counts(&t.jobs), "none"),
         t.snapshot_gib_deleted,
+        t.monthly_saving,
         t.failures,
         report.elapsed_ms
     );
@@ -567,37 +732,133 @@ pub fn cleanup_table(report: &crate::app::report::CleanupReport) -> String {
     out
 }
 
-/// Renders an organization sweep: one line per account, then each pair that failed.
+/// Renders an organization sweep: per account a line, then its regions as a sweep's table
+/// shows them; runs of accounts with nothing to do fold into one line.
 pub fn org_table(report: &crate::app::org::OrgReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "== organization sweep {}", report.run);
-    for (account, a) in &report.accounts {
-        let text = format!(
-            "{account}: {} images evaluated, {} deregistered, {} failures{}",
-            a.images,
-            a.deregistered,
-            a.failures,
-            a.error
-                .as_deref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        );
-        wrapped(&mut out, &text, 2);
+    let dry_run = report
+        .pairs
+        .iter()
+        .filter_map(|p| p.report.as_ref())
+        .any(|r| r.dry_run);
+    let accounts: Vec<(&String, AccountFacts)> = report
+        .accounts
+        .iter()
+        .map(|(id, a)| (id, AccountFacts::of(report, id, a, dry_run)))
+        .collect();
+    let mut i = 0;
+    while i < accounts.len() {
+        let quiet = accounts[i..]
+            .iter()
+            .take_while(|(_, f)| f.is_quiet())
+            .count();
+        if quiet >= FOLD_AT {
+            let run = &accounts[i..i + quiet];
+            let images: usize = run.iter().map(|(_, f)| f.images).sum();
+            let text = format!(
+                "... {quiet} accounts with nothing to deregister and no failures ({images} \
+                 images evaluated): {} to {}",
+                run[0].0,
+                run[quiet - 1].0
+            );
+            wrapped(&mut out, &text, 6);
+            i += quiet;
+            continue;
+        }
+        let (id, facts) = &accounts[i];
+        account_lines(&mut out, report, id, facts);
+        i += 1;
     }
-    for p in &report.pairs {
-        if let Some(r) = &p.report {
-            for region in r.regions.iter().filter(|r| r.error.is_some()) {
-                let e = region.error.as_deref().unwrap_or_default();
-                wrapped(
-                    &mut out,
-                    &format!("  {} {}: FAILED: {e}", p.account, p.region),
-                    6,
-                );
+    let saved: Usd = accounts.iter().map(|(_, f)| f.saving).sum();
+    let _ = writeln!(
+        out,
+        "{} accounts, {} failures; estimated saving {saved}/month",
+        accounts.len(),
+        report.failures
+    );
+    out
+}
+
+/// What the organization table says about one account.
+struct AccountFacts {
+    images: usize,
+    /// Images deregistered, planned, or moved along their retirement.
+    acted: usize,
+    failures: usize,
+    error: Option<String>,
+    saving: Usd,
+    dry_run: bool,
+}
+
+impl AccountFacts {
+    fn of(
+        report: &crate::app::org::OrgReport,
+        id: &str,
+        a: &crate::app::org::AccountSummary,
+        dry_run: bool,
+    ) -> Self {
+        let reports = report
+            .pairs
+            .iter()
+            .filter(|p| p.account == id)
+            .filter_map(|p| p.report.as_ref());
+        let acted = reports
+            .map(|r| r.totals.outcomes.values().sum::<usize>())
+            .sum();
+        Self {
+            images: a.images,
+            acted,
+            failures: a.failures,
+            error: a.error.clone(),
+            saving: a.monthly_saving,
+            dry_run,
+        }
+    }
+
+    fn is_quiet(&self) -> bool {
+        self.acted == 0 && self.failures == 0 && self.error.is_none()
+    }
+}
+
+/// One account: its line, then each of its regions with something to say.
+fn account_lines(
+    out: &mut String,
+    report: &crate::app::org::OrgReport,
+    id: &str,
+    f: &AccountFacts,
+) {
+    let verb = if f.dry_run {
+        "to deregister or retire"
+    } else {
+        "deregistered or retired"
+    };
+    let text = format!(
+        "{id}: {} images evaluated, {} {verb}, {} failures, estimated saving {}/month{}",
+        f.images,
+        f.acted,
+        f.failures,
+        f.saving,
+        f.error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    wrapped(out, &text, 2);
+    for p in report.pairs.iter().filter(|p| p.account == id) {
+        let Some(r) = &p.report else {
+            continue;
+        };
+        for region in &r.regions {
+            let busy = region.error.is_some()
+                || region.images.iter().any(|i| i.outcome.is_some())
+                || !region.jobs.is_empty();
+            if busy {
+                let _ = writeln!(out, "== account {id} region {}", region.region);
+                region_section(out, region, r.dry_run);
             }
         }
     }
-    let _ = writeln!(out, "{} failures", report.failures);
-    out
 }
 
 #[cfg(test)]
@@ -621,8 +882,8 @@ mod tests {
             crate::Policy::from_json(r#"{"retention": {"min_age_days": 10, "keep_count": 2}}"#)
                 .unwrap();
         let plan = crate::plan(&policy, &Inventory::new(images, Usage::new()).unwrap(), now);
-        let full = super::plan_table(&plan);
-        let compact = super::plan_table_compact(&plan);
+        let full = super::plan_table_full(&plan);
+        let compact = super::plan_table(&plan);
         assert!(full.lines().count() > 40);
         assert!(compact.contains("... 8 images to keep (too_young): web-002 to web-009"));
         assert!(compact.contains("... 30 images to deregister (expired): web-010 to web-039"));
@@ -630,6 +891,190 @@ mod tests {
         assert!(compact.contains("within_keep_count"));
         assert!(compact.lines().count() < 12, "{compact}");
         for line in compact.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line:?}");
+        }
+    }
+
+    /// A year-like estate in miniature, heavy on the Recycle Bin: `api` images enter the
+    /// bin (their snapshots wait), three `web` images are in use, one shared, one excluded.
+    fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
+        use crate::model::{Image, Inventory, SnapshotRef, UsageKind, UsageRef};
+        use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let mut images = Vec::new();
+        for app in ["api", "web"] {
+            for d in 0..60 {
+                let created = now - chrono::TimeDelta::days(d) - chrono::TimeDelta::hours(2);
+                let id = format!("ami-{app}{d:03}");
+                let mut i = Image::new(&id, format!("{app}-{}", created.format("%Y%m%d")), created);
+                i.tags.insert("app", app);
+                i.snapshots.push(SnapshotRef {
+                    id: format!("snap-{app}{d:03}"),
+                    size_gib: Some(8),
+                });
+                if app == "web" && d == 45 {
+                    i.public = true;
+                }
+                if app == "web" && d == 50 {
+                    i.tags.insert("retain", "legal-hold");
+                }
+                images.push(i);
+            }
+        }
+        let mut usage = crate::Usage::new();
+        // Three neighbours in use: alike, yet each keeps its own lines.
+        for d in 40..43 {
+            usage.add(
+                format!("ami-web{d:03}"),
+                UsageRef {
+                    kind: UsageKind::Instance,
+                    id: format!("i-0demo{d} (stopped)"),
+                },
+            );
+        }
+        let mut inventory = Inventory::new(images, usage).unwrap();
+        inventory.recycle_bin = BinRules(vec![BinRule {
+            id: "api-14d".into(),
+            resource: BinResource::Image,
+            retention_days: 14,
+            resource_tags: vec![TagMatch {
+                key: "app".into(),
+                value: Some("api".into()),
+            }],
+            exclude_tags: vec![],
+            locked: false,
+        }]);
+        let policy = crate::Policy::from_json(
+            r#"{"selection": {"exclude_tags": {"retain": "*"}},
+                "retention": {"min_age_days": 30, "keep_count": 7, "group_by": {"tags": ["app"]}}}"#,
+        )
+        .unwrap();
+        let plan = crate::plan(&policy, &inventory, now);
+        let prices = crate::pricing::Prices::for_region("us-east-1", &Default::default());
+        let savings = crate::pricing::estimate(&plan, &prices, &|_| false);
+        (plan, savings)
+    }
+
+    /// Compares `actual` with the golden file `name` (under `tests/golden/`); with
+    /// `UPDATE_GOLDEN=1` the file is rewritten instead.
+    fn golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(actual, expected, "{name} differs; actual:\n{actual}");
+    }
+
+    #[test]
+    fn a_bin_heavy_plan_folds_into_a_screen() {
+        let (plan, savings) = bin_heavy_plan();
+        let mut out = Vec::new();
+        super::write_plan_table(&plan, Some(&savings), &mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        golden("plan_bin_heavy.txt", &table);
+        // The interesting images keep their own lines; the rest folds.
+        for d in 40..43 {
+            assert!(
+                table.contains(&format!("used by i-0demo{d} (stopped)")),
+                "{table}"
+            );
+        }
+        assert!(table.contains("excluded_by_tag"));
+        assert!(table.contains("shared"));
+        assert!(table.contains(
+            "  ... 30 images to deregister (expired): api-20261026 to api-20260927; snapshots\n      wait in the Recycle Bin until 2026-12-10; then saves $12.00/month"
+        ), "{table}");
+        assert!(table.contains("web (60 images: 35 keep, 25 deregister; saves $10.00/month)"));
+        assert!(table.lines().count() < 40, "{table}");
+        assert!(super::plan_table_full(&plan).lines().count() > 120);
+        for line in table.lines() {
+            assert!(line.chars().count() <= WIDTH, "{line:?}");
+        }
+    }
+
+    /// A dry-run pair report of `plan` in `account`, us-east-1.
+    fn pair(
+        account: &str,
+        plan: Option<crate::Plan>,
+        error: Option<&str>,
+    ) -> crate::app::org::PairReport {
+        use crate::app::report::{ImageReport, Outcome, RegionReport, SweepReport};
+        use crate::planner::Action;
+        let report = plan.map(|plan| {
+            let mut region = RegionReport::new("us-east-1");
+            region.images = plan
+                .decisions
+                .iter()
+                .map(|d| ImageReport {
+                    image_id: d.image_id.clone(),
+                    name: d.name.clone(),
+                    group: d.group.clone(),
+                    action: d.action,
+                    reasons: d.reasons.clone(),
+                    outcome: (d.action != Action::Keep).then_some(Outcome::Planned),
+                    error: None,
+                })
+                .collect();
+            region.plan = Some(plan.summary.clone());
+            region.plan_detail = Some(plan);
+            region.price(&Default::default());
+            let mut r = SweepReport {
+                dry_run: true,
+                now: "2026-11-26T00:00:00Z".into(),
+                regions: vec![region],
+                totals: Default::default(),
+                api_calls: Default::default(),
+                throttles: 0,
+                elapsed_ms: 0,
+                stopped: None,
+            };
+            r.total();
+            r
+        });
+        crate::app::org::PairReport {
+            account: account.into(),
+            region: "us-east-1".into(),
+            error: error.map(str::to_string),
+            report,
+        }
+    }
+
+    #[test]
+    fn an_organization_folds_quiet_accounts_and_shows_busy_ones() {
+        let (busy, _) = bin_heavy_plan();
+        let empty = crate::Plan {
+            decisions: vec![],
+            summary: Default::default(),
+            ..busy.clone()
+        };
+        let mut pairs = vec![pair("111111111111", Some(busy), None)];
+        for a in [
+            "222222222222",
+            "333333333333",
+            "444444444444",
+            "555555555555",
+        ] {
+            pairs.push(pair(a, Some(empty.clone()), None));
+        }
+        pairs.push(pair(
+            "666666666666",
+            None,
+            Some("the member role could not be assumed: AccessDenied"),
+        ));
+        let report = crate::app::org::summarize("2026-11-26T00:00:00Z".into(), pairs);
+        let table = super::org_table(&report);
+        golden("org_dry_run.txt", &table);
+        assert!(table.contains(
+            "... 4 accounts with nothing to deregister and no failures (0 images evaluated):\n      222222222222 to 555555555555"
+        ), "{table}");
+        assert!(table.ends_with("6 accounts, 1 failures; estimated saving $10.00/month\n"));
+        assert!(table.contains("== account 111111111111 region us-east-1"));
+        assert!(table
+            .contains("666666666666: 0 images evaluated, 0 to deregister or retire, 1 failures"));
+        for line in table.lines() {
             assert!(line.chars().count() <= WIDTH, "{line:?}");
         }
     }

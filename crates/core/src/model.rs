@@ -580,6 +580,8 @@ pub struct Inventory {
     /// Per snapshot a registered image uses, the AMIs in the Recycle Bin its mark or
     /// description names, with the instant each leaves the bin (where the bin was asked).
     pub snapshots_in_bin: FxHashMap<String, Vec<(String, Option<Timestamp>)>>,
+    /// The account's snapshots in the archive tier, where listed (for the saving estimate).
+    pub archived_snapshots: FxHashSet<String>,
     /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
     /// carried into the plan so that users see them.
     pub warnings: Vec<String>,
@@ -609,6 +611,7 @@ impl Inventory {
             recycle_bin: Default::default(),
             snapshot_tags: FxHashMap::default(),
             snapshots_in_bin: FxHashMap::default(),
+            archived_snapshots: FxHashSet::default(),
             warnings: Vec::new(),
         })
     }
@@ -642,6 +645,9 @@ pub struct Snapshot {
     pub size_gib: Option<u64>,
     /// Tags.
     pub tags: Tags,
+    /// In the archive tier (`StorageTier` `archive`): priced as such, and billed for at
+    /// least 90 days from archiving even if deleted sooner.
+    pub archived: bool,
 }
 
 /// An instance-store bundle manifest found in one of the deployment's bundle buckets.

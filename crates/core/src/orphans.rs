@@ -363,6 +363,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            archived: false,
         }
     }
 

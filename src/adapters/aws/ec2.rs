@@ -565,6 +565,7 @@ fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
             .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
         size_gib: s.volume_size().and_then(|v| u64::try_from(v).ok()),
         tags: tags_of(s.tags()).into_iter().collect(),
+        archived: s.storage_tier() == Some(&aws_sdk_ec2::types::StorageTier::Archive),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod imagebuilder;
 pub mod organizations;
 pub mod rbin;
 pub mod s3;
+pub mod sns;
 pub mod sqs;
 pub mod ssm;
 

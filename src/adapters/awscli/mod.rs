@@ -416,6 +416,9 @@ struct CliSnapshot {
     volume_size: Option<u64>,
     #[serde(default)]
     tags: Vec<CliTag>,
+    /// `standard` or `archive`.
+    #[serde(default)]
+    storage_tier: Option<String>,
 }
 
 /// Parses `aws ec2 describe-snapshots --owner-ids self` output (`{"Snapshots": [...]}`).
@@ -443,6 +446,7 @@ pub fn parse_snapshots(source: &str, text: &str) -> Result<Vec<Snapshot>, InputE
                 start_time,
                 size_gib: s.volume_size,
                 tags: s.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+                archived: s.storage_tier.as_deref() == Some("archive"),
             })
         })
         .collect()

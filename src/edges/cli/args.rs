@@ -89,6 +89,10 @@ pub(crate) struct PlanArgs {
     /// kept, as a sweep would keep them. Not given: bundles are planned by the policy alone.
     #[arg(long, value_delimiter = ',')]
     pub(crate) bundle_buckets: Option<Vec<String>>,
+    /// The region whose prices the saving estimate uses; default: the policy's first
+    /// region, else us-east-1.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,
@@ -130,8 +134,9 @@ pub(crate) struct SweepArgs {
     /// Default: `AMI_SWEEPER_BUNDLE_BUCKETS`.
     #[arg(long, value_delimiter = ',')]
     pub(crate) bundle_buckets: Option<Vec<String>>,
-    /// With a policy naming `accounts`: write each (account, region) pair's report to
-    /// this bucket as `reports/RUN/ACCOUNT/REGION.json` (default: `AMI_SWEEPER_REPORT_BUCKET`).
+    /// Write the report to this bucket (default: `AMI_SWEEPER_REPORT_BUCKET`): with a policy
+    /// naming `accounts`, each pair's as `reports/RUN/ACCOUNT/REGION.json`; otherwise the
+    /// run's as `reports/RUN/ACCOUNT/report.json` (`self` without `AMI_SWEEPER_ACCOUNT_ID`).
     #[arg(long)]
     pub(crate) report_bucket: Option<String>,
     /// With a policy naming `accounts`: (account, region) pairs swept at once.

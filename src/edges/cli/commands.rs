@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use crate::adapters::aws::{load_config, Clients};
 use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
-use crate::app::{org, run, sweep};
+use crate::app::{notify, org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
-use crate::{orphans, plan};
+use crate::{orphans, plan, pricing};
 
 use super::args::{CleanupArgs, Format, InvokeArgs, PlanArgs, SweepArgs};
 use super::{
@@ -32,6 +32,7 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     };
     init_logs();
     let rt = runtime()?;
+    let report_bucket = args.report_bucket.clone().or(config.report_bucket.clone());
     if policy.accounts.is_some() {
         return rt.block_on(org_sweep(&args, &policy, config, exec, now));
     }
@@ -45,6 +46,16 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
         if opts.exec.progress.is_some() {
             eprintln!();
+        }
+        // The report object (with a report bucket) and the summaries (with a topic).
+        let delivery = notify::Delivery {
+            topic_arn: config.notify_topic_arn.as_deref(),
+            report_bucket: report_bucket.as_deref(),
+            account: config.account_id.as_deref(),
+            lookahead_days: policy.notify.lookahead_days,
+        };
+        for e in notify::after_sweep(&clients, &delivery, &report).await {
+            eprintln!("ami-sweeper: warning: {e}");
         }
         Ok::<_, Failure>(report)
     })?;
@@ -200,8 +211,17 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
             .iter()
             .map(|s| (s.id.clone(), s.tags.clone()))
             .collect();
+        inventory.archived_snapshots = found
+            .iter()
+            .filter(|s| s.archived)
+            .map(|s| s.id.clone())
+            .collect();
     }
     let (bundle_buckets, format) = (args.bundle_buckets, args.format);
+    let region = args
+        .region
+        .or_else(|| policy.regions.as_ref().and_then(|r| r.first().cloned()))
+        .unwrap_or_else(|| "us-east-1".into());
     let mut plan = plan(&policy, &inventory, now);
     if let Some(b) = bundle_buckets {
         plan.retain_bundles_outside(&bucket_set(&b.join(",")));
@@ -217,15 +237,30 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         }
         plan.orphans = Some(rec);
     }
+    let archived = std::mem::take(&mut inventory.archived_snapshots);
     drop(inventory);
+    let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
+    let savings = pricing::estimate(&plan, &prices, &|id| archived.contains(id));
     let format = default_format(format);
     write_stdout(|out| match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &plan)?;
+            let with = PlanWithSavings {
+                plan: &plan,
+                savings: &savings,
+            };
+            serde_json::to_writer_pretty(&mut *out, &with)?;
             writeln!(out)
         }
-        Format::Table => render::write_plan_table(&plan, out),
+        Format::Table => render::write_plan_table(&plan, Some(&savings), out),
     })
+}
+
+/// The plan's JSON with the saving estimate added beside its own fields.
+#[derive(serde::Serialize)]
+struct PlanWithSavings<'a> {
+    #[serde(flatten)]
+    plan: &'a crate::Plan,
+    savings: &'a pricing::Savings,
 }
 
 /// `ami-sweeper invoke`.

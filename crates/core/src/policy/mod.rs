@@ -65,6 +65,69 @@ pub struct Policy {
     /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acknowledge: Vec<Acknowledgement>,
+    /// Who hears about a sweep: what is coming within `lookahead_days`, and which tag
+    /// names an image's owner (for per-owner messages).
+    #[serde(default)]
+    pub notify: Notify,
+    /// Prices for the estimated monthly saving, replacing the built-in list prices.
+    #[serde(default)]
+    pub cost: Cost,
+}
+
+/// What the summary messages look ahead to and whom they address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// "Coming": retiring images eligible within this many days, and images the same
+    /// policy would condemn this many days from now. Default 7.
+    #[serde(default = "default_lookahead", deserialize_with = "non_negative")]
+    #[schemars(range(min = 0))]
+    pub lookahead_days: u64,
+    /// A tag key naming each image's owner (e.g. `owner`): besides the summary, one
+    /// message per owner with only that owner's images and an `owner` attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_tag: Option<String>,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Self {
+            lookahead_days: default_lookahead(),
+            owner_tag: None,
+        }
+    }
+}
+
+fn default_lookahead() -> u64 {
+    7
+}
+
+/// Prices for the saving estimates.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cost {
+    /// US dollars per GiB-month; each given price replaces the built-in table's for every
+    /// region (e.g. a negotiated rate).
+    #[serde(default)]
+    pub price_per_gib_month: PriceOverride,
+}
+
+/// Prices that replace the built-in table's, in US dollars per GiB-month.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverride {
+    /// EBS snapshots in the standard tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub snapshot_standard: Option<f64>,
+    /// EBS snapshots in the archive tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub snapshot_archive: Option<f64>,
+    /// S3 Standard (instance-store bundles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub s3_standard: Option<f64>,
 }
 
 /// A risk a policy's author accepts explicitly.
@@ -595,11 +658,36 @@ impl Policy {
                 ));
             }
         }
+        self.validate_notify_and_cost()?;
         if let Some(g) = &self.retention.group_by {
             if let Some(i) = g.tags.iter().position(|t| t.is_empty()) {
                 return Err(PolicyError::new(
                     format!("retention.group_by.tags[{i}]"),
                     "tag keys must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `notify.owner_tag` names a tag; prices are amounts of money.
+    fn validate_notify_and_cost(&self) -> Result<(), PolicyError> {
+        if self.notify.owner_tag.as_deref() == Some("") {
+            return Err(PolicyError::new(
+                "notify.owner_tag",
+                "tag keys must not be empty",
+            ));
+        }
+        let p = &self.cost.price_per_gib_month;
+        for (field, price) in [
+            ("snapshot_standard", p.snapshot_standard),
+            ("snapshot_archive", p.snapshot_archive),
+            ("s3_standard", p.s3_standard),
+        ] {
+            if price.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(PolicyError::new(
+                    format!("cost.price_per_gib_month.{field}"),
+                    "must be a non-negative number of US dollars per GiB-month",
                 ));
             }
         }
@@ -698,6 +786,22 @@ mod tests {
         assert!(p.protection.skip_in_use && p.protection.skip_shared);
         assert!(p.cleanup.snapshots && p.cleanup.bundles);
         assert!(p.limits.max_deregistrations.is_none());
+    }
+
+    #[test]
+    fn notify_and_cost_default_and_parse() {
+        let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+        assert_eq!(p.notify.lookahead_days, 7);
+        assert!(p.notify.owner_tag.is_none());
+        assert_eq!(p.cost.price_per_gib_month, PriceOverride::default());
+        let p = Policy::from_json(
+            r#"{"retention": {"min_age_days": 30}, "notify": {"lookahead_days": 14,
+                "owner_tag": "owner"}, "cost": {"price_per_gib_month": {"snapshot_archive": 0.01}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.notify.lookahead_days, 14);
+        assert_eq!(p.notify.owner_tag.as_deref(), Some("owner"));
+        assert_eq!(p.cost.price_per_gib_month.snapshot_archive, Some(0.01));
     }
 
     #[test]
