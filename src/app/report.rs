@@ -137,6 +137,10 @@ pub struct RegionReport {
     /// Set when the run stopped early (new deregistrations stopped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<StopReason>,
+    /// Each EC2 bucket's pacer in this (account, Region): throttles met, the rate it
+    /// started at and the rate it ended at.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pacing: BTreeMap<&'static str, crate::app::ratelimit::PacerReport>,
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
@@ -208,6 +212,7 @@ impl RegionReport {
             orphans: OrphanCounts::default(),
             awaiting_reconciliation: Vec::new(),
             stopped: None,
+            pacing: BTreeMap::new(),
             plan_detail: None,
         }
     }
@@ -331,6 +336,10 @@ impl SweepReport {
             metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
             fields.insert(name, serde_json::json!(value));
         }
+        for (name, value, unit) in self.pacing_metrics() {
+            metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
+            fields.insert(name, serde_json::json!(value));
+        }
         fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
         let mut dimensions = vec!["DryRun".to_string()];
         for (k, v) in dims {
@@ -349,6 +358,25 @@ impl SweepReport {
             }),
         );
         serde_json::Value::Object(fields).to_string()
+    }
+
+    /// Per EC2 bucket: `PacerThrottles_<bucket>`, the throttles its pacers met (summed over
+    /// regions), and `PacerEndRate_<bucket>`, the lowest rate one ended at (calls/s).
+    fn pacing_metrics(&self) -> Vec<(String, f64, &'static str)> {
+        let mut by: BTreeMap<&'static str, (u64, f64)> = BTreeMap::new();
+        for (bucket, p) in self.regions.iter().flat_map(|r| &r.pacing) {
+            let e = by.entry(bucket).or_insert((0, f64::INFINITY));
+            e.0 += p.throttles;
+            e.1 = e.1.min(p.end_per_second);
+        }
+        by.into_iter()
+            .flat_map(|(b, (throttles, rate))| {
+                [
+                    (format!("PacerThrottles_{b}"), throttles as f64, "Count"),
+                    (format!("PacerEndRate_{b}"), rate, "Count/Second"),
+                ]
+            })
+            .collect()
     }
 
     /// The run's metrics: name, value, CloudWatch unit; `Kept_<reason>` per keep reason.

@@ -39,15 +39,19 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     let now = parse_now(now)?;
     check_pace(rate, describe_rate, queue_delay)?;
     let mut config = Config::from_env().with_local_retry_delay(Duration::from_secs(retry_delay));
-    config.local_retry.per_second = rate;
+    let pace = crate::app::ratelimit::PaceConfig {
+        rate,
+        describe_rate,
+        ..Default::default()
+    };
+    config.local_retry.pace = pace;
     config.queue_delay_seconds = queue_delay;
     config.queue_url = queue_url.or(config.queue_url);
     if let Some(b) = bundle_buckets {
         config.bundle_buckets = bucket_set(&b.join(","));
     }
     let exec = sweep::ExecConfig {
-        deregister_per_second: rate,
-        describe_per_second: describe_rate,
+        pace,
         progress: terminal_progress(),
         ..Default::default()
     };
@@ -107,8 +111,13 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
 }
 
 /// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.
-fn check_pace(rate: f64, describe_rate: f64, queue_delay: u32) -> Result<(), Failure> {
+fn check_pace(
+    rate: Option<f64>,
+    describe_rate: Option<f64>,
+    queue_delay: u32,
+) -> Result<(), Failure> {
     for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
+        let Some(value) = value else { continue };
         if !(value.is_finite() && value >= MIN_RATE) {
             return Err(Failure::input(format!(
                 "{flag}: must be a number of calls per second, at least {MIN_RATE}"
