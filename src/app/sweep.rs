@@ -55,13 +55,14 @@ pub struct ExecConfig {
 }
 
 impl Default for ExecConfig {
-    /// Dry run, 8 in flight; each pacer at its share of EC2's bucket
+    /// Dry run, 16 images in flight (the pacers, not this, keep the calls under EC2's
+    /// buckets; more in flight only hides round trips); each pacer at its share of EC2's bucket
     /// ([`crate::app::ratelimit`]): deregistrations 80 burst then 5/s, marks 80 then
     /// 10/s, launch-permission lookups 50 then 15/s.
     fn default() -> Self {
         Self {
             dry_run: true,
-            concurrency: 8,
+            concurrency: 16,
             pace: PaceConfig::default(),
             stop: Stop::default(),
             scope_group_of: None,
