@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo plan-samples test test-unit lint fmt bench-plan bench-sweep bench-lambda bench clean emulator template-check build invoke deploy
+.PHONY: demo plan-samples test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -143,6 +143,24 @@ bench: $(MOTO_STAMP) $(PEERS_STAMP)
 	$(PEERS)/bin/python scripts/bench.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(MOTO_SERVER) \
 	    $(PEERS)/bin/custodian $(PEERS)/bin/amicleaner --images 2000 --throttled-images 1000 \
 	    --runs $(BENCH_RUNS) --scale $(THROTTLE_SCALE) --latency $(THROTTLE_LATENCY_MS) $(BENCH_ARGS)
+
+## An organization beside c7n-org (pinned, in the peers' virtualenv): ORG_ACCOUNTS member
+## accounts x 2 Regions on the emulator, each (account, Region) behind its own buckets at
+## ORG_SHAPE of EC2's sizes and refills and ORG_LATENCY_MS per EC2 call; ami-sweeper told
+## (`limits.api_share` = ORG_SHAPE) and untold (defaults: its pacers find the rate).
+ORG_PEERS_STAMP := $(PEERS)/.c7n-org-0.6.52
+ORG_ACCOUNTS ?= 3
+ORG_IMAGES ?= 60
+ORG_SHAPE ?= 0.2
+ORG_LATENCY_MS ?= 60
+$(ORG_PEERS_STAMP): $(PEERS_STAMP)
+	$(PEERS)/bin/pip install --quiet --disable-pip-version-check 'c7n-org==0.6.52'
+	touch $@
+bench-org: $(MOTO_STAMP) $(ORG_PEERS_STAMP)
+	$(RELEASE_BUILD)
+	$(PEERS)/bin/python scripts/bench_org.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(VENV)/bin/python \
+	    $(PEERS)/bin/c7n-org --accounts $(ORG_ACCOUNTS) --images $(ORG_IMAGES) --shape $(ORG_SHAPE) \
+	    --latency $(ORG_LATENCY_MS) $(BENCH_ARGS)
 
 clean:
 	rm -rf bench-out

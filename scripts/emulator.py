@@ -22,23 +22,30 @@ def start(moto_server: str, seed_path: str):
     proc = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
+    wait_for(proc, endpoint)
+    return proc, endpoint
+
+
+def wait_for(proc, endpoint: str) -> None:
+    """Waits until the emulator at `endpoint` answers (stops it and raises if it never does)."""
     for _ in range(600):
         try:
             urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            return proc, endpoint
+            return
         except Exception:
             time.sleep(0.1)
     proc.terminate()
     raise RuntimeError(f"the emulator did not start on {endpoint}")
 
 
-def start_proxy(upstream: str, scale: float, latency_ms: float = 0.0, throttle: bool = True):
+def start_proxy(upstream: str, scale: float, latency_ms: float = 0.0, throttle: bool = True,
+                extra: list = ()):
     """Starts the throttling proxy (scripts/throttle_proxy.py) in front of `upstream` with
     refill rates times `scale` and `latency_ms` per EC2 call (or, with `throttle` false, as
-    the emulator's unthrottled front door, answering what moto lacks); returns the process
-    and its endpoint."""
+    the emulator's unthrottled front door, answering what moto lacks), with `extra`
+    arguments; returns the process and its endpoint."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throttle_proxy.py")
-    extra = [] if throttle else ["--no-throttle"]
+    extra = list(extra) + ([] if throttle else ["--no-throttle"])
     proc = subprocess.Popen([sys.executable, script, upstream, "--scale", str(scale),
                              "--latency", str(latency_ms)] + extra,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
 """A loopback proxy in front of the EC2 emulator that throttles like EC2 does and injects faults.
 
-usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--latency MS]
+usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--shape F] [--latency MS]
                          [--bucket NAME=SIZE/RATE ...] [--no-throttle]
 
-moto never throttles. This proxy applies EC2's documented per-account token buckets
-(`../shared/DESIGN.md`, "Rates and limits") to every EC2 request before passing it on,
-and answers `503 RequestLimitExceeded` in EC2's XML error shape when the action's bucket
-is empty. A throttled request takes no token, as in EC2.
+moto never throttles. This proxy applies EC2's documented token buckets, one set per
+(account, Region) as EC2 keeps them, to every EC2 request before passing it on, and
+answers `503 RequestLimitExceeded` in EC2's XML error shape when the action's bucket is
+empty. A throttled request takes no token, as in EC2. The table is EC2's "Request
+throttling for the Amazon EC2 API" page's, the same as `src/app/ratelimit.rs` (a test
+checks the two agree):
 
     bucket              actions                              size  refill/s
     describe            Describe*, Get*, List*, Search*      100   20
     deregister_image    DeregisterImage                      100   5
     delete_snapshot     DeleteSnapshot                       100   5
+    tags                CreateTags, DeleteTags               100   10
     mutating            every other EC2 action                50   5
 
+The Region is the request's signing scope's; the account is the one whose role was
+assumed (through this proxy) for the request's access key, else `default`.
+
 `--scale K` multiplies every refill rate by K (sizes stay), so a benchmark finishes K
-times sooner; a client must then be told K times its own rates too. `--bucket` replaces
-one bucket's size and refill (before scaling), for tests. `--latency MS` holds every EC2
+times sooner; a client must then be told K times its own rates too. `--shape F`
+multiplies every size and refill by F (0.2: the buckets other callers leave when they
+hold four fifths of each). `--bucket` replaces one bucket's size and refill (before
+scaling), for tests. `--latency MS` holds every EC2
 call that long before answering, to model a remote endpoint's round trip (the emulator
 on loopback answers in milliseconds; the value is an assumption, not a measurement of
 AWS). Requests to other
@@ -66,6 +74,7 @@ BUCKETS = {
     "describe": (100, 20.0),
     "deregister_image": (100, 5.0),
     "delete_snapshot": (100, 5.0),
+    "tags": (100, 10.0),
     "mutating": (50, 5.0),
 }
 
@@ -76,6 +85,8 @@ def bucket_of(action: str) -> str:
         return "deregister_image"
     if action == "DeleteSnapshot":
         return "delete_snapshot"
+    if action in ("CreateTags", "DeleteTags"):
+        return "tags"
     if action.startswith(("Describe", "Get", "List", "Search")):
         return "describe"
     return "mutating"
@@ -100,6 +111,32 @@ class TokenBucket:
             return False
 
 
+class PairBuckets:
+    """Each (account, Region) pair's own set of buckets, made full on first use."""
+
+    def __init__(self, shapes: dict):
+        self.shapes = shapes
+        self.pairs = {}
+        self.keys = {}
+        self.lock = threading.Lock()
+
+    def learn(self, access_key: str, account: str):
+        """An AssumeRole answer: `access_key` acts as `account`."""
+        with self.lock:
+            self.keys[access_key] = account
+
+    def get(self, access_key: str, region: str, name: str) -> "TokenBucket":
+        with self.lock:
+            pair = (self.keys.get(access_key, "default"), region)
+            if pair not in self.pairs:
+                self.pairs[pair] = {n: TokenBucket(size, rate) for n, (size, rate) in self.shapes.items()}
+            return self.pairs[pair][name]
+
+    def pair(self, access_key: str, region: str) -> str:
+        with self.lock:
+            return f"{self.keys.get(access_key, 'default')}/{region}"
+
+
 class Stats:
     def __init__(self):
         self.lock = threading.Lock()
@@ -108,12 +145,15 @@ class Stats:
     def reset(self):
         self.actions = {}
         self.windows = {}
+        self.pairs = {}
 
-    def record(self, action: str, bucket: str, accepted: bool):
+    def record(self, action: str, bucket: str, accepted: bool, pair: str = "default"):
         now = time.time()
         with self.lock:
             a = self.actions.setdefault(action, {"accepted": 0, "throttled": 0, "upstream_s": 0.0})
             a["accepted" if accepted else "throttled"] += 1
+            p = self.pairs.setdefault(pair, {"accepted": 0, "throttled": 0})
+            p["accepted" if accepted else "throttled"] += 1
             if accepted:
                 w = self.windows.setdefault(bucket, [now, now])
                 w[1] = now
@@ -127,10 +167,27 @@ class Stats:
     def snapshot(self) -> dict:
         with self.lock:
             return {"actions": json.loads(json.dumps(self.actions)),
+                    "pairs": json.loads(json.dumps(self.pairs)),
                     "buckets": {b: {"first": w[0], "last": w[1]} for b, w in self.windows.items()}}
 
 
-SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
+SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
+ASSUMED_KEY = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
+ROLE_ACCOUNT = re.compile(r"arn:[^:]+:iam::(\d{12}):role/")
+
+
+class Scope:
+    """A request's signing scope: access key, Region and service (empty when unsigned)."""
+
+    def __init__(self, header: str):
+        m = SCOPE.search(header)
+        self.key, self.region, self.service = m.groups() if m else ("", "", "")
+
+    def group(self, _n: int) -> str:
+        return self.service
+
+    def __bool__(self) -> bool:
+        return bool(self.service)
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
@@ -307,7 +364,7 @@ def rbin_answer(rules: list, path: str, body: str) -> tuple:
         json_type + [("x-amzn-ErrorType", "ValidationException")]
 
 
-def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.0,
+def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: float = 0.0,
                  faults: "Faults | None" = None, throttle: bool = True):
     target = urllib.parse.urlsplit(upstream)
     local = threading.local()
@@ -369,7 +426,7 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                        [("Content-Type", "application/json")])
             return True
 
-        def forward(self, body: bytes, rewrite=None):
+        def forward(self, body: bytes, rewrite=None, learn=None):
             headers = {k: v for k, v in self.headers.items()
                        if k.lower() not in HOP and k.lower() != "content-length"}
             for attempt in (1, 2):
@@ -389,6 +446,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                    if k.lower() not in HOP and k.lower() != "content-length"]
             if rewrite and resp.status == 200:
                 data = rewrite(data)
+            if learn and resp.status == 200:
+                learn(data)
             self.reply(resp.status, data, out)
 
         def handle_any(self):
@@ -396,7 +455,7 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
             body = self.rfile.read(length) if length else b""
             if self.control(body):
                 return
-            scope = SCOPE.search(self.headers.get("Authorization", ""))
+            scope = Scope(self.headers.get("Authorization", ""))
             text = body.decode(errors="replace")
             query = urllib.parse.urlsplit(self.path).query
             params = urllib.parse.parse_qs(text or query)
@@ -429,8 +488,8 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 stats.record(action, "none", True)
             elif scope and scope.group(1) == "ec2":
                 name = bucket_of(action)
-                accepted = buckets[name].take()
-                stats.record(action, name, accepted)
+                accepted = buckets.get(scope.key, scope.region, name).take()
+                stats.record(action, name, accepted, buckets.pair(scope.key, scope.region))
                 if latency:
                     time.sleep(latency)
                 if not accepted:
@@ -467,6 +526,15 @@ def make_handler(upstream: str, buckets: dict, stats: Stats, latency: float = 0.
                 self.reply(200, references_answer(faults.references, params),
                            [("Content-Type", "text/xml;charset=UTF-8")])
                 return
+            if scope and scope.group(1) == "sts" and action == "AssumeRole":
+                role = ROLE_ACCOUNT.search(urllib.parse.unquote((params.get("RoleArn") or [""])[0]))
+
+                def learn(data: bytes, account=role.group(1) if role else None):
+                    key = ASSUMED_KEY.search(data.decode(errors="replace"))
+                    if account and key:
+                        buckets.learn(key.group(1), account)
+                self.forward(body, learn=learn)
+                return
             started = time.perf_counter()
             self.forward(body)
             if scope and scope.group(1) == "ec2":
@@ -501,6 +569,8 @@ def main() -> None:
     ap.add_argument("upstream", help="the emulator, e.g. http://127.0.0.1:5000")
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every refill rate")
+    ap.add_argument("--shape", type=float, default=1.0,
+                    help="multiplies every bucket's size and refill (0.2: a fifth of EC2's)")
     ap.add_argument("--latency", type=float, default=0.0, help="milliseconds per EC2 call")
     ap.add_argument("--bucket", action="append", default=[], metavar="NAME=SIZE/RATE",
                     help=f"override one of {', '.join(BUCKETS)}")
@@ -514,7 +584,9 @@ def main() -> None:
         if name not in BUCKETS or not size.isdigit():
             ap.error(f"--bucket {spec}: expected NAME=SIZE/RATE with NAME one of {', '.join(BUCKETS)}")
         sizes[name] = (int(size), float(rate))
-    buckets = {name: TokenBucket(size, rate * args.scale) for name, (size, rate) in sizes.items()}
+    shapes = {name: (max(1, round(size * args.shape)), rate * args.scale * args.shape)
+              for name, (size, rate) in sizes.items()}
+    buckets = PairBuckets(shapes)
     stats = Stats()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
                                              make_handler(args.upstream, buckets, stats,

@@ -452,7 +452,7 @@ async fn aws_backup_refusals_are_skips_and_gone_images_are_done() {
 }
 
 #[tokio::test]
-async fn throttling_is_retried_until_it_succeeds_and_counted() {
+async fn throttling_is_retried_by_the_pacer_alone_until_it_succeeds_and_counted() {
     let images = images_rule(vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()]);
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .sequence()
@@ -467,11 +467,10 @@ async fn throttling_is_retried_until_it_succeeds_and_counted() {
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
     assert_eq!(dereg.num_calls(), 2);
     assert_eq!(calls.throttles(), 1);
-    assert_eq!(
-        calls.snapshot()["DeregisterImage"],
-        1,
-        "one call, two attempts"
-    );
+    // The pacer, not the SDK, retried: it saw the throttle (and slowed down).
+    assert_eq!(report.pacing["deregister_image"].throttles, 1);
+    assert!(report.pacing["deregister_image"].end_per_second < 5.0);
+    assert_eq!(calls.snapshot()["DeregisterImage"], 2, "two calls");
 }
 
 #[tokio::test]
@@ -679,6 +678,12 @@ fn snapshot_job(id: &str) -> CleanupJob {
     }
 }
 
+fn delete_pacer() -> ami_sweeper::app::ratelimit::Pacer {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacer, DELETE_SNAPSHOT};
+    let pace = PaceConfig::default().pace(DELETE_SNAPSHOT);
+    Pacer::new(DELETE_SNAPSHOT, pace, Default::default())
+}
+
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
@@ -735,6 +740,7 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         &c.ec2,
         &c.s3,
         &fast_retry(),
+        &delete_pacer(),
         Some(&sink),
         &Default::default(),
     )

@@ -270,6 +270,112 @@ async fn past_the_deadline_nothing_starts_and_the_rest_is_deferred() {
     assert!(why.contains("deadline"), "{why}");
 }
 
+/// `n` condemned images, `ami-001`..., each with its own snapshot.
+fn many(n: usize) -> Vec<Image> {
+    (1..=n)
+        .map(|i| {
+            let snap = format!("snap-{i:03}");
+            image(&format!("ami-{i:03}"), "2025-01-01T00:00:00Z", &[&snap])
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_buckets_half_the_assumed_size_every_image_goes_at_the_buckets_refill() {
+    const N: usize = 300;
+    let a = account(many(N));
+    // Other callers hold half of every bucket the sweep draws on.
+    a.throttle("DescribeImageAttribute", 50, 10.0);
+    a.throttle("CreateTags", 50, 5.0);
+    a.throttle("DeregisterImage", 50, 2.5);
+    let cfg = ExecConfig {
+        dry_run: false,
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    let report = sweep_with(&a, &month(), &cfg).await;
+    let took = started.elapsed().as_secs_f64();
+    let deregistered = report
+        .images
+        .iter()
+        .filter(|i| i.outcome == Some(Outcome::Deregistered))
+        .count();
+    assert_eq!(
+        deregistered,
+        N,
+        "{:?}",
+        report.images.iter().find(|i| i.error.is_some())
+    );
+    assert!(a.state().images.is_empty());
+    assert_eq!(queued(&a).len(), N, "every snapshot queued");
+    // EC2 refused some calls (the pacers assumed twice the room), and each was retried.
+    let dereg = &report.pacing["deregister_image"];
+    assert!(a.throttled("DeregisterImage") > 0);
+    assert_eq!(dereg.throttles, a.throttled("DeregisterImage"));
+    // The deregistrations settled at the bucket's refill: the floor is (300 - 50) / 2.5
+    // = 100 s, and the pacer ends within 20% of 2.5/s.
+    let floor = (N as f64 - 50.0) / 2.5;
+    assert!(took >= floor && took <= 1.2 * floor, "took {took:.1} s");
+    let end = dereg.end_per_second;
+    assert!((end - 2.5).abs() <= 0.5, "ended at {end}/s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_launch_permission_lookup_is_retried_not_taken_for_shared() {
+    let a = account(dozen());
+    a.fail_times(
+        "DescribeImageAttribute",
+        Some("ami-01"),
+        "RequestLimitExceeded",
+        Some(3),
+    );
+    let report = sweep(&a, &month()).await;
+    assert_eq!(outcome(&report, "ami-01"), Some(Outcome::Deregistered));
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.pacing["describe"].throttles, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_until_the_deadline_the_images_fail_throttled_with_nothing_half_done() {
+    let a = account(dozen());
+    // Another caller keeps the DeregisterImage bucket empty.
+    a.throttle("DeregisterImage", 0, 0.0);
+    let cfg = ExecConfig {
+        dry_run: false,
+        stop: Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60))),
+        ..Default::default()
+    };
+    let report = sweep_with(&a, &month(), &cfg).await;
+    assert_eq!(report.stopped, Some(StopReason::Deadline));
+    assert_eq!(a.state().images.len(), 12, "nothing was deregistered");
+    assert!(
+        queued(&a).is_empty(),
+        "no storage of a registered image is queued"
+    );
+    let throttled: Vec<_> = report
+        .images
+        .iter()
+        .filter(|i| i.outcome == Some(Outcome::Failed))
+        .collect();
+    assert!(!throttled.is_empty());
+    for i in &throttled {
+        let why = i.error.as_deref().unwrap();
+        assert!(
+            why.contains("Throttled") && why.contains("deadline"),
+            "{why}"
+        );
+    }
+    // The rest never started: deferred to the next run.
+    for i in report
+        .images
+        .iter()
+        .filter(|i| i.outcome != Some(Outcome::Failed))
+    {
+        assert_eq!(i.outcome, Some(Outcome::Deferred), "{i:?}");
+    }
+    assert!(report.pacing["deregister_image"].throttles > 0);
+}
+
 #[tokio::test]
 async fn max_deregistrations_defers_the_newest_and_a_snapshot_of_a_kept_image_survives() {
     let a = account(vec![
@@ -391,6 +497,12 @@ fn bundle_job(key: &str) -> CleanupJob {
     }
 }
 
+fn delete_pacer() -> ami_sweeper::app::ratelimit::Pacer {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacer, DELETE_SNAPSHOT};
+    let pace = PaceConfig::default().pace(DELETE_SNAPSHOT);
+    Pacer::new(DELETE_SNAPSHOT, pace, Default::default())
+}
+
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
@@ -425,6 +537,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
         &a,
         &a,
         &fast_retry(),
+        &delete_pacer(),
         None,
         &Stop::default(),
     )
@@ -451,6 +564,7 @@ async fn a_malformed_manifest_deletes_nothing() {
         &a,
         &a,
         &fast_retry(),
+        &delete_pacer(),
         None,
         &Stop::default(),
     )

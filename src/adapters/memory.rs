@@ -105,6 +105,17 @@ struct Inner {
     queued: Mutex<Vec<CleanupJob>>,
     /// The first `delete-after` written per image ([`Distortions`]).
     first_until: Mutex<BTreeMap<String, crate::model::Timestamp>>,
+    buckets: Mutex<BTreeMap<&'static str, Bucket>>,
+}
+
+/// An emulated EC2 token bucket (see [`MemoryAccount::throttle`]), on tokio's clock.
+#[derive(Debug)]
+struct Bucket {
+    size: f64,
+    per_second: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+    throttled: u64,
 }
 
 impl MemoryAccount {
@@ -137,6 +148,54 @@ impl MemoryAccount {
         });
     }
 
+    /// Puts `operation` behind a token bucket of `size` refilled at `per_second`, full at
+    /// first, as EC2 does: an empty bucket answers `RequestLimitExceeded` and the refused
+    /// call takes no token.
+    pub fn throttle(&self, operation: &'static str, size: u32, per_second: f64) {
+        self.0.buckets.lock().unwrap().insert(
+            operation,
+            Bucket {
+                size: f64::from(size),
+                per_second,
+                tokens: f64::from(size),
+                last: tokio::time::Instant::now(),
+                throttled: 0,
+            },
+        );
+    }
+
+    /// Calls of `operation` its bucket refused so far.
+    pub fn throttled(&self, operation: &str) -> u64 {
+        self.0
+            .buckets
+            .lock()
+            .unwrap()
+            .get(operation)
+            .map_or(0, |b| b.throttled)
+    }
+
+    /// Takes a token from `operation`'s bucket, if it has one.
+    fn take_token(&self, operation: &'static str) -> Result<(), AwsError> {
+        let mut buckets = self.0.buckets.lock().unwrap();
+        let Some(b) = buckets.get_mut(operation) else {
+            return Ok(());
+        };
+        let now = tokio::time::Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * b.per_second).min(b.size);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            b.throttled += 1;
+            Err(AwsError::new(
+                operation,
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            ))
+        }
+    }
+
     /// A copy of what the account holds now.
     pub fn state(&self) -> State {
         self.0.state.lock().unwrap().clone()
@@ -163,6 +222,7 @@ impl MemoryAccount {
 
     /// The injected failure for this call, if any (and uses one of its times).
     fn fault(&self, operation: &'static str, id: &str) -> Result<(), AwsError> {
+        self.take_token(operation)?;
         let mut faults = self.0.faults.lock().unwrap();
         let hit = faults.iter_mut().find(|f| {
             f.operation == operation

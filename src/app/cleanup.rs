@@ -9,7 +9,7 @@ use futures_util::stream::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::app::progress::{Progress, ProgressSink};
-use crate::app::ratelimit::RateLimiter;
+use crate::app::ratelimit::{PaceConfig, Pacer};
 use crate::app::report::{JobOutcome, JobReport};
 use crate::app::stop::Stop;
 use crate::error::AwsError;
@@ -33,6 +33,8 @@ pub enum Attempt {
 
 fn transient(e: &AwsError) -> bool {
     e.code.is_none()
+        || e.is(crate::app::ratelimit::THROTTLED)
+        || e.is(crate::app::ratelimit::STOPPED)
         || e.is("RequestLimitExceeded")
         || e.is("Throttling")
         || e.is("SlowDown")
@@ -46,9 +48,26 @@ pub async fn run_job<S: SnapshotDeleter, B: BundleStore>(
     snapshots: &S,
     bundles: &B,
 ) -> Attempt {
+    run_job_paced(job, snapshots, bundles, None).await
+}
+
+/// As [`run_job`], with `DeleteSnapshot` under its (account, Region)'s pacer when given:
+/// throttled attempts are retried there until the run stops, and a call the stop ended
+/// is a retry for later (the snapshot carries the sweep's mark).
+pub async fn run_job_paced<S: SnapshotDeleter, B: BundleStore>(
+    job: &CleanupJob,
+    snapshots: &S,
+    bundles: &B,
+    pacer: Option<&Pacer>,
+) -> Attempt {
     match &job.target {
         JobTarget::DeleteSnapshot { snapshot_id } => {
-            match snapshots.delete_snapshot(snapshot_id).await {
+            let delete = || snapshots.delete_snapshot(snapshot_id);
+            let deleted = match pacer {
+                Some(p) => p.call("DeleteSnapshot", delete).await,
+                None => delete().await,
+            };
+            match deleted {
                 Ok(()) => Attempt::Done(JobOutcome::Deleted, Vec::new()),
                 Err(e) if e.is("InvalidSnapshot.NotFound") => {
                     Attempt::Done(JobOutcome::AlreadyGone, Vec::new())
@@ -120,30 +139,29 @@ pub struct RetryPolicy {
     pub delay: Duration,
     /// Calls in flight at once.
     pub concurrency: usize,
-    /// `DeleteSnapshot` bucket: burst and refill per second.
-    pub burst: u32,
-    /// Refill per second.
-    pub per_second: f64,
+    /// How hard the `DeleteSnapshot` pacer draws on EC2's bucket (explicit `--rate`; the
+    /// policy's `limits.api_share` is applied when the sweep starts).
+    pub pace: PaceConfig,
 }
 
 impl Default for RetryPolicy {
     /// Five attempts 15 s apart: `InvalidSnapshot.InUse` after a deregistration clears
-    /// within seconds. 80 burst then 5/s: EC2's `DeleteSnapshot` rate, leaving a fifth
-    /// of its bucket of 100 to other callers.
+    /// within seconds. Deletions at their share of EC2's `DeleteSnapshot` bucket: 80
+    /// burst then 5/s.
     fn default() -> Self {
         Self {
             attempts: 5,
             delay: Duration::from_secs(15),
             concurrency: 8,
-            burst: 80,
-            per_second: 5.0,
+            pace: PaceConfig::default(),
         }
     }
 }
 
 /// Runs jobs in process as they arrive, retrying what asks for it, and reports each
 /// one. A job waiting to be retried holds no call slot: `retry.concurrency` bounds the
-/// calls in flight, and the `DeleteSnapshot` bucket paces them. When `stop` fires, no
+/// calls in flight, and `pacer` (the (account, Region)'s `DeleteSnapshot` bucket) paces
+/// the snapshot deletions. When `stop` fires, no
 /// job waits for another retry: it is reported `retrying`, and since its snapshot
 /// carries the sweep's mark, the next sweep reconciles it.
 pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
@@ -151,10 +169,10 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
     snapshots: &S,
     bundles: &B,
     retry: &RetryPolicy,
+    pacer: &Pacer,
     progress: Option<&ProgressSink>,
     stop: &Stop,
 ) -> Vec<JobReport> {
-    let limiter = &RateLimiter::new(retry.burst, retry.per_second);
     let slots = &Semaphore::new(retry.concurrency.max(1));
     let queued = &AtomicUsize::new(0);
     let finished = &AtomicUsize::new(0);
@@ -168,11 +186,14 @@ pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
                 attempts += 1;
                 let attempt = {
                     let _slot = slots.acquire().await.expect("semaphore is never closed");
-                    limiter.acquire().await;
-                    run_job(&job, snapshots, bundles).await
+                    run_job_paced(&job, snapshots, bundles, Some(pacer)).await
                 };
                 match attempt {
                     Attempt::Done(o, d) => break report_of(&job, o, attempts, d, None),
+                    Attempt::Retry(e) if stop.reason().is_some() => {
+                        let e = format!("{e}; stopped before the next attempt");
+                        break report_of(&job, JobOutcome::Retrying, attempts, Vec::new(), Some(e));
+                    }
                     Attempt::Retry(e) if attempts < retry.attempts => {
                         tokio::select! {
                             _ = tokio::time::sleep(retry.delay) => {}

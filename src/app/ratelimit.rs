@@ -1,69 +1,659 @@
-//! A client-side token bucket, so a sweep stays under EC2's own buckets instead of
-//! spending its time in `RequestLimitExceeded` retries.
+//! Pacing EC2 calls: EC2's token buckets in one table, and an adaptive pacer per
+//! (account, Region, bucket), so a sweep stays under buckets that other callers (CI,
+//! Terraform, Auto Scaling, the console) share with it.
+//!
+//! A pacer starts at its share of the documented bucket and never goes above it. When
+//! EC2 answers `RequestLimitExceeded`, the bucket is emptier than assumed: the pacer cuts
+//! its rate multiplicatively, empties its own bucket and retries the call after a
+//! jittered delay; each success then raises the rate additively, back towards the share
+//! (AIMD, as the SDKs' adaptive retry mode does with CUBIC). A throttled call is retried
+//! until the run's stop (signal or deadline), never given up on by count: throttling is a
+//! signal to slow down, not a failure of the image.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use serde::Serialize;
 use tokio::time::Instant;
 
-/// Token bucket: `burst` tokens at most, refilled at `per_second`.
-#[derive(Debug)]
-pub struct RateLimiter {
-    burst: f64,
-    per_second: f64,
-    state: Mutex<(f64, Instant)>,
+use crate::app::stop::{Stop, StopReason};
+use crate::error::AwsError;
+
+/// One of EC2's token buckets per account and Region: `size` tokens, refilled at
+/// `refill` per second. Figures from the EC2 developer guide, "Request throttling for the
+/// Amazon EC2 API" (`ec2-api-throttling`), request token bucket sizes and refill rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// The name reports and the front door (`scripts/throttle_proxy.py`) use.
+    pub name: &'static str,
+    /// Tokens the bucket holds.
+    pub size: u32,
+    /// Tokens added per second.
+    pub refill: f64,
 }
 
-impl RateLimiter {
-    /// A full bucket. `per_second` must be positive.
-    pub fn new(burst: u32, per_second: f64) -> Self {
-        let burst = f64::from(burst.max(1));
+/// Non-mutating actions (`Describe*`): 100, refilled at 20/s.
+pub const DESCRIBE: Bucket = Bucket {
+    name: "describe",
+    size: 100,
+    refill: 20.0,
+};
+/// `DeregisterImage`: its own bucket of 100, refilled at 5/s.
+pub const DEREGISTER_IMAGE: Bucket = Bucket {
+    name: "deregister_image",
+    size: 100,
+    refill: 5.0,
+};
+/// `DeleteSnapshot`: its own bucket of 100, refilled at 5/s.
+pub const DELETE_SNAPSHOT: Bucket = Bucket {
+    name: "delete_snapshot",
+    size: 100,
+    refill: 5.0,
+};
+/// `CreateTags` and `DeleteTags`: their own bucket of 100, refilled at 10/s (the
+/// write-ahead marks draw on it).
+pub const TAGS: Bucket = Bucket {
+    name: "tags",
+    size: 100,
+    refill: 10.0,
+};
+/// Every other mutating action (`DisableImage`, `EnableImage*`, ...): 50, refilled at 5/s.
+pub const MUTATING: Bucket = Bucket {
+    name: "mutating",
+    size: 50,
+    refill: 5.0,
+};
+/// The whole table, for the front door's check that it throttles by the same figures.
+pub const BUCKETS: [Bucket; 5] = [DESCRIBE, DEREGISTER_IMAGE, DELETE_SNAPSHOT, TAGS, MUTATING];
+
+/// The part of a mutating bucket's size a pacer bursts through at share 1.0: a fifth is
+/// left to the account's other callers.
+const BURST_SHARE: f64 = 0.8;
+/// The Describe bucket is also drawn on by the inventory's listings (not paced by
+/// count): the lookups burst through half of it and refill at three quarters.
+const DESCRIBE_BURST_SHARE: f64 = 0.5;
+const DESCRIBE_REFILL_SHARE: f64 = 0.75;
+
+/// A pacer's burst and refill per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// Calls at once from a full bucket.
+    pub burst: f64,
+    /// Calls per second after the burst: the most the pacer ever allows itself.
+    pub per_second: f64,
+}
+
+/// How hard the pacers may draw on EC2's buckets: the policy's `limits.api_share`, and
+/// the operator's explicit rates, which override it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaceConfig {
+    /// `limits.api_share`: multiplies every pacer's burst and refill.
+    pub api_share: f64,
+    /// `--rate`: `DeregisterImage` (and `DeleteSnapshot`) calls per second; the tag and
+    /// other mutating buckets in proportion to their documented refill.
+    pub rate: Option<f64>,
+    /// `--describe-rate`: launch-permission lookups (and reference checks) per second.
+    pub describe_rate: Option<f64>,
+}
+
+impl Default for PaceConfig {
+    /// The whole documented share, no explicit rate.
+    fn default() -> Self {
         Self {
+            api_share: 1.0,
+            rate: None,
+            describe_rate: None,
+        }
+    }
+}
+
+impl PaceConfig {
+    /// With the policy's share (explicit rates still win).
+    pub fn with_share(self, api_share: f64) -> Self {
+        Self { api_share, ..self }
+    }
+
+    /// The pace of a pacer on `bucket`: its share of the documented bucket, or the
+    /// operator's rate (with the burst unscaled) when one was given for it.
+    pub fn pace(&self, bucket: Bucket) -> Pace {
+        let size = f64::from(bucket.size);
+        let (burst, refill) = if bucket == DESCRIBE {
+            (
+                size * DESCRIBE_BURST_SHARE,
+                bucket.refill * DESCRIBE_REFILL_SHARE,
+            )
+        } else {
+            (size * BURST_SHARE, bucket.refill)
+        };
+        let explicit = if bucket == DESCRIBE {
+            self.describe_rate
+        } else {
+            self.rate
+                .map(|r| r * bucket.refill / DEREGISTER_IMAGE.refill)
+        };
+        match explicit {
+            Some(per_second) => Pace { burst, per_second },
+            None => Pace {
+                burst: (burst * self.api_share).max(1.0),
+                per_second: refill * self.api_share,
+            },
+        }
+    }
+}
+
+/// What one pacer did in a run: for the report and the metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PacerReport {
+    /// Calls EC2 throttled (`RequestLimitExceeded`), each retried.
+    pub throttles: u64,
+    /// The rate it started at (its share): calls per second.
+    pub share_per_second: f64,
+    /// The rate it ended at: calls per second.
+    pub end_per_second: f64,
+}
+
+/// The code of a call still throttled when the run stopped: the call was not made.
+pub const THROTTLED: &str = "Throttled";
+/// The code of a call the run's stop came before: it was not made.
+pub const STOPPED: &str = "Stopped";
+
+/// Multiplicative decrease on a throttle (CUBIC's, as in the SDKs' adaptive mode).
+const DECREASE: f64 = 0.7;
+/// Additive increase: the share of the ceiling regained per second without a throttle.
+const INCREASE_PER_SECOND: f64 = 0.02;
+/// The lowest rate, as a share of the ceiling.
+const FLOOR: f64 = 1.0 / 64.0;
+/// Attempts at a call that fails transiently (no code, `InternalError`, ...).
+const TRANSIENT_ATTEMPTS: u32 = 4;
+
+#[derive(Debug)]
+struct State {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    /// When the rate was last cut: a throttle of a call sent before it is old news.
+    cut_at: Instant,
+    /// When the rate last grew.
+    grown_at: Instant,
+    rng: u64,
+}
+
+/// An adaptive token bucket for one (account, Region, EC2 bucket). See the module notes.
+#[derive(Debug)]
+pub struct Pacer {
+    bucket: &'static str,
+    burst: f64,
+    ceiling: f64,
+    stop: Stop,
+    state: Mutex<State>,
+    /// Callers waiting for a token, in turn.
+    gate: tokio::sync::Mutex<()>,
+    throttles: AtomicU64,
+}
+
+/// Seeds each pacer's jitter differently, reproducibly.
+static SEEDS: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+impl Pacer {
+    /// A full pacer on `bucket` at `pace`, stopping its waits when `stop` fires.
+    pub fn new(bucket: Bucket, pace: Pace, stop: Stop) -> Self {
+        let burst = pace.burst.max(1.0);
+        let ceiling = pace.per_second.max(f64::MIN_POSITIVE);
+        let now = Instant::now();
+        Self {
+            bucket: bucket.name,
             burst,
-            per_second: per_second.max(f64::MIN_POSITIVE),
-            state: Mutex::new((burst, Instant::now())),
+            ceiling,
+            stop,
+            state: Mutex::new(State {
+                tokens: burst,
+                last: now,
+                rate: ceiling,
+                cut_at: now,
+                grown_at: now,
+                rng: SEEDS.fetch_add(0x6a09_e667_f3bc_c909, Ordering::Relaxed),
+            }),
+            gate: tokio::sync::Mutex::new(()),
+            throttles: AtomicU64::new(0),
         }
     }
 
-    /// Waits until a token is available and takes it.
-    pub async fn acquire(&self) {
-        let wait = {
-            let mut state = self.state.lock().await;
-            let now = Instant::now();
-            let (tokens, last) = *state;
-            let refilled =
-                (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
-            let after = refilled - 1.0;
-            *state = (after, now);
-            if after >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-after / self.per_second)
-            }
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+    /// The bucket's name.
+    pub fn bucket(&self) -> &'static str {
+        self.bucket
+    }
+
+    /// The rate it allows itself now, calls per second.
+    pub fn rate(&self) -> f64 {
+        self.state.lock().expect("pacer lock").rate
+    }
+
+    /// What it did so far.
+    pub fn report(&self) -> PacerReport {
+        PacerReport {
+            throttles: self.throttles.load(Ordering::Relaxed),
+            share_per_second: self.ceiling,
+            end_per_second: self.rate(),
         }
     }
+
+    /// Waits for a token and takes it; `Err` when the run stops first. Callers wait in
+    /// turn (first come, first served), and the one at the front re-reads the rate after
+    /// each wait, so a cut slows the very next call.
+    pub async fn acquire(&self) -> Result<(), StopReason> {
+        let _turn = self.gate.lock().await;
+        loop {
+            let wait = {
+                let mut s = self.state.lock().expect("pacer lock");
+                let now = Instant::now();
+                let dt = now.duration_since(s.last).as_secs_f64();
+                s.tokens = (s.tokens + dt * s.rate).min(self.burst);
+                s.last = now;
+                // (Within a rounding error of a whole token counts as one.)
+                if s.tokens >= 1.0 - 1e-9 {
+                    s.tokens = (s.tokens - 1.0).max(0.0);
+                    return Ok(());
+                }
+                // The timer counts whole milliseconds: a shorter sleep would not move on.
+                Duration::from_secs_f64((1.0 - s.tokens) / s.rate).max(Duration::from_millis(1))
+            };
+            self.sleep(wait).await?;
+        }
+    }
+
+    /// Sleeps `wait`, unless the run stops first.
+    async fn sleep(&self, wait: Duration) -> Result<(), StopReason> {
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if let Some(r) = self.stop.reason() {
+            return Err(r);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = self.stop.wait() => Err(self.stop.reason().unwrap_or(StopReason::Signal)),
+        }
+    }
+
+    /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
+    /// after a jittered delay, until the run stops; then the error's code is
+    /// [`THROTTLED`] and the call was not made. A stop before the first attempt is the
+    /// code [`STOPPED`]. A transient failure is retried a few times.
+    pub async fn call<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        let mut transient = 0;
+        let mut throttled = false;
+        loop {
+            if let Err(r) = self.acquire().await {
+                return Err(stopped(operation, r, throttled));
+            }
+            let sent = Instant::now();
+            match f().await {
+                Ok(v) => {
+                    self.grow();
+                    return Ok(v);
+                }
+                Err(e) if is_throttle(&e) => {
+                    throttled = true;
+                    let jitter = self.cut(sent);
+                    if let Err(r) = self.sleep(jitter).await {
+                        return Err(stopped(operation, r, true));
+                    }
+                }
+                Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
+                    transient += 1;
+                    let backoff = Duration::from_millis(100 << transient);
+                    if self.sleep(backoff).await.is_err() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A throttle of a call sent at `sent`: the first of a round cuts the rate and
+    /// empties the pacer's bucket (EC2's is empty). Returns the jittered delay before
+    /// the retry: up to one interval at the new rate.
+    fn cut(&self, sent: Instant) -> Duration {
+        self.throttles.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.state.lock().expect("pacer lock");
+        let now = Instant::now();
+        if sent >= s.cut_at {
+            s.rate = (s.rate * DECREASE).max(self.ceiling * FLOOR);
+            s.cut_at = now;
+            s.grown_at = now;
+        }
+        s.tokens = s.tokens.min(0.0);
+        s.last = now;
+        s.rng = splitmix(s.rng);
+        let unit = (s.rng >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_secs_f64(unit / s.rate)
+    }
+
+    /// A success: the rate regains [`INCREASE_PER_SECOND`] of the ceiling per second
+    /// since it last grew, up to the ceiling.
+    fn grow(&self) {
+        let mut s = self.state.lock().expect("pacer lock");
+        let now = Instant::now();
+        let dt = now.duration_since(s.grown_at).as_secs_f64();
+        s.rate = (s.rate + self.ceiling * INCREASE_PER_SECOND * dt).min(self.ceiling);
+        s.grown_at = now;
+    }
+}
+
+/// Whether EC2 (or another AWS service) refused the call for its rate.
+pub fn is_throttle(e: &AwsError) -> bool {
+    [
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "SlowDown",
+    ]
+    .iter()
+    .any(|c| e.is(c))
+}
+
+fn is_transient(e: &AwsError) -> bool {
+    e.code.is_none()
+        || [
+            "InternalError",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "Unavailable",
+        ]
+        .iter()
+        .any(|c| e.is(c))
+}
+
+/// The error of a call the run's stop ended: [`THROTTLED`] when EC2 had refused it.
+fn stopped(operation: &'static str, r: StopReason, throttled: bool) -> AwsError {
+    let why = match r {
+        StopReason::Signal => "a signal",
+        StopReason::Deadline => "the run's deadline",
+    };
+    if throttled {
+        AwsError::new(
+            operation,
+            THROTTLED,
+            format!(
+                "throttled by EC2 until {why} stopped the run; not done, left for the next run"
+            ),
+        )
+    } else {
+        AwsError::new(
+            operation,
+            STOPPED,
+            format!("{why} stopped the run before this call"),
+        )
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// EC2's side: a bucket of `size` refilled at `refill`/s, full at first; a refused
+    /// call takes no token. Records each accepted call's instant.
+    struct Ec2Bucket {
+        state: Mutex<(f64, Instant, Vec<Instant>, u64)>,
+        size: f64,
+        refill: f64,
+    }
+
+    impl Ec2Bucket {
+        fn new(size: u32, refill: f64) -> Arc<Self> {
+            Arc::new(Self {
+                state: Mutex::new((f64::from(size), Instant::now(), Vec::new(), 0)),
+                size: f64::from(size),
+                refill,
+            })
+        }
+
+        /// One call with a round trip of 60 ms.
+        async fn call(&self) -> Result<(), AwsError> {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let ok = {
+                let mut s = self.state.lock().unwrap();
+                let now = Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.refill).min(self.size);
+                s.1 = now;
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    s.2.push(now);
+                    true
+                } else {
+                    s.3 += 1;
+                    false
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if ok {
+                Ok(())
+            } else {
+                Err(AwsError::new(
+                    "DeregisterImage",
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                ))
+            }
+        }
+
+        fn accepted(&self) -> Vec<Instant> {
+            self.state.lock().unwrap().2.clone()
+        }
+    }
+
+    /// `n` calls, 8 in flight, through `pacer` to `ec2`; each call's result.
+    async fn run(pacer: &Pacer, ec2: &Arc<Ec2Bucket>, n: usize) -> Vec<Result<(), AwsError>> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(0..n)
+            .map(|_| pacer.call("DeregisterImage", || ec2.call()))
+            .buffer_unordered(8)
+            .collect()
+            .await
+    }
+
+    fn share() -> Pace {
+        PaceConfig::default().pace(DEREGISTER_IMAGE)
+    }
+
+    #[test]
+    fn the_table_is_ec2s_and_the_share_leaves_a_fifth() {
+        assert_eq!((DEREGISTER_IMAGE.size, DEREGISTER_IMAGE.refill), (100, 5.0));
+        assert_eq!((DELETE_SNAPSHOT.size, DELETE_SNAPSHOT.refill), (100, 5.0));
+        assert_eq!((TAGS.size, TAGS.refill), (100, 10.0));
+        assert_eq!((MUTATING.size, MUTATING.refill), (50, 5.0));
+        assert_eq!((DESCRIBE.size, DESCRIBE.refill), (100, 20.0));
+        let full = PaceConfig::default();
+        assert_eq!(
+            full.pace(DEREGISTER_IMAGE),
+            Pace {
+                burst: 80.0,
+                per_second: 5.0
+            }
+        );
+        assert_eq!(
+            full.pace(TAGS),
+            Pace {
+                burst: 80.0,
+                per_second: 10.0
+            }
+        );
+        assert_eq!(
+            full.pace(MUTATING),
+            Pace {
+                burst: 40.0,
+                per_second: 5.0
+            }
+        );
+        assert_eq!(
+            full.pace(DESCRIBE),
+            Pace {
+                burst: 50.0,
+                per_second: 15.0
+            }
+        );
+        let told = full.with_share(0.2);
+        assert_eq!(
+            told.pace(DEREGISTER_IMAGE),
+            Pace {
+                burst: 16.0,
+                per_second: 1.0
+            }
+        );
+        assert_eq!(
+            told.pace(TAGS),
+            Pace {
+                burst: 16.0,
+                per_second: 2.0
+            }
+        );
+        // The operator's rate wins over the share; the other mutating buckets follow it.
+        let flags = PaceConfig {
+            rate: Some(50.0),
+            describe_rate: Some(150.0),
+            ..told
+        };
+        assert_eq!(
+            flags.pace(DEREGISTER_IMAGE),
+            Pace {
+                burst: 80.0,
+                per_second: 50.0
+            }
+        );
+        assert_eq!(
+            flags.pace(TAGS),
+            Pace {
+                burst: 80.0,
+                per_second: 100.0
+            }
+        );
+        assert_eq!(
+            flags.pace(DESCRIBE),
+            Pace {
+                burst: 50.0,
+                per_second: 150.0
+            }
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn burst_then_refill_rate() {
-        let rl = RateLimiter::new(3, 2.0);
+        let p = Pacer::new(
+            DEREGISTER_IMAGE,
+            Pace {
+                burst: 3.0,
+                per_second: 2.0,
+            },
+            Stop::default(),
+        );
         let start = Instant::now();
         for _ in 0..3 {
-            rl.acquire().await;
+            p.acquire().await.unwrap();
         }
         assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
         for _ in 0..4 {
-            rl.acquire().await;
+            p.acquire().await.unwrap();
         }
         // Four more tokens at 2/s: two seconds of (virtual) waiting.
         let waited = start.elapsed().as_secs_f64();
         assert!((waited - 2.0).abs() < 0.01, "waited {waited}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_above_the_share_when_nothing_throttles() {
+        // EC2's real bucket (100, 5/s) and the pacer at its share (80, 5/s).
+        let ec2 = Ec2Bucket::new(100, 5.0);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let start = Instant::now();
+        let results = run(&p, &ec2, 300).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(p.report().throttles, 0);
+        assert_eq!(p.rate(), 5.0, "it ends at its share");
+        // In every window from the start, at most the burst plus the refill since.
+        let accepted = ec2.accepted();
+        for (i, t) in accepted.iter().enumerate() {
+            let allowed = 80.0 + t.duration_since(start).as_secs_f64() * 5.0 + 1e-6;
+            assert!((i + 1) as f64 <= allowed, "call {i} at {:?}", *t - start);
+        }
+        let took = accepted.last().unwrap().duration_since(start).as_secs_f64();
+        assert!(took >= (300.0 - 80.0 - 1.0) / 5.0, "{took}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_a_bucket_half_the_assumed_size_every_call_succeeds_near_its_refill() {
+        // Other callers hold half of every bucket: 50 tokens refilled at 2.5/s.
+        let ec2 = Ec2Bucket::new(50, 2.5);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let results = run(&p, &ec2, 300).await;
+        assert!(results.iter().all(Result::is_ok), "nothing fails");
+        let accepted = ec2.accepted();
+        assert_eq!(accepted.len(), 300);
+        // After the bucket's own burst, the calls EC2 accepted came at its refill.
+        let (first, last) = (accepted[50], accepted[299]);
+        let rate = 249.0 / last.duration_since(first).as_secs_f64();
+        assert!((rate - 2.5).abs() <= 0.5, "settled at {rate}/s");
+        let end = p.rate();
+        assert!((end - 2.5).abs() <= 0.5, "ended at {end}/s");
+        let throttles = p.report().throttles;
+        assert!(throttles > 0 && throttles < 100, "{throttles} throttles");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_backoff_ends_the_call_undone() {
+        // A bucket another caller keeps empty: every call is throttled.
+        let ec2 = Ec2Bucket::new(0, 0.0);
+        let stop = Stop::with_deadline(Some(Instant::now() + Duration::from_secs(30)));
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), stop.clone());
+        let err = p.call("DeregisterImage", || ec2.call()).await.unwrap_err();
+        assert!(err.is(THROTTLED), "{err}");
+        assert!(err.message.contains("deadline"), "{err}");
+        assert_eq!(stop.reason(), Some(StopReason::Deadline));
+        assert!(ec2.accepted().is_empty());
+        assert!(p.report().throttles > 5, "retried until the deadline");
+        // A call that must wait for a token when a signal comes is not made at all.
+        let signal = Stop::default();
+        let slow = Pacer::new(
+            DEREGISTER_IMAGE,
+            Pace {
+                burst: 1.0,
+                per_second: 0.1,
+            },
+            signal.clone(),
+        );
+        slow.acquire().await.unwrap();
+        signal.request();
+        let err = slow
+            .call("DeregisterImage", || ec2.call())
+            .await
+            .unwrap_err();
+        assert!(err.is(STOPPED), "{err}");
+        assert_eq!(slow.report().throttles, 0);
+    }
+
+    #[test]
+    fn the_front_door_throttles_by_the_same_table() {
+        let proxy = include_str!("../../scripts/throttle_proxy.py");
+        for b in BUCKETS {
+            let line = format!("\"{}\": ({}, {:.1}),", b.name, b.size, b.refill);
+            assert!(
+                proxy.contains(&line),
+                "scripts/throttle_proxy.py lacks {line}"
+            );
+        }
     }
 }

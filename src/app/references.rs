@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::app::ratelimit::RateLimiter;
+use crate::app::ratelimit::{Pacer, STOPPED, THROTTLED};
 use crate::error::AwsError;
 use crate::model::Inventory;
 use crate::policy::{AwsReferences, Policy, TemplateVersions};
@@ -83,7 +83,7 @@ impl References {
     pub async fn check<A: ReferenceCheck>(
         &mut self,
         account: &A,
-        describe: &RateLimiter,
+        describe: &Pacer,
         region: &str,
         condemned: &[String],
         inventory: &mut Inventory,
@@ -101,8 +101,8 @@ impl References {
             .collect();
         let mut found = 0;
         for ids in new.chunks(REFERENCE_IDS_PER_CALL) {
-            describe.acquire().await;
-            match account.image_references(ids, self.templates).await {
+            let ask = || account.image_references(ids, self.templates);
+            match describe.call("DescribeImageReferences", ask).await {
                 Ok(refs) => {
                     found += refs.len();
                     for (image, user) in refs {
@@ -112,6 +112,9 @@ impl References {
                     self.report.images_checked += ids.len();
                     self.report.status = CheckStatus::Checked;
                 }
+                // The run stopped: every image is held before its mark (a stop is for
+                // good), so none of the unchecked is touched.
+                Err(e) if e.is(STOPPED) || e.is(THROTTLED) => break,
                 Err(e) => return self.fall_back(e, account, region, inventory).await,
             }
         }

@@ -152,6 +152,10 @@ pub struct RegionReport {
     /// lists those it deletes).
     #[serde(skip)]
     pub archived_snapshots: rustc_hash::FxHashSet<String>,
+    /// Each EC2 bucket's pacer in this (account, Region): throttles met, the rate it
+    /// started at and the rate it ended at.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pacing: BTreeMap<&'static str, crate::app::ratelimit::PacerReport>,
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
@@ -227,6 +231,7 @@ impl RegionReport {
             coming: Vec::new(),
             owners: BTreeMap::new(),
             archived_snapshots: Default::default(),
+            pacing: BTreeMap::new(),
             plan_detail: None,
         }
     }
@@ -389,6 +394,10 @@ impl SweepReport {
             "EstimatedMonthlySavingUSD".into(),
             serde_json::json!(self.totals.monthly_saving.dollars()),
         );
+        for (name, value, unit) in self.pacing_metrics() {
+            metrics.push(serde_json::json!({"Name": name, "Unit": unit}));
+            fields.insert(name, serde_json::json!(value));
+        }
         fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
         let mut dimensions = vec!["DryRun".to_string()];
         for (k, v) in dims {
@@ -413,6 +422,25 @@ impl SweepReport {
             }),
         );
         serde_json::Value::Object(fields).to_string()
+    }
+
+    /// Per EC2 bucket: `PacerThrottles_<bucket>`, the throttles its pacers met (summed over
+    /// regions), and `PacerEndRate_<bucket>`, the lowest rate one ended at (calls/s).
+    fn pacing_metrics(&self) -> Vec<(String, f64, &'static str)> {
+        let mut by: BTreeMap<&'static str, (u64, f64)> = BTreeMap::new();
+        for (bucket, p) in self.regions.iter().flat_map(|r| &r.pacing) {
+            let e = by.entry(bucket).or_insert((0, f64::INFINITY));
+            e.0 += p.throttles;
+            e.1 = e.1.min(p.end_per_second);
+        }
+        by.into_iter()
+            .flat_map(|(b, (throttles, rate))| {
+                [
+                    (format!("PacerThrottles_{b}"), throttles as f64, "Count"),
+                    (format!("PacerEndRate_{b}"), rate, "Count/Second"),
+                ]
+            })
+            .collect()
     }
 
     /// The run's metrics: name, value, CloudWatch unit; `Kept_<reason>` per keep reason.

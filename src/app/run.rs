@@ -9,6 +9,7 @@ use crate::adapters::aws::sqs::{Message, SqsQueue, SQS_BATCH};
 use crate::adapters::aws::Clients;
 use crate::adapters::local_queue::LocalQueue;
 use crate::app::cleanup::{report_of, run_local, Attempt, RetryPolicy};
+use crate::app::ratelimit::Pacer;
 use crate::app::report::{CleanupReport, JobReport, RegionReport, SweepReport, Totals};
 use crate::app::stop::StopReason;
 use crate::app::sweep::{sweep_region, ExecConfig};
@@ -260,11 +261,15 @@ async fn sweep_with_local_queue<R: Account + Cleaner>(
         drop(queue);
         report
     };
+    let bucket = crate::app::ratelimit::DELETE_SNAPSHOT;
+    let pace = retry.pace.with_share(policy.limits.api_share).pace(bucket);
+    let pacer = Pacer::new(bucket, pace, exec.stop.clone());
     let worker = run_local(
         jobs,
         clients,
         clients,
         retry,
+        &pacer,
         exec.progress.as_ref(),
         &exec.stop,
     );
@@ -272,6 +277,7 @@ async fn sweep_with_local_queue<R: Account + Cleaner>(
     if !done.is_empty() {
         report.jobs = done;
     }
+    report.pacing.insert(bucket.name, pacer.report());
     report
 }
 

@@ -15,7 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
 
 use crate::app::progress::{self, Progress, ProgressSink};
-use crate::app::ratelimit::RateLimiter;
+use crate::app::ratelimit::{self, PaceConfig, Pacer, PacerReport};
 use crate::app::references::{CheckReport, References};
 use crate::app::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
 use crate::app::stop::{Stop, StopReason};
@@ -29,10 +29,6 @@ use crate::policy::RecycleBinMode;
 use crate::ports::{Account, CleanupSink};
 use crate::retire::RetireStep;
 
-/// EC2's default bucket for mutating actions (`CreateTags` among them) holds 50; the
-/// marks take at most this burst, leaving the rest to other callers.
-pub const MARK_BURST: u32 = 40;
-
 /// How a sweep executes.
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
@@ -40,16 +36,9 @@ pub struct ExecConfig {
     pub dry_run: bool,
     /// Calls in flight at once.
     pub concurrency: usize,
-    /// `DeregisterImage` bucket: burst.
-    pub deregister_burst: u32,
-    /// `DeregisterImage` bucket: refill per second (the marks' `CreateTags` use the
-    /// same refill in their own bucket).
-    pub deregister_per_second: f64,
-    /// Launch-permission lookups (`DescribeImageAttribute`, in EC2's shared Describe
-    /// bucket of 100, refill 20/s): burst.
-    pub describe_burst: u32,
-    /// Launch-permission lookups: refill per second.
-    pub describe_per_second: f64,
+    /// How hard the pacers draw on EC2's buckets (explicit rates; the policy's
+    /// `limits.api_share` is applied when the sweep starts).
+    pub pace: PaceConfig,
     /// Stop starting new deregistrations when this says so (signal or deadline).
     pub stop: Stop,
     /// What bounds the run beyond the policy (a trigger's scope and stages); `None`: the
@@ -67,18 +56,15 @@ pub struct ExecConfig {
 }
 
 impl Default for ExecConfig {
-    /// Dry run, 8 in flight; deregistrations 80 burst then 5/s, EC2's own
-    /// `DeregisterImage` rate, leaving a fifth of its bucket of 100 to other callers;
-    /// launch-permission lookups 50 then 15/s, under the Describe bucket (100, refill
-    /// 20/s) that every Describe call in the account shares.
+    /// Dry run, 16 images in flight (the pacers, not this, keep the calls under EC2's
+    /// buckets; more in flight only hides round trips); each pacer at its share of EC2's bucket
+    /// ([`crate::app::ratelimit`]): deregistrations 80 burst then 5/s, marks 80 then
+    /// 10/s, launch-permission lookups 50 then 15/s.
     fn default() -> Self {
         Self {
             dry_run: true,
-            concurrency: 8,
-            deregister_burst: 80,
-            deregister_per_second: 5.0,
-            describe_burst: 50,
-            describe_per_second: 15.0,
+            concurrency: 16,
+            pace: PaceConfig::default(),
             stop: Stop::default(),
             mandate: None,
             siblings: None,
@@ -130,6 +116,8 @@ enum Step<'p> {
     Done(&'p Decision, Outcome, Option<String>),
     /// Not deregistered: held back (deferred to the next run).
     Held(&'p Decision, Hold),
+    /// Not done: a call was throttled until the run stopped (the error says which).
+    Throttled(&'p Decision, StopReason, String),
 }
 
 /// Everything the executor did in a region.
@@ -146,6 +134,8 @@ struct Executed {
     references: CheckReport,
     /// How shared images were judged (`keep_if_used`).
     shared_judged_by: BTreeMap<&'static str, usize>,
+    /// What each pacer did, by bucket.
+    pacing: BTreeMap<&'static str, PacerReport>,
 }
 
 /// Why an image cleared for deregistration is held back.
@@ -181,9 +171,13 @@ struct Pipeline<'a, A: Account> {
     account: &'a A,
     cfg: &'a ExecConfig,
     region: &'a str,
-    describe: RateLimiter,
-    mark: RateLimiter,
-    deregister: RateLimiter,
+    /// Launch-permission lookups, usage reports, reference checks: the Describe bucket.
+    describe: Pacer,
+    /// The write-ahead marks: the `CreateTags` bucket.
+    tags: Pacer,
+    deregister: Pacer,
+    /// Retirement calls (`DisableImage`, `EnableImage*`): the default mutating bucket.
+    mutating: Pacer,
     halted: AtomicBool,
     done: AtomicUsize,
     now: Timestamp,
@@ -207,20 +201,32 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(step) = retire_step(d.action) {
             return self.retire_now(d, step).await;
         }
-        if let Err(why) = self.mark_storage(d).await {
-            return Step::Done(d, Outcome::Failed, Some(why));
+        if let Err(step) = self.mark_storage(d).await {
+            return step;
         }
-        self.deregister.acquire().await;
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
         self.deregister_now(d, total).await
     }
 
+    /// The step of an image whose paced call failed with `e`: held when the run stopped
+    /// before the call, `throttled` when EC2 refused it until the stop, else failed.
+    fn failed<'d>(&self, d: &'d Decision, e: &AwsError, why: String) -> Step<'d> {
+        let stop = self.cfg.stop.reason().unwrap_or(StopReason::Signal);
+        if e.is(ratelimit::STOPPED) {
+            Step::Held(d, Hold::Stop(stop))
+        } else if e.is(ratelimit::THROTTLED) {
+            Step::Throttled(d, stop, why)
+        } else {
+            Step::Done(d, Outcome::Failed, Some(why))
+        }
+    }
+
     /// A retirement stage instead of deregistration: deprecate, disable or enable.
     async fn retire_now<'d>(&self, d: &'d Decision, step: RetireStep) -> Step<'d> {
-        self.mark.acquire().await;
-        match self.account.retire(&d.image_id, step, self.now).await {
+        let retire = || self.account.retire(&d.image_id, step, self.now);
+        match self.mutating.call("RetireImage", retire).await {
             Ok(()) => {
                 let done = match step {
                     RetireStep::Deprecate => Outcome::Deprecated,
@@ -231,7 +237,7 @@ impl<A: Account> Pipeline<'_, A> {
             }
             Err(e) => {
                 tracing::warn!(image_id = %d.image_id, error = %e, ?step, "retirement step failed");
-                Step::Done(d, Outcome::Failed, Some(e.to_string()))
+                self.failed(d, &e, e.to_string())
             }
         }
     }
@@ -239,8 +245,8 @@ impl<A: Account> Pipeline<'_, A> {
     /// Reads the image's launch permissions: `None` when it is shared with nobody (go on),
     /// else the step that ends its turn (shared, unknown, or already gone).
     async fn launch_check<'d>(&self, d: &'d Decision) -> Option<Step<'d>> {
-        self.describe.acquire().await;
-        match self.account.launch_permissions(&d.image_id).await {
+        let lookup = || self.account.launch_permissions(&d.image_id);
+        match self.describe.call("DescribeImageAttribute", lookup).await {
             Ok(g) if g.is_empty() => None,
             Ok(g) => {
                 // keep_if_used: AWS's usage report first, when every grantee can be judged.
@@ -249,8 +255,7 @@ impl<A: Account> Pipeline<'_, A> {
                     .siblings
                     .as_ref()
                     .is_some_and(|s| g.iter().all(|a| s.contains_key(a)));
-                let report = if judged {
-                    self.describe.acquire().await;
+                let report = if judged && self.describe.acquire().await.is_ok() {
                     self.account.usage_report(&d.image_id, &g).await
                 } else {
                     None
@@ -267,6 +272,11 @@ impl<A: Account> Pipeline<'_, A> {
                 }
                 Some(Step::Done(d, Outcome::AlreadyGone, Some(e.to_string())))
             }
+            // A stop (or throttling until it) before the lookup was answered: not known,
+            // so not touched.
+            Err(e) if e.is(ratelimit::STOPPED) || e.is(ratelimit::THROTTLED) => {
+                Some(self.failed(d, &e, format!("launch permissions not read: {e}")))
+            }
             Err(e) => Some(Step::Unknown(d.image_id.clone(), e)),
         }
     }
@@ -278,23 +288,23 @@ impl<A: Account> Pipeline<'_, A> {
     async fn mark_snapshots(&self, d: &Decision) -> Result<(), AwsError> {
         let (marked, dated) = snapshot_tags(d);
         for (when, ids) in marked {
-            self.mark.acquire().await;
-            self.account.mark_snapshots(&d.image_id, &ids, when).await?;
+            let mark = || self.account.mark_snapshots(&d.image_id, &ids, when);
+            self.tags.call("CreateTags", mark).await?;
         }
         for (when, ids) in dated {
-            self.mark.acquire().await;
-            self.account.defer_snapshots(&ids, when).await?;
+            let defer = || self.account.defer_snapshots(&ids, when);
+            self.tags.call("CreateTags", defer).await?;
         }
         Ok(())
     }
 
     /// The write-ahead mark on everything the image's deregistration frees: its snapshots
-    /// and its bundle's manifest. An error says why the image must not be deregistered.
-    async fn mark_storage(&self, d: &Decision) -> Result<(), String> {
+    /// and its bundle's manifest. An error is the image's step: why it must not be
+    /// deregistered.
+    async fn mark_storage<'d>(&self, d: &'d Decision) -> Result<(), Step<'d>> {
         if let Err(e) = self.mark_snapshots(d).await {
-            return Err(format!(
-                "its storage could not be marked, so it was not deregistered: {e}"
-            ));
+            let why = format!("its storage could not be marked, so it was not deregistered: {e}");
+            return Err(self.failed(d, &e, why));
         }
         let bundle = d
             .bundle
@@ -305,9 +315,9 @@ impl<A: Account> Pipeline<'_, A> {
             });
         if let Some((bucket, key)) = bundle {
             if let Err(e) = self.account.mark_manifest(bucket, key, &d.image_id).await {
-                return Err(format!(
-                    "its bundle could not be marked, so it was not deregistered: {e}"
-                ));
+                let why =
+                    format!("its bundle could not be marked, so it was not deregistered: {e}");
+                return Err(Step::Done(d, Outcome::Failed, Some(why)));
             }
         }
         Ok(())
@@ -315,8 +325,12 @@ impl<A: Account> Pipeline<'_, A> {
 
     /// `DeregisterImage`, its outcome, and the progress line.
     async fn deregister_now<'d>(&self, d: &'d Decision, total: usize) -> Step<'d> {
-        let step = match self.account.deregister(&d.image_id).await {
+        let deregister = || self.account.deregister(&d.image_id);
+        let step = match self.deregister.call("DeregisterImage", deregister).await {
             Ok(()) => Step::Done(d, Outcome::Deregistered, None),
+            Err(e) if e.is(ratelimit::STOPPED) || e.is(ratelimit::THROTTLED) => {
+                return self.failed(d, &e, e.to_string());
+            }
             Err(e) => {
                 let o = classify_deregister_error(&e);
                 tracing::warn!(image_id = %d.image_id, error = %e, outcome = ?o, "deregister did not succeed");
@@ -446,6 +460,11 @@ impl Known {
                 let code = e.code.as_deref().unwrap_or("error");
                 self.grants.insert(id, vec![format!("unknown ({code})")]);
             }
+            Step::Throttled(d, r, why) => {
+                self.stopped.get_or_insert(r);
+                self.outcomes
+                    .insert(d.image_id.clone(), (Outcome::Failed, Some(why)));
+            }
             Step::Held(d, h) => {
                 if let Hold::Stop(r) = h {
                     self.stopped.get_or_insert(r);
@@ -486,16 +505,16 @@ async fn execute<A: Account, Q: CleanupSink>(
     mut queue: JobQueue<'_, Q>,
     cfg: &ExecConfig,
 ) -> Executed {
+    let pace = cfg.pace.with_share(policy.limits.api_share);
+    let pacer = |bucket| Pacer::new(bucket, pace.pace(bucket), cfg.stop.clone());
     let pipeline = Pipeline {
         account,
         cfg,
         region,
-        describe: RateLimiter::new(cfg.describe_burst, cfg.describe_per_second),
-        mark: RateLimiter::new(
-            MARK_BURST.min(cfg.deregister_burst),
-            cfg.deregister_per_second,
-        ),
-        deregister: RateLimiter::new(cfg.deregister_burst, cfg.deregister_per_second),
+        describe: pacer(ratelimit::DESCRIBE),
+        tags: pacer(ratelimit::TAGS),
+        deregister: pacer(ratelimit::DEREGISTER_IMAGE),
+        mutating: pacer(ratelimit::MUTATING),
         halted: AtomicBool::new(queue.failed.is_some()),
         done: AtomicUsize::new(0),
         now,
@@ -530,7 +549,17 @@ async fn execute<A: Account, Q: CleanupSink>(
             .await;
     }
     let (jobs, queue_failed) = queue.finish().await;
+    let pacing = [
+        &pipeline.describe,
+        &pipeline.tags,
+        &pipeline.deregister,
+        &pipeline.mutating,
+    ]
+    .into_iter()
+    .map(|p| (p.bucket(), p.report()))
+    .collect();
     Executed {
+        pacing,
         plan: p,
         outcomes: known.outcomes,
         jobs,
@@ -880,6 +909,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     }
     report.reference_check = ex.references;
     report.shared_judged_by = ex.shared_judged_by;
+    report.pacing.extend(ex.pacing);
     if let Some(e) = ex.error {
         report.error = Some(e);
     }

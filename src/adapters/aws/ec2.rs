@@ -27,6 +27,10 @@ const TAG_RESOURCES_PER_CALL: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct Ec2 {
     client: aws_sdk_ec2::Client,
+    /// The same client without the SDK's retries, for the calls the application paces
+    /// (`crate::app::ratelimit::Pacer`): the pacer retries them, and must see each
+    /// throttle to slow down.
+    paced: aws_sdk_ec2::Client,
     calls: Arc<ApiCalls>,
 }
 
@@ -82,7 +86,14 @@ fn raw_image(img: &aws_sdk_ec2::types::Image) -> RawImage {
 impl Ec2 {
     /// Wraps a client; every call is counted in `calls`.
     pub fn new(client: aws_sdk_ec2::Client, calls: Arc<ApiCalls>) -> Self {
-        Self { client, calls }
+        let once = aws_sdk_ec2::config::retry::RetryConfig::disabled();
+        let paced =
+            aws_sdk_ec2::Client::from_conf(client.config().to_builder().retry_config(once).build());
+        Self {
+            client,
+            paced,
+            calls,
+        }
     }
 
     /// Images used by instances in any state but terminated (all pages).
@@ -266,7 +277,7 @@ impl Ec2 {
     ) -> Result<Vec<(String, UsageRef)>, AwsError> {
         use aws_sdk_ec2::types::{ImageReferenceResourceType as T, ResourceTypeRequest};
         let mut req = self
-            .client
+            .paced
             .describe_image_references()
             .set_image_ids(Some(image_ids.to_vec()));
         req = if templates {
@@ -311,7 +322,7 @@ impl crate::ports::ImageRetirer for Ec2 {
         let stamp = crate::time::format_instant(now);
         let tag = |key: &'static str| async move {
             self.calls.record("CreateTags");
-            self.client
+            self.paced
                 .create_tags()
                 .resources(image_id)
                 .tags(Tag::builder().key(key).value(&stamp).build())
@@ -327,7 +338,7 @@ impl crate::ports::ImageRetirer for Ec2 {
                 let at = now.max(chrono::Utc::now()) + chrono::TimeDelta::minutes(1);
                 let at = aws_smithy_types::DateTime::from_secs(at.timestamp() / 60 * 60);
                 self.calls.record("EnableImageDeprecation");
-                self.client
+                self.paced
                     .enable_image_deprecation()
                     .image_id(image_id)
                     .deprecate_at(at)
@@ -339,7 +350,7 @@ impl crate::ports::ImageRetirer for Ec2 {
             RetireStep::Disable => {
                 tag(DISABLED_AT).await?;
                 self.calls.record("DisableImage");
-                self.client
+                self.paced
                     .disable_image()
                     .image_id(image_id)
                     .send()
@@ -353,7 +364,7 @@ impl crate::ports::ImageRetirer for Ec2 {
             } => {
                 if disabled {
                     self.calls.record("EnableImage");
-                    self.client
+                    self.paced
                         .enable_image()
                         .image_id(image_id)
                         .send()
@@ -362,7 +373,7 @@ impl crate::ports::ImageRetirer for Ec2 {
                 }
                 if deprecated {
                     self.calls.record("DisableImageDeprecation");
-                    self.client
+                    self.paced
                         .disable_image_deprecation()
                         .image_id(image_id)
                         .send()
@@ -372,7 +383,7 @@ impl crate::ports::ImageRetirer for Ec2 {
                 // Last: until the tags are gone, every sweep that does not condemn the
                 // image tries this step again.
                 self.calls.record("DeleteTags");
-                self.client
+                self.paced
                     .delete_tags()
                     .resources(image_id)
                     .tags(Tag::builder().key(DISABLED_AT).build())
@@ -506,7 +517,7 @@ impl ImageSource for Ec2 {
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
         self.calls.record("DescribeImageAttribute");
         let resp = self
-            .client
+            .paced
             .describe_image_attribute()
             .image_id(image_id)
             .attribute(ImageAttributeName::LaunchPermission)
@@ -533,7 +544,7 @@ impl ImageSource for Ec2 {
 impl Deregistrar for Ec2 {
     async fn deregister(&self, image_id: &str) -> Result<(), AwsError> {
         self.calls.record("DeregisterImage");
-        self.client
+        self.paced
             .deregister_image()
             .image_id(image_id)
             .send()
@@ -546,7 +557,7 @@ impl Deregistrar for Ec2 {
 impl SnapshotDeleter for Ec2 {
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), AwsError> {
         self.calls.record("DeleteSnapshot");
-        self.client
+        self.paced
             .delete_snapshot()
             .snapshot_id(snapshot_id)
             .send()
@@ -636,7 +647,7 @@ impl StorageMarker for Ec2 {
         for chunk in snapshot_ids.chunks(TAG_RESOURCES_PER_CALL) {
             self.calls.record("CreateTags");
             let mut req = self
-                .client
+                .paced
                 .create_tags()
                 .set_resources(Some(chunk.to_vec()))
                 .tags(Tag::builder().key(STORAGE_MARK).value(image_id).build());

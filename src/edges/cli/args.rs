@@ -120,12 +120,15 @@ pub(crate) struct SweepArgs {
     /// Delay of queued cleanup jobs, in seconds (at most 900).
     #[arg(long, default_value_t = QUEUE_DELAY_SECONDS)]
     pub(crate) queue_delay: u32,
-    /// Deregistrations (and in-process snapshot deletions) per second after the burst.
-    #[arg(long, default_value_t = 5.0)]
-    pub(crate) rate: f64,
-    /// Launch-permission lookups per second after the burst.
-    #[arg(long, default_value_t = 15.0)]
-    pub(crate) describe_rate: f64,
+    /// Deregistrations (and in-process snapshot deletions) per second after the burst;
+    /// marks and retirement calls in proportion to their EC2 buckets. Overrides the
+    /// policy's `limits.api_share`. Default: each pacer's share of EC2's bucket (5/s here).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Launch-permission lookups (and reference checks) per second after the burst.
+    /// Overrides the policy's `limits.api_share`. Default: 15/s.
+    #[arg(long)]
+    pub(crate) describe_rate: Option<f64>,
     /// Seconds between in-process retries of cleanup jobs (e.g. snapshot still in use).
     #[arg(long, default_value_t = 15)]
     pub(crate) retry_delay: u64,

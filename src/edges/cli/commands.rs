@@ -23,10 +23,15 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     let policy = read_policy(&args.policy)?;
     let now = parse_now(args.now.clone())?;
     check_pace(args.rate, args.describe_rate, args.queue_delay)?;
-    let config = sweep_config(&args);
+    let pace = crate::app::ratelimit::PaceConfig {
+        rate: args.rate,
+        describe_rate: args.describe_rate,
+        ..Default::default()
+    };
+    let mut config = sweep_config(&args);
+    config.local_retry.pace = pace;
     let exec = sweep::ExecConfig {
-        deregister_per_second: args.rate,
-        describe_per_second: args.describe_rate,
+        pace,
         progress: terminal_progress(),
         ..Default::default()
     };
@@ -80,7 +85,6 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
 fn sweep_config(args: &SweepArgs) -> Config {
     let mut config =
         Config::from_env().with_local_retry_delay(Duration::from_secs(args.retry_delay));
-    config.local_retry.per_second = args.rate;
     config.queue_delay_seconds = args.queue_delay;
     config.queue_url = args.queue_url.clone().or(config.queue_url);
     if let Some(b) = &args.bundle_buckets {
@@ -125,8 +129,13 @@ async fn org_sweep(
 }
 
 /// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.
-fn check_pace(rate: f64, describe_rate: f64, queue_delay: u32) -> Result<(), Failure> {
+fn check_pace(
+    rate: Option<f64>,
+    describe_rate: Option<f64>,
+    queue_delay: u32,
+) -> Result<(), Failure> {
     for (flag, value) in [("--rate", rate), ("--describe-rate", describe_rate)] {
+        let Some(value) = value else { continue };
         if !(value.is_finite() && value >= MIN_RATE) {
             return Err(Failure::input(format!(
                 "{flag}: must be a number of calls per second, at least {MIN_RATE}"

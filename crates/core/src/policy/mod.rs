@@ -374,7 +374,7 @@ impl Default for Cleanup {
 }
 
 /// Caps on one run.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// At most this many deregistrations per run (per region); the oldest go first.
@@ -385,6 +385,39 @@ pub struct Limits {
     )]
     #[schemars(range(min = 0))]
     pub max_deregistrations: Option<u64>,
+    /// The share of EC2's request buckets (per account and Region) a sweep may draw on,
+    /// more than 0 and at most 1 (default 1: its pacers start at their share of each
+    /// bucket, leaving a fifth of its size to other callers). It multiplies every pacer's
+    /// burst and refill, for accounts whose other callers (CI, Terraform, Auto Scaling)
+    /// need more room. Explicit `--rate` / `--describe-rate` flags override it.
+    #[serde(default = "full_share", deserialize_with = "share")]
+    #[schemars(range(max = 1), extend("exclusiveMinimum" = 0))]
+    pub api_share: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_deregistrations: None,
+            api_share: full_share(),
+        }
+    }
+}
+
+fn full_share() -> f64 {
+    1.0
+}
+
+/// A share in (0, 1].
+fn share<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} is not a share: more than 0 and at most 1"
+        )))
+    }
 }
 
 /// A compiled `group_by.name_regex`, guaranteed to have a capture group.
@@ -844,6 +877,25 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn api_share_defaults_to_the_whole_share_and_must_lie_in_zero_to_one() {
+        let base = |limits: &str| format!(r#"{{"retention": {{"min_age_days": 1}}{limits}}}"#);
+        assert_eq!(Policy::from_json(&base("")).unwrap().limits.api_share, 1.0);
+        let told = Policy::from_json(&base(r#", "limits": {"api_share": 0.2}"#)).unwrap();
+        assert_eq!(told.limits.api_share, 0.2);
+        assert_eq!(told.limits.max_deregistrations, None);
+        for bad in ["0", "-0.5", "1.5"] {
+            let text = base(&format!(r#", "limits": {{"api_share": {bad}}}"#));
+            let err = Policy::from_json(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("limits.api_share: ") && err.contains("not a share"),
+                "{bad}: {err}"
+            );
+        }
+        let schema = Policy::json_schema().to_string();
+        assert!(schema.contains("api_share") && schema.contains("exclusiveMinimum"));
     }
 
     #[test]
