@@ -174,6 +174,9 @@ def main() -> int:
         ("the worker and the pair sweeper can list the OUs a message's account must be under",
          {"organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent"}
          <= worker_actions),
+        ("the worker runs cleanup jobs only, under the stack's ForceDryRun",
+         worker["Environment"]["Variables"].get("AMI_SWEEPER_FUNCTION") == "worker"
+         and "ForceDryRun" in str(worker["Environment"]["Variables"].get("AMI_SWEEPER_DRY_RUN"))),
         ("refused sweep requests go to the sweep queue's DLQ",
          "SweepDeadLetterQueue" in str(r["PairSweeperFunction"]["Properties"]["Environment"]["Variables"].get("SWEEP_DLQ_URL"))),
         ("retirement tags go on images only, two keys",

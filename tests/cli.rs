@@ -264,8 +264,14 @@ fn recorded(name: &str) -> PathBuf {
 
 /// `plan` with the recorded files (or variants of them) given as flag → path pairs.
 fn plan_recorded(inputs: &[(&str, &Path)]) -> Output {
-    let policy =
-        std::env::temp_dir().join(format!("ami-sweeper-recorded-{}.json", std::process::id()));
+    // One file per call: tests run in parallel, and a file rewritten while another test's
+    // process reads it reads empty.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let policy = std::env::temp_dir().join(format!(
+        "ami-sweeper-recorded-{}-{n}.json",
+        std::process::id()
+    ));
     std::fs::write(&policy, r#"{"retention": {"min_age_days": 30}}"#).unwrap();
     let mut cmd = bin();
     cmd.args(["plan", "--format", "json", "--now", crate::NOW, "--policy"])

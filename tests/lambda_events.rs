@@ -687,3 +687,28 @@ async fn the_policy_is_read_from_a_hierarchical_ssm_parameter() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleanup_worker_refuses_every_trigger_but_cleanup_jobs() {
+    let moto = Moto::start(Some(seed()));
+    let config = moto.config().await;
+    let before = image_ids(&config).await;
+    let worker = [
+        ("AMI_SWEEPER_POLICY", POLICY),
+        ("AMI_SWEEPER_FUNCTION", "worker"),
+    ];
+    for event in [
+        "schedule.json",
+        "imagebuilder-available.json",
+        "ami-available.json",
+    ] {
+        let (code, _, stderr) = invoke_with(&moto, &event_path(event), &worker);
+        assert_eq!(code, Some(2), "{event}: {stderr}");
+        assert!(stderr.contains("runs cleanup jobs only"), "{stderr}");
+    }
+    assert_eq!(
+        image_ids(&config).await,
+        before,
+        "the worker's role never sweeps"
+    );
+}

@@ -103,4 +103,32 @@ async fn a_snapshot_a_launch_template_maps_survives_its_image() {
         .unwrap();
     assert_eq!(held.reason, Some(RetainReason::NamedByLaunchTemplate));
     assert!(snapshot_ids(&config).await.contains(&mapped));
+    // It was marked before its image went: once the template lets go, the next sweep
+    // reclaims it as ami-sweeper's own (no orphan policy needed), never losing track.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let tags = ec2
+        .describe_snapshots()
+        .snapshot_ids(&mapped)
+        .send()
+        .await
+        .unwrap()
+        .snapshots()[0]
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+        .collect::<Vec<_>>();
+    assert!(
+        tags.contains(&(
+            ami_sweeper::orphans::STORAGE_MARK.to_string(),
+            IMAGE.to_string()
+        )),
+        "{tags:?}"
+    );
+    ec2.delete_launch_template()
+        .launch_template_name("web")
+        .send()
+        .await
+        .unwrap();
+    sweep(&moto).await;
+    assert!(!snapshot_ids(&config).await.contains(&mapped));
 }

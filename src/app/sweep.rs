@@ -23,7 +23,7 @@ use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::{Inventory, Timestamp};
 use crate::orphans::{reconcile, Reconciliation};
-use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason};
+use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason, RetainReason};
 use crate::policy::Policy;
 use crate::policy::RecycleBinMode;
 use crate::ports::{Account, CleanupSink};
@@ -982,6 +982,14 @@ fn snapshot_tags(d: &Decision) -> SnapshotTags {
                 marked.entry(Some(t)).or_default().push(id)
             }
             (CleanupAction::Retain, Some(t)) => dated.entry(t).or_default().push(id),
+            // Kept only because a launch template maps it: marked, so that once the
+            // template lets go the reconciliation finds it (the mark is all that ties it
+            // to its image; the storage rule keeps it while a template names it).
+            (CleanupAction::Retain, None)
+                if s.reason == Some(RetainReason::NamedByLaunchTemplate) =>
+            {
+                marked.entry(None).or_default().push(id)
+            }
             (CleanupAction::Retain, None) => {}
         }
     }

@@ -60,6 +60,9 @@ pub struct Config {
     pub sweep_queue_url: Option<String>,
     /// `SWEEP_DLQ_URL`: where the pair sweeper sends refused sweep requests, with the reason.
     pub sweep_dead_letter_url: Option<String>,
+    /// `AMI_SWEEPER_FUNCTION=worker`: this function only runs cleanup jobs (the cleanup
+    /// worker); any other trigger is refused, so its role never sweeps.
+    pub worker_only: bool,
     /// `AMI_SWEEPER_NOTIFY_TOPIC_ARN`: the SNS topic sweep summaries go to; none: no
     /// summary is sent.
     pub notify_topic_arn: Option<String>,
@@ -82,6 +85,7 @@ impl Default for Config {
             report_bucket: None,
             sweep_queue_url: None,
             sweep_dead_letter_url: None,
+            worker_only: false,
             notify_topic_arn: None,
         }
     }
@@ -118,6 +122,7 @@ impl Config {
             report_bucket: set("AMI_SWEEPER_REPORT_BUCKET"),
             sweep_queue_url: set("SWEEP_QUEUE_URL"),
             sweep_dead_letter_url: set("SWEEP_DLQ_URL"),
+            worker_only: set("AMI_SWEEPER_FUNCTION").is_some_and(|v| v.trim() == "worker"),
             notify_topic_arn: set("AMI_SWEEPER_NOTIFY_TOPIC_ARN"),
             ..Self::default()
         }

@@ -103,8 +103,11 @@ pub struct Handler {
     config: Config,
     /// The accounts under the policy's OUs, by policy digest, with when they were listed:
     /// reused for [`MEMBERS_TTL`] within a warm container.
-    members: tokio::sync::Mutex<Option<(Instant, String, Option<BTreeSet<String>>)>>,
+    members: tokio::sync::Mutex<Option<MembersCache>>,
 }
+
+/// OU members as listed: when, under which policy digest, and the accounts.
+type MembersCache = (Instant, String, Option<BTreeSet<String>>);
 
 /// How long a warm container reuses the OU members it listed.
 const MEMBERS_TTL: Duration = Duration::from_secs(300);
@@ -255,7 +258,11 @@ impl Handler {
             )));
         }
         let policy = inline_policy(v)?;
-        let configured = self.configured_policy().await.ok();
+        // A configured policy that cannot be read stops the run: its ceiling is unknown.
+        let configured = match &self.config.policy_source {
+            PolicySource::Missing => None,
+            _ => Some(self.configured_policy().await?),
+        };
         if policy.accounts.is_some() || configured.as_ref().is_some_and(|c| c.accounts.is_some()) {
             return Err(HandlerError::Event(EventError(
                 "an event-supplied policy is refused in organization mode: it is never \
@@ -272,7 +279,12 @@ impl Handler {
                 allowed.join(", ")
             ))));
         }
-        let mut mandate = Mandate::ceiling(&policy, self.config.force_dry_run || dry_run, None);
+        let configured_dry_run = configured.as_ref().is_some_and(|c| c.dry_run);
+        let mut mandate = Mandate::ceiling(
+            &policy,
+            self.config.force_dry_run || dry_run || configured_dry_run,
+            None,
+        );
         mandate.regions = asked.into_iter().collect();
         // Its jobs are the deployment's: the worker checks them against the configured policy.
         if let Some(c) = &configured {
@@ -312,6 +324,17 @@ impl Handler {
             stop: Stop::with_deadline(deadline.map(stop_before)),
             ..Default::default()
         };
+        if self.config.worker_only {
+            // The cleanup worker runs cleanup jobs and nothing else: a schedule, an event or
+            // a sweep request sent to it is refused (a sweep request reads as a malformed job).
+            let Trigger::Sqs(records) = trigger else {
+                return Err(HandlerError::Event(EventError(format!(
+                    "this function runs cleanup jobs only; a {} trigger is refused",
+                    trigger_name(&trigger)
+                ))));
+            };
+            return Ok(self.cleanup_batch(records).await);
+        }
         if let Trigger::Sqs(records) = trigger {
             let (pairs, jobs): (Vec<_>, Vec<_>) = records
                 .into_iter()
@@ -622,6 +645,7 @@ impl Handler {
             self.clients.base().region().map(|r| r.as_ref()),
             self.config.bundle_buckets.iter().cloned(),
         );
+        rules.ceiling.dry_run |= self.config.force_dry_run;
         rules.members = match self.members(&rules.ceiling).await {
             Ok(m) => m,
             Err(e) => {

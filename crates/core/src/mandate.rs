@@ -19,7 +19,7 @@ use crate::policy::{Accounts, Policy};
 
 /// Which accounts a run may act in: the configured policy's rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccountRule {
     /// Only the deployment's own account (the policy names no `accounts`).
     Own,
@@ -38,6 +38,7 @@ pub enum AccountRule {
 /// Which images a run may act on, beyond the policy's own selection: every requirement
 /// holds at once (a scope can only be narrowed by adding requirements).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scope {
     /// Image Builder recipe ARN prefixes (`arn:...:image/<recipe>/`): the image's
     /// `Ec2ImageBuilderArn` tag must start with every one of them.
@@ -81,6 +82,7 @@ impl Scope {
 
 /// The stages of a sweep a run may perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stages {
     /// Deregister condemned images (and queue the storage they free).
     pub deregister: bool,
@@ -135,6 +137,7 @@ pub struct Ask {
 
 /// Everything that bounds a run. See the module's documentation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mandate {
     /// Plan and report only.
     pub dry_run: bool,
@@ -266,6 +269,9 @@ impl Mandate {
         }
         if !ceiling.stages.covers(self.stages) {
             return refuse("asks for stages the deployment does not perform".into());
+        }
+        if !self.scope.is_full() && (self.stages.reconcile || self.stages.reenable) {
+            return refuse("is scoped yet asks to reconcile or re-enable".into());
         }
         Ok(())
     }
@@ -506,6 +512,13 @@ mod tests {
         let mut wider = scoped.clone();
         wider.stages.reenable = true;
         assert!(wider.within(&scoped).is_err());
+        assert!(wider.within(&c).unwrap_err().contains("scoped yet"));
+        let text = serde_json::to_string(&scoped).unwrap();
+        let widened = text.replacen('{', r#"{"future_narrowing": 1, "#, 1);
+        assert!(
+            serde_json::from_str::<Mandate>(&widened).is_err(),
+            "a field this build does not know is refused, not dropped"
+        );
         assert!(
             c.within(&scoped).is_err(),
             "full scope is wider than a lineage"

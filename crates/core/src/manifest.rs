@@ -29,6 +29,9 @@ pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, Manifest
         Some(i) => &manifest_key[..=i],
         None => "",
     };
+    let stem = manifest_key[prefix.len()..]
+        .strip_suffix(".manifest.xml")
+        .unwrap_or(&manifest_key[prefix.len()..]);
     let mut keys = Vec::new();
     for part in parts.children().filter(|n| n.has_tag_name("part")) {
         let name = part
@@ -40,6 +43,14 @@ pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, Manifest
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(bad(format!(
                 "part filename {name:?} is not a plain file name"
+            )));
+        }
+        // A part is the bundle's own (`<name>.part.N` beside `<name>.manifest.xml`): a
+        // manifest that lists another file of its prefix (another bundle's manifest or
+        // parts) is refused, so that one bundle's job never deletes another's files.
+        if name.ends_with(".manifest.xml") || !name.starts_with(&format!("{stem}.")) {
+            return Err(bad(format!(
+                "part filename {name:?} is not one of this bundle's parts ({stem}.*)"
             )));
         }
         keys.push(format!("{prefix}{name}"));
@@ -95,12 +106,20 @@ mod tests {
                 "not a plain file name",
             ),
             (
-                "<manifest><image><parts count=\"3\"><part><filename>a</filename></part></parts></image></manifest>",
+                "<manifest><image><parts count=\"3\"><part><filename>m.part.0</filename></part></parts></image></manifest>",
                 "declares 3 parts but lists 1",
             ),
             (
                 "<manifest><image><parts><part index=\"0\"/></parts></image></manifest>",
                 "has no <filename>",
+            ),
+            (
+                "<manifest><image><parts><part><filename>prod.part.0</filename></part></parts></image></manifest>",
+                "not one of this bundle's parts",
+            ),
+            (
+                "<manifest><image><parts><part><filename>m.x.manifest.xml</filename></part></parts></image></manifest>",
+                "not one of this bundle's parts",
             ),
         ];
         for (xml, expected) in cases {

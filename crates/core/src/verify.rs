@@ -83,6 +83,15 @@ impl WorkerRules {
         if job.mandate.as_ref().is_some_and(|m| m.dry_run) {
             return Err("its mandate is a dry run, which queues no jobs".into());
         }
+        if self.ceiling.dry_run {
+            // With or without a mandate: a dry-run deployment (ForceDryRun, or the
+            // policy's dry_run) runs no job, so the brake holds for jobs already queued.
+            return Err(
+                "the deployment is a dry run (ForceDryRun or the policy's dry_run); \
+                 no job runs"
+                    .into(),
+            );
+        }
         if job.account.is_some() && matches!(job.target, JobTarget::DeleteBundle { .. }) {
             return Err(
                 "bundle buckets are the hub's: a member account's bundle job is \
@@ -228,7 +237,7 @@ mod tests {
 
     fn rules() -> WorkerRules {
         let policy = crate::policy::Policy::from_json(
-            r#"{"retention": {"min_age_days": 1}, "selection": {"exclude_tags": {"retain": "*"}}}"#,
+            r#"{"dry_run": false, "retention": {"min_age_days": 1}, "selection": {"exclude_tags": {"retain": "*"}}}"#,
         )
         .unwrap();
         WorkerRules::new(&policy, Some("us-east-1"), ["bundles".to_string()])
@@ -449,6 +458,13 @@ mod tests {
         );
         bundle.account = Some("111122223333".into());
         assert!(org.check_place(&bundle).unwrap_err().contains("hub's"));
+        // A dry-run deployment (ForceDryRun as a brake, or the policy's) runs no job, with
+        // a mandate or without one (a job queued before mandates existed).
+        let mut braked = org.clone();
+        braked.ceiling.dry_run = true;
+        let legacy = job(Some("111122223333"), "us-east-1");
+        assert!(org.check_place(&legacy).is_ok());
+        assert!(braked.check_place(&legacy).unwrap_err().contains("dry run"));
     }
 
     #[test]

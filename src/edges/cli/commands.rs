@@ -180,6 +180,7 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
         .block_on(async {
             let base = load_config().await;
             let mut rules = WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), buckets);
+            rules.ceiling.dry_run |= Config::from_env().force_dry_run;
             let clients = Clients::new(base);
             rules.members = crate::app::org::members(&clients, &rules.ceiling).await?;
             run::drain_queue(&clients, &queue_url, &rules, dlq.as_deref(), limits).await
