@@ -431,3 +431,73 @@ async fn sqs_mode_queues_jobs_and_cleanup_drains_them() {
     assert!(web1_snapshots.iter().all(|s| !snaps.contains(s)));
     assert_eq!(object_keys(&config, "bundles").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_bucket_is_swept_from_its_own_region_only() {
+    let moto = Moto::start(None);
+    let config = moto.config().await;
+    let s3 = crate::moto::s3(&config);
+    s3.create_bucket().bucket("bundles").send().await.unwrap();
+    let manifest = r#"<?xml version="1.0"?><manifest><image><parts count="1">
+<part index="0"><filename>web.part.0</filename></part></parts></image></manifest>"#;
+    for (key, body) in [
+        ("lost/web.manifest.xml", manifest),
+        ("lost/web.part.0", "0"),
+    ] {
+        s3.put_object()
+            .bucket("bundles")
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    // A lost cleanup: the manifest carries the sweeper's mark, its image is gone.
+    s3.put_object_tagging()
+        .bucket("bundles")
+        .key("lost/web.manifest.xml")
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(
+                    aws_sdk_s3::types::Tag::builder()
+                        .key(ami_sweeper::orphans::STORAGE_MARK)
+                        .value("ami-00000000000000099")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let regions: Vec<String> = vec!["us-east-1".into(), "eu-west-1".into()];
+    let mut opts = options(local());
+    opts.regions = regions.clone();
+    let policy = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "regions": ["us-east-1", "eu-west-1"]}"#,
+    )
+    .unwrap();
+    let report = run_sweep(&Clients::new(config.clone()), &policy, &regions, &opts).await;
+    let by_region = |r: &str| {
+        report
+            .regions
+            .iter()
+            .find(|x| x.region == r)
+            .unwrap()
+            .reconciled_bundles
+            .len()
+    };
+    assert_eq!(report.totals.failures, 0, "{:?}", report.regions);
+    assert_eq!(
+        by_region("us-east-1"),
+        1,
+        "the bucket's own region reclaims it"
+    );
+    assert_eq!(
+        by_region("eu-west-1"),
+        0,
+        "another region never scans the bucket"
+    );
+    assert!(object_keys(&config, "bundles").await.is_empty());
+}
