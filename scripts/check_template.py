@@ -222,7 +222,7 @@ def main() -> int:
          == {"Fn::GetAtt": ["CleanupDeadLetterQueue", "Arn"]}),
         ("the sweeper reads and marks bundles in the bundle buckets only",
          [st["Action"] for st in r["SweeperBundleAccess"]["Properties"]["PolicyDocument"]["Statement"]]
-         == ["s3:ListBucket", ["s3:GetObjectTagging", "s3:PutObjectTagging"]]
+         == [["s3:ListBucket", "s3:GetBucketLocation"], ["s3:GetObjectTagging", "s3:PutObjectTagging"]]
          and "BundleBuckets" in str(r["SweeperBundleAccess"]["Properties"]["PolicyDocument"])
          and "*" not in str([st["Resource"] for st in r["SweeperBundleAccess"]["Properties"]["PolicyDocument"]["Statement"]]).replace("/*", "")),
         ("event policies are off unless the operator allows them",
