@@ -372,19 +372,7 @@ async fn a_dry_run_dispatch_stays_a_dry_run_in_every_pair() {
     let keys = reports(&moto).await;
     assert_eq!(keys.len(), 2);
     for key in keys {
-        let body = s3(&moto.config().await)
-            .get_object()
-            .bucket("hub-reports")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
-        let pair: Value = serde_json::from_slice(&body).unwrap();
+        let pair = pair_report(&moto, &key).await;
         assert_eq!(pair["report"]["dry_run"], true, "{pair}");
     }
 }
@@ -597,19 +585,7 @@ async fn member_pairs_make_no_s3_call_with_member_credentials() {
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
     assert_eq!(images_left(&hub).await, 0);
     for key in reports(&moto).await {
-        let body = s3(&moto.config().await)
-            .get_object()
-            .bucket("hub-reports")
-            .key(&key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
-        let pair: Value = serde_json::from_slice(&body).unwrap();
+        let pair = pair_report(&moto, &key).await;
         assert!(pair.get("error").is_none(), "{pair}");
         let calls = pair["report"]["api_calls"].as_object().unwrap();
         for s3_call in ["ListObjectsV2", "GetBucketLocation", "GetObjectTagging"] {
@@ -620,4 +596,21 @@ async fn member_pairs_make_no_s3_call_with_member_credentials() {
 
 fn schedule_value() -> Value {
     serde_json::from_str(&schedule()).unwrap()
+}
+
+/// A pair's report, as the hub's bucket holds it.
+async fn pair_report(moto: &Moto, key: &str) -> Value {
+    let body = s3(&moto.config().await)
+        .get_object()
+        .bucket("hub-reports")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    serde_json::from_slice(&body).unwrap()
 }

@@ -43,19 +43,7 @@ fn two_old_images() -> serde_json::Value {
 }
 
 async fn sweep_on(moto: &Moto, policy: &Policy, day: u64) -> SweepReport {
-    let clients = Clients::new(moto.config().await);
-    let now = days_after(parse_instant(crate::NOW).unwrap(), day);
-    let opts = SweepOptions {
-        regions: vec!["us-east-1".into()],
-        force_dry_run: false,
-        queue: QueueMode::Local(ami_sweeper::app::cleanup::RetryPolicy {
-            delay: std::time::Duration::from_millis(100),
-            ..Default::default()
-        }),
-        exec: ExecConfig::default(),
-        now,
-    };
-    run_sweep(&clients, policy, &opts.regions.clone(), &opts).await
+    sweep_scoped(moto, policy, day, None).await
 }
 
 async fn tags_of(moto: &Moto, snapshot: &str) -> Vec<(String, String)> {
