@@ -120,7 +120,8 @@ fn images_rule(images: Vec<Image>) -> Rule {
     })
 }
 
-/// Rules for an account where nothing uses any image, no storage is left over, and
+/// Rules for an account where nothing uses any image, no storage is left over (the
+/// snapshots listed are those of `image`'s images, untagged, with no description), and
 /// marks are accepted.
 fn no_usage() -> Vec<Rule> {
     vec![
@@ -128,8 +129,19 @@ fn no_usage() -> Vec<Rule> {
             .then_output(|| DescribeInstancesOutput::builder().build()),
         mock!(aws_sdk_ec2::Client::describe_launch_templates)
             .then_output(|| DescribeLaunchTemplatesOutput::builder().build()),
-        mock!(aws_sdk_ec2::Client::describe_snapshots)
-            .then_output(|| DescribeSnapshotsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_snapshots).then_output(|| {
+            DescribeSnapshotsOutput::builder()
+                .set_snapshots(Some(
+                    (1..=5)
+                        .map(|n| {
+                            aws_sdk_ec2::types::Snapshot::builder()
+                                .snapshot_id(format!("snap-{n}"))
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .build()
+        }),
         mock!(aws_sdk_ec2::Client::create_tags).then_output(|| CreateTagsOutput::builder().build()),
     ]
 }

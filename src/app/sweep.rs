@@ -821,6 +821,7 @@ async fn inventory<A: Account>(
         .iter()
         .map(|s| (s.id.clone(), s.tags.clone()))
         .collect();
+    inventory.snapshots_listed = true;
     inventory.archived_snapshots = snapshots
         .iter()
         .filter(|s| s.archived)

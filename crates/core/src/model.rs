@@ -577,6 +577,9 @@ pub struct Inventory {
     pub recycle_bin: crate::recycle_bin::BinRules,
     /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
     pub snapshot_tags: FxHashMap<String, Tags>,
+    /// `snapshot_tags` come from a listing of the account's snapshots (a live sweep, or
+    /// `plan --snapshots`): a snapshot missing from it has unknown tags.
+    pub snapshots_listed: bool,
     /// Per snapshot a registered image uses, the AMIs in the Recycle Bin its mark or
     /// description names, with the instant each leaves the bin (where the bin was asked).
     pub snapshots_in_bin: FxHashMap<String, Vec<(String, Option<Timestamp>)>>,
@@ -610,6 +613,7 @@ impl Inventory {
             usage,
             recycle_bin: Default::default(),
             snapshot_tags: FxHashMap::default(),
+            snapshots_listed: false,
             snapshots_in_bin: FxHashMap::default(),
             archived_snapshots: FxHashSet::default(),
             warnings: Vec::new(),

@@ -847,6 +847,8 @@ impl<'a> StorageIndex<'a> {
                     image_id: &img.id,
                     mapped: true,
                     tags: tags.unwrap_or(&no_tags),
+                    // Listed and not found: its tags are unknown, so it is kept.
+                    tags_known: tags.is_some() || !inventory.snapshots_listed,
                     description: "",
                     born: None,
                     bucket: None,
@@ -891,6 +893,7 @@ impl<'a> StorageIndex<'a> {
             image_id: &img.id,
             mapped: true,
             tags: &no_tags,
+            tags_known: true,
             description: "",
             born: None,
             bucket: parsed.as_ref().map(|(b, _)| b.as_str()),

@@ -162,8 +162,11 @@ pub struct Item<'a> {
     /// The image's own block device mappings (or `ImageLocation`) name it: the planner
     /// knows this from the inventory. Otherwise it is tied by its tags or description.
     pub mapped: bool,
-    /// Its tags (a snapshot's, or the manifest object's); empty when unknown.
+    /// Its tags (a snapshot's, or the manifest object's).
     pub tags: &'a Tags,
+    /// Whether `tags` are its tags as read: `false` when they could not be (a mapped
+    /// snapshot missing from the listing), and then nothing is assumed: it is kept.
+    pub tags_known: bool,
     /// The description EC2 wrote (snapshots; empty for bundles).
     pub description: &'a str,
     /// `StartTime` or `LastModified`; `None` when unknown (then never old enough).
@@ -259,6 +262,9 @@ pub fn fate(item: &Item<'_>, facts: &Facts, rules: &Rules<'_>, now: Timestamp) -
     let Ok((mark, delete_after)) = own_tags(item.tags) else {
         return Fate::Retain(R::UnreadableTag);
     };
+    if !item.tags_known {
+        return Fate::Retain(R::UnreadableTag);
+    }
     if item.kind == Kind::Bundle {
         let Some(bucket) = item.bucket else {
             return Fate::Retain(R::UnrecognisedLocation);
@@ -731,6 +737,7 @@ mod tests {
                 image_id: "ami-1",
                 mapped: c.mapped,
                 tags: &c.tags,
+                tags_known: true,
                 description: c.description,
                 born: c.born,
                 bucket: c.bucket,

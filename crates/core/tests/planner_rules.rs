@@ -1163,3 +1163,37 @@ fn bin_deferrals_are_per_snapshot_and_never_shortened() {
     );
     assert_eq!(p.summary.snapshots_deferred, 3);
 }
+
+#[test]
+fn a_mapped_snapshot_missing_from_the_snapshot_listing_is_kept_its_tags_unknown() {
+    let p = policy(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#);
+    let mut inv = inventory(vec![img("ami-1", "web-1", 100)
+        .snap("snap-1", 8)
+        .snap("snap-2", 8)
+        .build()]);
+    inv.snapshot_tags
+        .insert("snap-1".into(), ami_sweeper_core::model::Tags::new());
+    let listed_fate = |inv: &ami_sweeper_core::Inventory| {
+        let plan = ami_sweeper_core::plan(&p, inv, now());
+        plan.decisions[0]
+            .snapshots
+            .iter()
+            .map(|s| (s.snapshot_id.clone(), s.reason.clone()))
+            .collect::<Vec<_>>()
+    };
+    // Offline without a listing, tags are simply not part of the question.
+    assert_eq!(
+        listed_fate(&inv),
+        vec![("snap-1".to_string(), None), ("snap-2".to_string(), None)]
+    );
+    // Listed, and snap-2 is not in the listing: its tags (Backup, DLM, exclude, the
+    // sweeper's own) are unknown, so it is kept.
+    inv.snapshots_listed = true;
+    assert_eq!(
+        listed_fate(&inv),
+        vec![
+            ("snap-1".to_string(), None),
+            ("snap-2".to_string(), Some(RetainReason::UnreadableTag))
+        ]
+    );
+}

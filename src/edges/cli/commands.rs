@@ -221,6 +221,7 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
             .iter()
             .map(|s| (s.id.clone(), s.tags.clone()))
             .collect();
+        inventory.snapshots_listed = true;
         inventory.archived_snapshots = found
             .iter()
             .filter(|s| s.archived)
