@@ -1178,7 +1178,7 @@ fn a_mapped_snapshot_missing_from_the_snapshot_listing_is_kept_its_tags_unknown(
         plan.decisions[0]
             .snapshots
             .iter()
-            .map(|s| (s.snapshot_id.clone(), s.reason.clone()))
+            .map(|s| (s.snapshot_id.clone(), s.reason))
             .collect::<Vec<_>>()
     };
     // Offline without a listing, tags are simply not part of the question.
