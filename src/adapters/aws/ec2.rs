@@ -397,6 +397,34 @@ impl crate::ports::ImageRetirer for Ec2 {
     }
 }
 
+impl Ec2 {
+    /// The account's own images (disabled included) matching `filter` for any of `values`,
+    /// every page, at most [`IDS_PER_FILTER`] values a call: what the worker's checks read.
+    async fn owned_images_by(
+        &self,
+        filter: &str,
+        values: &[String],
+    ) -> Result<Vec<aws_sdk_ec2::types::Image>, AwsError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(IDS_PER_FILTER) {
+            let mut pages = self
+                .client
+                .describe_images()
+                .owners("self")
+                .include_disabled(true)
+                .filters(ids_filter(filter, chunk))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                self.calls.record("DescribeImages");
+                let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
+                out.extend(resp.images().iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// How many times, a second apart, a usage report's state is asked before giving up on it.
 const REPORT_POLLS: u32 = 10;
 
@@ -713,28 +741,13 @@ impl JobFacts for Ec2 {
     }
 
     async fn registered_images(&self, image_ids: &[String]) -> Result<FxHashSet<String>, AwsError> {
-        let mut out = FxHashSet::default();
-        for chunk in image_ids.chunks(IDS_PER_FILTER) {
-            let mut pages = self
-                .client
-                .describe_images()
-                .owners("self")
-                .include_disabled(true)
-                .filters(ids_filter("image-id", chunk))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                self.calls.record("DescribeImages");
-                let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
-                out.extend(
-                    resp.images()
-                        .iter()
-                        .filter(|i| i.state().is_none_or(|s| s.as_str() != "deregistered"))
-                        .filter_map(|i| i.image_id().map(str::to_string)),
-                );
-            }
-        }
-        Ok(out)
+        Ok(self
+            .owned_images_by("image-id", image_ids)
+            .await?
+            .iter()
+            .filter(|i| i.state().is_none_or(|s| s.as_str() != "deregistered"))
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect())
     }
 
     async fn images_using_snapshots(
@@ -742,28 +755,17 @@ impl JobFacts for Ec2 {
         snapshot_ids: &[String],
     ) -> Result<Vec<Image>, AwsError> {
         let mut out = Vec::new();
-        for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
-            let mut pages = self
-                .client
-                .describe_images()
-                .owners("self")
-                .include_disabled(true)
-                .filters(ids_filter("block-device-mapping.snapshot-id", chunk))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                self.calls.record("DescribeImages");
-                let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
-                for img in resp.images() {
-                    let image = raw_image(img).into_image().map_err(|m| AwsError {
-                        operation: "DescribeImages",
-                        code: None,
-                        message: format!("unusable image in the response: {m}"),
-                    })?;
-                    if image.state != crate::model::ImageState::Deregistered {
-                        out.push(image);
-                    }
-                }
+        for img in self
+            .owned_images_by("block-device-mapping.snapshot-id", snapshot_ids)
+            .await?
+        {
+            let image = raw_image(&img).into_image().map_err(|m| AwsError {
+                operation: "DescribeImages",
+                code: None,
+                message: format!("unusable image in the response: {m}"),
+            })?;
+            if image.state != crate::model::ImageState::Deregistered {
+                out.push(image);
             }
         }
         Ok(out)
