@@ -132,8 +132,13 @@ def one_run(args, name, cmd, seed_path, ids):
         before = left(upstream, ids)
         # c7n-org runs every pair at once, as ami-sweeper does (`--account-concurrency`).
         env = dict(emulator.client_env(endpoint), C7N_ORG_PARALLEL=str(len(ids) * len(REGIONS)))
+        t0 = time.time()
         r = run(cmd, env, timeout=1800)
         stats = emulator.proxy_stats(endpoint)
+        # Where the time went: each bucket's first and last accepted call, from the start.
+        r["windows"] = {b: (w["first"] - t0, w["last"] - t0)
+                        for b, w in stats.get("buckets", {}).items()}
+        r["upstream"] = {a: v["upstream_s"] for a, v in stats["actions"].items()}
         r["throttled"] = sum(a["throttled"] for a in stats["actions"].values())
         r["pairs"] = stats.get("pairs", {})
         r["before"] = before
@@ -203,6 +208,10 @@ def main():
             if r["code"] != 0 or os.environ.get("BENCH_VERBOSE"):
                 tail = r["output"].strip().splitlines()[-1][:200] if r["output"].strip() else ""
                 print(f"   {name} exit {r['code']}: {tail}")
+        if os.environ.get("BENCH_VERBOSE"):
+            for r in rs:
+                print("   windows (s from start): " + ", ".join(
+                    f"{b} {f:.1f}-{l:.1f}" for b, (f, l) in sorted(r["windows"].items())))
         print(f"   {name} throttled per pair: "
               + ", ".join(f"{p} {c['throttled']}" for p, c in sorted(rs[0]["pairs"].items())))
     return 0

@@ -230,10 +230,29 @@ pub trait BundleInventory: Sync {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// Meters the pages of the inventory's EC2 listings on the Describe bucket: the
+/// (account, Region)'s pacer (`crate::app::ratelimit::Pacer`), so that listings, lookups
+/// and reference checks draw on one share of the bucket.
+pub trait PageMeter: Send + Sync + std::fmt::Debug {
+    /// Waits for the token of one page of `operation`; `Err` (code `Stopped`) when the
+    /// run stops first, and the listing is then incomplete.
+    fn page(
+        &self,
+        operation: &'static str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + '_>>;
+}
+
+/// Listings that can be metered page by page.
+pub trait MeteredListings: Sized {
+    /// The same account, its EC2 listings metered by `meter`.
+    fn metered(&self, meter: std::sync::Arc<dyn PageMeter>) -> Self;
+}
+
 /// Everything a sweep of one region needs from the account, as one value (the SDK's
 /// region clients, or a test's fake).
 pub trait Account:
-    ImageSource
+    MeteredListings
+    + ImageSource
     + UsageSource
     + ReferenceCheck
     + Deregistrar
@@ -247,7 +266,8 @@ pub trait Account:
 }
 
 impl<T> Account for T where
-    T: ImageSource
+    T: MeteredListings
+        + ImageSource
         + UsageSource
         + ReferenceCheck
         + Deregistrar

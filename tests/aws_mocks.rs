@@ -1493,7 +1493,8 @@ async fn a_usage_report_is_waited_for_read_in_full_and_any_failure_is_no_report(
 /// defers a job for a snapshot whose AMI can still be restored (refused with the date).
 #[tokio::test]
 async fn the_worker_asks_images_by_snapshot_and_refuses_a_job_until_its_ami_leaves_the_bin() {
-    use ami_sweeper::app::worker::{handle_batch, Handled};
+    use crate::handle_batch;
+    use ami_sweeper::app::worker::Handled;
     let snapshots = snapshots_rule(vec![marked_snapshot("snap-a", "ami-inbin")]);
     let by_snapshot = mock!(aws_sdk_ec2::Client::describe_images)
         .match_requests(|r| {

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
+use crate::handle_batch;
 use ami_sweeper::adapters::memory::{MemoryAccount, State};
 use ami_sweeper::app::cleanup::{run_local, Attempt, RetryPolicy};
 use ami_sweeper::app::progress::ProgressSink;
 use ami_sweeper::app::report::{JobOutcome, Outcome, RegionReport};
 use ami_sweeper::app::stop::{Stop, StopReason};
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
-use ami_sweeper::app::worker::{handle_batch, Handled};
+use ami_sweeper::app::worker::Handled;
 use ami_sweeper::jobs::{CleanupJob, JobTarget, JOB_VERSION};
 use ami_sweeper::model::{Image, Snapshot, SnapshotRef, Tags, Timestamp};
 use ami_sweeper::orphans::{Keep, STORAGE_MARK};
@@ -639,29 +640,49 @@ async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() 
     assert_eq!(a.log(), ["DeleteSnapshot snap-gone"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
+    use ami_sweeper::app::ratelimit::{Pacers, THROTTLED};
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::Pacing;
     let a = account(vec![]);
     a.update(|s| {
         let mut marked = snapshot("snap-gone", "");
         marked.tags.insert(STORAGE_MARK, "ami-gone");
         s.snapshots.insert("snap-gone".into(), marked);
     });
-    a.fail("DescribeImages", None, "RequestLimitExceeded");
     let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
     let body = snapshot_job("snap-gone", "ami-gone");
-    let handled = handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[body.as_str()],
-        now(),
-    )
-    .await;
+    // Denied: the job goes back to the queue at once.
+    a.fail_times("DescribeImages", None, "UnauthorizedOperation", Some(1));
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled = handle_batch(worker, &rules, &[body.as_str()], now()).await;
     assert!(
-        matches!(&handled[0], Handled::Ran(_, Attempt::Retry(_))),
+        matches!(&handled[0], Handled::Ran(_, Attempt::Retry(e)) if e.contains("UnauthorizedOperation")),
         "{:?}",
         handled[0]
     );
+    // Throttled without end: retried under the pacer until the batch's deadline, then
+    // the job goes back to the queue, and nothing was deleted either way.
+    a.fail("DescribeImages", None, "RequestLimitExceeded");
+    let (pacers, stop) = (
+        Pacers::default(),
+        Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(20))),
+    );
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: Default::default(),
+        stop: &stop,
+    };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &[body.as_str()], now())
+            .await;
+    assert!(
+        matches!(&handled[0], Handled::Ran(_, Attempt::Retry(e)) if e.contains(THROTTLED)),
+        "{:?}",
+        handled[0]
+    );
+    assert!(pacers.reports().iter().any(|(_, r)| r.throttles > 1));
     assert!(a.log().is_empty());
 }
 

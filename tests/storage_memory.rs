@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::handle_batch;
 use ami_sweeper::adapters::memory::{MemoryAccount, State};
+use ami_sweeper::app::cleanup::Attempt;
 use ami_sweeper::app::report::{Outcome, RegionReport};
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
-use ami_sweeper::app::worker::{handle_batch, Handled};
+use ami_sweeper::app::worker::Handled;
 use ami_sweeper::jobs::{CleanupJob, JobTarget};
 use ami_sweeper::model::{
     Image, Snapshot, SnapshotRef, Tags, Timestamp, Usage, UsageKind, UsageRef,
@@ -433,4 +435,55 @@ fn the_readme_lists_the_storage_rules_one_to_one_in_order() {
         .map(|r| r.as_str())
         .collect();
     assert_eq!(listed, reasons);
+}
+
+/// Issue 21: the worker's EC2 calls go through its pacers. Behind `DeleteSnapshot` and
+/// Describe buckets far smaller than EC2's, every job of a batch still runs (a throttle
+/// is a signal to slow down, never a job's failure), and the pacers say what they met.
+#[tokio::test(start_paused = true)]
+async fn the_worker_rides_out_throttling_inside_its_batch() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::Pacing;
+    let a = account(vec![]);
+    let ids: Vec<String> = (0..30).map(|i| format!("snap-{i:02}")).collect();
+    a.update(|s| {
+        for id in &ids {
+            let sn = snapshot(id, "", &[(STORAGE_MARK, "ami-gone")]);
+            s.snapshots.insert(id.clone(), sn);
+        }
+    });
+    a.throttle("DeleteSnapshot", 5, 2.0);
+    let bodies: Vec<String> = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default(),
+        stop: &stop,
+    };
+    // Another caller took the Describe bucket's one token: the worker's first read is
+    // refused.
+    a.throttle("DescribeSnapshots", 1, 0.5);
+    let taken = ami_sweeper::ports::JobFacts::owned_snapshots(&a, &ids[..1]).await;
+    assert!(taken.is_ok());
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &refs, now()).await;
+    for h in &handled {
+        assert!(
+            matches!(h, Handled::Ran(_, Attempt::Done(..))),
+            "every job ran: {h:?}"
+        );
+    }
+    assert!(a.state().snapshots.is_empty(), "every snapshot was deleted");
+    assert!(a.throttled("DeleteSnapshot") > 0 && a.throttled("DescribeSnapshots") > 0);
+    let met: u64 = pacers.reports().iter().map(|(_, r)| r.throttles).sum();
+    assert_eq!(
+        met,
+        a.throttled("DeleteSnapshot") + a.throttled("DescribeSnapshots"),
+        "every throttle was met, and retried, by the worker's pacers"
+    );
 }

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeSet;
 
+use crate::handle_batch;
 use ami_sweeper::adapters::memory::{Distortions, MemoryAccount, State};
 use ami_sweeper::app::cleanup::run_job;
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
-use ami_sweeper::app::worker::handle_batch;
 use ami_sweeper::model::{Image, Snapshot, SnapshotRef, Tags, TemplateVersion, Timestamp};
 use ami_sweeper::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
 use ami_sweeper::time::{days_after, days_before, parse_instant};

@@ -24,3 +24,24 @@ mod storage_props;
 mod sweep_moto;
 mod throttled_moto;
 mod usage_moto;
+
+/// The worker's batch as a fresh worker runs it: new pacers at the whole share, no stop.
+pub async fn handle_batch<C, F>(
+    clients: impl Fn(Option<String>, String) -> F,
+    rules: &ami_sweeper::verify::WorkerRules,
+    bodies: &[&str],
+    now: ami_sweeper::model::Timestamp,
+) -> Vec<ami_sweeper::app::worker::Handled>
+where
+    C: ami_sweeper::ports::Cleaner,
+    F: std::future::Future<Output = Result<C, String>>,
+{
+    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    let stop = ami_sweeper::app::stop::Stop::default();
+    let pacing = ami_sweeper::app::worker::Pacing {
+        pacers: &pacers,
+        pace: Default::default(),
+        stop: &stop,
+    };
+    ami_sweeper::app::worker::handle_batch(clients, rules, pacing, bodies, now).await
+}

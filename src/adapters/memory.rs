@@ -252,6 +252,13 @@ fn gone(operation: &'static str, code: &str, id: &str) -> AwsError {
     AwsError::new(operation, code, format!("{id} does not exist"))
 }
 
+impl crate::ports::MeteredListings for MemoryAccount {
+    /// The memory account's listings are one call each, and unmetered.
+    fn metered(&self, _meter: Arc<dyn crate::ports::PageMeter>) -> Self {
+        self.clone()
+    }
+}
+
 impl ImageSource for MemoryAccount {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
         self.fault("DescribeImages", "")?;

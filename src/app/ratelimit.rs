@@ -68,13 +68,10 @@ pub const MUTATING: Bucket = Bucket {
 /// The whole table, for the front door's check that it throttles by the same figures.
 pub const BUCKETS: [Bucket; 5] = [DESCRIBE, DEREGISTER_IMAGE, DELETE_SNAPSHOT, TAGS, MUTATING];
 
-/// The part of a mutating bucket's size a pacer bursts through at share 1.0: a fifth is
-/// left to the account's other callers.
+/// The part of a bucket's size a pacer bursts through at share 1.0: a fifth is left to
+/// the account's other callers. (The Describe pacer meters the inventory's listings too,
+/// page by page, so it needs no smaller share than the others.)
 const BURST_SHARE: f64 = 0.8;
-/// The Describe bucket is also drawn on by the inventory's listings (not paced by
-/// count): the lookups burst through half of it and refill at three quarters.
-const DESCRIBE_BURST_SHARE: f64 = 0.5;
-const DESCRIBE_REFILL_SHARE: f64 = 0.75;
 
 /// A pacer's burst and refill per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,15 +115,7 @@ impl PaceConfig {
     /// The pace of a pacer on `bucket`: its share of the documented bucket, or the
     /// operator's rate (with the burst unscaled) when one was given for it.
     pub fn pace(&self, bucket: Bucket) -> Pace {
-        let size = f64::from(bucket.size);
-        let (burst, refill) = if bucket == DESCRIBE {
-            (
-                size * DESCRIBE_BURST_SHARE,
-                bucket.refill * DESCRIBE_REFILL_SHARE,
-            )
-        } else {
-            (size * BURST_SHARE, bucket.refill)
-        };
+        let (burst, refill) = (f64::from(bucket.size) * BURST_SHARE, bucket.refill);
         let explicit = if bucket == DESCRIBE {
             self.describe_rate
         } else {
@@ -186,7 +175,8 @@ pub struct Pacer {
     bucket: &'static str,
     burst: f64,
     ceiling: f64,
-    stop: Stop,
+    /// The run's stop; a long-lived worker's pacers get each batch's (see [`Pacers`]).
+    stop: Mutex<Stop>,
     state: Mutex<State>,
     /// Callers waiting for a token, in turn.
     gate: tokio::sync::Mutex<()>,
@@ -206,7 +196,7 @@ impl Pacer {
             bucket: bucket.name,
             burst,
             ceiling,
-            stop,
+            stop: Mutex::new(stop),
             state: Mutex::new(State {
                 tokens: burst,
                 last: now,
@@ -268,12 +258,13 @@ impl Pacer {
         if wait.is_zero() {
             return Ok(());
         }
-        if let Some(r) = self.stop.reason() {
+        let stop = self.stop.lock().expect("pacer stop lock").clone();
+        if let Some(r) = stop.reason() {
             return Err(r);
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(()),
-            _ = self.stop.wait() => Err(self.stop.reason().unwrap_or(StopReason::Signal)),
+            _ = stop.wait() => Err(stop.reason().unwrap_or(StopReason::Signal)),
         }
     }
 
@@ -344,6 +335,64 @@ impl Pacer {
         let dt = now.duration_since(s.grown_at).as_secs_f64();
         s.rate = (s.rate + self.ceiling * INCREASE_PER_SECOND * dt).min(self.ceiling);
         s.grown_at = now;
+    }
+}
+
+impl crate::ports::PageMeter for Pacer {
+    fn page(
+        &self,
+        operation: &'static str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + '_>> {
+        Box::pin(async move {
+            self.acquire()
+                .await
+                .map_err(|r| stopped(operation, r, false))
+        })
+    }
+}
+
+/// Where a pacer belongs: the account (`None`: the deployment's own), the Region and the
+/// bucket's name.
+type PacerKey = (Option<String>, String, &'static str);
+
+/// The pacers of a long-lived worker (the queue Lambda, `cleanup --queue-url`): one per
+/// (account, Region, bucket), kept from batch to batch so that what one batch learnt
+/// about a bucket slows the next, while each batch brings its own stop (its deadline).
+#[derive(Debug, Default)]
+pub struct Pacers {
+    map: Mutex<std::collections::HashMap<PacerKey, std::sync::Arc<Pacer>>>,
+}
+
+impl Pacers {
+    /// The pacer on `bucket` in (`account`, `region`) at `pace`, stopping at `stop`. One
+    /// made for a different pace (the policy's share changed) is replaced.
+    pub fn get(
+        &self,
+        account: Option<&str>,
+        region: &str,
+        bucket: Bucket,
+        pace: Pace,
+        stop: &Stop,
+    ) -> std::sync::Arc<Pacer> {
+        let key = (account.map(str::to_string), region.to_string(), bucket.name);
+        let mut map = self.map.lock().expect("pacers lock");
+        let fresh = || std::sync::Arc::new(Pacer::new(bucket, pace, stop.clone()));
+        let pacer = map.entry(key).or_insert_with(fresh);
+        if pacer.burst != pace.burst.max(1.0)
+            || pacer.ceiling != pace.per_second.max(f64::MIN_POSITIVE)
+        {
+            *pacer = fresh();
+        }
+        *pacer.stop.lock().expect("pacer stop lock") = stop.clone();
+        pacer.clone()
+    }
+
+    /// What each pacer did so far, by (account, Region, bucket).
+    pub fn reports(&self) -> Vec<(PacerKey, PacerReport)> {
+        let map = self.map.lock().expect("pacers lock");
+        let mut out: Vec<_> = map.iter().map(|(k, p)| (k.clone(), p.report())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 
@@ -503,8 +552,8 @@ mod tests {
         assert_eq!(
             full.pace(DESCRIBE),
             Pace {
-                burst: 50.0,
-                per_second: 15.0
+                burst: 80.0,
+                per_second: 20.0
             }
         );
         let told = full.with_share(0.2);
@@ -545,7 +594,7 @@ mod tests {
         assert_eq!(
             flags.pace(DESCRIBE),
             Pace {
-                burst: 50.0,
+                burst: 80.0,
                 per_second: 150.0
             }
         );
@@ -643,6 +692,41 @@ mod tests {
             .unwrap_err();
         assert!(err.is(STOPPED), "{err}");
         assert_eq!(slow.report().throttles, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workers_pacer_outlives_its_batch_and_stops_at_each_batchs_stop() {
+        let pacers = Pacers::default();
+        let pace = share();
+        // Batch one: its deadline passes while EC2 keeps refusing; the rate was cut.
+        let first = Stop::with_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let p = pacers.get(Some("111"), "eu-west-1", DEREGISTER_IMAGE, pace, &first);
+        let refusing = Ec2Bucket::new(0, 0.0);
+        let err = p
+            .call("DeleteSnapshot", || refusing.call())
+            .await
+            .unwrap_err();
+        assert!(err.is(THROTTLED), "{err}");
+        let cut = p.rate();
+        assert!(cut < pace.per_second, "cut to {cut}");
+        // Batch two gets the same pacer (what batch one learnt), under its own stop.
+        let second = Stop::default();
+        let q = pacers.get(Some("111"), "eu-west-1", DEREGISTER_IMAGE, pace, &second);
+        assert!(Arc::ptr_eq(&p, &q));
+        assert!(q.rate() < pace.per_second);
+        let ok = Ec2Bucket::new(10, 5.0);
+        q.call("DeleteSnapshot", || ok.call()).await.unwrap();
+        // Another account, Region or bucket has its own; a new share makes a new pacer.
+        let other = pacers.get(Some("222"), "eu-west-1", DEREGISTER_IMAGE, pace, &second);
+        assert!(!Arc::ptr_eq(&p, &other));
+        let half = Pace {
+            burst: pace.burst / 2.0,
+            per_second: pace.per_second / 2.0,
+        };
+        let shared = pacers.get(Some("111"), "eu-west-1", DEREGISTER_IMAGE, half, &second);
+        assert!(!Arc::ptr_eq(&p, &shared));
+        assert_eq!(shared.rate(), half.per_second);
+        assert_eq!(pacers.reports().len(), 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::app::ratelimit::{Pacer, STOPPED, THROTTLED};
@@ -13,6 +14,10 @@ use crate::error::AwsError;
 use crate::model::Inventory;
 use crate::policy::{AwsReferences, Policy, TemplateVersions};
 use crate::ports::{ReferenceCheck, REFERENCE_IDS_PER_CALL};
+
+/// Reference-check calls in flight at once: the check is read-only, and a round trip each
+/// made one after another would delay the first deregistration by as many.
+const CALLS_AT_ONCE: usize = 8;
 
 /// Error codes meaning the action does not exist where it was called.
 const UNAVAILABLE: [&str; 4] = [
@@ -76,8 +81,8 @@ impl References {
         }
     }
 
-    /// Asks about the images of `condemned` not asked about before, ten per call, under
-    /// the Describe bucket; adds what references them to the inventory's usage. `Ok(true)`
+    /// Asks about the images of `condemned` not asked about before, ten per call and
+    /// [`CALLS_AT_ONCE`] calls at a time, under the Describe bucket; adds what references them to the inventory's usage. `Ok(true)`
     /// when the inventory changed (the plan must be made again), `Err` when the region must
     /// stop (nothing more may be deregistered).
     pub async fn check<A: ReferenceCheck>(
@@ -99,10 +104,20 @@ impl References {
             .filter(|id| !self.asked.contains(*id))
             .cloned()
             .collect();
+        let templates = self.templates;
+        // The calls go out together (the pacer still meters them); the answers are taken
+        // in order, so the first failure decides as if they had been made one by one.
+        let answers: Vec<_> = stream::iter(new.chunks(REFERENCE_IDS_PER_CALL))
+            .map(|ids| async move {
+                let ask = || account.image_references(ids, templates);
+                (ids, describe.call("DescribeImageReferences", ask).await)
+            })
+            .buffered(CALLS_AT_ONCE)
+            .collect()
+            .await;
         let mut found = 0;
-        for ids in new.chunks(REFERENCE_IDS_PER_CALL) {
-            let ask = || account.image_references(ids, self.templates);
-            match describe.call("DescribeImageReferences", ask).await {
+        for (ids, answer) in answers {
+            match answer {
                 Ok(refs) => {
                     found += refs.len();
                     for (image, user) in refs {

@@ -521,6 +521,23 @@ pub struct CleanupReport {
     pub api_calls: BTreeMap<String, u64>,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
+    /// What each of the worker's pacers did: throttles met and the rate it ended at.
+    pub pacing: Vec<PacerLine>,
+}
+
+/// One pacer of a worker, where it belongs and what it did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacerLine {
+    /// The account (`None`: the deployment's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The Region.
+    pub region: String,
+    /// EC2's bucket.
+    pub bucket: &'static str,
+    /// Throttles, share and end rate.
+    #[serde(flatten)]
+    pub report: crate::app::ratelimit::PacerReport,
 }
 
 impl CleanupReport {

@@ -10,8 +10,8 @@ use crate::adapters::aws::Clients;
 use crate::adapters::local_queue::LocalQueue;
 use crate::app::cleanup::{report_of, run_local, Attempt, RetryPolicy};
 use crate::app::ratelimit::Pacer;
-use crate::app::report::{CleanupReport, JobReport, RegionReport, SweepReport, Totals};
-use crate::app::stop::StopReason;
+use crate::app::report::{CleanupReport, JobReport, PacerLine, RegionReport, SweepReport, Totals};
+use crate::app::stop::{Stop, StopReason};
 use crate::app::sweep::{sweep_region, ExecConfig};
 use crate::app::worker::{handle_batch, Handled};
 use crate::error::AwsError;
@@ -343,8 +343,11 @@ fn record(jobs: &mut Vec<JobReport>, malformed: &mut Vec<String>, id: &str, hand
 pub struct DrainLimits {
     /// Seconds `ReceiveMessage` waits for the first message of a batch.
     pub wait_seconds: i32,
-    /// The drain ends after this long, whatever is left.
+    /// The drain ends after this long, whatever is left; a throttled call is retried
+    /// until then.
     pub max_time: std::time::Duration,
+    /// How hard the worker's pacers draw on EC2's buckets (the policy's share).
+    pub pace: crate::app::ratelimit::PaceConfig,
 }
 
 impl Default for DrainLimits {
@@ -353,6 +356,7 @@ impl Default for DrainLimits {
         Self {
             wait_seconds: 1,
             max_time: std::time::Duration::from_secs(300),
+            pace: Default::default(),
         }
     }
 }
@@ -383,6 +387,13 @@ pub async fn drain_queue(
     let mut jobs = Vec::new();
     let mut malformed = Vec::new();
     let mut receives = 0;
+    let pacers = crate::app::ratelimit::Pacers::default();
+    let stop = Stop::with_deadline(Some(tokio::time::Instant::now() + limits.max_time));
+    let pacing = crate::app::worker::Pacing {
+        pacers: &pacers,
+        pace: limits.pace,
+        stop: &stop,
+    };
     let ended = loop {
         if receives >= budget {
             break "receive_budget";
@@ -408,6 +419,7 @@ pub async fn drain_queue(
         let handled = handle_batch(
             |a, r| async move { clients.place(a.as_deref(), &r, &rules.member_role).await },
             rules,
+            pacing,
             &bodies,
             chrono::Utc::now(),
         )
@@ -430,5 +442,15 @@ pub async fn drain_queue(
         ended,
         api_calls: clients.calls().since(&calls_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        pacing: pacers
+            .reports()
+            .into_iter()
+            .map(|((account, region, bucket), r)| PacerLine {
+                account,
+                region,
+                bucket,
+                report: r,
+            })
+            .collect(),
     })
 }

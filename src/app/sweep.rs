@@ -171,8 +171,9 @@ struct Pipeline<'a, A: Account> {
     account: &'a A,
     cfg: &'a ExecConfig,
     region: &'a str,
-    /// Launch-permission lookups, usage reports, reference checks: the Describe bucket.
-    describe: Pacer,
+    /// The inventory's listings, launch-permission lookups, usage reports, reference
+    /// checks: the Describe bucket.
+    describe: Arc<Pacer>,
     /// The write-ahead marks: the `CreateTags` bucket.
     tags: Pacer,
     deregister: Pacer,
@@ -498,27 +499,14 @@ impl Known {
 /// the candidates). When the queue refuses jobs, no further image is deregistered.
 async fn execute<A: Account, Q: CleanupSink>(
     policy: &Policy,
-    region: &str,
     inventory: &mut Inventory,
-    now: Timestamp,
-    account: &A,
+    pipeline: Pipeline<'_, A>,
     mut queue: JobQueue<'_, Q>,
-    cfg: &ExecConfig,
 ) -> Executed {
-    let pace = cfg.pace.with_share(policy.limits.api_share);
-    let pacer = |bucket| Pacer::new(bucket, pace.pace(bucket), cfg.stop.clone());
-    let pipeline = Pipeline {
-        account,
-        cfg,
-        region,
-        describe: pacer(ratelimit::DESCRIBE),
-        tags: pacer(ratelimit::TAGS),
-        deregister: pacer(ratelimit::DEREGISTER_IMAGE),
-        mutating: pacer(ratelimit::MUTATING),
-        halted: AtomicBool::new(queue.failed.is_some()),
-        done: AtomicUsize::new(0),
-        now,
-    };
+    let (cfg, region) = (pipeline.cfg, pipeline.region);
+    if queue.failed.is_some() {
+        pipeline.halted.store(true, Ordering::SeqCst);
+    }
     let mut known = Known::default();
     let mut references = References::new(policy);
     let p = plan_rounds(
@@ -550,7 +538,7 @@ async fn execute<A: Account, Q: CleanupSink>(
     }
     let (jobs, queue_failed) = queue.finish().await;
     let pacing = [
-        &pipeline.describe,
+        &*pipeline.describe,
         &pipeline.tags,
         &pipeline.deregister,
         &pipeline.mutating,
@@ -866,6 +854,12 @@ fn reconciliation_jobs(
     snapshots.into_iter().chain(bundles).collect()
 }
 
+/// A region's pacer on `bucket`, at the policy's share (or the operator's rate).
+fn region_pacer(policy: &Policy, cfg: &ExecConfig, bucket: ratelimit::Bucket) -> Pacer {
+    let pace = cfg.pace.with_share(policy.limits.api_share);
+    Pacer::new(bucket, pace.pace(bucket), cfg.stop.clone())
+}
+
 /// Sweeps one region: the whole path from inventory to queued cleanup jobs.
 pub async fn sweep_region<A: Account, Q: CleanupSink>(
     policy: &Policy,
@@ -876,6 +870,10 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     cfg: &ExecConfig,
 ) -> RegionReport {
     let mut report = RegionReport::new(region);
+    // One Describe pacer for the region: the listings' pages, then the lookups and checks.
+    let describe = Arc::new(region_pacer(policy, cfg, ratelimit::DESCRIBE));
+    let metered = account.metered(describe.clone());
+    let account = &metered;
     let (mut inventory, rec) = match inventory(policy, region, now, account, cfg).await {
         Ok(found) => found,
         Err(e) => {
@@ -900,7 +898,20 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     report.orphans = OrphanCounts::of(&rec);
     report.reconciled = rec.decisions;
     report.reconciled_bundles = rec.bundles;
-    let ex = execute(policy, region, &mut inventory, now, account, queue, cfg).await;
+    let pacer = |bucket| region_pacer(policy, cfg, bucket);
+    let pipeline = Pipeline {
+        account,
+        cfg,
+        region,
+        describe,
+        tags: pacer(ratelimit::TAGS),
+        deregister: pacer(ratelimit::DEREGISTER_IMAGE),
+        mutating: pacer(ratelimit::MUTATING),
+        halted: AtomicBool::new(false),
+        done: AtomicUsize::new(0),
+        now,
+    };
+    let ex = execute(policy, &mut inventory, pipeline, queue).await;
     report.warnings = ex.plan.warnings.clone();
     report.plan = Some(ex.plan.summary.clone());
     report.jobs = ex.jobs;

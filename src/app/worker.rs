@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::app::cleanup::{run_job, Attempt};
+use crate::app::cleanup::{run_job_paced, Attempt};
+use crate::app::ratelimit::{self, PaceConfig, Pacer, Pacers};
 use crate::app::report::JobOutcome;
+use crate::app::stop::Stop;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
 use crate::model::{ImageState, Manifest, Snapshot, Timestamp, Usage};
@@ -42,6 +44,30 @@ impl Handled {
     }
 }
 
+/// How a worker paces its EC2 calls: its long-lived pacers (one per account, Region and
+/// bucket), the policy's share of the buckets, and this batch's stop (its deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing<'a> {
+    /// The worker's pacers, kept from batch to batch.
+    pub pacers: &'a Pacers,
+    /// The policy's `limits.api_share` (and any explicit rate).
+    pub pace: PaceConfig,
+    /// When this batch must stop waiting for EC2: a throttled call is retried until then.
+    pub stop: &'a Stop,
+}
+
+impl Pacing<'_> {
+    fn pacer(
+        &self,
+        account: Option<&str>,
+        region: &str,
+        bucket: ratelimit::Bucket,
+    ) -> std::sync::Arc<Pacer> {
+        self.pacers
+            .get(account, region, bucket, self.pace.pace(bucket), self.stop)
+    }
+}
+
 /// Verifies and runs a batch of message bodies; the answers come in the same order.
 /// Per region of the batch: one `DescribeSnapshots` for its snapshot jobs, one
 /// `DescribeImages` for the jobs' images and one for the images using the snapshots, the
@@ -49,9 +75,12 @@ impl Handled {
 /// some job would otherwise run, one `ListImagesInRecycleBin` and the launch template
 /// versions. Each job runs only if [`crate::storage::fate`] clears it with those facts. If
 /// they cannot be read, every job of that region is retried later and nothing is deleted.
+/// Every EC2 call goes through the (account, Region)'s pacer on its bucket: a throttled
+/// call is retried there until the batch's stop, then the job is retried later.
 pub async fn handle_batch<C: Cleaner, F>(
     clients: impl Fn(Option<String>, String) -> F,
     rules: &WorkerRules,
+    pacing: Pacing<'_>,
     bodies: &[&str],
     now: crate::model::Timestamp,
 ) -> Vec<Handled>
@@ -80,9 +109,13 @@ where
         }
     }
     for ((account, name), jobs) in by_region {
+        let pacers = RegionPacers {
+            describe: pacing.pacer(account.as_deref(), &name, ratelimit::DESCRIBE),
+            delete: pacing.pacer(account.as_deref(), &name, ratelimit::DELETE_SNAPSHOT),
+        };
         match clients(account, name).await {
             Ok(c) => {
-                for (i, handled) in handle_region(&c, rules, jobs, now).await {
+                for (i, handled) in handle_region(&c, rules, &pacers, jobs, now).await {
                     out[i] = Some(handled);
                 }
             }
@@ -98,6 +131,13 @@ where
     out.into_iter()
         .map(|h| h.expect("every message is handled"))
         .collect()
+}
+
+/// One (account, Region)'s pacers: the Describe bucket for the facts, `DeleteSnapshot`'s
+/// for the deletions.
+struct RegionPacers {
+    describe: std::sync::Arc<Pacer>,
+    delete: std::sync::Arc<Pacer>,
 }
 
 /// What AWS says about a batch's targets (one region of one account).
@@ -140,15 +180,21 @@ fn ids(jobs: &[(usize, CleanupJob)]) -> (Vec<String>, Vec<String>) {
 /// owned images' locations and each manifest's tags.
 async fn first_facts<C: Cleaner>(
     c: &C,
+    describe: &Pacer,
     rules: &WorkerRules,
     jobs: &[(usize, CleanupJob)],
 ) -> Result<Known, AwsError> {
     let (snapshot_ids, image_ids) = ids(jobs);
     let mut k = Known::default();
     if !snapshot_ids.is_empty() {
-        let found = c.owned_snapshots(&snapshot_ids).await?;
+        let found = describe
+            .call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
+            .await?;
         k.snapshots = found.into_iter().map(|s| (s.id.clone(), s)).collect();
-        for img in c.images_using_snapshots(&snapshot_ids).await? {
+        let users = describe
+            .call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
+            .await?;
+        for img in users {
             for s in img
                 .snapshots
                 .iter()
@@ -162,9 +208,11 @@ async fn first_facts<C: Cleaner>(
         }
     }
     if !image_ids.is_empty() {
-        k.registered = c.registered_images(&image_ids).await?;
+        k.registered = describe
+            .call("DescribeImages", || c.registered_images(&image_ids))
+            .await?;
     }
-    bundle_facts(c, rules, jobs, &mut k).await?;
+    bundle_facts(c, describe, rules, jobs, &mut k).await?;
     Ok(k)
 }
 
@@ -172,6 +220,7 @@ async fn first_facts<C: Cleaner>(
 /// manifest's tags, and (for an unmarked manifest, when orphans are on) its age.
 async fn bundle_facts<C: Cleaner>(
     c: &C,
+    describe: &Pacer,
     rules: &WorkerRules,
     jobs: &[(usize, CleanupJob)],
     k: &mut Known,
@@ -190,7 +239,7 @@ async fn bundle_facts<C: Cleaner>(
     if bundles.is_empty() {
         return Ok(());
     }
-    for i in c.list_images().await? {
+    for i in describe.call("DescribeImages", || c.list_images()).await? {
         if let (Some(loc), true) = (&i.image_location, i.state != ImageState::Deregistered) {
             k.locations
                 .entry(loc.clone())
@@ -325,11 +374,12 @@ impl Known {
 /// versions (snapshot jobs), and the bin's rules when an AMI is in the bin.
 async fn verdicts<C: Cleaner>(
     c: &C,
+    describe: &Pacer,
     rules: &WorkerRules,
     jobs: &[(usize, CleanupJob)],
     now: Timestamp,
 ) -> Result<Vec<Verdict>, AwsError> {
-    let mut k = first_facts(c, rules, jobs).await?;
+    let mut k = first_facts(c, describe, rules, jobs).await?;
     let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
     let cleared: Vec<&CleanupJob> = jobs
         .iter()
@@ -346,7 +396,8 @@ async fn verdicts<C: Cleaner>(
         .iter()
         .any(|j| matches!(j.target, JobTarget::DeleteSnapshot { .. }))
     {
-        k.templates = Some(c.template_snapshots().await?);
+        let templates = describe.call("DescribeLaunchTemplateVersions", || c.template_snapshots());
+        k.templates = Some(templates.await?);
     }
     if !k.in_bin.is_empty() {
         k.bin_rules = Some(c.bin_rules().await?);
@@ -357,10 +408,11 @@ async fn verdicts<C: Cleaner>(
 async fn handle_region<C: Cleaner>(
     c: &C,
     rules: &WorkerRules,
+    pacers: &RegionPacers,
     jobs: Vec<(usize, CleanupJob)>,
     now: Timestamp,
 ) -> Vec<(usize, Handled)> {
-    let verdicts = match verdicts(c, rules, &jobs, now).await {
+    let verdicts = match verdicts(c, &pacers.describe, rules, &jobs, now).await {
         Ok(v) => v,
         Err(e) => {
             let why = format!("cannot verify the jobs, nothing was deleted: {e}");
@@ -379,7 +431,7 @@ async fn handle_region<C: Cleaner>(
             }
             Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
             Verdict::Proceed => {
-                let attempt = run_job(&job, c, c).await;
+                let attempt = run_job_paced(&job, c, c, Some(&pacers.delete)).await;
                 Handled::Ran(job, attempt)
             }
         };

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use crate::adapters::aws::Clients;
 use crate::app::cleanup::Attempt;
 use crate::app::org::{self, SweepRequest};
+use crate::app::ratelimit::{PaceConfig, Pacers};
 use crate::app::run::run_sweep;
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
-use crate::app::worker::{handle_batch, Handled};
+use crate::app::worker::{handle_batch, Handled, Pacing};
 use crate::edges::config::{Config, PolicySource};
 use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, recipe_scope, EventError, Trigger};
@@ -104,6 +105,9 @@ pub struct Handler {
     /// The accounts under the policy's OUs, by policy digest, with when they were listed:
     /// reused for [`MEMBERS_TTL`] within a warm container.
     members: tokio::sync::Mutex<Option<MembersCache>>,
+    /// The cleanup worker's pacers, one per (account, Region, EC2 bucket), kept from
+    /// batch to batch within a warm container.
+    pacers: Pacers,
 }
 
 /// OU members as listed: when, under which policy digest, and the accounts.
@@ -127,6 +131,7 @@ impl Handler {
             clients: Clients::new(base),
             config,
             members: tokio::sync::Mutex::new(None),
+            pacers: Pacers::default(),
         }
     }
 
@@ -333,7 +338,7 @@ impl Handler {
                     trigger_name(&trigger)
                 ))));
             };
-            return Ok(self.cleanup_batch(records).await);
+            return Ok(self.cleanup_batch(records, &exec.stop).await);
         }
         if let Trigger::Sqs(records) = trigger {
             let (pairs, jobs): (Vec<_>, Vec<_>) = records
@@ -345,7 +350,7 @@ impl Handler {
             if !pairs.is_empty() {
                 // One event source per queue: a batch never mixes them. If it does, the
                 // pairs are redelivered alone.
-                let mut v = self.cleanup_batch(jobs).await;
+                let mut v = self.cleanup_batch(jobs, &exec.stop).await;
                 let failures = v["batchItemFailures"]
                     .as_array_mut()
                     .expect("a batch response");
@@ -356,7 +361,7 @@ impl Handler {
                 );
                 return Ok(v);
             }
-            return Ok(self.cleanup_batch(jobs).await);
+            return Ok(self.cleanup_batch(jobs, &exec.stop).await);
         }
         let Request { policy, mandate } = match self.request(trigger).await? {
             Ok(r) => r,
@@ -628,7 +633,7 @@ impl Handler {
     /// dead-letter queue with the reason when `CLEANUP_DLQ_URL` is set, else it is
     /// redelivered until the redrive policy moves it there. Without a readable policy
     /// (its exclude tags) nothing runs: every message is redelivered.
-    async fn cleanup_batch(&self, records: Vec<(String, String)>) -> Value {
+    async fn cleanup_batch(&self, records: Vec<(String, String)>, stop: &Stop) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let policy = match self.configured_policy().await {
             Ok(p) => p,
@@ -658,12 +663,18 @@ impl Handler {
         };
         let bodies: Vec<&str> = records.iter().map(|(_, b)| b.as_str()).collect();
         let role = rules.member_role.clone();
+        let pacing = Pacing {
+            pacers: &self.pacers,
+            pace: PaceConfig::default().with_share(policy.limits.api_share),
+            stop,
+        };
         let handled = handle_batch(
             |a, r| {
                 let role = role.clone();
                 async move { self.clients.place(a.as_deref(), &r, &role).await }
             },
             &rules,
+            pacing,
             &bodies,
             chrono::Utc::now(),
         )

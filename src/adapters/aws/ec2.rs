@@ -32,6 +32,8 @@ pub struct Ec2 {
     /// throttle to slow down.
     paced: aws_sdk_ec2::Client,
     calls: Arc<ApiCalls>,
+    /// Meters the listings' pages (the sweep's Describe pacer), when set.
+    meter: Option<Arc<dyn crate::ports::PageMeter>>,
 }
 
 /// A launch template version whose image id is an SSM parameter, to resolve later.
@@ -93,6 +95,24 @@ impl Ec2 {
             client,
             paced,
             calls,
+            meter: None,
+        }
+    }
+
+    /// The same adapter, its listings' pages metered by `meter`.
+    pub fn metered(&self, meter: Arc<dyn crate::ports::PageMeter>) -> Self {
+        Self {
+            meter: Some(meter),
+            ..self.clone()
+        }
+    }
+
+    /// Waits for the meter's token for the next page of `operation`, if there is one
+    /// (`more`) and a meter is set.
+    async fn meter(&self, operation: &'static str, more: bool) -> Result<(), AwsError> {
+        match (&self.meter, more) {
+            (Some(m), true) => m.page(operation).await,
+            _ => Ok(()),
         }
     }
 
@@ -105,9 +125,12 @@ impl Ec2 {
             .max_results(1000)
             .into_paginator()
             .send();
+        self.meter("DescribeInstances", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeInstances");
             let resp = page.map_err(|e| from_sdk("DescribeInstances", e))?;
+            self.meter("DescribeInstances", resp.next_token().is_some())
+                .await?;
             for inst in resp.reservations().iter().flat_map(|r| r.instances()) {
                 let state = inst
                     .state()
@@ -137,9 +160,12 @@ impl Ec2 {
             .max_results(200)
             .into_paginator()
             .send();
+        self.meter("DescribeLaunchTemplates", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeLaunchTemplates");
             let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
+            self.meter("DescribeLaunchTemplates", resp.next_token().is_some())
+                .await?;
             templates.extend(
                 resp.launch_templates()
                     .iter()
@@ -154,9 +180,15 @@ impl Ec2 {
                 .max_results(200)
                 .into_paginator()
                 .send();
+            self.meter("DescribeLaunchTemplateVersions", true).await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeLaunchTemplateVersions");
                 let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
+                self.meter(
+                    "DescribeLaunchTemplateVersions",
+                    resp.next_token().is_some(),
+                )
+                .await?;
                 for v in resp.launch_template_versions() {
                     let data = v.launch_template_data();
                     let user = TemplateVersion {
@@ -195,9 +227,12 @@ impl Ec2 {
             .max_results(1000)
             .into_paginator()
             .send();
+        self.meter("DescribeFleets", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeFleets");
             let resp = page.map_err(|e| from_sdk("DescribeFleets", e))?;
+            self.meter("DescribeFleets", resp.next_token().is_some())
+                .await?;
             for f in resp.fleets() {
                 let state = f.fleet_state().map(|s| s.as_str()).unwrap_or_default();
                 if !fleet_is_live(state) {
@@ -230,9 +265,12 @@ impl Ec2 {
             .max_results(1000)
             .into_paginator()
             .send();
+        self.meter("DescribeSpotFleetRequests", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSpotFleetRequests");
             let resp = page.map_err(|e| from_sdk("DescribeSpotFleetRequests", e))?;
+            self.meter("DescribeSpotFleetRequests", resp.next_token().is_some())
+                .await?;
             for r in resp.spot_fleet_request_configs() {
                 let state = r
                     .spot_fleet_request_state()
@@ -415,9 +453,12 @@ impl Ec2 {
                 .filters(ids_filter(filter, chunk))
                 .into_paginator()
                 .send();
+            self.meter("DescribeImages", true).await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeImages");
                 let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
+                self.meter("DescribeImages", resp.next_token().is_some())
+                    .await?;
                 out.extend(resp.images().iter().cloned());
             }
         }
@@ -527,9 +568,12 @@ impl ImageSource for Ec2 {
             .max_results(1000)
             .into_paginator()
             .send();
+        self.meter("DescribeImages", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeImages");
             let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
+            self.meter("DescribeImages", resp.next_token().is_some())
+                .await?;
             for img in resp.images() {
                 let image = raw_image(img).into_image().map_err(|m| AwsError {
                     operation: "DescribeImages",
@@ -618,9 +662,12 @@ impl SnapshotSource for Ec2 {
             .max_results(1000)
             .into_paginator()
             .send();
+        self.meter("DescribeSnapshots", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSnapshots");
             let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
+            self.meter("DescribeSnapshots", resp.next_token().is_some())
+                .await?;
             out.extend(resp.snapshots().iter().map(snapshot_of));
         }
         if let Some(s) = out.iter().find(|s| s.id.is_empty()) {
@@ -649,9 +696,12 @@ impl RecycleBin for Ec2 {
             .max_results(RECYCLE_BIN_PAGE)
             .into_paginator()
             .send();
+        self.meter("ListImagesInRecycleBin", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("ListImagesInRecycleBin");
             let resp = page.map_err(|e| from_sdk("ListImagesInRecycleBin", e))?;
+            self.meter("ListImagesInRecycleBin", resp.next_token().is_some())
+                .await?;
             for i in resp.images() {
                 if let Some(id) = i.image_id().filter(|id| image_ids.contains(*id)) {
                     let exit = i
@@ -731,9 +781,12 @@ impl JobFacts for Ec2 {
                 .filters(ids_filter("snapshot-id", chunk))
                 .into_paginator()
                 .send();
+            self.meter("DescribeSnapshots", true).await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeSnapshots");
                 let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
+                self.meter("DescribeSnapshots", resp.next_token().is_some())
+                    .await?;
                 out.extend(resp.snapshots().iter().map(snapshot_of));
             }
         }

@@ -366,6 +366,15 @@ impl crate::ports::ReferenceCheck for RegionClients {
     }
 }
 
+impl crate::ports::MeteredListings for RegionClients {
+    fn metered(&self, meter: std::sync::Arc<dyn crate::ports::PageMeter>) -> Self {
+        Self {
+            ec2: self.ec2.metered(meter),
+            ..self.clone()
+        }
+    }
+}
+
 impl crate::ports::ImageSource for RegionClients {
     async fn list_images(&self) -> Result<Vec<crate::model::Image>, crate::error::AwsError> {
         self.ec2.list_images().await

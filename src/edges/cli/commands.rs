@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::{load_config, Clients};
 use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
+use crate::app::ratelimit::PaceConfig;
 use crate::app::{notify, org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
@@ -174,6 +175,7 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
     let rt = runtime()?;
     let limits = run::DrainLimits {
         max_time: Duration::from_secs(max_seconds),
+        pace: PaceConfig::default().with_share(policy.limits.api_share),
         ..Default::default()
     };
     let report = rt
