@@ -64,6 +64,7 @@ import argparse
 import http.client
 import http.server
 import json
+import os
 import re
 import threading
 import time
@@ -171,6 +172,7 @@ class Stats:
                     "buckets": {b: {"first": w[0], "last": w[1]} for b, w in self.windows.items()}}
 
 
+TRACE = os.environ.get("PROXY_TRACE")
 SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
 ASSUMED_KEY = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
 ROLE_ACCOUNT = re.compile(r"arn:[^:]+:iam::(\d{12}):role/")
@@ -461,6 +463,11 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             params = urllib.parse.parse_qs(text or query)
             target_header = self.headers.get("X-Amz-Target", "")
             action = (params.get("Action") or [target_header.rpartition(".")[2] or "?"])[0]
+            if TRACE:
+                # PROXY_TRACE=FILE: one line per request (time, service, action), to see
+                # where a run's time goes.
+                with open(TRACE, "a") as f:
+                    f.write(f"{time.time():.3f} {scope.group(1) if scope else '-'} {action}\n")
             fault = faults.match(action, text + self.path)
             if fault:
                 if fault.get("delay_ms"):
@@ -588,6 +595,10 @@ def main() -> None:
               for name, (size, rate) in sizes.items()}
     buckets = PairBuckets(shapes)
     stats = Stats()
+    # socketserver listens with a backlog of 5: a tool opening dozens of connections at
+    # once (one per call in flight, several pairs) would wait a second for each refused
+    # SYN to be sent again. The front door must not add that to anyone's time.
+    http.server.ThreadingHTTPServer.request_queue_size = 1024
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
                                              make_handler(args.upstream, buckets, stats,
                                                           args.latency / 1000,
