@@ -120,7 +120,7 @@ fn replacing_the_selection(
 ) -> Plan {
     let mut p = policy.clone();
     for prefix in &scope.recipes {
-        p.selection.tags.insert(
+        p.rules[0].selection.tags.insert(
             IMAGE_BUILDER_TAG.to_string(),
             ami_sweeper_core::policy::Glob::new(&format!("{prefix}*")),
         );
@@ -142,7 +142,7 @@ fn dropping_the_groups(
 ) -> Plan {
     let mut p = policy.clone();
     if !scope.recipes.is_empty() {
-        p.retention.group_by = None;
+        p.rules[0].retention.group_by = None;
     }
     by_mandate(&p, inventory, scope, now)
 }

@@ -147,7 +147,7 @@ fn newest_per_group(policy: &Policy, p: &Plan, images: &[Image]) -> BTreeSet<Str
     let mut out = BTreeSet::new();
     for members in groups.values_mut() {
         members.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
-        for m in members.iter().take(policy.retention.keep_count as usize) {
+        for m in members.iter().take(policy.rules[0].retention.keep_count as usize) {
             out.insert(m.id.clone());
         }
     }
@@ -167,11 +167,11 @@ proptest! {
         let p = plan(&policy, &inv, now());
         prop_assert_eq!(p.decisions.len(), images.len());
         let gone = deregistered(&p);
-        let min_age_cutoff = ami_sweeper_core::time::days_before(now(), policy.retention.min_age_days);
+        let min_age_cutoff = ami_sweeper_core::time::days_before(now(), policy.rules[0].retention.min_age_days);
         let kept_newest = newest_per_group(&policy, &p, &images);
         for image in &images {
             if !gone.contains(&image.id) { continue; }
-            let sel = &policy.selection;
+            let sel = &policy.rules[0].selection;
             prop_assert!(sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&image.name)),
                 "{} unselected by name", image.id);
             prop_assert!(sel.tags.iter().all(|(k, g)| image.tags.get(k).is_some_and(|v| g.matches(v))),
@@ -183,7 +183,7 @@ proptest! {
             prop_assert!(min_age_cutoff.is_some_and(|c| image.creation_date <= c), "{} too young", image.id);
             if skip_in_use { prop_assert!(!usage.is_used(&image.id), "{} in use", image.id); }
             if skip_shared { prop_assert!(!image.is_shared(), "{} shared", image.id); }
-            if let Some(days) = policy.retention.launched_within_days {
+            if let Some(days) = policy.rules[0].retention.launched_within_days {
                 let cutoff = ami_sweeper_core::time::days_before(now(), days);
                 if let (Some(l), Some(c)) = (image.last_launched, cutoff) {
                     prop_assert!(l <= c, "{} recently launched", image.id);

@@ -102,6 +102,22 @@ struct CliImage {
     image_location: Option<String>,
     #[serde(default)]
     block_device_mappings: Vec<CliMapping>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    virtualization_type: Option<String>,
+    #[serde(default)]
+    boot_mode: Option<String>,
+    #[serde(default)]
+    image_type: Option<String>,
+    #[serde(default)]
+    source_image_id: Option<String>,
+    #[serde(default)]
+    source_image_region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +194,16 @@ impl CliImage {
                 .filter_map(|m| m.ebs)
                 .filter_map(|e| e.snapshot_id.map(|s| (s, e.volume_size)))
                 .collect(),
+            attributes: crate::model::ImageAttributes {
+                description: self.description,
+                architecture: self.architecture,
+                platform: self.platform,
+                virtualization: self.virtualization_type,
+                boot_mode: self.boot_mode,
+                image_type: self.image_type,
+                source_image_id: self.source_image_id,
+                source_region: self.source_image_region,
+            },
         }
     }
 }

@@ -4,7 +4,10 @@
 //! because a policy that means something other than what its author thinks is
 //! how images get deleted by mistake.
 
+mod expr;
 mod glob;
+mod lint;
+mod rules;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,63 +18,205 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use expr::{
+    Architecture, Attribute, BootMode, Condition, DayBounds, ImageType, Platform,
+    RootDeviceType, State, TagTest, Virtualization,
+};
 pub use glob::Glob;
+pub use lint::{lint, Finding};
+pub use rules::{excluded, Rule, DEFAULT_RULE};
 
-/// A whole retention policy.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(title = "ami-sweeper policy")]
+/// A whole retention policy, as the planner reads it: an ordered list of retention
+/// rules and the policy-wide settings (protections, cleanup, limits, usage, accounts,
+/// regions). Made only by [`Policy::from_json`], which validates it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(into = "PolicyDoc")]
 pub struct Policy {
     /// Plan and report only; nothing is changed. Defaults to true: deleting must be asked for.
-    #[serde(default = "default_true")]
     pub dry_run: bool,
     /// Regions to sweep; absent means the current region of the AWS configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<String>>,
-    /// Which images the policy applies to at all.
-    #[serde(default)]
-    pub selection: Selection,
-    /// How many and how old images must be before they go.
-    pub retention: Retention,
-    /// Safety checks that can be relaxed.
-    #[serde(default)]
+    /// The retention rules, in order, never empty: the first whose selection an image
+    /// satisfies decides it. A policy written without `rules` has one, named `default`.
+    pub rules: Vec<Rule>,
+    /// Safety checks that can be relaxed (every rule's images).
     pub protection: ProtectionRules,
     /// What to clean up after deregistration.
-    #[serde(default)]
     pub cleanup: Cleanup,
     /// Caps on a single run.
-    #[serde(default)]
     pub limits: Limits,
     /// Where ami-sweeper looks for users of an image, beyond its own defaults.
-    #[serde(default)]
     pub usage: UsageRules,
+    /// Sweep these accounts through the member role instead of the deployment's own.
+    pub accounts: Option<Accounts>,
+    /// The role each member account offers the hub (deployed by `template-member.yaml`).
+    pub member_role_name: String,
+    /// How the Recycle Bin's retention rules shape deletion.
+    pub recycle_bin: RecycleBinMode,
+    /// Risks the author accepts by name.
+    pub acknowledge: Vec<Acknowledgement>,
+    /// Who hears about a sweep.
+    pub notify: Notify,
+    /// Prices for the estimated monthly saving.
+    pub cost: Cost,
+    /// Written with one top-level `selection`/`retention`/`retire` (no `rules`): it
+    /// serializes back in that form, so its digest does not change.
+    single: bool,
+}
+
+/// The policy document as written: either one rule at the top level (`selection`,
+/// `retention`, `retire`) or a `rules` list; [`Policy::from_json`] turns it into a
+/// [`Policy`].
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "ami-sweeper policy",
+    extend("oneOf" = [{"required": ["retention"]}, {"required": ["rules"]}])
+)]
+struct PolicyDoc {
+    /// Plan and report only; nothing is changed. Defaults to true: deleting must be asked for.
+    #[serde(default = "default_true")]
+    dry_run: bool,
+    /// Regions to sweep; absent means the current region of the AWS configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regions: Option<Vec<String>>,
+    /// A policy of one rule: which images it applies to at all. With `rules`, each rule
+    /// has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    selection: Option<Selection>,
+    /// A policy of one rule: how many and how old images must be before they go.
+    /// Required unless `rules` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention: Option<Retention>,
+    /// Several retention rules, in order: each image is decided by the first rule whose
+    /// `names`, `tags` and `match` it satisfies (first match wins); that rule's
+    /// `exclude_tags` then keep it, and an image no rule takes is kept (`not_selected`).
+    /// Replaces the top-level `selection`, `retention` and `retire`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rules: Option<Vec<Rule>>,
+    /// Safety checks that can be relaxed.
+    #[serde(default)]
+    protection: ProtectionRules,
+    /// What to clean up after deregistration.
+    #[serde(default)]
+    cleanup: Cleanup,
+    /// Caps on a single run.
+    #[serde(default)]
+    limits: Limits,
+    /// Where ami-sweeper looks for users of an image, beyond its own defaults.
+    #[serde(default)]
+    usage: UsageRules,
     /// Sweep these accounts through the member role (`member_role_name`) instead of the
     /// deployment's own: a list of ids, or `{"organization": {"ou_ids": [...]}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accounts: Option<Accounts>,
+    accounts: Option<Accounts>,
     /// The role each member account offers the hub (deployed by `template-member.yaml`).
     #[serde(default = "default_member_role")]
-    pub member_role_name: String,
-    /// Retire in stages instead of deregistering at once: deprecate first, and/or disable
-    /// for some days; a later sweep deregisters what the rules still condemn then.
-    #[serde(default)]
-    pub retire: Retire,
+    member_role_name: String,
+    /// A policy of one rule: retire in stages instead of deregistering at once: deprecate
+    /// first, and/or disable for some days; a later sweep deregisters what the rules still
+    /// condemn then. With `rules`, each rule has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retire: Option<Retire>,
     /// How the Recycle Bin's retention rules shape deletion: `respect` (default: an image
     /// a rule retains keeps its snapshots until it can no longer be restored), `require`
     /// (also: never deregister an image no rule retains) or `ignore`.
     #[serde(default)]
-    pub recycle_bin: RecycleBinMode,
+    recycle_bin: RecycleBinMode,
     /// Risks the author accepts by name; a policy that takes one without naming it is
     /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub acknowledge: Vec<Acknowledgement>,
+    acknowledge: Vec<Acknowledgement>,
     /// Who hears about a sweep: what is coming within `lookahead_days`, and which tag
     /// names an image's owner (for per-owner messages).
     #[serde(default)]
-    pub notify: Notify,
+    notify: Notify,
     /// Prices for the estimated monthly saving, replacing the built-in list prices.
     #[serde(default)]
-    pub cost: Cost,
+    cost: Cost,
+}
+
+impl PolicyDoc {
+    /// The document's rules: its `rules`, or its top-level one named `default`. Both, or
+    /// neither, is an error naming the field.
+    fn into_policy(self) -> Result<Policy, PolicyError> {
+        let single = self.rules.is_none();
+        let rules = match self.rules {
+            Some(rules) => {
+                let beside = [
+                    ("selection", self.selection.is_some()),
+                    ("retention", self.retention.is_some()),
+                    ("retire", self.retire.is_some()),
+                ];
+                if let Some((field, _)) = beside.iter().find(|(_, given)| *given) {
+                    return Err(PolicyError::new(
+                        *field,
+                        "not allowed beside `rules`: each rule has its own selection, \
+                         retention and retire",
+                    ));
+                }
+                rules
+            }
+            None => vec![Rule {
+                name: DEFAULT_RULE.to_string(),
+                selection: self.selection.unwrap_or_default(),
+                retention: self
+                    .retention
+                    .ok_or_else(|| PolicyError::new("retention", "missing required field"))?,
+                retire: self.retire.unwrap_or_default(),
+            }],
+        };
+        Ok(Policy {
+            dry_run: self.dry_run,
+            regions: self.regions,
+            rules,
+            protection: self.protection,
+            cleanup: self.cleanup,
+            limits: self.limits,
+            usage: self.usage,
+            accounts: self.accounts,
+            member_role_name: self.member_role_name,
+            recycle_bin: self.recycle_bin,
+            acknowledge: self.acknowledge,
+            notify: self.notify,
+            cost: self.cost,
+            single,
+        })
+    }
+}
+
+impl From<Policy> for PolicyDoc {
+    /// Back to the form it was written in: a single-rule policy serializes as before
+    /// `rules` existed (the same canonical JSON, so the same digest).
+    fn from(p: Policy) -> Self {
+        let (selection, retention, retire, rules) = match (p.single, p.rules.as_slice()) {
+            (true, [one]) => (
+                Some(one.selection.clone()),
+                Some(one.retention.clone()),
+                Some(one.retire.clone()),
+                None,
+            ),
+            _ => (None, None, None, Some(p.rules)),
+        };
+        Self {
+            dry_run: p.dry_run,
+            regions: p.regions,
+            selection,
+            retention,
+            rules,
+            protection: p.protection,
+            cleanup: p.cleanup,
+            limits: p.limits,
+            usage: p.usage,
+            accounts: p.accounts,
+            member_role_name: p.member_role_name,
+            retire,
+            recycle_bin: p.recycle_bin,
+            acknowledge: p.acknowledge,
+            notify: p.notify,
+            cost: p.cost,
+        }
+    }
 }
 
 /// What the summary messages look ahead to and whom they address.
@@ -227,6 +372,16 @@ pub struct Selection {
     /// Required tags: for every key, the image must carry the tag with a value matching the glob.
     #[serde(default, deserialize_with = "unique_keys")]
     pub tags: BTreeMap<String, Glob>,
+    /// A condition over the image's attributes (`all`/`any`/`not`, `exists`, name,
+    /// description, tag, architecture, platform, virtualization, root device type, boot
+    /// mode, public, state, image type, source image and region, age and last-launched
+    /// days). A comparison on an attribute the image lacks is false.
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub matches: Option<Condition>,
     /// Excluding tags: an image carrying any of these keys with a matching value is kept.
     #[serde(default, deserialize_with = "unique_keys")]
     pub exclude_tags: BTreeMap<String, Glob>,
@@ -581,7 +736,7 @@ impl Policy {
             return Err(PolicyError::new("", "the document is empty"));
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        let policy: Policy = match serde_path_to_error::deserialize(&mut de) {
+        let doc: PolicyDoc = match serde_path_to_error::deserialize(&mut de) {
             Ok(p) => p,
             Err(e) => {
                 let starts_object = text.trim_start().starts_with('{');
@@ -593,7 +748,7 @@ impl Policy {
         };
         de.end()
             .map_err(|e| PolicyError::new("", strip_position(&e)))?;
-        let mut policy = policy;
+        let mut policy = doc.into_policy()?;
         policy.validate()?;
         Ok(policy)
     }
@@ -601,17 +756,7 @@ impl Policy {
     /// The checks serde's shapes cannot express; repeated regions are dropped (a region
     /// listed twice would be swept twice at once).
     fn validate(&mut self) -> Result<(), PolicyError> {
-        if self.retention.min_age_days == 0
-            && self.retention.keep_count == 0
-            && !self.acknowledge.contains(&Acknowledgement::NoMinimumAge)
-        {
-            return Err(PolicyError::new(
-                "retention.min_age_days",
-                "0 with no keep_count deregisters images the moment they are made, even the \
-                 newest of each lineage; set keep_count or min_age_days, or add \
-                 \"acknowledge\": [\"no_minimum_age\"]",
-            ));
-        }
+        self.validate_rules()?;
         if let Some(regions) = &mut self.regions {
             let mut seen = std::collections::BTreeSet::new();
             regions.retain(|r| seen.insert(r.clone()));
@@ -633,14 +778,6 @@ impl Policy {
                         format!("{r:?} is not a region name like \"us-east-1\""),
                     ));
                 }
-            }
-        }
-        for (field, map) in [
-            ("selection.tags", &self.selection.tags),
-            ("selection.exclude_tags", &self.selection.exclude_tags),
-        ] {
-            if map.contains_key("") {
-                return Err(PolicyError::new(field, "tag keys must not be empty"));
             }
         }
         let is_account = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
@@ -691,13 +828,73 @@ impl Policy {
                 ));
             }
         }
-        self.validate_notify_and_cost()?;
-        if let Some(g) = &self.retention.group_by {
-            if let Some(i) = g.tags.iter().position(|t| t.is_empty()) {
+        self.validate_notify_and_cost()
+    }
+
+    /// Each rule's own checks, with its field paths (`rules[i].` in front; none for a
+    /// policy of one top-level rule): a name that is unique, an acknowledged zero minimum
+    /// age, tag keys that are not empty.
+    fn validate_rules(&self) -> Result<(), PolicyError> {
+        if self.rules.is_empty() {
+            return Err(PolicyError::new("rules", "must list at least one rule"));
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| {
+                if self.single {
+                    field.to_string()
+                } else {
+                    format!("rules[{i}].{field}")
+                }
+            };
+            if !self.single {
+                if rule.name.trim().is_empty() {
+                    return Err(PolicyError::new(at("name"), "must not be empty"));
+                }
+                if let Some(j) = seen.get(rule.name.as_str()) {
+                    return Err(PolicyError::new(
+                        at("name"),
+                        format!(
+                            "{:?} is also the name of rules[{j}]; rule names must be unique",
+                            rule.name
+                        ),
+                    ));
+                }
+                seen.insert(&rule.name, i);
+            }
+            let ret = &rule.retention;
+            if ret.min_age_days == 0
+                && ret.keep_count == 0
+                && !self.acknowledge.contains(&Acknowledgement::NoMinimumAge)
+            {
                 return Err(PolicyError::new(
-                    format!("retention.group_by.tags[{i}]"),
+                    at("retention.min_age_days"),
+                    "0 with no keep_count deregisters images the moment they are made, even \
+                     the newest of each lineage; set keep_count or min_age_days, or add \
+                     \"acknowledge\": [\"no_minimum_age\"]",
+                ));
+            }
+            for (field, map) in [
+                ("selection.tags", &rule.selection.tags),
+                ("selection.exclude_tags", &rule.selection.exclude_tags),
+            ] {
+                if map.contains_key("") {
+                    return Err(PolicyError::new(at(field), "tag keys must not be empty"));
+                }
+            }
+            if let Some(path) = rule.selection.matches.as_ref().and_then(empty_tag_key) {
+                return Err(PolicyError::new(
+                    at(&format!("selection.match{path}")),
                     "tag keys must not be empty",
                 ));
+            }
+            if let Some(g) = &ret.group_by {
+                if let Some(k) = g.tags.iter().position(|t| t.is_empty()) {
+                    return Err(PolicyError::new(
+                        at(&format!("retention.group_by.tags[{k}]")),
+                        "tag keys must not be empty",
+                    ));
+                }
             }
         }
         Ok(())
@@ -729,7 +926,25 @@ impl Policy {
 
     /// The JSON Schema of the policy document, as published by `ami-sweeper schema`.
     pub fn json_schema() -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(Policy)).expect("schema serializes")
+        serde_json::to_value(schemars::schema_for!(PolicyDoc)).expect("schema serializes")
+    }
+}
+
+/// The path (below `match`) of the first `tag` condition with an empty key.
+fn empty_tag_key(c: &Condition) -> Option<String> {
+    match c {
+        Condition::All(cs) | Condition::Any(cs) => {
+            let (name, list) = match c {
+                Condition::All(_) => ("all", cs),
+                _ => ("any", cs),
+            };
+            list.iter()
+                .enumerate()
+                .find_map(|(i, c)| empty_tag_key(c).map(|p| format!(".{name}[{i}]{p}")))
+        }
+        Condition::Not(inner) => empty_tag_key(inner).map(|p| format!(".not{p}")),
+        Condition::Tag(t) if t.key.is_empty() => Some(".tag.key".to_string()),
+        _ => None,
     }
 }
 
@@ -813,9 +1028,11 @@ mod tests {
         let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
         assert!(p.dry_run);
         assert!(p.regions.is_none());
-        assert!(p.selection.names.is_empty());
-        assert_eq!(p.retention.keep_count, 0);
-        assert!(p.retention.group_by.is_none());
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].name, "default");
+        assert!(p.rules[0].selection.names.is_empty());
+        assert_eq!(p.rules[0].retention.keep_count, 0);
+        assert!(p.rules[0].retention.group_by.is_none());
         assert!(p.protection.skip_in_use && p.protection.skip_shared);
         assert!(p.cleanup.snapshots && p.cleanup.bundles);
         assert!(p.limits.max_deregistrations.is_none());
@@ -841,7 +1058,7 @@ mod tests {
     fn the_documented_example_parses() {
         let text = include_str!("../../../../samples/policy.json");
         let p = Policy::from_json(text).unwrap();
-        assert!(p.retention.group_by.is_some());
+        assert!(p.rules[0].retention.group_by.is_some());
     }
 
     #[test]
@@ -867,7 +1084,7 @@ mod tests {
             (r#"{}"#, "retention: missing required field"),
             (
                 r#"{"retention": {"min_age_days": 1}, "selection": {"nmes": []}}"#,
-                "selection.nmes: unknown field (known fields: `names`, `tags`, `exclude_tags`)",
+                "selection.nmes: unknown field (known fields: `names`, `tags`, `match`, `exclude_tags`)",
             ),
         ];
         for (text, expected) in cases {
@@ -902,7 +1119,11 @@ mod tests {
     fn schema_forbids_unknown_fields_and_requires_min_age() {
         let schema = Policy::json_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["required"], serde_json::json!(["retention"]));
+        // `retention` (one rule) or `rules` (several) is required.
+        assert_eq!(
+            schema["oneOf"],
+            serde_json::json!([{"required": ["retention"]}, {"required": ["rules"]}])
+        );
         let text = schema.to_string();
         assert!(text.contains("min_age_days"));
     }
