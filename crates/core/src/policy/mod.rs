@@ -735,11 +735,15 @@ impl Policy {
         if text.trim().is_empty() {
             return Err(PolicyError::new("", "the document is empty"));
         }
+        let starts_object = text.trim_start().starts_with('{');
         let mut de = serde_json::Deserializer::from_str(text);
         let doc: PolicyDoc = match serde_path_to_error::deserialize(&mut de) {
+            // serde accepts a struct as an array of its fields, in order.
+            Ok(_) if !starts_object => {
+                return Err(PolicyError::new("", "must be a JSON object"));
+            }
             Ok(p) => p,
             Err(e) => {
-                let starts_object = text.trim_start().starts_with('{');
                 if !starts_object && !e.inner().is_syntax() {
                     return Err(PolicyError::new("", "must be a JSON object"));
                 }
