@@ -56,8 +56,8 @@ impl Finding {
 }
 
 /// The findings for `policy`, in rule order: each rule that can never match (with the
-/// first earlier rule that shadows it), then each pair of rules whose `keep_count`s group
-/// lineages differently.
+/// first earlier rule that shadows it), then each pair of rules that both keep a count
+/// but group lineages differently.
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = &policy.rules;
     let mut out = Vec::new();
@@ -71,7 +71,7 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
     }
     for (j, later) in rules.iter().enumerate() {
         for earlier in &rules[..j] {
-            let counts = later.retention.keep_count > 0 || earlier.retention.keep_count > 0;
+            let counts = later.retention.keep_count > 0 && earlier.retention.keep_count > 0;
             let same = same_grouping(
                 earlier.retention.group_by.as_ref(),
                 later.retention.group_by.as_ref(),
