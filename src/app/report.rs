@@ -666,7 +666,12 @@ mod tests {
             now: "2026-11-26T00:00:00Z".into(),
             regions: vec![RegionReport {
                 images: vec![
-                    image("ami-1", Some("ci"), Action::Deregister, Some(Outcome::Deregistered)),
+                    image(
+                        "ami-1",
+                        Some("ci"),
+                        Action::Deregister,
+                        Some(Outcome::Deregistered),
+                    ),
                     image("ami-2", Some("ci"), Action::Keep, None),
                     image("ami-3", Some("golden"), Action::Keep, None),
                     image("ami-4", None, Action::Keep, None),
@@ -691,7 +696,11 @@ mod tests {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "one line per rule; unselected images in none");
+        assert_eq!(
+            lines.len(),
+            2,
+            "one line per rule; unselected images in none"
+        );
         let ci = &lines[0];
         assert_eq!(ci["Rule"], "ci");
         assert_eq!(
@@ -703,7 +712,10 @@ mod tests {
             (Some(2), Some(1))
         );
         assert_eq!(
-            (ci["ImagesCondemned"].as_u64(), ci["ImagesDeregistered"].as_u64()),
+            (
+                ci["ImagesCondemned"].as_u64(),
+                ci["ImagesDeregistered"].as_u64()
+            ),
             (Some(1), Some(1))
         );
         assert_eq!(lines[1]["Rule"], "golden");

@@ -384,8 +384,8 @@ impl Handler {
             .unwrap_or(0);
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
-        let lines = std::iter::once(report.emf_line(now_ms))
-            .chain(report.emf_rule_lines(now_ms, &[]));
+        let lines =
+            std::iter::once(report.emf_line(now_ms)).chain(report.emf_rule_lines(now_ms, &[]));
         for line in lines {
             if self.config.in_lambda {
                 println!("{line}");
@@ -616,9 +616,12 @@ impl Handler {
         for p in pairs {
             tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair");
             if let Some(r) = &p.report {
-                let dims = [("Account", p.account.as_str()), ("Region", p.region.as_str())];
-                let lines =
-                    std::iter::once(r.emf_line_with(now_ms, &dims)).chain(r.emf_rule_lines(now_ms, &dims));
+                let dims = [
+                    ("Account", p.account.as_str()),
+                    ("Region", p.region.as_str()),
+                ];
+                let lines = std::iter::once(r.emf_line_with(now_ms, &dims))
+                    .chain(r.emf_rule_lines(now_ms, &dims));
                 for line in lines {
                     if self.config.in_lambda {
                         println!("{line}");

@@ -1032,12 +1032,17 @@ fn stale_under(which: TemplateVersions) -> TemplateVersions {
     }
 }
 
-/// Counts one decision of `rule` (looked up by reference: most decisions find their rule).
-fn count_rule(by_rule: &mut BTreeMap<String, RuleCounts>, rule: &str, action: Action) {
-    if !by_rule.contains_key(rule) {
-        by_rule.insert(rule.to_string(), RuleCounts::default());
-    }
-    let c = by_rule.get_mut(rule).expect("inserted above");
+/// Counts one decision of `rule`. Decisions come grouped by rule, so the last rule
+/// counted is tried first.
+fn count_rule<'a>(by_rule: &mut Vec<(&'a str, RuleCounts)>, rule: &'a str, action: Action) {
+    let i = match by_rule.iter().rposition(|(r, _)| *r == rule) {
+        Some(i) => i,
+        None => {
+            by_rule.push((rule, RuleCounts::default()));
+            by_rule.len() - 1
+        }
+    };
+    let c = &mut by_rule[i].1;
     c.images += 1;
     match action {
         Action::Deregister => c.deregister += 1,
@@ -1049,6 +1054,7 @@ fn count_rule(by_rule: &mut BTreeMap<String, RuleCounts>, rule: &str, action: Ac
 
 fn summarize(decisions: &[Decision]) -> Summary {
     let mut s = Summary::default();
+    let mut by_rule: Vec<(&str, RuleCounts)> = Vec::new();
     let mut delete: HashMap<&str, Option<u64>> = HashMap::default();
     let mut retained: HashSet<&str> = HashSet::default();
     let mut deferred: HashSet<&str> = HashSet::default();
@@ -1062,7 +1068,7 @@ fn summarize(decisions: &[Decision]) -> Summary {
         }
         *s.by_reason.entry(d.reason()).or_default() += 1;
         if let Some(rule) = &d.rule {
-            count_rule(&mut s.by_rule, rule, d.action);
+            count_rule(&mut by_rule, rule, d.action);
         }
         if d.reasons.contains(&Reason::InUse)
             && !d.used_by.is_empty()
@@ -1100,6 +1106,14 @@ fn summarize(decisions: &[Decision]) -> Summary {
         }
     }
     s.bundles_to_delete += shared_bundles.len();
+    for (rule, counts) in by_rule {
+        let total = s.by_rule.entry(rule.to_string()).or_default();
+        total.images += counts.images;
+        total.deregister += counts.deregister;
+        total.keep += counts.keep;
+        total.retire += counts.retire;
+        total.enable += counts.enable;
+    }
     s.snapshots_to_delete = delete.len();
     // Sizes come from the inventory; a corrupt one must not overflow (it saturates).
     s.snapshot_gib_to_delete = delete

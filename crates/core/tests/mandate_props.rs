@@ -345,7 +345,11 @@ fn same_rules(
     let nightly = plan(&policy, &inventory, now());
     let triggered = narrowing(&policy, &inventory, &scope_of(&event, &images), now());
     for d in &triggered.decisions {
-        let full = nightly.decisions.iter().find(|n| n.image_id == d.image_id).unwrap();
+        let full = nightly
+            .decisions
+            .iter()
+            .find(|n| n.image_id == d.image_id)
+            .unwrap();
         prop_assert_eq!(
             &d.rule,
             &full.rule,

@@ -84,7 +84,10 @@ fn an_excluded_image_never_falls_through_to_a_laxer_rule() {
         ],
     );
     let d = decision(&p, "ami-1");
-    assert_eq!((d.rule.as_deref(), d.reasons[0]), (Some("golden"), Reason::ExcludedByTag));
+    assert_eq!(
+        (d.rule.as_deref(), d.reasons[0]),
+        (Some("golden"), Reason::ExcludedByTag)
+    );
     assert_eq!(d.action, Action::Keep);
     assert_eq!(decision(&p, "ami-2").reasons[0], Reason::TooYoung);
     // The second rule's selection has no exclude tags: its own images go.
@@ -116,7 +119,13 @@ fn keep_count_groups_are_per_rule() {
     }
     // The table lists rule a's images, then rule b's.
     let order: Vec<&str> = p.decisions.iter().map(|d| d.group.as_str()).collect();
-    assert_eq!(order, ["a: *"; 4].into_iter().chain(["b: *"; 4]).collect::<Vec<_>>());
+    assert_eq!(
+        order,
+        ["a: *"; 4]
+            .into_iter()
+            .chain(["b: *"; 4])
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -127,7 +136,10 @@ fn retirement_is_per_rule() {
              "retire": {"deprecate": true}},
             {"name": "direct", "retention": {"min_age_days": 1}}
         ]}"#,
-        vec![img("ami-1", "s-1", 10).build(), img("ami-2", "d-1", 10).build()],
+        vec![
+            img("ami-1", "s-1", 10).build(),
+            img("ami-2", "d-1", 10).build(),
+        ],
     );
     assert_eq!(decision(&p, "ami-1").action, Action::Deprecate);
     assert_eq!(decision(&p, "ami-2").action, Action::Deregister);
@@ -211,7 +223,11 @@ fn holds(condition: &str, image: Image) -> bool {
         vec![image],
     );
     let d = &p.decisions[0];
-    assert_eq!(d.rule.is_none(), d.reasons[0] == Reason::NotSelected, "{condition}");
+    assert_eq!(
+        d.rule.is_none(),
+        d.reasons[0] == Reason::NotSelected,
+        "{condition}"
+    );
     d.rule.is_some()
 }
 
@@ -232,44 +248,146 @@ fn each_condition_operator() {
         (r#"{"name": "web-*"}"#, linux(), true),
         (r#"{"name": "api-*"}"#, linux(), false),
         (r#"{"name": "*"}"#, img("ami-1", "", 40).build(), false),
-        (r#"{"description": "*nightly*"}"#, with(|a| a.description = Some("a nightly build".into())), true),
+        (
+            r#"{"description": "*nightly*"}"#,
+            with(|a| a.description = Some("a nightly build".into())),
+            true,
+        ),
         (r#"{"description": "*"}"#, linux(), false),
-        (r#"{"tag": {"key": "env"}}"#, img("ami-1", "w", 40).tag("env", "").build(), true),
-        (r#"{"tag": {"key": "env", "value": "prod-*"}}"#, img("ami-1", "w", 40).tag("env", "prod-1").build(), true),
-        (r#"{"tag": {"key": "env", "value": "prod-*"}}"#, img("ami-1", "w", 40).tag("env", "dev").build(), false),
+        (
+            r#"{"tag": {"key": "env"}}"#,
+            img("ami-1", "w", 40).tag("env", "").build(),
+            true,
+        ),
+        (
+            r#"{"tag": {"key": "env", "value": "prod-*"}}"#,
+            img("ami-1", "w", 40).tag("env", "prod-1").build(),
+            true,
+        ),
+        (
+            r#"{"tag": {"key": "env", "value": "prod-*"}}"#,
+            img("ami-1", "w", 40).tag("env", "dev").build(),
+            false,
+        ),
         (r#"{"tag": {"key": "env"}}"#, linux(), false),
-        (r#"{"architecture": "arm64"}"#, with(|a| a.architecture = Some("arm64".into())), true),
-        (r#"{"architecture": "arm64"}"#, with(|a| a.architecture = Some("x86_64".into())), false),
+        (
+            r#"{"architecture": "arm64"}"#,
+            with(|a| a.architecture = Some("arm64".into())),
+            true,
+        ),
+        (
+            r#"{"architecture": "arm64"}"#,
+            with(|a| a.architecture = Some("x86_64".into())),
+            false,
+        ),
         (r#"{"platform": "windows"}"#, windows(), true),
         (r#"{"platform": "Windows"}"#, windows(), true),
-        (r#"{"virtualization": "hvm"}"#, with(|a| a.virtualization = Some("hvm".into())), true),
-        (r#"{"virtualization": "paravirtual"}"#, with(|a| a.virtualization = Some("hvm".into())), false),
+        (
+            r#"{"virtualization": "hvm"}"#,
+            with(|a| a.virtualization = Some("hvm".into())),
+            true,
+        ),
+        (
+            r#"{"virtualization": "paravirtual"}"#,
+            with(|a| a.virtualization = Some("hvm".into())),
+            false,
+        ),
         (r#"{"root_device_type": "ebs"}"#, linux(), true),
-        (r#"{"root_device_type": "instance-store"}"#, img("ami-1", "w", 40).instance_store("b/p/x.manifest.xml").build(), true),
+        (
+            r#"{"root_device_type": "instance-store"}"#,
+            img("ami-1", "w", 40)
+                .instance_store("b/p/x.manifest.xml")
+                .build(),
+            true,
+        ),
         (r#"{"root_device_type": "instance-store"}"#, linux(), false),
-        (r#"{"boot_mode": "uefi"}"#, with(|a| a.boot_mode = Some("uefi".into())), true),
-        (r#"{"boot_mode": "uefi"}"#, with(|a| a.boot_mode = Some("uefi-preferred".into())), false),
-        (r#"{"public": true}"#, img("ami-1", "w", 40).public().build(), true),
+        (
+            r#"{"boot_mode": "uefi"}"#,
+            with(|a| a.boot_mode = Some("uefi".into())),
+            true,
+        ),
+        (
+            r#"{"boot_mode": "uefi"}"#,
+            with(|a| a.boot_mode = Some("uefi-preferred".into())),
+            false,
+        ),
+        (
+            r#"{"public": true}"#,
+            img("ami-1", "w", 40).public().build(),
+            true,
+        ),
         (r#"{"public": false}"#, linux(), true),
         (r#"{"state": "available"}"#, linux(), true),
-        (r#"{"state": "failed"}"#, img("ami-1", "w", 40).state("failed").build(), true),
-        (r#"{"image_type": "machine"}"#, with(|a| a.image_type = Some("machine".into())), true),
-        (r#"{"image_type": "kernel"}"#, with(|a| a.image_type = Some("machine".into())), false),
-        (r#"{"source_image_id": "ami-0abc*"}"#, with(|a| a.source_image_id = Some("ami-0abc123".into())), true),
-        (r#"{"source_region": "eu-*"}"#, with(|a| a.source_region = Some("eu-west-1".into())), true),
-        (r#"{"source_region": "eu-*"}"#, with(|a| a.source_region = Some("us-east-1".into())), false),
+        (
+            r#"{"state": "failed"}"#,
+            img("ami-1", "w", 40).state("failed").build(),
+            true,
+        ),
+        (
+            r#"{"image_type": "machine"}"#,
+            with(|a| a.image_type = Some("machine".into())),
+            true,
+        ),
+        (
+            r#"{"image_type": "kernel"}"#,
+            with(|a| a.image_type = Some("machine".into())),
+            false,
+        ),
+        (
+            r#"{"source_image_id": "ami-0abc*"}"#,
+            with(|a| a.source_image_id = Some("ami-0abc123".into())),
+            true,
+        ),
+        (
+            r#"{"source_region": "eu-*"}"#,
+            with(|a| a.source_region = Some("eu-west-1".into())),
+            true,
+        ),
+        (
+            r#"{"source_region": "eu-*"}"#,
+            with(|a| a.source_region = Some("us-east-1".into())),
+            false,
+        ),
         (r#"{"age_days": {"min": 40}}"#, linux(), true),
         (r#"{"age_days": {"min": 41}}"#, linux(), false),
         (r#"{"age_days": {"max": 40}}"#, linux(), true),
         (r#"{"age_days": {"max": 39}}"#, linux(), false),
-        (r#"{"last_launched_days": {"max": 7}}"#, img("ami-1", "w", 40).launched(ago(3, 0)).build(), true),
-        (r#"{"last_launched_days": {"min": 7}}"#, img("ami-1", "w", 40).launched(ago(3, 0)).build(), false),
-        (r#"{"all": [{"name": "web-*"}, {"public": false}]}"#, linux(), true),
-        (r#"{"all": [{"name": "web-*"}, {"public": true}]}"#, linux(), false),
-        (r#"{"any": [{"name": "api-*"}, {"public": false}]}"#, linux(), true),
-        (r#"{"any": [{"name": "api-*"}, {"public": true}]}"#, linux(), false),
+        (
+            r#"{"last_launched_days": {"max": 7}}"#,
+            img("ami-1", "w", 40).launched(ago(3, 0)).build(),
+            true,
+        ),
+        (
+            r#"{"last_launched_days": {"min": 7}}"#,
+            img("ami-1", "w", 40).launched(ago(3, 0)).build(),
+            false,
+        ),
+        (
+            r#"{"all": [{"name": "web-*"}, {"public": false}]}"#,
+            linux(),
+            true,
+        ),
+        (
+            r#"{"all": [{"name": "web-*"}, {"public": true}]}"#,
+            linux(),
+            false,
+        ),
+        (
+            r#"{"any": [{"name": "api-*"}, {"public": false}]}"#,
+            linux(),
+            true,
+        ),
+        (
+            r#"{"any": [{"name": "api-*"}, {"public": true}]}"#,
+            linux(),
+            false,
+        ),
         (r#"{"not": {"name": "web-*"}}"#, linux(), false),
-        (r#"{"exists": "description"}"#, with(|a| a.description = Some("d".into())), true),
+        (
+            r#"{"exists": "description"}"#,
+            with(|a| a.description = Some("d".into())),
+            true,
+        ),
         (r#"{"exists": "last_launched"}"#, linux(), false),
         (r#"{"exists": "name"}"#, linux(), true),
     ];
@@ -286,12 +404,20 @@ fn a_missing_attribute_compares_false_and_its_negation_true() {
         (r#"{"platform": "windows"}"#, linux(), false),
         (r#"{"not": {"platform": "windows"}}"#, linux(), true),
         (r#"{"exists": "platform"}"#, linux(), false),
-        (r#"{"not": {"platform": "windows"}}"#, with(|a| a.platform = Some("windows".into())), false),
+        (
+            r#"{"not": {"platform": "windows"}}"#,
+            with(|a| a.platform = Some("windows".into())),
+            false,
+        ),
         (r#"{"architecture": "x86_64"}"#, linux(), false),
         (r#"{"not": {"boot_mode": "uefi"}}"#, linux(), true),
         (r#"{"source_image_id": "*"}"#, linux(), false),
         (r#"{"last_launched_days": {"max": 100000}}"#, linux(), false),
-        (r#"{"not": {"last_launched_days": {"max": 30}}}"#, linux(), true),
+        (
+            r#"{"not": {"last_launched_days": {"max": 30}}}"#,
+            linux(),
+            true,
+        ),
     ];
     for (condition, image, want) in cases {
         assert_eq!(holds(condition, image), want, "{condition}");
@@ -318,7 +444,9 @@ fn the_lint_finds_rules_an_earlier_one_shadows() {
     let never: Vec<(&str, &str)> = found
         .iter()
         .filter_map(|f| match f {
-            Finding::NeverMatches { rule, shadowed_by } => Some((rule.as_str(), shadowed_by.as_str())),
+            Finding::NeverMatches { rule, shadowed_by } => {
+                Some((rule.as_str(), shadowed_by.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -329,7 +457,9 @@ fn the_lint_finds_rules_an_earlier_one_shadows() {
         rule: "rest".into(),
         other: "web".into()
     }));
-    assert!(found.iter().all(|f| !matches!(f, Finding::IncomparableRetention { rule, .. } if rule == "web-prod")));
+    assert!(found
+        .iter()
+        .all(|f| !matches!(f, Finding::IncomparableRetention { rule, .. } if rule == "web-prod")));
     // An earlier rule with a match never shadows.
     let q = policy(
         r#"{"rules": [
@@ -344,8 +474,16 @@ fn the_lint_finds_rules_an_earlier_one_shadows() {
 fn a_plan_over_every_family_gives_each_image_one_decision() {
     let images: Vec<Image> = (0..40)
         .map(|i| {
-            let b = img(&format!("ami-{i:03}"), &format!("{}-{i}", ["legacy", "app", "test", "golden", "misc"][i % 5]), (i * 13 % 500) as i64);
-            if i % 5 == 3 { b.tag("family", "golden").build() } else { b.build() }
+            let b = img(
+                &format!("ami-{i:03}"),
+                &format!("{}-{i}", ["legacy", "app", "test", "golden", "misc"][i % 5]),
+                (i * 13 % 500) as i64,
+            );
+            if i % 5 == 3 {
+                b.tag("family", "golden").build()
+            } else {
+                b.build()
+            }
         })
         .collect();
     let p = run(FAMILIES, images.clone());
@@ -355,7 +493,11 @@ fn a_plan_over_every_family_gives_each_image_one_decision() {
     ids.dedup();
     assert_eq!(ids.len(), images.len());
     // legacy images are never touched: excluded or far too young.
-    for d in p.decisions.iter().filter(|d| d.rule.as_deref() == Some("legacy")) {
+    for d in p
+        .decisions
+        .iter()
+        .filter(|d| d.rule.as_deref() == Some("legacy"))
+    {
         assert_eq!(d.action, Action::Keep);
     }
 }

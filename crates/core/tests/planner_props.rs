@@ -147,7 +147,10 @@ fn newest_per_group(policy: &Policy, p: &Plan, images: &[Image]) -> BTreeSet<Str
     let mut out = BTreeSet::new();
     for members in groups.values_mut() {
         members.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
-        for m in members.iter().take(policy.rules[0].retention.keep_count as usize) {
+        for m in members
+            .iter()
+            .take(policy.rules[0].retention.keep_count as usize)
+        {
             out.insert(m.id.clone());
         }
     }

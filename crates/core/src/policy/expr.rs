@@ -71,7 +71,8 @@ impl Condition {
     pub fn holds(&self, img: &Image, now: Timestamp) -> bool {
         let a = &img.attributes;
         let is = |field: &Option<String>, v: &str| field.as_deref() == Some(v);
-        let glob = |field: &Option<String>, g: &Glob| field.as_deref().is_some_and(|v| g.matches(v));
+        let glob =
+            |field: &Option<String>, g: &Glob| field.as_deref().is_some_and(|v| g.matches(v));
         match self {
             Self::All(cs) => cs.iter().all(|c| c.holds(img, now)),
             Self::Any(cs) => cs.iter().any(|c| c.holds(img, now)),
@@ -86,11 +87,11 @@ impl Condition {
             Self::Architecture(v) => is(&a.architecture, v.as_str()),
             Self::Platform(v) => is(&a.platform, v.as_str()),
             Self::Virtualization(v) => is(&a.virtualization, v.as_str()),
-            Self::RootDeviceType(v) => match (&img.root_device, v) {
-                (RootDevice::Ebs, RootDeviceType::Ebs) => true,
-                (RootDevice::InstanceStore, RootDeviceType::InstanceStore) => true,
-                _ => false,
-            },
+            Self::RootDeviceType(v) => matches!(
+                (&img.root_device, v),
+                (RootDevice::Ebs, RootDeviceType::Ebs)
+                    | (RootDevice::InstanceStore, RootDeviceType::InstanceStore)
+            ),
             Self::BootMode(v) => is(&a.boot_mode, v.as_str()),
             Self::Public(v) => img.public == *v,
             Self::State(v) => img.state.as_str() == v.as_str(),
@@ -185,6 +186,7 @@ pub struct TagTest {
 /// Bounds on a number of whole days, both inclusive: `min` days or more, `max` days or
 /// fewer; at least one is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DayBounds {
     /// At least this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -401,8 +403,14 @@ mod tests {
             max: Some(5),
         };
         assert!(!b.contains(at("2026-11-23T00:00:01Z"), now), "2.99 days");
-        assert!(b.contains(at("2026-11-23T00:00:00Z"), now), "exactly 3 days");
-        assert!(b.contains(at("2026-11-20T00:00:01Z"), now), "5.99 days is 5 whole days");
+        assert!(
+            b.contains(at("2026-11-23T00:00:00Z"), now),
+            "exactly 3 days"
+        );
+        assert!(
+            b.contains(at("2026-11-20T00:00:01Z"), now),
+            "5.99 days is 5 whole days"
+        );
         assert!(!b.contains(at("2026-11-20T00:00:00Z"), now), "6 days");
         let open = DayBounds {
             min: None,

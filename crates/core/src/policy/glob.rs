@@ -28,6 +28,8 @@ enum Shape {
     Prefix(usize),
     /// `*`s followed by wildcard-free text starting at this byte.
     Suffix(usize),
+    /// Wildcard-free text between `*`s, from this byte to that.
+    Contains(usize, usize),
     /// Anything else: the general matcher.
     General,
 }
@@ -51,7 +53,8 @@ impl Shape {
         } else if p.ends_with(body) {
             Self::Suffix(p.len() - body.len())
         } else {
-            Self::General
+            let start = p.len() - p.trim_start_matches('*').len();
+            Self::Contains(start, start + body.len())
         }
     }
 }
@@ -109,6 +112,7 @@ impl Glob {
             Shape::Any => return true,
             Shape::Prefix(n) => return text.starts_with(&p[..n]),
             Shape::Suffix(n) => return text.ends_with(&p[n..]),
+            Shape::Contains(a, b) => return text.contains(&p[a..b]),
             Shape::General => {}
         }
         if text.is_ascii() && p.is_ascii() {
@@ -214,10 +218,12 @@ mod tests {
     #[test]
     fn the_compiled_shapes_agree_with_the_general_matcher() {
         let patterns = [
-            "", "*", "**", "web", "web-*", "web-**", "*-prod", "**-prod", "*web*", "w?b*",
-            "a*b", "é*", "*é",
+            "", "*", "**", "web", "web-*", "web-**", "*-prod", "**-prod", "*web*", "w?b*", "a*b",
+            "é*", "*é",
         ];
-        let texts = ["", "web", "web-", "web-1", "x-prod", "-prod", "aweb", "ab", "éa", "aé"];
+        let texts = [
+            "", "web", "web-", "web-1", "x-prod", "-prod", "aweb", "ab", "éa", "aé",
+        ];
         for p in patterns {
             let g = Glob::new(p);
             let chars: Vec<char> = p.chars().collect();
@@ -249,7 +255,10 @@ mod tests {
             ("*web*", "web-*"),
         ];
         for (a, b) in no {
-            assert!(!Glob::new(a).includes(&Glob::new(b)), "{a} does not include {b}");
+            assert!(
+                !Glob::new(a).includes(&Glob::new(b)),
+                "{a} does not include {b}"
+            );
         }
     }
 }

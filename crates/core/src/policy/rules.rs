@@ -37,8 +37,9 @@ impl Rule {
     /// aside: they keep an image the rule took, see [`Rule::excludes`]).
     pub fn selects(&self, img: &Image, now: Timestamp) -> bool {
         let sel = &self.selection;
-        (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
-            && sel.tags.iter().all(|(k, g)| tag_matches(&img.tags, k, g))
+        // Tags first: a key lookup rejects most images of other rules before any name glob.
+        sel.tags.iter().all(|(k, g)| tag_matches(&img.tags, k, g))
+            && (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
             && sel.matches.as_ref().is_none_or(|c| c.holds(img, now))
     }
 
@@ -68,7 +69,10 @@ impl Policy {
     /// Every rule's `exclude_tags`: storage whose image is gone is kept when any of them
     /// names it, since no rule can be known to have decided that image.
     pub fn every_exclude_tags(&self) -> Vec<&BTreeMap<String, Glob>> {
-        self.rules.iter().map(|r| &r.selection.exclude_tags).collect()
+        self.rules
+            .iter()
+            .map(|r| &r.selection.exclude_tags)
+            .collect()
     }
 
     /// Whether the policy was written with one top-level rule (no `rules` list).
