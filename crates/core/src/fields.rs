@@ -90,7 +90,7 @@ impl RawImage {
 }
 
 /// The attributes with empty strings taken as absent (EC2 and the AWS CLI write `""`
-/// for some missing fields).
+/// for some missing fields), and `Platform` in EC2's wire spelling (lowercase).
 fn present(mut a: ImageAttributes) -> ImageAttributes {
     for f in [
         &mut a.description,
@@ -105,6 +105,10 @@ fn present(mut a: ImageAttributes) -> ImageAttributes {
         if f.as_deref() == Some("") {
             *f = None;
         }
+    }
+    // DescribeImages writes `windows`; the SDK's enum spells it `Windows`.
+    if let Some(p) = a.platform.as_mut() {
+        p.make_ascii_lowercase();
     }
     a
 }

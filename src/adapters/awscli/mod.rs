@@ -506,6 +506,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_attributes_conditions_need() {
+        let text = r#"{"Images": [
+            {"ImageId": "ami-1", "CreationDate": "2026-01-01T00:00:00.000Z", "State": "available",
+             "Description": "ERP host", "Architecture": "x86_64", "Platform": "windows",
+             "VirtualizationType": "hvm", "BootMode": "uefi", "ImageType": "machine",
+             "SourceImageId": "ami-0source", "SourceImageRegion": "eu-west-1"},
+            {"ImageId": "ami-2", "CreationDate": "2026-01-01T00:00:00.000Z", "State": "available",
+             "Description": "", "Architecture": "arm64"}]}"#;
+        let images = parse_images("i.json", text).unwrap();
+        let a = &images[0].attributes;
+        assert_eq!(a.description.as_deref(), Some("ERP host"));
+        assert_eq!(a.platform.as_deref(), Some("windows"));
+        assert_eq!(a.boot_mode.as_deref(), Some("uefi"));
+        assert_eq!(a.source_image_id.as_deref(), Some("ami-0source"));
+        assert_eq!(a.source_region.as_deref(), Some("eu-west-1"));
+        let b = &images[1].attributes;
+        // An empty Description is no description; a Linux image has no Platform.
+        assert_eq!((b.description.as_ref(), b.platform.as_ref()), (None, None));
+        assert_eq!(b.architecture.as_deref(), Some("arm64"));
+    }
+
+    #[test]
     fn reads_the_fields_the_rules_need() {
         let text = r#"{"Images": [{
             "ImageId": "ami-1", "Name": "web-1", "CreationDate": "2026-01-01T00:00:00.000Z",

@@ -973,5 +973,15 @@ mod tests {
         );
         let text = schema.to_string();
         assert!(text.contains("min_age_days"));
+        // `rules` and the `match` conditions are described.
+        for word in [
+            "\"rules\"",
+            "\"match\"",
+            "last_launched_days",
+            "source_region",
+            "x86_64_mac",
+        ] {
+            assert!(text.contains(word), "schema lacks {word}");
+        }
     }
 }
