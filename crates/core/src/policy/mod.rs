@@ -886,6 +886,23 @@ mod tests {
     }
 
     #[test]
+    fn a_single_rule_policy_serializes_as_written_so_its_digest_holds() {
+        let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(v.get("rules").is_none(), "{v}");
+        assert_eq!(v["retention"]["min_age_days"], 30);
+        assert!(v.get("selection").is_some() && v.get("retire").is_some());
+        let again = Policy::from_json(&v.to_string()).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), v);
+        let listed =
+            Policy::from_json(r#"{"rules": [{"name": "a", "retention": {"min_age_days": 30}}]}"#)
+                .unwrap();
+        let v = serde_json::to_value(&listed).unwrap();
+        assert_eq!(v["rules"][0]["name"], "a");
+        assert!(v.get("retention").is_none());
+    }
+
+    #[test]
     fn notify_and_cost_default_and_parse() {
         let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
         assert_eq!(p.notify.lookahead_days, 7);
