@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo plan-samples test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
+.PHONY: demo demo-rules plan-samples plan-rules test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -26,11 +26,23 @@ demo: $(MOTO_STAMP)
 	$(CARGO) build --quiet --locked --bin ami-sweeper
 	$(VENV)/bin/python demo/demo.py $(CARGO_TARGET_DIR)/debug/ami-sweeper $(MOTO_SERVER) --format $(FORMAT)
 
+## Several retention rules in one run: legacy, golden, CI and nightly images on the
+## emulator, each family decided by its rule (demo/policy-rules.json, first match wins).
+demo-rules: $(MOTO_STAMP)
+	$(CARGO) build --quiet --locked --bin ami-sweeper
+	$(VENV)/bin/python demo/demo_rules.py $(CARGO_TARGET_DIR)/debug/ami-sweeper $(MOTO_SERVER)
+
 ## The offline planner on the AWS CLI samples in samples/.
 plan-samples:
 	$(CARGO) run --quiet -- plan --policy samples/policy.json --images samples/images.json \
 	    --instances samples/instances.json --launch-templates samples/launch-templates.json \
 	    --launch-configurations samples/launch-configurations.json --now $(NOW) --format table
+
+## Several retention rules in one policy (first match wins): the four families of
+## samples/rules/, offline.
+plan-rules:
+	$(CARGO) run --quiet -- plan --policy samples/rules/policy.json --images samples/rules/images.json \
+	    --now $(NOW) --format table
 
 ## The whole test suite: formatting, lints, template checks, unit, property, mock and
 ## emulator tests (the Lambda events included).
@@ -92,6 +104,8 @@ fmt:
 RELEASE_BUILD = $(CARGO) build --release --locked --bin ami-sweeper --example gen_estate
 
 ## Planner benchmark: 100,000 images, grouped policy; prints wall time and peak memory.
+## Then the same estate under a ten-rule policy (each rule decides a tenth) and the ratio
+## of the two medians.
 BENCH_IMAGES ?= 100000
 bench-plan:
 	$(RELEASE_BUILD)
@@ -103,10 +117,19 @@ bench-plan:
 	@$(PYTHON) scripts/measure.py "ami-sweeper plan --format json" 5 -- \
 	    $(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-grouped.json \
 	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
-	    --now $(NOW) --format json
+	    --now $(NOW) --format json | tee bench-out/plan/one-rule.txt
 	@$(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-grouped.json \
 	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
 	    --now $(NOW) --format table | tail -4
+	@$(PYTHON) scripts/measure.py "ami-sweeper plan --format json, ten rules" 5 -- \
+	    $(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-ten-rules.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format json | tee bench-out/plan/ten-rules.txt
+	@$(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-ten-rules.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format table | grep -A3 '^by rule'
+	@$(PYTHON) -c 'import re,sys; m=[float(re.search(r"median ([0-9.]+) s", open(f).read()).group(1)) for f in sys.argv[1:]]; print(f"ten rules / one rule: {m[1]/m[0]:.2f}x (limit 1.5x)")' \
+	    bench-out/plan/one-rule.txt bench-out/plan/ten-rules.txt
 
 ## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls;
 ## the cost of the write-ahead mark and reconciliation; an orphan pass over 2,000 + 2,000.

@@ -2,7 +2,8 @@
 //! `cargo run --release --example gen_estate -- COUNT OUT_DIR`.
 //!
 //! Lineages of nightly builds with `app`/`env` tags, some in use, some protected,
-//! some shared, a few instance-store images; deterministic for a given COUNT.
+//! some shared, a few instance-store images; deterministic for a given COUNT. A `shard`
+//! tag (0-9, by index) spreads the images evenly over the ten-rule benchmark policy.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -60,10 +61,11 @@ fn main() {
         };
         let _ = write!(
             images,
-            r#"{}  {{"ImageId": "ami-{i:017x}", "Name": "{app}-{env}-{stamp}", "CreationDate": "{created}", "State": "available", "OwnerId": "123456789012", "Public": {public}, "RootDeviceType": "{root}", "ImageLocation": "{location}", "BlockDeviceMappings": {mappings}, "Tags": [{{"Key": "app", "Value": "{app}"}}, {{"Key": "env", "Value": "{env}"}}, {{"Key": "team", "Value": "platform"}}]{extra}}}"#,
+            r#"{}  {{"ImageId": "ami-{i:017x}", "Name": "{app}-{env}-{stamp}", "CreationDate": "{created}", "State": "available", "OwnerId": "123456789012", "Public": {public}, "RootDeviceType": "{root}", "ImageLocation": "{location}", "BlockDeviceMappings": {mappings}, "Tags": [{{"Key": "app", "Value": "{app}"}}, {{"Key": "env", "Value": "{env}"}}, {{"Key": "team", "Value": "platform"}}, {{"Key": "shard", "Value": "{shard}"}}]{extra}}}"#,
             if i == 0 { "" } else { ",\n" },
             public = r == 3,
             stamp = created.format("%Y%m%d%H%M"),
+            shard = i % 10,
             created = created.format("%Y-%m-%dT%H:%M:%S.000Z"),
         );
     }

@@ -343,6 +343,46 @@ async fn describe_images_follows_every_page_with_the_right_filters() {
     assert_eq!(calls.snapshot()["DescribeImages"], 2);
 }
 
+/// What `selection.match` reads comes from DescribeImages as EC2 spells it; a Linux
+/// image has no `Platform` and an old one no ancestry, and they stay absent.
+#[tokio::test]
+async fn describe_images_keeps_the_attributes_conditions_read() {
+    use aws_sdk_ec2::types::{
+        ArchitectureValues, BootModeValues, ImageTypeValues, PlatformValues, VirtualizationType,
+    };
+    let windows = image("ami-1", "win", "2025-01-01T00:00:00.000Z")
+        .description("ERP host")
+        .architecture(ArchitectureValues::X8664)
+        .platform(PlatformValues::Windows)
+        .virtualization_type(VirtualizationType::Hvm)
+        .boot_mode(BootModeValues::Uefi)
+        .image_type(ImageTypeValues::Machine)
+        .source_image_id("ami-0source")
+        .source_image_region("eu-west-1")
+        .build();
+    let linux = image("ami-2", "lin", "2025-01-02T00:00:00.000Z")
+        .architecture(ArchitectureValues::Arm64)
+        .build();
+    let rule = images_rule(vec![windows, linux]);
+    let ec2 = Ec2::new(ec2(&[&rule]), Arc::new(ApiCalls::default()));
+    let images = ec2.list_images().await.unwrap();
+    let w = &images[0].attributes;
+    assert_eq!(w.description.as_deref(), Some("ERP host"));
+    assert_eq!(w.architecture.as_deref(), Some("x86_64"));
+    assert_eq!(w.platform.as_deref(), Some("windows"));
+    assert_eq!(w.virtualization.as_deref(), Some("hvm"));
+    assert_eq!(w.boot_mode.as_deref(), Some("uefi"));
+    assert_eq!(w.image_type.as_deref(), Some("machine"));
+    assert_eq!(w.source_image_id.as_deref(), Some("ami-0source"));
+    assert_eq!(w.source_region.as_deref(), Some("eu-west-1"));
+    let l = &images[1].attributes;
+    assert_eq!(l.architecture.as_deref(), Some("arm64"));
+    assert_eq!(
+        (l.platform.as_ref(), l.source_image_id.as_ref()),
+        (None, None)
+    );
+}
+
 #[tokio::test]
 async fn an_unusable_image_in_the_response_stops_the_region_before_any_change() {
     let bad = images_rule(vec![

@@ -736,3 +736,93 @@ fn archived_snapshots_are_priced_as_archived_and_carry_the_ninety_day_note() {
     assert_eq!(v["decisions"][0]["image_id"], "ami-1");
     assert_eq!(v["summary"]["snapshot_gib_to_delete"], 200);
 }
+
+fn plan_rules_sample(format: &str) -> Output {
+    bin()
+        .args(["plan", "--policy", &sample("rules/policy.json")])
+        .args(["--images", &sample("rules/images.json")])
+        .args(["--now", crate::NOW, "--format", format])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
+    let out = plan_rules_sample("table");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&stdout(&out)),
+        "README's samples/rules plan is stale; it prints:\n{}",
+        stdout(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&plan_rules_sample("json").stdout).unwrap();
+    let rule_of = |name: &str| {
+        v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| d["rule"].clone())
+            .unwrap()
+    };
+    // First match wins: the CI rule comes before the nightly one.
+    assert_eq!(rule_of("nightly-web-ci-4720"), "ci");
+    assert_eq!(rule_of("legacy-erp-2024"), "legacy");
+    assert_eq!(rule_of("scratch-experiment-7"), serde_json::Value::Null);
+    assert_eq!(v["summary"]["by_rule"]["legacy"]["deregister"], 0);
+    assert_eq!(v["summary"]["by_rule"]["nightly"]["images"], 60);
+}
+
+#[test]
+fn lint_lists_rules_that_can_never_match_and_fails() {
+    let dir = std::env::temp_dir().join(format!("ami-sweeper-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules": [
+            {"name": "all-web", "selection": {"names": ["web-*"]}, "retention": {"min_age_days": 3}},
+            {"name": "web-prod", "selection": {"names": ["web-prod-*"]}, "retention": {"min_age_days": 90}}
+        ]}"#,
+    )
+    .unwrap();
+    let out = bin()
+        .args(["lint", "--policy"])
+        .arg(&policy)
+        .args(["--format", "table"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("rules, first match wins: all-web, web-prod\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: rule \"web-prod\" can never match"),
+        "{text}"
+    );
+    assert_eq!(stderr(&out), "ami-sweeper: 1 rule can never match\n");
+    let ok = bin()
+        .args([
+            "lint",
+            "--policy",
+            &sample("rules/policy.json"),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        v["rules"],
+        serde_json::json!(["legacy", "golden", "ci", "nightly"])
+    );
+    assert_eq!(
+        v["findings"],
+        serde_json::json!([{"kind": "incomparable_retention", "rule": "nightly", "other": "golden"}])
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

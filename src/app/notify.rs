@@ -468,6 +468,7 @@ mod tests {
             .map(|d| ImageReport {
                 image_id: d.image_id.clone(),
                 name: d.name.clone(),
+                rule: d.rule.clone(),
                 group: d.group.clone(),
                 action: d.action,
                 reasons: d.reasons.clone(),
@@ -577,6 +578,7 @@ full report: s3://reports/reports/run/123456789012/report.json
             .map(|i| ImageReport {
                 image_id: format!("ami-x{i}"),
                 name: format!("{}-{i}", "n".repeat(40)),
+                rule: None,
                 group: format!("group-{i}"),
                 action: Action::Deregister,
                 reasons: vec![crate::planner::Reason::Expired],

@@ -42,6 +42,8 @@ pub struct ImageReport {
     pub image_id: String,
     /// Name.
     pub name: String,
+    /// The retention rule that decided it; `None` when no rule selects it.
+    pub rule: Option<String>,
     /// Group key.
     pub group: String,
     /// The plan's action.
@@ -424,6 +426,65 @@ impl SweepReport {
         serde_json::Value::Object(fields).to_string()
     }
 
+    /// One EMF line per retention rule that decided an image: the rule's counts
+    /// (`ImagesEvaluated`, `ImagesKept`, `ImagesCondemned`, `ImagesDeregistered`) under
+    /// the dimension set `[DryRun, Rule]` (with `dims` after them, e.g. a pair's
+    /// `Account` and `Region`). A second dimension set beside [`SweepReport::emf_line`]'s,
+    /// which the alarms watch and which stays as it is.
+    pub fn emf_rule_lines(&self, timestamp_ms: u64, dims: &[(&str, &str)]) -> Vec<String> {
+        let mut by_rule: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+        for i in self.regions.iter().flat_map(|r| &r.images) {
+            let Some(rule) = &i.rule else { continue };
+            let c = by_rule.entry(rule).or_default();
+            c[0] += 1;
+            match i.action {
+                Action::Keep | Action::Enable => c[1] += 1,
+                Action::Deregister | Action::Deprecate | Action::Disable => c[2] += 1,
+            }
+            if i.outcome == Some(Outcome::Deregistered) {
+                c[3] += 1;
+            }
+        }
+        let names = [
+            "ImagesEvaluated",
+            "ImagesKept",
+            "ImagesCondemned",
+            "ImagesDeregistered",
+        ];
+        by_rule
+            .into_iter()
+            .map(|(rule, counts)| {
+                let mut fields = serde_json::Map::new();
+                for (name, n) in names.iter().zip(counts) {
+                    fields.insert((*name).into(), serde_json::json!(n));
+                }
+                fields.insert("DryRun".into(), serde_json::json!(self.dry_run.to_string()));
+                fields.insert("Rule".into(), serde_json::json!(rule));
+                let mut dimensions = vec!["DryRun".to_string(), "Rule".to_string()];
+                for (k, v) in dims {
+                    fields.insert(k.to_string(), serde_json::json!(v));
+                    dimensions.push(k.to_string());
+                }
+                let metrics: Vec<_> = names
+                    .iter()
+                    .map(|n| serde_json::json!({"Name": n, "Unit": "Count"}))
+                    .collect();
+                fields.insert(
+                    "_aws".into(),
+                    serde_json::json!({
+                        "Timestamp": timestamp_ms,
+                        "CloudWatchMetrics": [{
+                            "Namespace": "ami-sweeper",
+                            "Dimensions": [dimensions],
+                            "Metrics": metrics,
+                        }]
+                    }),
+                );
+                serde_json::Value::Object(fields).to_string()
+            })
+            .collect()
+    }
+
     /// Per EC2 bucket: `PacerThrottles_<bucket>`, the throttles its pacers met (summed over
     /// regions), and `PacerEndRate_<bucket>`, the lowest rate one ended at (calls/s).
     fn pacing_metrics(&self) -> Vec<(String, f64, &'static str)> {
@@ -561,6 +622,7 @@ mod tests {
                 images: vec![ImageReport {
                     image_id: "ami-1".into(),
                     name: "a".into(),
+                    rule: Some("default".into()),
                     group: "*".into(),
                     action: Action::Deregister,
                     reasons: vec![Reason::Expired],
@@ -602,6 +664,85 @@ mod tests {
         assert_eq!(directive["Dimensions"][0][0], "DryRun");
         assert_eq!(directive["Dimensions"].as_array().unwrap().len(), 1);
         assert!(line["EstimatedMonthlySavingUSD"].is_number());
+    }
+
+    #[test]
+    fn each_rule_has_its_own_line_under_dry_run_and_rule() {
+        let image = |id: &str, rule: Option<&str>, action, outcome| ImageReport {
+            image_id: id.into(),
+            name: id.into(),
+            rule: rule.map(str::to_string),
+            group: "*".into(),
+            action,
+            reasons: vec![Reason::Expired],
+            outcome,
+            error: None,
+        };
+        let mut report = SweepReport {
+            dry_run: false,
+            now: "2026-11-26T00:00:00Z".into(),
+            regions: vec![RegionReport {
+                images: vec![
+                    image(
+                        "ami-1",
+                        Some("ci"),
+                        Action::Deregister,
+                        Some(Outcome::Deregistered),
+                    ),
+                    image("ami-2", Some("ci"), Action::Keep, None),
+                    image("ami-3", Some("golden"), Action::Keep, None),
+                    image("ami-4", None, Action::Keep, None),
+                ],
+                ..RegionReport::new("us-east-1")
+            }],
+            totals: Totals::default(),
+            api_calls: BTreeMap::new(),
+            throttles: 0,
+            elapsed_ms: 1,
+            stopped: None,
+        };
+        report.total();
+        // The run's own line keeps its one dimension set (the alarms watch it).
+        let run: serde_json::Value = serde_json::from_str(&report.emf_line(1)).unwrap();
+        assert_eq!(
+            run["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["DryRun"]])
+        );
+        let lines: Vec<serde_json::Value> = report
+            .emf_rule_lines(1, &[])
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "one line per rule; unselected images in none"
+        );
+        let ci = &lines[0];
+        assert_eq!(ci["Rule"], "ci");
+        assert_eq!(
+            ci["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["DryRun", "Rule"]])
+        );
+        assert_eq!(
+            (ci["ImagesEvaluated"].as_u64(), ci["ImagesKept"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(
+            (
+                ci["ImagesCondemned"].as_u64(),
+                ci["ImagesDeregistered"].as_u64()
+            ),
+            (Some(1), Some(1))
+        );
+        assert_eq!(lines[1]["Rule"], "golden");
+        assert_eq!(lines[1]["ImagesKept"], 1);
+        let paired = report.emf_rule_lines(1, &[("Account", "111111111111")]);
+        let paired: serde_json::Value = serde_json::from_str(&paired[0]).unwrap();
+        assert_eq!(
+            paired["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["DryRun", "Rule", "Account"]])
+        );
     }
 
     #[test]

@@ -956,6 +956,7 @@ fn image_reports(
             ImageReport {
                 image_id: d.image_id.clone(),
                 name: d.name.clone(),
+                rule: d.rule.clone(),
                 group: d.group.clone(),
                 action: d.action,
                 reasons: d.reasons.clone(),

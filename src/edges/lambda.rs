@@ -389,10 +389,14 @@ impl Handler {
             .unwrap_or(0);
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
-        if self.config.in_lambda {
-            println!("{}", report.emf_line(now_ms));
-        } else {
-            eprintln!("{}", report.emf_line(now_ms));
+        let lines =
+            std::iter::once(report.emf_line(now_ms)).chain(report.emf_rule_lines(now_ms, &[]));
+        for line in lines {
+            if self.config.in_lambda {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
         }
         self.notify(&policy, None, &report).await;
         let failures = report.totals.failures;
@@ -617,12 +621,18 @@ impl Handler {
         for p in pairs {
             tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair");
             if let Some(r) = &p.report {
-                let line =
-                    r.emf_line_with(now_ms, &[("Account", &p.account), ("Region", &p.region)]);
-                if self.config.in_lambda {
-                    println!("{line}");
-                } else {
-                    eprintln!("{line}");
+                let dims = [
+                    ("Account", p.account.as_str()),
+                    ("Region", p.region.as_str()),
+                ];
+                let lines = std::iter::once(r.emf_line_with(now_ms, &dims))
+                    .chain(r.emf_rule_lines(now_ms, &dims));
+                for line in lines {
+                    if self.config.in_lambda {
+                        println!("{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
                 }
             }
         }

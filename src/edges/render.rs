@@ -420,6 +420,23 @@ pub fn summary_lines(plan: &Plan) -> String {
         out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
         out.push('\n');
     }
+    let named = s.by_rule.keys().any(|k| k != crate::policy::DEFAULT_RULE);
+    if s.by_rule.len() > 1 || named {
+        let rules: Vec<String> = s
+            .by_rule
+            .iter()
+            .map(|(rule, c)| {
+                let mut text = format!("{rule} {} ({} to deregister", c.images, c.deregister);
+                if c.retire > 0 {
+                    let _ = write!(text, ", {} to retire", c.retire);
+                }
+                text.push(')');
+                text
+            })
+            .collect();
+        out.push_str(&wrap(&format!("by rule: {}", rules.join(", ")), 9));
+        out.push('\n');
+    }
     if s.snapshots_deferred > 0 {
         let text = format!(
             "{} deferred until their images leave the Recycle Bin",
@@ -1011,6 +1028,7 @@ mod tests {
                 .map(|d| ImageReport {
                     image_id: d.image_id.clone(),
                     name: d.name.clone(),
+                    rule: d.rule.clone(),
                     group: d.group.clone(),
                     action: d.action,
                     reasons: d.reasons.clone(),

@@ -3,7 +3,8 @@
 //! and a sweep judge an image alike. Pure.
 
 use crate::model::{
-    Image, ImageState, Protection, RootDevice, SnapshotRef, Tags, UsageKind, UsageRef,
+    Image, ImageAttributes, ImageState, Protection, RootDevice, SnapshotRef, Tags, UsageKind,
+    UsageRef,
 };
 use crate::time::parse_instant;
 
@@ -33,6 +34,9 @@ pub struct RawImage {
     pub image_location: Option<String>,
     /// `BlockDeviceMappings[].Ebs.(SnapshotId, VolumeSize)`.
     pub snapshots: Vec<(String, Option<u64>)>,
+    /// `Description`, `Architecture`, `Platform`, `VirtualizationType`, `BootMode`,
+    /// `ImageType`, `SourceImageId`, `SourceImageRegion` (for `selection.match`).
+    pub attributes: ImageAttributes,
 }
 
 impl RawImage {
@@ -79,9 +83,34 @@ impl RawImage {
             root_device: RootDevice::parse(self.root_device_type.as_deref().unwrap_or("ebs")),
             image_location: self.image_location.filter(|l| !l.is_empty()),
             snapshots,
+            attributes: present(self.attributes),
             id,
         })
     }
+}
+
+/// The attributes with empty strings taken as absent (EC2 and the AWS CLI write `""`
+/// for some missing fields), and `Platform` in EC2's wire spelling (lowercase).
+fn present(mut a: ImageAttributes) -> ImageAttributes {
+    for f in [
+        &mut a.description,
+        &mut a.architecture,
+        &mut a.platform,
+        &mut a.virtualization,
+        &mut a.boot_mode,
+        &mut a.image_type,
+        &mut a.source_image_id,
+        &mut a.source_region,
+    ] {
+        if f.as_deref() == Some("") {
+            *f = None;
+        }
+    }
+    // DescribeImages writes `windows`; the SDK's enum spells it `Windows`.
+    if let Some(p) = a.platform.as_mut() {
+        p.make_ascii_lowercase();
+    }
+    a
 }
 
 /// The usage record of an instance, or `None` when it is terminated and uses nothing.

@@ -262,6 +262,31 @@ pub struct Image {
     pub image_location: Option<String>,
     /// EBS snapshots of its block device mappings, in mapping order, without repeats.
     pub snapshots: Vec<SnapshotRef>,
+    /// What `selection.match` conditions may test beyond the fields above.
+    pub attributes: ImageAttributes,
+}
+
+/// The descriptive fields of an image that only `selection.match` reads, as EC2 spells
+/// them; `None` where DescribeImages leaves the field out (Linux images have no
+/// `Platform`, older ones no `BootMode` or ancestry), so a condition on it is false.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageAttributes {
+    /// `Description` (an empty one counts as absent).
+    pub description: Option<String>,
+    /// `Architecture`: `i386`, `x86_64`, `arm64`, `x86_64_mac`, `arm64_mac`.
+    pub architecture: Option<String>,
+    /// `Platform`: `windows`, and absent for every other image.
+    pub platform: Option<String>,
+    /// `VirtualizationType`: `hvm` or `paravirtual`.
+    pub virtualization: Option<String>,
+    /// `BootMode`: `legacy-bios`, `uefi` or `uefi-preferred`.
+    pub boot_mode: Option<String>,
+    /// `ImageType`: `machine`, `kernel` or `ramdisk`.
+    pub image_type: Option<String>,
+    /// `SourceImageId`: the AMI it was created or copied from (AMI ancestry).
+    pub source_image_id: Option<String>,
+    /// `SourceImageRegion`: that AMI's Region.
+    pub source_region: Option<String>,
 }
 
 impl Image {
@@ -280,6 +305,7 @@ impl Image {
             root_device: RootDevice::Ebs,
             image_location: None,
             snapshots: Vec::new(),
+            attributes: ImageAttributes::default(),
         }
     }
 

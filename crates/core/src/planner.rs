@@ -10,7 +10,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
 use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
-use crate::policy::{Policy, RecycleBinMode, TemplateVersions};
+use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
@@ -36,9 +36,9 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// Rule 1: the policy's `names`/`tags` do not select it.
+    /// Rule 1: no retention rule's `names`/`tags`/`match` select it.
     NotSelected,
-    /// Rule 2: it carries an `exclude_tags` tag.
+    /// Rule 2: it carries an `exclude_tags` tag of the rule that selected it.
     ExcludedByTag,
     /// Rule 3: AWS Backup manages it.
     BackupManaged,
@@ -180,7 +180,12 @@ pub struct Decision {
     pub image_id: String,
     /// Image name.
     pub name: String,
-    /// Group (lineage) key, components joined with `/`; `*` when the policy has no `group_by`.
+    /// The retention rule that decided it (the first whose selection it satisfies); `None`
+    /// when no rule selects it (`not_selected`).
+    pub rule: Option<String>,
+    /// Group (lineage) key, components joined with `/`; `*` when the rule has no `group_by`.
+    /// With several rules, lineages are per rule: `<rule>: <key>`, and `(not selected)`
+    /// for images no rule takes.
     pub group: String,
     /// Creation instant.
     #[serde(serialize_with = "crate::time::ser_instant")]
@@ -241,6 +246,8 @@ pub struct Summary {
     pub enable: usize,
     /// Decisions by their first reason.
     pub by_reason: BTreeMap<Reason, usize>,
+    /// Decisions by the rule that decided them (images no rule selects are not counted).
+    pub by_rule: BTreeMap<String, RuleCounts>,
     /// Distinct snapshots to delete.
     pub snapshots_to_delete: usize,
     /// Distinct snapshots of deregistered images that stay.
@@ -254,6 +261,21 @@ pub struct Summary {
     /// Images kept in use only by stale launch template versions: what
     /// `usage.launch_template_versions: "default_and_latest"` would free.
     pub kept_only_by_stale_versions: usize,
+}
+
+/// What one rule decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleCounts {
+    /// Images the rule decided.
+    pub images: usize,
+    /// Of them, to deregister.
+    pub deregister: usize,
+    /// To keep.
+    pub keep: usize,
+    /// To deprecate or disable (retiring).
+    pub retire: usize,
+    /// To enable again.
+    pub enable: usize,
 }
 
 /// The whole plan for one inventory.
@@ -387,25 +409,39 @@ fn by_age(img: &Image) -> (Timestamp, &str) {
     (img.creation_date, img.id.as_str())
 }
 
-/// Decides every image's fate under `policy` at instant `now`: rules 1-4 give a single
+/// Decides every image's fate under `policy` at instant `now`: each image goes to the
+/// first rule that selects it (first match wins; none: rule 1); rules 1-4 give a single
 /// reason, rules 5-10 every keep reason that applies, rules 11-12 decide the rest.
 pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     let images = inventory.images();
-    let groups: Vec<Vec<&str>> = images.iter().map(|i| group_key(policy, i)).collect();
-    let early: Vec<Option<Reason>> = images.iter().map(|img| early_reason(policy, img)).collect();
-    let kept = kept_by_count(policy, images, &early, &groups);
-    let cutoffs = Cutoffs::new(policy, now);
+    let rule_of: Vec<Option<usize>> = images.iter().map(|i| policy.rule_for(i, now)).collect();
+    let groups: Vec<Vec<&str>> = images
+        .iter()
+        .zip(&rule_of)
+        .map(|(img, r)| group_key(grouping_rule(policy, *r), img))
+        .collect();
+    let early: Vec<Option<Reason>> = images
+        .iter()
+        .zip(&rule_of)
+        .map(|(img, r)| early_reason(policy, *r, img))
+        .collect();
+    let kept = kept_by_count(policy, images, &rule_of, &early, &groups);
+    let cutoffs: Vec<Cutoffs> = policy
+        .rules
+        .iter()
+        .map(|r| Cutoffs::new(&r.retention, now))
+        .collect();
     let mut reasons: Vec<Vec<Reason>> = images
         .iter()
         .enumerate()
-        .map(|(i, img)| match early[i] {
-            Some(r) => vec![r],
-            None => keep_reasons(policy, inventory, img, kept[i], &cutoffs),
+        .map(|(i, img)| match (early[i], rule_of[i]) {
+            (None, Some(rule)) => keep_reasons(policy, inventory, img, kept[i], &cutoffs[rule]),
+            (r, _) => vec![r.unwrap_or(Reason::NotSelected)],
         })
         .collect();
     apply_limit(policy, images, &mut reasons);
-    let stages = apply_retirement(policy, images, &mut reasons, now);
-    let decisions = decide(policy, inventory, &groups, reasons, &stages, now);
+    let stages = apply_retirement(policy, images, &rule_of, &mut reasons, now);
+    let decisions = decide(policy, inventory, &rule_of, &groups, reasons, &stages, now);
     let summary = summarize(&decisions);
     let warnings = plan_warnings(inventory, &decisions);
     Plan {
@@ -417,16 +453,13 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     }
 }
 
-/// Rules 1-4: not selected, excluded by tag, AWS Backup-managed, unsettled.
-fn early_reason(policy: &Policy, img: &Image) -> Option<Reason> {
-    let sel = &policy.selection;
-    let tag_matches =
-        |(k, g): (&String, &crate::policy::Glob)| img.tags.get(k).is_some_and(|v| g.matches(v));
-    let selected = (sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&img.name)))
-        && sel.tags.iter().all(tag_matches);
-    if !selected {
-        Some(Reason::NotSelected)
-    } else if sel.exclude_tags.iter().any(tag_matches) {
+/// Rules 1-4: not selected by any rule, excluded by the deciding rule's tags (it never
+/// falls through to a later rule), AWS Backup-managed, unsettled.
+fn early_reason(policy: &Policy, rule: Option<usize>, img: &Image) -> Option<Reason> {
+    let Some(rule) = rule.map(|r| &policy.rules[r]) else {
+        return Some(Reason::NotSelected);
+    };
+    if rule.excludes(img) {
         Some(Reason::ExcludedByTag)
     } else if img.is_backup_managed() {
         Some(Reason::BackupManaged)
@@ -437,25 +470,32 @@ fn early_reason(policy: &Policy, img: &Image) -> Option<Reason> {
     }
 }
 
-/// Rule 5: the newest `keep_count` available images of each group that passed rules 1-4.
+/// Rule 5: the newest `keep_count` available images of each group that passed rules 1-4,
+/// groups being per rule (two rules never share a lineage) and counts the rule's own.
 fn kept_by_count(
     policy: &Policy,
     images: &[Image],
+    rule_of: &[Option<usize>],
     early: &[Option<Reason>],
     groups: &[Vec<&str>],
 ) -> Vec<bool> {
-    let keep = usize::try_from(policy.retention.keep_count).unwrap_or(usize::MAX);
     let mut kept = vec![false; images.len()];
-    if keep == 0 {
+    if policy.rules.iter().all(|r| r.retention.keep_count == 0) {
         return kept;
     }
-    let mut by_group: HashMap<&[&str], Vec<usize>> = HashMap::default();
+    let mut by_group: HashMap<(usize, &[&str]), Vec<usize>> = HashMap::default();
     for (i, img) in images.iter().enumerate() {
-        if early[i].is_none() && img.state == ImageState::Available {
-            by_group.entry(groups[i].as_slice()).or_default().push(i);
+        if let (None, Some(rule)) = (early[i], rule_of[i]) {
+            if img.state == ImageState::Available && policy.rules[rule].retention.keep_count > 0 {
+                by_group
+                    .entry((rule, groups[i].as_slice()))
+                    .or_default()
+                    .push(i);
+            }
         }
     }
-    for members in by_group.values_mut() {
+    for ((rule, _), members) in by_group.iter_mut() {
+        let keep = usize::try_from(policy.rules[*rule].retention.keep_count).unwrap_or(usize::MAX);
         members.sort_by(|&a, &b| newest_first(by_age(&images[a]), by_age(&images[b])));
         for &i in members.iter().take(keep) {
             kept[i] = true;
@@ -464,7 +504,7 @@ fn kept_by_count(
     kept
 }
 
-/// The instants rules 6 and 10 compare against, computed once per plan.
+/// The instants rules 6 and 10 compare against, computed once per rule and plan.
 struct Cutoffs {
     now: Timestamp,
     /// Created after this is too young (`None`: everything is).
@@ -474,8 +514,7 @@ struct Cutoffs {
 }
 
 impl Cutoffs {
-    fn new(policy: &Policy, now: Timestamp) -> Self {
-        let ret = &policy.retention;
+    fn new(ret: &Retention, now: Timestamp) -> Self {
         Self {
             now,
             min_age: days_before(now, ret.min_age_days),
@@ -484,7 +523,8 @@ impl Cutoffs {
     }
 }
 
-/// Rules 5-10: every keep reason that applies to an image that passed rules 1-4.
+/// Rules 5-10: every keep reason that applies to an image that passed rules 1-4, under
+/// its rule's cutoffs and the policy-wide protections.
 fn keep_reasons(
     policy: &Policy,
     inventory: &Inventory,
@@ -578,26 +618,29 @@ fn apply_limit(policy: &Policy, images: &[Image], reasons: &mut [Vec<Reason>]) {
     }
 }
 
-/// Rules 13 and the retirement stages: a condemned image goes through `retire`'s stages
+/// Rules 13 and the retirement stages: a condemned image goes through its rule's `retire` stages
 /// (its action and when it may go on); one disabled by an earlier sweep that the rules no
 /// longer condemn is enabled again. `None`: the action follows from the reasons.
 fn apply_retirement(
     policy: &Policy,
     images: &[Image],
+    rule_of: &[Option<usize>],
     reasons: &mut [Vec<Reason>],
     now: Timestamp,
 ) -> Vec<Option<(Action, Option<Timestamp>)>> {
     images
         .iter()
+        .zip(rule_of)
         .zip(reasons.iter_mut())
-        .map(|(img, r)| {
+        .map(|((img, rule), r)| {
             let disabled = img.state == ImageState::Disabled;
-            if r[0] != Reason::Expired {
+            let (Reason::Expired, Some(rule)) = (r[0], rule) else {
                 let held = matches!(r[0], Reason::OverLimit);
                 let enable = !held && retire::retired_by_us(&img.tags);
                 return enable.then_some((Action::Enable, None));
-            }
-            let (action, eligible) = match retire::stage(&policy.retire, &img.tags, disabled, now) {
+            };
+            let retire = &policy.rules[*rule].retire;
+            let (action, eligible) = match retire::stage(retire, &img.tags, disabled, now) {
                 Stage::Deregister => return None,
                 Stage::Deprecate => (Action::Deprecate, None),
                 Stage::Disable { eligible } => (Action::Disable, Some(eligible)),
@@ -613,6 +656,7 @@ fn apply_retirement(
 fn decide(
     policy: &Policy,
     inventory: &Inventory,
+    rule_of: &[Option<usize>],
     groups: &[Vec<&str>],
     mut reasons: Vec<Vec<Reason>>,
     stages: &[Option<(Action, Option<Timestamp>)>],
@@ -638,8 +682,13 @@ fn decide(
         exits: &exits,
         now,
     };
-    let mut group_names: Vec<String> = groups.iter().map(|g| display_group(policy, g)).collect();
-    display_order(images, &group_names)
+    let mut group_names: Vec<String> = groups
+        .iter()
+        .zip(rule_of)
+        .map(|(g, r)| display_group(policy, *r, g))
+        .collect();
+    let sections: Vec<usize> = rule_of.iter().map(|r| section(policy, *r)).collect();
+    display_order(images, &sections, &group_names)
         .into_iter()
         .map(|i| {
             let img = &images[i];
@@ -663,6 +712,7 @@ fn decide(
             Decision {
                 image_id: img.id.clone(),
                 name: img.name.clone(),
+                rule: rule_of[i].map(|r| policy.rules[r].name.clone()),
                 group: std::mem::take(&mut group_names[i]),
                 creation_date: img.creation_date,
                 state: img.state.clone(),
@@ -712,8 +762,18 @@ fn plan_warnings(inventory: &Inventory, decisions: &[Decision]) -> Vec<String> {
     warnings
 }
 
-fn group_key<'a>(policy: &Policy, img: &'a Image) -> Vec<&'a str> {
-    let Some(g) = &policy.retention.group_by else {
+/// The rule whose `group_by` forms an image's lineage: its deciding rule; for an image no
+/// rule selects, the only rule of a single-rule policy (as before rules existed), else none.
+fn grouping_rule(policy: &Policy, rule: Option<usize>) -> Option<&Rule> {
+    match rule {
+        Some(r) => Some(&policy.rules[r]),
+        None if policy.rules.len() == 1 => policy.rules.first(),
+        None => None,
+    }
+}
+
+fn group_key<'a>(rule: Option<&Rule>, img: &'a Image) -> Vec<&'a str> {
+    let Some(g) = rule.and_then(|r| r.retention.group_by.as_ref()) else {
         return Vec::new();
     };
     let mut key: Vec<&str> = g
@@ -727,16 +787,40 @@ fn group_key<'a>(policy: &Policy, img: &'a Image) -> Vec<&'a str> {
     key
 }
 
-fn display_group(policy: &Policy, key: &[&str]) -> String {
-    if policy.retention.group_by.is_none() {
+/// The label images no rule selects are grouped under when a policy has several rules.
+pub const NOT_SELECTED_GROUP: &str = "(not selected)";
+
+/// The group as reports show it: the key (`*` without `group_by`), prefixed with the rule
+/// when the policy has several (lineages are per rule).
+fn display_group(policy: &Policy, rule: Option<usize>, key: &[&str]) -> String {
+    let single = policy.rules.len() == 1;
+    let Some(r) = grouping_rule(policy, rule) else {
+        return NOT_SELECTED_GROUP.to_string();
+    };
+    let key = if r.retention.group_by.is_none() {
         "*".to_string()
     } else {
         key.join("/")
+    };
+    if single {
+        key
+    } else {
+        format!("{}: {key}", r.name)
     }
 }
 
-/// Indices of `images` in report order: by group name, newest first, then by id.
-fn display_order(images: &[Image], group_names: &[String]) -> Vec<usize> {
+/// Where an image's section comes in a report: its rule's position; images no rule
+/// selects last (with one rule: among that rule's, as before rules existed).
+fn section(policy: &Policy, rule: Option<usize>) -> usize {
+    match rule {
+        Some(r) => r,
+        None if policy.rules.len() == 1 => 0,
+        None => policy.rules.len(),
+    }
+}
+
+/// Indices of `images` in report order: by rule section, group name, newest first, then id.
+fn display_order(images: &[Image], sections: &[usize], group_names: &[String]) -> Vec<usize> {
     // Rank each distinct group name once, so the sort compares integers.
     let mut distinct: Vec<&str> = group_names.iter().map(String::as_str).collect();
     distinct.sort_unstable();
@@ -745,8 +829,8 @@ fn display_order(images: &[Image], group_names: &[String]) -> Vec<usize> {
     let ranks: Vec<usize> = group_names.iter().map(|g| rank[g.as_str()]).collect();
     let mut order: Vec<usize> = (0..images.len()).collect();
     order.sort_unstable_by(|&a, &b| {
-        ranks[a]
-            .cmp(&ranks[b])
+        (sections[a], ranks[a])
+            .cmp(&(sections[b], ranks[b]))
             .then_with(|| newest_first(by_age(&images[a]), by_age(&images[b])))
     });
     order
@@ -948,8 +1032,29 @@ fn stale_under(which: TemplateVersions) -> TemplateVersions {
     }
 }
 
+/// Counts one decision of `rule`. Decisions come grouped by rule, so the last rule
+/// counted is tried first.
+fn count_rule<'a>(by_rule: &mut Vec<(&'a str, RuleCounts)>, rule: &'a str, action: Action) {
+    let i = match by_rule.iter().rposition(|(r, _)| *r == rule) {
+        Some(i) => i,
+        None => {
+            by_rule.push((rule, RuleCounts::default()));
+            by_rule.len() - 1
+        }
+    };
+    let c = &mut by_rule[i].1;
+    c.images += 1;
+    match action {
+        Action::Deregister => c.deregister += 1,
+        Action::Keep => c.keep += 1,
+        Action::Deprecate | Action::Disable => c.retire += 1,
+        Action::Enable => c.enable += 1,
+    }
+}
+
 fn summarize(decisions: &[Decision]) -> Summary {
     let mut s = Summary::default();
+    let mut by_rule: Vec<(&str, RuleCounts)> = Vec::new();
     let mut delete: HashMap<&str, Option<u64>> = HashMap::default();
     let mut retained: HashSet<&str> = HashSet::default();
     let mut deferred: HashSet<&str> = HashSet::default();
@@ -962,6 +1067,9 @@ fn summarize(decisions: &[Decision]) -> Summary {
             Action::Enable => s.enable += 1,
         }
         *s.by_reason.entry(d.reason()).or_default() += 1;
+        if let Some(rule) = &d.rule {
+            count_rule(&mut by_rule, rule, d.action);
+        }
         if d.reasons.contains(&Reason::InUse)
             && !d.used_by.is_empty()
             && d.used_by.iter().all(|u| d.stale_versions.contains(u))
@@ -998,6 +1106,14 @@ fn summarize(decisions: &[Decision]) -> Summary {
         }
     }
     s.bundles_to_delete += shared_bundles.len();
+    for (rule, counts) in by_rule {
+        let total = s.by_rule.entry(rule.to_string()).or_default();
+        total.images += counts.images;
+        total.deregister += counts.deregister;
+        total.keep += counts.keep;
+        total.retire += counts.retire;
+        total.enable += counts.enable;
+    }
     s.snapshots_to_delete = delete.len();
     // Sizes come from the inventory; a corrupt one must not overflow (it saturates).
     s.snapshot_gib_to_delete = delete

@@ -32,7 +32,7 @@ pub enum StorageReason {
     BackupManaged,
     /// A Data Lifecycle Manager policy owns it.
     DlmManaged,
-    /// It carries one of the policy's `exclude_tags`: kept on purpose.
+    /// It carries one of the `exclude_tags` of any of the policy's rules: kept on purpose.
     ExcludedByTag,
     /// Its `ami-sweeper:storage-of` or `ami-sweeper:delete-after` tag is not in the form
     /// ami-sweeper writes: someone else wrote it, so nothing is assumed.
@@ -194,12 +194,14 @@ pub struct Facts {
 
 /// The policy-wide storage rules: the `cleanup` switches, the exclude tags, and the
 /// deployment's bundle buckets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules<'a> {
     /// `cleanup`: snapshots, bundles, orphans.
     pub cleanup: &'a Cleanup,
-    /// The policy's `selection.exclude_tags`.
-    pub exclude_tags: &'a BTreeMap<String, Glob>,
+    /// The `selection.exclude_tags` of every retention rule: storage carrying any of them
+    /// is kept, whichever rule decided (or would have decided) its image, because once
+    /// the image is gone no rule can be known to have decided it.
+    pub exclude_tags: Vec<&'a BTreeMap<String, Glob>>,
     /// The deployment's bundle buckets; `None` when the asking path does not know them
     /// (an offline plan without `--bundle-buckets`).
     pub bundle_buckets: Option<&'a BTreeSet<String>>,
@@ -210,7 +212,7 @@ impl<'a> Rules<'a> {
     pub fn of(policy: &'a Policy, bundle_buckets: Option<&'a BTreeSet<String>>) -> Self {
         Self {
             cleanup: &policy.cleanup,
-            exclude_tags: &policy.selection.exclude_tags,
+            exclude_tags: policy.every_exclude_tags(),
             bundle_buckets,
         }
     }
@@ -255,7 +257,7 @@ pub fn fate(item: &Item<'_>, facts: &Facts, rules: &Rules<'_>, now: Timestamp) -
     let excluded = rules
         .exclude_tags
         .iter()
-        .any(|(k, g)| item.tags.get(k).is_some_and(|v| g.matches(v)));
+        .any(|tags| crate::policy::excluded(tags, item.tags));
     if excluded {
         return Fate::Retain(R::ExcludedByTag);
     }
@@ -729,7 +731,7 @@ mod tests {
         for c in &all {
             let rules = Rules {
                 cleanup: &c.cleanup,
-                exclude_tags: &exclude,
+                exclude_tags: vec![&exclude],
                 bundle_buckets: Some(&buckets),
             };
             let item = Item {

@@ -30,8 +30,9 @@ pub struct WorkerRules {
     pub members: Option<BTreeSet<String>>,
     /// Buckets whose bundles may be deleted; empty: bundle cleanup is off.
     pub bundle_buckets: BTreeSet<String>,
-    /// The policy's exclude tags: storage carrying one is kept on purpose.
-    pub exclude_tags: BTreeMap<String, Glob>,
+    /// Every rule's exclude tags: storage carrying one is kept on purpose (the job's
+    /// image is gone, so whichever rule's tag it carries counts).
+    pub exclude_tags: Vec<BTreeMap<String, Glob>>,
     /// The role the worker assumes in a job's member account.
     pub member_role: String,
     /// The policy's `cleanup` switches (snapshots, bundles, orphans and their minimum age).
@@ -69,7 +70,7 @@ impl WorkerRules {
                 .map(|b| b.trim().to_string())
                 .filter(|b| !b.is_empty())
                 .collect(),
-            exclude_tags: policy.selection.exclude_tags.clone(),
+            exclude_tags: policy.every_exclude_tags().into_iter().cloned().collect(),
             cleanup: policy.cleanup.clone(),
             templates: policy.usage.launch_template_versions,
             member_role: policy.member_role_name.clone(),
@@ -112,7 +113,7 @@ impl WorkerRules {
     pub fn storage_rules(&self) -> Rules<'_> {
         Rules {
             cleanup: &self.cleanup,
-            exclude_tags: &self.exclude_tags,
+            exclude_tags: self.exclude_tags.iter().collect(),
             bundle_buckets: Some(&self.bundle_buckets),
         }
     }

@@ -4,5 +4,6 @@
 mod common;
 
 mod mandate_props;
+mod planner_multi_rules;
 mod planner_props;
 mod planner_rules;

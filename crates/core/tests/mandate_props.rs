@@ -120,7 +120,7 @@ fn replacing_the_selection(
 ) -> Plan {
     let mut p = policy.clone();
     for prefix in &scope.recipes {
-        p.selection.tags.insert(
+        p.rules[0].selection.tags.insert(
             IMAGE_BUILDER_TAG.to_string(),
             ami_sweeper_core::policy::Glob::new(&format!("{prefix}*")),
         );
@@ -142,7 +142,7 @@ fn dropping_the_groups(
 ) -> Plan {
     let mut p = policy.clone();
     if !scope.recipes.is_empty() {
-        p.retention.group_by = None;
+        p.rules[0].retention.group_by = None;
     }
     by_mandate(&p, inventory, scope, now)
 }
@@ -302,4 +302,99 @@ proptest! {
             prop_assert_eq!(w.map(|w| w.action), Some(d.action), "{} widened", &d.image_id);
         }
     }
+}
+
+// Several rules: a trigger's scope narrows the plan the whole policy made, so it never
+// moves an image to another rule (and so to another retention).
+
+prop_compose! {
+    /// Two rules: images of one recipe, then every other image, each with its own
+    /// retention.
+    fn arb_rules_policy()(
+        recipe in 0..2usize,
+        keep in (0..3u64, 0..3u64),
+        min_age in (0..20u64, 0..20u64),
+        grouped in any::<bool>(),
+        max in prop::option::of(0..6u64),
+    ) -> Policy {
+        let group = if grouped { r#", "group_by": {"tags": ["env"]}"# } else { "" };
+        let limits = max.map_or(String::from("{}"), |m| format!(r#"{{"max_deregistrations": {m}}}"#));
+        policy(&format!(
+            r#"{{"dry_run": false, "rules": [
+                 {{"name": "built", "selection": {{"tags": {{"{IMAGE_BUILDER_TAG}": "{}*"}}}},
+                   "retention": {{"min_age_days": {}, "keep_count": {}{group}}}}},
+                 {{"name": "rest", "retention": {{"min_age_days": {}, "keep_count": {}{group}}}}}],
+                 "limits": {limits}, "acknowledge": ["no_minimum_age"]}}"#,
+            recipe_prefix(RECIPES[recipe]), min_age.0, keep.0, min_age.1, keep.1
+        ))
+    }
+}
+
+fn rules_case() -> impl Strategy<Value = (Vec<Image>, Policy, Event)> {
+    (arb_estate(), arb_rules_policy(), arb_event())
+}
+
+/// The subset property, and every image the trigger's plan decides carries the rule the
+/// nightly plan gives it.
+fn same_rules(
+    narrowing: Narrowing,
+    (images, policy, event): (Vec<Image>, Policy, Event),
+) -> Result<(), TestCaseError> {
+    subset(narrowing, (images.clone(), policy.clone(), event.clone()))?;
+    let inventory = inventory(images.clone());
+    let nightly = plan(&policy, &inventory, now());
+    let triggered = narrowing(&policy, &inventory, &scope_of(&event, &images), now());
+    for d in &triggered.decisions {
+        let full = nightly
+            .decisions
+            .iter()
+            .find(|n| n.image_id == d.image_id)
+            .unwrap();
+        prop_assert_eq!(
+            &d.rule,
+            &full.rule,
+            "{} moved from rule {:?} to {:?} under the trigger",
+            &d.image_id,
+            &full.rule,
+            &d.rule
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn a_trigger_never_moves_an_image_to_another_rule(c in rules_case()) {
+        same_rules(by_mandate, c)?;
+    }
+}
+
+fn finds_rule_counterexample(narrowing: Narrowing) -> bool {
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    runner
+        .run(&rules_case(), |c| same_rules(narrowing, c))
+        .is_err()
+}
+
+/// Narrowing by rewriting the first rule's selection (the recipe requirement replacing
+/// its own) moves the scope's images out of the rule that decides them at night.
+#[test]
+fn the_rule_checker_finds_a_scope_that_rewrites_a_rules_selection() {
+    assert!(finds_rule_counterexample(replacing_the_selection));
+}
+
+#[test]
+fn the_rule_checker_passes_the_mandates_narrowing_on_the_same_seed() {
+    assert!(!finds_rule_counterexample(by_mandate));
 }

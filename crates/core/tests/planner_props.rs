@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;
 use ami_sweeper_core::model::{Image, Inventory, Usage, UsageKind, UsageRef};
-use ami_sweeper_core::planner::{plan, Action, CleanupAction, Plan};
+use ami_sweeper_core::planner::{plan, Action, CleanupAction, Plan, Reason};
 use ami_sweeper_core::Policy;
 use proptest::prelude::*;
 
@@ -147,7 +147,10 @@ fn newest_per_group(policy: &Policy, p: &Plan, images: &[Image]) -> BTreeSet<Str
     let mut out = BTreeSet::new();
     for members in groups.values_mut() {
         members.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
-        for m in members.iter().take(policy.retention.keep_count as usize) {
+        for m in members
+            .iter()
+            .take(policy.rules[0].retention.keep_count as usize)
+        {
             out.insert(m.id.clone());
         }
     }
@@ -167,11 +170,11 @@ proptest! {
         let p = plan(&policy, &inv, now());
         prop_assert_eq!(p.decisions.len(), images.len());
         let gone = deregistered(&p);
-        let min_age_cutoff = ami_sweeper_core::time::days_before(now(), policy.retention.min_age_days);
+        let min_age_cutoff = ami_sweeper_core::time::days_before(now(), policy.rules[0].retention.min_age_days);
         let kept_newest = newest_per_group(&policy, &p, &images);
         for image in &images {
             if !gone.contains(&image.id) { continue; }
-            let sel = &policy.selection;
+            let sel = &policy.rules[0].selection;
             prop_assert!(sel.names.is_empty() || sel.names.iter().any(|g| g.matches(&image.name)),
                 "{} unselected by name", image.id);
             prop_assert!(sel.tags.iter().all(|(k, g)| image.tags.get(k).is_some_and(|v| g.matches(v))),
@@ -183,7 +186,7 @@ proptest! {
             prop_assert!(min_age_cutoff.is_some_and(|c| image.creation_date <= c), "{} too young", image.id);
             if skip_in_use { prop_assert!(!usage.is_used(&image.id), "{} in use", image.id); }
             if skip_shared { prop_assert!(!image.is_shared(), "{} shared", image.id); }
-            if let Some(days) = policy.retention.launched_within_days {
+            if let Some(days) = policy.rules[0].retention.launched_within_days {
                 let cutoff = ami_sweeper_core::time::days_before(now(), days);
                 if let (Some(l), Some(c)) = (image.last_launched, cutoff) {
                     prop_assert!(l <= c, "{} recently launched", image.id);
@@ -357,5 +360,157 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+// Several rules in one policy.
+
+prop_compose! {
+    /// One rule (as JSON) named `r<i>`: random names, tags, `match`, exclude tags and
+    /// retention, so that rules overlap and some exclude what later ones select.
+    fn arb_rule(i: usize)(
+        names in prop::sample::select(vec![r#"[]"#, r#"["web-*"]"#, r#"["web-*", "api-?*"]"#, r#"["batch-*"]"#]),
+        tags in prop::sample::select(vec![r#"{}"#, r#"{"team": "payments"}"#, r#"{"app": "*"}"#]),
+        matches in prop::sample::select(vec![
+            "",
+            r#", "match": {"not": {"tag": {"key": "app"}}}"#,
+            r#", "match": {"age_days": {"min": 20}}"#,
+            r#", "match": {"any": [{"public": true}, {"name": "api-*"}, {"exists": "last_launched"}]}"#,
+            r#", "match": {"all": [{"state": "available"}, {"last_launched_days": {"max": 30}}]}"#,
+        ]),
+        exclude in prop::sample::select(vec![r#"{}"#, r#"{"retain": "*"}"#, r#"{"team": "search"}"#]),
+        min_age in 0..60u64,
+        keep in 0..4u64,
+        group in prop::sample::select(vec![
+            "null",
+            r#"{"tags": ["app"]}"#,
+            r#"{"name_regex": "^(.*)-[0-9]+$"}"#,
+        ]),
+        launched in prop::option::of(0..30u64),
+    ) -> String {
+        let mut retention = format!(r#""min_age_days": {min_age}, "keep_count": {keep}"#);
+        if group != "null" { retention.push_str(&format!(r#", "group_by": {group}"#)); }
+        if let Some(l) = launched { retention.push_str(&format!(r#", "launched_within_days": {l}"#)); }
+        format!(
+            r#"{{"name": "r{i}", "selection": {{"names": {names}, "tags": {tags}, "exclude_tags": {exclude}{matches}}},
+                 "retention": {{{retention}}}}}"#
+        )
+    }
+}
+
+fn arb_rules_policy() -> impl Strategy<Value = Policy> {
+    (1..5usize)
+        .prop_flat_map(|n| (0..n).map(arb_rule).collect::<Vec<_>>())
+        .prop_map(|rules| {
+            policy(&format!(
+                r#"{{"rules": [{}], "acknowledge": ["no_minimum_age"]}}"#,
+                rules.join(", ")
+            ))
+        })
+}
+
+/// The same policy written as a one-element `rules` list named `default`.
+fn as_rules_list(p: &Policy) -> Policy {
+    let mut doc = serde_json::to_value(p).unwrap();
+    let o = doc.as_object_mut().unwrap();
+    let mut rule = serde_json::Map::new();
+    rule.insert("name".into(), "default".into());
+    for field in ["selection", "retention", "retire"] {
+        if let Some(v) = o.remove(field) {
+            rule.insert(field.into(), v);
+        }
+    }
+    o.insert("rules".into(), serde_json::Value::Array(vec![rule.into()]));
+    Policy::from_json(&doc.to_string()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Every image gets exactly one decision, from the first rule whose names, tags and
+    /// `match` select it (first match wins); an image that rule excludes is kept by it
+    /// and never falls through to a later rule.
+    #[test]
+    fn with_several_rules_the_first_that_selects_decides(
+        (images, users) in arb_estate(),
+        policy in arb_rules_policy(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let p = plan(&policy, &Inventory::new(images.clone(), usage).unwrap(), now());
+        prop_assert_eq!(p.decisions.len(), images.len());
+        let ids: BTreeSet<&str> = p.decisions.iter().map(|d| d.image_id.as_str()).collect();
+        prop_assert_eq!(ids.len(), images.len());
+        let by_id: BTreeMap<&str, &Image> = images.iter().map(|i| (i.id.as_str(), i)).collect();
+        for d in &p.decisions {
+            let image = by_id[d.image_id.as_str()];
+            let first = policy.rules.iter().find(|r| r.selects(image, now()));
+            prop_assert_eq!(d.rule.as_deref(), first.map(|r| r.name.as_str()), "{}", &d.image_id);
+            match first {
+                None => prop_assert_eq!(&d.reasons, &vec![Reason::NotSelected]),
+                Some(r) if r.excludes(image) => {
+                    prop_assert_eq!(&d.reasons, &vec![Reason::ExcludedByTag]);
+                    prop_assert_eq!(d.action, Action::Keep);
+                }
+                Some(_) => prop_assert!(d.reasons[0] != Reason::NotSelected),
+            }
+        }
+        let counted: usize = p.summary.by_rule.values().map(|c| c.images).sum();
+        prop_assert_eq!(counted, p.decisions.iter().filter(|d| d.rule.is_some()).count());
+    }
+
+    /// What a deregistered image passed, judged by the rule that decided it: old enough
+    /// for its `min_age_days`, not among its rule's newest `keep_count` of its group.
+    #[test]
+    fn with_several_rules_each_condemned_image_passed_its_own_rules_retention(
+        (images, users) in arb_estate(),
+        policy in arb_rules_policy(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let p = plan(&policy, &Inventory::new(images.clone(), usage).unwrap(), now());
+        let by_id: BTreeMap<&str, &Image> = images.iter().map(|i| (i.id.as_str(), i)).collect();
+        // Per (rule, group): the eligible available images, newest first.
+        let mut groups: BTreeMap<(&str, &str), Vec<&Image>> = BTreeMap::new();
+        for d in &p.decisions {
+            let early = matches!(
+                d.reasons[0],
+                Reason::NotSelected | Reason::ExcludedByTag | Reason::BackupManaged | Reason::Unsettled
+            );
+            let image = by_id[d.image_id.as_str()];
+            if let (false, Some(rule)) = (early, d.rule.as_deref()) {
+                if image.state.as_str() == "available" {
+                    groups.entry((rule, d.group.as_str())).or_default().push(image);
+                }
+            }
+        }
+        let mut newest = BTreeSet::new();
+        for ((rule, _), members) in groups.iter_mut() {
+            let keep = policy.rules.iter().find(|r| r.name == *rule).unwrap().retention.keep_count;
+            members.sort_by(|a, b| b.creation_date.cmp(&a.creation_date).then(a.id.cmp(&b.id)));
+            newest.extend(members.iter().take(keep as usize).map(|i| i.id.clone()));
+        }
+        for d in p.decisions.iter().filter(|d| d.action == Action::Deregister) {
+            let image = by_id[d.image_id.as_str()];
+            let rule = policy.rules.iter().find(|r| Some(r.name.as_str()) == d.rule.as_deref());
+            prop_assert!(rule.is_some(), "{} condemned with no rule", &d.image_id);
+            let rule = rule.unwrap();
+            prop_assert!(rule.selects(image, now()) && !rule.excludes(image));
+            let cutoff = ami_sweeper_core::time::days_before(now(), rule.retention.min_age_days);
+            prop_assert!(cutoff.is_some_and(|c| image.creation_date <= c), "{} too young", &d.image_id);
+            prop_assert!(!newest.contains(&d.image_id), "{} among its rule's newest", &d.image_id);
+            prop_assert!(!image.protection.is_protected_at(now()));
+        }
+    }
+
+    /// A policy of one top-level rule and the same rule as a one-element `rules` list
+    /// named `default` decide exactly alike.
+    #[test]
+    fn a_single_rule_decides_alike_in_either_form(
+        (images, users) in arb_estate(),
+        (policy, _, _) in arb_policy(),
+    ) {
+        let usage = usage_of(&images, &users);
+        let inv = Inventory::new(images, usage).unwrap();
+        let listed = as_rules_list(&policy);
+        prop_assert_eq!(plan(&policy, &inv, now()), plan(&listed, &inv, now()));
     }
 }

@@ -82,6 +82,16 @@ fn raw_image(img: &aws_sdk_ec2::types::Image) -> RawImage {
                 })
             })
             .collect(),
+        attributes: crate::model::ImageAttributes {
+            description: img.description().map(str::to_string),
+            architecture: img.architecture().map(|a| a.as_str().to_string()),
+            platform: img.platform().map(|p| p.as_str().to_string()),
+            virtualization: img.virtualization_type().map(|v| v.as_str().to_string()),
+            boot_mode: img.boot_mode().map(|b| b.as_str().to_string()),
+            image_type: img.image_type().map(|t| t.as_str().to_string()),
+            source_image_id: img.source_image_id().map(str::to_string),
+            source_region: img.source_image_region().map(str::to_string),
+        },
     }
 }
 

@@ -102,6 +102,22 @@ struct CliImage {
     image_location: Option<String>,
     #[serde(default)]
     block_device_mappings: Vec<CliMapping>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    virtualization_type: Option<String>,
+    #[serde(default)]
+    boot_mode: Option<String>,
+    #[serde(default)]
+    image_type: Option<String>,
+    #[serde(default)]
+    source_image_id: Option<String>,
+    #[serde(default)]
+    source_image_region: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +194,16 @@ impl CliImage {
                 .filter_map(|m| m.ebs)
                 .filter_map(|e| e.snapshot_id.map(|s| (s, e.volume_size)))
                 .collect(),
+            attributes: crate::model::ImageAttributes {
+                description: self.description,
+                architecture: self.architecture,
+                platform: self.platform,
+                virtualization: self.virtualization_type,
+                boot_mode: self.boot_mode,
+                image_type: self.image_type,
+                source_image_id: self.source_image_id,
+                source_region: self.source_image_region,
+            },
         }
     }
 }
@@ -477,6 +503,28 @@ mod tests {
             parse_snapshots("s.json", bad).unwrap_err().to_string(),
             "s.json: Snapshots[0]: snap-1: StartTime \"soon\" is not an ISO 8601 instant"
         );
+    }
+
+    #[test]
+    fn reads_the_attributes_conditions_need() {
+        let text = r#"{"Images": [
+            {"ImageId": "ami-1", "CreationDate": "2026-01-01T00:00:00.000Z", "State": "available",
+             "Description": "ERP host", "Architecture": "x86_64", "Platform": "windows",
+             "VirtualizationType": "hvm", "BootMode": "uefi", "ImageType": "machine",
+             "SourceImageId": "ami-0source", "SourceImageRegion": "eu-west-1"},
+            {"ImageId": "ami-2", "CreationDate": "2026-01-01T00:00:00.000Z", "State": "available",
+             "Description": "", "Architecture": "arm64"}]}"#;
+        let images = parse_images("i.json", text).unwrap();
+        let a = &images[0].attributes;
+        assert_eq!(a.description.as_deref(), Some("ERP host"));
+        assert_eq!(a.platform.as_deref(), Some("windows"));
+        assert_eq!(a.boot_mode.as_deref(), Some("uefi"));
+        assert_eq!(a.source_image_id.as_deref(), Some("ami-0source"));
+        assert_eq!(a.source_region.as_deref(), Some("eu-west-1"));
+        let b = &images[1].attributes;
+        // An empty Description is no description; a Linux image has no Platform.
+        assert_eq!((b.description.as_ref(), b.platform.as_ref()), (None, None));
+        assert_eq!(b.architecture.as_deref(), Some("arm64"));
     }
 
     #[test]

@@ -32,6 +32,21 @@ pub(crate) enum Command {
     Invoke(InvokeArgs),
     /// Print the policy's JSON Schema.
     Schema,
+    /// Judge a policy's retention rules from the policy alone: rules that can never match
+    /// (an earlier rule takes every image they could; exit status 1), and pairs of rules
+    /// whose retentions cannot be compared (different `group_by`).
+    Lint(LintArgs),
+}
+
+/// `ami-sweeper lint`.
+#[derive(clap::Args)]
+pub(crate) struct LintArgs {
+    /// The retention policy (JSON).
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// Output format; default: table on a terminal, json otherwise.
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<Format>,
 }
 
 /// `ami-sweeper plan`.

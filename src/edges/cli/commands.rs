@@ -12,7 +12,7 @@ use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
 use crate::{orphans, plan, pricing};
 
-use super::args::{CleanupArgs, Format, InvokeArgs, PlanArgs, SweepArgs};
+use super::args::{CleanupArgs, Format, InvokeArgs, LintArgs, PlanArgs, SweepArgs};
 use super::{
     default_format, emit_report, init_logs, parse_now, read_policy, runtime, stop_on_signals,
     terminal_progress, write_stdout, Failure, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED,
@@ -277,6 +277,44 @@ struct PlanWithSavings<'a> {
 }
 
 /// `ami-sweeper invoke`.
+/// `ami-sweeper lint`: the rules in the order they are tried, then each finding; a rule
+/// that can never match fails the command (status 1), a note does not.
+pub(super) fn cmd_lint(args: LintArgs) -> Result<(), Failure> {
+    let policy = read_policy(&args.policy)?;
+    let findings = crate::policy::lint(&policy);
+    let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    write_stdout(|out| match default_format(args.format) {
+        Format::Json => {
+            let doc = serde_json::json!({"rules": names, "findings": findings});
+            serde_json::to_writer_pretty(&mut *out, &doc)?;
+            writeln!(out)
+        }
+        Format::Table => {
+            writeln!(out, "rules, first match wins: {}", names.join(", "))?;
+            if findings.is_empty() {
+                writeln!(out, "no findings")?;
+            }
+            for f in &findings {
+                let level = if f.is_error() { "error" } else { "note" };
+                let text = render::wrap(&format!("{level}: {}", f.message()), 2);
+                writeln!(out, "{text}")?;
+            }
+            Ok(())
+        }
+    })?;
+    let errors = findings.iter().filter(|f| f.is_error()).count();
+    if errors > 0 {
+        return Err(Failure {
+            status: EXIT_FAILED,
+            message: format!(
+                "{errors} rule{} can never match",
+                if errors == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn cmd_invoke(args: InvokeArgs) -> Result<(), Failure> {
     let InvokeArgs { event } = args;
     let text = std::fs::read_to_string(&event)

@@ -16,7 +16,7 @@ use crate::edges::config::Config;
 use crate::edges::lambda;
 use crate::{time, Policy};
 use args::{Cli, Command, Format};
-use commands::{cmd_cleanup, cmd_invoke, cmd_plan, cmd_sweep};
+use commands::{cmd_cleanup, cmd_invoke, cmd_lint, cmd_plan, cmd_sweep};
 
 /// The slowest pace `--rate`/`--describe-rate` accept: one call every 100 s. Below it a
 /// run could not finish, and the wait between calls would overflow a timer.
@@ -187,6 +187,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             serde_json::to_writer_pretty(&mut *out, &Policy::json_schema())?;
             writeln!(out)
         }),
+        Command::Lint(args) => cmd_lint(args),
     }
 }
 

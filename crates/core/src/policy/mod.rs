@@ -4,7 +4,11 @@
 //! because a policy that means something other than what its author thinks is
 //! how images get deleted by mistake.
 
+mod document;
+mod expr;
 mod glob;
+mod lint;
+mod rules;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,63 +19,51 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use document::PolicyDoc;
+pub use expr::{
+    Architecture, Attribute, BootMode, Condition, DayBounds, ImageType, Platform, RootDeviceType,
+    State, TagTest, Virtualization,
+};
 pub use glob::Glob;
+pub use lint::{lint, Finding};
+pub use rules::{excluded, Rule, DEFAULT_RULE};
 
-/// A whole retention policy.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(title = "ami-sweeper policy")]
+/// A whole retention policy, as the planner reads it: an ordered list of retention
+/// rules and the policy-wide settings (protections, cleanup, limits, usage, accounts,
+/// regions). Made only by [`Policy::from_json`], which validates it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(into = "PolicyDoc")]
 pub struct Policy {
     /// Plan and report only; nothing is changed. Defaults to true: deleting must be asked for.
-    #[serde(default = "default_true")]
     pub dry_run: bool,
     /// Regions to sweep; absent means the current region of the AWS configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<String>>,
-    /// Which images the policy applies to at all.
-    #[serde(default)]
-    pub selection: Selection,
-    /// How many and how old images must be before they go.
-    pub retention: Retention,
-    /// Safety checks that can be relaxed.
-    #[serde(default)]
+    /// The retention rules, in order, never empty: the first whose selection an image
+    /// satisfies decides it. A policy written without `rules` has one, named `default`.
+    pub rules: Vec<Rule>,
+    /// Safety checks that can be relaxed (every rule's images).
     pub protection: ProtectionRules,
     /// What to clean up after deregistration.
-    #[serde(default)]
     pub cleanup: Cleanup,
     /// Caps on a single run.
-    #[serde(default)]
     pub limits: Limits,
     /// Where ami-sweeper looks for users of an image, beyond its own defaults.
-    #[serde(default)]
     pub usage: UsageRules,
-    /// Sweep these accounts through the member role (`member_role_name`) instead of the
-    /// deployment's own: a list of ids, or `{"organization": {"ou_ids": [...]}}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Sweep these accounts through the member role instead of the deployment's own.
     pub accounts: Option<Accounts>,
     /// The role each member account offers the hub (deployed by `template-member.yaml`).
-    #[serde(default = "default_member_role")]
     pub member_role_name: String,
-    /// Retire in stages instead of deregistering at once: deprecate first, and/or disable
-    /// for some days; a later sweep deregisters what the rules still condemn then.
-    #[serde(default)]
-    pub retire: Retire,
-    /// How the Recycle Bin's retention rules shape deletion: `respect` (default: an image
-    /// a rule retains keeps its snapshots until it can no longer be restored), `require`
-    /// (also: never deregister an image no rule retains) or `ignore`.
-    #[serde(default)]
+    /// How the Recycle Bin's retention rules shape deletion.
     pub recycle_bin: RecycleBinMode,
-    /// Risks the author accepts by name; a policy that takes one without naming it is
-    /// refused. Known: `no_minimum_age` (`min_age_days` 0 with no `keep_count`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Risks the author accepts by name.
     pub acknowledge: Vec<Acknowledgement>,
-    /// Who hears about a sweep: what is coming within `lookahead_days`, and which tag
-    /// names an image's owner (for per-owner messages).
-    #[serde(default)]
+    /// Who hears about a sweep.
     pub notify: Notify,
-    /// Prices for the estimated monthly saving, replacing the built-in list prices.
-    #[serde(default)]
+    /// Prices for the estimated monthly saving.
     pub cost: Cost,
+    /// Written with one top-level `selection`/`retention`/`retire` (no `rules`): it
+    /// serializes back in that form, so its digest does not change.
+    single: bool,
 }
 
 /// What the summary messages look ahead to and whom they address.
@@ -227,6 +219,12 @@ pub struct Selection {
     /// Required tags: for every key, the image must carry the tag with a value matching the glob.
     #[serde(default, deserialize_with = "unique_keys")]
     pub tags: BTreeMap<String, Glob>,
+    /// A condition over the image's attributes (`all`/`any`/`not`, `exists`, name,
+    /// description, tag, architecture, platform, virtualization, root device type, boot
+    /// mode, public, state, image type, source image and region, age and last-launched
+    /// days). A comparison on an attribute the image lacks is false.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Condition>,
     /// Excluding tags: an image carrying any of these keys with a matching value is kept.
     #[serde(default, deserialize_with = "unique_keys")]
     pub exclude_tags: BTreeMap<String, Glob>,
@@ -580,11 +578,15 @@ impl Policy {
         if text.trim().is_empty() {
             return Err(PolicyError::new("", "the document is empty"));
         }
+        let starts_object = text.trim_start().starts_with('{');
         let mut de = serde_json::Deserializer::from_str(text);
-        let policy: Policy = match serde_path_to_error::deserialize(&mut de) {
+        let doc: PolicyDoc = match serde_path_to_error::deserialize(&mut de) {
+            // serde accepts a struct as an array of its fields, in order.
+            Ok(_) if !starts_object => {
+                return Err(PolicyError::new("", "must be a JSON object"));
+            }
             Ok(p) => p,
             Err(e) => {
-                let starts_object = text.trim_start().starts_with('{');
                 if !starts_object && !e.inner().is_syntax() {
                     return Err(PolicyError::new("", "must be a JSON object"));
                 }
@@ -593,7 +595,7 @@ impl Policy {
         };
         de.end()
             .map_err(|e| PolicyError::new("", strip_position(&e)))?;
-        let mut policy = policy;
+        let mut policy = doc.into_policy()?;
         policy.validate()?;
         Ok(policy)
     }
@@ -601,17 +603,7 @@ impl Policy {
     /// The checks serde's shapes cannot express; repeated regions are dropped (a region
     /// listed twice would be swept twice at once).
     fn validate(&mut self) -> Result<(), PolicyError> {
-        if self.retention.min_age_days == 0
-            && self.retention.keep_count == 0
-            && !self.acknowledge.contains(&Acknowledgement::NoMinimumAge)
-        {
-            return Err(PolicyError::new(
-                "retention.min_age_days",
-                "0 with no keep_count deregisters images the moment they are made, even the \
-                 newest of each lineage; set keep_count or min_age_days, or add \
-                 \"acknowledge\": [\"no_minimum_age\"]",
-            ));
-        }
+        self.validate_rules()?;
         if let Some(regions) = &mut self.regions {
             let mut seen = std::collections::BTreeSet::new();
             regions.retain(|r| seen.insert(r.clone()));
@@ -633,14 +625,6 @@ impl Policy {
                         format!("{r:?} is not a region name like \"us-east-1\""),
                     ));
                 }
-            }
-        }
-        for (field, map) in [
-            ("selection.tags", &self.selection.tags),
-            ("selection.exclude_tags", &self.selection.exclude_tags),
-        ] {
-            if map.contains_key("") {
-                return Err(PolicyError::new(field, "tag keys must not be empty"));
             }
         }
         let is_account = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
@@ -691,13 +675,73 @@ impl Policy {
                 ));
             }
         }
-        self.validate_notify_and_cost()?;
-        if let Some(g) = &self.retention.group_by {
-            if let Some(i) = g.tags.iter().position(|t| t.is_empty()) {
+        self.validate_notify_and_cost()
+    }
+
+    /// Each rule's own checks, with its field paths (`rules[i].` in front; none for a
+    /// policy of one top-level rule): a name that is unique, an acknowledged zero minimum
+    /// age, tag keys that are not empty.
+    fn validate_rules(&self) -> Result<(), PolicyError> {
+        if self.rules.is_empty() {
+            return Err(PolicyError::new("rules", "must list at least one rule"));
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| {
+                if self.single {
+                    field.to_string()
+                } else {
+                    format!("rules[{i}].{field}")
+                }
+            };
+            if !self.single {
+                if rule.name.trim().is_empty() {
+                    return Err(PolicyError::new(at("name"), "must not be empty"));
+                }
+                if let Some(j) = seen.get(rule.name.as_str()) {
+                    return Err(PolicyError::new(
+                        at("name"),
+                        format!(
+                            "{:?} is also the name of rules[{j}]; rule names must be unique",
+                            rule.name
+                        ),
+                    ));
+                }
+                seen.insert(&rule.name, i);
+            }
+            let ret = &rule.retention;
+            if ret.min_age_days == 0
+                && ret.keep_count == 0
+                && !self.acknowledge.contains(&Acknowledgement::NoMinimumAge)
+            {
                 return Err(PolicyError::new(
-                    format!("retention.group_by.tags[{i}]"),
+                    at("retention.min_age_days"),
+                    "0 with no keep_count deregisters images the moment they are made, even \
+                     the newest of each lineage; set keep_count or min_age_days, or add \
+                     \"acknowledge\": [\"no_minimum_age\"]",
+                ));
+            }
+            for (field, map) in [
+                ("selection.tags", &rule.selection.tags),
+                ("selection.exclude_tags", &rule.selection.exclude_tags),
+            ] {
+                if map.contains_key("") {
+                    return Err(PolicyError::new(at(field), "tag keys must not be empty"));
+                }
+            }
+            if let Some(path) = rule.selection.matches.as_ref().and_then(empty_tag_key) {
+                return Err(PolicyError::new(
+                    at(&format!("selection.match{path}")),
                     "tag keys must not be empty",
                 ));
+            }
+            if let Some(g) = &ret.group_by {
+                if let Some(k) = g.tags.iter().position(|t| t.is_empty()) {
+                    return Err(PolicyError::new(
+                        at(&format!("retention.group_by.tags[{k}]")),
+                        "tag keys must not be empty",
+                    ));
+                }
             }
         }
         Ok(())
@@ -729,7 +773,25 @@ impl Policy {
 
     /// The JSON Schema of the policy document, as published by `ami-sweeper schema`.
     pub fn json_schema() -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(Policy)).expect("schema serializes")
+        serde_json::to_value(schemars::schema_for!(PolicyDoc)).expect("schema serializes")
+    }
+}
+
+/// The path (below `match`) of the first `tag` condition with an empty key.
+fn empty_tag_key(c: &Condition) -> Option<String> {
+    match c {
+        Condition::All(cs) | Condition::Any(cs) => {
+            let (name, list) = match c {
+                Condition::All(_) => ("all", cs),
+                _ => ("any", cs),
+            };
+            list.iter()
+                .enumerate()
+                .find_map(|(i, c)| empty_tag_key(c).map(|p| format!(".{name}[{i}]{p}")))
+        }
+        Condition::Not(inner) => empty_tag_key(inner).map(|p| format!(".not{p}")),
+        Condition::Tag(t) if t.key.is_empty() => Some(".tag.key".to_string()),
+        _ => None,
     }
 }
 
@@ -813,12 +875,31 @@ mod tests {
         let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
         assert!(p.dry_run);
         assert!(p.regions.is_none());
-        assert!(p.selection.names.is_empty());
-        assert_eq!(p.retention.keep_count, 0);
-        assert!(p.retention.group_by.is_none());
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].name, "default");
+        assert!(p.rules[0].selection.names.is_empty());
+        assert_eq!(p.rules[0].retention.keep_count, 0);
+        assert!(p.rules[0].retention.group_by.is_none());
         assert!(p.protection.skip_in_use && p.protection.skip_shared);
         assert!(p.cleanup.snapshots && p.cleanup.bundles);
         assert!(p.limits.max_deregistrations.is_none());
+    }
+
+    #[test]
+    fn a_single_rule_policy_serializes_as_written_so_its_digest_holds() {
+        let p = Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(v.get("rules").is_none(), "{v}");
+        assert_eq!(v["retention"]["min_age_days"], 30);
+        assert!(v.get("selection").is_some() && v.get("retire").is_some());
+        let again = Policy::from_json(&v.to_string()).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), v);
+        let listed =
+            Policy::from_json(r#"{"rules": [{"name": "a", "retention": {"min_age_days": 30}}]}"#)
+                .unwrap();
+        let v = serde_json::to_value(&listed).unwrap();
+        assert_eq!(v["rules"][0]["name"], "a");
+        assert!(v.get("retention").is_none());
     }
 
     #[test]
@@ -841,7 +922,7 @@ mod tests {
     fn the_documented_example_parses() {
         let text = include_str!("../../../../samples/policy.json");
         let p = Policy::from_json(text).unwrap();
-        assert!(p.retention.group_by.is_some());
+        assert!(p.rules[0].retention.group_by.is_some());
     }
 
     #[test]
@@ -867,7 +948,7 @@ mod tests {
             (r#"{}"#, "retention: missing required field"),
             (
                 r#"{"retention": {"min_age_days": 1}, "selection": {"nmes": []}}"#,
-                "selection.nmes: unknown field (known fields: `names`, `tags`, `exclude_tags`)",
+                "selection.nmes: unknown field (known fields: `names`, `tags`, `match`, `exclude_tags`)",
             ),
         ];
         for (text, expected) in cases {
@@ -902,8 +983,22 @@ mod tests {
     fn schema_forbids_unknown_fields_and_requires_min_age() {
         let schema = Policy::json_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["required"], serde_json::json!(["retention"]));
+        // `retention` (one rule) or `rules` (several) is required.
+        assert_eq!(
+            schema["oneOf"],
+            serde_json::json!([{"required": ["retention"]}, {"required": ["rules"]}])
+        );
         let text = schema.to_string();
         assert!(text.contains("min_age_days"));
+        // `rules` and the `match` conditions are described.
+        for word in [
+            "\"rules\"",
+            "\"match\"",
+            "last_launched_days",
+            "source_region",
+            "x86_64_mac",
+        ] {
+            assert!(text.contains(word), "schema lacks {word}");
+        }
     }
 }

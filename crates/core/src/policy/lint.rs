@@ -1,0 +1,119 @@
+//! `ami-sweeper lint`: what can be said about a policy's rules from the policy alone.
+//! Pure; judged on the patterns, never on an inventory.
+//!
+//! A rule can never match when an earlier rule with no `match` takes every image it
+//! could take: the earlier rule's name globs include each of the later rule's (or it has
+//! none), and its tag requirements are a subset of the later rule's (each value glob
+//! including the later one's). The judgement is conservative: a finding is always true,
+//! but an unreachable rule the patterns do not prove so is not reported. Two rules'
+//! retentions cannot be compared when they group lineages differently (`group_by`).
+
+use serde::Serialize;
+
+use super::{GroupBy, Policy, Rule};
+
+/// One thing the lint found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// `rule` can never match: `shadowed_by`, earlier, takes every image it could.
+    NeverMatches {
+        /// The rule that never matches.
+        rule: String,
+        /// The earlier rule that takes its images.
+        shadowed_by: String,
+    },
+    /// `rule` and `other` keep counts over different lineages (`group_by`), so neither
+    /// retention is stricter than the other.
+    IncomparableRetention {
+        /// The later rule.
+        rule: String,
+        /// The earlier rule.
+        other: String,
+    },
+}
+
+impl Finding {
+    /// Whether the finding is an error (a rule that never matches), not a note.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::NeverMatches { .. })
+    }
+
+    /// One line for people.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NeverMatches { rule, shadowed_by } => format!(
+                "rule {rule:?} can never match: the earlier rule {shadowed_by:?} has no \
+                 `match`, its names include every one of {rule:?}'s and its tags are a \
+                 subset of {rule:?}'s, so it takes every image {rule:?} could"
+            ),
+            Self::IncomparableRetention { rule, other } => format!(
+                "rules {other:?} and {rule:?} cannot be compared: they group lineages \
+                 differently (group_by), so their keep counts count different things"
+            ),
+        }
+    }
+}
+
+/// The findings for `policy`, in rule order: each rule that can never match (with the
+/// first earlier rule that shadows it), then each pair of rules that both keep a count
+/// but group lineages differently.
+pub fn lint(policy: &Policy) -> Vec<Finding> {
+    let rules = &policy.rules;
+    let mut out = Vec::new();
+    for (j, later) in rules.iter().enumerate() {
+        if let Some(earlier) = rules[..j].iter().find(|e| shadows(e, later)) {
+            out.push(Finding::NeverMatches {
+                rule: later.name.clone(),
+                shadowed_by: earlier.name.clone(),
+            });
+        }
+    }
+    for (j, later) in rules.iter().enumerate() {
+        for earlier in &rules[..j] {
+            let counts = later.retention.keep_count > 0 && earlier.retention.keep_count > 0;
+            let same = same_grouping(
+                earlier.retention.group_by.as_ref(),
+                later.retention.group_by.as_ref(),
+            );
+            if counts && !same {
+                out.push(Finding::IncomparableRetention {
+                    rule: later.name.clone(),
+                    other: earlier.name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `earlier` takes every image `later` could (syntactically, conservatively).
+fn shadows(earlier: &Rule, later: &Rule) -> bool {
+    let (e, l) = (&earlier.selection, &later.selection);
+    if e.matches.is_some() {
+        return false;
+    }
+    let names = e.names.is_empty()
+        || (!l.names.is_empty()
+            && l.names
+                .iter()
+                .all(|ln| e.names.iter().any(|en| en.includes(ln))));
+    let tags = e
+        .tags
+        .iter()
+        .all(|(k, eg)| l.tags.get(k).is_some_and(|lg| eg.includes(lg)));
+    names && tags
+}
+
+/// Whether two `group_by`s form the same lineages (absent: one group).
+fn same_grouping(a: Option<&GroupBy>, b: Option<&GroupBy>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.tags == y.tags
+                && x.name_regex.as_ref().map(|r| r.as_str())
+                    == y.name_regex.as_ref().map(|r| r.as_str())
+        }
+        _ => false,
+    }
+}
