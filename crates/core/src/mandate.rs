@@ -352,12 +352,12 @@ impl Mandate {
         let mut warnings = Vec::new();
         // The groups of the lineage images; `None` when one of them is not here (then
         // nothing is in scope).
-        let mut groups: Option<BTreeSet<String>> = Some(BTreeSet::new());
+        let mut groups: Option<BTreeSet<&crate::planner::Lineage>> = Some(BTreeSet::new());
         for id in &self.scope.lineages {
             match plan.decisions.iter().find(|d| &d.image_id == id) {
                 Some(d) => {
                     if let Some(g) = groups.as_mut() {
-                        g.insert(d.group.clone());
+                        g.insert(&d.lineage);
                     }
                 }
                 None => {
@@ -368,19 +368,22 @@ impl Mandate {
                 }
             }
         }
-        let lineage_ok = |group: &str| {
+        // Lineages compare by rule and key components, never by their display string.
+        let groups: Option<BTreeSet<crate::planner::Lineage>> =
+            groups.map(|gs| gs.into_iter().cloned().collect());
+        let lineage_ok = |lineage: &crate::planner::Lineage| {
             groups
                 .as_ref()
-                .is_some_and(|gs| gs.iter().all(|g| g == group))
+                .is_some_and(|gs| gs.iter().all(|g| g == lineage))
         };
         let scope = &self.scope;
-        let in_scope = |image: Option<&Image>, id: &str, group: &str| {
+        let in_scope = |image: Option<&Image>, id: &str, lineage: &crate::planner::Lineage| {
             let recipe = image.and_then(|i| i.tags.get(IMAGE_BUILDER_TAG));
             scope
                 .recipes
                 .iter()
                 .all(|p| recipe.is_some_and(|r| r.starts_with(p.as_str())))
-                && lineage_ok(group)
+                && lineage_ok(lineage)
                 && scope.images.as_ref().is_none_or(|ids| ids.contains(id))
         };
         let by_id: rustc_hash::FxHashMap<&str, &Image> = inventory
@@ -393,7 +396,7 @@ impl Mandate {
             in_scope(
                 by_id.get(d.image_id.as_str()).copied(),
                 &d.image_id,
-                &d.group,
+                &d.lineage,
             )
         });
         plan.map_actions(|d| match d.action {

@@ -173,6 +173,10 @@ pub enum CleanupAction {
     Retain,
 }
 
+/// A lineage: the position of the rule that groups it (`None`: no rule selects it) and
+/// its group key's components.
+pub type Lineage = (Option<usize>, Vec<String>);
+
 /// The decision for one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -187,6 +191,11 @@ pub struct Decision {
     /// With several rules, lineages are per rule: `<rule>: <key>`, and `(not selected)`
     /// for images no rule takes.
     pub group: String,
+    /// The lineage as the planner counts it: the grouping rule's position and the key's
+    /// components. `group` is only its display form, which two lineages can share (a
+    /// rule name or tag value containing `": "` or `/`): scopes compare this.
+    #[serde(skip)]
+    pub lineage: Lineage,
     /// Creation instant.
     #[serde(serialize_with = "crate::time::ser_instant")]
     pub creation_date: Timestamp,
@@ -714,6 +723,10 @@ fn decide(
                 name: img.name.clone(),
                 rule: rule_of[i].map(|r| policy.rules[r].name.clone()),
                 group: std::mem::take(&mut group_names[i]),
+                lineage: (
+                    grouping_index(policy, rule_of[i]),
+                    groups[i].iter().map(|k| k.to_string()).collect(),
+                ),
                 creation_date: img.creation_date,
                 state: img.state.clone(),
                 action,
@@ -765,9 +778,15 @@ fn plan_warnings(inventory: &Inventory, decisions: &[Decision]) -> Vec<String> {
 /// The rule whose `group_by` forms an image's lineage: its deciding rule; for an image no
 /// rule selects, the only rule of a single-rule policy (as before rules existed), else none.
 fn grouping_rule(policy: &Policy, rule: Option<usize>) -> Option<&Rule> {
+    grouping_index(policy, rule).map(|r| &policy.rules[r])
+}
+
+/// The position of the rule whose groups an image is counted in: its deciding rule; with
+/// one rule, that rule even for images it does not select (as before rules existed).
+fn grouping_index(policy: &Policy, rule: Option<usize>) -> Option<usize> {
     match rule {
-        Some(r) => Some(&policy.rules[r]),
-        None if policy.rules.len() == 1 => policy.rules.first(),
+        Some(r) => Some(r),
+        None if policy.rules.len() == 1 => Some(0),
         None => None,
     }
 }

@@ -501,3 +501,57 @@ fn a_plan_over_every_family_gives_each_image_one_decision() {
         assert_eq!(d.action, Action::Keep);
     }
 }
+
+#[test]
+/// Found by the adversarial review: two (rule, lineage) pairs that print alike (a rule
+/// name and a tag value containing ": ") were one lineage to a trigger's scope.
+fn a_trigger_lineage_never_reaches_another_rules_lineage_that_prints_alike() {
+    use ami_sweeper_core::mandate::{Ask, Mandate, Scope};
+    let policy = policy(
+        r#"{"dry_run": false, "rules": [
+        {"name": "builds", "selection": {"tags": {"family": "builds"}},
+         "retention": {"min_age_days": 30, "keep_count": 1, "group_by": {"tags": ["app"]}}},
+        {"name": "builds: payments", "selection": {"tags": {"family": "payments"}},
+         "retention": {"min_age_days": 30, "keep_count": 1, "group_by": {"tags": ["app"]}}}
+    ]}"#,
+    );
+    let images = vec![
+        // The event's image: rule `builds`, lineage app = "payments: api".
+        img("ami-new", "builds-2", 0)
+            .tag("family", "builds")
+            .tag("app", "payments: api")
+            .build(),
+        // Rule `builds: payments`, lineage app = "api": another rule's lineage.
+        img("ami-pay-new", "pay-2", 1)
+            .tag("family", "payments")
+            .tag("app", "api")
+            .build(),
+        img("ami-pay-old", "pay-1", 400)
+            .tag("family", "payments")
+            .tag("app", "api")
+            .build(),
+    ];
+    let inventory = Inventory::new(images, Usage::new()).unwrap();
+    let ceiling = Mandate::ceiling(&policy, false, Some("us-east-1"));
+    let mandate = ceiling.narrow(&Ask {
+        scope: Scope {
+            lineages: ["ami-new".to_string()].into(),
+            ..Scope::default()
+        },
+        ..Ask::default()
+    });
+    let mut p = plan(&policy, &inventory, now());
+    assert_eq!(decision(&p, "ami-pay-old").action, Action::Deregister);
+    mandate.restrict(&mut p, &inventory);
+    let in_scope: Vec<(&str, Action)> = p
+        .decisions
+        .iter()
+        .map(|d| (d.image_id.as_str(), d.action))
+        .collect();
+    assert!(
+        p.decisions
+            .iter()
+            .all(|d| d.rule.as_deref() == Some("builds")),
+        "the event for ami-new (rule builds) reaches another rule's lineage: {in_scope:?}"
+    );
+}
