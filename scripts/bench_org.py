@@ -127,7 +127,8 @@ def floor_seconds(n: int, shape: float) -> float:
 def one_run(args, name, cmd, seed_path, ids):
     server, upstream = start_emulator(args.moto_python, seed_path)
     proxy, endpoint = emulator.start_proxy(upstream, 1, args.latency,
-                                           extra=["--shape", str(args.shape)])
+                                           extra=["--shape", str(args.shape),
+                                                  "--upstream-concurrency", "4"])
     try:
         before = left(upstream, ids)
         # c7n-org runs every pair at once, as ami-sweeper does (`--account-concurrency`).
