@@ -487,3 +487,47 @@ async fn the_worker_rides_out_throttling_inside_its_batch() {
         "every throttle was met, and retried, by the worker's pacers"
     );
 }
+
+/// A deletion the worker cannot make within [`FACTS_FRESH_FOR`] of reading its facts (EC2
+/// keeps throttling it) is not made later on those facts: the job goes back to the queue,
+/// to be verified afresh, even when the batch itself has time left.
+#[tokio::test(start_paused = true)]
+async fn a_deletion_throttled_past_its_facts_freshness_goes_back_to_the_queue() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    let a = account(vec![]);
+    let ids = ["snap-a", "snap-b", "snap-c"];
+    a.update(|s| {
+        for id in ids {
+            let sn = snapshot(id, "", &[(STORAGE_MARK, "ami-gone")]);
+            s.snapshots.insert(id.to_string(), sn);
+        }
+    });
+    // Another caller holds the DeleteSnapshot bucket empty.
+    a.throttle("DeleteSnapshot", 0, 0.0);
+    let bodies: Vec<String> = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default(),
+        stop: &stop,
+    };
+    let started = tokio::time::Instant::now();
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &refs, now()).await;
+    let took = started.elapsed();
+    for h in &handled {
+        assert!(matches!(h, Handled::Ran(_, Attempt::Retry(_))), "{h:?}");
+    }
+    assert!(
+        took >= FACTS_FRESH_FOR && took < FACTS_FRESH_FOR * 2,
+        "{took:?}"
+    );
+    assert_eq!(a.state().snapshots.len(), 3, "nothing was deleted");
+    assert!(a.throttled("DeleteSnapshot") > 1, "retried while fresh");
+}

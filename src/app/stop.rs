@@ -60,6 +60,15 @@ impl Stop {
         }
     }
 
+    /// The same stop, also reached at `deadline` if that comes first (a signal still
+    /// stops both).
+    pub fn sooner(&self, deadline: Instant) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            deadline: Some(self.deadline.map_or(deadline, |d| d.min(deadline))),
+        }
+    }
+
     /// Resolves once a stop is requested or the deadline passes.
     pub async fn wait(&self) {
         loop {

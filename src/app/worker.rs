@@ -111,7 +111,8 @@ where
     for ((account, name), jobs) in by_region {
         let pacers = RegionPacers {
             describe: pacing.pacer(account.as_deref(), &name, ratelimit::DESCRIBE),
-            delete: pacing.pacer(account.as_deref(), &name, ratelimit::DELETE_SNAPSHOT),
+            place: (account.clone(), name.clone()),
+            pacing,
         };
         match clients(account, name).await {
             Ok(c) => {
@@ -133,11 +134,34 @@ where
         .collect()
 }
 
-/// One (account, Region)'s pacers: the Describe bucket for the facts, `DeleteSnapshot`'s
-/// for the deletions.
-struct RegionPacers {
+/// One (account, Region)'s pacers: the Describe bucket for the facts; `DeleteSnapshot`'s
+/// for the deletions, taken once the facts are read.
+struct RegionPacers<'a> {
     describe: std::sync::Arc<Pacer>,
-    delete: std::sync::Arc<Pacer>,
+    place: (Option<String>, String),
+    pacing: Pacing<'a>,
+}
+
+/// How long after its facts were read a job may still be run: a deletion throttled past
+/// this goes back to the queue and is verified afresh, so nothing is deleted on facts
+/// that a launch template or a new image could have changed meanwhile.
+pub const FACTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl RegionPacers<'_> {
+    /// The `DeleteSnapshot` pacer, stopping at the batch's stop or when the facts read
+    /// now are [`FACTS_FRESH_FOR`] old, whichever comes first.
+    fn delete(&self) -> std::sync::Arc<Pacer> {
+        let fresh = self
+            .pacing
+            .stop
+            .sooner(tokio::time::Instant::now() + FACTS_FRESH_FOR);
+        let bucket = ratelimit::DELETE_SNAPSHOT;
+        let (account, region) = &self.place;
+        let pace = self.pacing.pace.pace(bucket);
+        self.pacing
+            .pacers
+            .get(account.as_deref(), region, bucket, pace, &fresh)
+    }
 }
 
 /// What AWS says about a batch's targets (one region of one account).
@@ -408,7 +432,7 @@ async fn verdicts<C: Cleaner>(
 async fn handle_region<C: Cleaner>(
     c: &C,
     rules: &WorkerRules,
-    pacers: &RegionPacers,
+    pacers: &RegionPacers<'_>,
     jobs: Vec<(usize, CleanupJob)>,
     now: Timestamp,
 ) -> Vec<(usize, Handled)> {
@@ -422,6 +446,7 @@ async fn handle_region<C: Cleaner>(
                 .collect();
         }
     };
+    let delete = pacers.delete();
     let mut out = Vec::with_capacity(jobs.len());
     for ((i, job), verdict) in jobs.into_iter().zip(verdicts) {
         let handled = match verdict {
@@ -431,7 +456,7 @@ async fn handle_region<C: Cleaner>(
             }
             Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
             Verdict::Proceed => {
-                let attempt = run_job_paced(&job, c, c, Some(&pacers.delete)).await;
+                let attempt = run_job_paced(&job, c, c, Some(&delete)).await;
                 Handled::Ran(job, attempt)
             }
         };
