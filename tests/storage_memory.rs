@@ -437,6 +437,20 @@ fn the_readme_lists_the_storage_rules_one_to_one_in_order() {
     assert_eq!(listed, reasons);
 }
 
+/// An account holding `ids`, each marked as the storage of the deregistered `ami-gone`,
+/// a cleanup job for each, and the default policy.
+fn marked_snapshot_jobs(ids: &[String]) -> (MemoryAccount, Vec<String>, Policy) {
+    let a = account(vec![]);
+    a.update(|s| {
+        for id in ids {
+            let sn = snapshot(id, "", &[(STORAGE_MARK, "ami-gone")]);
+            s.snapshots.insert(id.clone(), sn);
+        }
+    });
+    let bodies = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
+    (a, bodies, policy(""))
+}
+
 /// Issue 21: the worker's EC2 calls go through its pacers. Behind `DeleteSnapshot` and
 /// Describe buckets far smaller than EC2's, every job of a batch still runs (a throttle
 /// is a signal to slow down, never a job's failure), and the pacers say what they met.
@@ -445,18 +459,10 @@ async fn the_worker_rides_out_throttling_inside_its_batch() {
     use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
     use ami_sweeper::app::stop::Stop;
     use ami_sweeper::app::worker::Pacing;
-    let a = account(vec![]);
     let ids: Vec<String> = (0..30).map(|i| format!("snap-{i:02}")).collect();
-    a.update(|s| {
-        for id in &ids {
-            let sn = snapshot(id, "", &[(STORAGE_MARK, "ami-gone")]);
-            s.snapshots.insert(id.clone(), sn);
-        }
-    });
+    let (a, bodies, p) = marked_snapshot_jobs(&ids);
     a.throttle("DeleteSnapshot", 5, 2.0);
-    let bodies: Vec<String> = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let p = policy("");
     let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
     let pacing = Pacing {
@@ -496,19 +502,11 @@ async fn a_deletion_throttled_past_its_facts_freshness_goes_back_to_the_queue() 
     use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
     use ami_sweeper::app::stop::Stop;
     use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
-    let a = account(vec![]);
-    let ids = ["snap-a", "snap-b", "snap-c"];
-    a.update(|s| {
-        for id in ids {
-            let sn = snapshot(id, "", &[(STORAGE_MARK, "ami-gone")]);
-            s.snapshots.insert(id.to_string(), sn);
-        }
-    });
+    let ids: Vec<String> = ["snap-a", "snap-b", "snap-c"].map(String::from).into();
+    let (a, bodies, p) = marked_snapshot_jobs(&ids);
     // Another caller holds the DeleteSnapshot bucket empty.
     a.throttle("DeleteSnapshot", 0, 0.0);
-    let bodies: Vec<String> = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let p = policy("");
     let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
     let pacing = Pacing {

@@ -504,9 +504,6 @@ async fn execute<A: Account, Q: CleanupSink>(
     mut queue: JobQueue<'_, Q>,
 ) -> Executed {
     let (cfg, region) = (pipeline.cfg, pipeline.region);
-    if queue.failed.is_some() {
-        pipeline.halted.store(true, Ordering::SeqCst);
-    }
     let mut known = Known::default();
     let mut references = References::new(policy);
     let p = plan_rounds(
@@ -907,7 +904,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         tags: pacer(ratelimit::TAGS),
         deregister: pacer(ratelimit::DEREGISTER_IMAGE),
         mutating: pacer(ratelimit::MUTATING),
-        halted: AtomicBool::new(false),
+        halted: AtomicBool::new(queue.failed.is_some()),
         done: AtomicUsize::new(0),
         now,
     };
