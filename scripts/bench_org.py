@@ -210,6 +210,7 @@ def main():
                 tail = r["output"].strip().splitlines()[-1][:200] if r["output"].strip() else ""
                 print(f"   {name} exit {r['code']}: {tail}")
         if os.environ.get("BENCH_VERBOSE"):
+            print(f"   {name} runs (wall s): " + ", ".join(f"{r['wall']:.1f}" for r in rs))
             for r in rs:
                 print("   windows (s from start): " + ", ".join(
                     f"{b} {f:.1f}-{l:.1f}" for b, (f, l) in sorted(r["windows"].items())))

@@ -781,15 +781,24 @@ async fn inventory<A: Account>(
     account: &A,
     cfg: &ExecConfig,
 ) -> Result<(Inventory, Reconciliation), String> {
-    let (listed, used, snapshots) = tokio::join!(
+    // The Recycle Bin's rules are read beside the listings: each is a round trip before
+    // the first deregistration otherwise.
+    let bin_rules = async {
+        match policy.recycle_bin {
+            RecycleBinMode::Ignore => Ok(None),
+            _ => account.bin_rules().await.map(Some),
+        }
+    };
+    let (listed, used, snapshots, rules) = tokio::join!(
         account.list_images(),
         account.list_usage(&policy.usage),
-        account.list_snapshots()
+        account.list_snapshots(),
+        bin_rules
     );
     let failed = |e: AwsError| format!("inventory failed, nothing was changed: {e}");
-    let (listed, (used, warnings), snapshots) = match (listed, used, snapshots) {
-        (Ok(l), Ok(u), Ok(s)) => (l, u, s),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(failed(e)),
+    let (listed, (used, warnings), snapshots, rules) = match (listed, used, snapshots, rules) {
+        (Ok(l), Ok(u), Ok(s), Ok(r)) => (l, u, s, r),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return Err(failed(e)),
     };
     let found = listed.len();
     progress::report(cfg.progress.as_ref(), || Progress::Listed {
@@ -799,8 +808,8 @@ async fn inventory<A: Account>(
     let mut inventory = Inventory::new(listed, used)
         .map_err(|e| format!("inventory is inconsistent, nothing was changed: {e}"))?;
     inventory.warnings = warnings;
-    if policy.recycle_bin != RecycleBinMode::Ignore {
-        inventory.recycle_bin = account.bin_rules().await.map_err(failed)?;
+    if let Some(rules) = rules {
+        inventory.recycle_bin = rules;
     }
     inventory.snapshot_tags = snapshots
         .iter()
@@ -871,7 +880,16 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     let describe = Arc::new(region_pacer(policy, cfg, ratelimit::DESCRIBE));
     let metered = account.metered(describe.clone());
     let account = &metered;
-    let (mut inventory, rec) = match inventory(policy, region, now, account, cfg).await {
+    // The queue is checked while the inventory is read (one round trip less before the
+    // first deregistration); an incomplete inventory is still the region's first error.
+    let check = async {
+        match cfg.dry_run {
+            true => Ok(()),
+            false => sink.check().await,
+        }
+    };
+    let (found, checked) = tokio::join!(inventory(policy, region, now, account, cfg), check);
+    let (mut inventory, rec) = match found {
         Ok(found) => found,
         Err(e) => {
             report.error = Some(e);
@@ -881,7 +899,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     let mut queue = JobQueue::new(sink);
     if !cfg.dry_run {
         // Never deregister what cannot then be cleaned up.
-        if let Err(e) = sink.check().await {
+        if let Err(e) = checked {
             report.error = Some(format!(
                 "cleanup jobs cannot be queued, nothing was changed: {e}"
             ));
