@@ -240,6 +240,51 @@ pub trait PageMeter: Send + Sync + std::fmt::Debug {
         &self,
         operation: &'static str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + '_>>;
+
+    /// Makes `attempt` (a whole listing) as the pacer makes its own calls: a token first;
+    /// a throttled attempt slows the meter and is made again after a jittered delay,
+    /// until the run stops (then code `Throttled`). See [`under_meter`].
+    fn call<'a>(
+        &'a self,
+        operation: &'static str,
+        attempt: MeteredAttempt<'a>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + 'a>>;
+}
+
+/// One attempt at a metered listing; its answer is kept by the caller ([`under_meter`]).
+pub type MeteredAttempt<'a> = Box<
+    dyn FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + 'a>>
+        + Send
+        + 'a,
+>;
+
+/// A whole listing, under `meter` when there is one (its retries, not the SDK's: an
+/// adapter lists through a client without them then), else made once as it is.
+pub async fn under_meter<'a, T, F, Fut>(
+    meter: Option<&'a dyn PageMeter>,
+    operation: &'static str,
+    list: F,
+) -> Result<T, AwsError>
+where
+    F: Fn() -> Fut + Send + Sync + 'a,
+    Fut: Future<Output = Result<T, AwsError>> + Send + 'a,
+    T: Send + 'a,
+{
+    let Some(meter) = meter else {
+        return list().await;
+    };
+    let answer = std::sync::Mutex::new(None);
+    let (slot, list) = (&answer, &list);
+    let attempt: MeteredAttempt<'_> = Box::new(move || {
+        Box::pin(async move {
+            let v = list().await?;
+            *slot.lock().expect("listing answer lock") = Some(v);
+            Ok(())
+        })
+    });
+    meter.call(operation, attempt).await?;
+    let answer = answer.into_inner().expect("listing answer lock");
+    Ok(answer.expect("a listing that succeeded left its answer"))
 }
 
 /// Listings that can be metered page by page.

@@ -526,6 +526,38 @@ async fn throttling_is_retried_by_the_pacer_alone_until_it_succeeds_and_counted(
 }
 
 #[tokio::test]
+async fn a_throttled_listing_is_retried_by_the_pacer_alone_past_the_sdks_attempts() {
+    let one = vec![image("ami-1", "a", "2025-01-01T00:00:00.000Z").build()];
+    let throttled = || {
+        (
+            503,
+            Some(ec2_error("RequestLimitExceeded", "Request limit exceeded.")),
+        )
+    };
+    // Four refusals in a row: the SDK here makes three attempts.
+    let listing = mock!(aws_sdk_ec2::Client::describe_images)
+        .sequence()
+        .http_status(throttled().0, throttled().1)
+        .times(4)
+        .output(move || {
+            DescribeImagesOutput::builder()
+                .set_images(Some(one.clone()))
+                .build()
+        })
+        .build();
+    let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+        .then_output(|| DeregisterImageOutput::builder().build());
+    let (c, calls) = account(&[&listing, &dereg]);
+    let (report, _) = sweep(&c, &policy()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    // Five calls, each refusal seen by the Describe pacer: no SDK retries beneath it.
+    assert_eq!(listing.num_calls(), 5);
+    assert_eq!(report.pacing["describe"].throttles, 4);
+    assert_eq!(calls.snapshot()["DescribeImages"], 5);
+}
+
+#[tokio::test]
 async fn launch_permissions_to_other_accounts_keep_images() {
     let images = images_rule(vec![
         image("ami-1", "to-account", "2025-01-01T00:00:00.000Z").build(),

@@ -337,6 +337,42 @@ async fn a_throttled_launch_permission_lookup_is_retried_not_taken_for_shared() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_listing_throttled_past_the_sdks_attempts_is_made_again_under_the_describe_pacer() {
+    let a = account(dozen());
+    // Each listing refused six times in a row: more than the SDK's five attempts.
+    for op in ["DescribeImages", "DescribeSnapshots", "DescribeInstances"] {
+        a.fail_times(op, None, "RequestLimitExceeded", Some(6));
+    }
+    let report = sweep(&a, &month()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(outcome(&report, "ami-01"), Some(Outcome::Deregistered));
+    assert!(a.state().images.is_empty());
+    assert_eq!(queued(&a).len(), 12, "every snapshot queued");
+    // The region's Describe pacer saw every throttle (and slowed down).
+    assert_eq!(report.pacing["describe"].throttles, 18);
+    assert!(report.pacing["describe"].end_per_second < 20.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listing_throttled_until_the_deadline_stops_the_region_with_nothing_changed() {
+    let a = account(dozen());
+    a.fail_times("DescribeSnapshots", None, "RequestLimitExceeded", None);
+    let cfg = ExecConfig {
+        dry_run: false,
+        stop: Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60))),
+        ..Default::default()
+    };
+    let report = sweep_with(&a, &month(), &cfg).await;
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("nothing was changed") && error.contains("Throttled"),
+        "{error}"
+    );
+    assert_eq!(a.state().images.len(), 12, "nothing was deregistered");
+    assert!(queued(&a).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn throttled_until_the_deadline_the_images_fail_throttled_with_nothing_half_done() {
     let a = account(dozen());
     // Another caller keeps the DeregisterImage bucket empty.

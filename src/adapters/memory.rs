@@ -95,7 +95,7 @@ struct Fault {
 /// `DeleteObjects bucket/key`, `Enqueue N`). Clones share the account, as two clients
 /// of one AWS account do.
 #[derive(Debug, Default, Clone)]
-pub struct MemoryAccount(Arc<Inner>);
+pub struct MemoryAccount(Arc<Inner>, Option<Arc<dyn crate::ports::PageMeter>>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -121,10 +121,13 @@ struct Bucket {
 impl MemoryAccount {
     /// An account holding `state`.
     pub fn new(state: State) -> Self {
-        Self(Arc::new(Inner {
-            state: Mutex::new(state),
-            ..Inner::default()
-        }))
+        Self(
+            Arc::new(Inner {
+                state: Mutex::new(state),
+                ..Inner::default()
+            }),
+            None,
+        )
     }
 
     /// Makes `operation` fail with `code` for `id` (every id when `None`), every time.
@@ -253,24 +256,33 @@ fn gone(operation: &'static str, code: &str, id: &str) -> AwsError {
 }
 
 impl crate::ports::MeteredListings for MemoryAccount {
-    /// The memory account's listings are one call each, and unmetered.
-    fn metered(&self, _meter: Arc<dyn crate::ports::PageMeter>) -> Self {
-        self.clone()
+    /// The same account, each listing (one page here) one call under `meter`, as the
+    /// EC2 adapter's are.
+    fn metered(&self, meter: Arc<dyn crate::ports::PageMeter>) -> Self {
+        Self(self.0.clone(), Some(meter))
+    }
+}
+
+impl MemoryAccount {
+    /// A listing: under the meter when metered (a throttle is retried there).
+    async fn listing<T: Send>(
+        &self,
+        operation: &'static str,
+        read: impl Fn() -> Result<T, AwsError> + Send + Sync,
+    ) -> Result<T, AwsError> {
+        let read = &read;
+        crate::ports::under_meter(self.1.as_deref(), operation, || async move { read() }).await
     }
 }
 
 impl ImageSource for MemoryAccount {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
-        self.fault("DescribeImages", "")?;
-        Ok(self
-            .0
-            .state
-            .lock()
-            .unwrap()
-            .images
-            .values()
-            .cloned()
-            .collect())
+        self.listing("DescribeImages", || {
+            self.fault("DescribeImages", "")?;
+            let state = self.0.state.lock().unwrap();
+            Ok(state.images.values().cloned().collect())
+        })
+        .await
     }
 
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
@@ -293,14 +305,17 @@ impl ImageSource for MemoryAccount {
 
 impl UsageSource for MemoryAccount {
     async fn list_usage(&self, _rules: &UsageRules) -> Result<(Usage, Vec<String>), AwsError> {
-        self.fault("DescribeInstances", "")?;
-        let state = self.0.state.lock().unwrap();
-        let usage = if state.distortions.hide_template_snapshots {
-            state.usage.clone()
-        } else {
-            state.usage_with_templates()
-        };
-        Ok((usage, Vec::new()))
+        self.listing("DescribeInstances", || {
+            self.fault("DescribeInstances", "")?;
+            let state = self.0.state.lock().unwrap();
+            let usage = if state.distortions.hide_template_snapshots {
+                state.usage.clone()
+            } else {
+                state.usage_with_templates()
+            };
+            Ok((usage, Vec::new()))
+        })
+        .await
     }
 }
 
@@ -422,16 +437,12 @@ impl Deregistrar for MemoryAccount {
 
 impl SnapshotSource for MemoryAccount {
     async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AwsError> {
-        self.fault("DescribeSnapshots", "")?;
-        Ok(self
-            .0
-            .state
-            .lock()
-            .unwrap()
-            .snapshots
-            .values()
-            .cloned()
-            .collect())
+        self.listing("DescribeSnapshots", || {
+            self.fault("DescribeSnapshots", "")?;
+            let state = self.0.state.lock().unwrap();
+            Ok(state.snapshots.values().cloned().collect())
+        })
+        .await
     }
 }
 

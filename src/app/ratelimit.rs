@@ -270,9 +270,24 @@ impl Pacer {
 
     /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
     /// after a jittered delay, until the run stops; then the error's code is
-    /// [`THROTTLED`] and the call was not made. A stop before the first attempt is the
-    /// code [`STOPPED`]. A transient failure is retried a few times.
-    pub async fn call<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, AwsError>
+    /// [`THROTTLED`] and the call was not made. A stop that came before the first attempt
+    /// is the code [`STOPPED`], tokens or not: no call starts after a stop (a deletion
+    /// whose facts' freshness ran out is not made). A transient failure is retried a few
+    /// times.
+    pub async fn call<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        let stop = self.stop.lock().expect("pacer stop lock").reason();
+        if let Some(r) = stop {
+            return Err(stopped(operation, r, false));
+        }
+        self.attempts(operation, f).await
+    }
+
+    /// [`Pacer::call`]'s attempts: a stop ends only a wait (for a token or a retry).
+    async fn attempts<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, AwsError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
@@ -299,8 +314,10 @@ impl Pacer {
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
                     let backoff = Duration::from_millis(100 << transient);
-                    if self.sleep(backoff).await.is_err() {
-                        return Err(e);
+                    // Stopped before the retry: reported as the stop it is (the run's
+                    // report says so), not as the transient error.
+                    if let Err(r) = self.sleep(backoff).await {
+                        return Err(stopped(operation, r, throttled));
                     }
                 }
                 Err(e) => return Err(e),
@@ -348,6 +365,16 @@ impl crate::ports::PageMeter for Pacer {
                 .await
                 .map_err(|r| stopped(operation, r, false))
         })
+    }
+
+    fn call<'a>(
+        &'a self,
+        operation: &'static str,
+        mut attempt: crate::ports::MeteredAttempt<'a>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + 'a>> {
+        // A listing is read as far as tokens allow after a stop, as its pages are: the
+        // report still shows what the plan would have done.
+        Box::pin(async move { self.attempts(operation, &mut attempt).await })
     }
 }
 

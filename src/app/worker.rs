@@ -148,13 +148,11 @@ struct RegionPacers<'a> {
 pub const FACTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RegionPacers<'_> {
-    /// The `DeleteSnapshot` pacer, stopping at the batch's stop or when the facts read
-    /// now are [`FACTS_FRESH_FOR`] old, whichever comes first.
-    fn delete(&self) -> std::sync::Arc<Pacer> {
-        let fresh = self
-            .pacing
-            .stop
-            .sooner(tokio::time::Instant::now() + FACTS_FRESH_FOR);
+    /// The `DeleteSnapshot` pacer, stopping at the batch's stop or when the facts whose
+    /// reading began at `read_from` are [`FACTS_FRESH_FOR`] old, whichever comes first.
+    /// (The first fact is the oldest: a later read slowed by throttling ages it.)
+    fn delete(&self, read_from: tokio::time::Instant) -> std::sync::Arc<Pacer> {
+        let fresh = self.pacing.stop.sooner(read_from + FACTS_FRESH_FOR);
         let bucket = ratelimit::DELETE_SNAPSHOT;
         let (account, region) = &self.place;
         let pace = self.pacing.pace.pace(bucket);
@@ -436,6 +434,7 @@ async fn handle_region<C: Cleaner>(
     jobs: Vec<(usize, CleanupJob)>,
     now: Timestamp,
 ) -> Vec<(usize, Handled)> {
+    let read_from = tokio::time::Instant::now();
     let verdicts = match verdicts(c, &pacers.describe, rules, &jobs, now).await {
         Ok(v) => v,
         Err(e) => {
@@ -446,7 +445,7 @@ async fn handle_region<C: Cleaner>(
                 .collect();
         }
     };
-    let delete = pacers.delete();
+    let delete = pacers.delete(read_from);
     let mut out = Vec::with_capacity(jobs.len());
     for ((i, job), verdict) in jobs.into_iter().zip(verdicts) {
         let handled = match verdict {

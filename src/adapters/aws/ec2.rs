@@ -126,16 +126,45 @@ impl Ec2 {
         }
     }
 
+    /// The client a listing's pages go through: without the SDK's retries when metered
+    /// (the meter retries the listing), with them otherwise.
+    fn listing_client(&self) -> &aws_sdk_ec2::Client {
+        match self.meter {
+            Some(_) => &self.paced,
+            None => &self.client,
+        }
+    }
+
+    /// A whole listing. Metered, it is one call under the meter (its first page's token;
+    /// a throttled page slows the meter and the listing is made again, until the run
+    /// stops), with no SDK retries beneath; unmetered, the SDK's retries apply.
+    async fn listing<'s, T, F, Fut>(
+        &'s self,
+        operation: &'static str,
+        list: F,
+    ) -> Result<T, AwsError>
+    where
+        F: Fn() -> Fut + Send + Sync + 's,
+        Fut: std::future::Future<Output = Result<T, AwsError>> + Send + 's,
+        T: Send + 's,
+    {
+        crate::ports::under_meter(self.meter.as_deref(), operation, list).await
+    }
+
     /// Images used by instances in any state but terminated (all pages).
     pub async fn instance_usage(&self) -> Result<Usage, AwsError> {
+        self.listing("DescribeInstances", || self.instance_pages())
+            .await
+    }
+
+    async fn instance_pages(&self) -> Result<Usage, AwsError> {
         let mut usage = Usage::new();
         let mut pages = self
-            .client
+            .listing_client()
             .describe_instances()
             .max_results(1000)
             .into_paginator()
             .send();
-        self.meter("DescribeInstances", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeInstances");
             let resp = page.map_err(|e| from_sdk("DescribeInstances", e))?;
@@ -161,16 +190,25 @@ impl Ec2 {
     /// Images named by any version of any launch template; `resolve:ssm:` ids are
     /// returned for the SSM adapter to resolve.
     pub async fn launch_template_usage(&self) -> Result<(Usage, Vec<SsmRef>), AwsError> {
+        self.listing("DescribeLaunchTemplates", || {
+            self.launch_template_pages(self.listing_client())
+        })
+        .await
+    }
+
+    /// Every launch template's versions, through `client`.
+    async fn launch_template_pages(
+        &self,
+        client: &aws_sdk_ec2::Client,
+    ) -> Result<(Usage, Vec<SsmRef>), AwsError> {
         let mut usage = Usage::new();
         let mut refs = Vec::new();
         let mut templates = Vec::new();
-        let mut pages = self
-            .client
+        let mut pages = client
             .describe_launch_templates()
             .max_results(200)
             .into_paginator()
             .send();
-        self.meter("DescribeLaunchTemplates", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeLaunchTemplates");
             let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
@@ -183,8 +221,7 @@ impl Ec2 {
             );
         }
         for id in templates {
-            let mut pages = self
-                .client
+            let mut pages = client
                 .describe_launch_template_versions()
                 .launch_template_id(&id)
                 .max_results(200)
@@ -230,14 +267,17 @@ impl Ec2 {
     /// Images named by EC2 Fleets that can still launch (each override's `ImageId`), and
     /// the launch template versions they name (all pages).
     pub async fn fleet_usage(&self) -> Result<Usage, AwsError> {
+        self.listing("DescribeFleets", || self.fleet_pages()).await
+    }
+
+    async fn fleet_pages(&self) -> Result<Usage, AwsError> {
         let mut usage = Usage::new();
         let mut pages = self
-            .client
+            .listing_client()
             .describe_fleets()
             .max_results(1000)
             .into_paginator()
             .send();
-        self.meter("DescribeFleets", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeFleets");
             let resp = page.map_err(|e| from_sdk("DescribeFleets", e))?;
@@ -268,14 +308,18 @@ impl Ec2 {
     /// Images named by Spot Fleet requests that can still launch (launch specifications),
     /// and the launch template versions they name (all pages).
     pub async fn spot_fleet_usage(&self) -> Result<Usage, AwsError> {
+        self.listing("DescribeSpotFleetRequests", || self.spot_fleet_pages())
+            .await
+    }
+
+    async fn spot_fleet_pages(&self) -> Result<Usage, AwsError> {
         let mut usage = Usage::new();
         let mut pages = self
-            .client
+            .listing_client()
             .describe_spot_fleet_requests()
             .max_results(1000)
             .into_paginator()
             .send();
-        self.meter("DescribeSpotFleetRequests", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSpotFleetRequests");
             let resp = page.map_err(|e| from_sdk("DescribeSpotFleetRequests", e))?;
@@ -456,7 +500,7 @@ impl Ec2 {
         let mut out = Vec::new();
         for chunk in values.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .client
+                .paced
                 .describe_images()
                 .owners("self")
                 .include_disabled(true)
@@ -567,18 +611,17 @@ impl Ec2 {
     }
 }
 
-impl ImageSource for Ec2 {
-    async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
+impl Ec2 {
+    async fn image_pages(&self) -> Result<Vec<Image>, AwsError> {
         let mut images = Vec::new();
         let mut pages = self
-            .client
+            .listing_client()
             .describe_images()
             .owners("self")
             .include_disabled(true)
             .max_results(1000)
             .into_paginator()
             .send();
-        self.meter("DescribeImages", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeImages");
             let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
@@ -594,6 +637,12 @@ impl ImageSource for Ec2 {
             }
         }
         Ok(images)
+    }
+}
+
+impl ImageSource for Ec2 {
+    async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
+        self.listing("DescribeImages", || self.image_pages()).await
     }
 
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
@@ -664,15 +713,21 @@ fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
 
 impl SnapshotSource for Ec2 {
     async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AwsError> {
+        self.listing("DescribeSnapshots", || self.snapshot_pages())
+            .await
+    }
+}
+
+impl Ec2 {
+    async fn snapshot_pages(&self) -> Result<Vec<Snapshot>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
-            .client
+            .listing_client()
             .describe_snapshots()
             .owner_ids("self")
             .max_results(1000)
             .into_paginator()
             .send();
-        self.meter("DescribeSnapshots", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSnapshots");
             let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
@@ -699,14 +754,23 @@ impl RecycleBin for Ec2 {
         &self,
         image_ids: &FxHashSet<String>,
     ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
+        self.listing("ListImagesInRecycleBin", || self.bin_pages(image_ids))
+            .await
+    }
+}
+
+impl Ec2 {
+    async fn bin_pages(
+        &self,
+        image_ids: &FxHashSet<String>,
+    ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
         let mut found = FxHashMap::default();
         let mut pages = self
-            .client
+            .listing_client()
             .list_images_in_recycle_bin()
             .max_results(RECYCLE_BIN_PAGE)
             .into_paginator()
             .send();
-        self.meter("ListImagesInRecycleBin", true).await?;
         while let Some(page) = pages.next().await {
             self.calls.record("ListImagesInRecycleBin");
             let resp = page.map_err(|e| from_sdk("ListImagesInRecycleBin", e))?;
@@ -785,7 +849,7 @@ impl JobFacts for Ec2 {
         let mut out = Vec::new();
         for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .client
+                .paced
                 .describe_snapshots()
                 .owner_ids("self")
                 .filters(ids_filter("snapshot-id", chunk))
@@ -835,6 +899,6 @@ impl JobFacts for Ec2 {
     }
 
     async fn template_snapshots(&self) -> Result<Usage, AwsError> {
-        Ok(self.launch_template_usage().await?.0)
+        Ok(self.launch_template_pages(&self.paced).await?.0)
     }
 }
