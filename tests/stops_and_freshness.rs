@@ -79,11 +79,10 @@ fn snapshot_job(snapshot_id: &str, image_id: &str) -> String {
     CleanupJob::new(REGION, image_id, target).to_json()
 }
 
-/// Worker, FACTS_FRESH_FOR: the freshness deadline is taken after the *last* fact is read
-/// (worker.rs `RegionPacers::delete`, called after `verdicts`), while the snapshot's own
-/// tags were read first. A Describe call throttled between them (retried until the
-/// batch's stop) ages the snapshot's tags past 30 s: an exclude tag added meanwhile is not
-/// seen, and the snapshot is deleted on 2-minute-old facts.
+/// Worker, FACTS_FRESH_FOR: the freshness window counts from the first fact read (the
+/// snapshot's tags), not from the last. A Describe call throttled after the tags were read
+/// (retried until the batch's stop) must not let the snapshot be deleted on 2-minute-old
+/// tags: an exclude tag added meanwhile would not be seen. (It was, before `6bd4441`.)
 #[tokio::test(start_paused = true)]
 async fn facts_read_before_a_throttled_describe_are_not_older_than_the_freshness_rule() {
     let a = account(vec![]);
@@ -140,9 +139,8 @@ async fn facts_read_before_a_throttled_describe_are_not_older_than_the_freshness
 }
 
 /// Sweep: a stop that comes during the pacer's backoff after a transient error of
-/// DeregisterImage (ratelimit.rs `Pacer::call`, transient arm: `return Err(e)`) is
-/// reported as a plain failure of the image, and the region's report does not say it
-/// stopped.
+/// DeregisterImage: the image fails with its own error (the call may have taken effect)
+/// and the region's report says the run stopped.
 #[tokio::test(start_paused = true)]
 async fn a_stop_during_a_transient_retry_is_reported_as_stopped() {
     let a = account(vec![image("ami-1", &["snap-1"])]);
@@ -162,6 +160,14 @@ async fn a_stop_during_a_transient_retry_is_reported_as_stopped() {
         .find(|i| i.image_id == "ami-1")
         .unwrap();
     assert!(a.state().images.contains_key("ami-1"));
+    // The call was made and failed: whether it took effect is unknown, so the image is
+    // failed with its own error, not deferred as if nothing had been tried.
+    assert_eq!(img.outcome, Some(Outcome::Failed));
+    let why = img.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("InternalError") && why.contains("not retried"),
+        "{why}"
+    );
     assert_eq!(
         report.stopped,
         Some(StopReason::Deadline),

@@ -451,16 +451,20 @@ impl RecycleBin for MemoryAccount {
         &self,
         image_ids: &FxHashSet<String>,
     ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
-        self.fault("ListImagesInRecycleBin", "")?;
-        let state = self.0.state.lock().unwrap();
-        Ok(state
-            .recycle_bin
-            .iter()
-            .filter(|(i, exit)| {
-                image_ids.contains(*i) && state.clock.is_none_or(|now| exit.is_none_or(|t| t > now))
-            })
-            .map(|(i, exit)| (i.clone(), *exit))
-            .collect())
+        self.listing("ListImagesInRecycleBin", || {
+            self.fault("ListImagesInRecycleBin", "")?;
+            let state = self.0.state.lock().unwrap();
+            Ok(state
+                .recycle_bin
+                .iter()
+                .filter(|(i, exit)| {
+                    image_ids.contains(*i)
+                        && state.clock.is_none_or(|now| exit.is_none_or(|t| t > now))
+                })
+                .map(|(i, exit)| (i.clone(), *exit))
+                .collect())
+        })
+        .await
     }
 }
 

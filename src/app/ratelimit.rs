@@ -314,10 +314,13 @@ impl Pacer {
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
                     let backoff = Duration::from_millis(100 << transient);
-                    // Stopped before the retry: reported as the stop it is (the run's
-                    // report says so), not as the transient error.
+                    // Stopped before the retry: the call was made and failed, and whether
+                    // it took effect is unknown, so its own error stands, saying so
+                    // ([`cut_short`] tells the caller the run stopped).
                     if let Err(r) = self.sleep(backoff).await {
-                        return Err(stopped(operation, r, throttled));
+                        let message =
+                            format!("{}; not retried: {} stopped the run", e.message, why(r));
+                        return Err(AwsError { message, ..e });
                     }
                 }
                 Err(e) => return Err(e),
@@ -448,11 +451,23 @@ fn is_transient(e: &AwsError) -> bool {
 }
 
 /// The error of a call the run's stop ended: [`THROTTLED`] when EC2 had refused it.
-fn stopped(operation: &'static str, r: StopReason, throttled: bool) -> AwsError {
-    let why = match r {
+/// What stopped the run, in words.
+fn why(r: StopReason) -> &'static str {
+    match r {
         StopReason::Signal => "a signal",
         StopReason::Deadline => "the run's deadline",
-    };
+    }
+}
+
+/// Whether `e` ended a paced call because the run stopped: not made ([`STOPPED`]),
+/// throttled until the stop ([`THROTTLED`]), or failed transiently with no retry left
+/// before the stop (made, its effect unknown).
+pub fn cut_short(e: &AwsError, stop: &Stop) -> bool {
+    e.is(STOPPED) || e.is(THROTTLED) || (is_transient(e) && stop.reason().is_some())
+}
+
+fn stopped(operation: &'static str, r: StopReason, throttled: bool) -> AwsError {
+    let why = why(r);
     if throttled {
         AwsError::new(
             operation,

@@ -116,7 +116,8 @@ enum Step<'p> {
     Done(&'p Decision, Outcome, Option<String>),
     /// Not deregistered: held back (deferred to the next run).
     Held(&'p Decision, Hold),
-    /// Not done: a call was throttled until the run stopped (the error says which).
+    /// Failed because the run stopped: a call throttled until the stop, or one that
+    /// failed transiently with the stop before its retry (the error says which).
     Throttled(&'p Decision, StopReason, String),
 }
 
@@ -212,12 +213,13 @@ impl<A: Account> Pipeline<'_, A> {
     }
 
     /// The step of an image whose paced call failed with `e`: held when the run stopped
-    /// before the call, `throttled` when EC2 refused it until the stop, else failed.
+    /// before the call; failed, with the run stopped, when EC2 refused it until the stop
+    /// or the stop came before a transient failure could be retried; else failed.
     fn failed<'d>(&self, d: &'d Decision, e: &AwsError, why: String) -> Step<'d> {
         let stop = self.cfg.stop.reason().unwrap_or(StopReason::Signal);
         if e.is(ratelimit::STOPPED) {
             Step::Held(d, Hold::Stop(stop))
-        } else if e.is(ratelimit::THROTTLED) {
+        } else if ratelimit::cut_short(e, &self.cfg.stop) {
             Step::Throttled(d, stop, why)
         } else {
             Step::Done(d, Outcome::Failed, Some(why))
@@ -275,7 +277,7 @@ impl<A: Account> Pipeline<'_, A> {
             }
             // A stop (or throttling until it) before the lookup was answered: not known,
             // so not touched.
-            Err(e) if e.is(ratelimit::STOPPED) || e.is(ratelimit::THROTTLED) => {
+            Err(e) if ratelimit::cut_short(&e, &self.cfg.stop) => {
                 Some(self.failed(d, &e, format!("launch permissions not read: {e}")))
             }
             Err(e) => Some(Step::Unknown(d.image_id.clone(), e)),
@@ -329,7 +331,7 @@ impl<A: Account> Pipeline<'_, A> {
         let deregister = || self.account.deregister(&d.image_id);
         let step = match self.deregister.call("DeregisterImage", deregister).await {
             Ok(()) => Step::Done(d, Outcome::Deregistered, None),
-            Err(e) if e.is(ratelimit::STOPPED) || e.is(ratelimit::THROTTLED) => {
+            Err(e) if ratelimit::cut_short(&e, &self.cfg.stop) => {
                 return self.failed(d, &e, e.to_string());
             }
             Err(e) => {

@@ -500,7 +500,7 @@ impl Ec2 {
         let mut out = Vec::new();
         for chunk in values.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .paced
+                .client
                 .describe_images()
                 .owners("self")
                 .include_disabled(true)
@@ -849,7 +849,7 @@ impl JobFacts for Ec2 {
         let mut out = Vec::new();
         for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .paced
+                .client
                 .describe_snapshots()
                 .owner_ids("self")
                 .filters(ids_filter("snapshot-id", chunk))
@@ -899,6 +899,6 @@ impl JobFacts for Ec2 {
     }
 
     async fn template_snapshots(&self) -> Result<Usage, AwsError> {
-        Ok(self.launch_template_pages(&self.paced).await?.0)
+        Ok(self.launch_template_pages(&self.client).await?.0)
     }
 }
