@@ -845,3 +845,103 @@ async fn a_failed_disable_deregisters_nothing_and_is_retried_next_time() {
     let report = sweep_region(&staged, REGION, day(3), &a, &a, &live()).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
 }
+
+/// Sweep: a stop that comes during the pacer's backoff after a transient error of
+/// DeregisterImage: the image fails with its own error (the call may have taken effect)
+/// and the region's report says the run stopped.
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_transient_retry_is_reported_as_stopped() {
+    let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+    a.fail_times("DeregisterImage", Some("ami-1"), "InternalError", Some(1));
+    let cfg = ExecConfig {
+        dry_run: false,
+        concurrency: 1,
+        stop: Stop::with_deadline(Some(
+            tokio::time::Instant::now() + Duration::from_millis(100),
+        )),
+        ..Default::default()
+    };
+    let report = sweep_with(&a, &month(), &cfg).await;
+    let img = report
+        .images
+        .iter()
+        .find(|i| i.image_id == "ami-1")
+        .unwrap();
+    assert!(a.state().images.contains_key("ami-1"));
+    // The call was made and failed: whether it took effect is unknown, so the image is
+    // failed with its own error, not deferred as if nothing had been tried.
+    assert_eq!(img.outcome, Some(Outcome::Failed));
+    let why = img.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("InternalError") && why.contains("not retried"),
+        "{why}"
+    );
+    assert_eq!(
+        report.stopped,
+        Some(StopReason::Deadline),
+        "the run stopped at its deadline, the report says {:?}; ami-1: {:?} {:?}",
+        report.stopped,
+        img.outcome,
+        img.error
+    );
+}
+
+/// Sweep: the write-ahead mark throttled until the deadline: not deregistered, nothing
+/// queued, the report says stopped.
+#[tokio::test(start_paused = true)]
+async fn a_mark_throttled_until_the_deadline_deregisters_nothing() {
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+    ]);
+    a.throttle("CreateTags", 0, 0.0);
+    let cfg = ExecConfig {
+        dry_run: false,
+        stop: Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(20))),
+        ..Default::default()
+    };
+    let report = sweep_with(&a, &month(), &cfg).await;
+    assert_eq!(a.state().images.len(), 2);
+    assert!(a.queued().is_empty());
+    assert_eq!(report.stopped, Some(StopReason::Deadline));
+    for i in &report.images {
+        assert!(
+            matches!(i.outcome, Some(Outcome::Failed) | Some(Outcome::Deferred)),
+            "{i:?}"
+        );
+    }
+}
+
+/// Sweep: unreadable rbin rules, or an unreachable queue, while the other is fine: the
+/// region stops with nothing changed (both are read beside the inventory).
+#[tokio::test]
+async fn unreadable_bin_rules_or_queue_change_nothing() {
+    for (op, code) in [
+        ("ListRules", "AccessDeniedException"),
+        (
+            "GetQueueAttributes",
+            "AWS.SimpleQueueService.NonExistentQueue",
+        ),
+        ("DescribeSnapshots", "UnauthorizedOperation"),
+    ] {
+        let a = account(vec![image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"])]);
+        a.update(|s| {
+            let mut orphan = snapshot("snap-o", "");
+            orphan.tags.insert(STORAGE_MARK, "ami-gone");
+            s.snapshots.insert("snap-o".into(), orphan);
+        });
+        a.fail(op, None, code);
+        let cfg = ExecConfig {
+            dry_run: false,
+            ..Default::default()
+        };
+        let report = sweep_with(&a, &month(), &cfg).await;
+        let err = report.error.as_deref().unwrap_or_default();
+        assert!(
+            err.contains("nothing was changed") && !err.contains('\n'),
+            "{op}: {err}"
+        );
+        assert!(a.log().is_empty(), "{op}: {:?}", a.log());
+        assert!(a.queued().is_empty(), "{op}");
+    }
+}

@@ -529,3 +529,88 @@ async fn a_deletion_throttled_past_its_facts_freshness_goes_back_to_the_queue() 
     assert_eq!(a.state().snapshots.len(), 3, "nothing was deleted");
     assert!(a.throttled("DeleteSnapshot") > 1, "retried while fresh");
 }
+
+/// Worker, FACTS_FRESH_FOR: the freshness window counts from the first fact read (the
+/// snapshot's tags), not from the last. A Describe call throttled after the tags were read
+/// (retried until the batch's stop) must not let the snapshot be deleted on 2-minute-old
+/// tags: an exclude tag added meanwhile would not be seen. (It was, before `6bd4441`.)
+#[tokio::test(start_paused = true)]
+async fn facts_read_before_a_throttled_describe_are_not_older_than_the_freshness_rule() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    use std::time::Duration;
+    let a = account(vec![]);
+    a.update(|s| {
+        let sn = snapshot("snap-a", "", &[(STORAGE_MARK, "ami-gone")]);
+        s.snapshots.insert("snap-a".into(), sn);
+    });
+    // Another caller just took the Describe bucket's only token for DescribeImages; it
+    // comes back every 120 s.
+    a.throttle("DescribeImages", 1, 1.0 / 120.0);
+    let taken = ami_sweeper::ports::JobFacts::registered_images(&a, &[]).await;
+    assert!(taken.is_ok());
+    // 60 s into the batch, the operator tags the snapshot to keep it.
+    let a2 = a.clone();
+    let operator = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        a2.update(|s| {
+            s.snapshots
+                .get_mut("snap-a")
+                .unwrap()
+                .tags
+                .insert("retain", "yes");
+        });
+    });
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default(),
+        stop: &stop,
+    };
+    let body = snapshot_job("snap-a", "ami-gone");
+    let started = tokio::time::Instant::now();
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &[body.as_str()], now())
+            .await;
+    let took = started.elapsed();
+    operator.await.unwrap();
+    assert!(
+        took > FACTS_FRESH_FOR * 2,
+        "the Describe call was throttled: {took:?}"
+    );
+    assert!(
+        a.state().snapshots.contains_key("snap-a"),
+        "snap-a was deleted {took:?} after its tags were read (the exclude tag added at 60 s \
+         was never seen): {handled:?}"
+    );
+    assert!(
+        !matches!(handled[0], Handled::Ran(_, Attempt::Done(..))),
+        "{handled:?}"
+    );
+}
+
+/// Control for the freshness test: the same exclude tag, present when the facts are read,
+/// keeps the snapshot (so the deletion above is only the stale facts' doing).
+#[tokio::test(start_paused = true)]
+async fn control_an_exclude_tag_seen_in_the_facts_keeps_the_snapshot() {
+    let a = account(vec![]);
+    a.update(|s| {
+        let sn = snapshot(
+            "snap-a",
+            "",
+            &[(STORAGE_MARK, "ami-gone"), ("retain", "yes")],
+        );
+        s.snapshots.insert("snap-a".into(), sn);
+    });
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let body = snapshot_job("snap-a", "ami-gone");
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled = crate::handle_batch(worker, &rules, &[body.as_str()], now()).await;
+    assert!(a.state().snapshots.contains_key("snap-a"), "{handled:?}");
+    assert!(matches!(handled[0], Handled::Rejected(..)), "{handled:?}");
+}

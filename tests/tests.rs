@@ -18,7 +18,6 @@ mod lambda_runtime;
 mod notify_moto;
 mod org_moto;
 mod retire_moto;
-mod stops_and_freshness;
 mod storage_memory;
 mod storage_moto;
 mod storage_props;
