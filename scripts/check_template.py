@@ -113,6 +113,103 @@ def notification_checks(t: dict, root: str) -> list:
     ]
 
 
+# The resource types the Serverless Application Repository deploys ("List of Supported
+# AWS Resources" in its developer guide), for the services this template uses.
+SAR_SUPPORTED = {
+    "AWS::Serverless::Function", "AWS::Serverless::Api", "AWS::Serverless::Application",
+    "AWS::Serverless::LayerVersion", "AWS::Serverless::SimpleTable",
+    "AWS::Lambda::Function", "AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping",
+    "AWS::Lambda::Alias", "AWS::Lambda::Version", "AWS::Lambda::LayerVersion",
+    "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy",
+    "AWS::Events::Rule", "AWS::SQS::Queue", "AWS::SQS::QueuePolicy",
+    "AWS::SNS::Topic", "AWS::SNS::Subscription", "AWS::SNS::TopicPolicy",
+    "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+    "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard",
+    "AWS::Logs::LogGroup", "AWS::Logs::MetricFilter", "AWS::SSM::Parameter",
+}
+# What SAM makes of a function and each of its event sources.
+SAM_EXPANDS = {
+    "function": {"AWS::Lambda::Function", "AWS::IAM::Role"},
+    "Schedule": {"AWS::Events::Rule", "AWS::Lambda::Permission"},
+    "CloudWatchEvent": {"AWS::Events::Rule", "AWS::Lambda::Permission"},
+    "EventBridgeRule": {"AWS::Events::Rule", "AWS::Lambda::Permission"},
+    "SQS": {"AWS::Lambda::EventSourceMapping"},
+}
+# The capabilities a deployer acknowledges (the Repository's "Acknowledging application
+# capabilities"), and the resource types that need each.
+SAR_CAPABILITIES = {
+    "CAPABILITY_IAM": {"AWS::IAM::Group", "AWS::IAM::InstanceProfile", "AWS::IAM::Policy",
+                       "AWS::IAM::Role"},
+    "CAPABILITY_RESOURCE_POLICY": {"AWS::Lambda::Permission", "AWS::IAM::Policy",
+                                   "AWS::ApplicationAutoScaling::ScalingPolicy",
+                                   "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy",
+                                   "AWS::SNS::TopicPolicy"},
+}
+# The capabilities docs/deployment.md tells a deployer to acknowledge.
+NEEDED_CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_RESOURCE_POLICY"]
+
+
+def deployed_types(t: dict) -> set:
+    """Every resource type the stack creates: the template's and those SAM expands to."""
+    types = set()
+    for res in t["Resources"].values():
+        types.add(res["Type"])
+        if res["Type"] == "AWS::Serverless::Function":
+            types |= SAM_EXPANDS["function"]
+            for ev in res["Properties"].get("Events", {}).values():
+                types |= SAM_EXPANDS[ev["Type"]]
+    return types
+
+
+def cargo_field(root: str, name: str) -> str:
+    text = open(os.path.join(root, "Cargo.toml")).read().split("[package]")[1]
+    return re.search(rf'^{name} = "([^"]+)"', text, re.M).group(1)
+
+
+def sar_checks(t: dict, root: str) -> list:
+    """The Serverless Application Repository metadata (`sam publish`), the resource types
+    it can deploy, and the capabilities a deployer acknowledges."""
+    app = t.get("Metadata", {}).get("AWS::ServerlessRepo::Application", {})
+    types = deployed_types(t)
+    needed = sorted(c for c, kinds in SAR_CAPABILITIES.items() if types & kinds)
+    labels = app.get("Labels", [])
+    return [
+        ("SAR metadata: name, author, description within the Repository's limits",
+         re.fullmatch(r"[a-zA-Z0-9\-]{1,140}", app.get("Name", "")) is not None
+         and re.fullmatch(r"[a-z0-9](([a-z0-9]|-(?!-))*[a-z0-9])?", app.get("Author", "")) is not None
+         and 1 <= len(app.get("Description", "")) <= 256),
+        ("SAR metadata: the SPDX license and the semantic version are Cargo.toml's",
+         app.get("SpdxLicenseId") == cargo_field(root, "license")
+         and app.get("SemanticVersion") == cargo_field(root, "version")),
+        ("SAR metadata: home page and source are https URLs; the README is the project's",
+         all(str(app.get(k, "")).startswith("https://") for k in ("HomePageUrl", "SourceCodeUrl"))
+         and app.get("ReadmeUrl") == "README.md" and os.path.isfile(os.path.join(root, "README.md"))),
+        ("SAR metadata: 1 to 10 labels, each of the allowed characters",
+         1 <= len(labels) <= 10
+         and all(re.fullmatch(r"[a-zA-Z0-9+\-_:/@]{1,127}", l) for l in labels)),
+        ("the docs' base URL is the home page's",
+         t["Parameters"]["DocsBaseUrl"]["Default"].startswith(app.get("HomePageUrl", "-"))),
+        (f"every resource type (SAM's expansions included) is one the Repository deploys: "
+         f"{sorted(types - SAR_SUPPORTED) or 'yes'}", types <= SAR_SUPPORTED),
+        (f"the capabilities the docs name are the ones needed: {needed}", needed == NEEDED_CAPABILITIES),
+    ]
+
+
+def runbook_checks(t: dict, root: str) -> list:
+    """Every alarm's description links to its own section of docs/operations.md."""
+    path = os.path.join(root, "docs", "operations.md")
+    headings = set(re.findall(r"^#{2,4} (\w+Alarm)\s*$", open(path).read(), re.M)) if os.path.isfile(path) else set()
+    alarms = {k: v["Properties"] for k, v in t["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    unlinked = sorted(k for k, a in alarms.items()
+                      if f"${{DocsBaseUrl}}/operations.md#{k.lower()}" not in str(a["AlarmDescription"].get("Fn::Sub", "")
+                                                                                if isinstance(a["AlarmDescription"], dict) else ""))
+    return [
+        (f"every alarm's description links to its runbook section: {unlinked or 'yes'}", not unlinked),
+        (f"docs/operations.md has a section per alarm: {sorted(set(alarms) - headings) or 'yes'}",
+         set(alarms) <= headings),
+    ]
+
+
 def main() -> int:
     t = cfn_yaml.load(sys.argv[1] if len(sys.argv) > 1 else "template.yaml")
     g = t["Globals"]["Function"]
@@ -239,6 +336,8 @@ def main() -> int:
          all("MemberRoleName" in str(st["Resource"]) for st in statements if st["Action"] == "sts:AssumeRole")),
     ]
     checks += notification_checks(t, root)
+    checks += sar_checks(t, root)
+    checks += runbook_checks(t, root)
     if len(sys.argv) > 2:
         checks += member_checks(sys.argv[2], set(actions))
     for name, ok in checks:
