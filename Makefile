@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo demo-rules plan-samples plan-rules test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
+.PHONY: demo demo-rules plan-samples plan-rules test test-unit docs lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -55,7 +55,12 @@ test: lint template-check $(MOTO_STAMP) $(LAMBDA_STAMP)
 test-unit:
 	$(CARGO) test --locked -p ami-sweeper-core
 	$(CARGO) test --locked -p ami-sweeper --lib
-	$(CARGO) test --locked -p ami-sweeper --test tests -- cli:: aws_mocks:: executor::
+	$(CARGO) test --locked -p ami-sweeper --test tests -- cli:: aws_mocks:: executor:: docs::
+
+## Regenerates what the docs embed from the code: the policy reference in docs/policy.md
+## (`ami-sweeper schema --format markdown`); the docs tests fail until it is current.
+docs:
+	UPDATE_GOLDEN=1 $(CARGO) test --locked -p ami-sweeper --test tests -- docs::
 
 ## cfn-lint, `sam validate --lint`, and the deployment contract cfn-lint cannot see.
 template-check: $(TOOLS_STAMP)

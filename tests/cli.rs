@@ -826,3 +826,32 @@ fn lint_lists_rules_that_can_never_match_and_fails() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn plan_as_markdown_is_a_comment_with_the_tables_folds() {
+    let out = plan_rules_sample("markdown");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = stdout(&out);
+    assert!(
+        md.starts_with("### ami-sweeper plan at 2026-11-26T00:00:00Z\n"),
+        "{md}"
+    );
+    // One <details> block per group, each group's folded runs one row each.
+    let table = stdout(&plan_rules_sample("table"));
+    let groups = table.lines().filter(|l| l.contains(" images: ")).count();
+    assert_eq!(md.matches("<details><summary>").count(), groups, "{md}");
+    assert!(md.contains("| 15 images | | DEREG | expired | nightly-api-20261026 to nightly-api-20260928; saves $6.00/month |"), "{md}");
+    assert!(md.len() <= 65_536);
+    // Not for the commands whose output has no markdown form.
+    let lint = bin()
+        .args([
+            "lint",
+            "--policy",
+            &sample("rules/policy.json"),
+            "--format",
+            "markdown",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(lint.status.code(), Some(2), "{}", stderr(&lint));
+}

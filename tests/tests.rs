@@ -10,6 +10,7 @@ mod moto;
 
 mod aws_mocks;
 mod cli;
+mod docs;
 mod executor;
 mod faults_moto;
 mod lambda_events;

@@ -374,6 +374,16 @@ pub async fn after_sweep(
     d: &Delivery<'_>,
     report: &SweepReport,
 ) -> Vec<String> {
+    after_sweep_at(clients, d, report).await.1
+}
+
+/// As [`after_sweep`], also returning the report object's `s3://` address when it was
+/// written (a markdown summary points there for what it cannot show).
+pub async fn after_sweep_at(
+    clients: &crate::adapters::aws::Clients,
+    d: &Delivery<'_>,
+    report: &SweepReport,
+) -> (Option<String>, Vec<String>) {
     let mut errors = Vec::new();
     let mut location = None;
     if let Some(bucket) = d.report_bucket {
@@ -397,8 +407,8 @@ pub async fn after_sweep(
             Err(e) => errors.push(format!("the report could not be written: {e}")),
         }
     }
-    errors.extend(publish(clients, d, report, location).await);
-    errors
+    errors.extend(publish(clients, d, report, location.clone()).await);
+    (location, errors)
 }
 
 /// Publishes a report's summary and owner messages to `d.topic_arn` (nothing without

@@ -1,4 +1,9 @@
 //! Human-readable rendering of plans: grouped, aligned, within 80 columns.
+//! `markdown` renders the same folded rows for pull-request comments and tickets;
+//! `reference` the policy reference from the policy's JSON Schema.
+
+pub mod markdown;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,12 +30,12 @@ pub fn truncate(s: &str, max: usize) -> String {
     out
 }
 
-fn age_days(plan: &Plan, d: &Decision) -> String {
+pub(crate) fn age_days(plan: &Plan, d: &Decision) -> String {
     let days = (plan.now - d.creation_date).num_days();
     format!("{days}d")
 }
 
-fn reason_cell(d: &Decision) -> String {
+pub(crate) fn reason_cell(d: &Decision) -> String {
     let first = d.reasons[0].as_str();
     if d.reasons.len() > 1 {
         format!("{first}+{}", d.reasons.len() - 1)
@@ -137,37 +142,73 @@ fn write_table(
     fold: bool,
 ) -> std::io::Result<()> {
     let mut out = String::new();
-    for members in plan.decisions.chunk_by(|a, b| a.group == b.group) {
-        group_header(&mut out, members, savings);
-        let notes: Vec<Option<String>> = if fold {
-            members.iter().map(fold_note).collect()
-        } else {
-            vec![None; members.len()]
-        };
-        let mut i = 0;
-        while i < members.len() {
-            let run = alike_run(&members[i..], &notes[i..]);
-            if run >= FOLD_AT {
-                let note = notes[i].as_deref().unwrap_or_default();
-                folded_run(&mut out, &members[i..i + run], note, savings);
-            } else {
-                for d in &members[i..i + run] {
-                    decision_lines(&mut out, plan, d);
+    for members in groups(plan) {
+        let _ = writeln!(out, "{}", group_header(members, savings));
+        for row in fold_rows(members, fold) {
+            match row {
+                Row::Folded { run, note } => {
+                    wrapped(&mut out, &folded_text(run, &note, savings), 6);
                 }
+                Row::Single(d) => decision_lines(&mut out, plan, d),
             }
-            i += run;
         }
         w.write_all(out.as_bytes())?;
         out.clear();
     }
-    out.push_str(&summary_lines(plan));
+    out.push_str(&plan_tail(plan, savings));
+    w.write_all(out.as_bytes())
+}
+
+/// What follows a plan's groups: the totals, the saving estimate and the warnings.
+pub(crate) fn plan_tail(plan: &Plan, savings: Option<&Savings>) -> String {
+    let mut out = summary_lines(plan);
     if let Some(s) = savings {
         savings_lines(&mut out, s);
     }
     for warning in &plan.warnings {
         wrapped(&mut out, &format!("warning: {warning}"), 9);
     }
-    w.write_all(out.as_bytes())
+    out
+}
+
+/// The plan's decisions, one slice per group, in the plan's order.
+pub(crate) fn groups(plan: &Plan) -> impl Iterator<Item = &[Decision]> {
+    plan.decisions.chunk_by(|a, b| a.group == b.group)
+}
+
+/// One row of a group, as every human-readable format shows it: a run of alike images
+/// folded into one line, or one image on its own lines.
+pub(crate) enum Row<'a> {
+    /// At least [`FOLD_AT`] alike images and the note they share (maybe empty).
+    Folded { run: &'a [Decision], note: String },
+    /// An image shown on its own.
+    Single(&'a Decision),
+}
+
+/// A group's rows: runs of alike images folded (when `fold`), the rest one by one. The
+/// table and the markdown share it, so both fold alike.
+pub(crate) fn fold_rows(members: &[Decision], fold: bool) -> Vec<Row<'_>> {
+    let notes: Vec<Option<String>> = if fold {
+        members.iter().map(fold_note).collect()
+    } else {
+        vec![None; members.len()]
+    };
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < members.len() {
+        let run = alike_run(&members[i..], &notes[i..]);
+        if run >= FOLD_AT {
+            let note = notes[i].clone().unwrap_or_default();
+            rows.push(Row::Folded {
+                run: &members[i..i + run],
+                note,
+            });
+        } else {
+            rows.extend(members[i..i + run].iter().map(Row::Single));
+        }
+        i += run;
+    }
+    rows
 }
 
 /// Appends `text` as one line cut to [`WIDTH`].
@@ -180,7 +221,7 @@ fn wrapped(out: &mut String, text: &str, indent: usize) {
     let _ = writeln!(out, "{}", wrap(text, indent));
 }
 
-fn group_title(group: &str) -> &str {
+pub(crate) fn group_title(group: &str) -> &str {
     if group.is_empty() {
         "(no group)"
     } else {
@@ -189,7 +230,7 @@ fn group_title(group: &str) -> &str {
 }
 
 /// `web (12 images: 3 keep, 9 deregister; saves $3.20/month)`.
-fn group_header(out: &mut String, members: &[Decision], savings: Option<&Savings>) {
+pub(crate) fn group_header(members: &[Decision], savings: Option<&Savings>) -> String {
     let dereg = members
         .iter()
         .filter(|d| d.action == Action::Deregister)
@@ -199,14 +240,13 @@ fn group_header(out: &mut String, members: &[Decision], savings: Option<&Savings
         .filter(|u| !u.is_zero())
         .map(|u| format!("; saves {u}/month"))
         .unwrap_or_default();
-    let _ = writeln!(
-        out,
+    format!(
         "{} ({} images: {} keep, {} deregister{saves})",
         truncate(group_title(&members[0].group), 40),
         members.len(),
         members.len() - dereg,
         dereg
-    );
+    )
 }
 
 /// How many decisions from the first on fold together: same action, same reasons, same
@@ -223,9 +263,10 @@ fn alike_run(from: &[Decision], notes: &[Option<String>]) -> usize {
         .count()
 }
 
-/// `  ... 40 images to deregister (expired): web-1 to web-40; <note>; saves $2.00/month`.
-fn folded_run(out: &mut String, run: &[Decision], note: &str, savings: Option<&Savings>) {
-    let (first, last) = (&run[0], &run[run.len() - 1]);
+/// `  ... 40 images to deregister (expired): web-1 to web-40; <note>; saves $2.00/month`,
+/// unwrapped.
+pub(crate) fn folded_text(run: &[Decision], note: &str, savings: Option<&Savings>) -> String {
+    let first = &run[0];
     let verb = match first.action {
         Action::Keep => "to keep",
         Action::Deregister => "to deregister",
@@ -234,13 +275,19 @@ fn folded_run(out: &mut String, run: &[Decision], note: &str, savings: Option<&S
         Action::Enable => "to enable",
     };
     let reasons: Vec<&str> = first.reasons.iter().map(|r| r.as_str()).collect();
-    let mut text = format!(
-        "  ... {} images {verb} ({}): {} to {}",
+    format!(
+        "  ... {} images {verb} ({}): {}",
         run.len(),
         reasons.join("+"),
-        first.name,
-        last.name
-    );
+        folded_tail(run, note, savings)
+    )
+}
+
+/// `web-1 to web-40; <note>; saves $2.00/month`: a folded run's names, shared note and
+/// saving.
+pub(crate) fn folded_tail(run: &[Decision], note: &str, savings: Option<&Savings>) -> String {
+    let (first, last) = (&run[0], &run[run.len() - 1]);
+    let mut text = format!("{} to {}", first.name, last.name);
     if !note.is_empty() {
         let _ = write!(text, "; {note}");
     }
@@ -261,12 +308,12 @@ fn folded_run(out: &mut String, run: &[Decision], note: &str, savings: Option<&S
             let _ = write!(text, "; then saves {later}/month");
         }
     }
-    wrapped(out, &text, 6);
+    text
 }
 
 /// The estimate's lines: this run's saving, what the Recycle Bin releases later, the
 /// prices and what the figures cannot know.
-fn savings_lines(out: &mut String, s: &Savings) {
+pub(crate) fn savings_lines(out: &mut String, s: &Savings) {
     let mut text = format!("estimated saving: {}/month", s.monthly);
     if !s.monthly_deferred.is_zero() {
         let _ = write!(
@@ -296,34 +343,45 @@ fn savings_lines(out: &mut String, s: &Savings) {
     }
 }
 
-/// One decision: the image line, then who uses it, the snapshots it keeps, its bundle.
-fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
-    let action = match d.action {
+/// The short name of a decision's action, as the table's column shows it.
+pub(crate) fn action_cell(action: Action) -> &'static str {
+    match action {
         Action::Keep => "keep",
         Action::Deregister => "DEREG",
         Action::Deprecate => "DEPR",
         Action::Disable => "DISAB",
         Action::Enable => "ENABL",
-    };
+    }
+}
+
+/// One decision: the image line, then its notes.
+fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
     let head = format!(
         "  {:<21}  {:>5}  {:<5}  {:<24}  ",
         truncate(&d.image_id, 21),
         age_days(plan, d),
-        action,
+        action_cell(d.action),
         truncate(&reason_cell(d), 24)
     );
     let room = WIDTH.saturating_sub(head.chars().count());
     let _ = writeln!(out, "{head}{}", truncate(&d.name, room));
+    for note in decision_notes(d) {
+        line(out, &format!("      {note}"));
+    }
+}
+
+/// What an image shown on its own says beneath its line: who uses it, stale template
+/// versions, the snapshots it keeps and why, its retirement, its Recycle Bin date, its
+/// bundle.
+pub(crate) fn decision_notes(d: &Decision) -> Vec<String> {
+    let mut notes = Vec::new();
     if d.action == Action::Keep && !d.used_by.is_empty() {
         let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
-        line(out, &format!("      used by {}", users.join(", ")));
+        notes.push(format!("used by {}", users.join(", ")));
     }
     if !d.stale_versions.is_empty() {
         let stale: Vec<&str> = d.stale_versions.iter().map(|u| u.id.as_str()).collect();
-        line(
-            out,
-            &format!("      stale template versions: {}", stale.join(", ")),
-        );
+        notes.push(format!("stale template versions: {}", stale.join(", ")));
     }
     for s in d
         .snapshots
@@ -332,20 +390,14 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
     {
         let why = s.reason.as_ref().map_or("", |r| r.as_str());
         let sep = if s.shared_with.is_empty() { "" } else { ": " };
-        line(
-            out,
-            &format!(
-                "      keeps {} ({why}{sep}{})",
-                s.snapshot_id,
-                s.shared_with.join(" ")
-            ),
-        );
+        notes.push(format!(
+            "keeps {} ({why}{sep}{})",
+            s.snapshot_id,
+            s.shared_with.join(" ")
+        ));
     }
     if let Some(t) = d.eligible_at {
-        line(
-            out,
-            &format!("      retiring: may go on from {}", format_instant(t)),
-        );
+        notes.push(format!("retiring: may go on from {}", format_instant(t)));
     }
     if let Some(f) = &d.recycle_bin {
         let wait = match f.snapshots {
@@ -353,15 +405,16 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
             SnapshotWait::RetainedBySnapshotRule => "snapshot rule too",
         };
         let until = format_instant(f.restorable_until);
-        line(out, &format!("      restorable until {until} ({wait})"));
+        notes.push(format!("restorable until {until} ({wait})"));
     }
     if let Some(b) = &d.bundle {
         let verb = match b.action {
             CleanupAction::Delete => "deletes bundle",
             CleanupAction::Retain => "keeps bundle",
         };
-        line(out, &format!("      {verb} s3://{}", b.location));
+        notes.push(format!("{verb} s3://{}", b.location));
     }
+    notes
 }
 
 /// Word-wraps `text` to [`WIDTH`], indenting continuation lines by `indent` spaces.
@@ -485,7 +538,11 @@ fn label<K: serde::Serialize>(k: &K) -> String {
 
 /// Storage whose image was gone: what reconciliation deletes and what it leaves, and
 /// what this run could not queue.
-fn reconciled_lines(out: &mut String, r: &crate::app::report::RegionReport, dry_run: bool) {
+pub(crate) fn reconciled_lines(
+    out: &mut String,
+    r: &crate::app::report::RegionReport,
+    dry_run: bool,
+) {
     let o = &r.orphans;
     let verb = if dry_run { "to delete" } else { "deleting" };
     if o.marked + o.foreign > 0 {
@@ -586,7 +643,7 @@ fn region_section(out: &mut String, r: &crate::app::report::RegionReport, dry_ru
 }
 
 /// `web: 9 deregistered, 1 failed`, one line per lineage.
-fn outcomes_by_group(out: &mut String, r: &crate::app::report::RegionReport) {
+pub(crate) fn outcomes_by_group(out: &mut String, r: &crate::app::report::RegionReport) {
     use crate::app::report::{ImageReport, Outcome};
     let mut by_group: BTreeMap<&str, Vec<&ImageReport>> = BTreeMap::new();
     for i in r.images.iter().filter(|i| i.outcome.is_some()) {
@@ -603,7 +660,7 @@ fn outcomes_by_group(out: &mut String, r: &crate::app::report::RegionReport) {
 }
 
 /// The condemned images that were not deregistered after all, with the error.
-fn not_deregistered(out: &mut String, r: &crate::app::report::RegionReport) {
+pub(crate) fn not_deregistered(out: &mut String, r: &crate::app::report::RegionReport) {
     use crate::app::report::Outcome;
     let mut notable = r.images.iter().filter_map(|i| {
         i.outcome
@@ -635,7 +692,7 @@ fn not_deregistered(out: &mut String, r: &crate::app::report::RegionReport) {
 }
 
 /// Cleanup jobs that failed or are still being retried.
-fn unfinished_jobs(out: &mut String, r: &crate::app::report::RegionReport) {
+pub(crate) fn unfinished_jobs(out: &mut String, r: &crate::app::report::RegionReport) {
     use crate::app::report::JobOutcome;
     for j in r
         .jobs
@@ -655,7 +712,7 @@ fn unfinished_jobs(out: &mut String, r: &crate::app::report::RegionReport) {
 }
 
 /// The run's totals, its API calls and, if it stopped early, why.
-fn totals_lines(out: &mut String, report: &crate::app::report::SweepReport) {
+pub(crate) fn totals_lines(out: &mut String, report: &crate::app::report::SweepReport) {
     let t = &report.totals;
     let or_else = |v: Vec<String>, none: &str| {
         if v.is_empty() {
@@ -754,16 +811,43 @@ pub fn cleanup_table(report: &crate::app::report::CleanupReport) -> String {
 pub fn org_table(report: &crate::app::org::OrgReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "== organization sweep {}", report.run);
+    let accounts = account_facts(report);
+    for row in account_rows(&accounts) {
+        match row {
+            AccountRow::Quiet(run) => wrapped(&mut out, &quiet_accounts_text(run), 6),
+            AccountRow::Busy(id, facts) => account_lines(&mut out, report, id, facts),
+        }
+    }
+    let _ = writeln!(out, "{}", org_totals_text(report, &accounts));
+    out
+}
+
+/// Every account of an organization report with what its line says, in account order.
+pub(crate) fn account_facts(report: &crate::app::org::OrgReport) -> Vec<(&String, AccountFacts)> {
     let dry_run = report
         .pairs
         .iter()
         .filter_map(|p| p.report.as_ref())
         .any(|r| r.dry_run);
-    let accounts: Vec<(&String, AccountFacts)> = report
+    report
         .accounts
         .iter()
         .map(|(id, a)| (id, AccountFacts::of(report, id, a, dry_run)))
-        .collect();
+        .collect()
+}
+
+/// One row of an organization's summary: a run of quiet accounts, or one account.
+pub(crate) enum AccountRow<'a> {
+    /// At least [`FOLD_AT`] consecutive accounts with nothing to do and no failure.
+    Quiet(&'a [(&'a String, AccountFacts)]),
+    /// An account shown on its own.
+    Busy(&'a str, &'a AccountFacts),
+}
+
+/// The organization's rows: runs of quiet accounts folded, the others one by one. The
+/// table and the markdown share it.
+pub(crate) fn account_rows<'a>(accounts: &'a [(&'a String, AccountFacts)]) -> Vec<AccountRow<'a>> {
+    let mut rows = Vec::new();
     let mut i = 0;
     while i < accounts.len() {
         let quiet = accounts[i..]
@@ -771,34 +855,44 @@ pub fn org_table(report: &crate::app::org::OrgReport) -> String {
             .take_while(|(_, f)| f.is_quiet())
             .count();
         if quiet >= FOLD_AT {
-            let run = &accounts[i..i + quiet];
-            let images: usize = run.iter().map(|(_, f)| f.images).sum();
-            let text = format!(
-                "... {quiet} accounts with nothing to deregister and no failures ({images} \
-                 images evaluated): {} to {}",
-                run[0].0,
-                run[quiet - 1].0
-            );
-            wrapped(&mut out, &text, 6);
+            rows.push(AccountRow::Quiet(&accounts[i..i + quiet]));
             i += quiet;
-            continue;
+        } else {
+            let (id, facts) = &accounts[i];
+            rows.push(AccountRow::Busy(id.as_str(), facts));
+            i += 1;
         }
-        let (id, facts) = &accounts[i];
-        account_lines(&mut out, report, id, facts);
-        i += 1;
     }
+    rows
+}
+
+/// `... 4 accounts with nothing to deregister and no failures (...): A to B`, unwrapped.
+pub(crate) fn quiet_accounts_text(run: &[(&String, AccountFacts)]) -> String {
+    let images: usize = run.iter().map(|(_, f)| f.images).sum();
+    format!(
+        "... {} accounts with nothing to deregister and no failures ({images} images \
+         evaluated): {} to {}",
+        run.len(),
+        run[0].0,
+        run[run.len() - 1].0
+    )
+}
+
+/// `6 accounts, 1 failures; estimated saving $10.00/month`.
+pub(crate) fn org_totals_text(
+    report: &crate::app::org::OrgReport,
+    accounts: &[(&String, AccountFacts)],
+) -> String {
     let saved: Usd = accounts.iter().map(|(_, f)| f.saving).sum();
-    let _ = writeln!(
-        out,
+    format!(
         "{} accounts, {} failures; estimated saving {saved}/month",
         accounts.len(),
         report.failures
-    );
-    out
+    )
 }
 
 /// What the organization table says about one account.
-struct AccountFacts {
+pub(crate) struct AccountFacts {
     images: usize,
     /// Images deregistered, planned, or moved along their retirement.
     acted: usize,
@@ -845,12 +939,21 @@ fn account_lines(
     id: &str,
     f: &AccountFacts,
 ) {
+    wrapped(out, &account_text(id, f), 2);
+    for (region, dry_run) in busy_regions(report, id) {
+        let _ = writeln!(out, "== account {id} region {}", region.region);
+        region_section(out, region, dry_run);
+    }
+}
+
+/// `111111111111: 120 images evaluated, 55 to deregister or retire, ...`, unwrapped.
+pub(crate) fn account_text(id: &str, f: &AccountFacts) -> String {
     let verb = if f.dry_run {
         "to deregister or retire"
     } else {
         "deregistered or retired"
     };
-    let text = format!(
+    format!(
         "{id}: {} images evaluated, {} {verb}, {} failures, estimated saving {}/month{}",
         f.images,
         f.acted,
@@ -860,22 +963,26 @@ fn account_lines(
             .as_deref()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default()
-    );
-    wrapped(out, &text, 2);
-    for p in report.pairs.iter().filter(|p| p.account == id) {
-        let Some(r) = &p.report else {
-            continue;
-        };
-        for region in &r.regions {
-            let busy = region.error.is_some()
+    )
+}
+
+/// The regions of account `id` with something to say (a failure, an image acted on, a
+/// job), each with whether its run was a dry run.
+pub(crate) fn busy_regions<'a>(
+    report: &'a crate::app::org::OrgReport,
+    id: &'a str,
+) -> impl Iterator<Item = (&'a crate::app::report::RegionReport, bool)> + 'a {
+    report
+        .pairs
+        .iter()
+        .filter(move |p| p.account == id)
+        .filter_map(|p| p.report.as_ref())
+        .flat_map(|r| r.regions.iter().map(move |region| (region, r.dry_run)))
+        .filter(|(region, _)| {
+            region.error.is_some()
                 || region.images.iter().any(|i| i.outcome.is_some())
-                || !region.jobs.is_empty();
-            if busy {
-                let _ = writeln!(out, "== account {id} region {}", region.region);
-                region_section(out, region, r.dry_run);
-            }
-        }
-    }
+                || !region.jobs.is_empty()
+        })
 }
 
 #[cfg(test)]
@@ -914,7 +1021,7 @@ mod tests {
 
     /// A year-like estate in miniature, heavy on the Recycle Bin: `api` images enter the
     /// bin (their snapshots wait), three `web` images are in use, one shared, one excluded.
-    fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
+    pub(super) fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
         use crate::model::{Image, Inventory, SnapshotRef, UsageKind, UsageRef};
         use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
@@ -974,7 +1081,7 @@ mod tests {
 
     /// Compares `actual` with the golden file `name` (under `tests/golden/`); with
     /// `UPDATE_GOLDEN=1` the file is rewritten instead.
-    fn golden(name: &str, actual: &str) {
+    pub(super) fn golden(name: &str, actual: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(name);
@@ -1060,8 +1167,92 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_organization_folds_quiet_accounts_and_shows_busy_ones() {
+    /// `n` images of one lineage, each in use: nothing folds.
+    pub(super) fn in_use_plan(n: usize) -> crate::Plan {
+        use crate::model::{Image, Inventory, UsageKind, UsageRef};
+        let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
+        let mut usage = crate::Usage::new();
+        let images: Vec<Image> = (0..n)
+            .map(|i| {
+                let id = format!("ami-{i:08}");
+                usage.add(
+                    id.clone(),
+                    UsageRef {
+                        kind: UsageKind::Instance,
+                        id: format!("i-{i:08} (running)"),
+                    },
+                );
+                let created =
+                    now - chrono::TimeDelta::days(40) - chrono::TimeDelta::minutes(i as i64);
+                Image::new(&id, format!("web-{i:08}"), created)
+            })
+            .collect();
+        let policy = crate::Policy::from_json(r#"{"retention": {"min_age_days": 30}}"#).unwrap();
+        crate::plan(&policy, &Inventory::new(images, usage).unwrap(), now)
+    }
+
+    /// A real run in two regions: us-east-1 deregistered most of its plan, one image and
+    /// one job failed, storage whose image is gone was reconciled; eu-west-1 could not be
+    /// inventoried.
+    pub(super) fn sweep_fixture() -> crate::app::report::SweepReport {
+        use crate::app::report::{
+            ImageReport, JobOutcome, JobReport, Outcome, RegionReport, SweepReport,
+        };
+        use crate::planner::{Action, Reason};
+        let (plan, _) = bin_heavy_plan();
+        let mut region = RegionReport::new("us-east-1");
+        region.images = plan
+            .decisions
+            .iter()
+            .filter(|d| d.action == Action::Deregister)
+            .map(|d| {
+                let failed = d.image_id == "ami-web043";
+                ImageReport {
+                    image_id: d.image_id.clone(),
+                    name: d.name.clone(),
+                    rule: d.rule.clone(),
+                    group: d.group.clone(),
+                    action: d.action,
+                    reasons: vec![Reason::Expired],
+                    outcome: Some(if failed {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Deregistered
+                    }),
+                    error: failed.then(|| "DeregisterImage: UnauthorizedOperation: denied".into()),
+                }
+            })
+            .collect();
+        region.jobs = vec![JobReport {
+            image_id: "ami-web044".into(),
+            kind: crate::jobs::JobKind::DeleteSnapshot,
+            target: "snap-web044".into(),
+            outcome: JobOutcome::Failed,
+            attempts: 5,
+            deleted_objects: vec![],
+            error: Some("InvalidSnapshot.InUse: still in use by ami-other".into()),
+        }];
+        region.plan = Some(plan.summary.clone());
+        region.plan_detail = Some(plan);
+        region.price(&Default::default());
+        let mut failed = RegionReport::new("eu-west-1");
+        failed.error = Some("DescribeImages: AccessDenied: not authorized".into());
+        let mut r = SweepReport {
+            dry_run: false,
+            now: "2026-11-26T00:00:00Z".into(),
+            regions: vec![region, failed],
+            totals: Default::default(),
+            api_calls: [("DeregisterImage".to_string(), 55u64)].into(),
+            throttles: 2,
+            elapsed_ms: 0,
+            stopped: None,
+        };
+        r.total();
+        r
+    }
+
+    /// One busy account, four with nothing to do, one that could not be entered.
+    pub(super) fn org_fixture() -> crate::app::org::OrgReport {
         let (busy, _) = bin_heavy_plan();
         let empty = crate::Plan {
             decisions: vec![],
@@ -1082,7 +1273,12 @@ mod tests {
             None,
             Some("the member role could not be assumed: AccessDenied"),
         ));
-        let report = crate::app::org::summarize("2026-11-26T00:00:00Z".into(), pairs);
+        crate::app::org::summarize("2026-11-26T00:00:00Z".into(), pairs)
+    }
+
+    #[test]
+    fn an_organization_folds_quiet_accounts_and_shows_busy_ones() {
+        let report = org_fixture();
         let table = super::org_table(&report);
         golden("org_dry_run.txt", &table);
         assert!(table.contains(

@@ -30,12 +30,28 @@ pub(crate) enum Command {
     /// Run the Lambda handler in process on an event file (the Docker-free
     /// `sam local invoke`), with the configuration Lambda would have.
     Invoke(InvokeArgs),
-    /// Print the policy's JSON Schema.
-    Schema,
+    /// Print the policy's JSON Schema (`--format markdown`: the reference in
+    /// docs/policy.md, generated from it).
+    Schema(SchemaArgs),
     /// Judge a policy's retention rules from the policy alone: rules that can never match
     /// (an earlier rule takes every image they could; exit status 1), and pairs of rules
     /// whose retentions cannot be compared (different `group_by`).
     Lint(LintArgs),
+}
+
+/// `ami-sweeper schema`.
+#[derive(clap::Args)]
+pub(crate) struct SchemaArgs {
+    /// `json` (default): the JSON Schema; `markdown`: the policy reference made from it.
+    #[arg(long, value_enum, default_value = "json")]
+    pub(crate) format: SchemaFormat,
+}
+
+/// What `ami-sweeper schema` prints.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum SchemaFormat {
+    Json,
+    Markdown,
 }
 
 /// `ami-sweeper lint`.
@@ -111,9 +127,10 @@ pub(crate) struct PlanArgs {
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,
-    /// Output format; default: table on a terminal, json otherwise.
+    /// Output format; default: table on a terminal, json otherwise. `markdown`: for a
+    /// pull-request comment or a ticket, within GitHub's 65,536-character limit.
     #[arg(long, value_enum)]
-    pub(crate) format: Option<Format>,
+    pub(crate) format: Option<ReportFormat>,
 }
 
 /// `ami-sweeper sweep`.
@@ -163,9 +180,10 @@ pub(crate) struct SweepArgs {
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,
-    /// Output format; default: table on a terminal, json otherwise.
+    /// Output format; default: table on a terminal, json otherwise. `markdown`: for a
+    /// pull-request comment or a ticket, within GitHub's 65,536-character limit.
     #[arg(long, value_enum)]
-    pub(crate) format: Option<Format>,
+    pub(crate) format: Option<ReportFormat>,
 }
 
 /// `ami-sweeper cleanup`.
@@ -204,4 +222,24 @@ pub(crate) struct InvokeArgs {
 pub(crate) enum Format {
     Table,
     Json,
+}
+
+/// The formats of a plan or a sweep report: a table and JSON as every command has, and
+/// markdown.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ReportFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+impl ReportFormat {
+    /// The common format, or `None` for markdown.
+    pub(crate) fn common(self) -> Option<Format> {
+        match self {
+            Self::Table => Some(Format::Table),
+            Self::Json => Some(Format::Json),
+            Self::Markdown => None,
+        }
+    }
 }

@@ -12,11 +12,11 @@ use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
 use crate::{orphans, plan, pricing};
 
-use super::args::{CleanupArgs, Format, InvokeArgs, LintArgs, PlanArgs, SweepArgs};
+use super::args::{CleanupArgs, Format, InvokeArgs, LintArgs, PlanArgs, ReportFormat, SweepArgs};
 use super::{
-    default_format, emit_report, init_logs, parse_now, read_policy, runtime, stop_on_signals,
-    terminal_progress, write_stdout, Failure, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_STOPPED,
-    LAMBDA_MAX_TIMEOUT, MIN_RATE,
+    default_format, emit_report, emit_text, init_logs, parse_now, read_policy, runtime,
+    stop_on_signals, terminal_progress, write_stdout, Failure, EXIT_BAD_INPUT, EXIT_FAILED,
+    EXIT_STOPPED, LAMBDA_MAX_TIMEOUT, MIN_RATE,
 };
 
 /// `ami-sweeper sweep`.
@@ -60,17 +60,29 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
             account: config.account_id.as_deref(),
             lookahead_days: policy.notify.lookahead_days,
         };
-        for e in notify::after_sweep(&clients, &delivery, &report).await {
+        let (location, errors) = notify::after_sweep_at(&clients, &delivery, &report).await;
+        for e in errors {
             eprintln!("ami-sweeper: warning: {e}");
         }
-        Ok::<_, Failure>(report)
+        Ok::<_, Failure>((report, location))
     })?;
-    emit_report(
-        args.format,
-        &report,
-        render::sweep_table,
-        report.totals.failures,
-    )?;
+    let (report, location) = report;
+    match args.format.map(ReportFormat::common) {
+        Some(None) => {
+            let whole = match location {
+                Some(l) => format!("The whole report: {l}"),
+                None => JSON_HINT.to_string(),
+            };
+            let text = render::markdown::sweep(&report, &whole);
+            emit_text(&text, report.totals.failures)?;
+        }
+        format => emit_report(
+            format.flatten(),
+            &report,
+            render::sweep_table,
+            report.totals.failures,
+        )?,
+    }
     match report.stopped {
         Some(why) => Err(Failure {
             status: EXIT_STOPPED,
@@ -126,8 +138,28 @@ async fn org_sweep(
         report_bucket.as_deref(),
     )
     .await;
-    emit_report(args.format, &report, render::org_table, report.failures)
+    match args.format.map(ReportFormat::common) {
+        Some(None) => {
+            let whole = match &report_bucket {
+                Some(b) => format!(
+                    "The pairs' whole reports: s3://{b}/reports/{}/ (one per account and region)",
+                    report.run
+                ),
+                None => JSON_HINT.to_string(),
+            };
+            emit_text(&render::markdown::org(&report, &whole), report.failures)
+        }
+        format => emit_report(
+            format.flatten(),
+            &report,
+            render::org_table,
+            report.failures,
+        ),
+    }
 }
+
+/// Where the whole report is when nothing was written to a bucket.
+const JSON_HINT: &str = "The whole report: the same command with `--format json`.";
 
 /// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.
 fn check_pace(
@@ -254,18 +286,23 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
     drop(inventory);
     let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
     let savings = pricing::estimate(&plan, &prices, &|id| archived.contains(id));
-    let format = default_format(format);
-    write_stdout(|out| match format {
-        Format::Json => {
-            let with = PlanWithSavings {
-                plan: &plan,
-                savings: &savings,
-            };
-            serde_json::to_writer_pretty(&mut *out, &with)?;
-            writeln!(out)
-        }
-        Format::Table => render::write_plan_table(&plan, Some(&savings), out),
-    })
+    if let Some(ReportFormat::Markdown) = format {
+        let text = render::markdown::plan(&plan, Some(&savings), JSON_HINT);
+        return emit_text(&text, 0);
+    }
+    write_stdout(
+        |out| match default_format(format.and_then(ReportFormat::common)) {
+            Format::Json => {
+                let with = PlanWithSavings {
+                    plan: &plan,
+                    savings: &savings,
+                };
+                serde_json::to_writer_pretty(&mut *out, &with)?;
+                writeln!(out)
+            }
+            Format::Table => render::write_plan_table(&plan, Some(&savings), out),
+        },
+    )
 }
 
 /// The plan's JSON with the saving estimate added beside its own fields.

@@ -15,7 +15,7 @@ use crate::app::stop;
 use crate::edges::config::Config;
 use crate::edges::lambda;
 use crate::{time, Policy};
-use args::{Cli, Command, Format};
+use args::{Cli, Command, Format, SchemaFormat};
 use commands::{cmd_cleanup, cmd_invoke, cmd_lint, cmd_plan, cmd_sweep};
 
 /// The slowest pace `--rate`/`--describe-rate` accept: one call every 100 s. Below it a
@@ -183,9 +183,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cleanup(args) => cmd_cleanup(args),
         Command::Plan(args) => cmd_plan(*args),
         Command::Invoke(args) => cmd_invoke(args),
-        Command::Schema => write_stdout(|out| {
-            serde_json::to_writer_pretty(&mut *out, &Policy::json_schema())?;
-            writeln!(out)
+        Command::Schema(args) => write_stdout(|out| match args.format {
+            SchemaFormat::Json => {
+                serde_json::to_writer_pretty(&mut *out, &Policy::json_schema())?;
+                writeln!(out)
+            }
+            SchemaFormat::Markdown => {
+                let doc = crate::edges::render::reference::policy_reference(&Policy::json_schema());
+                out.write_all(doc.as_bytes())
+            }
         }),
         Command::Lint(args) => cmd_lint(args),
     }
@@ -206,6 +212,17 @@ pub(crate) fn emit_report<T: serde::Serialize>(
         }
         Format::Table => out.write_all(table(report).as_bytes()),
     })?;
+    exit_for(failures)
+}
+
+/// Prints a rendered report (markdown); any failure in it makes the exit status 1.
+pub(crate) fn emit_text(text: &str, failures: usize) -> Result<(), Failure> {
+    write_stdout(|out| out.write_all(text.as_bytes()))?;
+    exit_for(failures)
+}
+
+/// Status 1 with a pointer to the report when a run had failures.
+fn exit_for(failures: usize) -> Result<(), Failure> {
     if failures > 0 {
         return Err(Failure {
             status: EXIT_FAILED,
