@@ -191,7 +191,9 @@ def sar_checks(t: dict, root: str) -> list:
          t["Parameters"]["DocsBaseUrl"]["Default"].startswith(app.get("HomePageUrl", "-"))),
         (f"every resource type (SAM's expansions included) is one the Repository deploys: "
          f"{sorted(types - SAR_SUPPORTED) or 'yes'}", types <= SAR_SUPPORTED),
-        (f"the capabilities the docs name are the ones needed: {needed}", needed == NEEDED_CAPABILITIES),
+        (f"the capabilities docs/deployment.md names are the ones needed: {needed}",
+         needed == NEEDED_CAPABILITIES
+         and all(c in open(os.path.join(root, "docs", "deployment.md")).read() for c in needed)),
     ]
 
 
