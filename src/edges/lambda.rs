@@ -510,7 +510,17 @@ impl Handler {
             crate::policy::SharedRule::Keep => Vec::new(),
         };
         for (id, body) in records {
-            let request = SweepRequest::from_json(&body).expect("partitioned on this");
+            let request = match SweepRequest::from_json(&body).expect("partitioned on this") {
+                Ok(request) => request,
+                Err(e) => {
+                    let why = format!("the sweep request cannot be read: {e}; nothing was done");
+                    let dlq = self.config.sweep_dead_letter_url.as_deref();
+                    if !self.refuse(dlq, &id, &body, &why).await {
+                        response.add_failure(id);
+                    }
+                    continue;
+                }
+            };
             let verdict = match &request.mandate {
                 None => Err(String::from(
                     "the sweep request carries no mandate (an older dispatcher's); nothing \
