@@ -2,9 +2,13 @@
 //! only then deregistered, each stage a later sweep's work, so that a mistake costs a
 //! re-enable, not a rebuild. The stage an image is in is read from the tags ami-sweeper
 //! writes on it; a disabled image is deregistered only if the full rules still condemn it
-//! when its wait is over. Pure.
+//! when its wait is over. What ami-sweeper did to an image never changes how the rules
+//! see it ([`as_it_was`]), so a retiring image stays with the rule that began its
+//! retirement. Pure.
 
-use crate::model::{Tags, Timestamp};
+use std::borrow::Cow;
+
+use crate::model::{Image, ImageState, Tags, Timestamp};
 use crate::policy::Retire;
 use crate::time::{days_after, parse_instant};
 
@@ -13,17 +17,30 @@ use crate::time::{days_after, parse_instant};
 pub const DISABLED_AT: &str = "ami-sweeper:disabled-at";
 /// Written on an image when ami-sweeper deprecates it: the instant it did.
 pub const DEPRECATED_AT: &str = "ami-sweeper:deprecated-at";
+/// Written on an image, with [`DISABLED_AT`], when ami-sweeper disables it: whether it was
+/// public (`true` or `false`). `DisableImage` makes an image private; the rules judge it
+/// as it was.
+pub const WAS_PUBLIC: &str = "ami-sweeper:was-public";
+/// The prefix of every tag ami-sweeper writes: none is visible to the rules.
+pub const OWN_TAG_PREFIX: &str = "ami-sweeper:";
+/// The tags ami-sweeper writes on an image while retiring it, removed when it undoes the
+/// retirement.
+pub const RETIREMENT_TAGS: [&str; 3] = [DEPRECATED_AT, DISABLED_AT, WAS_PUBLIC];
 
 /// One retirement call on an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireStep {
     /// Set its `DeprecationTime`, and tag it [`DEPRECATED_AT`].
     Deprecate,
-    /// Tag it [`DISABLED_AT`] (first: a disable that fails is retried), then disable it.
-    Disable,
+    /// Tag it [`DISABLED_AT`] and [`WAS_PUBLIC`] (first: a disable that fails is retried),
+    /// then disable it.
+    Disable {
+        /// It is public now: `DisableImage` makes it private, so the tag records it.
+        public: bool,
+    },
     /// Undo what ami-sweeper did to an image the rules no longer condemn: `EnableImage`
     /// when it is disabled, `DisableImageDeprecation` when ami-sweeper deprecated it, then
-    /// remove both of ami-sweeper's tags, so that a later wait starts from ami-sweeper's
+    /// remove ami-sweeper's [`RETIREMENT_TAGS`], so that a later wait starts from ami-sweeper's
     /// own next disable, never from this old one.
     Enable {
         /// The image is disabled now.
@@ -91,9 +108,96 @@ pub fn undo(tags: &Tags, disabled: bool) -> RetireStep {
     }
 }
 
+/// What a retirement step leaves on an image: the tags ami-sweeper writes (stamped `now`)
+/// and what EC2 does (`DisableImage`: disabled and private, its launch permissions gone;
+/// `EnableImage`: available again). The in-memory account applies it, and the planner's
+/// properties check plans against it.
+pub fn take_step(img: &mut Image, step: RetireStep, now: Timestamp) {
+    let stamp = crate::time::format_instant(now);
+    match step {
+        RetireStep::Deprecate => img.tags.insert(DEPRECATED_AT, stamp),
+        RetireStep::Disable { public } => {
+            img.tags.insert(DISABLED_AT, stamp);
+            img.tags.insert(WAS_PUBLIC, public.to_string());
+            img.state = ImageState::Disabled;
+            img.public = false;
+            img.shared_with.clear();
+        }
+        RetireStep::Enable { disabled, .. } => {
+            if disabled {
+                img.state = ImageState::Available;
+            }
+            for tag in RETIREMENT_TAGS {
+                img.tags.remove(tag);
+            }
+        }
+    }
+}
+
+/// Whether ami-sweeper disabled the image and it is still disabled: its own
+/// [`DISABLED_AT`] tag and the `disabled` state. Such an image is one the sweeper is
+/// retiring, not one disabled by hand or by someone else.
+pub fn disabled_by_us(img: &Image) -> bool {
+    img.state == ImageState::Disabled && img.tags.contains_key(DISABLED_AT)
+}
+
+/// The image as the rules see it: as it was before ami-sweeper's own calls. While
+/// ami-sweeper's disable holds, its state reads `available` and it is public if it was
+/// ([`WAS_PUBLIC`]); none of the `ami-sweeper:*` tags is visible. So what the sweep did
+/// to an image never moves it to another rule, never changes its lineage, and an image
+/// the sweeper is retiring counts for `keep_count` as an available one. Borrowed (no
+/// copy) for an image without ami-sweeper's tags.
+pub fn as_it_was(img: &Image) -> Cow<'_, Image> {
+    if !img.tags.iter().any(|(k, _)| k.starts_with(OWN_TAG_PREFIX)) {
+        return Cow::Borrowed(img);
+    }
+    let mut was = img.clone();
+    if disabled_by_us(img) {
+        was.state = ImageState::Available;
+        if let Some(v) = img.tags.get(WAS_PUBLIC) {
+            was.public = v == "true";
+        }
+    }
+    was.tags = img
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(OWN_TAG_PREFIX))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Cow::Owned(was)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rules_see_an_image_as_it_was_before_the_sweepers_calls() {
+        let now = at("2026-11-26T00:00:00Z");
+        let mut img = Image::new("ami-1", "web-1", at("2025-01-01T00:00:00Z"));
+        img.public = true;
+        img.tags.insert("app", "web");
+        assert!(
+            matches!(as_it_was(&img), Cow::Borrowed(_)),
+            "nothing to hide"
+        );
+        let before = img.clone();
+        take_step(&mut img, RetireStep::Deprecate, now);
+        take_step(&mut img, RetireStep::Disable { public: true }, now);
+        assert!(disabled_by_us(&img) && !img.public);
+        assert_eq!(*as_it_was(&img), before);
+        // Disabled by hand after the sweeper deprecated it: still disabled to the rules.
+        let mut by_hand = before.clone();
+        take_step(&mut by_hand, RetireStep::Deprecate, now);
+        by_hand.state = ImageState::Disabled;
+        assert_eq!(as_it_was(&by_hand).state, ImageState::Disabled);
+        assert!(as_it_was(&by_hand).tags.get(DEPRECATED_AT).is_none());
+        // Undone: every tag of the sweeper's goes, and the image is as before.
+        let step = undo(&img.tags, true);
+        take_step(&mut img, step, now);
+        img.public = true;
+        assert_eq!(img, before);
+    }
 
     fn at(s: &str) -> Timestamp {
         parse_instant(s).unwrap()

@@ -6,4 +6,5 @@ mod common;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
+mod planner_retiring;
 mod planner_rules;

@@ -410,14 +410,17 @@ impl crate::ports::ImageRetirer for Ec2 {
         step: crate::retire::RetireStep,
         now: crate::model::Timestamp,
     ) -> Result<(), AwsError> {
-        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT, RETIREMENT_TAGS, WAS_PUBLIC};
         let stamp = crate::time::format_instant(now);
-        let tag = |key: &'static str| async move {
+        let tag = |tags: Vec<(&'static str, String)>| async move {
             self.calls.record("CreateTags");
+            let tags = tags
+                .into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build());
             self.paced
                 .create_tags()
                 .resources(image_id)
-                .tags(Tag::builder().key(key).value(&stamp).build())
+                .set_tags(Some(tags.collect()))
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateTags", e))
@@ -437,10 +440,15 @@ impl crate::ports::ImageRetirer for Ec2 {
                     .send()
                     .await
                     .map_err(|e| from_sdk("EnableImageDeprecation", e))?;
-                tag(DEPRECATED_AT).await
+                tag(vec![(DEPRECATED_AT, stamp.clone())]).await
             }
-            RetireStep::Disable => {
-                tag(DISABLED_AT).await?;
+            RetireStep::Disable { public } => {
+                // DisableImage makes the image private: the tag records what it was.
+                tag(vec![
+                    (DISABLED_AT, stamp.clone()),
+                    (WAS_PUBLIC, public.to_string()),
+                ])
+                .await?;
                 self.calls.record("DisableImage");
                 self.paced
                     .disable_image()
@@ -475,11 +483,11 @@ impl crate::ports::ImageRetirer for Ec2 {
                 // Last: until the tags are gone, every sweep that does not condemn the
                 // image tries this step again.
                 self.calls.record("DeleteTags");
+                let keys = RETIREMENT_TAGS.map(|k| Tag::builder().key(k).build());
                 self.paced
                     .delete_tags()
                     .resources(image_id)
-                    .tags(Tag::builder().key(DISABLED_AT).build())
-                    .tags(Tag::builder().key(DEPRECATED_AT).build())
+                    .set_tags(Some(keys.to_vec()))
                     .send()
                     .await
                     .map_err(|e| from_sdk("DeleteTags", e))
