@@ -664,12 +664,13 @@ fn apply_retirement(
                 return enable.then_some((Action::Enable, None, Some(undo)));
             };
             let retire = &policy.rules[*rule].retire;
-            let public = img.public;
             let staged = match retire::stage(retire, &img.tags, disabled, now) {
                 Stage::Deregister => return None,
                 Stage::Deprecate => (Action::Deprecate, None, Some(RetireStep::Deprecate)),
                 Stage::Disable { eligible } => {
-                    let step = RetireStep::Disable { public };
+                    let step = RetireStep::Disable {
+                        from: retire::Before::of(img),
+                    };
                     (Action::Disable, Some(eligible), Some(step))
                 }
                 Stage::Wait { eligible } => (Action::Keep, Some(eligible), None),

@@ -17,26 +17,26 @@ use crate::time::{days_after, parse_instant};
 pub const DISABLED_AT: &str = "ami-sweeper:disabled-at";
 /// Written on an image when ami-sweeper deprecates it: the instant it did.
 pub const DEPRECATED_AT: &str = "ami-sweeper:deprecated-at";
-/// Written on an image, with [`DISABLED_AT`], when ami-sweeper disables it: whether it was
-/// public (`true` or `false`). `DisableImage` makes an image private; the rules judge it
-/// as it was.
-pub const WAS_PUBLIC: &str = "ami-sweeper:was-public";
+/// Written on an image, with [`DISABLED_AT`], when ami-sweeper disables it: what the image
+/// was before ([`Before`]). `DisableImage` makes an image private, and an image someone
+/// else disabled is not ami-sweeper's to enable; the rules judge it as it was.
+pub const DISABLED_FROM: &str = "ami-sweeper:disabled-from";
 /// The prefix of every tag ami-sweeper writes: none is visible to the rules.
 pub const OWN_TAG_PREFIX: &str = "ami-sweeper:";
 /// The tags ami-sweeper writes on an image while retiring it, removed when it undoes the
 /// retirement.
-pub const RETIREMENT_TAGS: [&str; 3] = [DEPRECATED_AT, DISABLED_AT, WAS_PUBLIC];
+pub const RETIREMENT_TAGS: [&str; 3] = [DEPRECATED_AT, DISABLED_AT, DISABLED_FROM];
 
 /// One retirement call on an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireStep {
     /// Set its `DeprecationTime`, and tag it [`DEPRECATED_AT`].
     Deprecate,
-    /// Tag it [`DISABLED_AT`] and [`WAS_PUBLIC`] (first: a disable that fails is retried),
-    /// then disable it.
+    /// Tag it [`DISABLED_AT`] and [`DISABLED_FROM`] (first: a disable that fails is
+    /// retried), then disable it.
     Disable {
-        /// It is public now: `DisableImage` makes it private, so the tag records it.
-        public: bool,
+        /// What it is now, recorded in [`DISABLED_FROM`].
+        from: Before,
     },
     /// Undo what ami-sweeper did to an image the rules no longer condemn: `EnableImage`
     /// when it is disabled, `DisableImageDeprecation` when ami-sweeper deprecated it, then
@@ -48,6 +48,85 @@ pub enum RetireStep {
         /// ami-sweeper deprecated it ([`DEPRECATED_AT`]).
         deprecated: bool,
     },
+}
+
+/// What an image was when ami-sweeper disabled it: the value of [`DISABLED_FROM`], its
+/// state (`available`, `failed`, `error`, or `disabled` when someone else had disabled it:
+/// ami-sweeper only started its wait, and never enables it) and ` public` when it was
+/// (`DisableImage` made it private).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Before {
+    /// Its state: one of the settled ones, the only ones a condemned image has.
+    pub state: Settled,
+    /// It was public.
+    pub public: bool,
+}
+
+/// A settled state (see [`ImageState::is_settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// `available`.
+    Available,
+    /// `failed`.
+    Failed,
+    /// `error`.
+    Error,
+    /// `disabled`.
+    Disabled,
+}
+
+impl Settled {
+    fn state(self) -> ImageState {
+        match self {
+            Self::Available => ImageState::Available,
+            Self::Failed => ImageState::Failed,
+            Self::Error => ImageState::Error,
+            Self::Disabled => ImageState::Disabled,
+        }
+    }
+}
+
+impl Before {
+    /// What `img` is now (a condemned image is settled; any other state reads `available`).
+    pub fn of(img: &Image) -> Self {
+        let state = match img.state {
+            ImageState::Failed => Settled::Failed,
+            ImageState::Error => Settled::Error,
+            ImageState::Disabled => Settled::Disabled,
+            _ => Settled::Available,
+        };
+        Self {
+            state,
+            public: img.public,
+        }
+    }
+
+    /// The tag's value, e.g. `available public`.
+    pub fn tag_value(self) -> String {
+        let state = self.state.state();
+        if self.public {
+            format!("{state} public")
+        } else {
+            state.to_string()
+        }
+    }
+
+    /// What the tag says; absent (a disable by an earlier version) or unreadable: available
+    /// and private, the image such a version disabled.
+    pub fn recorded(tags: &Tags) -> Self {
+        let value = tags.get(DISABLED_FROM).unwrap_or_default();
+        let mut words = value.split(' ');
+        let state = match words.next() {
+            Some("failed") => Settled::Failed,
+            Some("error") => Settled::Error,
+            Some("disabled") => Settled::Disabled,
+            _ => Settled::Available,
+        };
+        Self {
+            state,
+            public: words.next() == Some("public"),
+        }
+    }
 }
 
 /// What to do next with an image the rules condemn.
@@ -100,10 +179,13 @@ pub fn retired_by_us(tags: &Tags) -> bool {
     tags.contains_key(DISABLED_AT) || tags.contains_key(DEPRECATED_AT)
 }
 
-/// The step that undoes ami-sweeper's retirement of an image in this state with these tags.
+/// The step that undoes ami-sweeper's retirement of an image in this state with these tags:
+/// it enables only an image it disabled itself, never one someone else had disabled.
 pub fn undo(tags: &Tags, disabled: bool) -> RetireStep {
     RetireStep::Enable {
-        disabled: disabled && tags.contains_key(DISABLED_AT),
+        disabled: disabled
+            && tags.contains_key(DISABLED_AT)
+            && Before::recorded(tags).state != Settled::Disabled,
         deprecated: tags.contains_key(DEPRECATED_AT),
     }
 }
@@ -116,9 +198,9 @@ pub fn take_step(img: &mut Image, step: RetireStep, now: Timestamp) {
     let stamp = crate::time::format_instant(now);
     match step {
         RetireStep::Deprecate => img.tags.insert(DEPRECATED_AT, stamp),
-        RetireStep::Disable { public } => {
+        RetireStep::Disable { from } => {
             img.tags.insert(DISABLED_AT, stamp);
-            img.tags.insert(WAS_PUBLIC, public.to_string());
+            img.tags.insert(DISABLED_FROM, from.tag_value());
             img.state = ImageState::Disabled;
             img.public = false;
             img.shared_with.clear();
@@ -135,15 +217,18 @@ pub fn take_step(img: &mut Image, step: RetireStep, now: Timestamp) {
 }
 
 /// Whether ami-sweeper disabled the image and it is still disabled: its own
-/// [`DISABLED_AT`] tag and the `disabled` state. Such an image is one the sweeper is
-/// retiring, not one disabled by hand or by someone else.
+/// [`DISABLED_AT`] tag, the `disabled` state, and it was not disabled already
+/// ([`DISABLED_FROM`]). Such an image is one the sweeper is retiring, not one disabled by
+/// hand or by someone else.
 pub fn disabled_by_us(img: &Image) -> bool {
-    img.state == ImageState::Disabled && img.tags.contains_key(DISABLED_AT)
+    img.state == ImageState::Disabled
+        && img.tags.contains_key(DISABLED_AT)
+        && Before::recorded(&img.tags).state != Settled::Disabled
 }
 
 /// The image as the rules see it: as it was before ami-sweeper's own calls. While
-/// ami-sweeper's disable holds, its state reads `available` and it is public if it was
-/// ([`WAS_PUBLIC`]); none of the `ami-sweeper:*` tags is visible. So what the sweep did
+/// ami-sweeper's own disable holds, its state and publicity read as they were
+/// ([`DISABLED_FROM`]); none of the `ami-sweeper:*` tags is visible. So what the sweep did
 /// to an image never moves it to another rule, never changes its lineage, and an image
 /// the sweeper is retiring counts for `keep_count` as an available one. Borrowed (no
 /// copy) for an image without ami-sweeper's tags.
@@ -152,11 +237,12 @@ pub fn as_it_was(img: &Image) -> Cow<'_, Image> {
         return Cow::Borrowed(img);
     }
     let mut was = img.clone();
-    if disabled_by_us(img) {
-        was.state = ImageState::Available;
-        if let Some(v) = img.tags.get(WAS_PUBLIC) {
-            was.public = v == "true";
-        }
+    // Its state and publicity when ami-sweeper's DisableImage (or its wait on an image
+    // someone else disabled) began, while that holds.
+    if img.state == ImageState::Disabled && img.tags.contains_key(DISABLED_AT) {
+        let before = Before::recorded(&img.tags);
+        was.state = before.state.state();
+        was.public = before.public;
     }
     was.tags = img
         .tags
@@ -183,7 +269,8 @@ mod tests {
         );
         let before = img.clone();
         take_step(&mut img, RetireStep::Deprecate, now);
-        take_step(&mut img, RetireStep::Disable { public: true }, now);
+        let from = Before::of(&img);
+        take_step(&mut img, RetireStep::Disable { from }, now);
         assert!(disabled_by_us(&img) && !img.public);
         assert_eq!(*as_it_was(&img), before);
         // Disabled by hand after the sweeper deprecated it: still disabled to the rules.
@@ -192,6 +279,18 @@ mod tests {
         by_hand.state = ImageState::Disabled;
         assert_eq!(as_it_was(&by_hand).state, ImageState::Disabled);
         assert!(as_it_was(&by_hand).tags.get(DEPRECATED_AT).is_none());
+        // Its wait started by ami-sweeper: still disabled to the rules, never enabled by it.
+        let from = Before::of(&by_hand);
+        take_step(&mut by_hand, RetireStep::Disable { from }, now);
+        assert!(!disabled_by_us(&by_hand));
+        assert_eq!(as_it_was(&by_hand).state, ImageState::Disabled);
+        assert!(matches!(
+            undo(&by_hand.tags, true),
+            RetireStep::Enable {
+                disabled: false,
+                ..
+            }
+        ));
         // Undone: every tag of the sweeper's goes, and the image is as before.
         let step = undo(&img.tags, true);
         take_step(&mut img, step, now);

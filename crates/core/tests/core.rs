@@ -8,3 +8,4 @@ mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;
 mod planner_rules;
+mod retire_props;

@@ -5,7 +5,7 @@
 use crate::common::*;
 use ami_sweeper_core::model::Image;
 use ami_sweeper_core::planner::{plan, Action, Decision, Plan, Reason};
-use ami_sweeper_core::retire::{DEPRECATED_AT, DISABLED_AT, WAS_PUBLIC};
+use ami_sweeper_core::retire::{DEPRECATED_AT, DISABLED_AT, DISABLED_FROM};
 use ami_sweeper_core::time::{days_after, format_instant};
 
 fn run(policy_json: &str, images: Vec<Image>) -> Plan {
@@ -96,7 +96,7 @@ fn the_sweepers_own_tags_are_invisible_to_selection() {
 }
 
 /// `DisableImage` makes a public image private; the sweep records that it was public
-/// (`ami-sweeper:was-public`), and a rule on `public` keeps selecting it.
+/// (`ami-sweeper:disabled-from` = `available public`), and a rule on `public` keeps selecting it.
 #[test]
 fn a_public_image_the_sweeper_disabled_is_judged_as_public() {
     let rules = r#"{"protection": {"skip_shared": false}, "rules": [
@@ -109,7 +109,7 @@ fn a_public_image_the_sweeper_disabled_is_judged_as_public() {
             img("ami-ours", "web-1", 100)
                 .state("disabled")
                 .tag(DISABLED_AT, &days_ago(1))
-                .tag(WAS_PUBLIC, "true")
+                .tag(DISABLED_FROM, "available public")
                 .build(),
             // Private, never public: no rule selects it.
             img("ami-private", "web-2", 100).build(),
@@ -168,4 +168,88 @@ fn keep_count_counts_the_images_the_sweeper_is_retiring() {
         decision(&by_hand, "ami-1").reason(),
         Reason::WithinKeepCount
     );
+}
+
+/// An image someone else disabled, whose wait ami-sweeper started (`disabled-from` =
+/// `disabled`), is not one the sweeper is retiring: `keep_count` does not count it, and a
+/// rule that no longer condemns it does not enable it.
+#[test]
+fn an_image_disabled_by_hand_stays_disabled_to_the_rules_and_is_never_enabled() {
+    let by_hand = || {
+        img("ami-2", "web-2", 50)
+            .state("disabled")
+            .tag(DISABLED_AT, &days_ago(2))
+            .tag(DISABLED_FROM, "disabled")
+    };
+    let p = run(
+        r#"{"retention": {"min_age_days": 30, "keep_count": 2},
+            "retire": {"disable_for_days": 14}}"#,
+        vec![
+            img("ami-3", "web-3", 40).build(),
+            by_hand().build(),
+            img("ami-1", "web-1", 60).build(),
+        ],
+    );
+    let two = decision(&p, "ami-2");
+    assert_eq!((two.action, two.reason()), (Action::Keep, Reason::Retiring));
+    assert_eq!(decision(&p, "ami-1").reason(), Reason::WithinKeepCount);
+    // Excluded now: its deprecation is not ami-sweeper's, nor its disable: tags go only.
+    let p = run(
+        r#"{"selection": {"exclude_tags": {"keep": "*"}},
+            "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}}"#,
+        vec![by_hand().tag("keep", "yes").build()],
+    );
+    let d = decision(&p, "ami-2");
+    assert_eq!(d.action, Action::Enable);
+    assert_eq!(
+        d.step,
+        Some(ami_sweeper_core::retire::RetireStep::Enable {
+            disabled: false,
+            deprecated: false
+        })
+    );
+}
+
+/// `lint` warns about a rule that selects on `state` in a policy where a rule retires
+/// (the retiring rule itself included), wherever the condition sits in the `match`.
+#[test]
+fn the_lint_warns_about_state_conditions_beside_retirement() {
+    use ami_sweeper_core::policy::{lint, Finding};
+    let found = lint(&policy(
+        r#"{"rules": [
+            {"name": "broken", "selection": {"match": {"any": [{"name": "x-*"}, {"not": {"state": "available"}}]}},
+             "retention": {"min_age_days": 1}},
+            {"name": "web", "selection": {"names": ["web-*"]},
+             "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}}
+        ]}"#,
+    ));
+    assert_eq!(
+        found,
+        [Finding::SelectsOnRetirementState {
+            rule: "broken".into(),
+            retiring: "web".into()
+        }]
+    );
+    assert!(!found[0].is_error());
+    assert!(
+        found[0].message().contains("state"),
+        "{}",
+        found[0].message()
+    );
+    let itself = lint(&policy(
+        r#"{"rules": [{"name": "live", "selection": {"match": {"state": "available"}},
+            "retention": {"min_age_days": 30}, "retire": {"deprecate": true}}]}"#,
+    ));
+    assert_eq!(
+        itself,
+        [Finding::SelectsOnRetirementState {
+            rule: "live".into(),
+            retiring: "live".into()
+        }]
+    );
+    let no_retirement = lint(&policy(
+        r#"{"rules": [{"name": "live", "selection": {"match": {"state": "available"}},
+            "retention": {"min_age_days": 30}}]}"#,
+    ));
+    assert!(no_retirement.is_empty(), "{no_retirement:?}");
 }

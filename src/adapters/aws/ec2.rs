@@ -410,7 +410,9 @@ impl crate::ports::ImageRetirer for Ec2 {
         step: crate::retire::RetireStep,
         now: crate::model::Timestamp,
     ) -> Result<(), AwsError> {
-        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT, RETIREMENT_TAGS, WAS_PUBLIC};
+        use crate::retire::{
+            RetireStep, DEPRECATED_AT, DISABLED_AT, DISABLED_FROM, RETIREMENT_TAGS,
+        };
         let stamp = crate::time::format_instant(now);
         let tag = |tags: Vec<(&'static str, String)>| async move {
             self.calls.record("CreateTags");
@@ -442,11 +444,11 @@ impl crate::ports::ImageRetirer for Ec2 {
                     .map_err(|e| from_sdk("EnableImageDeprecation", e))?;
                 tag(vec![(DEPRECATED_AT, stamp.clone())]).await
             }
-            RetireStep::Disable { public } => {
+            RetireStep::Disable { from } => {
                 // DisableImage makes the image private: the tag records what it was.
                 tag(vec![
                     (DISABLED_AT, stamp.clone()),
-                    (WAS_PUBLIC, public.to_string()),
+                    (DISABLED_FROM, from.tag_value()),
                 ])
                 .await?;
                 self.calls.record("DisableImage");
