@@ -97,6 +97,12 @@ async fn sweep_with(a: &MemoryAccount, p: &Policy, cfg: &ExecConfig) -> RegionRe
     sweep_region(p, REGION, now(), a, a, cfg).await
 }
 
+/// A live sweep `days` after [`now`].
+async fn sweep_on(a: &MemoryAccount, p: &Policy, days: u64) -> RegionReport {
+    let at = ami_sweeper::time::days_after(now(), days);
+    sweep_region(p, REGION, at, a, a, &live()).await
+}
+
 async fn sweep(a: &MemoryAccount, p: &Policy) -> RegionReport {
     sweep_with(a, p, &live()).await
 }
@@ -771,11 +777,7 @@ async fn staged_retirement_disables_waits_re_checks_and_only_then_deregisters() 
     let staged = policy(
         r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#,
     );
-    let on = |days| {
-        let now = ami_sweeper::time::days_after(now(), days);
-        let (a, p) = (&a, staged.clone());
-        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
-    };
+    let on = |days| sweep_on(&a, &staged, days);
     // Day 0: both are disabled (tag first), none deregistered, nothing queued.
     let report = on(0).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
@@ -852,11 +854,7 @@ async fn an_image_the_sweep_disabled_keeps_its_rule_through_the_wait() {
              "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}}
         ]}"#,
     );
-    let on = |days| {
-        let now = ami_sweeper::time::days_after(now(), days);
-        let (a, p) = (&a, rules.clone());
-        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
-    };
+    let on = |days| sweep_on(&a, &rules, days);
     let report = on(0).await;
     for id in ["ami-1", "ami-2", "ami-3"] {
         assert_eq!(outcome(&report, id), Some(Outcome::Disabled), "{id}");
@@ -901,11 +899,7 @@ async fn keep_count_rescues_an_image_the_sweep_is_retiring() {
         r#"{"dry_run": false, "recycle_bin": "ignore",
             "retention": {"min_age_days": 30, "keep_count": 2}, "retire": {"disable_for_days": 7}}"#,
     );
-    let on = |days| {
-        let now = ami_sweeper::time::days_after(now(), days);
-        let (a, p) = (&a, staged.clone());
-        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
-    };
+    let on = |days| sweep_on(&a, &staged, days);
     let report = on(0).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
     assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Disabled));
