@@ -200,7 +200,7 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
-        if let Some(step) = retire_step(d.action) {
+        if let Some(step) = retire_step(d) {
             return self.retire_now(d, step).await;
         }
         if let Err(step) = self.mark_storage(d).await {
@@ -233,7 +233,7 @@ impl<A: Account> Pipeline<'_, A> {
             Ok(()) => {
                 let done = match step {
                     RetireStep::Deprecate => Outcome::Deprecated,
-                    RetireStep::Disable => Outcome::Disabled,
+                    RetireStep::Disable { .. } => Outcome::Disabled,
                     RetireStep::Enable { .. } => Outcome::Enabled,
                 };
                 Step::Done(d, done, None)
@@ -522,11 +522,7 @@ async fn execute<A: Account, Q: CleanupSink>(
         let step = if cfg.dry_run {
             Step::Done(d, Outcome::Planned, None)
         } else {
-            let image = inventory.images().iter().find(|i| i.id == d.image_id);
-            let undo = image.map(|i| {
-                crate::retire::undo(&i.tags, i.state == crate::model::ImageState::Disabled)
-            });
-            match undo {
+            match retire_step(d) {
                 Some(step) => pipeline.retire_now(d, step).await,
                 None => continue,
             }
@@ -984,12 +980,12 @@ fn image_reports(
         .collect()
 }
 
-/// The retirement call a decision's action asks for, if any.
-fn retire_step(action: Action) -> Option<RetireStep> {
-    match action {
-        Action::Deprecate => Some(RetireStep::Deprecate),
-        Action::Disable => Some(RetireStep::Disable),
-        Action::Enable | Action::Keep | Action::Deregister => None,
+/// The retirement call the plan decided for a decision's action, if any (a run that may
+/// not retire has turned the action into `keep`).
+fn retire_step(d: &Decision) -> Option<RetireStep> {
+    match d.action {
+        Action::Deprecate | Action::Disable | Action::Enable => d.step,
+        Action::Keep | Action::Deregister => None,
     }
 }
 

@@ -6,4 +6,6 @@ mod common;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
+mod planner_retiring;
 mod planner_rules;
+mod retire_props;
