@@ -601,11 +601,11 @@ async fn attempt_batch<C: Cleaner>(
         let mut again = Vec::new();
         for (h, n) in handled.into_iter().zip(tries) {
             match settle(h, n, w.retry, stopped) {
-                Ok((job, report)) => {
+                Settled::Done(job, report) => {
                     finish(&job);
                     out.push(report);
                 }
-                Err((job, e)) => again.push((job, n, e)),
+                Settled::Again(job, e) => again.push((job, n, e)),
             }
         }
         if again.is_empty() {
@@ -633,14 +633,17 @@ async fn attempt_batch<C: Cleaner>(
     }
 }
 
+/// What an in-process attempt left of a job.
+enum Settled {
+    /// Settled, with its report.
+    Done(CleanupJob, JobReport),
+    /// To be verified and tried again, after this error.
+    Again(CleanupJob, String),
+}
+
 /// The report of a job's attempt `n`, or the job back with its error when it is to be
 /// tried again.
-fn settle(
-    h: Handled,
-    n: u32,
-    retry: &RetryPolicy,
-    stopped: bool,
-) -> Result<(CleanupJob, JobReport), (CleanupJob, String)> {
+fn settle(h: Handled, n: u32, retry: &RetryPolicy, stopped: bool) -> Settled {
     let (job, outcome, deleted, error) = match h {
         Handled::Malformed(e) => unreachable!("verify_and_run parses nothing: {e}"),
         Handled::Rejected(job, why) => (job, JobOutcome::Rejected, Vec::new(), Some(why)),
@@ -649,13 +652,15 @@ fn settle(
             let e = format!("{e}; stopped before the next attempt");
             (job, JobOutcome::Retrying, Vec::new(), Some(e))
         }
-        Handled::Ran(job, Attempt::Retry(e)) if n < retry.attempts => return Err((job, e)),
+        Handled::Ran(job, Attempt::Retry(e)) if n < retry.attempts => {
+            return Settled::Again(job, e)
+        }
         Handled::Ran(job, Attempt::Retry(e) | Attempt::Fail(e)) => {
             (job, JobOutcome::Failed, Vec::new(), Some(e))
         }
     };
     let report = report_of(&job, outcome, n, deleted, error);
-    Ok((job, report))
+    Settled::Done(job, report)
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
