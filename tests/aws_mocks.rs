@@ -818,27 +818,10 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         .then_output(|| ListImagesInRecycleBinOutput::builder().build());
     let (c, _) = account(&[&in_use_then_ok, &missing, &stuck, &listed, &none, &bin]);
     let (sink, seen) = recorder();
-    let p = policy();
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some("us-east-1"));
-    let rules = ami_sweeper::verify::WorkerRules::in_process(&p, &mandate, None, []);
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
-    let place = (None, "us-east-1".to_string());
-    let w = ami_sweeper::app::worker::InProcess {
-        rules: &rules,
-        place: &place,
-        pacing: ami_sweeper::app::worker::Pacing {
-            pacers: &pacers,
-            pace: Default::default(),
-            stop: &stop,
-        },
-        retry: &fast_retry(),
-        progress: Some(&sink),
-        now: parse_instant(crate::NOW).unwrap(),
-    };
-    let jobs = ["snap-1", "snap-2", "snap-3"].map(snapshot_job);
+    let jobs = ["snap-1", "snap-2", "snap-3"].map(snapshot_job).to_vec();
+    let now = parse_instant(crate::NOW).unwrap();
     let reports =
-        ami_sweeper::app::worker::run_in_process(futures_util::stream::iter(jobs), &c, w).await;
+        crate::run_in_process(&c, &policy(), &[], &fast_retry(), Some(&sink), jobs, now).await;
     let steps: Vec<String> = seen.lock().unwrap().iter().map(|p| p.to_string()).collect();
     assert_eq!(
         steps,

@@ -190,17 +190,16 @@ async fn a_queued_bundle_job_whose_facts_went_stale_goes_back_to_the_queue() {
         manifest_key: MANIFEST.into(),
     };
     let body = CleanupJob::new(REGION, IMAGE, target).to_json();
-    let started = std::time::Instant::now();
-    let handled = crate::handle_batch(
-        |_, r| {
+    let work = || async {
+        let clients = |_, r: String| {
             let c = clients.region(&r);
             async move { Ok(c) }
-        },
-        &worker_rules(),
-        &[body.as_str()],
-        parse_instant(crate::NOW).unwrap(),
-    )
-    .await;
+        };
+        let now = parse_instant(crate::NOW).unwrap();
+        crate::handle_batch(clients, &worker_rules(), &[body.as_str()], now).await
+    };
+    let started = std::time::Instant::now();
+    let handled = work().await;
     assert!(started.elapsed() >= hold);
     match &handled[0] {
         Handled::Ran(_, Attempt::Retry(why)) => assert!(why.contains("30 s"), "{why}"),
@@ -208,16 +207,7 @@ async fn a_queued_bundle_job_whose_facts_went_stale_goes_back_to_the_queue() {
     }
     assert_eq!(object_keys(&config, "bundles").await, all);
     // Verified again with fresh facts, it runs.
-    let handled = crate::handle_batch(
-        |_, r| {
-            let c = clients.region(&r);
-            async move { Ok(c) }
-        },
-        &worker_rules(),
-        &[body.as_str()],
-        parse_instant(crate::NOW).unwrap(),
-    )
-    .await;
+    let handled = work().await;
     assert!(
         matches!(
             &handled[0],

@@ -537,26 +537,7 @@ fn bundle_job(key: &str) -> CleanupJob {
 /// Runs `jobs` as a sweep runs them in process: each verified first (bucket `b` is the
 /// deployment's), then run.
 async fn in_process(a: &MemoryAccount, jobs: Vec<CleanupJob>) -> Vec<JobReport> {
-    use ami_sweeper::app::worker::{run_in_process, InProcess, Pacing};
-    let p = month();
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
-    let rules = WorkerRules::in_process(&p, &mandate, None, ["b".to_string()]);
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = Stop::default();
-    let place = (None, REGION.to_string());
-    let w = InProcess {
-        rules: &rules,
-        place: &place,
-        pacing: Pacing {
-            pacers: &pacers,
-            pace: Default::default(),
-            stop: &stop,
-        },
-        retry: &fast_retry(),
-        progress: None,
-        now: now(),
-    };
-    run_in_process(futures_util::stream::iter(jobs), a, w).await
+    crate::run_in_process(a, &month(), &["b"], &fast_retry(), None, jobs, now()).await
 }
 
 fn fast_retry() -> RetryPolicy {

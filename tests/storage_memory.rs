@@ -688,30 +688,12 @@ async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_by_th
 /// verified afresh, refuses the job.
 #[tokio::test(start_paused = true)]
 async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_in_process() {
-    use ami_sweeper::app::worker::{run_in_process, InProcess, Pacing};
     let a = marked_bundle();
     let operator = register_from_the_manifest_in_the_window(&a);
-    let p = policy("");
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
-    let rules = WorkerRules::in_process(&p, &mandate, None, ["bundles".to_string()]);
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
-    let place = (None, REGION.to_string());
     let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
-    let w = InProcess {
-        rules: &rules,
-        place: &place,
-        pacing: Pacing {
-            pacers: &pacers,
-            pace: Default::default(),
-            stop: &stop,
-        },
-        retry: &retry,
-        progress: None,
-        now: now(),
-    };
     let job = CleanupJob::from_json(&bundle_job("app/app-1.manifest.xml", "ami-gone")).unwrap();
-    let reports = run_in_process(futures_util::stream::iter([job]), &a, w).await;
+    let p = policy("");
+    let reports = crate::run_in_process(&a, &p, &["bundles"], &retry, None, vec![job], now()).await;
     operator.await.unwrap();
     assert_eq!(a.state().objects.len(), 3, "{:?}", a.log());
     assert_eq!(reports[0].attempts, 2, "{reports:?}");

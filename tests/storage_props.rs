@@ -334,29 +334,11 @@ async fn run_verified_in_process(
     jobs: Vec<CleanupJob>,
     now: Timestamp,
 ) {
-    use ami_sweeper::app::worker::{run_in_process, InProcess, Pacing};
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(policy, false, Some(REGION));
-    let rules = WorkerRules::in_process(policy, &mandate, None, Vec::<String>::new());
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
-    let place = (None, REGION.to_string());
-    let retry = ami_sweeper::app::cleanup::RetryPolicy {
+    let once = ami_sweeper::app::cleanup::RetryPolicy {
         attempts: 1,
         ..Default::default()
     };
-    let w = InProcess {
-        rules: &rules,
-        place: &place,
-        pacing: Pacing {
-            pacers: &pacers,
-            pace: Default::default(),
-            stop: &stop,
-        },
-        retry: &retry,
-        progress: None,
-        now,
-    };
-    run_in_process(futures_util::stream::iter(jobs), a, w).await;
+    crate::run_in_process(a, policy, &[], &once, None, jobs, now).await;
 }
 
 /// Runs the property with proptest's deterministic runner: `Err` names the first
