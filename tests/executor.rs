@@ -663,6 +663,28 @@ async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() 
     assert_eq!(a.log(), ["DeleteSnapshot snap-gone"]);
 }
 
+#[tokio::test]
+async fn a_job_with_a_mistyped_account_is_malformed_not_run_in_the_hubs_account() {
+    let a = account(vec![]);
+    a.update(|s| {
+        let mut marked = snapshot("snap-gone", "Created by CreateImage(i-1) for ami-gone");
+        marked.tags.insert(STORAGE_MARK, "ami-gone");
+        s.snapshots.insert("snap-gone".into(), marked);
+    });
+    let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
+    // Meant for a member account; `acount` would be dropped and the job run in the hub's.
+    let mut job: serde_json::Value =
+        serde_json::from_str(&snapshot_job("snap-gone", "ami-gone")).unwrap();
+    job["acount"] = serde_json::json!("444455556666");
+    let body = job.to_string();
+    let handled = handle_batch(|_, _| async { Ok(a.clone()) }, &rules, &[&body], now()).await;
+    match &handled[0] {
+        Handled::Malformed(why) => assert!(why.contains("acount: unknown field"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(a.log().is_empty(), "{:?}", a.log());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
     use ami_sweeper::app::ratelimit::{Pacers, THROTTLED};
