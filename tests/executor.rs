@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::handle_batch;
 use ami_sweeper::adapters::memory::{MemoryAccount, State};
-use ami_sweeper::app::cleanup::{run_local, Attempt, RetryPolicy};
+use ami_sweeper::app::cleanup::{Attempt, RetryPolicy};
 use ami_sweeper::app::progress::ProgressSink;
-use ami_sweeper::app::report::{JobOutcome, Outcome, RegionReport};
+use ami_sweeper::app::report::{JobOutcome, JobReport, Outcome, RegionReport};
 use ami_sweeper::app::stop::{Stop, StopReason};
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
 use ami_sweeper::app::worker::Handled;
@@ -540,10 +540,10 @@ fn bundle_job(key: &str) -> CleanupJob {
     }
 }
 
-fn delete_pacer() -> ami_sweeper::app::ratelimit::Pacer {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacer, DELETE_SNAPSHOT};
-    let pace = PaceConfig::default().pace(DELETE_SNAPSHOT);
-    Pacer::new(DELETE_SNAPSHOT, pace, Default::default())
+/// Runs `jobs` as a sweep runs them in process: each verified first (bucket `b` is the
+/// deployment's), then run.
+async fn in_process(a: &MemoryAccount, jobs: Vec<CleanupJob>) -> Vec<JobReport> {
+    crate::run_in_process(a, &month(), &["b"], &fast_retry(), None, jobs, now()).await
 }
 
 fn fast_retry() -> RetryPolicy {
@@ -554,12 +554,17 @@ fn fast_retry() -> RetryPolicy {
     }
 }
 
+/// Objects in bucket `b`; each manifest carries the sweep's mark for `ami-1`, gone.
 fn with_objects(objects: &[(&str, &[u8])]) -> MemoryAccount {
     let a = account(vec![]);
     a.update(|s| {
         for (k, body) in objects {
+            let mut tags = Tags::new();
+            if k.ends_with(".manifest.xml") {
+                tags.insert(STORAGE_MARK, "ami-1");
+            }
             s.objects
-                .insert(("b".into(), k.to_string()), (body.to_vec(), Tags::new()));
+                .insert(("b".into(), k.to_string()), (body.to_vec(), tags));
         }
     });
     a
@@ -575,16 +580,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
         ("p/x.part.2", b"not listed"),
         ("p/other.part.0", b"another bundle"),
     ]);
-    let reports = run_local(
-        futures_util::stream::iter([bundle_job("p/x.manifest.xml")]),
-        &a,
-        &a,
-        &fast_retry(),
-        &delete_pacer(),
-        None,
-        &Stop::default(),
-    )
-    .await;
+    let reports = in_process(&a, vec![bundle_job("p/x.manifest.xml")]).await;
     assert_eq!(reports[0].outcome, JobOutcome::Deleted, "{:?}", reports[0]);
     assert_eq!(
         a.log(),
@@ -602,16 +598,7 @@ async fn bundles_delete_exactly_the_parts_then_the_manifest() {
 async fn a_malformed_manifest_deletes_nothing() {
     let bad: &[u8] = b"<manifest><image><parts count=\"2\"><part><filename>x.part.0</filename></part></parts></image></manifest>";
     let a = with_objects(&[("p/x.manifest.xml", bad), ("p/x.part.0", b"0")]);
-    let reports = run_local(
-        futures_util::stream::iter([bundle_job("p/x.manifest.xml")]),
-        &a,
-        &a,
-        &fast_retry(),
-        &delete_pacer(),
-        None,
-        &Stop::default(),
-    )
-    .await;
+    let reports = in_process(&a, vec![bundle_job("p/x.manifest.xml")]).await;
     assert_eq!(reports[0].outcome, JobOutcome::Failed);
     let err = reports[0].error.as_deref().unwrap();
     assert!(err.contains("declares 2 parts but lists 1"), "{err}");

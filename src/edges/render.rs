@@ -361,6 +361,9 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
             CleanupAction::Retain => "keeps bundle",
         };
         line(out, &format!("      {verb} s3://{}", b.location));
+        if b.tags_unknown {
+            line(out, "        (tags unknown: decided at the sweep)");
+        }
     }
 }
 

@@ -538,8 +538,22 @@ mod tests {
                 ("old.manifest.xml".into(), Some(Keep::OrphansOff)),
             ]
         );
+        // Orphans on: a foreign bundle goes only from a bucket declared private (another
+        // account may register from the others, unseen); a marked one goes either way.
         assert_eq!(
             fate(&policy(r#", "cleanup": {"orphans": {"min_age_days": 30}}"#)),
+            vec![
+                ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
+                ("mine.manifest.xml".into(), None),
+                ("new.manifest.xml".into(), Some(Keep::BucketNotPrivate)),
+                ("old.manifest.xml".into(), Some(Keep::BucketNotPrivate)),
+            ]
+        );
+        assert_eq!(
+            fate(&policy(
+                r#", "cleanup": {"orphans": {"min_age_days": 30},
+                                  "private_bundle_buckets": ["bundles"]}"#
+            )),
             vec![
                 ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
                 ("mine.manifest.xml".into(), None),

@@ -162,6 +162,10 @@ pub struct BundlePlan {
     /// Other images registered from the same manifest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
+    /// A deletion planned without the manifest object's tags (the planner reads none): an
+    /// exclude tag there still keeps it, decided when its job is verified at the sweep.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tags_unknown: bool,
 }
 
 /// Whether a piece of storage is deleted.
@@ -325,6 +329,7 @@ impl Plan {
                 if b.action == CleanupAction::Delete && outside {
                     b.action = CleanupAction::Retain;
                     b.reason = Some(RetainReason::BucketNotConfigured);
+                    b.tags_unknown = false;
                     changed = true;
                 }
             }
@@ -999,7 +1004,10 @@ impl<'a> StorageIndex<'a> {
             .collect()
     }
 
-    /// The bundle of a condemned instance-store image, decided by [`storage::fate`].
+    /// The bundle of a condemned instance-store image, decided by [`storage::fate`] on
+    /// what the inventory holds: no manifest tags (an offline plan cannot read them, and
+    /// the sweep reads them when it marks the manifest), so a deletion is planned with
+    /// `tags_unknown` and the job's verification, on fresh tags, decides it.
     fn bundle_plan(&self, ctx: &StorageContext<'_>, img: &Image) -> Option<BundlePlan> {
         if img.root_device != RootDevice::InstanceStore {
             return None;
@@ -1040,6 +1048,7 @@ impl<'a> StorageIndex<'a> {
             action: action_of(&fate),
             reason: fate.reason(),
             shared_with,
+            tags_unknown: fate == Fate::Delete,
         })
     }
 }

@@ -391,6 +391,12 @@ pub struct Cleanup {
     /// Absent: such snapshots are reported, never touched (some teams keep them on purpose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orphans: Option<Orphans>,
+    /// Bundle buckets from which no other account registers images. ami-sweeper sees only
+    /// its own account's images, so an unmarked (foreign) bundle is reclaimed under
+    /// `orphans` only in a bucket listed here; elsewhere another account may still launch
+    /// from it, and it is kept (`bucket_not_private`). Marked bundles are not affected.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub private_bundle_buckets: std::collections::BTreeSet<String>,
 }
 
 /// Reclaiming storage that other tools or people left behind (see `crate::orphans`).
@@ -409,6 +415,7 @@ impl Default for Cleanup {
             snapshots: true,
             bundles: true,
             orphans: None,
+            private_bundle_buckets: std::collections::BTreeSet::new(),
         }
     }
 }
