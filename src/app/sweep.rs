@@ -20,8 +20,9 @@ use crate::app::references::{CheckReport, References};
 use crate::app::report::{ImageReport, JobOutcome, JobReport, OrphanCounts, Outcome, RegionReport};
 use crate::app::stop::{Stop, StopReason};
 use crate::error::AwsError;
+use crate::inventory::Inventory;
 use crate::jobs::{CleanupJob, JobTarget};
-use crate::model::{Inventory, Timestamp};
+use crate::model::Timestamp;
 use crate::orphans::{reconcile, Reconciliation};
 use crate::planner::{plan, Action, CleanupAction, Decision, Plan, Reason, RetainReason};
 use crate::policy::Policy;
@@ -941,7 +942,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     report.images = image_reports(&ex.plan, &ex.outcomes);
     let until = crate::time::days_after(now, policy.notify.lookahead_days);
     let later = scoped_plan(policy, &inventory, until, cfg);
-    report.coming = crate::app::notify::coming(&ex.plan, &later, until);
+    report.coming = crate::coming::coming(&ex.plan, &later, until);
     report.plan_detail = Some(ex.plan);
     report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
     if let Some(tag) = &policy.notify.owner_tag {

@@ -887,7 +887,9 @@ mod tests {
 
     #[test]
     fn compact_table_folds_long_plain_runs_only() {
-        use crate::model::{Image, Inventory, Usage};
+        use crate::model::{Image, Usage};
+
+        use crate::inventory::Inventory;
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let images: Vec<Image> = (0..40)
             .map(|d| {
@@ -918,7 +920,9 @@ mod tests {
     /// A year-like estate in miniature, heavy on the Recycle Bin: `api` images enter the
     /// bin (their snapshots wait), three `web` images are in use, one shared, one excluded.
     fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
-        use crate::model::{Image, Inventory, SnapshotRef, UsageKind, UsageRef};
+        use crate::model::{Image, SnapshotRef, UsageKind, UsageRef};
+
+        use crate::inventory::Inventory;
         use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let mut images = Vec::new();

@@ -5,8 +5,7 @@ use serde_json::Value;
 
 use crate::policy::{Policy, PolicyError};
 
-/// Tag EC2 Image Builder puts on the AMIs it distributes: the image build version ARN.
-pub const IMAGE_BUILDER_TAG: &str = "Ec2ImageBuilderArn";
+pub use crate::model::IMAGE_BUILDER_TAG;
 
 /// What an invocation asks for.
 #[derive(Debug, Clone, PartialEq)]

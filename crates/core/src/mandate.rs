@@ -15,8 +15,9 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::events::IMAGE_BUILDER_TAG;
-use crate::model::{Image, Inventory};
+use crate::inventory::Inventory;
+use crate::model::Image;
+use crate::model::IMAGE_BUILDER_TAG;
 use crate::planner::{Action, Plan};
 use crate::policy::{Accounts, Policy};
 use crate::strict;

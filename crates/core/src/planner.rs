@@ -10,7 +10,8 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::Serialize;
 
-use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
+use crate::inventory::Inventory;
+use crate::model::{Image, ImageState, RootDevice, Timestamp, UsageRef};
 use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, RetireStep, Stage};
@@ -122,16 +123,7 @@ pub struct SnapshotPlan {
     pub delete_after: Option<Timestamp>,
 }
 
-/// Serializes an optional instant as RFC 3339 (or null).
-pub fn ser_opt_instant<S: serde::Serializer>(
-    t: &Option<Timestamp>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => crate::time::ser_instant(t, s),
-        None => s.serialize_none(),
-    }
-}
+pub use crate::time::ser_opt_instant;
 
 impl SnapshotPlan {
     /// Retained to wait for the Recycle Bin (not merely tagged while something else keeps it).
@@ -168,15 +160,7 @@ pub struct BundlePlan {
     pub tags_unknown: bool,
 }
 
-/// Whether a piece of storage is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CleanupAction {
-    /// Queued for deletion once the image is deregistered.
-    Delete,
-    /// Left in place.
-    Retain,
-}
+pub use crate::storage::CleanupAction;
 
 /// A lineage: the position of the rule that groups it (`None`: no rule selects it) and
 /// its group key's components.

@@ -285,7 +285,7 @@ pub fn fate(item: &Item<'_>, facts: &Facts, rules: &Rules<'_>, now: Timestamp) -
     let foreign = !marked
         && match item.kind {
             Kind::Snapshot => {
-                crate::orphans::image_named_by(item.description) == Some(item.image_id)
+                crate::fields::image_named_by(item.description) == Some(item.image_id)
             }
             Kind::Bundle => mark.is_none(),
         };
@@ -359,6 +359,16 @@ pub fn later_delete_after(tags: Option<&Tags>, until: Timestamp) -> Timestamp {
     tags.and_then(|t| t.get(DELETE_AFTER))
         .and_then(crate::time::parse_instant)
         .map_or(until, |t| t.max(until))
+}
+
+/// Whether a piece of storage is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupAction {
+    /// Queued for deletion once the image is deregistered.
+    Delete,
+    /// Left in place.
+    Retain,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod layers;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;

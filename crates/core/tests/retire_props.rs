@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
-use ami_sweeper_core::model::{Image, Inventory, Usage};
+use ami_sweeper_core::inventory::Inventory;
+use ami_sweeper_core::model::{Image, Usage};
 use ami_sweeper_core::planner::{plan, Action, Decision, Reason};
 use ami_sweeper_core::retire::{self, DEPRECATED_AT, DISABLED_AT, DISABLED_FROM};
 use ami_sweeper_core::Policy;

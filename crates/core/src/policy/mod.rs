@@ -196,19 +196,7 @@ pub enum AwsReferences {
     Optional,
 }
 
-/// Which launch template versions count as users of their image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateVersions {
-    /// Every version (Terraform and CloudFormation never prune them): safest.
-    #[default]
-    All,
-    /// Each template's `$Default` and `$Latest` versions.
-    DefaultAndLatest,
-    /// `$Default`, `$Latest`, and versions named by an Auto Scaling group, EC2 Fleet, Spot
-    /// Fleet or Batch compute environment.
-    Referenced,
-}
+pub use crate::model::TemplateVersions;
 
 /// Which images are considered.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
