@@ -17,7 +17,7 @@ use ami_sweeper::adapters::aws::s3::S3;
 use ami_sweeper::adapters::aws::ssm::Ssm;
 use ami_sweeper::adapters::aws::ApiCalls;
 use ami_sweeper::adapters::aws::{RegionClients, ThrottleCounter};
-use ami_sweeper::app::cleanup::{run_local, RetryPolicy};
+use ami_sweeper::app::cleanup::RetryPolicy;
 use ami_sweeper::app::progress::{Progress, ProgressSink};
 use ami_sweeper::app::report::{JobOutcome, Outcome, RegionReport};
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
@@ -762,12 +762,6 @@ fn snapshot_job(id: &str) -> CleanupJob {
     }
 }
 
-fn delete_pacer() -> ami_sweeper::app::ratelimit::Pacer {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacer, DELETE_SNAPSHOT};
-    let pace = PaceConfig::default().pace(DELETE_SNAPSHOT);
-    Pacer::new(DELETE_SNAPSHOT, pace, Default::default())
-}
-
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
@@ -813,22 +807,21 @@ async fn snapshots_in_use_are_retried_and_missing_ones_are_done() {
         )
         .repeatedly()
         .build();
-    let (c, _) = clients(ec2(&[&in_use_then_ok, &missing, &stuck]), no_ssm());
+    // Verified first, as every job is: snap-1 and snap-3 carry ami-1's mark, and the
+    // listing no longer has snap-2 (already gone); nothing else needs them.
+    let listed = snapshots_rule(vec![
+        marked_snapshot("snap-1", "ami-1"),
+        marked_snapshot("snap-3", "ami-1"),
+    ]);
+    let none = images_rule(vec![]);
+    let bin = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin)
+        .then_output(|| ListImagesInRecycleBinOutput::builder().build());
+    let (c, _) = account(&[&in_use_then_ok, &missing, &stuck, &listed, &none, &bin]);
     let (sink, seen) = recorder();
-    let reports = run_local(
-        futures_util::stream::iter(vec![
-            snapshot_job("snap-1"),
-            snapshot_job("snap-2"),
-            snapshot_job("snap-3"),
-        ]),
-        &c.ec2,
-        &c.s3,
-        &fast_retry(),
-        &delete_pacer(),
-        Some(&sink),
-        &Default::default(),
-    )
-    .await;
+    let jobs = ["snap-1", "snap-2", "snap-3"].map(snapshot_job).to_vec();
+    let now = parse_instant(crate::NOW).unwrap();
+    let reports =
+        crate::run_in_process(&c, &policy(), &[], &fast_retry(), Some(&sink), jobs, now).await;
     let steps: Vec<String> = seen.lock().unwrap().iter().map(|p| p.to_string()).collect();
     assert_eq!(
         steps,
@@ -1366,7 +1359,22 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
             })
             .then_output(|| CreateTagsOutput::builder().build())
     };
-    let (dep_tag, dis_tag) = (tagged(DEPRECATED_AT), tagged(DISABLED_AT));
+    let dep_tag = tagged(DEPRECATED_AT);
+    // The disable's one CreateTags also records what the image was (public).
+    let dis_tag = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| {
+            let tags: Vec<_> = r.tags().iter().map(|t| (t.key(), t.value())).collect();
+            r.resources() == ["ami-1"]
+                && tags
+                    == [
+                        (Some(DISABLED_AT), Some("2026-11-26T00:00:00Z")),
+                        (
+                            Some(ami_sweeper::retire::DISABLED_FROM),
+                            Some("available public"),
+                        ),
+                    ]
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
     let disable = mock!(aws_sdk_ec2::Client::disable_image)
         .match_requests(|r| r.image_id() == Some("ami-1"))
         .then_output(|| DisableImageOutput::builder().r#return(true).build());
@@ -1379,7 +1387,16 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
         .await
         .unwrap();
     adapter
-        .retire("ami-1", RetireStep::Disable, now)
+        .retire(
+            "ami-1",
+            RetireStep::Disable {
+                from: ami_sweeper::retire::Before {
+                    state: ami_sweeper::retire::Settled::Available,
+                    public: true,
+                },
+            },
+            now,
+        )
         .await
         .unwrap();
     assert_eq!((deprecate.num_calls(), dep_tag.num_calls()), (1, 1));

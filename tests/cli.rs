@@ -119,6 +119,13 @@ fn plan_json_is_one_object_matching_the_samples() {
     assert_eq!(v["summary"]["deregister"], 7);
     assert_eq!(v["summary"]["keep"], 21);
     assert_eq!(v["summary"]["bundles_to_delete"], 1);
+    // The plan cannot read the manifest's tags: the job's verification decides.
+    let bundle = decisions
+        .iter()
+        .find_map(|d| d.get("bundle"))
+        .expect("the instance-store image's bundle");
+    assert_eq!(bundle["action"], "delete");
+    assert_eq!(bundle["tags_unknown"], true);
     assert_eq!(v["summary"]["snapshots_retained"], 1);
     assert_eq!(v["warnings"].as_array().unwrap().len(), 1);
 }
@@ -140,6 +147,10 @@ fn plan_table_fits_80_columns_and_ends_with_the_summary() {
         text.contains("storage: 4 snapshots to delete (32 GiB), 1 retained; 1 bundle to delete")
     );
     assert!(text.contains("used by i-0aaa1111bbbb2222c (stopped)"));
+    assert!(text.contains(
+        "deletes bundle s3://payments-ami-bundles/web/web-20250901.manifest.xml\n        \
+         (tags unknown: decided at the sweep)"
+    ));
 }
 
 #[test]
@@ -854,4 +865,37 @@ fn plan_as_markdown_is_a_comment_with_the_tables_folds() {
         .output()
         .unwrap();
     assert_eq!(lint.status.code(), Some(2), "{}", stderr(&lint));
+}
+
+#[test]
+fn an_environment_value_this_build_cannot_read_stops_it_at_start_up() {
+    for (var, value) in [
+        ("AMI_SWEEPER_DRY_RUN", "yes"),
+        ("AMI_SWEEPER_DRY_RUN", "1"),
+        ("AMI_SWEEPER_FUNCTION", "Worker"),
+    ] {
+        let out = bin().env(var, value).arg("schema").output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{var}={value}: printed {}",
+            stdout(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("ami-sweeper: {var}={value:?}: ")) && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let out = bin()
+        .env("AMI_SWEEPER_DRY_RUN", "FALSE")
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -940,18 +940,26 @@ async fn bundles_are_never_lost_and_foreign_ones_are_reclaimed_on_request() {
         3
     );
 
-    // With cleanup.orphans, past its age, the foreign bundle goes too, exactly its files.
-    let on = Scratch::new(
-        "bundles-on",
-        json!({"dry_run": false, "retention": {"min_age_days": 30},
-               "cleanup": {"orphans": {"min_age_days": 1}}}),
-    );
+    // With cleanup.orphans, past its age, the foreign bundle still stays while its bucket
+    // is not declared private: another account may register from it, unseen.
     let later = (chrono::Utc::now() + chrono::Duration::days(3)).to_rfc3339();
-    let report = sweep_ok(
-        &env,
-        &on.policy(),
-        &["--bundle-buckets", "bundles", "--now", &later],
+    let orphans = |private: Value| {
+        json!({"dry_run": false, "retention": {"min_age_days": 30},
+               "cleanup": {"orphans": {"min_age_days": 1}, "private_bundle_buckets": private}})
+    };
+    let shared = Scratch::new("bundles-shared", orphans(json!([])));
+    let args = ["--bundle-buckets", "bundles", "--now", &later];
+    let report = sweep_ok(&env, &shared.policy(), &args);
+    let reason = &report["regions"][0]["reconciled_bundles"][0]["reason"];
+    assert_eq!(reason, "bucket_not_private", "{report}");
+    assert_eq!(
+        object_keys(&config, "bundles").await.len(),
+        4,
+        "the foreign bundle and README stay"
     );
+    // Declared private, the foreign bundle goes too, exactly its files.
+    let on = Scratch::new("bundles-on", orphans(json!(["bundles"])));
+    let report = sweep_ok(&env, &on.policy(), &args);
     assert_eq!(report["totals"]["orphans"]["bundles"], 1);
     assert_eq!(
         object_keys(&config, "bundles").await,

@@ -614,3 +614,89 @@ async fn control_an_exclude_tag_seen_in_the_facts_keeps_the_snapshot() {
     assert!(a.state().snapshots.contains_key("snap-a"), "{handled:?}");
     assert!(matches!(handled[0], Handled::Rejected(..)), "{handled:?}");
 }
+
+/// A marked bundle of the gone `ami-gone` in `bundles`, manifest and both parts.
+fn marked_bundle() -> MemoryAccount {
+    let a = account(vec![]);
+    let manifest = br#"<manifest><image><parts count="2"><part><filename>app-1.part.0</filename></part><part><filename>app-1.part.1</filename></part></parts></image></manifest>"#;
+    a.update(|s| {
+        let mut tags = Tags::new();
+        tags.insert(STORAGE_MARK, "ami-gone");
+        let mut put = |k: &str, body: &[u8], tags: Tags| {
+            s.objects
+                .insert(("bundles".into(), k.into()), (body.to_vec(), tags));
+        };
+        put("app/app-1.manifest.xml", manifest, tags);
+        put("app/app-1.part.0", b"0", Tags::new());
+        put("app/app-1.part.1", b"1", Tags::new());
+    });
+    a
+}
+
+/// 10 s into the job's facts (its manifest's tags take 35 s to read), someone registers
+/// an image from the manifest.
+fn register_from_the_manifest_in_the_window(a: &MemoryAccount) -> tokio::task::JoinHandle<()> {
+    use std::time::Duration;
+    a.hold("GetObjectTagging", Duration::from_secs(35), 1);
+    let a2 = a.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        a2.update(|s| {
+            let mut i = image("ami-new", now(), &[], &[]);
+            i.root_device = ami_sweeper::model::RootDevice::InstanceStore;
+            i.image_location = Some("bundles/app/app-1.manifest.xml".into());
+            s.images.insert(i.id.clone(), i);
+        });
+    })
+}
+
+/// Issue 28 item 4, queue path, in memory where the window can be filled: facts read over
+/// 35 s are stale before any `DeleteObjects`; the job goes back, and verified again it sees
+/// the image registered in the window. (Before: deleted on the stale facts.)
+#[tokio::test(start_paused = true)]
+async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_by_the_worker() {
+    let a = marked_bundle();
+    let operator = register_from_the_manifest_in_the_window(&a);
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), vec!["bundles".to_string()]);
+    let body = bundle_job("app/app-1.manifest.xml", "ami-gone");
+    let first = handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[body.as_str()],
+        now(),
+    )
+    .await;
+    operator.await.unwrap();
+    assert!(
+        matches!(&first[0], Handled::Ran(_, Attempt::Retry(_))),
+        "{first:?}"
+    );
+    assert_eq!(a.state().objects.len(), 3, "{:?}", a.log());
+    let again = handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[body.as_str()],
+        now(),
+    )
+    .await;
+    assert_eq!(reasons(&again), [Some("used_by_other_image".to_string())]);
+    assert_eq!(a.state().objects.len(), 3);
+}
+
+/// The same, in process: the attempt on stale facts deletes nothing and the next one,
+/// verified afresh, refuses the job.
+#[tokio::test(start_paused = true)]
+async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_in_process() {
+    let a = marked_bundle();
+    let operator = register_from_the_manifest_in_the_window(&a);
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let job = CleanupJob::from_json(&bundle_job("app/app-1.manifest.xml", "ami-gone")).unwrap();
+    let p = policy("");
+    let reports = crate::run_in_process(&a, &p, &["bundles"], &retry, None, vec![job], now()).await;
+    operator.await.unwrap();
+    assert_eq!(a.state().objects.len(), 3, "{:?}", a.log());
+    assert_eq!(reports[0].attempts, 2, "{reports:?}");
+    let why = reports[0].error.as_deref().unwrap_or_default();
+    assert!(why.contains("used_by_other_image"), "{reports:?}");
+}

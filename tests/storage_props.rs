@@ -1,6 +1,6 @@
 //! The storage property (issue 20): over generated estates and orders of sweeps (the
-//! planner and the reconciliation, their jobs run in process without verification, or
-//! queued), worker drains and the passing of time, on the in-memory account with its
+//! planner and the reconciliation, their jobs run in process, verified as the sweep
+//! verifies them, or queued), worker drains and the passing of time, on the in-memory account with its
 //! Recycle Bin, no snapshot is ever deleted that the README's storage rules keep at that
 //! instant. The oracle is a plain restatement of those rules over what the test knows
 //! to be true (which images exist, which are in the bin and until when, what a launch
@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use crate::handle_batch;
 use ami_sweeper::adapters::memory::{Distortions, MemoryAccount, State};
-use ami_sweeper::app::cleanup::run_job;
 use ami_sweeper::app::sweep::{sweep_region, ExecConfig};
+use ami_sweeper::jobs::CleanupJob;
 use ami_sweeper::model::{Image, Snapshot, SnapshotRef, Tags, TemplateVersion, Timestamp};
 use ami_sweeper::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
 use ami_sweeper::time::{days_after, days_before, parse_instant};
@@ -51,7 +51,8 @@ struct Estate {
 /// What happens next.
 #[derive(Debug, Clone)]
 enum Op {
-    /// A sweep; its jobs run at once in process (unverified) or stay queued.
+    /// A sweep; its jobs run at once in process (verified, as the sweep runs them) or stay
+    /// queued.
     Sweep { in_process: bool },
     /// The worker drains the queue (verifying each job).
     Drain,
@@ -276,9 +277,8 @@ fn check(e: &Estate, ops: &[Op], distortions: Distortions) -> Result<(), TestCas
                     prop_assert!(r.error.is_none(), "{:?}", r.error);
                     let jobs = account.queued();
                     if *in_process {
-                        for job in &jobs[taken..] {
-                            run_job(job, &account, &account).await;
-                        }
+                        run_verified_in_process(&account, &policy, jobs[taken..].to_vec(), now)
+                            .await;
                         taken = jobs.len();
                     }
                 }
@@ -327,6 +327,20 @@ fn check(e: &Estate, ops: &[Op], distortions: Distortions) -> Result<(), TestCas
     })
 }
 
+/// Runs `jobs` as a sweep runs them in process: one attempt each, verified first.
+async fn run_verified_in_process(
+    a: &MemoryAccount,
+    policy: &Policy,
+    jobs: Vec<CleanupJob>,
+    now: Timestamp,
+) {
+    let once = ami_sweeper::app::cleanup::RetryPolicy {
+        attempts: 1,
+        ..Default::default()
+    };
+    crate::run_in_process(a, policy, &[], &once, None, jobs, now).await;
+}
+
 /// Runs the property with proptest's deterministic runner: `Err` names the first
 /// counterexample found.
 fn run(distortions: Distortions, cases: u32) -> Result<(), String> {
@@ -355,7 +369,7 @@ fn no_snapshot_is_deleted_that_the_storage_rules_keep() {
 }
 
 #[test]
-fn the_property_finds_a_planner_that_ignores_launch_templates() {
+fn the_property_finds_storage_rules_that_ignore_launch_templates() {
     let wrong = Distortions {
         hide_template_snapshots: true,
         ..Distortions::default()

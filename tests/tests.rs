@@ -9,6 +9,7 @@ pub const NOW: &str = "2026-11-26T00:00:00Z";
 mod moto;
 
 mod aws_mocks;
+mod bundles_moto;
 mod cli;
 mod docs;
 mod executor;
@@ -24,6 +25,7 @@ mod storage_moto;
 mod storage_props;
 mod sweep_moto;
 mod throttled_moto;
+mod unknown_keys;
 mod usage_moto;
 
 /// The worker's batch as a fresh worker runs it: new pacers at the whole share, no stop.
@@ -45,4 +47,39 @@ where
         stop: &stop,
     };
     ami_sweeper::app::worker::handle_batch(clients, rules, pacing, bodies, now).await
+}
+
+/// A sweep's in-process worker as a fresh sweep in us-east-1 runs it, in the
+/// deployment's own account: every job verified by `policy` (the run's mandate its
+/// ceiling, `buckets` its bundle buckets), new pacers at the whole share, no stop.
+pub async fn run_in_process<C: ami_sweeper::ports::Cleaner>(
+    c: &C,
+    policy: &ami_sweeper::Policy,
+    buckets: &[&str],
+    retry: &ami_sweeper::app::cleanup::RetryPolicy,
+    progress: Option<&ami_sweeper::app::progress::ProgressSink>,
+    jobs: Vec<ami_sweeper::jobs::CleanupJob>,
+    now: ami_sweeper::model::Timestamp,
+) -> Vec<ami_sweeper::app::report::JobReport> {
+    use ami_sweeper::app::worker::{InProcess, Pacing};
+    let region = "us-east-1";
+    let mandate = ami_sweeper::mandate::Mandate::ceiling(policy, false, Some(region));
+    let buckets = buckets.iter().map(|b| b.to_string());
+    let rules = ami_sweeper::verify::WorkerRules::in_process(policy, &mandate, None, buckets);
+    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    let stop = ami_sweeper::app::stop::Stop::default();
+    let place = (None, region.to_string());
+    let w = InProcess {
+        rules: &rules,
+        place: &place,
+        pacing: Pacing {
+            pacers: &pacers,
+            pace: Default::default(),
+            stop: &stop,
+        },
+        retry,
+        progress,
+        now,
+    };
+    ami_sweeper::app::worker::run_in_process(futures_util::stream::iter(jobs), c, w).await
 }

@@ -61,8 +61,9 @@ pub struct State {
 /// storage rules once made, so that a test can show the property test finds it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Distortions {
-    /// The sweep's usage listing leaves out launch template snapshot mappings (the
-    /// planner ignoring launch templates).
+    /// Launch template snapshot mappings are left out of what every path reads: the
+    /// sweep's usage listing and the worker's facts (the storage rules ignoring launch
+    /// templates, in the plan and in every job's verification alike).
     pub hide_template_snapshots: bool,
     /// Every `delete-after` written for an image's snapshots is the first one written for
     /// that image (one date for all of an image's snapshots).
@@ -106,6 +107,8 @@ struct Inner {
     /// The first `delete-after` written per image ([`Distortions`]).
     first_until: Mutex<BTreeMap<String, crate::model::Timestamp>>,
     buckets: Mutex<BTreeMap<&'static str, Bucket>>,
+    /// Calls held before they are answered: (operation, how long, how many more times).
+    holds: Mutex<Vec<(&'static str, std::time::Duration, u32)>>,
 }
 
 /// An emulated EC2 token bucket (see [`MemoryAccount::throttle`]), on tokio's clock.
@@ -165,6 +168,29 @@ impl MemoryAccount {
                 throttled: 0,
             },
         );
+    }
+
+    /// Holds the next `times` calls of `operation` for `hold` (on tokio's clock) before
+    /// they are answered: a slow read, answered with what the account holds by then.
+    pub fn hold(&self, operation: &'static str, hold: std::time::Duration, times: u32) {
+        self.0.holds.lock().unwrap().push((operation, hold, times));
+    }
+
+    /// Waits as long as a hold on `operation` says, if one is left.
+    async fn held(&self, operation: &'static str) {
+        let wait = {
+            let mut holds = self.0.holds.lock().unwrap();
+            let hit = holds
+                .iter_mut()
+                .find(|(op, _, times)| *op == operation && *times > 0);
+            hit.map(|(_, d, times)| {
+                *times -= 1;
+                *d
+            })
+        };
+        if let Some(d) = wait {
+            tokio::time::sleep(d).await;
+        }
     }
 
     /// Calls of `operation` its bucket refused so far.
@@ -371,11 +397,10 @@ impl ImageRetirer for MemoryAccount {
         step: crate::retire::RetireStep,
         now: crate::model::Timestamp,
     ) -> Result<(), AwsError> {
-        use crate::model::ImageState;
-        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        use crate::retire::RetireStep;
         let name = match step {
             RetireStep::Deprecate => "EnableImageDeprecation",
-            RetireStep::Disable => "DisableImage",
+            RetireStep::Disable { .. } => "DisableImage",
             RetireStep::Enable { disabled: true, .. } => "EnableImage",
             RetireStep::Enable {
                 deprecated: true, ..
@@ -383,24 +408,13 @@ impl ImageRetirer for MemoryAccount {
             RetireStep::Enable { .. } => "DeleteTags",
         };
         self.fault(name, image_id)?;
-        let stamp = crate::time::format_instant(now);
         let mut state = self.0.state.lock().unwrap();
         let Some(img) = state.images.get_mut(image_id) else {
             return Err(gone(name, "InvalidAMIID.NotFound", image_id));
         };
-        match step {
-            RetireStep::Deprecate => img.tags.insert(DEPRECATED_AT, stamp),
-            RetireStep::Disable => {
-                img.tags.insert(DISABLED_AT, stamp);
-                img.state = ImageState::Disabled;
-            }
-            RetireStep::Enable { disabled, .. } => {
-                if disabled {
-                    img.state = ImageState::Available;
-                }
-                img.tags.remove(DISABLED_AT);
-                img.tags.remove(DEPRECATED_AT);
-            }
+        crate::retire::take_step(img, step, now);
+        if matches!(step, RetireStep::Disable { .. }) {
+            state.launch_permissions.remove(image_id);
         }
         drop(state);
         self.record(format!("{name} {image_id}"));
@@ -548,6 +562,7 @@ impl BundleInventory for MemoryAccount {
     }
 
     async fn object_tags(&self, bucket: &str, key: &str) -> Result<Tags, AwsError> {
+        self.held("GetObjectTagging").await;
         self.fault("GetObjectTagging", key)?;
         let state = self.0.state.lock().unwrap();
         match state.objects.get(&(bucket.to_string(), key.to_string())) {
@@ -680,7 +695,11 @@ impl JobFacts for MemoryAccount {
 
     async fn template_snapshots(&self) -> Result<Usage, AwsError> {
         self.fault("DescribeLaunchTemplateVersions", "")?;
-        Ok(self.0.state.lock().unwrap().usage_with_templates())
+        let state = self.0.state.lock().unwrap();
+        Ok(match state.distortions.hide_template_snapshots {
+            true => state.usage.clone(),
+            false => state.usage_with_templates(),
+        })
     }
 }
 

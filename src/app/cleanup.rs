@@ -1,14 +1,10 @@
-//! The cleanup worker: runs queued jobs. The same code serves the in-process queue of a
-//! local sweep, `ami-sweeper cleanup --queue-url`, and the SQS-triggered Lambda.
+//! Running one cleanup job once: the deletion calls, and what an AWS error means for the
+//! job. Every path runs jobs through [`crate::app::worker::verify_and_run`], which verifies
+//! each first (the in-process queue of a local sweep, `ami-sweeper cleanup --queue-url`,
+//! and the SQS-triggered Lambda alike); the retry policy of the in-process queue is here.
 
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use futures_util::stream::{Stream, StreamExt};
-use tokio::sync::Semaphore;
-
-use crate::app::progress::{Progress, ProgressSink};
 use crate::app::ratelimit::{PaceConfig, Pacer};
 use crate::app::report::{JobOutcome, JobReport};
 use crate::app::stop::Stop;
@@ -19,6 +15,12 @@ use crate::ports::{BundleStore, SnapshotDeleter};
 
 /// S3's `DeleteObjects` takes at most this many keys per request.
 const DELETE_OBJECTS_MAX: usize = 1000;
+
+/// How long after its facts began to be read a job may still start a deletion: a deletion
+/// throttled or held up past this goes back to the queue and is verified afresh, so nothing
+/// is deleted on facts that a launch template or a new image could have changed meanwhile.
+/// For every kind of storage: no `DeleteSnapshot` and no `DeleteObjects` starts later.
+pub const FACTS_FRESH_FOR: Duration = Duration::from_secs(30);
 
 /// The result of one attempt at a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,31 +44,22 @@ fn transient(e: &AwsError) -> bool {
         || e.is("ServiceUnavailable")
 }
 
-/// Runs one job once.
-pub async fn run_job<S: SnapshotDeleter, B: BundleStore>(
+/// Runs one job once, verified already: `DeleteSnapshot` under `pacer`, the (account,
+/// Region)'s, whose stop is `fresh` (throttled attempts are retried there until then, and
+/// a call the stop ended is a retry for later); a bundle's `DeleteObjects` calls only
+/// until `fresh`, the run's stop or the end of its facts' freshness, whichever is first.
+/// Crate-private: a job runs only through [`crate::app::worker::verify_and_run`].
+pub(crate) async fn run_job_paced<S: SnapshotDeleter, B: BundleStore>(
     job: &CleanupJob,
     snapshots: &S,
     bundles: &B,
-) -> Attempt {
-    run_job_paced(job, snapshots, bundles, None).await
-}
-
-/// As [`run_job`], with `DeleteSnapshot` under its (account, Region)'s pacer when given:
-/// throttled attempts are retried there until the run stops, and a call the stop ended
-/// is a retry for later (the snapshot carries the sweep's mark).
-pub async fn run_job_paced<S: SnapshotDeleter, B: BundleStore>(
-    job: &CleanupJob,
-    snapshots: &S,
-    bundles: &B,
-    pacer: Option<&Pacer>,
+    pacer: &Pacer,
+    fresh: &Stop,
 ) -> Attempt {
     match &job.target {
         JobTarget::DeleteSnapshot { snapshot_id } => {
             let delete = || snapshots.delete_snapshot(snapshot_id);
-            let deleted = match pacer {
-                Some(p) => p.call("DeleteSnapshot", delete).await,
-                None => delete().await,
-            };
+            let deleted = pacer.call_until("DeleteSnapshot", fresh, delete).await;
             match deleted {
                 Ok(()) => Attempt::Done(JobOutcome::Deleted, Vec::new()),
                 Err(e) if e.is("InvalidSnapshot.NotFound") => {
@@ -81,11 +74,18 @@ pub async fn run_job_paced<S: SnapshotDeleter, B: BundleStore>(
         JobTarget::DeleteBundle {
             bucket,
             manifest_key,
-        } => delete_bundle(bucket, manifest_key, bundles).await,
+        } => delete_bundle(bucket, manifest_key, bundles, fresh).await,
     }
 }
 
-async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: &B) -> Attempt {
+/// The manifest's parts, then the manifest, each `DeleteObjects` started only while
+/// `fresh` has not fired; what is left then goes back to be verified again.
+async fn delete_bundle<B: BundleStore>(
+    bucket: &str,
+    manifest_key: &str,
+    store: &B,
+    fresh: &Stop,
+) -> Attempt {
     let xml = match store.get_object(bucket, manifest_key).await {
         Ok(x) => x,
         Err(e) if e.is("NoSuchKey") => return Attempt::Done(JobOutcome::AlreadyGone, Vec::new()),
@@ -102,8 +102,21 @@ async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: 
     };
     // Parts first, manifest last: if a run stops half-way, the manifest still says
     // what is left and the job can be run again.
+    let total = parts.len() + 1;
+    let stale = |deleted: &[String]| {
+        Attempt::Retry(format!(
+            "s3://{bucket}/{manifest_key}: {} of {total} objects deleted, then no DeleteObjects \
+             was started: the run stopped, or its facts were read more than {} s ago; the \
+             rest (manifest last) is verified again",
+            deleted.len(),
+            FACTS_FRESH_FOR.as_secs()
+        ))
+    };
     let mut deleted = Vec::new();
     for chunk in parts.chunks(DELETE_OBJECTS_MAX) {
+        if fresh.reason().is_some() {
+            return stale(&deleted);
+        }
         match store.delete_objects(bucket, chunk).await {
             Ok(failed) if failed.is_empty() => deleted.extend(chunk.iter().cloned()),
             Ok(failed) => {
@@ -116,6 +129,9 @@ async fn delete_bundle<B: BundleStore>(bucket: &str, manifest_key: &str, store: 
             }
             Err(e) => return Attempt::Retry(e.to_string()),
         }
+    }
+    if fresh.reason().is_some() {
+        return stale(&deleted);
     }
     match store
         .delete_objects(bucket, &[manifest_key.to_string()])
@@ -137,9 +153,10 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Wait before each retry of a job.
     pub delay: Duration,
-    /// Calls in flight at once.
+    /// Batches of jobs being verified and run at once (a batch waiting to retry holds no
+    /// slot).
     pub concurrency: usize,
-    /// How hard the `DeleteSnapshot` pacer draws on EC2's bucket (explicit `--rate`; the
+    /// How hard the worker's pacers (`DeleteSnapshot`, and Describe for its facts) draw on EC2's bucket (explicit `--rate`; the
     /// policy's `limits.api_share` is applied when the sweep starts).
     pub pace: PaceConfig,
 }
@@ -156,71 +173,6 @@ impl Default for RetryPolicy {
             pace: PaceConfig::default(),
         }
     }
-}
-
-/// Runs jobs in process as they arrive, retrying what asks for it, and reports each
-/// one. A job waiting to be retried holds no call slot: `retry.concurrency` bounds the
-/// calls in flight, and `pacer` (the (account, Region)'s `DeleteSnapshot` bucket) paces
-/// the snapshot deletions. When `stop` fires, no
-/// job waits for another retry: it is reported `retrying`, and since its snapshot
-/// carries the sweep's mark, the next sweep reconciles it.
-pub async fn run_local<S: SnapshotDeleter, B: BundleStore>(
-    jobs: impl Stream<Item = CleanupJob> + Send,
-    snapshots: &S,
-    bundles: &B,
-    retry: &RetryPolicy,
-    pacer: &Pacer,
-    progress: Option<&ProgressSink>,
-    stop: &Stop,
-) -> Vec<JobReport> {
-    let slots = &Semaphore::new(retry.concurrency.max(1));
-    let queued = &AtomicUsize::new(0);
-    let finished = &AtomicUsize::new(0);
-    let mut done: Vec<JobReport> = jobs
-        .inspect(|_| {
-            queued.fetch_add(1, Ordering::Relaxed);
-        })
-        .map(|job| async move {
-            let mut attempts = 0;
-            let report = loop {
-                attempts += 1;
-                let attempt = {
-                    let _slot = slots.acquire().await.expect("semaphore is never closed");
-                    run_job_paced(&job, snapshots, bundles, Some(pacer)).await
-                };
-                match attempt {
-                    Attempt::Done(o, d) => break report_of(&job, o, attempts, d, None),
-                    Attempt::Retry(e) if stop.reason().is_some() => {
-                        let e = format!("{e}; stopped before the next attempt");
-                        break report_of(&job, JobOutcome::Retrying, attempts, Vec::new(), Some(e));
-                    }
-                    Attempt::Retry(e) if attempts < retry.attempts => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(retry.delay) => {}
-                            _ = stop.wait() => {
-                                let e = format!("{e}; stopped before the next attempt");
-                                break report_of(&job, JobOutcome::Retrying, attempts, Vec::new(), Some(e));
-                            }
-                        }
-                    }
-                    Attempt::Retry(e) | Attempt::Fail(e) => {
-                        break report_of(&job, JobOutcome::Failed, attempts, Vec::new(), Some(e))
-                    }
-                }
-            };
-            let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
-            crate::app::progress::report(progress, || Progress::JobsDone {
-                region: job.region.clone(),
-                done: n,
-                queued: queued.load(Ordering::Relaxed),
-            });
-            report
-        })
-        .buffer_unordered(usize::MAX)
-        .collect()
-        .await;
-    done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
-    done
 }
 
 /// A report line for a job.

@@ -6,11 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::app::report::{JobOutcome, Outcome, RegionReport, SweepReport};
-use crate::model::{Inventory, Timestamp};
-use crate::planner::{Action, Plan};
+use crate::inventory::Inventory;
 use crate::time::format_instant;
 
 /// SNS's limit on a message, in bytes (256 KiB); bodies stay well under it.
@@ -22,57 +19,6 @@ const BODY_BUDGET: usize = MAX_MESSAGE_BYTES - 8_192;
 /// At most this many images are listed per section; the rest are counted, and the full
 /// report object has them all.
 pub const MAX_LISTED: usize = 25;
-
-/// An image a sweep within the lookahead will act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Coming {
-    /// `ami-...`.
-    pub image_id: String,
-    /// Name.
-    pub name: String,
-    /// `retiring` (its next stage falls due) or `condemned` (the policy condemns it by then).
-    pub why: &'static str,
-    /// Retiring: its `eligible_at`; condemned: the end of the lookahead.
-    pub at: String,
-}
-
-/// Images a sweep before `until` will act on: retiring images whose `eligible_at` falls
-/// within it, and images `later` (the same policy's plan at `until`) condemns that `plan`
-/// (now's) keeps.
-pub fn coming(plan: &Plan, later: &Plan, until: Timestamp) -> Vec<Coming> {
-    let mut out: Vec<Coming> = plan
-        .decisions
-        .iter()
-        .filter_map(|d| {
-            let t = d.eligible_at.filter(|t| *t > plan.now && *t <= until)?;
-            Some(Coming {
-                image_id: d.image_id.clone(),
-                name: d.name.clone(),
-                why: "retiring",
-                at: format_instant(t),
-            })
-        })
-        .collect();
-    let kept_now: rustc_hash::FxHashSet<&str> = plan
-        .decisions
-        .iter()
-        .filter(|d| d.action == Action::Keep && d.eligible_at.is_none())
-        .map(|d| d.image_id.as_str())
-        .collect();
-    out.extend(
-        later
-            .decisions
-            .iter()
-            .filter(|d| d.action != Action::Keep && kept_now.contains(d.image_id.as_str()))
-            .map(|d| Coming {
-                image_id: d.image_id.clone(),
-                name: d.name.clone(),
-                why: "condemned",
-                at: format_instant(until),
-            }),
-    );
-    out
-}
 
 /// The owners (values of the tag `tag`) of the images a summary names.
 pub fn owners(inventory: &Inventory, tag: &str, report: &RegionReport) -> BTreeMap<String, String> {
@@ -442,7 +388,9 @@ pub async fn publish(
 mod tests {
     use super::*;
     use crate::app::report::{ImageReport, JobReport};
+    use crate::coming::coming;
     use crate::model::{Image, SnapshotRef};
+    use crate::planner::Action;
 
     /// Three old images (two owned), one failing, one young enough to be coming.
     fn report() -> SweepReport {

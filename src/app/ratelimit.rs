@@ -233,6 +233,16 @@ impl Pacer {
     /// turn (first come, first served), and the one at the front re-reads the rate after
     /// each wait, so a cut slows the very next call.
     pub async fn acquire(&self) -> Result<(), StopReason> {
+        self.acquire_until(&self.own_stop()).await
+    }
+
+    /// The stop the pacer was given (a long-lived worker's: its batch's).
+    fn own_stop(&self) -> Stop {
+        self.stop.lock().expect("pacer stop lock").clone()
+    }
+
+    /// [`Pacer::acquire`], its waits ended by `stop`.
+    async fn acquire_until(&self, stop: &Stop) -> Result<(), StopReason> {
         let _turn = self.gate.lock().await;
         loop {
             let wait = {
@@ -249,16 +259,15 @@ impl Pacer {
                 // The timer counts whole milliseconds: a shorter sleep would not move on.
                 Duration::from_secs_f64((1.0 - s.tokens) / s.rate).max(Duration::from_millis(1))
             };
-            self.sleep(wait).await?;
+            Self::sleep(wait, stop).await?;
         }
     }
 
-    /// Sleeps `wait`, unless the run stops first.
-    async fn sleep(&self, wait: Duration) -> Result<(), StopReason> {
+    /// Sleeps `wait`, unless `stop` fires first.
+    async fn sleep(wait: Duration, stop: &Stop) -> Result<(), StopReason> {
         if wait.is_zero() {
             return Ok(());
         }
-        let stop = self.stop.lock().expect("pacer stop lock").clone();
         if let Some(r) = stop.reason() {
             return Err(r);
         }
@@ -279,15 +288,34 @@ impl Pacer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
     {
-        let stop = self.stop.lock().expect("pacer stop lock").reason();
-        if let Some(r) = stop {
-            return Err(stopped(operation, r, false));
-        }
-        self.attempts(operation, f).await
+        self.call_until(operation, &self.own_stop(), f).await
     }
 
-    /// [`Pacer::call`]'s attempts: a stop ends only a wait (for a token or a retry).
-    async fn attempts<T, F, Fut>(&self, operation: &'static str, mut f: F) -> Result<T, AwsError>
+    /// As [`Pacer::call`], ended by `until` instead of the pacer's own stop: a caller's
+    /// own deadline (its facts' freshness), which callers sharing the pacer do not share.
+    pub async fn call_until<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        until: &Stop,
+        f: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        if let Some(r) = until.reason() {
+            return Err(stopped(operation, r, false));
+        }
+        self.attempts(operation, until, f).await
+    }
+
+    /// [`Pacer::call`]'s attempts: `stop` ends only a wait (for a token or a retry).
+    async fn attempts<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        stop: &Stop,
+        mut f: F,
+    ) -> Result<T, AwsError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
@@ -295,7 +323,7 @@ impl Pacer {
         let mut transient = 0;
         let mut throttled = false;
         loop {
-            if let Err(r) = self.acquire().await {
+            if let Err(r) = self.acquire_until(stop).await {
                 return Err(stopped(operation, r, throttled));
             }
             let sent = Instant::now();
@@ -307,7 +335,7 @@ impl Pacer {
                 Err(e) if is_throttle(&e) => {
                     throttled = true;
                     let jitter = self.cut(sent);
-                    if let Err(r) = self.sleep(jitter).await {
+                    if let Err(r) = Self::sleep(jitter, stop).await {
                         return Err(stopped(operation, r, true));
                     }
                 }
@@ -317,7 +345,7 @@ impl Pacer {
                     // Stopped before the retry: the call was made and failed, and whether
                     // it took effect is unknown, so its own error stands, saying so
                     // ([`cut_short`] tells the caller the run stopped).
-                    if let Err(r) = self.sleep(backoff).await {
+                    if let Err(r) = Self::sleep(backoff, stop).await {
                         let message =
                             format!("{}; not retried: {} stopped the run", e.message, why(r));
                         return Err(AwsError { message, ..e });
@@ -377,7 +405,10 @@ impl crate::ports::PageMeter for Pacer {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send + 'a>> {
         // A listing is read as far as tokens allow after a stop, as its pages are: the
         // report still shows what the plan would have done.
-        Box::pin(async move { self.attempts(operation, &mut attempt).await })
+        Box::pin(async move {
+            let stop = self.own_stop();
+            self.attempts(operation, &stop, &mut attempt).await
+        })
     }
 }
 

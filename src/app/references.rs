@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::app::ratelimit::{Pacer, STOPPED, THROTTLED};
 use crate::error::AwsError;
-use crate::model::Inventory;
+use crate::inventory::Inventory;
 use crate::policy::{AwsReferences, Policy, TemplateVersions};
 use crate::ports::{ReferenceCheck, REFERENCE_IDS_PER_CALL};
 

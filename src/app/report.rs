@@ -146,7 +146,7 @@ pub struct RegionReport {
     /// Images a sweep within `notify.lookahead_days` will act on (retiring ones falling
     /// due, and ones the policy condemns by then).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub coming: Vec<crate::app::notify::Coming>,
+    pub coming: Vec<crate::coming::Coming>,
     /// The owner (`notify.owner_tag`) of each image the summary names, where tagged.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub owners: BTreeMap<String, String>,

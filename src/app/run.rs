@@ -8,12 +8,11 @@ use tokio::time::Instant;
 use crate::adapters::aws::sqs::{Message, SqsQueue, SQS_BATCH};
 use crate::adapters::aws::Clients;
 use crate::adapters::local_queue::LocalQueue;
-use crate::app::cleanup::{report_of, run_local, Attempt, RetryPolicy};
-use crate::app::ratelimit::Pacer;
+use crate::app::cleanup::{report_of, Attempt, RetryPolicy};
 use crate::app::report::{CleanupReport, JobReport, PacerLine, RegionReport, SweepReport, Totals};
 use crate::app::stop::{Stop, StopReason};
 use crate::app::sweep::{sweep_region, ExecConfig};
-use crate::app::worker::{handle_batch, Handled};
+use crate::app::worker::{handle_batch, run_in_process, Handled, InProcess, Pacing};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
 use crate::mandate::Mandate;
@@ -120,7 +119,8 @@ pub async fn run_sweep_in(
         async move {
             match &opts.queue {
                 QueueMode::Local(retry) => {
-                    sweep_with_local_queue(policy, region, opts.now, &clients, retry, &exec).await
+                    let place = (account.map(str::to_string), region.clone());
+                    sweep_with_local_queue(policy, &place, opts.now, &clients, retry, &exec).await
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
                     let sqs = InAccount {
@@ -245,39 +245,61 @@ impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
 }
 
 /// One region with the in-process queue: the sweep hands jobs to a worker running
-/// alongside, which deletes as storage frees up; the report carries the jobs' ends.
+/// alongside, which verifies each as the queue's worker would (the same code, on facts it
+/// reads itself) and deletes as storage frees up; the report carries the jobs' ends. The
+/// jobs name `place`'s account and carry the run's mandate, as queued ones do.
 async fn sweep_with_local_queue<R: Account + Cleaner>(
     policy: &Policy,
-    region: &str,
+    place: &crate::app::worker::Place,
     now: Timestamp,
     clients: &R,
     retry: &RetryPolicy,
     exec: &ExecConfig,
 ) -> RegionReport {
+    let region = place.1.as_str();
+    let mandate = match &exec.mandate {
+        Some(m) => (**m).clone(),
+        None => Mandate::ceiling(policy, exec.dry_run, Some(region)),
+    };
     let (queue, jobs) = LocalQueue::channel();
+    let sink = InAccount {
+        inner: queue,
+        account: place.0.clone(),
+        mandate: Some(mandate.clone()),
+    };
     let sweep = async {
-        let report = sweep_region(policy, region, now, clients, &queue, exec).await;
+        let report = sweep_region(policy, region, now, clients, &sink, exec).await;
         // Dropping the queue ends the worker's stream of jobs.
-        drop(queue);
+        drop(sink);
         report
     };
-    let bucket = crate::app::ratelimit::DELETE_SNAPSHOT;
-    let pace = retry.pace.with_share(policy.limits.api_share).pace(bucket);
-    let pacer = Pacer::new(bucket, pace, exec.stop.clone());
-    let worker = run_local(
-        jobs,
-        clients,
-        clients,
+    let buckets = exec.bundle_buckets.iter().cloned();
+    let rules = WorkerRules::in_process(policy, &mandate, place.0.as_deref(), buckets);
+    let pacers = crate::app::ratelimit::Pacers::default();
+    let w = InProcess {
+        rules: &rules,
+        place,
+        pacing: Pacing {
+            pacers: &pacers,
+            pace: retry.pace.with_share(policy.limits.api_share),
+            stop: &exec.stop,
+        },
         retry,
-        &pacer,
-        exec.progress.as_ref(),
-        &exec.stop,
-    );
-    let (mut report, done) = tokio::join!(sweep, worker);
+        progress: exec.progress.as_ref(),
+        now,
+    };
+    let (mut report, done) = tokio::join!(sweep, run_in_process(jobs, clients, w));
     if !done.is_empty() {
         report.jobs = done;
     }
-    report.pacing.insert(bucket.name, pacer.report());
+    // The worker's pacers beside the sweep's: a bucket both drew on counts both's throttles.
+    for ((_, _, bucket), r) in pacers.reports() {
+        report
+            .pacing
+            .entry(bucket)
+            .and_modify(|p| p.throttles += r.throttles)
+            .or_insert(r);
+    }
     report
 }
 

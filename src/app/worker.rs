@@ -1,15 +1,20 @@
-//! The queue worker: runs the cleanup jobs of one batch of queue messages, after checking
-//! each against AWS's own records ([`crate::verify`]). Shared by the SQS-triggered Lambda
-//! and `ami-sweeper cleanup --queue-url`. (Jobs a sweep runs in process are not
-//! re-verified: they never leave the process that planned them.)
+//! The cleanup worker: verifies cleanup jobs against AWS's own records ([`crate::verify`],
+//! with facts read afresh) and runs those that pass, in one function,
+//! [`verify_and_run`], that every path calls: the queue's batches (the SQS-triggered
+//! Lambda, `ami-sweeper cleanup --queue-url`: [`handle_batch`]) and a sweep's jobs run in
+//! process ([`run_in_process`]). So the two can never disagree about a job.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::stream::{Stream, StreamExt};
 use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::Semaphore;
 
-use crate::app::cleanup::{run_job_paced, Attempt};
+use crate::app::cleanup::{report_of, run_job_paced, Attempt, RetryPolicy};
+use crate::app::progress::{Progress, ProgressSink};
 use crate::app::ratelimit::{self, PaceConfig, Pacer, Pacers};
-use crate::app::report::JobOutcome;
+use crate::app::report::{JobOutcome, JobReport};
 use crate::app::stop::Stop;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
@@ -19,6 +24,8 @@ use crate::ports::Cleaner;
 use crate::recycle_bin::{BinResource, BinRules};
 use crate::storage::{self, Facts};
 use crate::verify::{Verdict, WorkerRules};
+
+pub use crate::app::cleanup::FACTS_FRESH_FOR;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +75,12 @@ impl Pacing<'_> {
     }
 }
 
+/// Where jobs act: the account (`None`: the deployment's own) and the Region.
+pub type Place = (Option<String>, String);
+
 /// Verifies and runs a batch of message bodies; the answers come in the same order.
-/// Per region of the batch: one `DescribeSnapshots` for its snapshot jobs, one
+/// A job's account and region are checked before any client is built for them; then
+/// each (account, Region)'s jobs go through [`verify_and_run`]. Per region of the batch: one `DescribeSnapshots` for its snapshot jobs, one
 /// `DescribeImages` for the jobs' images and one for the images using the snapshots, the
 /// owned images' locations and the manifests' tags when it has bundle jobs, and only when
 /// some job would otherwise run, one `ListImagesInRecycleBin` and the launch template
@@ -88,7 +99,6 @@ where
     F: std::future::Future<Output = Result<C, String>>,
 {
     let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
-    type Place = (Option<String>, String);
     let mut by_region: BTreeMap<Place, Vec<(usize, CleanupJob)>> = BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
         match CleanupJob::from_json(body) {
@@ -108,16 +118,13 @@ where
             },
         }
     }
-    for ((account, name), jobs) in by_region {
-        let pacers = RegionPacers {
-            describe: pacing.pacer(account.as_deref(), &name, ratelimit::DESCRIBE),
-            place: (account.clone(), name.clone()),
-            pacing,
-        };
-        match clients(account, name).await {
+    for (place, jobs) in by_region {
+        match clients(place.0.clone(), place.1.clone()).await {
             Ok(c) => {
-                for (i, handled) in handle_region(&c, rules, &pacers, jobs, now).await {
-                    out[i] = Some(handled);
+                let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
+                let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
+                for (i, h) in at.into_iter().zip(handled) {
+                    out[i] = Some(h);
                 }
             }
             // The account cannot be entered now: every job of it is retried later.
@@ -134,31 +141,81 @@ where
         .collect()
 }
 
+/// Verifies jobs against facts read afresh in one (account, Region), `place`, through `c`,
+/// and runs those that pass: the one verification of every path that deletes storage. Each
+/// job's mandate, account and region are checked ([`WorkerRules::check_place`]; a job for
+/// another place than `c`'s is refused), then [`crate::storage::fate`] decides it on the
+/// facts, then it runs: no deletion starts more than [`FACTS_FRESH_FOR`] after the first
+/// fact read (what is left comes back as a retry, to be verified again). The answers come
+/// in the order of `jobs`; nothing is ever `Malformed` here.
+pub async fn verify_and_run<C: Cleaner>(
+    c: &C,
+    rules: &WorkerRules,
+    pacing: Pacing<'_>,
+    place: &Place,
+    jobs: Vec<CleanupJob>,
+    now: Timestamp,
+) -> Vec<Handled> {
+    let mut out: Vec<Option<Handled>> = vec![None; jobs.len()];
+    let mut admitted = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let checked = rules.check_place(&job).and_then(|()| {
+            if (&job.account, &job.region) == (&place.0, &place.1) {
+                Ok(())
+            } else {
+                Err("its account and region are not the ones these clients act in".into())
+            }
+        });
+        match checked {
+            Err(why) => {
+                out[i] = Some(Handled::Rejected(
+                    job,
+                    format!("{why}; nothing was deleted"),
+                ))
+            }
+            Ok(()) => admitted.push((i, job)),
+        }
+    }
+    if !admitted.is_empty() {
+        let pacers = RegionPacers {
+            describe: pacing.pacer(place.0.as_deref(), &place.1, ratelimit::DESCRIBE),
+            place: place.clone(),
+            pacing,
+        };
+        for (i, handled) in handle_region(c, rules, &pacers, admitted, now).await {
+            out[i] = Some(handled);
+        }
+    }
+    out.into_iter()
+        .map(|h| h.expect("every job is handled"))
+        .collect()
+}
+
 /// One (account, Region)'s pacers: the Describe bucket for the facts; `DeleteSnapshot`'s
 /// for the deletions, taken once the facts are read.
 struct RegionPacers<'a> {
     describe: std::sync::Arc<Pacer>,
-    place: (Option<String>, String),
+    place: Place,
     pacing: Pacing<'a>,
 }
 
-/// How long after its facts were read a job may still be run: a deletion throttled past
-/// this goes back to the queue and is verified afresh, so nothing is deleted on facts
-/// that a launch template or a new image could have changed meanwhile.
-pub const FACTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl RegionPacers<'_> {
-    /// The `DeleteSnapshot` pacer, stopping at the batch's stop or when the facts whose
-    /// reading began at `read_from` are [`FACTS_FRESH_FOR`] old, whichever comes first.
-    /// (The first fact is the oldest: a later read slowed by throttling ages it.)
-    fn delete(&self, read_from: tokio::time::Instant) -> std::sync::Arc<Pacer> {
-        let fresh = self.pacing.stop.sooner(read_from + FACTS_FRESH_FOR);
+    /// The batch's stop, or the instant the facts whose reading began at `read_from` are
+    /// [`FACTS_FRESH_FOR`] old, whichever comes first. (The first fact is the oldest: a
+    /// later read slowed by throttling ages it.)
+    fn fresh(&self, read_from: tokio::time::Instant) -> Stop {
+        self.pacing.stop.sooner(read_from + FACTS_FRESH_FOR)
+    }
+
+    /// The `DeleteSnapshot` pacer (each deletion is made under it until its own `fresh`:
+    /// batches run in process at once share it, each with its facts' freshness).
+    fn delete(&self) -> std::sync::Arc<Pacer> {
         let bucket = ratelimit::DELETE_SNAPSHOT;
         let (account, region) = &self.place;
         let pace = self.pacing.pace.pace(bucket);
         self.pacing
             .pacers
-            .get(account.as_deref(), region, bucket, pace, &fresh)
+            .get(account.as_deref(), region, bucket, pace, self.pacing.stop)
     }
 }
 
@@ -445,7 +502,8 @@ async fn handle_region<C: Cleaner>(
                 .collect();
         }
     };
-    let delete = pacers.delete(read_from);
+    let fresh = pacers.fresh(read_from);
+    let delete = pacers.delete();
     let mut out = Vec::with_capacity(jobs.len());
     for ((i, job), verdict) in jobs.into_iter().zip(verdicts) {
         let handled = match verdict {
@@ -455,13 +513,154 @@ async fn handle_region<C: Cleaner>(
             }
             Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
             Verdict::Proceed => {
-                let attempt = run_job_paced(&job, c, c, Some(&delete)).await;
+                let attempt = run_job_paced(&job, c, c, &delete, &fresh).await;
                 Handled::Ran(job, attempt)
             }
         };
         out.push((i, handled));
     }
     out
+}
+
+/// What a sweep's in-process worker needs besides its jobs and its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcess<'a> {
+    /// The rules every job is verified by ([`WorkerRules::in_process`]).
+    pub rules: &'a WorkerRules,
+    /// The (account, Region) the clients act in.
+    pub place: &'a Place,
+    /// The worker's pacers (Describe for the facts, `DeleteSnapshot`), the policy's share,
+    /// and the run's stop.
+    pub pacing: Pacing<'a>,
+    /// Attempts per job, the wait before a retry, batches at once.
+    pub retry: &'a RetryPolicy,
+    /// Where progress goes.
+    pub progress: Option<&'a ProgressSink>,
+    /// The instant the storage rules judge at (the sweep's).
+    pub now: Timestamp,
+}
+
+/// At most this many jobs ready at once are verified together (one round of facts).
+pub const IN_PROCESS_BATCH: usize = 50;
+
+/// Runs a sweep's jobs in process as they become ready, each attempt through
+/// [`verify_and_run`] (the jobs ready at once, up to [`IN_PROCESS_BATCH`], share one round
+/// of facts): a job runs only if the verification the queue's worker makes clears it, on
+/// facts read for that attempt. What asks for a retry (a snapshot still in use, facts
+/// gone stale) is verified and tried again after `retry.delay`, up to `retry.attempts`;
+/// when the run stops, nothing waits for another attempt: it is reported `retrying`, and
+/// since its storage carries the sweep's mark, the next sweep reconciles it. A batch
+/// waiting to retry holds none of the `retry.concurrency` slots.
+pub async fn run_in_process<C: Cleaner>(
+    jobs: impl Stream<Item = CleanupJob> + Send,
+    c: &C,
+    w: InProcess<'_>,
+) -> Vec<JobReport> {
+    let slots = &Semaphore::new(w.retry.concurrency.max(1));
+    let queued = &AtomicUsize::new(0);
+    let finished = &AtomicUsize::new(0);
+    let finish = &|job: &CleanupJob| {
+        let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::app::progress::report(w.progress, || Progress::JobsDone {
+            region: job.region.clone(),
+            done: n,
+            queued: queued.load(Ordering::Relaxed),
+        });
+    };
+    let batches: Vec<Vec<JobReport>> = jobs
+        .inspect(|_| {
+            queued.fetch_add(1, Ordering::Relaxed);
+        })
+        .ready_chunks(IN_PROCESS_BATCH)
+        .map(|batch| attempt_batch(batch, c, w, slots, finish))
+        .buffer_unordered(usize::MAX)
+        .collect()
+        .await;
+    let mut done: Vec<JobReport> = batches.into_iter().flatten().collect();
+    done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
+    done
+}
+
+/// One batch of in-process jobs, attempt after attempt, until each is settled.
+async fn attempt_batch<C: Cleaner>(
+    batch: Vec<CleanupJob>,
+    c: &C,
+    w: InProcess<'_>,
+    slots: &Semaphore,
+    finish: &(dyn Fn(&CleanupJob) + Sync),
+) -> Vec<JobReport> {
+    let mut pending: Vec<(CleanupJob, u32)> = batch.into_iter().map(|j| (j, 1)).collect();
+    let mut out = Vec::new();
+    loop {
+        let (jobs, tries): (Vec<CleanupJob>, Vec<u32>) = pending.into_iter().unzip();
+        let handled = {
+            let _slot = slots.acquire().await.expect("semaphore is never closed");
+            verify_and_run(c, w.rules, w.pacing, w.place, jobs, w.now).await
+        };
+        let stopped = w.pacing.stop.reason().is_some();
+        let mut again = Vec::new();
+        for (h, n) in handled.into_iter().zip(tries) {
+            match settle(h, n, w.retry, stopped) {
+                Settled::Done(job, report) => {
+                    finish(&job);
+                    out.push(report);
+                }
+                Settled::Again(job, e) => again.push((job, n, e)),
+            }
+        }
+        if again.is_empty() {
+            return out;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(w.retry.delay) => {}
+            _ = w.pacing.stop.wait() => {}
+        }
+        if w.pacing.stop.reason().is_some() {
+            for (job, n, e) in again {
+                let e = format!("{e}; stopped before the next attempt");
+                finish(&job);
+                out.push(report_of(
+                    &job,
+                    JobOutcome::Retrying,
+                    n,
+                    Vec::new(),
+                    Some(e),
+                ));
+            }
+            return out;
+        }
+        pending = again.into_iter().map(|(j, n, _)| (j, n + 1)).collect();
+    }
+}
+
+/// What an in-process attempt left of a job.
+enum Settled {
+    /// Settled, with its report.
+    Done(CleanupJob, JobReport),
+    /// To be verified and tried again, after this error.
+    Again(CleanupJob, String),
+}
+
+/// The report of a job's attempt `n`, or the job back with its error when it is to be
+/// tried again.
+fn settle(h: Handled, n: u32, retry: &RetryPolicy, stopped: bool) -> Settled {
+    let (job, outcome, deleted, error) = match h {
+        Handled::Malformed(e) => unreachable!("verify_and_run parses nothing: {e}"),
+        Handled::Rejected(job, why) => (job, JobOutcome::Rejected, Vec::new(), Some(why)),
+        Handled::Ran(job, Attempt::Done(o, d)) => (job, o, d, None),
+        Handled::Ran(job, Attempt::Retry(e)) if stopped => {
+            let e = format!("{e}; stopped before the next attempt");
+            (job, JobOutcome::Retrying, Vec::new(), Some(e))
+        }
+        Handled::Ran(job, Attempt::Retry(e)) if n < retry.attempts => {
+            return Settled::Again(job, e)
+        }
+        Handled::Ran(job, Attempt::Retry(e) | Attempt::Fail(e)) => {
+            (job, JobOutcome::Failed, Vec::new(), Some(e))
+        }
+    };
+    let report = report_of(&job, outcome, n, deleted, error);
+    Settled::Done(job, report)
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {

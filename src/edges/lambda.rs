@@ -510,34 +510,17 @@ impl Handler {
             crate::policy::SharedRule::Keep => Vec::new(),
         };
         for (id, body) in records {
-            let request = SweepRequest::from_json(&body).expect("partitioned on this");
-            let verdict = match &request.mandate {
-                None => Err(String::from(
-                    "the sweep request carries no mandate (an older dispatcher's); nothing \
-                     was done",
-                )),
-                Some(m) => ceiling.admits_message(
-                    Some(m),
-                    Some(&request.account),
-                    &request.region,
-                    members.as_ref(),
-                ),
-            };
-            if let Err(why) = verdict {
-                tracing::error!(message_id = %id, account = %request.account, region = %request.region, reason = %why, "sweep request refused");
-                if !self
-                    .refuse(
-                        self.config.sweep_dead_letter_url.as_deref(),
-                        &id,
-                        &body,
-                        &why,
-                    )
-                    .await
-                {
-                    response.add_failure(id);
+            let request = match admit_pair(&body, &ceiling, members.as_ref()) {
+                Ok(request) => request,
+                Err(why) => {
+                    tracing::error!(message_id = %id, reason = %why, "sweep request refused");
+                    let dlq = self.config.sweep_dead_letter_url.as_deref();
+                    if !self.refuse(dlq, &id, &body, &why).await {
+                        response.add_failure(id);
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
             let opts = self.config.sweep_options(
                 vec![request.region.clone()],
@@ -714,6 +697,34 @@ impl Handler {
             }
         }
         serde_json::to_value(&response).expect("batch response serializes")
+    }
+}
+
+/// The request of a message the batch's partition took for a sweep request, if it can be
+/// read (unknown keys refused with their path) and carries a mandate within `ceiling`; else
+/// why it is refused (a refused mandate is logged with its account and region).
+fn admit_pair(
+    body: &str,
+    ceiling: &Mandate,
+    members: Option<&BTreeSet<String>>,
+) -> Result<SweepRequest, String> {
+    let request = SweepRequest::from_json(body)
+        .expect("partitioned on this")
+        .map_err(|e| format!("the sweep request cannot be read: {e}; nothing was done"))?;
+    let verdict = match &request.mandate {
+        None => Err(String::from(
+            "the sweep request carries no mandate (an older dispatcher's); nothing was done",
+        )),
+        Some(m) => {
+            ceiling.admits_message(Some(m), Some(&request.account), &request.region, members)
+        }
+    };
+    match verdict {
+        Ok(()) => Ok(request),
+        Err(why) => {
+            tracing::error!(account = %request.account, region = %request.region, reason = %why, "sweep request outside the ceiling");
+            Err(why)
+        }
     }
 }
 

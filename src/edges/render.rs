@@ -413,6 +413,9 @@ pub(crate) fn decision_notes(d: &Decision) -> Vec<String> {
             CleanupAction::Retain => "keeps bundle",
         };
         notes.push(format!("{verb} s3://{}", b.location));
+        if b.tags_unknown {
+            notes.push("  (tags unknown: decided at the sweep)".to_string());
+        }
     }
     notes
 }
@@ -991,7 +994,9 @@ mod tests {
 
     #[test]
     fn compact_table_folds_long_plain_runs_only() {
-        use crate::model::{Image, Inventory, Usage};
+        use crate::model::{Image, Usage};
+
+        use crate::inventory::Inventory;
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let images: Vec<Image> = (0..40)
             .map(|d| {
@@ -1022,7 +1027,8 @@ mod tests {
     /// A year-like estate in miniature, heavy on the Recycle Bin: `api` images enter the
     /// bin (their snapshots wait), three `web` images are in use, one shared, one excluded.
     pub(super) fn bin_heavy_plan() -> (crate::Plan, crate::pricing::Savings) {
-        use crate::model::{Image, Inventory, SnapshotRef, UsageKind, UsageRef};
+        use crate::inventory::Inventory;
+        use crate::model::{Image, SnapshotRef, UsageKind, UsageRef};
         use crate::recycle_bin::{BinResource, BinRule, BinRules, TagMatch};
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let mut images = Vec::new();
@@ -1169,7 +1175,8 @@ mod tests {
 
     /// `n` images of one lineage, each in use: nothing folds.
     pub(super) fn in_use_plan(n: usize) -> crate::Plan {
-        use crate::model::{Image, Inventory, UsageKind, UsageRef};
+        use crate::inventory::Inventory;
+        use crate::model::{Image, UsageKind, UsageRef};
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let mut usage = crate::Usage::new();
         let images: Vec<Image> = (0..n)

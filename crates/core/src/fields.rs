@@ -140,20 +140,7 @@ impl TemplateImage {
     }
 }
 
-/// A launch template version's label for reports: `lt-0abc (web) v3`.
-pub fn template_user(id: &str, name: Option<&str>, version: Option<i64>) -> UsageRef {
-    let mut label = id.to_string();
-    if let Some(n) = name {
-        label.push_str(&format!(" ({n})"));
-    }
-    if let Some(v) = version {
-        label.push_str(&format!(" v{v}"));
-    }
-    UsageRef {
-        kind: UsageKind::LaunchTemplateVersion,
-        id: label,
-    }
-}
+pub use crate::model::template_user;
 
 /// A launch configuration's usage record.
 pub fn launch_configuration_user(name: &str) -> UsageRef {
@@ -161,6 +148,25 @@ pub fn launch_configuration_user(name: &str) -> UsageRef {
         kind: UsageKind::LaunchConfiguration,
         id: name.to_string(),
     }
+}
+
+/// The AMI a snapshot's description says it was made for: `Created by
+/// CreateImage(i-…) for ami-…` or `Copied for DestinationAmi ami-… from SourceAmi …`.
+pub fn image_named_by(description: &str) -> Option<&str> {
+    let ami_at = |rest: &str| -> Option<usize> {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        (end > 4 && rest.starts_with("ami-")).then_some(end)
+    };
+    if let Some(rest) = description.strip_prefix("Created by CreateImage(") {
+        let after = rest.split_once(") for ")?.1;
+        return ami_at(after).map(|end| &after[..end]);
+    }
+    if let Some(rest) = description.strip_prefix("Copied for DestinationAmi ") {
+        return ami_at(rest).map(|end| &rest[..end]);
+    }
+    None
 }
 
 /// Whether `value` is an AMI id (`ami-` and 8 or 17 hex digits).

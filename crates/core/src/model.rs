@@ -3,15 +3,17 @@
 //! The planner reasons only about these types, never about SDK or AWS CLI shapes:
 //! adapters (the AWS CLI JSON reader, the live EC2 inventory) map into them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use serde::Serialize;
-
-use crate::policy::TemplateVersions;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub use crate::time::Timestamp;
+
+/// Tag EC2 Image Builder puts on the AMIs it distributes: the image build version ARN.
+pub const IMAGE_BUILDER_TAG: &str = "Ec2ImageBuilderArn";
 
 /// Lifecycle state of an AMI as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -387,7 +389,7 @@ pub struct TemplateVersion {
 impl TemplateVersion {
     /// Its usage record, e.g. `lt-0abc (web) v3`.
     pub fn user(&self) -> UsageRef {
-        crate::fields::template_user(
+        template_user(
             &self.template_id,
             self.template_name.as_deref(),
             Some(self.version),
@@ -593,74 +595,6 @@ impl Usage {
     }
 }
 
-/// Everything the planner knows about one region: its images and their users.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Inventory {
-    images: Vec<Image>,
-    /// Which images are in use.
-    pub usage: Usage,
-    /// The region's Recycle Bin retention rules (empty: none, or not read).
-    pub recycle_bin: crate::recycle_bin::BinRules,
-    /// Tags of the account's snapshots, where listed: which snapshot rules retain them.
-    pub snapshot_tags: FxHashMap<String, Tags>,
-    /// `snapshot_tags` come from a listing of the account's snapshots (a live sweep, or
-    /// `plan --snapshots`): a snapshot missing from it has unknown tags.
-    pub snapshots_listed: bool,
-    /// Per snapshot a registered image uses, the AMIs in the Recycle Bin its mark or
-    /// description names, with the instant each leaves the bin (where the bin was asked).
-    pub snapshots_in_bin: FxHashMap<String, Vec<(String, Option<Timestamp>)>>,
-    /// The account's snapshots in the archive tier, where listed (for the saving estimate).
-    pub archived_snapshots: FxHashSet<String>,
-    /// Things the inventory could not establish (e.g. an unresolved `resolve:ssm:` id),
-    /// carried into the plan so that users see them.
-    pub warnings: Vec<String>,
-}
-
-/// The inventory broke an invariant the planner relies on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InventoryError {
-    /// Two images with one id: the input is corrupt and no plan is safe.
-    #[error("image {0} appears more than once in the inventory")]
-    DuplicateImage(String),
-}
-
-impl Inventory {
-    /// Builds an inventory; image ids must be unique.
-    pub fn new(images: Vec<Image>, usage: Usage) -> Result<Self, InventoryError> {
-        let mut seen = FxHashSet::default();
-        seen.reserve(images.len());
-        for image in &images {
-            if !seen.insert(image.id.as_str()) {
-                return Err(InventoryError::DuplicateImage(image.id.clone()));
-            }
-        }
-        Ok(Self {
-            images,
-            usage,
-            recycle_bin: Default::default(),
-            snapshot_tags: FxHashMap::default(),
-            snapshots_listed: false,
-            snapshots_in_bin: FxHashMap::default(),
-            archived_snapshots: FxHashSet::default(),
-            warnings: Vec::new(),
-        })
-    }
-
-    /// The images, in the order they were given.
-    pub fn images(&self) -> &[Image] {
-        &self.images
-    }
-
-    /// Records launch-permission grantees learnt after listing (image id → grantees).
-    pub fn set_shared_with(&mut self, grants: BTreeMap<String, Vec<String>>) {
-        for image in &mut self.images {
-            if let Some(g) = grants.get(&image.id) {
-                image.shared_with = g.clone();
-            }
-        }
-    }
-}
-
 /// One EBS snapshot the account owns, as `DescribeSnapshots` reports it: what the
 /// reconciliation of lost and orphaned storage looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -697,5 +631,34 @@ impl Manifest {
     /// The `ImageLocation` an image registered from this manifest has.
     pub fn location(&self) -> String {
         format!("{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Which launch template versions count as users of their image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateVersions {
+    /// Every version (Terraform and CloudFormation never prune them): safest.
+    #[default]
+    All,
+    /// Each template's `$Default` and `$Latest` versions.
+    DefaultAndLatest,
+    /// `$Default`, `$Latest`, and versions named by an Auto Scaling group, EC2 Fleet, Spot
+    /// Fleet or Batch compute environment.
+    Referenced,
+}
+
+/// A launch template version's label for reports: `lt-0abc (web) v3`.
+pub fn template_user(id: &str, name: Option<&str>, version: Option<i64>) -> UsageRef {
+    let mut label = id.to_string();
+    if let Some(n) = name {
+        label.push_str(&format!(" ({n})"));
+    }
+    if let Some(v) = version {
+        label.push_str(&format!(" v{v}"));
+    }
+    UsageRef {
+        kind: UsageKind::LaunchTemplateVersion,
+        id: label,
     }
 }

@@ -17,10 +17,11 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::model::{ImageState, Inventory, Manifest, Snapshot, Timestamp};
-use crate::planner::CleanupAction;
+use crate::inventory::Inventory;
+use crate::model::{ImageState, Manifest, Snapshot, Timestamp};
 use crate::policy::Policy;
 use crate::recycle_bin::BinResource;
+use crate::storage::CleanupAction;
 use crate::storage::{fate, Facts, Fate, Item, Kind, Rules};
 
 pub use crate::storage::STORAGE_MARK;
@@ -28,24 +29,7 @@ pub use crate::storage::STORAGE_MARK;
 /// Why storage whose image is gone stays: the one list of [`crate::storage`].
 pub type Keep = crate::storage::StorageReason;
 
-/// The AMI a snapshot's description says it was made for: `Created by
-/// CreateImage(i-…) for ami-…` or `Copied for DestinationAmi ami-… from SourceAmi …`.
-pub fn image_named_by(description: &str) -> Option<&str> {
-    let ami_at = |rest: &str| -> Option<usize> {
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .unwrap_or(rest.len());
-        (end > 4 && rest.starts_with("ami-")).then_some(end)
-    };
-    if let Some(rest) = description.strip_prefix("Created by CreateImage(") {
-        let after = rest.split_once(") for ")?.1;
-        return ami_at(after).map(|end| &after[..end]);
-    }
-    if let Some(rest) = description.strip_prefix("Copied for DestinationAmi ") {
-        return ami_at(rest).map(|end| &rest[..end]);
-    }
-    None
-}
+pub use crate::fields::image_named_by;
 
 /// How a snapshot came to be reconciled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -77,7 +61,7 @@ pub struct OrphanDecision {
     /// Deferred: the first instant it may go.
     #[serde(
         skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::planner::ser_opt_instant"
+        serialize_with = "crate::time::ser_opt_instant"
     )]
     pub until: Option<Timestamp>,
 }
@@ -538,8 +522,22 @@ mod tests {
                 ("old.manifest.xml".into(), Some(Keep::OrphansOff)),
             ]
         );
+        // Orphans on: a foreign bundle goes only from a bucket declared private (another
+        // account may register from the others, unseen); a marked one goes either way.
         assert_eq!(
             fate(&policy(r#", "cleanup": {"orphans": {"min_age_days": 30}}"#)),
+            vec![
+                ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
+                ("mine.manifest.xml".into(), None),
+                ("new.manifest.xml".into(), Some(Keep::BucketNotPrivate)),
+                ("old.manifest.xml".into(), Some(Keep::BucketNotPrivate)),
+            ]
+        );
+        assert_eq!(
+            fate(&policy(
+                r#", "cleanup": {"orphans": {"min_age_days": 30},
+                                  "private_bundle_buckets": ["bundles"]}"#
+            )),
             vec![
                 ("kept.manifest.xml".to_string(), Some(Keep::ExcludedByTag)),
                 ("mine.manifest.xml".into(), None),

@@ -54,6 +54,10 @@ pub enum StorageReason {
     CleanupDisabled,
     /// Not marked by ami-sweeper, and the policy has no `cleanup.orphans`.
     OrphansOff,
+    /// A bundle not marked by ami-sweeper, in a bucket that `cleanup.private_bundle_buckets`
+    /// does not list: another account may register images from it, which this account
+    /// cannot see.
+    BucketNotPrivate,
     /// Not marked by ami-sweeper, and younger than `cleanup.orphans.min_age_days`.
     TooYoung,
     /// An AMI that needs it is in the Recycle Bin (or enters it now) and can still be
@@ -79,6 +83,7 @@ impl StorageReason {
             Self::NamedByLaunchTemplate => "named_by_launch_template",
             Self::CleanupDisabled => "cleanup_disabled",
             Self::OrphansOff => "orphans_off",
+            Self::BucketNotPrivate => "bucket_not_private",
             Self::TooYoung => "too_young",
             Self::ImageInRecycleBin => "image_in_recycle_bin",
             Self::DeferredForRecycleBin => "deferred_for_recycle_bin",
@@ -86,7 +91,7 @@ impl StorageReason {
     }
 
     /// Every reason, in rule order (for documentation and exhaustive tests).
-    pub const ALL: [StorageReason; 15] = [
+    pub const ALL: [StorageReason; 16] = [
         Self::BackupManaged,
         Self::DlmManaged,
         Self::ExcludedByTag,
@@ -99,6 +104,7 @@ impl StorageReason {
         Self::NamedByLaunchTemplate,
         Self::CleanupDisabled,
         Self::OrphansOff,
+        Self::BucketNotPrivate,
         Self::TooYoung,
         Self::ImageInRecycleBin,
         Self::DeferredForRecycleBin,
@@ -279,7 +285,7 @@ pub fn fate(item: &Item<'_>, facts: &Facts, rules: &Rules<'_>, now: Timestamp) -
     let foreign = !marked
         && match item.kind {
             Kind::Snapshot => {
-                crate::orphans::image_named_by(item.description) == Some(item.image_id)
+                crate::fields::image_named_by(item.description) == Some(item.image_id)
             }
             Kind::Bundle => mark.is_none(),
         };
@@ -306,6 +312,12 @@ pub fn fate(item: &Item<'_>, facts: &Facts, rules: &Rules<'_>, now: Timestamp) -
         let Some(orphans) = &rules.cleanup.orphans else {
             return Fate::Retain(R::OrphansOff);
         };
+        // Another account may register from a manifest it can read, and this account
+        // sees only its own images: only a bucket declared private lets a foreign go.
+        let private = |b: &str| rules.cleanup.private_bundle_buckets.contains(b);
+        if item.kind == Kind::Bundle && !item.bucket.is_some_and(private) {
+            return Fate::Retain(R::BucketNotPrivate);
+        }
         let limit = crate::time::days_before(now, orphans.min_age_days);
         if !matches!((item.born, limit), (Some(t), Some(l)) if t <= l) {
             return Fate::Retain(R::TooYoung);
@@ -347,6 +359,16 @@ pub fn later_delete_after(tags: Option<&Tags>, until: Timestamp) -> Timestamp {
     tags.and_then(|t| t.get(DELETE_AFTER))
         .and_then(crate::time::parse_instant)
         .map_or(until, |t| t.max(until))
+}
+
+/// Whether a piece of storage is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleanupAction {
+    /// Queued for deletion once the image is deregistered.
+    Delete,
+    /// Left in place.
+    Retain,
 }
 
 #[cfg(test)]
@@ -618,15 +640,40 @@ mod tests {
                 },
             ),
             with(
-                "foreign bundle, old enough",
+                "foreign bundle, old enough, in a private bucket",
                 Fate::Delete,
                 Case {
                     born: Some(thirty_days_ago),
                     cleanup: Cleanup {
                         orphans: Some(crate::policy::Orphans { min_age_days: 30 }),
+                        private_bundle_buckets: ["bundles".to_string()].into(),
                         ..Cleanup::default()
                     },
                     ..bundle(Some("bundles"), Tags::new())
+                },
+            ),
+            with(
+                "foreign bundle, old enough, in a bucket not declared private",
+                Fate::Retain(R::BucketNotPrivate),
+                Case {
+                    born: Some(thirty_days_ago),
+                    cleanup: Cleanup {
+                        orphans: Some(crate::policy::Orphans { min_age_days: 30 }),
+                        private_bundle_buckets: ["elsewhere".to_string()].into(),
+                        ..Cleanup::default()
+                    },
+                    ..bundle(Some("bundles"), Tags::new())
+                },
+            ),
+            with(
+                "marked bundle in a bucket not declared private",
+                Fate::Delete,
+                Case {
+                    cleanup: Cleanup {
+                        orphans: Some(crate::policy::Orphans { min_age_days: 30 }),
+                        ..Cleanup::default()
+                    },
+                    ..bundle(Some("bundles"), tags(&[(STORAGE_MARK, "ami-1")]))
                 },
             ),
             // Bin exit: ahead defers until it; listed with an exit past or unknown keeps.

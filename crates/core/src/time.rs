@@ -39,6 +39,17 @@ pub fn format_instant(t: Timestamp) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
+/// Serializes an optional instant as RFC 3339 (or null).
+pub fn ser_opt_instant<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_instant(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

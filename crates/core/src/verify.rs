@@ -77,6 +77,23 @@ impl WorkerRules {
         }
     }
 
+    /// The rules a sweep verifies the jobs it runs in process by: the same storage rules
+    /// as its deployment's worker ([`WorkerRules::new`]), with the run's own mandate as the
+    /// ceiling (its jobs carry it and never leave the run) and `account`, the one it
+    /// sweeps (`None`: its own), as the only member it admitted.
+    pub fn in_process(
+        policy: &crate::policy::Policy,
+        mandate: &Mandate,
+        account: Option<&str>,
+        bundle_buckets: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            ceiling: mandate.clone(),
+            members: account.map(|a| BTreeSet::from([a.to_string()])),
+            ..Self::new(policy, None, bundle_buckets)
+        }
+    }
+
     /// Where a job may act: the mandate it carries within the ceiling, its account and
     /// region admitted by both; a bundle job never names a member account (bundle buckets
     /// are the hub's), and no dry run ever queues a job.
@@ -223,6 +240,10 @@ fn explain(r: StorageReason, image_id: &str) -> String {
         R::NamedByLaunchTemplate => "a launch template version maps it".into(),
         R::CleanupDisabled => "the policy's cleanup switch for it is off".into(),
         R::OrphansOff => "ami-sweeper did not mark it and the policy has no cleanup.orphans".into(),
+        R::BucketNotPrivate => "ami-sweeper did not mark it and its bucket is not in \
+                                cleanup.private_bundle_buckets: another account may still \
+                                register images from it"
+            .into(),
         R::TooYoung => "ami-sweeper did not mark it and it is younger than \
                         cleanup.orphans.min_age_days"
             .into(),
@@ -527,6 +548,24 @@ mod tests {
         assert_eq!(
             reason_of(job(&r, "bundles", &other, &none)),
             "not_tied_to_image"
+        );
+        // A foreign bundle, old enough, with orphans on: only in a bucket declared private.
+        let orphans = |private: &[&str]| WorkerRules {
+            cleanup: Cleanup {
+                orphans: Some(crate::policy::Orphans { min_age_days: 30 }),
+                private_bundle_buckets: private.iter().map(|b| b.to_string()).collect(),
+                ..Cleanup::default()
+            },
+            ..rules()
+        };
+        let old = manifest(&[], "2026-01-01T00:00:00Z");
+        assert_eq!(
+            reason_of(job(&orphans(&[]), "bundles", &old, &none)),
+            "bucket_not_private"
+        );
+        assert_eq!(
+            job(&orphans(&["bundles"]), "bundles", &old, &none),
+            Verdict::Proceed
         );
         let off = WorkerRules {
             bundle_buckets: BTreeSet::new(),

@@ -3,7 +3,10 @@
 
 mod common;
 
+mod layers;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
+mod planner_retiring;
 mod planner_rules;
+mod retire_props;

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use crate::common::*;
 use ami_sweeper_core::events::IMAGE_BUILDER_TAG;
+use ami_sweeper_core::inventory::Inventory;
 use ami_sweeper_core::mandate::{AccountRule, Ask, Mandate, Scope, Stages};
-use ami_sweeper_core::model::{Image, Inventory, Timestamp};
+use ami_sweeper_core::model::{Image, Timestamp};
 use ami_sweeper_core::planner::{plan, Action, Plan};
 use ami_sweeper_core::retire::DISABLED_AT;
 use ami_sweeper_core::Policy;

@@ -3,7 +3,8 @@
 //! `selection.match` operator, with the missing-attribute cases; the lint.
 
 use crate::common::*;
-use ami_sweeper_core::model::{Image, ImageAttributes, Inventory, Usage};
+use ami_sweeper_core::inventory::Inventory;
+use ami_sweeper_core::model::{Image, ImageAttributes, Usage};
 use ami_sweeper_core::orphans::reconcile;
 use ami_sweeper_core::planner::{plan, Action, Plan, Reason};
 use ami_sweeper_core::policy::{lint, Finding};

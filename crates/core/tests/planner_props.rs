@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;
-use ami_sweeper_core::model::{Image, Inventory, Usage, UsageKind, UsageRef};
+use ami_sweeper_core::inventory::Inventory;
+use ami_sweeper_core::model::{Image, Usage, UsageKind, UsageRef};
 use ami_sweeper_core::planner::{plan, Action, CleanupAction, Plan, Reason};
 use ami_sweeper_core::Policy;
 use proptest::prelude::*;

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
-use ami_sweeper_core::model::{Image, Inventory, Usage, UsageKind, UsageRef};
+use ami_sweeper_core::inventory::Inventory;
+use ami_sweeper_core::model::{Image, Usage, UsageKind, UsageRef};
 use ami_sweeper_core::planner::{plan, Action, CleanupAction, Plan, Reason, RetainReason};
 
 const BASE: &str = r#"{"retention": {"min_age_days": 30}}"#;

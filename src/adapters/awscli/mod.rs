@@ -21,7 +21,8 @@ pub use documents::{decode, documents, Kind};
 
 use crate::fields::{instance_user, launch_configuration_user, RawImage, TemplateImage};
 
-use crate::model::{Image, Inventory, Snapshot, TemplateVersion, Usage};
+use crate::inventory::Inventory;
+use crate::model::{Image, Snapshot, TemplateVersion, Usage};
 use crate::policy::UsageRules;
 use crate::time::parse_instant;
 

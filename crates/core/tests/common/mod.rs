@@ -1,9 +1,8 @@
 //! Builders shared by the planner tests.
 #![allow(dead_code)]
 
-use ami_sweeper_core::model::{
-    Image, ImageState, Inventory, Protection, SnapshotRef, Timestamp, Usage,
-};
+use ami_sweeper_core::inventory::Inventory;
+use ami_sweeper_core::model::{Image, ImageState, Protection, SnapshotRef, Timestamp, Usage};
 use ami_sweeper_core::time::parse_instant;
 use ami_sweeper_core::Policy;
 
