@@ -232,6 +232,11 @@ def main() -> int:
          r["PairSweeperFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["SweeperFunctionRole", "Arn"]}
          and r["PairSweeperFunction"]["Properties"]["Events"]["SweepRequests"]["Properties"]
          ["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "PairConcurrency"}),
+        ("pairs run at an organization's concurrency by default (at least 100, at most "
+         "MaximumConcurrency's 1,000)",
+         int(t["Parameters"]["PairConcurrency"]["Default"]) >= 100
+         and int(t["Parameters"]["PairConcurrency"]["MaxValue"]) <= 1000
+         and int(t["Parameters"]["PairConcurrency"]["MinValue"]) >= 2),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),

@@ -275,6 +275,28 @@ fn hub_region(hub: &Clients) -> String {
         .unwrap_or_else(|| "us-east-1".into())
 }
 
+/// Open files one pair may hold while it sweeps: its member clients' connections (EC2's
+/// pool, S3, SQS, STS) and the SDK's, with room to spare.
+pub const FDS_PER_PAIR: u64 = 16;
+
+/// Never more pairs at once than this, whatever the machine allows: a pair holds its
+/// inventory in memory (about 10 MB at 10,000 images), so 256 pairs stay within a few GB.
+pub const MAX_PAIRS_AT_ONCE: usize = 256;
+
+/// When no limit on open files is known, assume the usual soft limit.
+const DEFAULT_OPEN_FILES: u64 = 1024;
+
+/// How many of a run's `pairs` to sweep at once by default: all of them, since each pair
+/// has its own EC2 buckets and its sweep time does not grow with the others, up to the
+/// bound the machine sets (one pair per [`FDS_PER_PAIR`] of `open_files`, the process's
+/// soft limit, keeping a quarter for everything else; at most [`MAX_PAIRS_AT_ONCE`]).
+pub fn default_concurrency(pairs: usize, open_files: Option<u64>) -> usize {
+    let files = open_files.unwrap_or(DEFAULT_OPEN_FILES);
+    let by_files =
+        usize::try_from(files.saturating_mul(3) / 4 / FDS_PER_PAIR).unwrap_or(usize::MAX);
+    pairs.min(by_files).min(MAX_PAIRS_AT_ONCE).max(1)
+}
+
 /// Sweeps every (account, region) pair the run's mandate admits, at most `concurrency` at
 /// once, and sums up per account. `accounts` are the policy's, resolved; for an
 /// organization rule they are also the members the mandate checks accounts against.
@@ -327,5 +349,24 @@ pub fn summarize(run: String, pairs: Vec<PairReport>) -> OrgReport {
         pairs,
         accounts,
         failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pair_at_once_up_to_the_machines_bound() {
+        // Six pairs on a usual machine: all six at once (the old default was 4).
+        assert_eq!(default_concurrency(6, Some(1024)), 6);
+        // 400 pairs under 1,024 open files: 48 at once (768 files / 16 per pair).
+        assert_eq!(default_concurrency(400, Some(1024)), 48);
+        assert_eq!(default_concurrency(400, None), 48);
+        // A generous limit: the memory bound.
+        assert_eq!(default_concurrency(1000, Some(1 << 20)), MAX_PAIRS_AT_ONCE);
+        // A starved process still sweeps, one pair at a time.
+        assert_eq!(default_concurrency(10, Some(8)), 1);
+        assert_eq!(default_concurrency(0, Some(1024)), 1);
     }
 }
