@@ -317,7 +317,8 @@ impl Handler {
         }
     }
 
-    /// Answers one invocation. `deadline` is the invocation's end, if known.
+    /// Answers one invocation, one line per kind of trigger. `deadline` is the
+    /// invocation's end, if known.
     pub async fn handle(
         &self,
         event: Value,
@@ -325,57 +326,57 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         let trigger = parse_event(&event)?;
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
-        let mut exec = ExecConfig {
-            stop: Stop::with_deadline(deadline.map(stop_before)),
-            ..Default::default()
-        };
-        if self.config.worker_only {
-            // The cleanup worker runs cleanup jobs and nothing else: a schedule, an event or
-            // a sweep request sent to it is refused (a sweep request reads as a malformed job).
-            let Trigger::Sqs(records) = trigger else {
-                return Err(HandlerError::Event(EventError(format!(
-                    "this function runs cleanup jobs only; a {} trigger is refused",
-                    trigger_name(&trigger)
-                ))));
-            };
-            return Ok(self.cleanup_batch(records, &exec.stop).await);
+        let stop = Stop::with_deadline(deadline.map(stop_before));
+        match trigger {
+            Trigger::Sqs(records) if self.config.worker_only => {
+                Ok(self.cleanup_batch(records, &stop).await)
+            }
+            other if self.config.worker_only => Err(worker_refuses(&other)),
+            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop).await),
+            Trigger::Ignored(why) => Ok(ignored(why)),
+            sweep => self.sweep(sweep, stop).await,
         }
-        if let Trigger::Sqs(records) = trigger {
-            let (pairs, jobs): (Vec<_>, Vec<_>) = records
+    }
+
+    /// An SQS batch for the sweep functions: sweep requests (and continuations) go to the
+    /// pair sweeper; cleanup jobs to the worker. One event source per queue: a batch never
+    /// mixes them. If one does, the pairs are redelivered alone.
+    async fn queue_batch(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
+        let (pairs, jobs): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|(_, body)| SweepRequest::from_json(body).is_some());
+        if jobs.is_empty() {
+            return self.sweep_pairs(pairs, stop).await;
+        }
+        let mut v = self.cleanup_batch(jobs, &stop).await;
+        let failures = v["batchItemFailures"]
+            .as_array_mut()
+            .expect("a batch response");
+        failures.extend(
+            pairs
                 .into_iter()
-                .partition(|(_, body)| SweepRequest::from_json(body).is_some());
-            if jobs.is_empty() {
-                return Ok(self.sweep_pairs(pairs, exec).await);
-            }
-            if !pairs.is_empty() {
-                // One event source per queue: a batch never mixes them. If it does, the
-                // pairs are redelivered alone.
-                let mut v = self.cleanup_batch(jobs, &exec.stop).await;
-                let failures = v["batchItemFailures"]
-                    .as_array_mut()
-                    .expect("a batch response");
-                failures.extend(
-                    pairs
-                        .into_iter()
-                        .map(|(id, _)| json!({"itemIdentifier": id})),
-                );
-                return Ok(v);
-            }
-            return Ok(self.cleanup_batch(jobs, &exec.stop).await);
-        }
+                .map(|(id, _)| json!({"itemIdentifier": id})),
+        );
+        v
+    }
+
+    /// A schedule, a manual invocation or an image event: the sweep it asks for, within the
+    /// deployment's ceiling (an organization's is dispatched), or why it is ignored.
+    async fn sweep(&self, trigger: Trigger, stop: Stop) -> Result<Value, HandlerError> {
         let Request { policy, mandate } = match self.request(trigger).await? {
             Ok(r) => r,
-            Err(why) => {
-                tracing::info!(reason = %why, "ignored");
-                return Ok(serde_json::json!({"ignored": why}));
-            }
+            Err(why) => return Ok(ignored(why)),
         };
         let regions: Vec<String> = mandate.regions.iter().cloned().collect();
         if regions.is_empty() {
             return Err(HandlerError::Region(crate::app::run::NoRegion.to_string()));
         }
         let dry_run = mandate.dry_run;
-        exec.mandate = Some(Arc::new(mandate));
+        let exec = ExecConfig {
+            stop,
+            mandate: Some(Arc::new(mandate)),
+            ..Default::default()
+        };
         let opts = self
             .config
             .sweep_options(regions.clone(), dry_run, exec, chrono::Utc::now());
@@ -383,21 +384,12 @@ impl Handler {
             return self.organization(&policy, &regions, &opts).await;
         }
         let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = epoch_ms();
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
         let lines =
             std::iter::once(report.emf_line(now_ms)).chain(report.emf_rule_lines(now_ms, &[]));
-        for line in lines {
-            if self.config.in_lambda {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
-            }
-        }
+        self.emit(lines);
         self.notify(&policy, None, &report).await;
         let failures = report.totals.failures;
         let value = serde_json::to_value(&report).expect("report serializes");
@@ -408,6 +400,18 @@ impl Handler {
             });
         }
         Ok(value)
+    }
+
+    /// Writes metric lines where CloudWatch reads them: stdout in Lambda, stderr under
+    /// `invoke` (whose stdout is the response).
+    fn emit(&self, lines: impl Iterator<Item = String>) {
+        for line in lines {
+            if self.config.in_lambda {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
     }
 
     /// A policy naming `accounts`: with a sweep queue, one message per (account, region)
@@ -481,7 +485,11 @@ impl Handler {
     /// pair that ran (even if it failed, say its role is missing) is done: its report says
     /// why. A refused message goes to the sweep queue's dead-letter queue with the reason
     /// (`SWEEP_DLQ_URL`), else it is redelivered until the redrive policy moves it there.
-    async fn sweep_pairs(&self, records: Vec<(String, String)>, exec: ExecConfig) -> Value {
+    async fn sweep_pairs(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
+        let exec = ExecConfig {
+            stop,
+            ..Default::default()
+        };
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let checked = match self.configured_policy().await {
             Ok(p) => {
@@ -614,10 +622,7 @@ impl Handler {
     /// One summary line per pair in the logs, and its metrics with `Account` and `Region`
     /// dimensions.
     fn emit_pairs(&self, pairs: &[org::PairReport]) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = epoch_ms();
         for p in pairs {
             tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair");
             if let Some(r) = &p.report {
@@ -627,13 +632,7 @@ impl Handler {
                 ];
                 let lines = std::iter::once(r.emf_line_with(now_ms, &dims))
                     .chain(r.emf_rule_lines(now_ms, &dims));
-                for line in lines {
-                    if self.config.in_lambda {
-                        println!("{line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                }
+                self.emit(lines);
             }
         }
     }
@@ -715,6 +714,29 @@ impl Handler {
         }
         serde_json::to_value(&response).expect("batch response serializes")
     }
+}
+
+/// The cleanup worker runs cleanup jobs and nothing else: a schedule, an event or a sweep
+/// request sent to it is refused (a sweep request reads as a malformed job).
+fn worker_refuses(trigger: &Trigger) -> HandlerError {
+    HandlerError::Event(EventError(format!(
+        "this function runs cleanup jobs only; a {} trigger is refused",
+        trigger_name(trigger)
+    )))
+}
+
+/// The answer to an event the deployment does not act on.
+fn ignored(why: String) -> Value {
+    tracing::info!(reason = %why, "ignored");
+    json!({ "ignored": why })
+}
+
+/// Milliseconds since the epoch (metric lines' timestamps).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Whether `region` is one of `regions`.
