@@ -22,7 +22,7 @@ pub mod error;
 pub mod ports;
 
 pub use ami_sweeper_core::{
-    events, fields, jobs, mandate, manifest, model, orphans, planner, policy, pricing, recycle_bin,
-    retire, storage, time, verify,
+    chain, events, fields, jobs, mandate, manifest, model, orphans, planner, policy, pricing,
+    recycle_bin, retire, storage, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapters::aws::Clients;
 use crate::app::report::SweepReport;
 use crate::app::run::{run_sweep_in, SweepOptions};
+use crate::chain::{Chain, ChainTotals};
 use crate::error::AwsError;
 use crate::mandate::{AccountRule, Ask, Mandate};
 use crate::model::Usage;
@@ -32,6 +33,9 @@ pub struct SweepRequest {
     /// within its own ceiling. A request without one (an older dispatcher's) is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mandate: Option<Mandate>,
+    /// Set on a continuation: the chain it carries on ([`crate::chain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 impl SweepRequest {
@@ -46,9 +50,16 @@ impl SweepRequest {
         serde_json::from_value(v.get("sweep")?.clone()).ok()
     }
 
-    /// Where its report goes in the report bucket: one JSON per account, region and run.
+    /// Where its report goes in the report bucket: one JSON per account, region and run,
+    /// and one per further link of the run's chain (`<region>.link-<n>.json`).
     pub fn report_key(&self) -> String {
-        format!("reports/{}/{}/{}.json", self.run, self.account, self.region)
+        match self.chain.as_ref().map_or(0, |c| c.link) {
+            0 => format!("reports/{}/{}/{}.json", self.run, self.account, self.region),
+            n => format!(
+                "reports/{}/{}/{}.link-{n}.json",
+                self.run, self.account, self.region
+            ),
+        }
     }
 }
 
@@ -65,14 +76,42 @@ pub struct PairReport {
     /// The sweep's report, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<SweepReport>,
+    /// Why the pair was skipped, not swept: another run's chain holds it. Not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Its place in its chain, when it continues one or is continued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLine>,
+}
+
+/// A link's line about its chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainLine {
+    /// This link's place (0: the chain's first run).
+    pub link: u32,
+    /// The report of the link this one continues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+    /// The report its continuation will write, when it started one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued_by: Option<String>,
+    /// How the chain ended, when it ended here without finishing (the chain limit, a
+    /// continuation that could not be queued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// The chain's totals, on its last link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totals: Option<ChainTotals>,
 }
 
 impl PairReport {
-    /// Failures in the pair: one when it could not run, else its report's.
+    /// Failures in the pair: one when it could not run, none when skipped, else its
+    /// report's.
     pub fn failures(&self) -> usize {
-        match &self.report {
-            Some(r) => r.totals.failures,
-            None => 1,
+        match (&self.report, &self.skipped) {
+            (Some(r), _) => r.totals.failures,
+            (None, Some(_)) => 0,
+            (None, None) => 1,
         }
     }
 }
@@ -164,6 +203,7 @@ pub fn pair_requests(
                     regions: Some([r.clone()].into()),
                     ..Ask::default()
                 })),
+                chain: None,
             });
         }
     }
@@ -171,22 +211,19 @@ pub fn pair_requests(
 }
 
 /// Sweeps one pair in its member account: enters it (the identity checked), judges shared
-/// images by the sibling accounts' usage when the policy says `keep_if_used`, sweeps, and
-/// writes the report to `report_bucket` when given.
+/// images by the sibling accounts' usage when the policy says `keep_if_used`, and sweeps.
+/// The report is the caller's to write ([`write_report`]).
 pub async fn sweep_pair(
     hub: &Clients,
     policy: &Policy,
     request: &SweepRequest,
     siblings: &[String],
     opts: &SweepOptions,
-    report_bucket: Option<&str>,
 ) -> PairReport {
     let (account, region) = (request.account.as_str(), request.region.as_str());
     let fail = |error: String| PairReport {
-        account: account.to_string(),
-        region: region.to_string(),
         error: Some(error),
-        report: None,
+        ..PairReport::new(account, region)
     };
     let member = match hub.member(account, &policy.member_role_name).await {
         Ok(m) => m,
@@ -208,20 +245,41 @@ pub async fn sweep_pair(
     }
     let regions = [region.to_string()];
     let report = run_sweep_in(hub, &member, Some(account), policy, &regions, &opts).await;
-    let mut pair = PairReport {
-        account: account.to_string(),
-        region: region.to_string(),
-        error: None,
+    PairReport {
         report: Some(report),
-    };
-    if let Some(bucket) = report_bucket {
-        let body = serde_json::to_vec_pretty(&pair).expect("reports serialize");
-        let s3 = hub.region(&hub_region(hub)).s3;
-        if let Err(e) = s3.put_report(bucket, &request.report_key(), body).await {
-            pair.error = Some(format!("the report could not be written: {e}"));
+        ..PairReport::new(account, region)
+    }
+}
+
+/// Writes a pair's report to `bucket` under `key`; a failure is recorded as the pair's
+/// error (the message is then redelivered).
+pub async fn write_report(hub: &Clients, bucket: &str, key: &str, pair: &mut PairReport) {
+    let body = serde_json::to_vec_pretty(&*pair).expect("reports serialize");
+    if let Err(e) = hub_s3(hub).put_report(bucket, key, body).await {
+        pair.error = Some(format!("{REPORT_NOT_WRITTEN}: {e}"));
+    }
+}
+
+/// How a pair's error begins when its report could not be written.
+pub const REPORT_NOT_WRITTEN: &str = "the report could not be written";
+
+impl PairReport {
+    /// A pair that has not run yet.
+    pub fn new(account: &str, region: &str) -> Self {
+        Self {
+            account: account.to_string(),
+            region: region.to_string(),
+            error: None,
+            report: None,
+            skipped: None,
+            chain: None,
         }
     }
-    pair
+}
+
+/// The hub's S3 client, in the hub's region (the report bucket's).
+pub fn hub_s3(hub: &Clients) -> crate::adapters::aws::s3::S3 {
+    hub.region(&hub_region(hub)).s3
 }
 
 /// The usage, in `region`, of every other account the sweep can enter: what
@@ -314,7 +372,13 @@ pub async fn run_org_sweep(
     let members: BTreeSet<String> = accounts.iter().cloned().collect();
     let requests = pair_requests(&mandate, accounts, Some(&members), &run);
     let mut pairs: Vec<PairReport> = stream::iter(&requests)
-        .map(|r| sweep_pair(hub, policy, r, accounts, opts, report_bucket))
+        .map(|r| async move {
+            let mut pair = sweep_pair(hub, policy, r, accounts, opts).await;
+            if let Some(bucket) = report_bucket {
+                write_report(hub, bucket, &r.report_key(), &mut pair).await;
+            }
+            pair
+        })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;

@@ -53,6 +53,9 @@ pub struct ExecConfig {
     /// accounts the sweep can enter. An image shared only with them is kept if one uses
     /// it, and otherwise treated as unshared.
     pub siblings: Option<Arc<BTreeMap<String, crate::model::Usage>>>,
+    /// When the run continues a chain: the chain's first instant. Images whose
+    /// retirement an earlier link advanced are held ([`crate::chain::hold_advanced`]).
+    pub chain_since: Option<Timestamp>,
 }
 
 impl Default for ExecConfig {
@@ -68,6 +71,7 @@ impl Default for ExecConfig {
             stop: Stop::default(),
             mandate: None,
             siblings: None,
+            chain_since: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
         }
@@ -96,6 +100,10 @@ fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &Exe
     if let Some(m) = &cfg.mandate {
         let mut warnings = m.restrict(&mut p, inventory);
         p.warnings.append(&mut warnings);
+    }
+    if let Some(since) = cfg.chain_since {
+        let mut held = crate::chain::hold_advanced(&mut p, inventory, since);
+        p.warnings.append(&mut held);
     }
     p
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::adapters::aws::Clients;
 use crate::app::cleanup::Attempt;
+use crate::app::continuation;
 use crate::app::org::{self, SweepRequest};
 use crate::app::ratelimit::{PaceConfig, Pacers};
 use crate::app::run::run_sweep;
@@ -464,6 +465,7 @@ impl Handler {
                     region: p.region.clone(),
                     run: run.clone(),
                     mandate: None,
+                    chain: None,
                 };
                 format!("s3://{b}/{}", request.report_key())
             });
@@ -485,11 +487,8 @@ impl Handler {
     /// pair that ran (even if it failed, say its role is missing) is done: its report says
     /// why. A refused message goes to the sweep queue's dead-letter queue with the reason
     /// (`SWEEP_DLQ_URL`), else it is redelivered until the redrive policy moves it there.
+    /// A continuation is checked the same way, with its chain ([`crate::chain`]).
     async fn sweep_pairs(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
-        let exec = ExecConfig {
-            stop,
-            ..Default::default()
-        };
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let checked = match self.configured_policy().await {
             Ok(p) => {
@@ -517,59 +516,69 @@ impl Handler {
                 .unwrap_or_default(),
             crate::policy::SharedRule::Keep => Vec::new(),
         };
+        let checks = PairChecks {
+            policy: &policy,
+            ceiling: &ceiling,
+            members: members.as_ref(),
+            siblings: &siblings,
+        };
         for (id, body) in records {
-            let request = SweepRequest::from_json(&body).expect("partitioned on this");
-            let verdict = match &request.mandate {
-                None => Err(String::from(
-                    "the sweep request carries no mandate (an older dispatcher's); nothing \
-                     was done",
-                )),
-                Some(m) => ceiling.admits_message(
-                    Some(m),
-                    Some(&request.account),
-                    &request.region,
-                    members.as_ref(),
-                ),
-            };
-            if let Err(why) = verdict {
-                tracing::error!(message_id = %id, account = %request.account, region = %request.region, reason = %why, "sweep request refused");
-                if !self
-                    .refuse(
-                        self.config.sweep_dead_letter_url.as_deref(),
-                        &id,
-                        &body,
-                        &why,
-                    )
-                    .await
-                {
-                    response.add_failure(id);
-                }
-                continue;
-            }
-            let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
-            let opts = self.config.sweep_options(
-                vec![request.region.clone()],
-                dry_run,
-                exec.clone(),
-                chrono::Utc::now(),
-            );
-            let bucket = self.config.report_bucket.as_deref();
-            let pair =
-                org::sweep_pair(&self.clients, &policy, &request, &siblings, &opts, bucket).await;
-            self.emit_pairs(std::slice::from_ref(&pair));
-            if let Some(r) = &pair.report {
-                let key = bucket.map(|b| format!("s3://{b}/{}", request.report_key()));
-                self.notify(&policy, Some((&pair.account, key)), r).await;
-            }
-            if pair
-                .error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("the report could not be written"))
-            {
+            if !self.sweep_request(&checks, &id, &body, &stop).await {
                 response.add_failure(id);
             }
         }
         serde_json::to_value(&response).expect("batch response serializes")
+    }
+
+    /// One sweep-queue message: checked, then one link of its pair's chain; the chain's
+    /// one summary when it ended. `false` when the message must be redelivered.
+    async fn sweep_request(&self, c: &PairChecks<'_>, id: &str, body: &str, stop: &Stop) -> bool {
+        let request = SweepRequest::from_json(body).expect("partitioned on this");
+        let verdict = match &request.mandate {
+            None => Err(String::from(
+                "the sweep request carries no mandate (an older dispatcher's); nothing \
+                 was done",
+            )),
+            Some(m) => c
+                .ceiling
+                .admits_message(Some(m), Some(&request.account), &request.region, c.members)
+                .and_then(|()| chain_admitted(request.chain.as_ref())),
+        };
+        if let Err(why) = verdict {
+            tracing::error!(message_id = %id, account = %request.account, region = %request.region, reason = %why, "sweep request refused");
+            let dlq = self.config.sweep_dead_letter_url.as_deref();
+            return self.refuse(dlq, id, body, &why).await;
+        }
+        let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
+        let exec = ExecConfig {
+            stop: stop.clone(),
+            ..Default::default()
+        };
+        let opts = self.config.sweep_options(
+            vec![request.region.clone()],
+            dry_run,
+            exec,
+            chrono::Utc::now(),
+        );
+        let bucket = self.config.report_bucket.as_deref();
+        let at = continuation::Place {
+            hub: &self.clients,
+            bucket,
+            queue: self.config.sweep_queue_url.as_deref(),
+        };
+        let linked = continuation::run_link(at, c.policy, &request, c.siblings, &opts).await;
+        let pair = &linked.pair;
+        self.emit_pairs(std::slice::from_ref(pair));
+        if let (Some(r), Some(_)) = (&pair.report, linked.ended) {
+            let key = bucket.map(|b| format!("s3://{b}/{}", request.report_key()));
+            let summary = continuation::with_chain_totals(r, request.chain.as_ref());
+            self.notify(c.policy, Some((&pair.account, key)), &summary)
+                .await;
+        }
+        !pair
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(org::REPORT_NOT_WRITTEN))
     }
 
     /// Sends a refused message to `dlq` with the reason; `true` when it is there (the
@@ -737,6 +746,33 @@ fn epoch_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// What a pair sweeper checks each sweep-queue message against, read once per batch.
+struct PairChecks<'a> {
+    policy: &'a Policy,
+    ceiling: &'a Mandate,
+    members: Option<&'a BTreeSet<String>>,
+    siblings: &'a [String],
+}
+
+/// A continuation's chain must be readable and within its bound; a first run has none.
+fn chain_admitted(chain: Option<&crate::chain::Chain>) -> Result<(), String> {
+    let Some(c) = chain else { return Ok(()) };
+    if c.planned_at().is_none() {
+        return Err(format!(
+            "the continuation's chain instant {:?} cannot be read; nothing was done",
+            c.planned_at
+        ));
+    }
+    if c.link == 0 || c.link >= crate::chain::MAX_LINKS {
+        return Err(format!(
+            "the continuation's link {} is outside its chain's bound (1 to {}); nothing was done",
+            c.link,
+            crate::chain::MAX_LINKS - 1
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `region` is one of `regions`.

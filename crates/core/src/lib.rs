@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod events;
 pub mod fields;
 pub mod jobs;
