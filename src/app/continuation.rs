@@ -58,26 +58,24 @@ pub async fn run_link(
     let (account, region) = (request.account.as_str(), request.region.as_str());
     let link = request.chain.as_ref().map_or(0, |c| c.link);
     let lease = match at.bucket {
-        Some(b) => match take_lease(&org::hub_s3(at.hub), b, request, opts.now).await {
-            Ok(Ok(etag)) => Some(etag),
-            Ok(Err(skip)) => {
-                tracing::warn!(%account, %region, reason = %skip, "pair skipped");
-                let pair = PairReport {
-                    skipped: Some(skip),
-                    ..PairReport::new(account, region)
-                };
-                return Linked { pair, ended: None };
+        Some(b) => {
+            let mut pair = PairReport::new(account, region);
+            match take_lease(&org::hub_s3(at.hub), b, request, opts.now).await {
+                Ok(Ok(etag)) => Some(etag),
+                Ok(Err(skip)) => {
+                    tracing::warn!(%account, %region, reason = %skip, "pair skipped");
+                    pair.skipped = Some(skip);
+                    org::write_report(at.hub, b, &request.report_key(), &mut pair).await;
+                    return Linked { pair, ended: None };
+                }
+                Err(e) => {
+                    let why = format!("the pair's lease could not be read, nothing was done: {e}");
+                    pair.error = Some(why);
+                    org::write_report(at.hub, b, &request.report_key(), &mut pair).await;
+                    return Linked { pair, ended: None };
+                }
             }
-            Err(e) => {
-                let pair = PairReport {
-                    error: Some(format!(
-                        "the pair's lease could not be read, nothing was done: {e}"
-                    )),
-                    ..PairReport::new(account, region)
-                };
-                return Linked { pair, ended: None };
-            }
-        },
+        }
         None => None,
     };
     let (policy, opts) = for_link(policy, request.chain.as_ref(), opts);

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod chain_props;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
