@@ -166,10 +166,10 @@ def main() -> int:
          == {"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:CreateTags",
              "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage",
              "ec2:DisableImageDeprecation", "ec2:DeleteTags", "ec2:CreateImageUsageReport"}),
-        ("undoing a retirement removes its two tags from images, and no other tag",
+        ("undoing a retirement removes its three tags from images, and no other tag",
          len(forget) == 1 and "image" in str(forget[0]["Resource"])
          and forget[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
-         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]
+         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at", "ami-sweeper:disabled-from"]
          and forget[0]["Condition"]["Null"]["aws:TagKeys"] == "false"),
         ("the worker and the pair sweeper can list the OUs a message's account must be under",
          {"organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent"}
@@ -179,9 +179,9 @@ def main() -> int:
          and "ForceDryRun" in str(worker["Environment"]["Variables"].get("AMI_SWEEPER_DRY_RUN"))),
         ("refused sweep requests go to the sweep queue's DLQ",
          "SweepDeadLetterQueue" in str(r["PairSweeperFunction"]["Properties"]["Environment"]["Variables"].get("SWEEP_DLQ_URL"))),
-        ("retirement tags go on images only, two keys",
+        ("retirement tags go on images only, three keys",
          len(stage_tags) == 1 and stage_tags[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
-         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at"]),
+         == ["ami-sweeper:deprecated-at", "ami-sweeper:disabled-at", "ami-sweeper:disabled-from"]),
         ("the mark may write its two tag keys on snapshots only",
          len(marks) == 1 and marks[0]["Resource"] == "arn:${AWS::Partition}:ec2:*::snapshot/*"
          and marks[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]

@@ -1366,7 +1366,22 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
             })
             .then_output(|| CreateTagsOutput::builder().build())
     };
-    let (dep_tag, dis_tag) = (tagged(DEPRECATED_AT), tagged(DISABLED_AT));
+    let dep_tag = tagged(DEPRECATED_AT);
+    // The disable's one CreateTags also records what the image was (public).
+    let dis_tag = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| {
+            let tags: Vec<_> = r.tags().iter().map(|t| (t.key(), t.value())).collect();
+            r.resources() == ["ami-1"]
+                && tags
+                    == [
+                        (Some(DISABLED_AT), Some("2026-11-26T00:00:00Z")),
+                        (
+                            Some(ami_sweeper::retire::DISABLED_FROM),
+                            Some("available public"),
+                        ),
+                    ]
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
     let disable = mock!(aws_sdk_ec2::Client::disable_image)
         .match_requests(|r| r.image_id() == Some("ami-1"))
         .then_output(|| DisableImageOutput::builder().r#return(true).build());
@@ -1379,7 +1394,16 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
         .await
         .unwrap();
     adapter
-        .retire("ami-1", RetireStep::Disable, now)
+        .retire(
+            "ami-1",
+            RetireStep::Disable {
+                from: ami_sweeper::retire::Before {
+                    state: ami_sweeper::retire::Settled::Available,
+                    public: true,
+                },
+            },
+            now,
+        )
         .await
         .unwrap();
     assert_eq!((deprecate.num_calls(), dep_tag.num_calls()), (1, 1));

@@ -826,3 +826,36 @@ fn lint_lists_rules_that_can_never_match_and_fails() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_environment_value_this_build_cannot_read_stops_it_at_start_up() {
+    for (var, value) in [
+        ("AMI_SWEEPER_DRY_RUN", "yes"),
+        ("AMI_SWEEPER_DRY_RUN", "1"),
+        ("AMI_SWEEPER_FUNCTION", "Worker"),
+    ] {
+        let out = bin().env(var, value).arg("schema").output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{var}={value}: printed {}",
+            stdout(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("ami-sweeper: {var}={value:?}: ")) && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let out = bin()
+        .env("AMI_SWEEPER_DRY_RUN", "FALSE")
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -97,6 +97,12 @@ async fn sweep_with(a: &MemoryAccount, p: &Policy, cfg: &ExecConfig) -> RegionRe
     sweep_region(p, REGION, now(), a, a, cfg).await
 }
 
+/// A live sweep `days` after [`now`].
+async fn sweep_on(a: &MemoryAccount, p: &Policy, days: u64) -> RegionReport {
+    let at = ami_sweeper::time::days_after(now(), days);
+    sweep_region(p, REGION, at, a, a, &live()).await
+}
+
 async fn sweep(a: &MemoryAccount, p: &Policy) -> RegionReport {
     sweep_with(a, p, &live()).await
 }
@@ -676,6 +682,28 @@ async fn the_worker_deletes_only_what_it_can_prove_is_storage_of_a_gone_image() 
     assert_eq!(a.log(), ["DeleteSnapshot snap-gone"]);
 }
 
+#[tokio::test]
+async fn a_job_with_a_mistyped_account_is_malformed_not_run_in_the_hubs_account() {
+    let a = account(vec![]);
+    a.update(|s| {
+        let mut marked = snapshot("snap-gone", "Created by CreateImage(i-1) for ami-gone");
+        marked.tags.insert(STORAGE_MARK, "ami-gone");
+        s.snapshots.insert("snap-gone".into(), marked);
+    });
+    let rules = WorkerRules::new(&month(), Some(REGION), Vec::<String>::new());
+    // Meant for a member account; `acount` would be dropped and the job run in the hub's.
+    let mut job: serde_json::Value =
+        serde_json::from_str(&snapshot_job("snap-gone", "ami-gone")).unwrap();
+    job["acount"] = serde_json::json!("444455556666");
+    let body = job.to_string();
+    let handled = handle_batch(|_, _| async { Ok(a.clone()) }, &rules, &[&body], now()).await;
+    match &handled[0] {
+        Handled::Malformed(why) => assert!(why.contains("acount: unknown field"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(a.log().is_empty(), "{:?}", a.log());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_cannot_read_the_facts_deletes_nothing_and_retries() {
     use ami_sweeper::app::ratelimit::{Pacers, THROTTLED};
@@ -771,11 +799,7 @@ async fn staged_retirement_disables_waits_re_checks_and_only_then_deregisters() 
     let staged = policy(
         r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#,
     );
-    let on = |days| {
-        let now = ami_sweeper::time::days_after(now(), days);
-        let (a, p) = (&a, staged.clone());
-        async move { sweep_region(&p, REGION, now, a, a, &live()).await }
-    };
+    let on = |days| sweep_on(&a, &staged, days);
     // Day 0: both are disabled (tag first), none deregistered, nothing queued.
     let report = on(0).await;
     assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
@@ -819,6 +843,99 @@ async fn staged_retirement_disables_waits_re_checks_and_only_then_deregisters() 
         .position(|l| l == "DeregisterImage ami-1")
         .unwrap();
     assert!(disable < dereg);
+}
+
+/// Issue 28, item 3: what the sweep did to an image never moves it to another rule.
+/// (a) `broken` selects disabled images: the image `web` disabled on night 0 is not
+/// deregistered by `broken` the next night, but after `web`'s 14 days. (b) A rule on
+/// `state = available` keeps the image it disabled: no enable-and-disable-again loop. A
+/// public image disabled (made private by `DisableImage`) stays its `public` rule's.
+#[tokio::test]
+async fn an_image_the_sweep_disabled_keeps_its_rule_through_the_wait() {
+    use ami_sweeper::model::ImageState;
+    let mut public = image("ami-3", "2025-01-03T00:00:00Z", &["snap-3"]);
+    public.name = "pub-3".into();
+    public.public = true;
+    let mut images = vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+        public,
+    ];
+    images[0].name = "web-1".into();
+    images[1].name = "live-2".into();
+    let a = account(images);
+    let rules = policy(
+        r#"{"dry_run": false, "recycle_bin": "ignore", "protection": {"skip_shared": false}, "rules": [
+            {"name": "broken", "selection": {"match": {"state": "disabled"}},
+             "retention": {"min_age_days": 1}},
+            {"name": "public", "selection": {"match": {"public": true}},
+             "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}},
+            {"name": "web", "selection": {"names": ["web-*"]},
+             "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}},
+            {"name": "live", "selection": {"match": {"state": "available"}},
+             "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 14}}
+        ]}"#,
+    );
+    let on = |days| sweep_on(&a, &rules, days);
+    let report = on(0).await;
+    for id in ["ami-1", "ami-2", "ami-3"] {
+        assert_eq!(outcome(&report, id), Some(Outcome::Disabled), "{id}");
+    }
+    assert!(
+        !a.state().images["ami-3"].public,
+        "DisableImage makes it private"
+    );
+    for night in 1..14 {
+        let report = on(night).await;
+        for id in ["ami-1", "ami-2", "ami-3"] {
+            let i = report.images.iter().find(|i| i.image_id == id).unwrap();
+            assert_eq!(
+                (i.outcome, i.reasons[0].as_str()),
+                (None, "retiring"),
+                "night {night}: {id} {i:?}"
+            );
+            assert_eq!(a.state().images[id].state, ImageState::Disabled, "{id}");
+        }
+    }
+    let log = a.log();
+    assert!(!log.iter().any(|l| l.starts_with("EnableImage")), "{log:?}");
+    let report = on(14).await;
+    for id in ["ami-1", "ami-2", "ami-3"] {
+        assert_eq!(outcome(&report, id), Some(Outcome::Deregistered), "{id}");
+    }
+}
+
+/// Issue 28, item 5: an image the sweep is retiring still counts for `keep_count`: when
+/// the newest of the lineage is deregistered by hand, the disabled one that falls inside
+/// the count again is enabled, and the lineage keeps two images.
+#[tokio::test]
+async fn keep_count_rescues_an_image_the_sweep_is_retiring() {
+    use ami_sweeper::model::ImageState;
+    let a = account(vec![
+        image("ami-1", "2025-01-01T00:00:00Z", &["snap-1"]),
+        image("ami-2", "2025-01-02T00:00:00Z", &["snap-2"]),
+        image("ami-3", "2025-01-03T00:00:00Z", &["snap-3"]),
+        image("ami-4", "2025-01-04T00:00:00Z", &["snap-4"]),
+    ]);
+    let staged = policy(
+        r#"{"dry_run": false, "recycle_bin": "ignore",
+            "retention": {"min_age_days": 30, "keep_count": 2}, "retire": {"disable_for_days": 7}}"#,
+    );
+    let on = |days| sweep_on(&a, &staged, days);
+    let report = on(0).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Disabled));
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Disabled));
+    // Night 1: the newest image is deregistered by hand.
+    a.update(|s| {
+        s.images.remove("ami-4");
+    });
+    let report = on(1).await;
+    assert_eq!(outcome(&report, "ami-2"), Some(Outcome::Enabled));
+    assert_eq!(a.state().images["ami-2"].state, ImageState::Available);
+    let report = on(7).await;
+    assert_eq!(outcome(&report, "ami-1"), Some(Outcome::Deregistered));
+    let left: Vec<String> = a.state().images.keys().cloned().collect();
+    assert_eq!(left, ["ami-2", "ami-3"]);
 }
 
 #[tokio::test]

@@ -621,7 +621,7 @@ async fn pair_report(moto: &Moto, key: &str) -> Value {
 fn continuation_of(body: &str, planned_at: &str) -> (String, String) {
     use ami_sweeper::app::org::SweepRequest;
     use ami_sweeper::chain::{continuation_mandate, Chain, ChainTotals};
-    let first = SweepRequest::from_json(body).unwrap();
+    let first = SweepRequest::from_json(body).unwrap().unwrap();
     let next = SweepRequest {
         mandate: Some(continuation_mandate(first.mandate.as_ref().unwrap())),
         chain: Some(Chain {
@@ -710,4 +710,39 @@ async fn the_next_run_skips_a_pair_whose_chain_still_runs() {
         1,
         "{keys:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_request_with_an_unknown_key_is_refused_with_its_path() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let sweep_dlq = queue(&moto, "sweep-dlq").await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    // A mistyped key beside the pair's account: dropped, the pair would run as dispatched.
+    let mistyped: Vec<String> = bodies(&batch)
+        .into_iter()
+        .map(|b| {
+            let mut v: Value = serde_json::from_str(&b).unwrap();
+            v["sweep"]["acount"] = v["sweep"]["account"].clone();
+            v.to_string()
+        })
+        .collect();
+    let answer = invoke_hub(
+        &moto,
+        &hub,
+        &sqs_event(&mistyped),
+        &[("SWEEP_DLQ_URL", sweep_dlq.as_str())],
+    );
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let reasons = reasons_in(&moto, &sweep_dlq).await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("sweep.acount: unknown field")),
+        "{reasons:?}"
+    );
+    assert_eq!(images_left(&hub).await, 2);
+    assert!(reports(&moto).await.is_empty());
 }

@@ -23,6 +23,7 @@ mod storage_moto;
 mod storage_props;
 mod sweep_moto;
 mod throttled_moto;
+mod unknown_keys;
 mod usage_moto;
 
 /// The worker's batch as a fresh worker runs it: new pacers at the whole share, no stop.

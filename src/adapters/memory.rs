@@ -371,11 +371,10 @@ impl ImageRetirer for MemoryAccount {
         step: crate::retire::RetireStep,
         now: crate::model::Timestamp,
     ) -> Result<(), AwsError> {
-        use crate::model::ImageState;
-        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        use crate::retire::RetireStep;
         let name = match step {
             RetireStep::Deprecate => "EnableImageDeprecation",
-            RetireStep::Disable => "DisableImage",
+            RetireStep::Disable { .. } => "DisableImage",
             RetireStep::Enable { disabled: true, .. } => "EnableImage",
             RetireStep::Enable {
                 deprecated: true, ..
@@ -383,24 +382,13 @@ impl ImageRetirer for MemoryAccount {
             RetireStep::Enable { .. } => "DeleteTags",
         };
         self.fault(name, image_id)?;
-        let stamp = crate::time::format_instant(now);
         let mut state = self.0.state.lock().unwrap();
         let Some(img) = state.images.get_mut(image_id) else {
             return Err(gone(name, "InvalidAMIID.NotFound", image_id));
         };
-        match step {
-            RetireStep::Deprecate => img.tags.insert(DEPRECATED_AT, stamp),
-            RetireStep::Disable => {
-                img.tags.insert(DISABLED_AT, stamp);
-                img.state = ImageState::Disabled;
-            }
-            RetireStep::Enable { disabled, .. } => {
-                if disabled {
-                    img.state = ImageState::Available;
-                }
-                img.tags.remove(DISABLED_AT);
-                img.tags.remove(DEPRECATED_AT);
-            }
+        crate::retire::take_step(img, step, now);
+        if matches!(step, RetireStep::Disable { .. }) {
+            state.launch_permissions.remove(image_id);
         }
         drop(state);
         self.record(format!("{name} {image_id}"));

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::aws::Clients;
@@ -19,9 +20,11 @@ use crate::mandate::{AccountRule, Ask, Mandate};
 use crate::model::Usage;
 use crate::policy::{Accounts, Policy, SharedRule};
 use crate::ports::{ReferenceCheck, UsageSource};
+use crate::strict::{self, FieldError};
 
 /// One (account, region) pair to sweep: what a sweep-queue message carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SweepRequest {
     /// The member account.
     pub account: String,
@@ -44,10 +47,12 @@ impl SweepRequest {
         serde_json::json!({ "sweep": self }).to_string()
     }
 
-    /// Reads a message body; `None` when it is not a sweep request.
-    pub fn from_json(body: &str) -> Option<Self> {
+    /// Reads a message body: `None` when it is not a sweep request (no JSON object with a
+    /// `sweep` key), else the request or why it cannot be read, naming the field's path.
+    pub fn from_json(body: &str) -> Option<Result<Self, FieldError>> {
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        serde_json::from_value(v.get("sweep")?.clone()).ok()
+        v.get("sweep")?;
+        Some(strict::from_value::<Envelope>(&v).map(|e| e.sweep))
     }
 
     /// Where its report goes in the report bucket: one JSON per account, region and run,
@@ -61,6 +66,13 @@ impl SweepRequest {
             ),
         }
     }
+}
+
+/// A sweep-queue message's body: `{"sweep": {...}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    sweep: SweepRequest,
 }
 
 /// One pair's outcome.

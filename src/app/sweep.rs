@@ -208,7 +208,7 @@ impl<A: Account> Pipeline<'_, A> {
         if let Some(h) = Hold::now(self.cfg, &self.halted) {
             return Step::Held(d, h);
         }
-        if let Some(step) = retire_step(d.action) {
+        if let Some(step) = retire_step(d) {
             return self.retire_now(d, step).await;
         }
         if let Err(step) = self.mark_storage(d).await {
@@ -241,7 +241,7 @@ impl<A: Account> Pipeline<'_, A> {
             Ok(()) => {
                 let done = match step {
                     RetireStep::Deprecate => Outcome::Deprecated,
-                    RetireStep::Disable => Outcome::Disabled,
+                    RetireStep::Disable { .. } => Outcome::Disabled,
                     RetireStep::Enable { .. } => Outcome::Enabled,
                 };
                 Step::Done(d, done, None)
@@ -530,11 +530,7 @@ async fn execute<A: Account, Q: CleanupSink>(
         let step = if cfg.dry_run {
             Step::Done(d, Outcome::Planned, None)
         } else {
-            let image = inventory.images().iter().find(|i| i.id == d.image_id);
-            let undo = image.map(|i| {
-                crate::retire::undo(&i.tags, i.state == crate::model::ImageState::Disabled)
-            });
-            match undo {
+            match retire_step(d) {
                 Some(step) => pipeline.retire_now(d, step).await,
                 None => continue,
             }
@@ -937,6 +933,20 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         now,
     };
     let ex = execute(policy, &mut inventory, pipeline, queue).await;
+    let plan = record_executed(&mut report, ex);
+    let until = crate::time::days_after(now, policy.notify.lookahead_days);
+    let later = scoped_plan(policy, &inventory, until, cfg);
+    report.coming = crate::app::notify::coming(&plan, &later, until);
+    report.plan_detail = Some(plan);
+    report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
+    if let Some(tag) = &policy.notify.owner_tag {
+        report.owners = crate::app::notify::owners(&inventory, tag, &report);
+    }
+    report
+}
+
+/// Records in the region's report what the executor did; its plan back.
+fn record_executed(report: &mut RegionReport, ex: Executed) -> Plan {
     report.warnings = ex.plan.warnings.clone();
     report.plan = Some(ex.plan.summary.clone());
     report.jobs = ex.jobs;
@@ -951,15 +961,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.error = Some(e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
-    let until = crate::time::days_after(now, policy.notify.lookahead_days);
-    let later = scoped_plan(policy, &inventory, until, cfg);
-    report.coming = crate::app::notify::coming(&ex.plan, &later, until);
-    report.plan_detail = Some(ex.plan);
-    report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
-    if let Some(tag) = &policy.notify.owner_tag {
-        report.owners = crate::app::notify::owners(&inventory, tag, &report);
-    }
-    report
+    ex.plan
 }
 
 /// One report line per decision, with the outcome of condemned images.
@@ -992,12 +994,12 @@ fn image_reports(
         .collect()
 }
 
-/// The retirement call a decision's action asks for, if any.
-fn retire_step(action: Action) -> Option<RetireStep> {
-    match action {
-        Action::Deprecate => Some(RetireStep::Deprecate),
-        Action::Disable => Some(RetireStep::Disable),
-        Action::Enable | Action::Keep | Action::Deregister => None,
+/// The retirement call the plan decided for a decision's action, if any (a run that may
+/// not retire has turned the action into `keep`).
+fn retire_step(d: &Decision) -> Option<RetireStep> {
+    match d.action {
+        Action::Deprecate | Action::Disable | Action::Enable => d.step,
+        Action::Keep | Action::Deregister => None,
     }
 }
 

@@ -91,17 +91,32 @@ impl Default for Config {
     }
 }
 
+/// An environment variable whose value this build does not read: refused at start-up
+/// rather than guessed at (`AMI_SWEEPER_DRY_RUN=1` must not mean "act").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?}: {why}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value, as set.
+    pub value: String,
+    /// What it may be instead.
+    pub why: String,
+}
+
 impl Config {
     /// Reads the process environment.
-    pub fn from_env() -> Self {
+    pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
     /// Reads the configuration through `var` (the environment, or a map in tests).
     /// Blank values count as unset.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        let flag = |k: &str| set(k).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let read = |k: &'static str, check: fn(&str) -> Result<(), &'static str>| {
+            checked(k, set(k), check)
+        };
         let policy_source = match (
             set("AMI_SWEEPER_POLICY"),
             set("AMI_SWEEPER_POLICY_PARAMETER"),
@@ -110,22 +125,32 @@ impl Config {
             (None, Some(name)) => PolicySource::Parameter(name),
             (None, None) => PolicySource::Missing,
         };
-        Self {
+        let function = read("AMI_SWEEPER_FUNCTION", |v| match v {
+            "worker" => Ok(()),
+            _ => Err(
+                "is not a function this build knows: `worker` (the cleanup worker), \
+                      or unset (the sweeper)",
+            ),
+        })?;
+        Ok(Self {
             policy_source,
-            queue_url: set("CLEANUP_QUEUE_URL"),
-            dead_letter_url: set("CLEANUP_DLQ_URL"),
-            force_dry_run: flag("AMI_SWEEPER_DRY_RUN"),
-            allow_event_policy: flag("AMI_SWEEPER_ALLOW_EVENT_POLICY"),
-            account_id: set("AMI_SWEEPER_ACCOUNT_ID"),
+            queue_url: read("CLEANUP_QUEUE_URL", queue_url)?,
+            dead_letter_url: read("CLEANUP_DLQ_URL", queue_url)?,
+            force_dry_run: switch("AMI_SWEEPER_DRY_RUN", set("AMI_SWEEPER_DRY_RUN"))?,
+            allow_event_policy: switch(
+                "AMI_SWEEPER_ALLOW_EVENT_POLICY",
+                set("AMI_SWEEPER_ALLOW_EVENT_POLICY"),
+            )?,
+            account_id: read("AMI_SWEEPER_ACCOUNT_ID", account_id)?,
             bundle_buckets: bucket_set(set("AMI_SWEEPER_BUNDLE_BUCKETS").as_deref().unwrap_or("")),
             in_lambda: var("AWS_LAMBDA_RUNTIME_API").is_some(),
             report_bucket: set("AMI_SWEEPER_REPORT_BUCKET"),
-            sweep_queue_url: set("SWEEP_QUEUE_URL"),
-            sweep_dead_letter_url: set("SWEEP_DLQ_URL"),
-            worker_only: set("AMI_SWEEPER_FUNCTION").is_some_and(|v| v.trim() == "worker"),
-            notify_topic_arn: set("AMI_SWEEPER_NOTIFY_TOPIC_ARN"),
+            sweep_queue_url: read("SWEEP_QUEUE_URL", queue_url)?,
+            sweep_dead_letter_url: read("SWEEP_DLQ_URL", queue_url)?,
+            worker_only: function.is_some(),
+            notify_topic_arn: read("AMI_SWEEPER_NOTIFY_TOPIC_ARN", topic_arn)?,
             ..Self::default()
-        }
+        })
     }
 
     /// The options of one sweep: the queue (or in-process retries), the bundle buckets
@@ -161,6 +186,67 @@ impl Config {
     }
 }
 
+/// A value as set (trimmed; `None`: unset or blank), or the error naming the variable and
+/// the value when `check` refuses it.
+fn checked(
+    var: &'static str,
+    value: Option<String>,
+    check: fn(&str) -> Result<(), &'static str>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    match check(value.trim()) {
+        Ok(()) => Ok(Some(value.trim().to_string())),
+        Err(why) => Err(ConfigError {
+            var,
+            value,
+            why: why.to_string(),
+        }),
+    }
+}
+
+/// A switch: `true` or `false` in any case; unset (or blank) is off. Anything else is
+/// refused: `1` or `yes` must not silently mean "off" (for the brake, "act").
+fn switch(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    let on = checked(var, value, |v| {
+        if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+            Ok(())
+        } else {
+            Err("is not true or false (any case); unset means false")
+        }
+    })?;
+    Ok(on.is_some_and(|v| v.eq_ignore_ascii_case("true")))
+}
+
+/// An SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`, or an
+/// emulator's `http://` one).
+fn queue_url(v: &str) -> Result<(), &'static str> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    match rest {
+        Some(r) if r.contains('/') => Ok(()),
+        _ => Err("is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"),
+    }
+}
+
+/// A 12-digit account id.
+fn account_id(v: &str) -> Result<(), &'static str> {
+    if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err("is not a 12-digit account id")
+    }
+}
+
+/// An SNS topic ARN (`arn:<partition>:sns:<region>:<account>:<name>`).
+fn topic_arn(v: &str) -> Result<(), &'static str> {
+    let parts: Vec<&str> = v.split(':').collect();
+    match parts.as_slice() {
+        ["arn", _, "sns", _, _, name] if !name.is_empty() => Ok(()),
+        _ => Err("is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+    }
+}
+
 /// A comma-separated list of bucket names as a set, blanks dropped.
 pub fn bucket_set(names: &str) -> BTreeSet<String> {
     names
@@ -176,12 +262,96 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn config(vars: &[(&str, &str)]) -> Config {
+    fn read(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    fn config(vars: &[(&str, &str)]) -> Config {
+        read(vars).unwrap()
+    }
+
+    /// The error for `var=value`, which must name both.
+    fn refused(var: &str, value: &str) -> String {
+        let e = match read(&[(var, value)]) {
+            Ok(_) => panic!("{var}={value:?} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(var) && e.contains(&format!("{value:?}")),
+            "{var}={value:?}: {e}"
+        );
+        e
+    }
+
+    #[test]
+    fn switches_read_true_or_false_in_any_case_and_refuse_anything_else() {
+        for var in ["AMI_SWEEPER_DRY_RUN", "AMI_SWEEPER_ALLOW_EVENT_POLICY"] {
+            let on = |c: &Config| match var {
+                "AMI_SWEEPER_DRY_RUN" => c.force_dry_run,
+                _ => c.allow_event_policy,
+            };
+            for (value, expected) in [
+                ("true", true),
+                ("TRUE", true),
+                (" True ", true),
+                ("false", false),
+                ("FALSE", false),
+                ("", false),
+            ] {
+                assert_eq!(on(&config(&[(var, value)])), expected, "{var}={value:?}");
+            }
+            assert!(!on(&config(&[])), "{var} unset keeps its default: off");
+            for value in ["1", "yes", "on", "0", "no", "off", "ture", "true false"] {
+                let e = refused(var, value);
+                assert!(e.contains("true or false"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_function_name_is_refused() {
+        assert!(config(&[("AMI_SWEEPER_FUNCTION", "worker")]).worker_only);
+        assert!(!config(&[]).worker_only);
+        for value in ["Worker", "WORKER", "sweeper", "workers", "cleanup"] {
+            let e = refused("AMI_SWEEPER_FUNCTION", value);
+            assert!(e.contains("`worker`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn account_ids_topic_arns_and_queue_urls_are_checked() {
+        let c = config(&[
+            ("AMI_SWEEPER_ACCOUNT_ID", "111122223333"),
+            (
+                "AMI_SWEEPER_NOTIFY_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:111122223333:t",
+            ),
+            (
+                "CLEANUP_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/1/q",
+            ),
+            ("SWEEP_QUEUE_URL", "http://127.0.0.1:5000/1/q"),
+        ]);
+        assert_eq!(c.account_id.as_deref(), Some("111122223333"));
+        for (var, value) in [
+            ("AMI_SWEEPER_ACCOUNT_ID", "11112222333"),
+            ("AMI_SWEEPER_ACCOUNT_ID", "1111-2222-3333"),
+            ("AMI_SWEEPER_NOTIFY_TOPIC_ARN", "my-topic"),
+            (
+                "AMI_SWEEPER_NOTIFY_TOPIC_ARN",
+                "arn:aws:sqs:us-east-1:111122223333:q",
+            ),
+            ("CLEANUP_QUEUE_URL", "my-queue"),
+            ("CLEANUP_DLQ_URL", "sqs.us-east-1.amazonaws.com/1/q"),
+            ("SWEEP_QUEUE_URL", "q"),
+            ("SWEEP_DLQ_URL", "q"),
+        ] {
+            refused(var, value);
+        }
     }
 
     #[test]
@@ -208,7 +378,7 @@ mod tests {
     fn sweep_options_pick_the_queue_and_keep_the_deployments_dry_run() {
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let mut c = config(&[
-            ("CLEANUP_QUEUE_URL", "http://q"),
+            ("CLEANUP_QUEUE_URL", "http://127.0.0.1:5000/123456789012/q"),
             ("AMI_SWEEPER_DRY_RUN", "true"),
         ]);
         c.queue_delay_seconds = 5_000;
@@ -219,7 +389,7 @@ mod tests {
         );
         match o.queue {
             QueueMode::Sqs { url, delay_seconds } => {
-                assert_eq!(url, "http://q");
+                assert_eq!(url, "http://127.0.0.1:5000/123456789012/q");
                 assert_eq!(delay_seconds, MAX_QUEUE_DELAY_SECONDS);
             }
             QueueMode::Local(_) => panic!("a queue URL means the queue"),

@@ -533,22 +533,16 @@ impl Handler {
     /// One sweep-queue message: checked, then one link of its pair's chain; the chain's
     /// one summary when it ended. `false` when the message must be redelivered.
     async fn sweep_request(&self, c: &PairChecks<'_>, id: &str, body: &str, stop: &Stop) -> bool {
-        let request = SweepRequest::from_json(body).expect("partitioned on this");
-        let verdict = match &request.mandate {
-            None => Err(String::from(
-                "the sweep request carries no mandate (an older dispatcher's); nothing \
-                 was done",
-            )),
-            Some(m) => c
-                .ceiling
-                .admits_message(Some(m), Some(&request.account), &request.region, c.members)
-                .and_then(|()| chain_admitted(request.chain.as_ref())),
+        let verdict = admit_pair(body, c.ceiling, c.members)
+            .and_then(|r| chain_admitted(r.chain.as_ref()).map(|()| r));
+        let request = match verdict {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::error!(message_id = %id, reason = %why, "sweep request refused");
+                let dlq = self.config.sweep_dead_letter_url.as_deref();
+                return self.refuse(dlq, id, body, &why).await;
+            }
         };
-        if let Err(why) = verdict {
-            tracing::error!(message_id = %id, account = %request.account, region = %request.region, reason = %why, "sweep request refused");
-            let dlq = self.config.sweep_dead_letter_url.as_deref();
-            return self.refuse(dlq, id, body, &why).await;
-        }
         let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
         let exec = ExecConfig {
             stop: stop.clone(),
@@ -773,6 +767,34 @@ fn chain_admitted(chain: Option<&crate::chain::Chain>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The request of a message the batch's partition took for a sweep request, if it can be
+/// read (unknown keys refused with their path) and carries a mandate within `ceiling`; else
+/// why it is refused (a refused mandate is logged with its account and region).
+fn admit_pair(
+    body: &str,
+    ceiling: &Mandate,
+    members: Option<&BTreeSet<String>>,
+) -> Result<SweepRequest, String> {
+    let request = SweepRequest::from_json(body)
+        .expect("partitioned on this")
+        .map_err(|e| format!("the sweep request cannot be read: {e}; nothing was done"))?;
+    let verdict = match &request.mandate {
+        None => Err(String::from(
+            "the sweep request carries no mandate (an older dispatcher's); nothing was done",
+        )),
+        Some(m) => {
+            ceiling.admits_message(Some(m), Some(&request.account), &request.region, members)
+        }
+    };
+    match verdict {
+        Ok(()) => Ok(request),
+        Err(why) => {
+            tracing::error!(account = %request.account, region = %request.region, reason = %why, "sweep request outside the ceiling");
+            Err(why)
+        }
+    }
 }
 
 /// Whether `region` is one of `regions`.

@@ -29,7 +29,7 @@ use crate::time::{format_instant, parse_instant};
 pub const MAX_LINKS: u32 = 10;
 
 /// What a continuation carries besides its pair and run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chain {
     /// This link's place: 1 for the first continuation (the first run is link 0).
@@ -50,7 +50,9 @@ impl Chain {
 }
 
 /// A chain's totals over its links so far: what the one summary at its end adds up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ChainTotals {
     /// Images deregistered (what `max_deregistrations` counts).

@@ -64,6 +64,19 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// A manual event (a direct invoke or EventBridge Scheduler input), as written: an unknown
+/// key beside `policy` and `dry_run` is refused with its path, not taken for another shape.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manual {
+    /// An inline policy document (parsed, strictly too, by [`inline_policy`]).
+    #[serde(default)]
+    policy: Option<Value>,
+    /// Force a dry run.
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
 /// Recognises a payload by its shape.
 pub fn parse_event(v: &Value) -> Result<Trigger, EventError> {
     let Value::Object(m) = v else {
@@ -78,22 +91,12 @@ pub fn parse_event(v: &Value) -> Result<Trigger, EventError> {
     ) {
         return parse_eventbridge(source, detail_type, v);
     }
-    let known = m.keys().all(|k| k == "policy" || k == "dry_run");
-    if !m.is_empty() && known {
-        let dry_run = match m.get("dry_run") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(EventError(format!(
-                    "dry_run must be true or false, got {other}"
-                )))
-            }
-        };
-        let policy = m.get("policy").cloned();
-        if let Some(p) = &policy {
-            if !p.is_object() {
-                return Err(EventError("policy must be a JSON object".into()));
-            }
+    if m.contains_key("policy") || m.contains_key("dry_run") {
+        let Manual { policy, dry_run } = crate::strict::from_value(v)
+            .map_err(|e| EventError(format!("a manual event that does not parse: {e}")))?;
+        let dry_run = dry_run.unwrap_or(false);
+        if policy.as_ref().is_some_and(|p| !p.is_object()) {
+            return Err(EventError("policy must be a JSON object".into()));
         }
         if policy.is_none() && !dry_run {
             return Err(EventError(
@@ -213,9 +216,16 @@ pub fn recipe_scope(recipe_prefix: &str) -> crate::mandate::Scope {
     }
 }
 
-/// Parses an inline policy from an event.
+/// Parses an inline policy from an event; an error's path starts at the event's `policy`.
 pub fn inline_policy(v: &Value) -> Result<Policy, PolicyError> {
-    Policy::from_json(&v.to_string())
+    Policy::from_json(&v.to_string()).map_err(|mut e| {
+        e.path = if e.path.is_empty() {
+            "policy".to_string()
+        } else {
+            format!("policy.{}", e.path)
+        };
+        e
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Cleanup jobs: what the sweep queues after a deregistration and the worker executes.
 //! Plain versioned JSON, so that a queue message outlives the code that wrote it.
 
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::mandate::Mandate;
 
 /// The job format version this build writes and reads.
 pub const JOB_VERSION: u32 = 1;
@@ -17,8 +20,9 @@ pub enum JobError {
     Version(u32),
 }
 
-/// One unit of cleanup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One unit of cleanup. Read by hand (serde's `flatten` would drop unknown keys): a key
+/// no job of its `kind` has is refused with its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CleanupJob {
     /// Format version; jobs of another version are rejected, not guessed at.
     pub version: u32,
@@ -37,11 +41,11 @@ pub struct CleanupJob {
     /// ceiling (the same policy, no more accounts, regions or stages). Jobs queued before
     /// mandates existed have none: they are verified as any job is, nothing more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mandate: Option<crate::mandate::Mandate>,
+    pub mandate: Option<Mandate>,
 }
 
 /// What a job deletes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobTarget {
     /// `DeleteSnapshot`.
@@ -59,13 +63,91 @@ pub enum JobTarget {
 }
 
 /// What kind of storage a job deletes, as reports name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// An EBS snapshot.
     DeleteSnapshot,
     /// An instance-store bundle.
     DeleteBundle,
+}
+
+/// A job as written: the fields of every kind side by side, unknown keys refused; the
+/// kind's own fields are then checked against `kind` ([`CleanupJob`]'s `Deserialize`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireJob {
+    version: u32,
+    region: String,
+    #[serde(default)]
+    account: Option<String>,
+    image_id: String,
+    kind: JobKind,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+    #[serde(default)]
+    bucket: Option<String>,
+    #[serde(default)]
+    manifest_key: Option<String>,
+    #[serde(default)]
+    mandate: Option<Mandate>,
+}
+
+/// The fields every kind of job has.
+const JOB_FIELDS: [&str; 6] = [
+    "version", "region", "account", "image_id", "kind", "mandate",
+];
+
+impl<'de> Deserialize<'de> for CleanupJob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = WireJob::deserialize(d)?;
+        let given = [
+            ("snapshot_id", w.snapshot_id.is_some()),
+            ("bucket", w.bucket.is_some()),
+            ("manifest_key", w.manifest_key.is_some()),
+        ];
+        // The kind's own fields (a field of another kind is unknown here), and its target.
+        let (own, target): (&[&str], _) = match w.kind {
+            JobKind::DeleteSnapshot => (
+                &["snapshot_id"],
+                w.snapshot_id
+                    .map(|snapshot_id| JobTarget::DeleteSnapshot { snapshot_id }),
+            ),
+            JobKind::DeleteBundle => (
+                &["bucket", "manifest_key"],
+                w.bucket.zip(w.manifest_key).map(|(bucket, manifest_key)| {
+                    JobTarget::DeleteBundle {
+                        bucket,
+                        manifest_key,
+                    }
+                }),
+            ),
+        };
+        if let Some((field, _)) = given.iter().find(|(f, g)| *g && !own.contains(f)) {
+            let known: Vec<String> = JOB_FIELDS
+                .iter()
+                .chain(own)
+                .map(|f| format!("`{f}`"))
+                .collect();
+            return Err(D::Error::custom(format_args!(
+                "unknown field `{field}`, expected one of {}",
+                known.join(", ")
+            )));
+        }
+        let Some(target) = target else {
+            let missing = given.iter().find(|(f, g)| !*g && own.contains(f));
+            return Err(D::Error::missing_field(missing.map_or("kind", |(f, _)| f)));
+        };
+        Ok(CleanupJob {
+            version: w.version,
+            region: w.region,
+            account: w.account,
+            image_id: w.image_id,
+            target,
+            mandate: w.mandate,
+        })
+    }
 }
 
 impl JobKind {
@@ -116,7 +198,7 @@ impl CleanupJob {
     /// Parses a message body; the error says what is wrong with it.
     pub fn from_json(body: &str) -> Result<Self, JobError> {
         let job: CleanupJob =
-            serde_json::from_str(body).map_err(|e| JobError::Malformed(e.to_string()))?;
+            crate::strict::from_str(body).map_err(|e| JobError::Malformed(e.to_string()))?;
         if job.version != JOB_VERSION {
             return Err(JobError::Version(job.version));
         }

@@ -1,8 +1,9 @@
 //! ami-sweeper's pure core: what an image is ([`model`]), what the deployment allows
 //! ([`policy`]), what to do with each image ([`planner`]) and with storage whose image is
 //! gone ([`orphans`]), the one rule for when storage may go ([`storage`]), and the shapes that cross the edges ([`events`], [`jobs`],
-//! [`manifest`]), with the checks a queued job must pass ([`verify`]) and the mapping of
-//! EC2's raw fields ([`fields`]), and what the storage it deletes costs ([`pricing`]).
+//! [`manifest`]), read strictly ([`strict`]: unknown keys refused with their path), with the
+//! checks a queued job must pass ([`verify`]) and the mapping of EC2's raw fields
+//! ([`fields`]), and what the storage it deletes costs ([`pricing`]).
 //!
 //! A separate crate so the compiler, not a convention, keeps it free of I/O, clocks and
 //! AWS SDK types: this crate does not depend on them, and its tests build in seconds.
@@ -23,6 +24,7 @@ pub mod pricing;
 pub mod recycle_bin;
 pub mod retire;
 pub mod storage;
+pub mod strict;
 pub mod time;
 pub mod verify;
 

@@ -8,17 +8,23 @@
 //! ceiling ([`Mandate::within`]), so no event, message or hop can widen what is deleted.
 
 use std::collections::BTreeSet;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::events::IMAGE_BUILDER_TAG;
 use crate::model::{Image, Inventory};
 use crate::planner::{Action, Plan};
 use crate::policy::{Accounts, Policy};
+use crate::strict;
 
-/// Which accounts a run may act in: the configured policy's rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Which accounts a run may act in: the configured policy's rule. Read by hand: a key
+/// beside the variant's (which serde's enum reading reports as bad JSON) is refused with
+/// its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccountRule {
     /// Only the deployment's own account (the policy names no `accounts`).
@@ -35,9 +41,63 @@ pub enum AccountRule {
     },
 }
 
+impl<'de> Deserialize<'de> for AccountRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AccountRuleVisitor)
+    }
+}
+
+/// The names of [`AccountRule`]'s variants, as written.
+const ACCOUNT_RULES: &[&str] = &["own", "list", "organization"];
+
+struct AccountRuleVisitor;
+
+impl<'de> Visitor<'de> for AccountRuleVisitor {
+    type Value = AccountRule;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"own\", {\"list\": [...]} or {\"organization\": {...}}")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<AccountRule, E> {
+        match v {
+            "own" => Ok(AccountRule::Own),
+            _ => Err(E::unknown_variant(v, ACCOUNT_RULES)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AccountRule, A::Error> {
+        /// `organization`'s fields.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Org {
+            ou_ids: BTreeSet<String>,
+            exclude: BTreeSet<String>,
+        }
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(de::Error::invalid_length(0, &self));
+        };
+        let rule = match key.as_str() {
+            "list" => AccountRule::List(map.next_value()?),
+            "organization" => {
+                let Org { ou_ids, exclude } = map.next_value()?;
+                AccountRule::Organization { ou_ids, exclude }
+            }
+            _ => return Err(strict::refuse_key(&mut map, &key, &ACCOUNT_RULES[1..])),
+        };
+        match map.next_key::<String>()? {
+            Some(extra) => Err(strict::refuse_key_with(
+                &mut map,
+                format!("one key per account rule, found `{key}` and `{extra}`"),
+            )),
+            None => Ok(rule),
+        }
+    }
+}
+
 /// Which images a run may act on, beyond the policy's own selection: every requirement
 /// holds at once (a scope can only be narrowed by adding requirements).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     /// Image Builder recipe ARN prefixes (`arn:...:image/<recipe>/`): the image's
@@ -81,7 +141,7 @@ impl Scope {
 }
 
 /// The stages of a sweep a run may perform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stages {
     /// Deregister condemned images (and queue the storage they free).
@@ -136,7 +196,7 @@ pub struct Ask {
 }
 
 /// Everything that bounds a run. See the module's documentation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mandate {
     /// Plan and report only.

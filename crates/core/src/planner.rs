@@ -3,6 +3,7 @@
 //! This is where the safety rules live. It does no I/O and reads no clock, so the
 //! same inputs always give the same plan, whatever order the images came in.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -12,7 +13,7 @@ use serde::Serialize;
 use crate::model::{Image, ImageState, Inventory, RootDevice, Timestamp, UsageRef};
 use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
-use crate::retire::{self, Stage};
+use crate::retire::{self, RetireStep, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
 use crate::time::days_before;
 
@@ -231,6 +232,10 @@ pub struct Decision {
         serialize_with = "ser_opt_instant"
     )]
     pub eligible_at: Option<Timestamp>,
+    /// The retirement call the sweep makes for the action `deprecate`, `disable` or
+    /// `enable` (decided here, with the plan, so every path makes the same one).
+    #[serde(skip)]
+    pub step: Option<RetireStep>,
 }
 
 impl Decision {
@@ -423,24 +428,27 @@ fn by_age(img: &Image) -> (Timestamp, &str) {
 /// reason, rules 5-10 every keep reason that applies, rules 11-12 decide the rest.
 pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     let images = inventory.images();
-    let rule_of: Vec<Option<usize>> = images.iter().map(|i| policy.rule_for(i, now)).collect();
-    let groups: Vec<Vec<&str>> = images
+    // Rules 1-10 judge each image as it was before ami-sweeper's own calls; the
+    // retirement stages and the storage read it as it is.
+    let seen: Vec<Cow<'_, Image>> = images.iter().map(retire::as_it_was).collect();
+    let rule_of: Vec<Option<usize>> = seen.iter().map(|i| policy.rule_for(i, now)).collect();
+    let groups: Vec<Vec<&str>> = seen
         .iter()
         .zip(&rule_of)
         .map(|(img, r)| group_key(grouping_rule(policy, *r), img))
         .collect();
-    let early: Vec<Option<Reason>> = images
+    let early: Vec<Option<Reason>> = seen
         .iter()
         .zip(&rule_of)
         .map(|(img, r)| early_reason(policy, *r, img))
         .collect();
-    let kept = kept_by_count(policy, images, &rule_of, &early, &groups);
+    let kept = kept_by_count(policy, &seen, &rule_of, &early, &groups);
     let cutoffs: Vec<Cutoffs> = policy
         .rules
         .iter()
         .map(|r| Cutoffs::new(&r.retention, now))
         .collect();
-    let mut reasons: Vec<Vec<Reason>> = images
+    let mut reasons: Vec<Vec<Reason>> = seen
         .iter()
         .enumerate()
         .map(|(i, img)| match (early[i], rule_of[i]) {
@@ -481,9 +489,11 @@ fn early_reason(policy: &Policy, rule: Option<usize>, img: &Image) -> Option<Rea
 
 /// Rule 5: the newest `keep_count` available images of each group that passed rules 1-4,
 /// groups being per rule (two rules never share a lineage) and counts the rule's own.
+/// `images` are as the rules see them ([`retire::as_it_was`]): an image the sweeper is
+/// retiring counts as available, one disabled by hand or by someone else does not.
 fn kept_by_count(
     policy: &Policy,
-    images: &[Image],
+    images: &[Cow<'_, Image>],
     rule_of: &[Option<usize>],
     early: &[Option<Reason>],
     groups: &[Vec<&str>],
@@ -627,6 +637,10 @@ fn apply_limit(policy: &Policy, images: &[Image], reasons: &mut [Vec<Reason>]) {
     }
 }
 
+/// A retirement stage an image takes in this plan: its action, when it may go on, and the
+/// call the sweep makes (none while it waits).
+type Staged = (Action, Option<Timestamp>, Option<RetireStep>);
+
 /// Rules 13 and the retirement stages: a condemned image goes through its rule's `retire` stages
 /// (its action and when it may go on); one disabled by an earlier sweep that the rules no
 /// longer condemn is enabled again. `None`: the action follows from the reasons.
@@ -636,7 +650,7 @@ fn apply_retirement(
     rule_of: &[Option<usize>],
     reasons: &mut [Vec<Reason>],
     now: Timestamp,
-) -> Vec<Option<(Action, Option<Timestamp>)>> {
+) -> Vec<Option<Staged>> {
     images
         .iter()
         .zip(rule_of)
@@ -646,17 +660,23 @@ fn apply_retirement(
             let (Reason::Expired, Some(rule)) = (r[0], rule) else {
                 let held = matches!(r[0], Reason::OverLimit);
                 let enable = !held && retire::retired_by_us(&img.tags);
-                return enable.then_some((Action::Enable, None));
+                let undo = retire::undo(&img.tags, disabled);
+                return enable.then_some((Action::Enable, None, Some(undo)));
             };
             let retire = &policy.rules[*rule].retire;
-            let (action, eligible) = match retire::stage(retire, &img.tags, disabled, now) {
+            let staged = match retire::stage(retire, &img.tags, disabled, now) {
                 Stage::Deregister => return None,
-                Stage::Deprecate => (Action::Deprecate, None),
-                Stage::Disable { eligible } => (Action::Disable, Some(eligible)),
-                Stage::Wait { eligible } => (Action::Keep, Some(eligible)),
+                Stage::Deprecate => (Action::Deprecate, None, Some(RetireStep::Deprecate)),
+                Stage::Disable { eligible } => {
+                    let step = RetireStep::Disable {
+                        from: retire::Before::of(img),
+                    };
+                    (Action::Disable, Some(eligible), Some(step))
+                }
+                Stage::Wait { eligible } => (Action::Keep, Some(eligible), None),
             };
             r[0] = Reason::Retiring;
-            Some((action, eligible))
+            Some(staged)
         })
         .collect()
 }
@@ -668,7 +688,7 @@ fn decide(
     rule_of: &[Option<usize>],
     groups: &[Vec<&str>],
     mut reasons: Vec<Vec<Reason>>,
-    stages: &[Option<(Action, Option<Timestamp>)>],
+    stages: &[Option<Staged>],
     now: Timestamp,
 ) -> Vec<Decision> {
     let images = inventory.images();
@@ -703,10 +723,10 @@ fn decide(
             let img = &images[i];
             let reasons = std::mem::take(&mut reasons[i]);
             let deregister = reasons[0] == Reason::Expired;
-            let (action, eligible_at) = match stages[i] {
+            let (action, eligible_at, step) = match stages[i] {
                 Some(staged) => staged,
-                None if deregister => (Action::Deregister, None),
-                None => (Action::Keep, None),
+                None if deregister => (Action::Deregister, None, None),
+                None => (Action::Keep, None, None),
             };
             let (usage, which) = (&inventory.usage, policy.usage.launch_template_versions);
             let users = usage.users(&img.id);
@@ -731,6 +751,7 @@ fn decide(
                 state: img.state.clone(),
                 action,
                 eligible_at,
+                step,
                 used_by: users
                     .iter()
                     .filter(|u| usage.counts(u, which))

@@ -7,4 +7,6 @@ mod chain_props;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
+mod planner_retiring;
 mod planner_rules;
+mod retire_props;

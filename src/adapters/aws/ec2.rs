@@ -410,14 +410,17 @@ impl crate::ports::ImageRetirer for Ec2 {
         step: crate::retire::RetireStep,
         now: crate::model::Timestamp,
     ) -> Result<(), AwsError> {
-        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT};
+        use crate::retire::{RetireStep, DEPRECATED_AT, DISABLED_AT, DISABLED_FROM};
         let stamp = crate::time::format_instant(now);
-        let tag = |key: &'static str| async move {
+        let tag = |tags: Vec<(&'static str, String)>| async move {
             self.calls.record("CreateTags");
+            let tags = tags
+                .into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build());
             self.paced
                 .create_tags()
                 .resources(image_id)
-                .tags(Tag::builder().key(key).value(&stamp).build())
+                .set_tags(Some(tags.collect()))
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateTags", e))
@@ -437,10 +440,15 @@ impl crate::ports::ImageRetirer for Ec2 {
                     .send()
                     .await
                     .map_err(|e| from_sdk("EnableImageDeprecation", e))?;
-                tag(DEPRECATED_AT).await
+                tag(vec![(DEPRECATED_AT, stamp.clone())]).await
             }
-            RetireStep::Disable => {
-                tag(DISABLED_AT).await?;
+            RetireStep::Disable { from } => {
+                // DisableImage makes the image private: the tag records what it was.
+                tag(vec![
+                    (DISABLED_AT, stamp.clone()),
+                    (DISABLED_FROM, from.tag_value()),
+                ])
+                .await?;
                 self.calls.record("DisableImage");
                 self.paced
                     .disable_image()
@@ -453,39 +461,50 @@ impl crate::ports::ImageRetirer for Ec2 {
             RetireStep::Enable {
                 disabled,
                 deprecated,
-            } => {
-                if disabled {
-                    self.calls.record("EnableImage");
-                    self.paced
-                        .enable_image()
-                        .image_id(image_id)
-                        .send()
-                        .await
-                        .map_err(|e| from_sdk("EnableImage", e))?;
-                }
-                if deprecated {
-                    self.calls.record("DisableImageDeprecation");
-                    self.paced
-                        .disable_image_deprecation()
-                        .image_id(image_id)
-                        .send()
-                        .await
-                        .map_err(|e| from_sdk("DisableImageDeprecation", e))?;
-                }
-                // Last: until the tags are gone, every sweep that does not condemn the
-                // image tries this step again.
-                self.calls.record("DeleteTags");
-                self.paced
-                    .delete_tags()
-                    .resources(image_id)
-                    .tags(Tag::builder().key(DISABLED_AT).build())
-                    .tags(Tag::builder().key(DEPRECATED_AT).build())
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("DeleteTags", e))
-                    .map(|_| ())
-            }
+            } => self.undo_retirement(image_id, disabled, deprecated).await,
         }
+    }
+}
+
+impl Ec2 {
+    /// Undoes ami-sweeper's retirement of an image: `EnableImage` if it disabled it,
+    /// `DisableImageDeprecation` if it deprecated it, then its retirement tags go.
+    async fn undo_retirement(
+        &self,
+        image_id: &str,
+        disabled: bool,
+        deprecated: bool,
+    ) -> Result<(), AwsError> {
+        if disabled {
+            self.calls.record("EnableImage");
+            self.paced
+                .enable_image()
+                .image_id(image_id)
+                .send()
+                .await
+                .map_err(|e| from_sdk("EnableImage", e))?;
+        }
+        if deprecated {
+            self.calls.record("DisableImageDeprecation");
+            self.paced
+                .disable_image_deprecation()
+                .image_id(image_id)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DisableImageDeprecation", e))?;
+        }
+        // Last: until the tags are gone, every sweep that does not condemn the image tries
+        // this step again.
+        self.calls.record("DeleteTags");
+        let keys = crate::retire::RETIREMENT_TAGS.map(|k| Tag::builder().key(k).build());
+        self.paced
+            .delete_tags()
+            .resources(image_id)
+            .set_tags(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| from_sdk("DeleteTags", e))
+            .map(|_| ())
     }
 }
 

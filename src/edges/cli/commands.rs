@@ -29,7 +29,7 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         describe_rate: args.describe_rate,
         ..Default::default()
     };
-    let mut config = sweep_config(&args);
+    let mut config = sweep_config(&args)?;
     config.local_retry.pace = pace;
     let exec = sweep::ExecConfig {
         pace,
@@ -83,15 +83,16 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
 }
 
 /// The environment's configuration with the sweep's flags laid over it.
-fn sweep_config(args: &SweepArgs) -> Config {
-    let mut config =
-        Config::from_env().with_local_retry_delay(Duration::from_secs(args.retry_delay));
+fn sweep_config(args: &SweepArgs) -> Result<Config, Failure> {
+    let mut config = Config::from_env()
+        .map_err(Failure::input)?
+        .with_local_retry_delay(Duration::from_secs(args.retry_delay));
     config.queue_delay_seconds = args.queue_delay;
     config.queue_url = args.queue_url.clone().or(config.queue_url);
     if let Some(b) = &args.bundle_buckets {
         config.bundle_buckets = bucket_set(&b.join(","));
     }
-    config
+    Ok(config)
 }
 
 /// `sweep` of a policy with `accounts`: every (account, region) pair through the member
@@ -174,7 +175,8 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
         format,
     } = args;
     let policy = read_policy(&policy)?;
-    let config = Config::from_env();
+    let config = Config::from_env().map_err(Failure::input)?;
+    let force_dry_run = config.force_dry_run;
     let queue_url = queue_url.or(config.queue_url).ok_or_else(|| {
         Failure::input("--queue-url (or CLEANUP_QUEUE_URL): the cleanup queue to drain")
     })?;
@@ -194,7 +196,7 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
         .block_on(async {
             let base = load_config().await;
             let mut rules = WorkerRules::new(&policy, base.region().map(|r| r.as_ref()), buckets);
-            rules.ceiling.dry_run |= Config::from_env().force_dry_run;
+            rules.ceiling.dry_run |= force_dry_run;
             let clients = Clients::new(base);
             rules.members = crate::app::org::members(&clients, &rules.ceiling).await?;
             run::drain_queue(&clients, &queue_url, &rules, dlq.as_deref(), limits).await
@@ -333,11 +335,12 @@ pub(super) fn cmd_invoke(args: InvokeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::input(format!("{}: cannot read: {e}", event.display())))?;
     let payload: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Failure::input(format!("{}: not JSON: {e}", event.display())))?;
+    let config = Config::from_env().map_err(Failure::input)?;
     init_logs();
     let rt = runtime()?;
     let response = rt.block_on(async {
         let base = load_config().await;
-        let handler = lambda::Handler::new(base, Config::from_env());
+        let handler = lambda::Handler::new(base, config);
         let deadline = tokio::time::Instant::now() + LAMBDA_MAX_TIMEOUT;
         handler.handle(payload, Some(deadline)).await
     });

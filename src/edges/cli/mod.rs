@@ -79,7 +79,14 @@ impl Failure {
 
 /// The binary's entry: the Lambda runtime loop inside Lambda, else the command line.
 pub fn main() -> ExitCode {
-    let config = Config::from_env();
+    // A value the environment sets that this build cannot read stops here, before anything.
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ami-sweeper: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     if config.in_lambda {
         return lambda_main(config);
     }

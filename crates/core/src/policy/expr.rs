@@ -162,10 +162,13 @@ impl<'de> Visitor<'de> for ConditionVisitor {
             }
         };
         if let Some(extra) = map.next_key::<String>()? {
-            return Err(de::Error::custom(format!(
-                "one key per condition, found `{key}` and `{extra}`; combine conditions \
-                 with `all` or `any`"
-            )));
+            return Err(crate::strict::refuse_key_with(
+                &mut map,
+                format!(
+                    "one key per condition, found `{key}` and `{extra}`; combine conditions \
+                     with `all` or `any`"
+                ),
+            ));
         }
         Ok(c)
     }

@@ -6,11 +6,14 @@
 //! none), and its tag requirements are a subset of the later rule's (each value glob
 //! including the later one's). The judgement is conservative: a finding is always true,
 //! but an unreachable rule the patterns do not prove so is not reported. Two rules'
-//! retentions cannot be compared when they group lineages differently (`group_by`).
+//! retentions cannot be compared when they group lineages differently (`group_by`). A
+//! rule that selects on `state` in a policy where a rule retires images is noted: the
+//! rules judge an image the sweeper is retiring as it was before its own calls, so that
+//! condition never sees the sweeper's own `DisableImage`.
 
 use serde::Serialize;
 
-use super::{GroupBy, Policy, Rule};
+use super::{Condition, GroupBy, Policy, Rule};
 
 /// One thing the lint found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +33,14 @@ pub enum Finding {
         rule: String,
         /// The earlier rule.
         other: String,
+    },
+    /// `rule` selects on `state`, and `retiring` (perhaps `rule` itself) retires images:
+    /// the condition sees images as they were before ami-sweeper's own calls.
+    SelectsOnRetirementState {
+        /// The rule whose `match` tests `state`.
+        rule: String,
+        /// The first rule with `retire` stages.
+        retiring: String,
     },
 }
 
@@ -51,13 +62,20 @@ impl Finding {
                 "rules {other:?} and {rule:?} cannot be compared: they group lineages \
                  differently (group_by), so their keep counts count different things"
             ),
+            Self::SelectsOnRetirementState { rule, retiring } => format!(
+                "rule {rule:?} selects on `state` while rule {retiring:?} retires images: \
+                 the rules judge an image ami-sweeper is retiring as it was before its own \
+                 calls (an image it disabled reads `available` and stays with the rule that \
+                 disabled it), so {rule:?}'s `state` sees only what others did"
+            ),
         }
     }
 }
 
 /// The findings for `policy`, in rule order: each rule that can never match (with the
 /// first earlier rule that shadows it), then each pair of rules that both keep a count
-/// but group lineages differently.
+/// but group lineages differently, then each rule that selects on `state` beside a rule
+/// that retires.
 pub fn lint(policy: &Policy) -> Vec<Finding> {
     let rules = &policy.rules;
     let mut out = Vec::new();
@@ -84,7 +102,30 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
             }
         }
     }
+    if let Some(retiring) = rules
+        .iter()
+        .find(|r| r.retire.deprecate || r.retire.disable_for_days.is_some())
+    {
+        for r in rules {
+            if r.selection.matches.as_ref().is_some_and(tests_state) {
+                out.push(Finding::SelectsOnRetirementState {
+                    rule: r.name.clone(),
+                    retiring: retiring.name.clone(),
+                });
+            }
+        }
+    }
     out
+}
+
+/// Whether a condition tests `state` anywhere in it.
+fn tests_state(c: &Condition) -> bool {
+    match c {
+        Condition::State(_) => true,
+        Condition::All(cs) | Condition::Any(cs) => cs.iter().any(tests_state),
+        Condition::Not(c) => tests_state(c),
+        _ => false,
+    }
 }
 
 /// Whether `earlier` takes every image `later` could (syntactically, conservatively).

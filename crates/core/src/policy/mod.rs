@@ -19,6 +19,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::strict;
 use document::PolicyDoc;
 pub use expr::{
     Architecture, Attribute, BootMode, Condition, DayBounds, ImageType, Platform, RootDeviceType,
@@ -307,9 +308,11 @@ pub enum SharedRule {
     KeepIfUsed,
 }
 
-/// The accounts a sweep covers besides (or instead of) its own.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// The accounts a sweep covers besides (or instead of) its own. Read by hand (serde's
+/// `untagged` drops unknown keys): a key beside `organization` is refused with its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(deny_unknown_fields)]
 pub enum Accounts {
     /// These account ids.
     List(Vec<String>),
@@ -318,6 +321,45 @@ pub enum Accounts {
         /// Where to look.
         organization: OrgScope,
     },
+}
+
+impl<'de> Deserialize<'de> for Accounts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AccountsVisitor;
+        impl<'de> Visitor<'de> for AccountsVisitor {
+            type Value = Accounts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of account ids or {\"organization\": {\"ou_ids\": [...]}}")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Accounts, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element()? {
+                    ids.push(id);
+                }
+                Ok(Accounts::List(ids))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Accounts, A::Error> {
+                const KNOWN: &[&str] = &["organization"];
+                let mut organization = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "organization" if organization.is_none() => {
+                            organization = Some(map.next_value()?)
+                        }
+                        "organization" => return Err(de::Error::duplicate_field("organization")),
+                        _ => return Err(strict::refuse_key(&mut map, &key, KNOWN)),
+                    }
+                }
+                let organization =
+                    organization.ok_or_else(|| de::Error::missing_field("organization"))?;
+                Ok(Accounts::Organization { organization })
+            }
+        }
+        d.deserialize_any(AccountsVisitor)
+    }
 }
 
 /// Organizational units to sweep.
@@ -563,6 +605,12 @@ pub struct PolicyError {
     pub message: String,
 }
 
+impl From<strict::FieldError> for PolicyError {
+    fn from(e: strict::FieldError) -> Self {
+        Self::new(e.path, e.message)
+    }
+}
+
 impl PolicyError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -590,11 +638,11 @@ impl Policy {
                 if !starts_object && !e.inner().is_syntax() {
                     return Err(PolicyError::new("", "must be a JSON object"));
                 }
-                return Err(translate(e));
+                return Err(strict::translate(e).into());
             }
         };
         de.end()
-            .map_err(|e| PolicyError::new("", strip_position(&e)))?;
+            .map_err(|e| PolicyError::new("", strict::strip_position(&e)))?;
         let mut policy = doc.into_policy()?;
         policy.validate()?;
         Ok(policy)
@@ -792,77 +840,6 @@ fn empty_tag_key(c: &Condition) -> Option<String> {
         Condition::Not(inner) => empty_tag_key(inner).map(|p| format!(".not{p}")),
         Condition::Tag(t) if t.key.is_empty() => Some(".tag.key".to_string()),
         _ => None,
-    }
-}
-
-/// Turns serde's error into a field path and a one-line message.
-fn translate(e: serde_path_to_error::Error<serde_json::Error>) -> PolicyError {
-    let mut path = e.path().to_string();
-    let inner = e.into_inner();
-    if path == "." || path == "?" || inner.is_syntax() || inner.is_eof() {
-        path.clear();
-    }
-    let mut message = strip_position(&inner);
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        path = if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        };
-        message = "missing required field".to_string();
-    } else if let Some(field) = message
-        .strip_prefix("duplicate field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        path = if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        };
-        message = "appears more than once".to_string();
-    } else if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            let known = expected
-                .trim_start_matches(", expected one of ")
-                .trim_start_matches(", expected ")
-                .replace("` or `", "`, `");
-            path = if path.is_empty() || path.ends_with(field) {
-                if path.is_empty() {
-                    field.to_string()
-                } else {
-                    path
-                }
-            } else {
-                format!("{path}.{field}")
-            };
-            message = if known.is_empty() {
-                "unknown field".to_string()
-            } else {
-                format!("unknown field (known fields: {known})")
-            };
-        }
-    }
-    PolicyError::new(path, message)
-}
-
-/// serde_json appends ` at line L column C`; keep the message alone but say where
-/// for syntax errors, where the path is of no help.
-fn strip_position(e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    match full.strip_suffix(&suffix) {
-        Some(msg) if e.is_syntax() || e.is_eof() => {
-            format!(
-                "invalid JSON at line {} column {}: {msg}",
-                e.line(),
-                e.column()
-            )
-        }
-        Some(msg) => msg.to_string(),
-        None => full,
     }
 }
 
