@@ -151,9 +151,8 @@ proptest! {
         let mut first = plan(&policy, &inv, t0);
         mandate.restrict(&mut first, &inv);
         let first_acts = acted(&first);
-        // Known interaction, left to issue 28 item 5 (keep_count counts retiring images):
-        // an image the first link enables again joins keep_count's newest, so an older
-        // image its plan kept may be condemned by the next link (as by the next night's).
+        // A first link's re-enable is covered too: keep_count counts retiring images, so an
+        // image enabled again does not let the next link condemn an older one.
         let (estate, deregistered) = after_link(&images, &first_acts, done, &first);
         let chain = Chain {
             link: 1,
