@@ -364,7 +364,7 @@ pub fn default_concurrency(pairs: usize, open_files: Option<u64>) -> usize {
     let files = open_files.unwrap_or(DEFAULT_OPEN_FILES);
     let by_files =
         usize::try_from(files.saturating_mul(3) / 4 / FDS_PER_PAIR).unwrap_or(usize::MAX);
-    pairs.min(by_files).min(MAX_PAIRS_AT_ONCE).max(1)
+    pairs.min(by_files).clamp(1, MAX_PAIRS_AT_ONCE)
 }
 
 /// Sweeps every (account, region) pair the run's mandate admits, at most `concurrency` at

@@ -1053,10 +1053,9 @@ mod tests {
             r
         });
         crate::app::org::PairReport {
-            account: account.into(),
-            region: "us-east-1".into(),
             error: error.map(str::to_string),
             report,
+            ..crate::app::org::PairReport::new(account, "us-east-1")
         }
     }
 

@@ -152,8 +152,8 @@ pub fn advanced_in_chain(image: &Image, planned_at: Timestamp) -> bool {
     [DEPRECATED_AT, DISABLED_AT].iter().any(|k| {
         image
             .tags
-            .get(*k)
-            .and_then(|v| parse_instant(v))
+            .get(k)
+            .and_then(parse_instant)
             .is_some_and(|t| t >= planned_at)
     })
 }
