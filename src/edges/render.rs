@@ -1060,10 +1060,9 @@ mod tests {
             r
         });
         crate::app::org::PairReport {
-            account: account.into(),
-            region: "us-east-1".into(),
             error: error.map(str::to_string),
             report,
+            ..crate::app::org::PairReport::new(account, "us-east-1")
         }
     }
 

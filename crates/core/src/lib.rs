@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod coming;
 pub mod events;
 pub mod fields;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod chain_props;
 mod layers;
 mod mandate_props;
 mod planner_multi_rules;
