@@ -23,6 +23,6 @@ pub mod ports;
 
 pub use ami_sweeper_core::{
     events, fields, jobs, mandate, manifest, model, orphans, planner, policy, pricing, recycle_bin,
-    retire, storage, time, verify,
+    retire, storage, thinning, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

@@ -979,6 +979,7 @@ fn image_reports(
                 reasons: d.reasons.clone(),
                 outcome,
                 error,
+                thinning: d.thinning.clone(),
             }
         })
         .collect()

@@ -22,6 +22,7 @@ pub mod pricing;
 pub mod recycle_bin;
 pub mod retire;
 pub mod storage;
+pub mod thinning;
 pub mod time;
 pub mod verify;
 

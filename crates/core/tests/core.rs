@@ -7,3 +7,4 @@ mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
 mod planner_rules;
+mod planner_thinning;
