@@ -8,3 +8,4 @@ mod planner_multi_rules;
 mod planner_props;
 mod planner_rules;
 mod planner_thinning;
+mod planner_thinning_props;
