@@ -399,3 +399,56 @@ fn the_schema_describes_thinning_windows() {
         assert!(schema.contains(word), "{word}");
     }
 }
+
+#[test]
+fn lint_finds_windows_that_keep_nothing_overlap_or_shift() {
+    use ami_sweeper_core::policy::{lint, Finding};
+    let rules = r#"{"rules": [
+        {"name": "good", "selection": {"names": ["good-*"]}, "retention": {"min_age_days": 7,
+            "thin": [{"after_days": 14, "keep_one_per": "week"}, {"after_days": 90, "keep_one_per": "month"},
+                     {"after_days": 400, "keep_one_per": "none"}]}},
+        {"name": "after-none", "selection": {"names": ["a-*"]}, "retention": {"min_age_days": 1,
+            "thin": [{"after_days": 30, "keep_one_per": "none"}, {"after_days": 60, "keep_one_per": "month"}]}},
+        {"name": "young", "selection": {"names": ["y-*"]}, "retention": {"min_age_days": 40,
+            "thin": [{"after_days": 10, "keep_one_per": "day"}, {"after_days": 40, "keep_one_per": "month"}]}},
+        {"name": "overlap", "selection": {"names": ["o-*"]}, "retention": {"min_age_days": 1,
+            "thin": [{"after_days": 40, "keep_one_per": "month"}, {"after_days": 90, "keep_one_per": "week"}]}},
+        {"name": "short", "selection": {"names": ["s-*"]}, "retention": {"min_age_days": 1,
+            "thin": [{"after_days": 3, "keep_one_per": "week"}]}}
+    ]}"#;
+    let found = lint(&policy(rules));
+    let of = |name: &str| -> Vec<&Finding> {
+        found
+            .iter()
+            .filter(|f| serde_json::to_value(f).unwrap()["rule"] == name)
+            .collect()
+    };
+    assert!(of("good").is_empty(), "{:?}", of("good"));
+    assert!(matches!(
+        of("after-none")[..],
+        [Finding::WindowNeverKeeps { window: 1, .. }]
+    ));
+    assert!(matches!(
+        of("young")[..],
+        [
+            Finding::MinAgeBeyondFirstWindow { .. },
+            Finding::WindowNeverKeeps { window: 0, .. }
+        ]
+    ));
+    assert!(matches!(
+        of("overlap")[..],
+        [Finding::WindowNotCoarser {
+            window: 1,
+            earlier: 0,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        of("short")[..],
+        [Finding::WindowShorterThanPeriod { window: 0, .. }]
+    ));
+    assert!(found
+        .iter()
+        .all(|f| !f.is_error() && !f.message().is_empty()));
+    assert!(found[0].message().contains("retention.thin["));
+}
