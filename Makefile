@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo demo-rules plan-samples plan-rules test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
+.PHONY: demo demo-rules plan-samples plan-rules plan-thinning test test-unit lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -43,6 +43,12 @@ plan-samples:
 plan-rules:
 	$(CARGO) run --quiet -- plan --policy samples/rules/policy.json --images samples/rules/images.json \
 	    --now $(NOW) --format table
+
+## Thinning (one a week, then one a month, nothing past a year): the golden lineage of
+## samples/thinning/, offline.
+plan-thinning:
+	$(CARGO) run --quiet -- plan --policy samples/thinning/policy.json \
+	    --images samples/thinning/images.json --now $(NOW) --format table
 
 ## The whole test suite: formatting, lints, template checks, unit, property, mock and
 ## emulator tests (the Lambda events included).

@@ -774,6 +774,52 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
     assert_eq!(v["summary"]["by_rule"]["nightly"]["images"], 60);
 }
 
+fn plan_thinning_sample(format: &str) -> Output {
+    bin()
+        .args(["plan", "--policy", &sample("thinning/policy.json")])
+        .args(["--images", &sample("thinning/images.json")])
+        .args(["--now", crate::NOW, "--format", format])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_readmes_thinned_lineage_is_what_the_thinning_sample_prints() {
+    let out = plan_thinning_sample("table");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&stdout(&out)),
+        "README's samples/thinning plan is stale; it prints:\n{}",
+        stdout(&out)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&plan_thinning_sample("json").stdout).unwrap();
+    let decisions = v["decisions"].as_array().unwrap();
+    let kept_in = |unit: &str| -> Vec<String> {
+        decisions
+            .iter()
+            .filter(|d| d["reasons"][0] == "kept_by_thinning")
+            .filter(|d| d["thinning"]["keep_one_per"] == unit)
+            .map(|d| d["thinning"]["period"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One per ISO week, one per month, each period once.
+    for (unit, n) in [("week", 11), ("month", 9)] {
+        let periods = kept_in(unit);
+        let distinct: std::collections::BTreeSet<_> = periods.iter().collect();
+        assert_eq!(
+            (periods.len(), distinct.len()),
+            (n, n),
+            "{unit}: {periods:?}"
+        );
+    }
+    let oldest = decisions.last().unwrap();
+    assert_eq!(oldest["reasons"][0], "thinned");
+    assert_eq!(oldest["thinning"]["keep_one_per"], "none");
+    assert_eq!(v["summary"]["by_reason"]["thinned"], 370);
+}
+
 #[test]
 fn lint_lists_rules_that_can_never_match_and_fails() {
     let dir = std::env::temp_dir().join(format!("ami-sweeper-lint-{}", std::process::id()));
