@@ -737,10 +737,11 @@ fn archived_snapshots_are_priced_as_archived_and_carry_the_ninety_day_note() {
     assert_eq!(v["summary"]["snapshot_gib_to_delete"], 200);
 }
 
-fn plan_rules_sample(format: &str) -> Output {
+/// `plan` on the offline sample in `samples/<dir>/` (its policy and images).
+fn plan_sample(dir: &str, format: &str) -> Output {
     bin()
-        .args(["plan", "--policy", &sample("rules/policy.json")])
-        .args(["--images", &sample("rules/images.json")])
+        .args(["plan", "--policy", &sample(&format!("{dir}/policy.json"))])
+        .args(["--images", &sample(&format!("{dir}/images.json"))])
         .args(["--now", crate::NOW, "--format", format])
         .output()
         .unwrap()
@@ -748,7 +749,7 @@ fn plan_rules_sample(format: &str) -> Output {
 
 #[test]
 fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
-    let out = plan_rules_sample("table");
+    let out = plan_sample("rules", "table");
     assert!(out.status.success(), "{}", stderr(&out));
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(
@@ -756,7 +757,8 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
         "README's samples/rules plan is stale; it prints:\n{}",
         stdout(&out)
     );
-    let v: serde_json::Value = serde_json::from_slice(&plan_rules_sample("json").stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&plan_sample("rules", "json").stdout).unwrap();
     let rule_of = |name: &str| {
         v["decisions"]
             .as_array()
@@ -774,18 +776,9 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
     assert_eq!(v["summary"]["by_rule"]["nightly"]["images"], 60);
 }
 
-fn plan_thinning_sample(format: &str) -> Output {
-    bin()
-        .args(["plan", "--policy", &sample("thinning/policy.json")])
-        .args(["--images", &sample("thinning/images.json")])
-        .args(["--now", crate::NOW, "--format", format])
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn the_readmes_thinned_lineage_is_what_the_thinning_sample_prints() {
-    let out = plan_thinning_sample("table");
+    let out = plan_sample("thinning", "table");
     assert!(out.status.success(), "{}", stderr(&out));
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(
@@ -794,7 +787,7 @@ fn the_readmes_thinned_lineage_is_what_the_thinning_sample_prints() {
         stdout(&out)
     );
     let v: serde_json::Value =
-        serde_json::from_slice(&plan_thinning_sample("json").stdout).unwrap();
+        serde_json::from_slice(&plan_sample("thinning", "json").stdout).unwrap();
     let decisions = v["decisions"].as_array().unwrap();
     let kept_in = |unit: &str| -> Vec<String> {
         decisions
