@@ -990,6 +990,7 @@ fn image_reports(
                 reasons: d.reasons.clone(),
                 outcome,
                 error,
+                thinning: d.thinning.clone(),
             }
         })
         .collect()

@@ -106,6 +106,9 @@ fn fold_note(d: &Decision) -> Option<String> {
         return None;
     }
     let mut notes = Vec::new();
+    if let Some(t) = &d.thinning {
+        notes.push(t.window());
+    }
     if d.snapshots
         .iter()
         .any(|s| s.reason == Some(RetainReason::CleanupDisabled))
@@ -341,6 +344,14 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
             ),
         );
     }
+    if let Some(t) = &d.thinning {
+        let period = if t.period.is_empty() {
+            String::new()
+        } else {
+            format!(", period {}", t.period)
+        };
+        line(out, &format!("      window {}{period}", t.window()));
+    }
     if let Some(t) = d.eligible_at {
         line(
             out,
@@ -398,12 +409,18 @@ pub fn summary_lines(plan: &Plan) -> String {
     let reasons: Vec<String> = s
         .by_reason
         .iter()
-        .filter(|(r, _)| r.as_str() != "expired")
+        .filter(|(r, _)| !r.condemns())
         .map(|(r, n)| format!("{} {n}", r.as_str()))
         .collect();
     let total = s.deregister + s.keep + s.deprecate + s.disable + s.enable;
+    let thinned = s.by_reason.get(&Reason::Thinned).copied().unwrap_or(0);
+    let of_them = if thinned > 0 {
+        format!(" ({thinned} thinned)")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "plan at {}: {}, {} to deregister, {} to keep",
+        "plan at {}: {}, {} to deregister{of_them}, {} to keep",
         format_instant(plan.now),
         plural(total, "image", "images"),
         s.deregister,
@@ -1041,6 +1058,7 @@ mod tests {
                     reasons: d.reasons.clone(),
                     outcome: (d.action != Action::Keep).then_some(Outcome::Planned),
                     error: None,
+                    thinning: d.thinning.clone(),
                 })
                 .collect();
             region.plan = Some(plan.summary.clone());

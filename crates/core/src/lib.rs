@@ -30,6 +30,7 @@ pub mod recycle_bin;
 pub mod retire;
 pub mod storage;
 pub mod strict;
+pub mod thinning;
 pub mod time;
 pub mod verify;
 

@@ -10,4 +10,6 @@ mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;
 mod planner_rules;
+mod planner_thinning;
+mod planner_thinning_props;
 mod retire_props;
