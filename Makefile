@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo demo-rules plan-samples plan-rules test test-unit docs lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
+.PHONY: demo demo-rules plan-samples plan-rules plan-thinning test test-unit docs lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -43,6 +43,12 @@ plan-samples:
 plan-rules:
 	$(CARGO) run --quiet -- plan --policy samples/rules/policy.json --images samples/rules/images.json \
 	    --now $(NOW) --format table
+
+## Thinning (one a week, then one a month, nothing past a year): the golden lineage of
+## samples/thinning/, offline.
+plan-thinning:
+	$(CARGO) run --quiet -- plan --policy samples/thinning/policy.json \
+	    --images samples/thinning/images.json --now $(NOW) --format table
 
 ## The whole test suite: formatting, lints, template checks, unit, property, mock and
 ## emulator tests (the Lambda events included).
@@ -110,7 +116,8 @@ RELEASE_BUILD = $(CARGO) build --release --locked --bin ami-sweeper --example ge
 
 ## Planner benchmark: 100,000 images, grouped policy; prints wall time and peak memory.
 ## Then the same estate under a ten-rule policy (each rule decides a tenth) and the ratio
-## of the two medians.
+## of the two medians; then the grouped policy with three thinning windows (week, month,
+## none) and its ratio to the plan without thinning.
 BENCH_IMAGES ?= 100000
 bench-plan:
 	$(RELEASE_BUILD)
@@ -135,6 +142,15 @@ bench-plan:
 	    --now $(NOW) --format table | grep -A3 '^by rule'
 	@$(PYTHON) -c 'import re,sys; m=[float(re.search(r"median ([0-9.]+) s", open(f).read()).group(1)) for f in sys.argv[1:]]; print(f"ten rules / one rule: {m[1]/m[0]:.2f}x (limit 1.5x)")' \
 	    bench-out/plan/one-rule.txt bench-out/plan/ten-rules.txt
+	@$(PYTHON) scripts/measure.py "ami-sweeper plan --format json, three thinning windows" 5 -- \
+	    $(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-thinned.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format json | tee bench-out/plan/thinned.txt
+	@$(CARGO_TARGET_DIR)/release/ami-sweeper plan --policy bench/policy-thinned.json \
+	    --images bench-out/plan/images.json --instances bench-out/plan/instances.json \
+	    --now $(NOW) --format table | grep -A2 '^plan at'
+	@$(PYTHON) -c 'import re,sys; m=[float(re.search(r"median ([0-9.]+) s", open(f).read()).group(1)) for f in sys.argv[1:]]; print(f"three thinning windows / one rule: {m[1]/m[0]:.2f}x (limit 1.5x)")' \
+	    bench-out/plan/one-rule.txt bench-out/plan/thinned.txt
 
 ## Sweep benchmark: 2,000 emulated images, dry and real run; wall time, memory, API calls;
 ## the cost of the write-ahead mark and reconciliation; an orphan pass over 2,000 + 2,000.

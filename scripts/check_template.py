@@ -331,6 +331,22 @@ def main() -> int:
          r["PairSweeperFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["SweeperFunctionRole", "Arn"]}
          and r["PairSweeperFunction"]["Properties"]["Events"]["SweepRequests"]["Properties"]
          ["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "PairConcurrency"}),
+        ("pairs run at an organization's concurrency by default (at least 100, at most "
+         "MaximumConcurrency's 1,000)",
+         int(t["Parameters"]["PairConcurrency"]["Default"]) >= 100
+         and int(t["Parameters"]["PairConcurrency"]["MaxValue"]) <= 1000
+         and int(t["Parameters"]["PairConcurrency"]["MinValue"]) >= 2),
+        ("continuation: the pair sweeper sends its successor to the sweep queue, holds its "
+         "pair's lease under leases/ only, and Lambda's recursive-loop guard stays on "
+         "(a chain has at most 10 links, under its 16 hops)",
+         r["PairSweeperFunction"]["Properties"]["Environment"]["Variables"].get("SWEEP_QUEUE_URL")
+         == {"Ref": "SweepQueue"}
+         and r["PairSweeperFunction"]["Properties"].get("RecursiveLoop") == "Terminate"
+         and [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "PairLeases"]
+         == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+              {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
+         and not any("s3:DeleteObject" in str(st["Action"]) and "ReportBucket" in str(st["Resource"])
+                     and st.get("Sid") != "PairLeases" for st in statements)),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),

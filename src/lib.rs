@@ -22,7 +22,7 @@ pub mod error;
 pub mod ports;
 
 pub use ami_sweeper_core::{
-    coming, events, fields, inventory, jobs, mandate, manifest, model, orphans, planner, policy,
-    pricing, recycle_bin, retire, storage, strict, time, verify,
+    chain, coming, events, fields, inventory, jobs, mandate, manifest, model, orphans, planner,
+    policy, pricing, recycle_bin, retire, storage, strict, thinning, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

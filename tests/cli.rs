@@ -748,10 +748,11 @@ fn archived_snapshots_are_priced_as_archived_and_carry_the_ninety_day_note() {
     assert_eq!(v["summary"]["snapshot_gib_to_delete"], 200);
 }
 
-fn plan_rules_sample(format: &str) -> Output {
+/// `plan` on the offline sample in `samples/<dir>/` (its policy and images).
+fn plan_sample(dir: &str, format: &str) -> Output {
     bin()
-        .args(["plan", "--policy", &sample("rules/policy.json")])
-        .args(["--images", &sample("rules/images.json")])
+        .args(["plan", "--policy", &sample(&format!("{dir}/policy.json"))])
+        .args(["--images", &sample(&format!("{dir}/images.json"))])
         .args(["--now", crate::NOW, "--format", format])
         .output()
         .unwrap()
@@ -759,7 +760,7 @@ fn plan_rules_sample(format: &str) -> Output {
 
 #[test]
 fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
-    let out = plan_rules_sample("table");
+    let out = plan_sample("rules", "table");
     assert!(out.status.success(), "{}", stderr(&out));
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(
@@ -767,7 +768,8 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
         "README's samples/rules plan is stale; it prints:\n{}",
         stdout(&out)
     );
-    let v: serde_json::Value = serde_json::from_slice(&plan_rules_sample("json").stdout).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&plan_sample("rules", "json").stdout).unwrap();
     let rule_of = |name: &str| {
         v["decisions"]
             .as_array()
@@ -783,6 +785,43 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
     assert_eq!(rule_of("scratch-experiment-7"), serde_json::Value::Null);
     assert_eq!(v["summary"]["by_rule"]["legacy"]["deregister"], 0);
     assert_eq!(v["summary"]["by_rule"]["nightly"]["images"], 60);
+}
+
+#[test]
+fn the_readmes_thinned_lineage_is_what_the_thinning_sample_prints() {
+    let out = plan_sample("thinning", "table");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&stdout(&out)),
+        "README's samples/thinning plan is stale; it prints:\n{}",
+        stdout(&out)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&plan_sample("thinning", "json").stdout).unwrap();
+    let decisions = v["decisions"].as_array().unwrap();
+    let kept_in = |unit: &str| -> Vec<String> {
+        decisions
+            .iter()
+            .filter(|d| d["reasons"][0] == "kept_by_thinning")
+            .filter(|d| d["thinning"]["keep_one_per"] == unit)
+            .map(|d| d["thinning"]["period"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One per ISO week, one per month, each period once.
+    for (unit, n) in [("week", 11), ("month", 9)] {
+        let periods = kept_in(unit);
+        let distinct: std::collections::BTreeSet<_> = periods.iter().collect();
+        assert_eq!(
+            (periods.len(), distinct.len()),
+            (n, n),
+            "{unit}: {periods:?}"
+        );
+    }
+    let oldest = decisions.last().unwrap();
+    assert_eq!(oldest["reasons"][0], "thinned");
+    assert_eq!(oldest["thinning"]["keep_one_per"], "none");
+    assert_eq!(v["summary"]["by_reason"]["thinned"], 370);
 }
 
 #[test]
@@ -840,7 +879,7 @@ fn lint_lists_rules_that_can_never_match_and_fails() {
 
 #[test]
 fn plan_as_markdown_is_a_comment_with_the_tables_folds() {
-    let out = plan_rules_sample("markdown");
+    let out = plan_sample("rules", "markdown");
     assert!(out.status.success(), "{}", stderr(&out));
     let md = stdout(&out);
     assert!(
@@ -848,7 +887,7 @@ fn plan_as_markdown_is_a_comment_with_the_tables_folds() {
         "{md}"
     );
     // One <details> block per group, each group's folded runs one row each.
-    let table = stdout(&plan_rules_sample("table"));
+    let table = stdout(&plan_sample("rules", "table"));
     let groups = table.lines().filter(|l| l.contains(" images: ")).count();
     assert_eq!(md.matches("<details><summary>").count(), groups, "{md}");
     assert!(md.contains("| 15 images | | DEREG | expired | nightly-api-20261026 to nightly-api-20260928; saves $6.00/month |"), "{md}");

@@ -615,6 +615,103 @@ async fn pair_report(moto: &Moto, key: &str) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A continuation of the first delivered pair, as a pair sweeper stopped by its deadline
+/// writes it: the same pair and run, the mandate narrowed for a continuation, link 1 of a
+/// chain that began at `planned_at`.
+fn continuation_of(body: &str, planned_at: &str) -> (String, String) {
+    use ami_sweeper::app::org::SweepRequest;
+    use ami_sweeper::chain::{continuation_mandate, Chain, ChainTotals};
+    let first = SweepRequest::from_json(body).unwrap().unwrap();
+    let next = SweepRequest {
+        mandate: Some(continuation_mandate(first.mandate.as_ref().unwrap())),
+        chain: Some(Chain {
+            link: 1,
+            planned_at: planned_at.to_string(),
+            continues: first.report_key(),
+            totals: ChainTotals {
+                deregistered: 0,
+                ..ChainTotals::default()
+            },
+        }),
+        ..first.clone()
+    };
+    (next.to_json(), first.report_key())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_under_a_policy_changed_since_its_chain_began_is_refused() {
+    let moto = Moto::start_with_public_amis();
+    let mut hub = hub(&moto).await;
+    let sweep_dlq = queue(&moto, "sweep-dlq").await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let now = ami_sweeper::time::format_instant(chrono::Utc::now());
+    let (next, continues) = continuation_of(&bodies(&batch)[0], &now);
+    let dlq = [("SWEEP_DLQ_URL", sweep_dlq.as_str())];
+
+    // The policy changes while the chain runs: its continuation is refused, with the reason.
+    let configured = hub.policy.clone();
+    hub.policy = configured.replace(r#""min_age_days":0"#, r#""min_age_days":1"#);
+    let answer = invoke_hub(&moto, &hub, &sqs_event(std::slice::from_ref(&next)), &dlq);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let reasons = reasons_in(&moto, &sweep_dlq).await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("policy changed"), "{reasons:?}");
+    assert_eq!(images_left(&hub).await, 2, "nothing was swept");
+    assert!(reports(&moto).await.is_empty());
+
+    // Under the policy it was made from, the same continuation sweeps its pair as link 1,
+    // its report names the link it continues, and its chain ends there (lease released).
+    hub.policy = configured;
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&[next]), &dlq);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 1);
+    let keys = reports(&moto).await;
+    let link = continues.replace(".json", ".link-1.json");
+    assert_eq!(keys, [link.clone()].into(), "{keys:?}");
+    let report = pair_report(&moto, &link).await;
+    assert_eq!(report["chain"]["link"], 1, "{report}");
+    assert_eq!(report["chain"]["continues"], continues.as_str(), "{report}");
+    assert_eq!(report["chain"]["totals"]["deregistered"], 1, "{report}");
+    assert!(report["chain"].get("continued_by").is_none(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_run_skips_a_pair_whose_chain_still_runs() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let dispatched = invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let held = dispatched["accounts"][0].as_str().unwrap().to_string();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let lease = json!({"run": "last-night", "link": 3,
+                       "until": ami_sweeper::time::format_instant(until)});
+    s3(&moto.config().await)
+        .put_object()
+        .bucket("hub-reports")
+        .key(format!("leases/{held}/us-east-1.json"))
+        .body(lease.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &[]);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 1, "the held pair is left alone");
+    let run = dispatched["run"].as_str().unwrap();
+    let skipped = pair_report(&moto, &format!("reports/{run}/{held}/us-east-1.json")).await;
+    assert!(
+        skipped["skipped"].as_str().unwrap().contains("last-night"),
+        "{skipped}"
+    );
+    assert!(skipped.get("report").is_none(), "{skipped}");
+    // The other pair took its lease for its run and released it when its chain ended.
+    let keys = reports(&moto).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("leases/")).count(),
+        1,
+        "{keys:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_request_with_an_unknown_key_is_refused_with_its_path() {
     let moto = Moto::start_with_public_amis();

@@ -429,6 +429,13 @@ fn every_object_of_a_sweep_queue_message_refuses_an_unknown_key_with_its_path() 
                 region: "us-east-1".into(),
                 run: "2026-11-26T00:00:00Z".into(),
                 mandate: Some(m),
+                // A continuation's chain, so that its objects are walked too.
+                chain: Some(ami_sweeper::chain::Chain {
+                    link: 1,
+                    planned_at: "2026-11-26T00:00:00Z".into(),
+                    continues: "reports/r/111122223333/us-east-1.json".into(),
+                    totals: ami_sweeper::chain::ChainTotals::default(),
+                }),
             };
             serde_json::from_str(&r.to_json()).unwrap()
         })

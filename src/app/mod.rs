@@ -2,6 +2,7 @@
 //! and turns what happened into a report. No SDK types; adapters are passed in.
 
 pub mod cleanup;
+pub mod continuation;
 pub mod notify;
 pub mod org;
 pub mod progress;

@@ -437,6 +437,7 @@ mod tests {
                 },
                 error: (d.image_id == "ami-3")
                     .then(|| "DeregisterImage: UnauthorizedOperation: denied".to_string()),
+                thinning: None,
             })
             .collect();
         r.jobs = ["snap-1", "snap-2"]
@@ -542,6 +543,7 @@ full report: s3://reports/reports/run/123456789012/report.json
                 reasons: vec![crate::planner::Reason::Expired],
                 outcome: Some(Outcome::Deregistered),
                 error: None,
+                thinning: None,
             })
             .collect();
         r.regions[0].images.extend(many);

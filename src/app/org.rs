@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapters::aws::Clients;
 use crate::app::report::SweepReport;
 use crate::app::run::{run_sweep_in, SweepOptions};
+use crate::chain::{Chain, ChainTotals};
 use crate::error::AwsError;
 use crate::mandate::{AccountRule, Ask, Mandate};
 use crate::model::Usage;
@@ -35,6 +36,9 @@ pub struct SweepRequest {
     /// within its own ceiling. A request without one (an older dispatcher's) is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mandate: Option<Mandate>,
+    /// Set on a continuation: the chain it carries on ([`crate::chain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 impl SweepRequest {
@@ -51,9 +55,16 @@ impl SweepRequest {
         Some(strict::from_value::<Envelope>(&v).map(|e| e.sweep))
     }
 
-    /// Where its report goes in the report bucket: one JSON per account, region and run.
+    /// Where its report goes in the report bucket: one JSON per account, region and run,
+    /// and one per further link of the run's chain (`<region>.link-<n>.json`).
     pub fn report_key(&self) -> String {
-        format!("reports/{}/{}/{}.json", self.run, self.account, self.region)
+        match self.chain.as_ref().map_or(0, |c| c.link) {
+            0 => format!("reports/{}/{}/{}.json", self.run, self.account, self.region),
+            n => format!(
+                "reports/{}/{}/{}.link-{n}.json",
+                self.run, self.account, self.region
+            ),
+        }
     }
 }
 
@@ -77,14 +88,42 @@ pub struct PairReport {
     /// The sweep's report, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<SweepReport>,
+    /// Why the pair was skipped, not swept: another run's chain holds it. Not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Its place in its chain, when it continues one or is continued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainLine>,
+}
+
+/// A link's line about its chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainLine {
+    /// This link's place (0: the chain's first run).
+    pub link: u32,
+    /// The report of the link this one continues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+    /// The report its continuation will write, when it started one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued_by: Option<String>,
+    /// How the chain ended, when it ended here without finishing (the chain limit, a
+    /// continuation that could not be queued).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// The chain's totals, on its last link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totals: Option<ChainTotals>,
 }
 
 impl PairReport {
-    /// Failures in the pair: one when it could not run, else its report's.
+    /// Failures in the pair: one when it could not run, none when skipped, else its
+    /// report's.
     pub fn failures(&self) -> usize {
-        match &self.report {
-            Some(r) => r.totals.failures,
-            None => 1,
+        match (&self.report, &self.skipped) {
+            (Some(r), _) => r.totals.failures,
+            (None, Some(_)) => 0,
+            (None, None) => 1,
         }
     }
 }
@@ -176,6 +215,7 @@ pub fn pair_requests(
                     regions: Some([r.clone()].into()),
                     ..Ask::default()
                 })),
+                chain: None,
             });
         }
     }
@@ -183,22 +223,19 @@ pub fn pair_requests(
 }
 
 /// Sweeps one pair in its member account: enters it (the identity checked), judges shared
-/// images by the sibling accounts' usage when the policy says `keep_if_used`, sweeps, and
-/// writes the report to `report_bucket` when given.
+/// images by the sibling accounts' usage when the policy says `keep_if_used`, and sweeps.
+/// The report is the caller's to write ([`write_report`]).
 pub async fn sweep_pair(
     hub: &Clients,
     policy: &Policy,
     request: &SweepRequest,
     siblings: &[String],
     opts: &SweepOptions,
-    report_bucket: Option<&str>,
 ) -> PairReport {
     let (account, region) = (request.account.as_str(), request.region.as_str());
     let fail = |error: String| PairReport {
-        account: account.to_string(),
-        region: region.to_string(),
         error: Some(error),
-        report: None,
+        ..PairReport::new(account, region)
     };
     let member = match hub.member(account, &policy.member_role_name).await {
         Ok(m) => m,
@@ -220,20 +257,41 @@ pub async fn sweep_pair(
     }
     let regions = [region.to_string()];
     let report = run_sweep_in(hub, &member, Some(account), policy, &regions, &opts).await;
-    let mut pair = PairReport {
-        account: account.to_string(),
-        region: region.to_string(),
-        error: None,
+    PairReport {
         report: Some(report),
-    };
-    if let Some(bucket) = report_bucket {
-        let body = serde_json::to_vec_pretty(&pair).expect("reports serialize");
-        let s3 = hub.region(&hub_region(hub)).s3;
-        if let Err(e) = s3.put_report(bucket, &request.report_key(), body).await {
-            pair.error = Some(format!("the report could not be written: {e}"));
+        ..PairReport::new(account, region)
+    }
+}
+
+/// Writes a pair's report to `bucket` under `key`; a failure is recorded as the pair's
+/// error (the message is then redelivered).
+pub async fn write_report(hub: &Clients, bucket: &str, key: &str, pair: &mut PairReport) {
+    let body = serde_json::to_vec_pretty(&*pair).expect("reports serialize");
+    if let Err(e) = hub_s3(hub).put_report(bucket, key, body).await {
+        pair.error = Some(format!("{REPORT_NOT_WRITTEN}: {e}"));
+    }
+}
+
+/// How a pair's error begins when its report could not be written.
+pub const REPORT_NOT_WRITTEN: &str = "the report could not be written";
+
+impl PairReport {
+    /// A pair that has not run yet.
+    pub fn new(account: &str, region: &str) -> Self {
+        Self {
+            account: account.to_string(),
+            region: region.to_string(),
+            error: None,
+            report: None,
+            skipped: None,
+            chain: None,
         }
     }
-    pair
+}
+
+/// The hub's S3 client, in the hub's region (the report bucket's).
+pub fn hub_s3(hub: &Clients) -> crate::adapters::aws::s3::S3 {
+    hub.region(&hub_region(hub)).s3
 }
 
 /// The usage, in `region`, of every other account the sweep can enter: what
@@ -287,6 +345,28 @@ fn hub_region(hub: &Clients) -> String {
         .unwrap_or_else(|| "us-east-1".into())
 }
 
+/// Open files one pair may hold while it sweeps: its member clients' connections (EC2's
+/// pool, S3, SQS, STS) and the SDK's, with room to spare.
+pub const FDS_PER_PAIR: u64 = 16;
+
+/// Never more pairs at once than this, whatever the machine allows: a pair holds its
+/// inventory in memory (about 10 MB at 10,000 images), so 256 pairs stay within a few GB.
+pub const MAX_PAIRS_AT_ONCE: usize = 256;
+
+/// When no limit on open files is known, assume the usual soft limit.
+const DEFAULT_OPEN_FILES: u64 = 1024;
+
+/// How many of a run's `pairs` to sweep at once by default: all of them, since each pair
+/// has its own EC2 buckets and its sweep time does not grow with the others, up to the
+/// bound the machine sets (one pair per [`FDS_PER_PAIR`] of `open_files`, the process's
+/// soft limit, keeping a quarter for everything else; at most [`MAX_PAIRS_AT_ONCE`]).
+pub fn default_concurrency(pairs: usize, open_files: Option<u64>) -> usize {
+    let files = open_files.unwrap_or(DEFAULT_OPEN_FILES);
+    let by_files =
+        usize::try_from(files.saturating_mul(3) / 4 / FDS_PER_PAIR).unwrap_or(usize::MAX);
+    pairs.min(by_files).clamp(1, MAX_PAIRS_AT_ONCE)
+}
+
 /// Sweeps every (account, region) pair the run's mandate admits, at most `concurrency` at
 /// once, and sums up per account. `accounts` are the policy's, resolved; for an
 /// organization rule they are also the members the mandate checks accounts against.
@@ -304,7 +384,13 @@ pub async fn run_org_sweep(
     let members: BTreeSet<String> = accounts.iter().cloned().collect();
     let requests = pair_requests(&mandate, accounts, Some(&members), &run);
     let mut pairs: Vec<PairReport> = stream::iter(&requests)
-        .map(|r| sweep_pair(hub, policy, r, accounts, opts, report_bucket))
+        .map(|r| async move {
+            let mut pair = sweep_pair(hub, policy, r, accounts, opts).await;
+            if let Some(bucket) = report_bucket {
+                write_report(hub, bucket, &r.report_key(), &mut pair).await;
+            }
+            pair
+        })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -339,5 +425,24 @@ pub fn summarize(run: String, pairs: Vec<PairReport>) -> OrgReport {
         pairs,
         accounts,
         failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pair_at_once_up_to_the_machines_bound() {
+        // Six pairs on a usual machine: all six at once (the old default was 4).
+        assert_eq!(default_concurrency(6, Some(1024)), 6);
+        // 400 pairs under 1,024 open files: 48 at once (768 files / 16 per pair).
+        assert_eq!(default_concurrency(400, Some(1024)), 48);
+        assert_eq!(default_concurrency(400, None), 48);
+        // A generous limit: the memory bound.
+        assert_eq!(default_concurrency(1000, Some(1 << 20)), MAX_PAIRS_AT_ONCE);
+        // A starved process still sweeps, one pair at a time.
+        assert_eq!(default_concurrency(10, Some(8)), 1);
+        assert_eq!(default_concurrency(0, Some(1024)), 1);
     }
 }

@@ -56,6 +56,9 @@ pub struct ImageReport {
     /// The AWS error, for failures and skips.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The plan's thinning window and period, for images in a `retention.thin` window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinning: Option<crate::thinning::ThinNote>,
 }
 
 /// What happened to a cleanup job.
@@ -550,7 +553,7 @@ impl SweepReport {
             .filter_map(|r| r.plan.as_ref())
             .flat_map(|p| &p.by_reason)
         {
-            if *reason != crate::planner::Reason::Expired {
+            if !reason.condemns() {
                 *kept.entry(reason.as_str()).or_default() += *n as u64;
             }
         }
@@ -628,6 +631,7 @@ mod tests {
                     reasons: vec![Reason::Expired],
                     outcome: Some(Outcome::Deregistered),
                     error: None,
+                    thinning: None,
                 }],
                 jobs: vec![JobReport {
                     image_id: "ami-1".into(),
@@ -677,6 +681,7 @@ mod tests {
             reasons: vec![Reason::Expired],
             outcome,
             error: None,
+            thinning: None,
         };
         let mut report = SweepReport {
             dry_run: false,

@@ -464,15 +464,20 @@ pub async fn drain_queue(
         ended,
         api_calls: clients.calls().since(&calls_before),
         elapsed_ms: started.elapsed().as_millis() as u64,
-        pacing: pacers
-            .reports()
-            .into_iter()
-            .map(|((account, region, bucket), r)| PacerLine {
-                account,
-                region,
-                bucket,
-                report: r,
-            })
-            .collect(),
+        pacing: pacer_lines(&pacers),
     })
+}
+
+/// The drain's pacers, one report line each.
+fn pacer_lines(pacers: &crate::app::ratelimit::Pacers) -> Vec<PacerLine> {
+    pacers
+        .reports()
+        .into_iter()
+        .map(|((account, region, bucket), r)| PacerLine {
+            account,
+            region,
+            bucket,
+            report: r,
+        })
+        .collect()
 }

@@ -54,6 +54,9 @@ pub struct ExecConfig {
     /// accounts the sweep can enter. An image shared only with them is kept if one uses
     /// it, and otherwise treated as unshared.
     pub siblings: Option<Arc<BTreeMap<String, crate::model::Usage>>>,
+    /// When the run continues a chain: the chain's first instant. Images whose
+    /// retirement an earlier link advanced are held ([`crate::chain::hold_advanced`]).
+    pub chain_since: Option<Timestamp>,
 }
 
 impl Default for ExecConfig {
@@ -69,6 +72,7 @@ impl Default for ExecConfig {
             stop: Stop::default(),
             mandate: None,
             siblings: None,
+            chain_since: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
         }
@@ -97,6 +101,10 @@ fn scoped_plan(policy: &Policy, inventory: &Inventory, now: Timestamp, cfg: &Exe
     if let Some(m) = &cfg.mandate {
         let mut warnings = m.restrict(&mut p, inventory);
         p.warnings.append(&mut warnings);
+    }
+    if let Some(since) = cfg.chain_since {
+        let mut held = crate::chain::hold_advanced(&mut p, inventory, since);
+        p.warnings.append(&mut held);
     }
     p
 }
@@ -926,6 +934,20 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         now,
     };
     let ex = execute(policy, &mut inventory, pipeline, queue).await;
+    let plan = record_executed(&mut report, ex);
+    let until = crate::time::days_after(now, policy.notify.lookahead_days);
+    let later = scoped_plan(policy, &inventory, until, cfg);
+    report.coming = crate::coming::coming(&plan, &later, until);
+    report.plan_detail = Some(plan);
+    report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
+    if let Some(tag) = &policy.notify.owner_tag {
+        report.owners = crate::app::notify::owners(&inventory, tag, &report);
+    }
+    report
+}
+
+/// Records in the region's report what the executor did; its plan back.
+fn record_executed(report: &mut RegionReport, ex: Executed) -> Plan {
     report.warnings = ex.plan.warnings.clone();
     report.plan = Some(ex.plan.summary.clone());
     report.jobs = ex.jobs;
@@ -940,15 +962,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.error = Some(e);
     }
     report.images = image_reports(&ex.plan, &ex.outcomes);
-    let until = crate::time::days_after(now, policy.notify.lookahead_days);
-    let later = scoped_plan(policy, &inventory, until, cfg);
-    report.coming = crate::coming::coming(&ex.plan, &later, until);
-    report.plan_detail = Some(ex.plan);
-    report.archived_snapshots = std::mem::take(&mut inventory.archived_snapshots);
-    if let Some(tag) = &policy.notify.owner_tag {
-        report.owners = crate::app::notify::owners(&inventory, tag, &report);
-    }
-    report
+    ex.plan
 }
 
 /// One report line per decision, with the outcome of condemned images.
@@ -976,6 +990,7 @@ fn image_reports(
                 reasons: d.reasons.clone(),
                 outcome,
                 error,
+                thinning: d.thinning.clone(),
             }
         })
         .collect()

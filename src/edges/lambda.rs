@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::adapters::aws::Clients;
 use crate::app::cleanup::Attempt;
+use crate::app::continuation;
 use crate::app::org::{self, SweepRequest};
 use crate::app::ratelimit::{PaceConfig, Pacers};
 use crate::app::run::run_sweep;
@@ -317,7 +318,8 @@ impl Handler {
         }
     }
 
-    /// Answers one invocation. `deadline` is the invocation's end, if known.
+    /// Answers one invocation, one line per kind of trigger. `deadline` is the
+    /// invocation's end, if known.
     pub async fn handle(
         &self,
         event: Value,
@@ -325,57 +327,57 @@ impl Handler {
     ) -> Result<Value, HandlerError> {
         let trigger = parse_event(&event)?;
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
-        let mut exec = ExecConfig {
-            stop: Stop::with_deadline(deadline.map(stop_before)),
-            ..Default::default()
-        };
-        if self.config.worker_only {
-            // The cleanup worker runs cleanup jobs and nothing else: a schedule, an event or
-            // a sweep request sent to it is refused (a sweep request reads as a malformed job).
-            let Trigger::Sqs(records) = trigger else {
-                return Err(HandlerError::Event(EventError(format!(
-                    "this function runs cleanup jobs only; a {} trigger is refused",
-                    trigger_name(&trigger)
-                ))));
-            };
-            return Ok(self.cleanup_batch(records, &exec.stop).await);
+        let stop = Stop::with_deadline(deadline.map(stop_before));
+        match trigger {
+            Trigger::Sqs(records) if self.config.worker_only => {
+                Ok(self.cleanup_batch(records, &stop).await)
+            }
+            other if self.config.worker_only => Err(worker_refuses(&other)),
+            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop).await),
+            Trigger::Ignored(why) => Ok(ignored(why)),
+            sweep => self.sweep(sweep, stop).await,
         }
-        if let Trigger::Sqs(records) = trigger {
-            let (pairs, jobs): (Vec<_>, Vec<_>) = records
+    }
+
+    /// An SQS batch for the sweep functions: sweep requests (and continuations) go to the
+    /// pair sweeper; cleanup jobs to the worker. One event source per queue: a batch never
+    /// mixes them. If one does, the pairs are redelivered alone.
+    async fn queue_batch(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
+        let (pairs, jobs): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|(_, body)| SweepRequest::from_json(body).is_some());
+        if jobs.is_empty() {
+            return self.sweep_pairs(pairs, stop).await;
+        }
+        let mut v = self.cleanup_batch(jobs, &stop).await;
+        let failures = v["batchItemFailures"]
+            .as_array_mut()
+            .expect("a batch response");
+        failures.extend(
+            pairs
                 .into_iter()
-                .partition(|(_, body)| SweepRequest::from_json(body).is_some());
-            if jobs.is_empty() {
-                return Ok(self.sweep_pairs(pairs, exec).await);
-            }
-            if !pairs.is_empty() {
-                // One event source per queue: a batch never mixes them. If it does, the
-                // pairs are redelivered alone.
-                let mut v = self.cleanup_batch(jobs, &exec.stop).await;
-                let failures = v["batchItemFailures"]
-                    .as_array_mut()
-                    .expect("a batch response");
-                failures.extend(
-                    pairs
-                        .into_iter()
-                        .map(|(id, _)| json!({"itemIdentifier": id})),
-                );
-                return Ok(v);
-            }
-            return Ok(self.cleanup_batch(jobs, &exec.stop).await);
-        }
+                .map(|(id, _)| json!({"itemIdentifier": id})),
+        );
+        v
+    }
+
+    /// A schedule, a manual invocation or an image event: the sweep it asks for, within the
+    /// deployment's ceiling (an organization's is dispatched), or why it is ignored.
+    async fn sweep(&self, trigger: Trigger, stop: Stop) -> Result<Value, HandlerError> {
         let Request { policy, mandate } = match self.request(trigger).await? {
             Ok(r) => r,
-            Err(why) => {
-                tracing::info!(reason = %why, "ignored");
-                return Ok(serde_json::json!({"ignored": why}));
-            }
+            Err(why) => return Ok(ignored(why)),
         };
         let regions: Vec<String> = mandate.regions.iter().cloned().collect();
         if regions.is_empty() {
             return Err(HandlerError::Region(crate::app::run::NoRegion.to_string()));
         }
         let dry_run = mandate.dry_run;
-        exec.mandate = Some(Arc::new(mandate));
+        let exec = ExecConfig {
+            stop,
+            mandate: Some(Arc::new(mandate)),
+            ..Default::default()
+        };
         let opts = self
             .config
             .sweep_options(regions.clone(), dry_run, exec, chrono::Utc::now());
@@ -383,21 +385,12 @@ impl Handler {
             return self.organization(&policy, &regions, &opts).await;
         }
         let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = epoch_ms();
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
         let lines =
             std::iter::once(report.emf_line(now_ms)).chain(report.emf_rule_lines(now_ms, &[]));
-        for line in lines {
-            if self.config.in_lambda {
-                println!("{line}");
-            } else {
-                eprintln!("{line}");
-            }
-        }
+        self.emit(lines);
         self.notify(&policy, None, &report).await;
         let failures = report.totals.failures;
         let value = serde_json::to_value(&report).expect("report serializes");
@@ -408,6 +401,18 @@ impl Handler {
             });
         }
         Ok(value)
+    }
+
+    /// Writes metric lines where CloudWatch reads them: stdout in Lambda, stderr under
+    /// `invoke` (whose stdout is the response).
+    fn emit(&self, lines: impl Iterator<Item = String>) {
+        for line in lines {
+            if self.config.in_lambda {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
     }
 
     /// A policy naming `accounts`: with a sweep queue, one message per (account, region)
@@ -460,6 +465,7 @@ impl Handler {
                     region: p.region.clone(),
                     run: run.clone(),
                     mandate: None,
+                    chain: None,
                 };
                 format!("s3://{b}/{}", request.report_key())
             });
@@ -481,7 +487,8 @@ impl Handler {
     /// pair that ran (even if it failed, say its role is missing) is done: its report says
     /// why. A refused message goes to the sweep queue's dead-letter queue with the reason
     /// (`SWEEP_DLQ_URL`), else it is redelivered until the redrive policy moves it there.
-    async fn sweep_pairs(&self, records: Vec<(String, String)>, exec: ExecConfig) -> Value {
+    /// A continuation is checked the same way, with its chain ([`crate::chain`]).
+    async fn sweep_pairs(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let checked = match self.configured_policy().await {
             Ok(p) => {
@@ -509,42 +516,63 @@ impl Handler {
                 .unwrap_or_default(),
             crate::policy::SharedRule::Keep => Vec::new(),
         };
+        let checks = PairChecks {
+            policy: &policy,
+            ceiling: &ceiling,
+            members: members.as_ref(),
+            siblings: &siblings,
+        };
         for (id, body) in records {
-            let request = match admit_pair(&body, &ceiling, members.as_ref()) {
-                Ok(request) => request,
-                Err(why) => {
-                    tracing::error!(message_id = %id, reason = %why, "sweep request refused");
-                    let dlq = self.config.sweep_dead_letter_url.as_deref();
-                    if !self.refuse(dlq, &id, &body, &why).await {
-                        response.add_failure(id);
-                    }
-                    continue;
-                }
-            };
-            let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
-            let opts = self.config.sweep_options(
-                vec![request.region.clone()],
-                dry_run,
-                exec.clone(),
-                chrono::Utc::now(),
-            );
-            let bucket = self.config.report_bucket.as_deref();
-            let pair =
-                org::sweep_pair(&self.clients, &policy, &request, &siblings, &opts, bucket).await;
-            self.emit_pairs(std::slice::from_ref(&pair));
-            if let Some(r) = &pair.report {
-                let key = bucket.map(|b| format!("s3://{b}/{}", request.report_key()));
-                self.notify(&policy, Some((&pair.account, key)), r).await;
-            }
-            if pair
-                .error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("the report could not be written"))
-            {
+            if !self.sweep_request(&checks, &id, &body, &stop).await {
                 response.add_failure(id);
             }
         }
         serde_json::to_value(&response).expect("batch response serializes")
+    }
+
+    /// One sweep-queue message: checked, then one link of its pair's chain; the chain's
+    /// one summary when it ended. `false` when the message must be redelivered.
+    async fn sweep_request(&self, c: &PairChecks<'_>, id: &str, body: &str, stop: &Stop) -> bool {
+        let verdict = admit_pair(body, c.ceiling, c.members)
+            .and_then(|r| chain_admitted(r.chain.as_ref()).map(|()| r));
+        let request = match verdict {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::error!(message_id = %id, reason = %why, "sweep request refused");
+                let dlq = self.config.sweep_dead_letter_url.as_deref();
+                return self.refuse(dlq, id, body, &why).await;
+            }
+        };
+        let dry_run = request.mandate.as_ref().is_some_and(|m| m.dry_run);
+        let exec = ExecConfig {
+            stop: stop.clone(),
+            ..Default::default()
+        };
+        let opts = self.config.sweep_options(
+            vec![request.region.clone()],
+            dry_run,
+            exec,
+            chrono::Utc::now(),
+        );
+        let bucket = self.config.report_bucket.as_deref();
+        let at = continuation::Place {
+            hub: &self.clients,
+            bucket,
+            queue: self.config.sweep_queue_url.as_deref(),
+        };
+        let linked = continuation::run_link(at, c.policy, &request, c.siblings, &opts).await;
+        let pair = &linked.pair;
+        self.emit_pairs(std::slice::from_ref(pair));
+        if let (Some(r), Some(_)) = (&pair.report, linked.ended) {
+            let key = bucket.map(|b| format!("s3://{b}/{}", request.report_key()));
+            let summary = continuation::with_chain_totals(r, request.chain.as_ref());
+            self.notify(c.policy, Some((&pair.account, key)), &summary)
+                .await;
+        }
+        !pair
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(org::REPORT_NOT_WRITTEN))
     }
 
     /// Sends a refused message to `dlq` with the reason; `true` when it is there (the
@@ -597,10 +625,7 @@ impl Handler {
     /// One summary line per pair in the logs, and its metrics with `Account` and `Region`
     /// dimensions.
     fn emit_pairs(&self, pairs: &[org::PairReport]) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = epoch_ms();
         for p in pairs {
             tracing::info!(account = %p.account, region = %p.region, failures = p.failures(), error = ?p.error, "pair");
             if let Some(r) = &p.report {
@@ -610,13 +635,7 @@ impl Handler {
                 ];
                 let lines = std::iter::once(r.emf_line_with(now_ms, &dims))
                     .chain(r.emf_rule_lines(now_ms, &dims));
-                for line in lines {
-                    if self.config.in_lambda {
-                        println!("{line}");
-                    } else {
-                        eprintln!("{line}");
-                    }
-                }
+                self.emit(lines);
             }
         }
     }
@@ -698,6 +717,56 @@ impl Handler {
         }
         serde_json::to_value(&response).expect("batch response serializes")
     }
+}
+
+/// The cleanup worker runs cleanup jobs and nothing else: a schedule, an event or a sweep
+/// request sent to it is refused (a sweep request reads as a malformed job).
+fn worker_refuses(trigger: &Trigger) -> HandlerError {
+    HandlerError::Event(EventError(format!(
+        "this function runs cleanup jobs only; a {} trigger is refused",
+        trigger_name(trigger)
+    )))
+}
+
+/// The answer to an event the deployment does not act on.
+fn ignored(why: String) -> Value {
+    tracing::info!(reason = %why, "ignored");
+    json!({ "ignored": why })
+}
+
+/// Milliseconds since the epoch (metric lines' timestamps).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a pair sweeper checks each sweep-queue message against, read once per batch.
+struct PairChecks<'a> {
+    policy: &'a Policy,
+    ceiling: &'a Mandate,
+    members: Option<&'a BTreeSet<String>>,
+    siblings: &'a [String],
+}
+
+/// A continuation's chain must be readable and within its bound; a first run has none.
+fn chain_admitted(chain: Option<&crate::chain::Chain>) -> Result<(), String> {
+    let Some(c) = chain else { return Ok(()) };
+    if c.planned_at().is_none() {
+        return Err(format!(
+            "the continuation's chain instant {:?} cannot be read; nothing was done",
+            c.planned_at
+        ));
+    }
+    if c.link == 0 || c.link >= crate::chain::MAX_LINKS {
+        return Err(format!(
+            "the continuation's link {} is outside its chain's bound (1 to {}); nothing was done",
+            c.link,
+            crate::chain::MAX_LINKS - 1
+        ));
+    }
+    Ok(())
 }
 
 /// The request of a message the batch's partition took for a sweep request, if it can be

@@ -111,6 +111,9 @@ fn fold_note(d: &Decision) -> Option<String> {
         return None;
     }
     let mut notes = Vec::new();
+    if let Some(t) = &d.thinning {
+        notes.push(t.window());
+    }
     if d.snapshots
         .iter()
         .any(|s| s.reason == Some(RetainReason::CleanupDisabled))
@@ -396,6 +399,14 @@ pub(crate) fn decision_notes(d: &Decision) -> Vec<String> {
             s.shared_with.join(" ")
         ));
     }
+    if let Some(t) = &d.thinning {
+        let period = if t.period.is_empty() {
+            String::new()
+        } else {
+            format!(", period {}", t.period)
+        };
+        notes.push(format!("window {}{period}", t.window()));
+    }
     if let Some(t) = d.eligible_at {
         notes.push(format!("retiring: may go on from {}", format_instant(t)));
     }
@@ -451,12 +462,18 @@ pub fn summary_lines(plan: &Plan) -> String {
     let reasons: Vec<String> = s
         .by_reason
         .iter()
-        .filter(|(r, _)| r.as_str() != "expired")
+        .filter(|(r, _)| !r.condemns())
         .map(|(r, n)| format!("{} {n}", r.as_str()))
         .collect();
     let total = s.deregister + s.keep + s.deprecate + s.disable + s.enable;
+    let thinned = s.by_reason.get(&Reason::Thinned).copied().unwrap_or(0);
+    let of_them = if thinned > 0 {
+        format!(" ({thinned} thinned)")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "plan at {}: {}, {} to deregister, {} to keep",
+        "plan at {}: {}, {} to deregister{of_them}, {} to keep",
         format_instant(plan.now),
         plural(total, "image", "images"),
         s.deregister,
@@ -1147,6 +1164,7 @@ mod tests {
                     reasons: d.reasons.clone(),
                     outcome: (d.action != Action::Keep).then_some(Outcome::Planned),
                     error: None,
+                    thinning: d.thinning.clone(),
                 })
                 .collect();
             region.plan = Some(plan.summary.clone());
@@ -1166,10 +1184,9 @@ mod tests {
             r
         });
         crate::app::org::PairReport {
-            account: account.into(),
-            region: "us-east-1".into(),
             error: error.map(str::to_string),
             report,
+            ..crate::app::org::PairReport::new(account, "us-east-1")
         }
     }
 
@@ -1227,6 +1244,7 @@ mod tests {
                         Outcome::Deregistered
                     }),
                     error: failed.then(|| "DeregisterImage: UnauthorizedOperation: denied".into()),
+                    thinning: None,
                 }
             })
             .collect();

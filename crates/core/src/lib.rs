@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod coming;
 pub mod events;
 pub mod fields;
@@ -29,6 +30,7 @@ pub mod recycle_bin;
 pub mod retire;
 pub mod storage;
 pub mod strict;
+pub mod thinning;
 pub mod time;
 pub mod verify;
 

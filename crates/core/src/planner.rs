@@ -16,6 +16,7 @@ use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, RetireStep, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
+use crate::thinning::{window_of, Period, ThinNote};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -60,6 +61,11 @@ pub enum Reason {
     RecentlyLaunched,
     /// Rule 11: `recycle_bin: "require"` and no Recycle Bin rule would retain it.
     NoRecycleBinRule,
+    /// Thinning: younger than its rule's first `retention.thin` window.
+    BeforeThinning,
+    /// Thinning: the newest image of its calendar period in its window (the decision's
+    /// `thinning` names the window and the period).
+    KeptByThinning,
     /// Rule 12: past `max_deregistrations` for this run.
     OverLimit,
     /// Rule 13: condemned, and going through `retire`'s stages (deprecated or disabled,
@@ -67,6 +73,9 @@ pub enum Reason {
     Retiring,
     /// Rule 14: nothing keeps it.
     Expired,
+    /// Rule 14, under thinning: in a `retention.thin` window and not the newest of its
+    /// period there (or in a `none` window); deregistered like an expired image.
+    Thinned,
 }
 
 impl Reason {
@@ -84,10 +93,18 @@ impl Reason {
             Self::Shared => "shared",
             Self::RecentlyLaunched => "recently_launched",
             Self::NoRecycleBinRule => "no_recycle_bin_rule",
+            Self::BeforeThinning => "before_thinning",
+            Self::KeptByThinning => "kept_by_thinning",
             Self::OverLimit => "over_limit",
             Self::Retiring => "retiring",
             Self::Expired => "expired",
+            Self::Thinned => "thinned",
         }
+    }
+
+    /// Whether this deciding reason condemns the image (`expired` or `thinned`).
+    pub fn condemns(self) -> bool {
+        matches!(self, Self::Expired | Self::Thinned)
     }
 }
 
@@ -224,6 +241,10 @@ pub struct Decision {
     /// `enable` (decided here, with the plan, so every path makes the same one).
     #[serde(skip)]
     pub step: Option<RetireStep>,
+    /// Under `retention.thin`, for images old enough to be in a window: the window and the
+    /// period the image represents (`kept_by_thinning`) or lost in (`thinned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinning: Option<ThinNote>,
 }
 
 impl Decision {
@@ -445,9 +466,20 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
             (r, _) => vec![r.unwrap_or(Reason::NotSelected)],
         })
         .collect();
+    let thin = apply_thinning(policy, &seen, &rule_of, &early, &groups, &mut reasons, now);
     apply_limit(policy, images, &mut reasons);
     let stages = apply_retirement(policy, images, &rule_of, &mut reasons, now);
-    let decisions = decide(policy, inventory, &rule_of, &groups, reasons, &stages, now);
+    thin.name_thinned(&mut reasons);
+    let ctx = DecideContext {
+        policy,
+        inventory,
+        rule_of: &rule_of,
+        groups: &groups,
+        stages: &stages,
+        notes: thin.notes,
+        now,
+    };
+    let decisions = decide(ctx, reasons);
     let summary = summarize(&decisions);
     let warnings = plan_warnings(inventory, &decisions);
     Plan {
@@ -493,8 +525,8 @@ fn kept_by_count(
     }
     let mut by_group: HashMap<(usize, &[&str]), Vec<usize>> = HashMap::default();
     for (i, img) in images.iter().enumerate() {
-        if let (None, Some(rule)) = (early[i], rule_of[i]) {
-            if img.state == ImageState::Available && policy.rules[rule].retention.keep_count > 0 {
+        if let (true, Some(rule)) = (counted(img, early[i]), rule_of[i]) {
+            if policy.rules[rule].retention.keep_count > 0 {
                 by_group
                     .entry((rule, groups[i].as_slice()))
                     .or_default()
@@ -510,6 +542,107 @@ fn kept_by_count(
         }
     }
     kept
+}
+
+/// Whether `keep_count` (and thinning's choice of a period's newest) counts an image that
+/// a rule selects: it passed rules 1-4 and is available as the rules see it
+/// ([`retire::as_it_was`]: an image the sweeper is retiring counts).
+fn counted(img: &Image, early: Option<Reason>) -> bool {
+    early.is_none() && img.state == ImageState::Available
+}
+
+/// What the thinning step decided: each image's window note, and which images it
+/// condemns (left without a keep reason, for rule 12 to take or hold).
+struct Thinning {
+    notes: Vec<Option<ThinNote>>,
+    thinned: Vec<bool>,
+}
+
+impl Thinning {
+    /// Names the deciding reason of the images thinning condemned: `thinned`, not
+    /// `expired` (held ones stay `over_limit`, retiring ones `retiring`).
+    fn name_thinned(&self, reasons: &mut [Vec<Reason>]) {
+        for (r, thinned) in reasons.iter_mut().zip(&self.thinned) {
+            if *thinned && r[0] == Reason::Expired {
+                r[0] = Reason::Thinned;
+            }
+        }
+    }
+}
+
+/// A period's representative under one rule, lineage and unit: keyed by those and the
+/// period, the newest counted image (its age and id, then its index).
+type PeriodKey<'a> = (usize, &'a [&'a str], Period, i64);
+
+/// Thinning (`retention.thin`), for images of a rule with windows that passed rules 1-4:
+/// younger than the first window, `before_thinning`; in a window, `kept_by_thinning` when
+/// it is the newest of its calendar period among its lineage's counted images (whatever
+/// window those are in), else thinned; under `none`, thinned. Protections and rules 5-10
+/// still keep a thinned image; its note says which window it is in.
+fn apply_thinning<'a>(
+    policy: &Policy,
+    images: &'a [Cow<'a, Image>],
+    rule_of: &[Option<usize>],
+    early: &[Option<Reason>],
+    groups: &'a [Vec<&'a str>],
+    reasons: &mut [Vec<Reason>],
+    now: Timestamp,
+) -> Thinning {
+    let mut out = Thinning {
+        notes: vec![None; images.len()],
+        thinned: vec![false; images.len()],
+    };
+    if policy.rules.iter().all(|r| r.retention.thin.is_empty()) {
+        return out;
+    }
+    let windows = |i: usize| {
+        rule_of[i]
+            .filter(|_| early[i].is_none())
+            .map(|r| (r, policy.rules[r].retention.thin.as_slice()))
+            .filter(|(_, w)| !w.is_empty())
+    };
+    let mut newest: HashMap<PeriodKey<'a>, (Timestamp, &'a str, usize)> = HashMap::default();
+    for (i, img) in images.iter().enumerate() {
+        let Some((rule, ws)) = windows(i).filter(|_| counted(img, early[i])) else {
+            continue;
+        };
+        let mut units: Vec<Period> = ws.iter().map(|w| w.keep_one_per).collect();
+        units.sort_unstable();
+        units.dedup();
+        for unit in units {
+            let Some(period) = unit.key(img.creation_date) else {
+                continue;
+            };
+            let slot = newest
+                .entry((rule, groups[i].as_slice(), unit, period))
+                .or_insert((img.creation_date, &img.id, i));
+            if newest_first(by_age(img), (slot.0, slot.1)).is_lt() {
+                *slot = (img.creation_date, &img.id, i);
+            }
+        }
+    }
+    for (i, img) in images.iter().enumerate() {
+        let Some((rule, ws)) = windows(i) else {
+            continue;
+        };
+        let Some(w) = window_of(ws, img.creation_date, now).map(|w| &ws[w]) else {
+            reasons[i].push(Reason::BeforeThinning);
+            continue;
+        };
+        out.notes[i] = Some(ThinNote::new(w, img.creation_date));
+        let unit = w.keep_one_per;
+        let representative = unit.key(img.creation_date).is_some_and(|period| {
+            newest
+                .get(&(rule, groups[i].as_slice(), unit, period))
+                .is_some_and(|&(_, _, n)| n == i)
+        });
+        if representative {
+            reasons[i].push(Reason::KeptByThinning);
+        } else {
+            out.thinned[i] = true;
+        }
+    }
+    out
 }
 
 /// The instants rules 6 and 10 compare against, computed once per rule and plan.
@@ -670,18 +803,31 @@ fn apply_retirement(
         .collect()
 }
 
-/// One decision per image, in display order, with the storage plans of condemned ones.
-fn decide(
-    policy: &Policy,
-    inventory: &Inventory,
-    rule_of: &[Option<usize>],
-    groups: &[Vec<&str>],
-    mut reasons: Vec<Vec<Reason>>,
-    stages: &[Option<Staged>],
+/// What the decisions of one plan are made from, besides the reasons.
+struct DecideContext<'a> {
+    policy: &'a Policy,
+    inventory: &'a Inventory,
+    rule_of: &'a [Option<usize>],
+    groups: &'a [Vec<&'a str>],
+    stages: &'a [Option<Staged>],
+    /// Thinning's window notes, taken into the decisions.
+    notes: Vec<Option<ThinNote>>,
     now: Timestamp,
-) -> Vec<Decision> {
+}
+
+/// One decision per image, in display order, with the storage plans of condemned ones.
+fn decide(dc: DecideContext<'_>, mut reasons: Vec<Vec<Reason>>) -> Vec<Decision> {
+    let DecideContext {
+        policy,
+        inventory,
+        rule_of,
+        groups,
+        stages,
+        mut notes,
+        now,
+    } = dc;
     let images = inventory.images();
-    let condemned: Vec<bool> = reasons.iter().map(|r| r[0] == Reason::Expired).collect();
+    let condemned: Vec<bool> = reasons.iter().map(|r| r[0].condemns()).collect();
     let storage = StorageIndex::new(images);
     // Until when each condemned image entering the Recycle Bin stays restorable, by id.
     let exits: HashMap<&str, Timestamp> = images
@@ -711,7 +857,7 @@ fn decide(
         .map(|i| {
             let img = &images[i];
             let reasons = std::mem::take(&mut reasons[i]);
-            let deregister = reasons[0] == Reason::Expired;
+            let deregister = reasons[0].condemns();
             let (action, eligible_at, step) = match stages[i] {
                 Some(staged) => staged,
                 None if deregister => (Action::Deregister, None, None),
@@ -759,6 +905,7 @@ fn decide(
                 },
                 recycle_bin,
                 reasons,
+                thinning: notes[i].take(),
             }
         })
         .collect()

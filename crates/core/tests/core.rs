@@ -3,10 +3,13 @@
 
 mod common;
 
+mod chain_props;
 mod layers;
 mod mandate_props;
 mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;
 mod planner_rules;
+mod planner_thinning;
+mod planner_thinning_props;
 mod retire_props;

@@ -42,12 +42,12 @@ prop_compose! {
     }
 }
 
-fn arb_estate() -> impl Strategy<Value = Vec<Image>> {
+pub(crate) fn arb_estate() -> impl Strategy<Value = Vec<Image>> {
     (1..24usize).prop_flat_map(|n| (0..n).map(arb_image).collect::<Vec<_>>())
 }
 
 prop_compose! {
-    fn arb_policy()(
+    pub(crate) fn arb_policy()(
         selects in prop::option::of(0..2usize),
         keep in 0..3u64,
         grouped in any::<bool>(),

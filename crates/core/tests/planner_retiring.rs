@@ -253,3 +253,41 @@ fn the_lint_warns_about_state_conditions_beside_retirement() {
     ));
     assert!(no_retirement.is_empty(), "{no_retirement:?}");
 }
+
+/// Thinning counts what `keep_count` counts: an image the sweeper is retiring (thinned
+/// while a newer image of its month was there) is its month's representative again once
+/// that newer image is deregistered by hand, and is enabled, not left to its wait.
+#[test]
+fn thinning_counts_the_images_the_sweeper_is_retiring() {
+    let thin = r#"{"retention": {"min_age_days": 1,
+                     "thin": [{"after_days": 14, "keep_one_per": "month"}]},
+                   "retire": {"disable_for_days": 14}}"#;
+    let october = |id: &str, day: u32| {
+        let created = ami_sweeper_core::time::parse_instant(&format!("2026-10-{day:02}T12:00:00Z"));
+        img(id, id, 0).created(created.unwrap())
+    };
+    let p = run(
+        thin,
+        vec![october("ami-old", 5)
+            .state("disabled")
+            .tag(DISABLED_AT, &days_ago(2))
+            .build()],
+    );
+    let d = decision(&p, "ami-old");
+    assert_eq!(
+        (d.action, d.reason()),
+        (Action::Enable, Reason::KeptByThinning),
+        "the month's only image, retiring, is its representative again"
+    );
+    let by_hand = run(
+        thin,
+        vec![
+            october("ami-new", 20).build(),
+            october("ami-old", 5).state("disabled").build(),
+        ],
+    );
+    assert_eq!(
+        decision(&by_hand, "ami-new").reason(),
+        Reason::KeptByThinning
+    );
+}

@@ -59,6 +59,95 @@ impl S3 {
     }
 }
 
+/// How a lease write must find the object: absent, or exactly as last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-None-Match: *`: only if no object is there.
+    Absent,
+    /// `If-Match: <etag>`: only if the object is still the one read.
+    Unchanged(String),
+}
+
+impl S3 {
+    /// Reads a small object and its ETag (a pair's lease); `None` when there is none.
+    pub async fn get_with_etag(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, AwsError> {
+        self.calls.record("GetObject");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let e = from_sdk("GetObject", e);
+                return if e.is("NoSuchKey") { Ok(None) } else { Err(e) };
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| AwsError {
+            operation: "GetObject",
+            code: None,
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(Some((body.to_vec(), etag)))
+    }
+
+    /// Writes an object only if `condition` holds (S3's conditional writes): its new ETag,
+    /// or `None` when another writer got there first (`PreconditionFailed`, or a
+    /// conflicting concurrent write).
+    pub async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        condition: &Precondition,
+    ) -> Result<Option<String>, AwsError> {
+        self.calls.record("PutObject");
+        let put = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into());
+        let put = match condition {
+            Precondition::Absent => put.if_none_match("*"),
+            Precondition::Unchanged(etag) => put.if_match(etag),
+        };
+        match put.send().await {
+            Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+            Err(e) => {
+                let e = from_sdk("PutObject", e);
+                if e.is("PreconditionFailed") || e.is("ConditionalRequestConflict") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Deletes one object (a released lease); deleting what is gone succeeds.
+    pub async fn delete_key(&self, bucket: &str, key: &str) -> Result<(), AwsError> {
+        self.calls.record("DeleteObject");
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| from_sdk("DeleteObject", e))
+            .map(|_| ())
+    }
+}
+
 impl BundleStore for S3 {
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         self.calls.record("GetObject");

@@ -174,9 +174,13 @@ pub(crate) struct SweepArgs {
     /// run's as `reports/RUN/ACCOUNT/report.json` (`self` without `AMI_SWEEPER_ACCOUNT_ID`).
     #[arg(long)]
     pub(crate) report_bucket: Option<String>,
-    /// With a policy naming `accounts`: (account, region) pairs swept at once.
-    #[arg(long, default_value_t = 4)]
-    pub(crate) account_concurrency: usize,
+    /// With a policy naming `accounts`: (account, region) pairs swept at once. Default:
+    /// every pair of the run at once (each pair has its own EC2 buckets), up to the bound
+    /// this machine sets: each pair holds its inventory in memory and its own connections,
+    /// so one pair per 16 of three quarters of the open files the process may hold (48
+    /// under the usual 1,024), and never more than 256.
+    #[arg(long)]
+    pub(crate) account_concurrency: Option<usize>,
     /// The instant ages are measured from (RFC 3339); default: now.
     #[arg(long)]
     pub(crate) now: Option<String>,

@@ -129,13 +129,17 @@ async fn org_sweep(
             status: EXIT_FAILED,
             message: format!("the policy's accounts could not be listed: {e}"),
         })?;
+    let pairs = accounts.len() * regions.len();
+    let concurrency = args
+        .account_concurrency
+        .unwrap_or_else(|| org::default_concurrency(pairs, open_files_limit()));
     let report = org::run_org_sweep(
         &hub,
         policy,
         &accounts,
         &regions,
         &opts,
-        args.account_concurrency,
+        concurrency,
         report_bucket.as_deref(),
     )
     .await;
@@ -161,6 +165,14 @@ async fn org_sweep(
 
 /// Where the whole report is when nothing was written to a bucket.
 const JSON_HINT: &str = "The whole report: the same command with `--format json`.";
+
+/// The soft limit on open files this process may hold (`/proc/self/limits`), `None` where
+/// it cannot be read: the machine's bound on pairs swept at once.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
 
 /// The pace flags: calls per second at least [`MIN_RATE`], a queue delay SQS accepts.
 fn check_pace(

@@ -14,6 +14,7 @@
 use serde::Serialize;
 
 use super::{Condition, GroupBy, Policy, Rule};
+use crate::thinning::Period;
 
 /// One thing the lint found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +43,42 @@ pub enum Finding {
         /// The first rule with `retire` stages.
         retiring: String,
     },
+    /// A `retention.thin` window of `rule` that can never keep anything by thinning:
+    /// every image reaching it was already deregistered by an earlier `none` window, or
+    /// `min_age_days` keeps every image while it is in the window.
+    WindowNeverKeeps {
+        /// The rule.
+        rule: String,
+        /// The window's position in `thin`.
+        window: usize,
+        /// Why, in a few words.
+        why: String,
+    },
+    /// A window of `rule` whose unit is not coarser than an earlier window's: its periods
+    /// overlap that window's, so it can keep nothing the earlier one did not.
+    WindowNotCoarser {
+        /// The rule.
+        rule: String,
+        /// The window's position in `thin`.
+        window: usize,
+        /// The earlier window's position.
+        earlier: usize,
+    },
+    /// A window of `rule` shorter than its longest period: an image it keeps can be
+    /// thinned later in the same window, when a newer image of the still-running period
+    /// comes (after a gap in the lineage).
+    WindowShorterThanPeriod {
+        /// The rule.
+        rule: String,
+        /// The window's position in `thin`.
+        window: usize,
+    },
+    /// `min_age_days` of `rule` is larger than its first window's `after_days`: images
+    /// enter that window while they are still kept as too young.
+    MinAgeBeyondFirstWindow {
+        /// The rule.
+        rule: String,
+    },
 }
 
 impl Finding {
@@ -67,6 +104,27 @@ impl Finding {
                  the rules judge an image ami-sweeper is retiring as it was before its own \
                  calls (an image it disabled reads `available` and stays with the rule that \
                  disabled it), so {rule:?}'s `state` sees only what others did"
+            ),
+            Self::WindowNeverKeeps { rule, window, why } => {
+                format!("rule {rule:?}: retention.thin[{window}] can never keep anything: {why}")
+            }
+            Self::WindowNotCoarser {
+                rule,
+                window,
+                earlier,
+            } => format!(
+                "rule {rule:?}: retention.thin[{window}] keeps one per a unit no coarser than \
+                 retention.thin[{earlier}]'s, so its periods overlap that window's and it keeps \
+                 nothing more"
+            ),
+            Self::WindowShorterThanPeriod { rule, window } => format!(
+                "rule {rule:?}: retention.thin[{window}].after_days is shorter than its \
+                 longest period, so an image it keeps may be thinned later in the same window \
+                 when a newer image of the running period comes"
+            ),
+            Self::MinAgeBeyondFirstWindow { rule } => format!(
+                "rule {rule:?}: min_age_days is larger than retention.thin[0].after_days, so \
+                 images enter thinning while they are kept as too young"
             ),
         }
     }
@@ -115,6 +173,9 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
             }
         }
     }
+    for rule in rules {
+        thin_findings(rule, &mut out);
+    }
     out
 }
 
@@ -125,6 +186,48 @@ fn tests_state(c: &Condition) -> bool {
         Condition::All(cs) | Condition::Any(cs) => cs.iter().any(tests_state),
         Condition::Not(c) => tests_state(c),
         _ => false,
+    }
+}
+
+/// The findings about one rule's `retention.thin` windows, in window order.
+fn thin_findings(rule: &Rule, out: &mut Vec<Finding>) {
+    let ret = &rule.retention;
+    let (ws, name) = (&ret.thin, || rule.name.clone());
+    if ws.first().is_some_and(|w| ret.min_age_days > w.after_days) {
+        out.push(Finding::MinAgeBeyondFirstWindow { rule: name() });
+    }
+    for (k, w) in ws.iter().enumerate() {
+        let until = ws.get(k + 1).map(|n| n.after_days);
+        let why = if ws[..k].iter().any(|e| e.keep_one_per == Period::None) {
+            Some("an earlier `none` window deregisters every image before it gets here")
+        } else if until.is_some_and(|u| u <= ret.min_age_days) {
+            Some("min_age_days keeps every image for as long as it is in this window")
+        } else {
+            None
+        };
+        if let Some(why) = why.filter(|_| w.keep_one_per != Period::None) {
+            out.push(Finding::WindowNeverKeeps {
+                rule: name(),
+                window: k,
+                why: why.to_string(),
+            });
+            continue;
+        }
+        if let Some(e) = ws[..k].iter().rposition(|e| {
+            e.keep_one_per != Period::None && !e.keep_one_per.is_finer_than(w.keep_one_per)
+        }) {
+            out.push(Finding::WindowNotCoarser {
+                rule: name(),
+                window: k,
+                earlier: e,
+            });
+        }
+        if w.after_days < w.keep_one_per.max_days() {
+            out.push(Finding::WindowShorterThanPeriod {
+                rule: name(),
+                window: k,
+            });
+        }
     }
 }
 

@@ -242,6 +242,12 @@ pub struct Retention {
     )]
     #[schemars(range(min = 0))]
     pub launched_within_days: Option<u64>,
+    /// Thinning windows by age, `after_days` strictly increasing: an image at least a
+    /// window's `after_days` old (and younger than the next's) is kept only if it is the
+    /// newest of its calendar period (`keep_one_per`: `day`, `week`, `month`, `quarter`,
+    /// `year`; `none` keeps none) in its lineage; otherwise it goes as `thinned`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thin: Vec<crate::thinning::Window>,
 }
 
 /// The group (lineage) key of an image.
@@ -763,6 +769,18 @@ impl Policy {
                      the newest of each lineage; set keep_count or min_age_days, or add \
                      \"acknowledge\": [\"no_minimum_age\"]",
                 ));
+            }
+            for (j, pair) in ret.thin.windows(2).enumerate() {
+                if pair[1].after_days <= pair[0].after_days {
+                    return Err(PolicyError::new(
+                        at(&format!("retention.thin[{}].after_days", j + 1)),
+                        format!(
+                            "{} is not more than the window before it ({}); after_days must \
+                             strictly increase",
+                            pair[1].after_days, pair[0].after_days
+                        ),
+                    ));
+                }
             }
             for (field, map) in [
                 ("selection.tags", &rule.selection.tags),
