@@ -880,7 +880,14 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     let mut report = RegionReport::new(region);
     // One Describe pacer for the region: the listings' pages, then the lookups and checks.
     let describe = Arc::new(region_pacer(policy, cfg, ratelimit::DESCRIBE));
-    let metered = account.metered(describe.clone());
+    // The other services' usage sources: a pacer per service, on their own limits.
+    let services =
+        [ratelimit::CLOUDFORMATION, ratelimit::EMR].map(|b| Arc::new(region_pacer(policy, cfg, b)));
+    let meters = crate::ports::ServiceMeters {
+        cloudformation: services[0].clone(),
+        emr: services[1].clone(),
+    };
+    let metered = account.metered(describe.clone()).service_metered(&meters);
     let account = &metered;
     // The queue is checked while the inventory is read (one round trip less before the
     // first deregistration); an incomplete inventory is still the region's first error.
@@ -939,6 +946,10 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     report.reference_check = ex.references;
     report.shared_judged_by = ex.shared_judged_by;
     report.pacing.extend(ex.pacing);
+    // Reported when they met a throttle (an estate without these users never calls them).
+    for p in services.iter().filter(|p| p.report().throttles > 0) {
+        report.pacing.insert(p.bucket(), p.report());
+    }
     if let Some(e) = ex.error {
         report.error = Some(e);
     }
