@@ -350,6 +350,7 @@ pub enum UsageKind {
     SharedAccount,
     /// A CloudFormation stack whose parameter (or, with `usage.cloudformation_templates`,
     /// template) names the image: its next update or scale-out launches it.
+    #[serde(rename = "cloudformation_stack")]
     CloudFormationStack,
     /// An EMR cluster that can still launch nodes (`CustomAmiId`, its own or a group's).
     EmrCluster,
