@@ -319,3 +319,98 @@ async fn a_source_throttled_until_the_deadline_stops_the_region_unchanged() {
         assert_eq!(image_ids(&moto.config().await).await.len(), 2, "{fault}");
     }
 }
+
+fn referencing(places: &[&str]) -> Policy {
+    let p = json!({"dry_run": false, "retention": {"min_age_days": 30},
+                   "usage": {"reference_objects": places}});
+    Policy::from_json(&p.to_string()).unwrap()
+}
+
+/// Terraform state and a Packer manifest under `s3://terraform-state/prod/` keep images 1
+/// and 2 (with where each id was found); an object outside the prefix keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_objects_keep_the_images_they_name_and_fail_closed() {
+    let moto = Moto::start(Some(seed(3)));
+    let config = moto.config().await;
+    let s3 = crate::moto::s3(&config);
+    s3.create_bucket()
+        .bucket("terraform-state")
+        .send()
+        .await
+        .unwrap();
+    let state = json!({"version": 4, "terraform_version": "1.9.5", "resources": [
+        {"mode": "managed", "type": "aws_instance", "name": "web",
+         "instances": [{"attributes": {"ami": ami(1)}}]}]});
+    let manifest =
+        json!({"builds": [{"name": "golden", "artifact_id": format!("us-east-1:{}", ami(2))}]});
+    for (key, body) in [
+        ("prod/app.tfstate", state.to_string()),
+        ("prod/packer-manifest.json", manifest.to_string()),
+        (
+            "staging/app.tfstate",
+            format!("{{\"ami\": \"{}\"}}", ami(3)),
+        ),
+    ] {
+        s3.put_object()
+            .bucket("terraform-state")
+            .key(key)
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let policy = referencing(&["s3://terraform-state/prod/"]);
+
+    // Refused (denied, then throttled until the deadline): every region stops unchanged.
+    let refusals = [
+        json!({"id": "app.tfstate", "status": 403, "code": "AccessDenied", "message": "Access Denied"}),
+        json!({"id": "app.tfstate", "status": 503, "code": "SlowDown", "message": "Please reduce your request rate."}),
+    ];
+    for fault in refusals {
+        moto.front().set_faults(json!([fault]));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let report = sweep_until(&moto, &policy, Stop::with_deadline(Some(deadline))).await;
+        let err = region(&report).error.clone().unwrap_or_default();
+        assert!(
+            err.contains("s3://terraform-state/prod/") && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert!(
+            err.contains("s3:GetObject") || err.contains("Throttled"),
+            "{err}"
+        );
+        assert_eq!(image_ids(&config).await.len(), 3, "{fault}");
+    }
+    moto.front().set_faults(json!([]));
+
+    let report = sweep(&moto, &policy).await;
+    assert_eq!(region(&report).error, None);
+    assert_eq!(
+        used_by(&report, &ami(1)).unwrap(),
+        [(
+            UsageKind::ReferenceObject,
+            "s3://terraform-state/prod/app.tfstate (aws_instance.web)".into()
+        )]
+    );
+    assert_eq!(
+        used_by(&report, &ami(2)).unwrap(),
+        [(
+            UsageKind::ReferenceObject,
+            "s3://terraform-state/prod/packer-manifest.json (packer build golden)".into()
+        )]
+    );
+    assert_eq!(outcome(&report, &ami(3)), Some(Outcome::Deregistered));
+
+    // The same estate without the objects: the images go.
+    for key in ["prod/app.tfstate", "prod/packer-manifest.json"] {
+        s3.delete_object()
+            .bucket("terraform-state")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    let report = sweep(&moto, &policy).await;
+    assert_eq!(region(&report).error, None);
+    assert!(image_ids(&config).await.is_empty());
+}

@@ -12,3 +12,4 @@ pub mod run;
 pub mod stop;
 pub mod sweep;
 pub mod worker;
+pub mod written;

@@ -801,6 +801,37 @@ mod tests {
     }
 
     #[test]
+    fn other_services_start_conservative_and_keep_their_pace_under_ec2_rates() {
+        let flags = PaceConfig {
+            rate: Some(50.0),
+            describe_rate: Some(100.0),
+            ..PaceConfig::default()
+        };
+        for b in SERVICE_BUCKETS {
+            // The operator's rates are EC2's: a service's pacer keeps its own start.
+            assert_eq!(flags.pace(b), PaceConfig::default().pace(b), "{}", b.name);
+            assert!(
+                b.refill <= DESCRIBE.refill && b.size <= DESCRIBE.size,
+                "{}",
+                b.name
+            );
+        }
+        let proxy = include_str!("../../scripts/throttle_proxy.py");
+        // The front door throttles CloudFormation and EMR by the same figures (by the
+        // signing scope's service name), and answers S3's SlowDown by fault only.
+        for (b, service) in [
+            (CLOUDFORMATION, "cloudformation"),
+            (EMR, "elasticmapreduce"),
+        ] {
+            let line = format!("\"{service}\": ({}, {:.1}),", b.size, b.refill);
+            assert!(
+                proxy.contains(&line),
+                "scripts/throttle_proxy.py lacks {line}"
+            );
+        }
+    }
+
+    #[test]
     fn the_front_door_throttles_by_the_same_table() {
         let proxy = include_str!("../../scripts/throttle_proxy.py");
         for b in BUCKETS {

@@ -53,6 +53,10 @@ pub struct ExecConfig {
     /// accounts the sweep can enter. An image shared only with them is kept if one uses
     /// it, and otherwise treated as unshared.
     pub siblings: Option<Arc<BTreeMap<String, crate::model::Usage>>>,
+    /// What `usage.reference_objects` name, read once per run with the deployment's own
+    /// role and applied to every region and pair; `Err` (an object that cannot be read)
+    /// stops every region unchanged. `None`: not read yet (or no reference objects).
+    pub reference_usage: Option<Arc<Result<crate::model::Usage, String>>>,
 }
 
 impl Default for ExecConfig {
@@ -68,6 +72,7 @@ impl Default for ExecConfig {
             stop: Stop::default(),
             mandate: None,
             siblings: None,
+            reference_usage: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
         }
@@ -802,6 +807,12 @@ async fn inventory<A: Account>(
         (Ok(l), Ok(u), Ok(s), Ok(r)) => (l, u, s, r),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return Err(failed(e)),
     };
+    let mut used = used;
+    match cfg.reference_usage.as_deref() {
+        Some(Ok(named)) => used.extend(named.clone()),
+        Some(Err(e)) => return Err(format!("inventory failed, nothing was changed: {e}")),
+        None => {}
+    }
     let found = listed.len();
     progress::report(cfg.progress.as_ref(), || Progress::Listed {
         region: region.to_string(),
