@@ -111,7 +111,7 @@ pub(crate) fn emr(rules: &[&Rule]) -> aws_sdk_emr::Client {
 }
 
 /// An SSM client answering `rules`, and an empty parameter store listing otherwise.
-fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
+pub(crate) fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
     let listing = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
         aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput::builder().build()
     });
@@ -342,7 +342,7 @@ pub(crate) async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, 
     (report, queue.take())
 }
 
-fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
+pub(crate) fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
     r.images.iter().find(|i| i.image_id == id).unwrap().outcome
 }
 

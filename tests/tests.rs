@@ -24,6 +24,7 @@ mod storage_props;
 mod sweep_moto;
 mod throttled_moto;
 mod usage_moto;
+mod written_mocks;
 mod written_moto;
 
 /// The worker's batch as a fresh worker runs it: new pacers at the whole share, no stop.
