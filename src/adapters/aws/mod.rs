@@ -260,6 +260,16 @@ impl RegionClients {
             .region(aws_config::Region::new(region.to_string()))
             .build();
         let counter = || ThrottleCounter(calls.clone());
+        // One SDK client per service on the region's config, each counting its throttles.
+        macro_rules! client {
+            ($sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                )
+            };
+        }
         let s3_client = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&config)
                 .force_path_style(true)
@@ -268,72 +278,22 @@ impl RegionClients {
         );
         Self {
             region: region.to_string(),
-            ec2: ec2::Ec2::new(
-                aws_sdk_ec2::Client::from_conf(
-                    aws_sdk_ec2::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            autoscaling: autoscaling::AutoScaling::new(
-                aws_sdk_autoscaling::Client::from_conf(
-                    aws_sdk_autoscaling::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            ssm: ssm::Ssm::new(
-                aws_sdk_ssm::Client::from_conf(
-                    aws_sdk_ssm::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            batch: batch::Batch::new(
-                aws_sdk_batch::Client::from_conf(
-                    aws_sdk_batch::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
+            ec2: ec2::Ec2::new(client!(aws_sdk_ec2), calls.clone()),
+            autoscaling: autoscaling::AutoScaling::new(client!(aws_sdk_autoscaling), calls.clone()),
+            ssm: ssm::Ssm::new(client!(aws_sdk_ssm), calls.clone()),
+            batch: batch::Batch::new(client!(aws_sdk_batch), calls.clone()),
             imagebuilder: imagebuilder::ImageBuilder::new(
-                aws_sdk_imagebuilder::Client::from_conf(
-                    aws_sdk_imagebuilder::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
+                client!(aws_sdk_imagebuilder),
                 calls.clone(),
             ),
-            rbin: rbin::Rbin::new(
-                aws_sdk_rbin::Client::from_conf(
-                    aws_sdk_rbin::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
+            rbin: rbin::Rbin::new(client!(aws_sdk_rbin), calls.clone()),
             s3: s3::S3::new(s3_client.clone(), calls.clone()),
             reference_objects: reference_objects::ReferenceObjects::new(s3_client, calls.clone()),
             cloudformation: cloudformation::CloudFormation::new(
-                aws_sdk_cloudformation::Client::from_conf(
-                    aws_sdk_cloudformation::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
+                client!(aws_sdk_cloudformation),
                 calls.clone(),
             ),
-            emr: emr::Emr::new(
-                aws_sdk_emr::Client::from_conf(
-                    aws_sdk_emr::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
+            emr: emr::Emr::new(client!(aws_sdk_emr), calls.clone()),
         }
     }
 }
