@@ -49,6 +49,10 @@ def image(ami, name, created, tags, **extra):
     return entry
 
 
+CANARY_STACK = """{"Parameters": {"ImageId": {"Type": "AWS::EC2::Image::Id"}},
+ "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}"""
+
+
 def estate():
     """A year of nightly builds for three apps, a weekly Image Builder lineage, AWS Backup
     copies, disabled and failed images and an old instance-store image."""
@@ -106,6 +110,10 @@ def furnish(endpoint, images):
                                        LaunchTemplateData={"ImageId": day("api", 0), "InstanceType": "t3.small"})
     asg.create_launch_configuration(LaunchConfigurationName="worker-2026-06",
                                     ImageId=day("worker", 150), InstanceType="t3.small")
+    # A stack pinned to an old image: its next update or scale-out launches it.
+    boto3.client("cloudformation", **kw).create_stack(
+        StackName="web-canary", TemplateBody=CANARY_STACK,
+        Parameters=[{"ParameterKey": "ImageId", "ParameterValue": day("web", 250)}])
     ec2.modify_image_attribute(ImageId=day("web", 90),
                                LaunchPermission={"Add": [{"Group": "all"}]})
     ec2.modify_image_attribute(ImageId=day("api", 60),
@@ -166,7 +174,8 @@ def main():
             "AWS Backup copies, a legal hold, disabled, failed and instance-store images)")
         s3 = furnish(endpoint, images)
         say("   in use: a stopped instance (web, 200 days old), launch template version 1 "
-            "(api, 120 days), a launch configuration (worker, 150 days); shared: one public "
+            "(api, 120 days), a launch configuration (worker, 150 days), a CloudFormation stack's "
+            "ImageId parameter (web, 250 days); shared: one public "
             "web image, one api image shared with account 111122223333")
         say(f"   deregistered by hand, snapshots left behind: {', '.join(MANUAL)} "
             "(the last one's snapshot tagged retain=audit: kept on purpose)")

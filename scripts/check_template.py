@@ -15,7 +15,8 @@ from cfnlint.decode import cfn_yaml
 
 # The adapter files whose read calls need IAM read actions of the same name.
 READ_ADAPTERS = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "batch": "batch",
-                 "imagebuilder": "imagebuilder", "rbin": "rbin", "organizations": "organizations"}
+                 "imagebuilder": "imagebuilder", "rbin": "rbin", "organizations": "organizations",
+                 "cloudformation": "cloudformation", "emr": "elasticmapreduce"}
 
 
 def reads_in_code(root: str) -> set:
@@ -211,6 +212,22 @@ def runbook_checks(t: dict, root: str) -> list:
          set(alarms) <= headings),
     ]
 
+def reference_object_checks(r: dict) -> bool:
+    """The sweeper's access to usage.reference_objects: exactly ListBucket and
+    GetBucketLocation on the buckets, GetObject in them and kms:Decrypt on the named keys,
+    all from the template's parameters (`s3_reference_reads` in the adapter match)."""
+    access = r["SweeperReferenceObjectAccess"]
+    sts = access["Properties"]["PolicyDocument"]["Statement"]
+    code = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "src", "adapters", "aws", "reference_objects.rs")).read()
+    recorded = set(re.findall(r'record\("([A-Za-z0-9]+)"\)', code))
+    return (access["Condition"] == "HasReferenceBuckets"
+            and [st["Action"] for st in sts[:2]] == [["s3:ListBucket", "s3:GetBucketLocation"], "s3:GetObject"]
+            and all("ReferenceObjectBuckets" in str(st["Resource"]) for st in sts[:2])
+            and sts[2]["Fn::If"][1] == {"Effect": "Allow", "Action": "kms:Decrypt",
+                                        "Resource": {"Ref": "ReferenceObjectKeys"}}
+            and recorded == {"ListObjectsV2", "GetObject"})
+
 
 def main() -> int:
     t = cfn_yaml.load(sys.argv[1] if len(sys.argv) > 1 else "template.yaml")
@@ -324,6 +341,8 @@ def main() -> int:
          == [["s3:ListBucket", "s3:GetBucketLocation"], ["s3:GetObjectTagging", "s3:PutObjectTagging"]]
          and "BundleBuckets" in str(r["SweeperBundleAccess"]["Properties"]["PolicyDocument"])
          and "*" not in str([st["Resource"] for st in r["SweeperBundleAccess"]["Properties"]["PolicyDocument"]["Statement"]]).replace("/*", "")),
+        ("reference objects: listed and read in the named buckets only, decrypted with the named keys only",
+         reference_object_checks(r)),
         ("event policies are off unless the operator allows them",
          t["Parameters"]["AllowEventPolicy"]["Default"] == "false"
          and sweeper["Environment"]["Variables"]["AMI_SWEEPER_ALLOW_EVENT_POLICY"] == {"Ref": "AllowEventPolicy"}),

@@ -7,7 +7,10 @@ usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--shape F] [--latency 
 moto never throttles. This proxy applies EC2's documented token buckets, one set per
 (account, Region) as EC2 keeps them, to every EC2 request before passing it on, and
 answers `503 RequestLimitExceeded` in EC2's XML error shape when the action's bucket is
-empty. A throttled request takes no token, as in EC2. The table is EC2's "Request
+empty. A throttled request takes no token, as in EC2. CloudFormation and EMR requests
+draw on their own buckets per (account, Region) (`SERVICE_BUCKETS`) and are refused with
+each service's own throttling answer (`Throttling`, `ThrottlingException`); S3 is never
+throttled by the table, but a fault with code `SlowDown` answers as S3 does. The table is EC2's "Request
 throttling for the Amazon EC2 API" page's, the same as `src/app/ratelimit.rs` (a test
 checks the two agree):
 
@@ -80,6 +83,20 @@ BUCKETS = {
     "mutating": (50, 5.0),
 }
 
+# Other services' reads, by signing-scope service: the bucket `src/app/ratelimit.rs` starts
+# each one's pacer at (a test checks the two agree), and the throttling answer each service
+# gives (status, code; in the service's own error shape).
+SERVICE_BUCKETS = {
+    "cloudformation": (10, 2.0),
+    "elasticmapreduce": (10, 2.0),
+}
+THROTTLE_ANSWERS = {
+    "ec2": (503, "RequestLimitExceeded"),
+    "cloudformation": (400, "Throttling"),
+    "elasticmapreduce": (400, "ThrottlingException"),
+    "s3": (503, "SlowDown"),
+}
+
 
 def bucket_of(action: str) -> str:
     """The EC2 token bucket an action draws from."""
@@ -131,7 +148,8 @@ class PairBuckets:
         with self.lock:
             pair = (self.keys.get(access_key, "default"), region)
             if pair not in self.pairs:
-                self.pairs[pair] = {n: TokenBucket(size, rate) for n, (size, rate) in self.shapes.items()}
+                shapes = {**self.shapes, **SERVICE_BUCKETS}
+                self.pairs[pair] = {n: TokenBucket(size, rate) for n, (size, rate) in shapes.items()}
             return self.pairs[pair][name]
 
     def pair(self, access_key: str, region: str) -> str:
@@ -499,7 +517,7 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
                     return
                 if fault.get("code"):
                     service = scope.group(1) if scope else ""
-                    self.fail(fault, json_protocol=bool(target_header), s3=service == "s3")
+                    self.fail(fault, json_protocol=bool(target_header), service=service)
                     return
             if scope and scope.group(1) == "ec2" and action == "ListImagesInRecycleBin":
                 self.reply(200, bin_answer(faults.recycle_bin, params),
@@ -526,6 +544,15 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
                            f"</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID>"
                            "</Response>")
                     self.reply(503, xml.encode(), [("Content-Type", "text/xml;charset=UTF-8")])
+                    return
+            service = scope.group(1) if scope else ""
+            if throttle and service in SERVICE_BUCKETS:
+                accepted = buckets.get(scope.key, scope.region, service).take()
+                stats.record(action, service, accepted, buckets.pair(scope.key, scope.region))
+                if not accepted:
+                    status, code = THROTTLE_ANSWERS[service]
+                    self.fail({"status": status, "code": code, "message": "Rate exceeded"},
+                              json_protocol=bool(target_header), service=service)
                     return
             if scope and scope.group(1) == "ec2" and action in USAGE_REPORTS:
                 self.reply(200, usage_report_answer(action, params, faults.image_usage),
@@ -568,10 +595,18 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             if scope and scope.group(1) == "ec2":
                 stats.add_upstream(action, time.perf_counter() - started)
 
-        def fail(self, fault: dict, json_protocol: bool, s3: bool = False):
+        def fail(self, fault: dict, json_protocol: bool, service: str = ""):
+            """A fault in the service's own error shape: S3's XML, the JSON protocols'
+            (SQS, EMR), the Query protocol's `ErrorResponse` (CloudFormation), or EC2's."""
             status, code = int(fault.get("status", 400)), fault["code"]
             message = fault.get("message", "injected fault")
-            if s3:
+            if service == "cloudformation":
+                xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
+                       f"<Code>{code}</Code><Message>{message}</Message></Error>"
+                       f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>")
+                self.reply(status, xml.encode(), [("Content-Type", "text/xml")])
+                return
+            if service == "s3":
                 xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
                        f"<Error><Code>{code}</Code><Message>{message}</Message>"
                        f"<RequestId>{uuid.uuid4()}</RequestId></Error>")

@@ -291,6 +291,23 @@ where
 pub trait MeteredListings: Sized {
     /// The same account, its EC2 listings metered by `meter`.
     fn metered(&self, meter: std::sync::Arc<dyn PageMeter>) -> Self;
+
+    /// The same account, the reads of its other services' usage sources metered each by
+    /// its own (account, Region, service) pacer. An account without such sources (the
+    /// in-memory one) is unchanged.
+    fn service_metered(self, _meters: &ServiceMeters) -> Self {
+        self
+    }
+}
+
+/// The pacers of the usage sources other than EC2, one per service, for one
+/// (account, Region): each starts conservative and slows on its service's throttling.
+#[derive(Clone, Debug)]
+pub struct ServiceMeters {
+    /// CloudFormation's (`DescribeStacks`, `GetTemplate`).
+    pub cloudformation: std::sync::Arc<dyn PageMeter>,
+    /// EMR's (`ListClusters`, `DescribeCluster`, groups, fleets).
+    pub emr: std::sync::Arc<dyn PageMeter>,
 }
 
 /// Everything a sweep of one region needs from the account, as one value (the SDK's

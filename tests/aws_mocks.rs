@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use ami_sweeper::adapters::aws::autoscaling::AutoScaling;
 use ami_sweeper::adapters::aws::batch::Batch;
+use ami_sweeper::adapters::aws::cloudformation::CloudFormation;
 use ami_sweeper::adapters::aws::ec2::Ec2;
+use ami_sweeper::adapters::aws::emr::Emr;
 use ami_sweeper::adapters::aws::imagebuilder::ImageBuilder;
 use ami_sweeper::adapters::aws::rbin::Rbin;
+use ami_sweeper::adapters::aws::reference_objects::ReferenceObjects;
 use ami_sweeper::adapters::aws::s3::S3;
 use ami_sweeper::adapters::aws::ssm::Ssm;
 use ami_sweeper::adapters::aws::ApiCalls;
@@ -42,7 +45,7 @@ use aws_sdk_ec2::types::{
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 
-fn ec2_error(code: &str, message: &str) -> String {
+pub(crate) fn ec2_error(code: &str, message: &str) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\
          <Message>{message}</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
@@ -77,11 +80,38 @@ fn quiet_ec2_sources() -> Vec<Rule> {
         mock!(aws_sdk_ec2::Client::describe_image_references).then_output(|| {
             aws_sdk_ec2::operation::describe_image_references::DescribeImageReferencesOutput::builder().build()
         }),
+        mock!(aws_sdk_ec2::Client::describe_spot_instance_requests).then_output(|| {
+            aws_sdk_ec2::operation::describe_spot_instance_requests::DescribeSpotInstanceRequestsOutput::builder().build()
+        }),
     ]
 }
 
+/// A CloudFormation client answering `rules`, and no stacks otherwise.
+pub(crate) fn cloudformation(rules: &[&Rule]) -> aws_sdk_cloudformation::Client {
+    let none = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(|| {
+        aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput::builder().build()
+    });
+    mock_client!(
+        aws_sdk_cloudformation,
+        RuleMode::MatchAny,
+        rules.iter().copied().chain([&none])
+    )
+}
+
+/// An EMR client answering `rules`, and no clusters otherwise.
+pub(crate) fn emr(rules: &[&Rule]) -> aws_sdk_emr::Client {
+    let none = mock!(aws_sdk_emr::Client::list_clusters).then_output(|| {
+        aws_sdk_emr::operation::list_clusters::ListClustersOutput::builder().build()
+    });
+    mock_client!(
+        aws_sdk_emr,
+        RuleMode::MatchAny,
+        rules.iter().copied().chain([&none])
+    )
+}
+
 /// An SSM client answering `rules`, and an empty parameter store listing otherwise.
-fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
+pub(crate) fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
     let listing = mock!(aws_sdk_ssm::Client::describe_parameters).then_output(|| {
         aws_sdk_ssm::operation::describe_parameters::DescribeParametersOutput::builder().build()
     });
@@ -92,7 +122,11 @@ fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
     )
 }
 
-fn image(id: &str, name: &str, created: &str) -> aws_sdk_ec2::types::builders::ImageBuilder {
+pub(crate) fn image(
+    id: &str,
+    name: &str,
+    created: &str,
+) -> aws_sdk_ec2::types::builders::ImageBuilder {
     Image::builder()
         .image_id(id)
         .name(name)
@@ -112,7 +146,7 @@ fn image(id: &str, name: &str, created: &str) -> aws_sdk_ec2::types::builders::I
         )
 }
 
-fn images_rule(images: Vec<Image>) -> Rule {
+pub(crate) fn images_rule(images: Vec<Image>) -> Rule {
     mock!(aws_sdk_ec2::Client::describe_images).then_output(move || {
         DescribeImagesOutput::builder()
             .set_images(Some(images.clone()))
@@ -206,6 +240,9 @@ fn clients_counting(
     let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&s3_rule]);
     (
         RegionClients {
+            cloudformation: CloudFormation::new(cloudformation(&[]), calls.clone()),
+            emr: Emr::new(emr(&[]), calls.clone()),
+            reference_objects: ReferenceObjects::new(s3.clone(), calls.clone()),
             region: "us-east-1".into(),
             ec2: Ec2::new(ec2, calls.clone()),
             autoscaling: AutoScaling::new(no_launch_configurations(), calls.clone()),
@@ -220,7 +257,7 @@ fn clients_counting(
 }
 
 /// An account whose EC2 answers `extra` first, then: nothing in use, nothing shared.
-fn account(extra: &[&Rule]) -> (RegionClients, Arc<ApiCalls>) {
+pub(crate) fn account(extra: &[&Rule]) -> (RegionClients, Arc<ApiCalls>) {
     let shared = unshared();
     let usage = no_usage();
     let quiet = quiet_ec2_sources();
@@ -252,7 +289,7 @@ fn no_ssm() -> aws_sdk_ssm::Client {
     ssm(&[&rule])
 }
 
-fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     Policy::from_json(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#).unwrap()
 }
 
@@ -287,7 +324,7 @@ impl CleanupSink for Collect {
     }
 }
 
-async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<CleanupJob>) {
+pub(crate) async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<CleanupJob>) {
     let queue = Collect::default();
     let cfg = ExecConfig {
         dry_run: policy.dry_run,
@@ -305,7 +342,7 @@ async fn sweep(c: &RegionClients, policy: &Policy) -> (RegionReport, Vec<Cleanup
     (report, queue.take())
 }
 
-fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
+pub(crate) fn outcome(r: &RegionReport, id: &str) -> Option<Outcome> {
     r.images.iter().find(|i| i.image_id == id).unwrap().outcome
 }
 

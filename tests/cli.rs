@@ -474,6 +474,10 @@ fn plan_usage_samples(which: &str) -> Output {
             "batch-compute-environments.json",
         ),
         ("--image-recipes", "image-recipes.json"),
+        ("--cloudformation-stacks", "cloudformation-stacks.json"),
+        ("--emr-clusters", "emr-clusters.json"),
+        ("--spot-instance-requests", "spot-instance-requests.json"),
+        ("--reference-object", "reference-prod.tfstate"),
     ] {
         cmd.arg(flag).arg(dir.join(file));
     }
@@ -526,6 +530,17 @@ fn every_usage_source_is_read_offline_as_a_sweep_reads_it() {
         kind_of(11),
         Vec::<String>::new(),
         "a deleted fleet keeps nothing"
+    );
+    // The users written down: an SSM-typed stack parameter's resolved value, an EMR
+    // cluster's instance group, an open persistent Spot request, a Terraform state file.
+    assert_eq!(kind_of(12), ["cloudformation_stack"]);
+    assert_eq!(kind_of(13), ["emr_cluster"]);
+    assert_eq!(kind_of(14), ["spot_request"]);
+    assert_eq!(kind_of(15), ["reference_object"]);
+    assert_eq!(
+        kind_of(16),
+        Vec::<String>::new(),
+        "a deleted stack, a terminated cluster and a closed request keep nothing"
     );
     // v2 is neither $Default nor $Latest: only it keeps image 6, which a narrower
     // choice would free (under `referenced` the group naming it keeps it).
@@ -604,7 +619,11 @@ fn recycle_bin_rules_offline_show_restorable_until_and_the_deferred_snapshots() 
     assert_eq!(d["recycle_bin"]["snapshots"], "deferred");
     assert_eq!(d["snapshots"][0]["reason"], "image_in_recycle_bin");
     assert_eq!(d["snapshots"][0]["delete_after"], "2026-12-03T00:00:00Z");
-    assert_eq!(plan["summary"]["snapshots_deferred"], 11);
+    // Every image of the sample goes (nothing uses them here): each one's snapshot waits.
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&images).unwrap()).unwrap();
+    let count = listed["Images"].as_array().unwrap().len();
+    assert_eq!(plan["summary"]["snapshots_deferred"], count);
     assert_eq!(plan["summary"]["snapshots_to_delete"], 0);
 
     // Concatenated get-rule outputs read the same; a list-rules summary is refused.

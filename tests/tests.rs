@@ -27,6 +27,8 @@ mod sweep_moto;
 mod throttled_moto;
 mod unknown_keys;
 mod usage_moto;
+mod written_mocks;
+mod written_moto;
 
 /// The worker's batch as a fresh worker runs it: new pacers at the whole share, no stop.
 pub async fn handle_batch<C, F>(

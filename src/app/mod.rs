@@ -13,3 +13,4 @@ pub mod run;
 pub mod stop;
 pub mod sweep;
 pub mod worker;
+pub mod written;

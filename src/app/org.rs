@@ -383,6 +383,10 @@ pub async fn run_org_sweep(
     let mandate = crate::app::run::mandate_of(policy, regions, opts);
     let members: BTreeSet<String> = accounts.iter().cloned().collect();
     let requests = pair_requests(&mandate, accounts, Some(&members), &run);
+    // Reference objects are the hub's: read once, with its role, for every pair.
+    let mut opts = opts.clone();
+    opts.exec.reference_usage = crate::app::written::reference_usage(hub, policy, &opts.exec).await;
+    let opts = &opts;
     let mut pairs: Vec<PairReport> = stream::iter(&requests)
         .map(|r| async move {
             let mut pair = sweep_pair(hub, policy, r, accounts, opts).await;

@@ -68,6 +68,32 @@ pub const MUTATING: Bucket = Bucket {
 /// The whole table, for the front door's check that it throttles by the same figures.
 pub const BUCKETS: [Bucket; 5] = [DESCRIBE, DEREGISTER_IMAGE, DELETE_SNAPSHOT, TAGS, MUTATING];
 
+/// CloudFormation's reads (`DescribeStacks`, `GetTemplate`): CloudFormation limits each
+/// account and Region on its own, and publishes no per-action figure, so its pacer starts
+/// conservative (10, then 2/s) and slows on `Throttling`.
+pub const CLOUDFORMATION: Bucket = Bucket {
+    name: "cloudformation",
+    size: 10,
+    refill: 2.0,
+};
+/// EMR's reads (`ListClusters`, `DescribeCluster`, group and fleet listings): its own
+/// limits; a conservative start (10, then 2/s), slowing on `ThrottlingException`.
+pub const EMR: Bucket = Bucket {
+    name: "emr",
+    size: 10,
+    refill: 2.0,
+};
+/// S3 reads of reference objects (`ListObjectsV2`, `GetObject`): S3 allows thousands per
+/// prefix, but these share the buckets with their owners' tools; a modest start (20, then
+/// 10/s), slowing on `SlowDown`.
+pub const S3_READS: Bucket = Bucket {
+    name: "s3",
+    size: 20,
+    refill: 10.0,
+};
+/// The other services' buckets, one pacer each per (account, Region).
+pub const SERVICE_BUCKETS: [Bucket; 3] = [CLOUDFORMATION, EMR, S3_READS];
+
 /// The part of a bucket's size a pacer bursts through at share 1.0: a fifth is left to
 /// the account's other callers. (The Describe pacer meters the inventory's listings too,
 /// page by page, so it needs no smaller share than the others.)
@@ -116,7 +142,10 @@ impl PaceConfig {
     /// operator's rate (with the burst unscaled) when one was given for it.
     pub fn pace(&self, bucket: Bucket) -> Pace {
         let (burst, refill) = (f64::from(bucket.size) * BURST_SHARE, bucket.refill);
-        let explicit = if bucket == DESCRIBE {
+        let explicit = if SERVICE_BUCKETS.contains(&bucket) {
+            // The operator's rates are EC2's; other services keep their own start.
+            None
+        } else if bucket == DESCRIBE {
             self.describe_rate
         } else {
             self.rate
@@ -800,6 +829,37 @@ mod tests {
         assert!(!Arc::ptr_eq(&p, &shared));
         assert_eq!(shared.rate(), half.per_second);
         assert_eq!(pacers.reports().len(), 2);
+    }
+
+    #[test]
+    fn other_services_start_conservative_and_keep_their_pace_under_ec2_rates() {
+        let flags = PaceConfig {
+            rate: Some(50.0),
+            describe_rate: Some(100.0),
+            ..PaceConfig::default()
+        };
+        for b in SERVICE_BUCKETS {
+            // The operator's rates are EC2's: a service's pacer keeps its own start.
+            assert_eq!(flags.pace(b), PaceConfig::default().pace(b), "{}", b.name);
+            assert!(
+                b.refill <= DESCRIBE.refill && b.size <= DESCRIBE.size,
+                "{}",
+                b.name
+            );
+        }
+        let proxy = include_str!("../../scripts/throttle_proxy.py");
+        // The front door throttles CloudFormation and EMR by the same figures (by the
+        // signing scope's service name), and answers S3's SlowDown by fault only.
+        for (b, service) in [
+            (CLOUDFORMATION, "cloudformation"),
+            (EMR, "elasticmapreduce"),
+        ] {
+            let line = format!("\"{service}\": ({}, {:.1}),", b.size, b.refill);
+            assert!(
+                proxy.contains(&line),
+                "scripts/throttle_proxy.py lacks {line}"
+            );
+        }
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub async fn run_sweep_in(
         .mandate
         .get_or_insert_with(|| Arc::new(mandate_of(policy, regions, opts)));
     exec.dry_run = policy.dry_run || opts.force_dry_run || mandate.dry_run;
+    if exec.reference_usage.is_none() {
+        exec.reference_usage = crate::app::written::reference_usage(hub, policy, &exec).await;
+    }
     let bucket_regions = match bucket_regions(all, regions, &exec.bundle_buckets).await {
         Ok(b) => b,
         Err(e) => return failed_run(regions, &exec, opts, &e, started),

@@ -57,6 +57,10 @@ pub struct ExecConfig {
     /// When the run continues a chain: the chain's first instant. Images whose
     /// retirement an earlier link advanced are held ([`crate::chain::hold_advanced`]).
     pub chain_since: Option<Timestamp>,
+    /// What `usage.reference_objects` name, read once per run with the deployment's own
+    /// role and applied to every region and pair; `Err` (an object that cannot be read)
+    /// stops every region unchanged. `None`: not read yet (or no reference objects).
+    pub reference_usage: Option<Arc<Result<crate::model::Usage, String>>>,
 }
 
 impl Default for ExecConfig {
@@ -73,6 +77,7 @@ impl Default for ExecConfig {
             mandate: None,
             siblings: None,
             chain_since: None,
+            reference_usage: None,
             bundle_buckets: BTreeSet::new(),
             progress: None,
         }
@@ -807,6 +812,12 @@ async fn inventory<A: Account>(
         (Ok(l), Ok(u), Ok(s), Ok(r)) => (l, u, s, r),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return Err(failed(e)),
     };
+    let mut used = used;
+    match cfg.reference_usage.as_deref() {
+        Some(Ok(named)) => used.extend(named.clone()),
+        Some(Err(e)) => return Err(format!("inventory failed, nothing was changed: {e}")),
+        None => {}
+    }
     let found = listed.len();
     progress::report(cfg.progress.as_ref(), || Progress::Listed {
         region: region.to_string(),
@@ -885,7 +896,14 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     let mut report = RegionReport::new(region);
     // One Describe pacer for the region: the listings' pages, then the lookups and checks.
     let describe = Arc::new(region_pacer(policy, cfg, ratelimit::DESCRIBE));
-    let metered = account.metered(describe.clone());
+    // The other services' usage sources: a pacer per service, on their own limits.
+    let services =
+        [ratelimit::CLOUDFORMATION, ratelimit::EMR].map(|b| Arc::new(region_pacer(policy, cfg, b)));
+    let meters = crate::ports::ServiceMeters {
+        cloudformation: services[0].clone(),
+        emr: services[1].clone(),
+    };
+    let metered = account.metered(describe.clone()).service_metered(&meters);
     let account = &metered;
     // The queue is checked while the inventory is read (one round trip less before the
     // first deregistration); an incomplete inventory is still the region's first error.
@@ -935,6 +953,7 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     };
     let ex = execute(policy, &mut inventory, pipeline, queue).await;
     let plan = record_executed(&mut report, ex);
+    report_service_pacing(&mut report, &services);
     let until = crate::time::days_after(now, policy.notify.lookahead_days);
     let later = scoped_plan(policy, &inventory, until, cfg);
     report.coming = crate::coming::coming(&plan, &later, until);
@@ -944,6 +963,14 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
         report.owners = crate::app::notify::owners(&inventory, tag, &report);
     }
     report
+}
+
+/// The other services' pacers in the report, where they met a throttle (an estate
+/// without those users never calls them).
+fn report_service_pacing(report: &mut RegionReport, services: &[Arc<Pacer>]) {
+    for p in services.iter().filter(|p| p.report().throttles > 0) {
+        report.pacing.insert(p.bucket(), p.report());
+    }
 }
 
 /// Records in the region's report what the executor did; its plan back.

@@ -493,23 +493,7 @@ pub fn summary_lines(plan: &Plan) -> String {
         out.push_str(&wrap(&format!("kept: {}", reasons.join(", ")), 6));
         out.push('\n');
     }
-    let named = s.by_rule.keys().any(|k| k != crate::policy::DEFAULT_RULE);
-    if s.by_rule.len() > 1 || named {
-        let rules: Vec<String> = s
-            .by_rule
-            .iter()
-            .map(|(rule, c)| {
-                let mut text = format!("{rule} {} ({} to deregister", c.images, c.deregister);
-                if c.retire > 0 {
-                    let _ = write!(text, ", {} to retire", c.retire);
-                }
-                text.push(')');
-                text
-            })
-            .collect();
-        out.push_str(&wrap(&format!("by rule: {}", rules.join(", ")), 9));
-        out.push('\n');
-    }
+    by_rule_line(s, &mut out);
     if s.snapshots_deferred > 0 {
         let text = format!(
             "{} deferred until their images leave the Recycle Bin",
@@ -539,6 +523,27 @@ pub fn summary_lines(plan: &Plan) -> String {
     ));
     out.push('\n');
     out
+}
+
+/// With several (or named) rules, one line of counts per rule.
+fn by_rule_line(s: &crate::planner::Summary, out: &mut String) {
+    let named = s.by_rule.keys().any(|k| k != crate::policy::DEFAULT_RULE);
+    if s.by_rule.len() > 1 || named {
+        let rules: Vec<String> = s
+            .by_rule
+            .iter()
+            .map(|(rule, c)| {
+                let mut text = format!("{rule} {} ({} to deregister", c.images, c.deregister);
+                if c.retire > 0 {
+                    let _ = write!(text, ", {} to retire", c.retire);
+                }
+                text.push(')');
+                text
+            })
+            .collect();
+        out.push_str(&wrap(&format!("by rule: {}", rules.join(", ")), 9));
+        out.push('\n');
+    }
 }
 
 /// `deregistered 3`, `failed 1`, ...: a count per outcome, named as in JSON reports.

@@ -236,6 +236,200 @@ pub fn reference_user(resource_type: &str, arn: &str) -> UsageRef {
     UsageRef { kind, id }
 }
 
+/// Every AMI id in `text`, in order of first appearance, each once: a plain scan for
+/// `ami-` followed by 8 or 17 hex digits and no further word character (ids hide in
+/// templates, Terraform state, Packer's `region:ami-…` lists and free text).
+pub fn image_ids_in(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut found: Vec<String> = Vec::new();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    let mut from = 0;
+    while let Some(at) = text[from..].find("ami-").map(|i| i + from) {
+        from = at + 4;
+        if at > 0 && word(bytes[at - 1]) {
+            continue;
+        }
+        let hex = bytes[at + 4..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        let end = at + 4 + hex;
+        let bounded = end == bytes.len() || !word(bytes[end]);
+        if (hex == 8 || hex == 17) && bounded {
+            let id = text[at..end].to_string();
+            if !found.contains(&id) {
+                found.push(id);
+            }
+        }
+    }
+    found
+}
+
+/// The SSM parameters a CloudFormation template names by dynamic reference
+/// (`{{resolve:ssm:name}}` or `{{resolve:ssm:name:version}}`; `GetParameter` takes both
+/// forms), each once. Secure-string references (`ssm-secure`) never hold an image id.
+pub fn ssm_dynamic_references(template: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for part in template.split("{{resolve:ssm:").skip(1) {
+        let Some(end) = part.find("}}") else { continue };
+        let name = part[..end].trim();
+        if !name.is_empty() && !found.iter().any(|f| f == name) {
+            found.push(name.to_string());
+        }
+    }
+    found
+}
+
+/// A CloudFormation stack that can still launch what it names: every stack but a deleted
+/// one (`DELETE_COMPLETE`; a failed deletion leaves resources behind).
+pub fn stack_is_live(status: &str) -> bool {
+    status != "DELETE_COMPLETE"
+}
+
+/// The usage record of a stack naming an image through `what` (`parameter ImageId`,
+/// `template`, `template resolve:ssm:/golden/web`): `stack web-prod: parameter ImageId`.
+pub fn stack_user(stack: &str, what: &str) -> UsageRef {
+    UsageRef {
+        kind: UsageKind::CloudFormationStack,
+        id: format!("stack {stack}: {what}"),
+    }
+}
+
+/// The images one stack parameter names: the ids in its value and, for SSM-typed
+/// parameters, in its resolved value (`List<AWS::EC2::Image::Id>` values are lists, so
+/// both are scanned). A `NoEcho` parameter reads `****` and names nothing: a documented
+/// limit.
+pub fn stack_parameter_images(value: Option<&str>, resolved: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for text in value.into_iter().chain(resolved) {
+        for id in image_ids_in(text) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// EMR cluster states in which the cluster can still launch nodes from its image.
+pub const EMR_LIVE_STATES: [&str; 4] = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"];
+
+/// An EMR cluster in a state that can still launch nodes (see [`EMR_LIVE_STATES`]).
+pub fn emr_cluster_is_live(state: &str) -> bool {
+    EMR_LIVE_STATES.contains(&state)
+}
+
+/// The usage record of an EMR cluster naming an image as `what` (`cluster`, `group
+/// Core`, `fleet Task m5.xlarge`): `EMR j-2AXXX (analytics): cluster`.
+pub fn emr_user(cluster_id: &str, name: Option<&str>, what: &str) -> UsageRef {
+    let label = match name {
+        Some(n) => format!("EMR {cluster_id} ({n}): {what}"),
+        None => format!("EMR {cluster_id}: {what}"),
+    };
+    UsageRef {
+        kind: UsageKind::EmrCluster,
+        id: label,
+    }
+}
+
+/// The usage record of a Spot Instance request, or `None` when its state (`closed`,
+/// `cancelled`, `failed`) means it launches nothing again; `open`, `active` and `disabled`
+/// requests keep their image. `sir-0abc (persistent, active)`.
+pub fn spot_request_user(request_id: &str, kind: &str, state: &str) -> Option<UsageRef> {
+    matches!(state, "open" | "active" | "disabled").then(|| UsageRef {
+        kind: UsageKind::SpotRequest,
+        id: format!("{request_id} ({kind}, {state})"),
+    })
+}
+
+/// The largest reference object (`usage.reference_objects`) read: 16 MiB. A bigger one
+/// stops the region with an error saying so, rather than being read in part.
+pub const REFERENCE_OBJECT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The refusal of a reference object past [`REFERENCE_OBJECT_MAX_BYTES`], or `None`.
+pub fn reference_object_too_big(place: &str, size: u64) -> Option<String> {
+    (size > REFERENCE_OBJECT_MAX_BYTES).then(|| {
+        format!(
+            "{place} is {size} bytes, over the {REFERENCE_OBJECT_MAX_BYTES}-byte bound for usage.reference_objects; \
+             nothing was changed (keep reference objects smaller, or name a narrower prefix)"
+        )
+    })
+}
+
+/// The images one reference object names, each with its usage record: every `ami-` id in
+/// the text keeps its image (a plain scan, so no id is missed whatever the format), and
+/// JSON-aware labels say where it was found: Terraform state (`resources[]`: the
+/// resource's address, e.g. `s3://b/env.tfstate (aws_instance.web)`) and Packer manifests
+/// (`builds[]`: the build's name); other ids are labelled by the object alone. `Err` when
+/// the object is over the size bound.
+pub fn reference_object_images(
+    place: &str,
+    body: &[u8],
+) -> Result<Vec<(String, UsageRef)>, String> {
+    if let Some(e) = reference_object_too_big(place, body.len() as u64) {
+        return Err(e);
+    }
+    let text = String::from_utf8_lossy(body);
+    let label = |what: Option<String>| UsageRef {
+        kind: UsageKind::ReferenceObject,
+        id: match what {
+            Some(w) => format!("{place} ({w})"),
+            None => place.to_string(),
+        },
+    };
+    let mut out: Vec<(String, UsageRef)> = Vec::new();
+    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) {
+        for (what, part) in labelled_parts(&doc) {
+            for id in image_ids_in(&part.to_string()) {
+                if !out.iter().any(|(i, _)| *i == id) {
+                    out.push((id, label(Some(what.clone()))));
+                }
+            }
+        }
+    }
+    for id in image_ids_in(&text) {
+        if !out.iter().any(|(i, _)| *i == id) {
+            out.push((id, label(None)));
+        }
+    }
+    Ok(out)
+}
+
+/// The labelled parts of a JSON reference object: a Terraform state's resources (by
+/// address) and a Packer manifest's builds (by name).
+fn labelled_parts(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    let mut parts = Vec::new();
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    if doc.get("terraform_version").is_some() {
+        for r in doc
+            .get("resources")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let address = [text(r, "module"), text(r, "type"), text(r, "name")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(".");
+            parts.push((address, r));
+        }
+    }
+    for b in doc
+        .get("builds")
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if b.get("artifact_id").is_some() {
+            let name = text(b, "name").unwrap_or_else(|| "build".to_string());
+            parts.push((format!("packer build {name}"), b));
+        }
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,5 +477,113 @@ mod tests {
         assert!(!fleet_is_live("deleted") && !fleet_is_live("failed"));
         assert!(spot_fleet_is_live("submitted") && spot_fleet_is_live("cancelled_running"));
         assert!(!spot_fleet_is_live("cancelled") && !spot_fleet_is_live("cancelled_terminating"));
+    }
+
+    #[test]
+    fn image_ids_are_found_in_any_text_once_each() {
+        let text = r#"{"artifact_id": "us-east-1:ami-0123456789abcdef0,eu-west-1:ami-1a2b3c4d",
+            "ami": "ami-0123456789abcdef0", "x": "ami-1a2b3c4d5", "y": "xami-1a2b3c4e",
+            "z": "ami-zzzzzzzz", "w": "ami-1a2b3c4f_x"}"#;
+        assert_eq!(
+            image_ids_in(text),
+            ["ami-0123456789abcdef0", "ami-1a2b3c4d"]
+        );
+        assert_eq!(image_ids_in("ImageId: ami-0abcdef1"), ["ami-0abcdef1"]);
+        assert!(image_ids_in("no images here").is_empty());
+    }
+
+    #[test]
+    fn stack_parameters_name_images_by_value_or_resolved_value() {
+        let id = "ami-0123456789abcdef0";
+        assert_eq!(stack_parameter_images(Some(id), None), [id]);
+        assert_eq!(
+            stack_parameter_images(Some("/golden/web"), Some(id)),
+            [id],
+            "an SSM-typed parameter names its resolved value"
+        );
+        assert_eq!(
+            stack_parameter_images(Some("ami-1a2b3c4d,ami-1a2b3c4e"), None).len(),
+            2
+        );
+        assert!(stack_parameter_images(Some("****"), None).is_empty());
+        assert_eq!(
+            ssm_dynamic_references("ImageId: '{{resolve:ssm:/golden/web:3}}' {{resolve:ssm-secure:x}} {{resolve:ssm:/golden/web:3}}"),
+            ["/golden/web:3"]
+        );
+        assert!(stack_is_live("UPDATE_ROLLBACK_COMPLETE") && stack_is_live("DELETE_FAILED"));
+        assert!(!stack_is_live("DELETE_COMPLETE"));
+    }
+
+    #[test]
+    fn reference_objects_name_their_images_with_where_they_were_found() {
+        let tfstate = r#"{"version": 4, "terraform_version": "1.9.0", "resources": [
+            {"mode": "managed", "type": "aws_instance", "name": "web",
+             "instances": [{"attributes": {"ami": "ami-0123456789abcdef0"}}]},
+            {"module": "module.batch", "mode": "managed", "type": "aws_launch_template", "name": "lt",
+             "instances": [{"attributes": {"image_id": "ami-1a2b3c4d"}}]}],
+            "outputs": {"golden": {"value": "ami-1a2b3c4e"}}}"#;
+        let found = reference_object_images("s3://b/prod.tfstate", tfstate.as_bytes()).unwrap();
+        let ids: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(i, u)| (i.as_str(), u.id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (
+                    "ami-0123456789abcdef0",
+                    "s3://b/prod.tfstate (aws_instance.web)"
+                ),
+                (
+                    "ami-1a2b3c4d",
+                    "s3://b/prod.tfstate (module.batch.aws_launch_template.lt)"
+                ),
+                ("ami-1a2b3c4e", "s3://b/prod.tfstate"),
+            ]
+        );
+        let packer = r#"{"builds": [{"name": "web", "artifact_id": "us-east-1:ami-1a2b3c4d,eu-west-1:ami-1a2b3c4e"}]}"#;
+        let found =
+            reference_object_images("s3://b/packer-manifest.json", packer.as_bytes()).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found[1].1.id,
+            "s3://b/packer-manifest.json (packer build web)"
+        );
+        assert_eq!(found[1].1.kind, UsageKind::ReferenceObject);
+        // Not JSON at all: a plain scan still finds the id.
+        let yaml = b"Parameters:
+  ImageId:
+    Default: ami-1a2b3c4d
+";
+        assert_eq!(
+            reference_object_images("s3://b/t.yaml", yaml).unwrap()[0].0,
+            "ami-1a2b3c4d"
+        );
+        let big = vec![b' '; REFERENCE_OBJECT_MAX_BYTES as usize + 1];
+        let e = reference_object_images("s3://b/huge.tfstate", &big).unwrap_err();
+        assert!(
+            e.contains("s3://b/huge.tfstate") && e.contains("bound"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn emr_clusters_and_spot_requests_keep_while_they_can_launch() {
+        for s in ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"] {
+            assert!(emr_cluster_is_live(s), "{s}");
+        }
+        for s in ["TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"] {
+            assert!(!emr_cluster_is_live(s), "{s}");
+        }
+        for s in ["open", "active", "disabled"] {
+            assert!(spot_request_user("sir-1", "persistent", s).is_some(), "{s}");
+        }
+        for s in ["closed", "cancelled", "failed"] {
+            assert!(spot_request_user("sir-1", "one-time", s).is_none(), "{s}");
+        }
+        assert_eq!(
+            spot_request_user("sir-1", "persistent", "open").unwrap().id,
+            "sir-1 (persistent, open)"
+        );
     }
 }

@@ -350,6 +350,18 @@ pub enum UsageKind {
     OtherReference,
     /// A user in an account the image is shared with (`keep_if_used`): `account: user`.
     SharedAccount,
+    /// A CloudFormation stack whose parameter (or, with `usage.cloudformation_templates`,
+    /// template) names the image: its next update or scale-out launches it.
+    #[serde(rename = "cloudformation_stack")]
+    CloudFormationStack,
+    /// An EMR cluster that can still launch nodes (`CustomAmiId`, its own or a group's).
+    EmrCluster,
+    /// A Spot Instance request (`open`, `active` or `disabled`) whose launch specification
+    /// names the image.
+    SpotRequest,
+    /// An object under `usage.reference_objects` (Terraform state, Packer manifest,
+    /// released template) that names the image.
+    ReferenceObject,
 }
 
 impl UsageKind {
@@ -368,6 +380,10 @@ impl UsageKind {
             Self::ContainerRecipe => "container_recipe",
             Self::OtherReference => "other_reference",
             Self::SharedAccount => "shared_account",
+            Self::CloudFormationStack => "cloudformation_stack",
+            Self::EmrCluster => "emr_cluster",
+            Self::SpotRequest => "spot_request",
+            Self::ReferenceObject => "reference_object",
         }
     }
 }

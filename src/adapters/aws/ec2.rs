@@ -9,7 +9,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{
-    fleet_is_live, instance_user, reference_user, spot_fleet_is_live, user, RawImage, TemplateImage,
+    fleet_is_live, instance_user, reference_user, spot_fleet_is_live, spot_request_user, user,
+    RawImage, TemplateImage,
 };
 use crate::model::{Image, Snapshot, TemplateVersion, Usage, UsageKind, UsageRef};
 use crate::orphans::STORAGE_MARK;
@@ -353,6 +354,43 @@ impl Ec2 {
                     if let Some(t) = t {
                         usage.add_template_reference(t, spec.version());
                     }
+                }
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Images named by Spot Instance requests that can launch again (`open`, `active`,
+    /// `disabled`: persistent ones relaunch after an interruption) (all pages).
+    pub async fn spot_request_usage(&self) -> Result<Usage, AwsError> {
+        self.listing("DescribeSpotInstanceRequests", || self.spot_request_pages())
+            .await
+            .map_err(|e| {
+                let need = "ec2:DescribeSpotInstanceRequests";
+                crate::adapters::aws::meter::source_error("Spot Instance requests", need, e)
+            })
+    }
+
+    async fn spot_request_pages(&self) -> Result<Usage, AwsError> {
+        let mut usage = Usage::new();
+        let mut pages = self
+            .listing_client()
+            .describe_spot_instance_requests()
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("DescribeSpotInstanceRequests");
+            let resp = page.map_err(|e| from_sdk("DescribeSpotInstanceRequests", e))?;
+            self.meter("DescribeSpotInstanceRequests", resp.next_token().is_some())
+                .await?;
+            for r in resp.spot_instance_requests() {
+                let state = r.state().map(|s| s.as_str()).unwrap_or_default();
+                let kind = r.r#type().map(|t| t.as_str()).unwrap_or("one-time");
+                let id = r.spot_instance_request_id().unwrap_or("sir");
+                let image = r.launch_specification().and_then(|l| l.image_id());
+                if let (Some(image), Some(u)) = (image, spot_request_user(id, kind, state)) {
+                    usage.add(image, u);
                 }
             }
         }

@@ -4,10 +4,14 @@
 pub mod autoscaling;
 pub mod batch;
 mod calls;
+pub mod cloudformation;
 pub mod ec2;
+pub mod emr;
 pub mod imagebuilder;
+pub mod meter;
 pub mod organizations;
 pub mod rbin;
+pub mod reference_objects;
 pub mod s3;
 pub mod sns;
 pub mod sqs;
@@ -240,6 +244,12 @@ pub struct RegionClients {
     pub rbin: rbin::Rbin,
     /// S3: instance-store bundles.
     pub s3: s3::S3,
+    /// CloudFormation: stacks naming images.
+    pub cloudformation: cloudformation::CloudFormation,
+    /// EMR: clusters launching custom images.
+    pub emr: emr::Emr,
+    /// S3 again: reference objects (`usage.reference_objects`).
+    pub reference_objects: reference_objects::ReferenceObjects,
 }
 
 impl RegionClients {
@@ -250,65 +260,40 @@ impl RegionClients {
             .region(aws_config::Region::new(region.to_string()))
             .build();
         let counter = || ThrottleCounter(calls.clone());
+        // One SDK client per service on the region's config, each counting its throttles.
+        macro_rules! client {
+            ($sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(&config)
+                        .interceptor(counter())
+                        .build(),
+                )
+            };
+        }
+        let s3_client = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(true)
+                .interceptor(counter())
+                .build(),
+        );
         Self {
             region: region.to_string(),
-            ec2: ec2::Ec2::new(
-                aws_sdk_ec2::Client::from_conf(
-                    aws_sdk_ec2::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            autoscaling: autoscaling::AutoScaling::new(
-                aws_sdk_autoscaling::Client::from_conf(
-                    aws_sdk_autoscaling::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            ssm: ssm::Ssm::new(
-                aws_sdk_ssm::Client::from_conf(
-                    aws_sdk_ssm::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
-            batch: batch::Batch::new(
-                aws_sdk_batch::Client::from_conf(
-                    aws_sdk_batch::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
+            ec2: ec2::Ec2::new(client!(aws_sdk_ec2), calls.clone()),
+            autoscaling: autoscaling::AutoScaling::new(client!(aws_sdk_autoscaling), calls.clone()),
+            ssm: ssm::Ssm::new(client!(aws_sdk_ssm), calls.clone()),
+            batch: batch::Batch::new(client!(aws_sdk_batch), calls.clone()),
             imagebuilder: imagebuilder::ImageBuilder::new(
-                aws_sdk_imagebuilder::Client::from_conf(
-                    aws_sdk_imagebuilder::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
+                client!(aws_sdk_imagebuilder),
                 calls.clone(),
             ),
-            rbin: rbin::Rbin::new(
-                aws_sdk_rbin::Client::from_conf(
-                    aws_sdk_rbin::config::Builder::from(&config)
-                        .interceptor(counter())
-                        .build(),
-                ),
+            rbin: rbin::Rbin::new(client!(aws_sdk_rbin), calls.clone()),
+            s3: s3::S3::new(s3_client.clone(), calls.clone()),
+            reference_objects: reference_objects::ReferenceObjects::new(s3_client, calls.clone()),
+            cloudformation: cloudformation::CloudFormation::new(
+                client!(aws_sdk_cloudformation),
                 calls.clone(),
             ),
-            s3: s3::S3::new(
-                aws_sdk_s3::Client::from_conf(
-                    aws_sdk_s3::config::Builder::from(&config)
-                        .force_path_style(true)
-                        .interceptor(counter())
-                        .build(),
-                ),
-                calls.clone(),
-            ),
+            emr: emr::Emr::new(client!(aws_sdk_emr), calls.clone()),
         }
     }
 }
@@ -316,30 +301,53 @@ impl RegionClients {
 impl crate::ports::UsageSource for RegionClients {
     /// Instances (any state but terminated), every launch template version (with
     /// `resolve:ssm:` ids resolved), launch configurations, SSM parameters naming images,
-    /// EC2 Fleets, Spot Fleet requests, Auto Scaling groups' templates and Batch compute
-    /// environments, fetched concurrently. Any source that fails fails the whole listing.
+    /// EC2 Fleets, Spot Fleet and Spot Instance requests, Auto Scaling groups' templates,
+    /// Batch compute environments, CloudFormation stacks and EMR clusters, fetched
+    /// concurrently. Any source that fails fails the whole listing.
     async fn list_usage(
         &self,
         rules: &crate::policy::UsageRules,
     ) -> Result<(crate::model::Usage, Vec<String>), crate::error::AwsError> {
-        let (instances, templates, configs, parameters, fleets, spot, groups, batch) = tokio::join!(
-            self.ec2.instance_usage(),
-            self.ec2.launch_template_usage(),
-            self.autoscaling.launch_configuration_usage(),
-            self.ssm.image_parameters(&rules.ssm_paths),
-            self.ec2.fleet_usage(),
-            self.ec2.spot_fleet_usage(),
-            self.autoscaling.group_template_references(),
-            self.batch.compute_environment_usage(),
+        let ((instances, templates, configs, parameters, fleets), (spot, groups, batch)) = tokio::join!(
+            async {
+                tokio::join!(
+                    self.ec2.instance_usage(),
+                    self.ec2.launch_template_usage(),
+                    self.autoscaling.launch_configuration_usage(),
+                    self.ssm.image_parameters(&rules.ssm_paths),
+                    self.ec2.fleet_usage(),
+                )
+            },
+            async {
+                tokio::join!(
+                    self.ec2.spot_fleet_usage(),
+                    self.autoscaling.group_template_references(),
+                    self.batch.compute_environment_usage(),
+                )
+            }
         );
+        let (written, (stacks, clusters)) = tokio::join!(self.ec2.spot_request_usage(), async {
+            tokio::join!(
+                self.cloudformation
+                    .stack_usage(rules.cloudformation_templates),
+                self.emr.cluster_usage(),
+            )
+        });
         let mut usage = instances?;
         let (template_usage, ssm_refs) = templates?;
         usage.extend(template_usage);
-        for other in [configs, parameters, fleets, spot, groups, batch] {
+        for other in [
+            configs, parameters, fleets, spot, groups, batch, written, clusters,
+        ] {
             usage.extend(other?);
         }
-        let (resolved, warnings) = self.ssm.resolve_image_ids(ssm_refs).await?;
+        let (stack_usage, stack_refs) = stacks?;
+        usage.extend(stack_usage);
+        let (resolved, mut warnings) = self.ssm.resolve_image_ids(ssm_refs).await?;
         usage.extend(resolved);
+        let (resolved, more) = self.ssm.resolve_references(stack_refs).await?;
+        usage.extend(resolved);
+        warnings.extend(more);
         Ok((usage, warnings))
     }
 }
@@ -371,6 +379,16 @@ impl crate::ports::MeteredListings for RegionClients {
         Self {
             ec2: self.ec2.metered(meter),
             ..self.clone()
+        }
+    }
+
+    fn service_metered(self, meters: &crate::ports::ServiceMeters) -> Self {
+        Self {
+            cloudformation: self
+                .cloudformation
+                .metered(meter::Meter::on(meters.cloudformation.clone())),
+            emr: self.emr.metered(meter::Meter::on(meters.emr.clone())),
+            ..self
         }
     }
 }

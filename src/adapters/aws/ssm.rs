@@ -6,7 +6,7 @@ use crate::adapters::aws::ec2::SsmRef;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::ssm_parameter_user;
-use crate::model::Usage;
+use crate::model::{Usage, UsageRef};
 
 /// The SSM adapter.
 #[derive(Clone, Debug)]
@@ -49,25 +49,7 @@ impl Ssm {
     ) -> Result<(Usage, Vec<String>), AwsError> {
         let mut usage = Usage::new();
         let mut warnings = Vec::new();
-        let mut values: std::collections::BTreeMap<String, Option<String>> =
-            std::collections::BTreeMap::new();
-        for r in &refs {
-            if values.contains_key(&r.parameter) {
-                continue;
-            }
-            self.calls.record("GetParameter");
-            let value = match self.client.get_parameter().name(&r.parameter).send().await {
-                Ok(o) => o.parameter().and_then(|p| p.value()).map(str::to_string),
-                Err(e) => {
-                    let e = from_sdk("GetParameter", e);
-                    if !e.is("ParameterNotFound") {
-                        return Err(e);
-                    }
-                    None
-                }
-            };
-            values.insert(r.parameter.clone(), value);
-        }
+        let values = self.values(refs.iter().map(|r| &r.parameter)).await?;
         for r in refs {
             match &values[&r.parameter] {
                 Some(image) => usage.add_template_version(image.clone(), r.user),
@@ -79,6 +61,59 @@ impl Ssm {
             }
         }
         Ok((usage, warnings))
+    }
+
+    /// As [`Ssm::resolve_image_ids`], for users other than launch template versions (a
+    /// CloudFormation template's `{{resolve:ssm:…}}`): each parameter holding an AMI id
+    /// keeps that image for its user.
+    pub async fn resolve_references(
+        &self,
+        refs: Vec<(String, UsageRef)>,
+    ) -> Result<(Usage, Vec<String>), AwsError> {
+        let mut usage = Usage::new();
+        let mut warnings = Vec::new();
+        let values = self.values(refs.iter().map(|(p, _)| p)).await?;
+        for (parameter, user) in refs {
+            match &values[&parameter] {
+                Some(v) => {
+                    for image in crate::fields::image_ids_in(v) {
+                        usage.add(image, user.clone());
+                    }
+                }
+                None => warnings.push(format!(
+                    "{} uses resolve:ssm:{parameter}, which does not exist",
+                    user.id
+                )),
+            }
+        }
+        Ok((usage, warnings))
+    }
+
+    /// Each named parameter's value, read once (`None`: it does not exist). Any other
+    /// failure is an error.
+    async fn values<'a>(
+        &self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Result<std::collections::BTreeMap<String, Option<String>>, AwsError> {
+        let mut values = std::collections::BTreeMap::new();
+        for name in names {
+            if values.contains_key(name) {
+                continue;
+            }
+            self.calls.record("GetParameter");
+            let value = match self.client.get_parameter().name(name).send().await {
+                Ok(o) => o.parameter().and_then(|p| p.value()).map(str::to_string),
+                Err(e) => {
+                    let e = from_sdk("GetParameter", e);
+                    if !e.is("ParameterNotFound") {
+                        return Err(e);
+                    }
+                    None
+                }
+            };
+            values.insert(name.clone(), value);
+        }
+        Ok(values)
     }
 
     /// Parameters that name images: every `aws:ec2:image` parameter (found by listing

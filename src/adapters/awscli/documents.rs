@@ -36,9 +36,15 @@ pub enum Kind {
     ComputeEnvironments,
     /// `aws imagebuilder list-image-recipes`.
     ImageRecipes,
+    /// `aws cloudformation describe-stacks`.
+    CloudFormationStacks,
+    /// `aws emr describe-cluster` (one document per cluster).
+    EmrClusters,
+    /// `aws ec2 describe-spot-instance-requests`.
+    SpotInstanceRequests,
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 15] = [
     Kind::Images,
     Kind::Instances,
     Kind::LaunchTemplateVersions,
@@ -51,6 +57,9 @@ const KINDS: [Kind; 12] = [
     Kind::AutoScalingGroups,
     Kind::ComputeEnvironments,
     Kind::ImageRecipes,
+    Kind::CloudFormationStacks,
+    Kind::EmrClusters,
+    Kind::SpotInstanceRequests,
 ];
 
 impl Kind {
@@ -69,6 +78,9 @@ impl Kind {
             Self::AutoScalingGroups => "AutoScalingGroups",
             Self::ComputeEnvironments => "computeEnvironments",
             Self::ImageRecipes => "imageRecipeSummaryList",
+            Self::CloudFormationStacks => "Stacks",
+            Self::EmrClusters => "Cluster",
+            Self::SpotInstanceRequests => "SpotInstanceRequests",
         }
     }
 
@@ -87,6 +99,9 @@ impl Kind {
             Self::AutoScalingGroups => "describe-auto-scaling-groups",
             Self::ComputeEnvironments => "describe-compute-environments",
             Self::ImageRecipes => "list-image-recipes",
+            Self::CloudFormationStacks => "describe-stacks",
+            Self::EmrClusters => "describe-cluster",
+            Self::SpotInstanceRequests => "describe-spot-instance-requests",
         }
     }
 
@@ -105,6 +120,9 @@ impl Kind {
             Self::AutoScalingGroups => "--auto-scaling-groups",
             Self::ComputeEnvironments => "--batch-compute-environments",
             Self::ImageRecipes => "--image-recipes",
+            Self::CloudFormationStacks => "--cloudformation-stacks",
+            Self::EmrClusters => "--emr-clusters",
+            Self::SpotInstanceRequests => "--spot-instance-requests",
         }
     }
 }

@@ -8,11 +8,15 @@
 
 mod documents;
 mod sources;
+mod written;
 
 pub use sources::{
     parse_auto_scaling_groups, parse_compute_environments, parse_fleets, parse_image_recipes,
     parse_image_references, parse_recycle_bin_rules, parse_spot_fleet_requests,
     parse_ssm_parameters,
+};
+pub use written::{
+    parse_emr_clusters, parse_reference_object, parse_spot_instance_requests, parse_stacks,
 };
 
 use serde::Deserialize;
@@ -367,6 +371,14 @@ pub struct InventoryFiles {
     pub image_recipes: Option<std::path::PathBuf>,
     /// `rbin get-rule` outputs (an array, or several one after the other).
     pub recycle_bin_rules: Option<std::path::PathBuf>,
+    /// `cloudformation describe-stacks` output.
+    pub cloudformation_stacks: Option<std::path::PathBuf>,
+    /// `emr describe-cluster` outputs, one per cluster.
+    pub emr_clusters: Option<std::path::PathBuf>,
+    /// `ec2 describe-spot-instance-requests` output.
+    pub spot_instance_requests: Option<std::path::PathBuf>,
+    /// Local copies of reference objects (Terraform state, Packer manifests, templates).
+    pub reference_objects: Vec<std::path::PathBuf>,
 }
 
 fn read(path: &std::path::Path) -> Result<(String, String), InputError> {
@@ -399,7 +411,10 @@ pub fn load_inventory(files: &InventoryFiles, rules: &UsageRules) -> Result<Inve
         usage.extend(u);
         warnings.extend(w);
     }
-    let readers: [(&Option<std::path::PathBuf>, Reader); 8] = [
+    let readers: [(&Option<std::path::PathBuf>, Reader); 11] = [
+        (&files.cloudformation_stacks, parse_stacks),
+        (&files.emr_clusters, parse_emr_clusters),
+        (&files.spot_instance_requests, parse_spot_instance_requests),
         (&files.instances, parse_instances),
         (&files.launch_configurations, parse_launch_configurations),
         (&files.image_references, parse_image_references),
@@ -417,6 +432,11 @@ pub fn load_inventory(files: &InventoryFiles, rules: &UsageRules) -> Result<Inve
             let (name, text) = read(p)?;
             usage.extend(parse(&name, &text)?);
         }
+    }
+    for p in &files.reference_objects {
+        let name = p.display().to_string();
+        let bytes = std::fs::read(p).map_err(|e| err(&name, format!("cannot read: {e}")))?;
+        usage.extend(parse_reference_object(&name, &bytes)?);
     }
     let mut inventory =
         Inventory::new(images, usage).map_err(|e| err(&images_name, e.to_string()))?;

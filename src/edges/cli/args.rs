@@ -108,6 +108,19 @@ pub(crate) struct PlanArgs {
     /// `aws imagebuilder list-image-recipes --owner Self` output.
     #[arg(long)]
     pub(crate) image_recipes: Option<PathBuf>,
+    /// `aws cloudformation describe-stacks` output: stacks whose parameters name images.
+    #[arg(long)]
+    pub(crate) cloudformation_stacks: Option<PathBuf>,
+    /// `aws emr describe-cluster` outputs, one per cluster (one after the other).
+    #[arg(long)]
+    pub(crate) emr_clusters: Option<PathBuf>,
+    /// `aws ec2 describe-spot-instance-requests` output.
+    #[arg(long)]
+    pub(crate) spot_instance_requests: Option<PathBuf>,
+    /// A local copy of a reference object (Terraform state, Packer manifest, released
+    /// template): every AMI id in it keeps its image. Repeatable.
+    #[arg(long = "reference-object")]
+    pub(crate) reference_objects: Vec<PathBuf>,
     /// `aws rbin get-rule` outputs for the region's AMI and snapshot rules (a JSON array,
     /// or one after the other): the plan shows `restorable_until` and deferred snapshots.
     #[arg(long)]

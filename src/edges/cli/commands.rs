@@ -257,6 +257,10 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         batch_compute_environments: args.batch_compute_environments,
         image_recipes: args.image_recipes,
         recycle_bin_rules: args.recycle_bin_rules,
+        cloudformation_stacks: args.cloudformation_stacks,
+        emr_clusters: args.emr_clusters,
+        spot_instance_requests: args.spot_instance_requests,
+        reference_objects: args.reference_objects,
     };
     let mut inventory = load_inventory(&files, &policy.usage).map_err(Failure::input)?;
     // The snapshots' tags decide which snapshot rules retain them; read before planning.

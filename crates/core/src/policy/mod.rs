@@ -151,6 +151,41 @@ pub struct UsageRules {
     /// or Batch compute environment).
     #[serde(default)]
     pub launch_template_versions: TemplateVersions,
+    /// Also read each CloudFormation stack's template as written (`GetTemplate`, one call
+    /// per stack, paced) for literal image ids and `{{resolve:ssm:…}}` references. Off by
+    /// default: stacks' parameters are always read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cloudformation_templates: bool,
+    /// S3 places (`s3://bucket/prefix/`) holding Terraform state, Packer manifests or
+    /// released templates: every AMI id in an object there keeps its image. Read once per
+    /// run with the deployment's own role; empty by default.
+    #[serde(
+        default,
+        deserialize_with = "s3_places",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub reference_objects: Vec<String>,
+}
+
+/// The bucket and prefix of an `s3://bucket/prefix` place, or `None` when it is not one.
+pub fn s3_place(place: &str) -> Option<(&str, &str)> {
+    let rest = place.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    ok.then_some((bucket, prefix))
+}
+
+fn s3_places<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let places = Vec::<String>::deserialize(d)?;
+    if let Some(bad) = places.iter().find(|p| s3_place(p).is_none()) {
+        return Err(serde::de::Error::custom(format!(
+            "{bad:?} is not an s3://bucket/prefix/ place"
+        )));
+    }
+    Ok(places)
 }
 
 /// The stages a condemned image goes through before it is deregistered.

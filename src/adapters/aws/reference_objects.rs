@@ -1,0 +1,129 @@
+//! S3 reference objects (`usage.reference_objects`): Terraform state, Packer manifests
+//! and released templates whose AMI ids keep images.
+
+use std::sync::Arc;
+
+use crate::adapters::aws::meter::{source_error, Meter};
+use crate::adapters::aws::ApiCalls;
+use crate::error::{from_sdk, AwsError};
+use crate::fields::{reference_object_images, reference_object_too_big};
+use crate::model::Usage;
+
+/// The permissions reading reference objects needs, for its errors.
+const NEEDS: &str = "s3:ListBucket and s3:GetObject on the bucket, and kms:Decrypt on its key \
+                     (the template's ReferenceObjectBuckets and ReferenceObjectKeys)";
+
+/// Reads reference objects with S3.
+#[derive(Clone, Debug)]
+pub struct ReferenceObjects {
+    client: aws_sdk_s3::Client,
+    /// The same client without the SDK's retries, for reads under a meter.
+    paced: aws_sdk_s3::Client,
+    calls: Arc<ApiCalls>,
+    meter: Meter,
+}
+
+impl ReferenceObjects {
+    /// Wraps an S3 client; every call is counted in `calls`.
+    pub fn new(client: aws_sdk_s3::Client, calls: Arc<ApiCalls>) -> Self {
+        let once = aws_sdk_s3::config::retry::RetryConfig::disabled();
+        let paced =
+            aws_sdk_s3::Client::from_conf(client.config().to_builder().retry_config(once).build());
+        Self {
+            client,
+            paced,
+            calls,
+            meter: Meter::default(),
+        }
+    }
+
+    /// The same reader, its calls metered by `meter` (the (account, Region)'s S3 pacer).
+    pub fn metered(&self, meter: Meter) -> Self {
+        Self {
+            meter,
+            ..self.clone()
+        }
+    }
+
+    fn reader(&self) -> &aws_sdk_s3::Client {
+        if self.meter.is_set() {
+            &self.paced
+        } else {
+            &self.client
+        }
+    }
+
+    /// Every image the objects under `bucket`/`prefix` name, each with its object (and,
+    /// for Terraform state and Packer manifests, where in it). An object over the size
+    /// bound, or one that cannot be read, is an error: the runs' regions then stop.
+    pub async fn place_usage(&self, bucket: &str, prefix: &str) -> Result<Usage, AwsError> {
+        let keys = self
+            .meter
+            .whole("ListObjectsV2", || self.list(bucket, prefix))
+            .await
+            .map_err(|e| source_error("reference objects", NEEDS, e))?;
+        let mut usage = Usage::new();
+        for (key, size) in keys {
+            let place = format!("s3://{bucket}/{key}");
+            if let Some(e) = reference_object_too_big(&place, size) {
+                return Err(AwsError::new("GetObject", "ReferenceObjectTooLarge", e));
+            }
+            let body = self
+                .meter
+                .whole("GetObject", || self.get(bucket, &key))
+                .await
+                .map_err(|e| source_error("reference objects", NEEDS, e))?;
+            let found = reference_object_images(&place, &body)
+                .map_err(|e| AwsError::new("GetObject", "ReferenceObjectTooLarge", e))?;
+            for (image, user) in found {
+                usage.add(image, user);
+            }
+        }
+        Ok(usage)
+    }
+
+    /// The keys and sizes of the objects under the prefix (all pages; "folders" left out).
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .reader()
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("ListObjectsV2");
+            let resp = page.map_err(|e| from_sdk("ListObjectsV2", e))?;
+            self.meter
+                .page("ListObjectsV2", resp.next_continuation_token().is_some())
+                .await?;
+            for o in resp.contents() {
+                let Some(key) = o.key().filter(|k| !k.ends_with('/')) else {
+                    continue;
+                };
+                let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                out.push((key.to_string(), size));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
+        self.calls.record("GetObject");
+        let out = self
+            .reader()
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetObject", e))?;
+        let body = out.body.collect().await.map_err(|e| AwsError {
+            operation: "GetObject",
+            code: None,
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(body.to_vec())
+    }
+}

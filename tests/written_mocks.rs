@@ -1,0 +1,227 @@
+//! What the emulator cannot show about the new usage sources, with mocked SDK clients:
+//! EMR instance fleets (moto lacks `ListInstanceFleets`; the response is a recorded one,
+//! `tests/recorded/emr-list-instance-fleets.json`), pagination of `ListClusters` and
+//! `DescribeStacks`, and a template's `{{resolve:ssm:…}}` resolved through SSM.
+
+use ami_sweeper::adapters::aws::cloudformation::CloudFormation;
+use ami_sweeper::adapters::aws::emr::Emr;
+use ami_sweeper::adapters::aws::ssm::Ssm;
+use ami_sweeper::app::report::Outcome;
+use ami_sweeper::model::UsageKind;
+use ami_sweeper::Policy;
+use aws_smithy_mocks::{mock, Rule};
+
+use crate::aws_mocks::{account, image, images_rule, outcome, policy, ssm, sweep};
+
+const OLD: &str = "2025-01-01T00:00:00.000Z";
+
+fn deregistered() -> Rule {
+    mock!(aws_sdk_ec2::Client::deregister_image).then_output(|| {
+        aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput::builder().build()
+    })
+}
+
+fn estate() -> Rule {
+    images_rule(vec![
+        image("ami-1a2b3c4d", "fleet-image", OLD).build(),
+        image("ami-1a2b3c4e", "stack-image", OLD).build(),
+        image("ami-1a2b3c4f", "unused", OLD).build(),
+    ])
+}
+
+fn recorded_fleets(custom_ami: Option<&str>) -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/recorded/emr-list-instance-fleets.json"),
+    )
+    .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    if let Some(id) = custom_ami {
+        v["InstanceFleets"][0]["InstanceTypeSpecifications"][0]["CustomAmiId"] = id.into();
+    }
+    v.to_string()
+}
+
+/// Two pages of clusters (the first one's on fleets), each cluster described.
+fn emr_rules(fleets_body: String) -> Vec<Rule> {
+    use aws_sdk_emr::operation::{
+        describe_cluster::DescribeClusterOutput, list_clusters::ListClustersOutput,
+    };
+    use aws_sdk_emr::types::{
+        Cluster, ClusterState, ClusterStatus, ClusterSummary, InstanceCollectionType,
+    };
+    let summary = |id: &str| {
+        ClusterSummary::builder()
+            .id(id)
+            .name("analytics")
+            .status(
+                ClusterStatus::builder()
+                    .state(ClusterState::Waiting)
+                    .build(),
+            )
+            .build()
+    };
+    let (first, second) = (summary("j-12ABCDEFGHI34JK"), summary("j-2SECONDPAGE"));
+    vec![
+        mock!(aws_sdk_emr::Client::list_clusters)
+            .match_requests(|r| r.marker().is_none() && r.cluster_states().len() == 4)
+            .then_output(move || {
+                ListClustersOutput::builder()
+                    .clusters(first.clone())
+                    .marker("page-2")
+                    .build()
+            }),
+        mock!(aws_sdk_emr::Client::list_clusters)
+            .match_requests(|r| r.marker() == Some("page-2"))
+            .then_output(move || {
+                ListClustersOutput::builder()
+                    .clusters(second.clone())
+                    .build()
+            }),
+        mock!(aws_sdk_emr::Client::describe_cluster).then_output(|| {
+            DescribeClusterOutput::builder()
+                .cluster(
+                    Cluster::builder()
+                        .id("j-12ABCDEFGHI34JK")
+                        .instance_collection_type(InstanceCollectionType::InstanceFleet)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_emr::Client::list_instance_fleets).then_http_response(move || {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(200).unwrap(),
+                aws_smithy_types::body::SdkBody::from(fleets_body.clone()),
+            )
+        }),
+    ]
+}
+
+/// Two pages of stacks; the second's template names its image through SSM.
+fn stack_rules() -> Vec<Rule> {
+    use aws_sdk_cloudformation::operation::{
+        describe_stacks::DescribeStacksOutput, get_template::GetTemplateOutput,
+    };
+    use aws_sdk_cloudformation::types::{Stack, StackStatus};
+    let stack = |name: &str, status: StackStatus| {
+        Stack::builder()
+            .stack_name(name)
+            .stack_id(format!(
+                "arn:aws:cloudformation:us-east-1:123456789012:stack/{name}/1"
+            ))
+            .stack_status(status)
+            .build()
+    };
+    let gone = stack("old-web", StackStatus::DeleteComplete);
+    let live = stack("web-prod", StackStatus::UpdateRollbackComplete);
+    vec![
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(|r| r.next_token().is_none())
+            .then_output(move || DescribeStacksOutput::builder().stacks(gone.clone()).next_token("page-2").build()),
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(|r| r.next_token() == Some("page-2"))
+            .then_output(move || DescribeStacksOutput::builder().stacks(live.clone()).build()),
+        mock!(aws_sdk_cloudformation::Client::get_template)
+            .match_requests(|r| {
+                r.stack_name().is_some_and(|s| s.contains("/web-prod/"))
+                    && r.template_stage() == Some(&aws_sdk_cloudformation::types::TemplateStage::Original)
+            })
+            .then_output(|| {
+                GetTemplateOutput::builder()
+                    .template_body("Resources:\n  Web:\n    Properties:\n      ImageId: '{{resolve:ssm:/golden/web}}'\n")
+                    .build()
+            }),
+    ]
+}
+
+fn golden_parameter() -> Rule {
+    mock!(aws_sdk_ssm::Client::get_parameter)
+        .match_requests(|r| r.name() == Some("/golden/web"))
+        .then_output(|| {
+            aws_sdk_ssm::operation::get_parameter::GetParameterOutput::builder()
+                .parameter(
+                    aws_sdk_ssm::types::Parameter::builder()
+                        .name("/golden/web")
+                        .value("ami-1a2b3c4e")
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn with_templates() -> Policy {
+    Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "usage": {"cloudformation_templates": true}}"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn emr_fleets_and_stack_templates_keep_their_images_across_pages() {
+    let (images, gone) = (estate(), deregistered());
+    let (mut c, calls) = account(&[&images, &gone]);
+    let emr = emr_rules(recorded_fleets(Some("ami-1a2b3c4d")));
+    c.emr = Emr::new(
+        crate::aws_mocks::emr(&emr.iter().collect::<Vec<_>>()),
+        calls.clone(),
+    );
+    let stacks = stack_rules();
+    c.cloudformation = CloudFormation::new(
+        crate::aws_mocks::cloudformation(&stacks.iter().collect::<Vec<_>>()),
+        calls.clone(),
+    );
+    let golden = golden_parameter();
+    c.ssm = Ssm::new(ssm(&[&golden]), calls.clone());
+    let (report, _) = sweep(&c, &with_templates()).await;
+    assert_eq!(report.error, None);
+    let used = |id: &str| -> Vec<(UsageKind, String)> {
+        let plan = report.plan_detail.as_ref().unwrap();
+        let d = plan.decisions.iter().find(|d| d.image_id == id).unwrap();
+        d.used_by.iter().map(|u| (u.kind, u.id.clone())).collect()
+    };
+    // Both pages' clusters are read (the mock answers each with the same fleets).
+    let fleet = |id: &str| {
+        (
+            UsageKind::EmrCluster,
+            format!("EMR {id} (analytics): fleet CORE m3.xlarge"),
+        )
+    };
+    assert_eq!(
+        used("ami-1a2b3c4d"),
+        [fleet("j-12ABCDEFGHI34JK"), fleet("j-2SECONDPAGE")]
+    );
+    assert_eq!(
+        used("ami-1a2b3c4e"),
+        [(
+            UsageKind::CloudFormationStack,
+            "stack web-prod: template resolve:ssm:/golden/web".into()
+        )]
+    );
+    assert_eq!(
+        outcome(&report, "ami-1a2b3c4f"),
+        Some(Outcome::Deregistered)
+    );
+    let counted = calls.snapshot();
+    assert_eq!(counted.get("ListClusters"), Some(&2), "{counted:?}");
+    assert_eq!(counted.get("DescribeStacks"), Some(&2), "{counted:?}");
+    // Only the live stack's template is read; each live cluster is described.
+    assert_eq!(counted.get("GetTemplate"), Some(&1), "{counted:?}");
+    assert_eq!(counted.get("DescribeCluster"), Some(&2), "{counted:?}");
+}
+
+#[tokio::test]
+async fn the_recorded_fleets_verbatim_name_no_image_and_it_goes() {
+    let (images, gone) = (estate(), deregistered());
+    let (mut c, calls) = account(&[&images, &gone]);
+    let emr = emr_rules(recorded_fleets(None));
+    c.emr = Emr::new(
+        crate::aws_mocks::emr(&emr.iter().collect::<Vec<_>>()),
+        calls.clone(),
+    );
+    let (report, _) = sweep(&c, &policy()).await;
+    assert_eq!(report.error, None);
+    assert_eq!(
+        outcome(&report, "ami-1a2b3c4d"),
+        Some(Outcome::Deregistered)
+    );
+}
