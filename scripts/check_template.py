@@ -51,7 +51,7 @@ def member_checks(path: str, hub_actions: set) -> list:
     ]
 
 
-# The dashboard's widgets, as the README lists them.
+# The dashboard's widgets, as docs/operations.md lists them.
 DASHBOARD_WIDGETS = [
     "Alarms",
     "Images deregistered and retiring",
@@ -106,7 +106,7 @@ def notification_checks(t: dict, root: str) -> list:
         ("both sweep functions know the topic",
          all(r[f]["Properties"]["Environment"]["Variables"]["AMI_SWEEPER_NOTIFY_TOPIC_ARN"]
              == {"Fn::If": ["HasNotifications", topic, ""]} for f in ("SweeperFunction", "PairSweeperFunction"))),
-        ("the dashboard has the README's widgets", titles == DASHBOARD_WIDGETS),
+        ("the dashboard has the widgets docs/operations.md lists", titles == DASHBOARD_WIDGETS),
         ("the dashboard's alarm widget lists every alarm",
          sorted(re.findall(r"\$\{(\w+Alarm)\.Arn\}", body_sub)) == sorted(alarms)),
         ("the dashboard graphs only metrics the report emits",

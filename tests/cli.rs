@@ -778,13 +778,13 @@ fn plan_sample(dir: &str, format: &str) -> Output {
 }
 
 #[test]
-fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
+fn the_policy_pages_four_family_plan_is_what_the_rules_sample_prints() {
     let out = plan_sample("rules", "table");
     assert!(out.status.success(), "{}", stderr(&out));
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let page = std::fs::read_to_string(root().join("docs/policy.md")).unwrap();
     assert!(
-        readme.contains(&stdout(&out)),
-        "README's samples/rules plan is stale; it prints:\n{}",
+        page.contains(&stdout(&out)),
+        "docs/policy.md's samples/rules plan is stale; it prints:\n{}",
         stdout(&out)
     );
     let v: serde_json::Value =
@@ -807,13 +807,13 @@ fn the_readmes_four_family_plan_is_what_the_rules_sample_prints() {
 }
 
 #[test]
-fn the_readmes_thinned_lineage_is_what_the_thinning_sample_prints() {
+fn the_policy_pages_thinned_lineage_is_what_the_thinning_sample_prints() {
     let out = plan_sample("thinning", "table");
     assert!(out.status.success(), "{}", stderr(&out));
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let page = std::fs::read_to_string(root().join("docs/policy.md")).unwrap();
     assert!(
-        readme.contains(&stdout(&out)),
-        "README's samples/thinning plan is stale; it prints:\n{}",
+        page.contains(&stdout(&out)),
+        "docs/policy.md's samples/thinning plan is stale; it prints:\n{}",
         stdout(&out)
     );
     let v: serde_json::Value =

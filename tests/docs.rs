@@ -39,3 +39,226 @@ fn the_policy_reference_is_what_the_binary_prints() {
         "docs/policy.md's reference is stale: run `make docs` (the schema changed)"
     );
 }
+
+/// One fenced code block of a markdown page: where it starts, the marker before it, its
+/// text.
+struct Block {
+    page: String,
+    line: usize,
+    marker: Option<String>,
+    body: String,
+}
+
+/// The fenced blocks of `page` (a path under the repository), each with the
+/// `<!-- doc-test: ... -->` marker on the last non-blank line before it, if any.
+fn blocks(page: &str) -> Vec<Block> {
+    let text = std::fs::read_to_string(root().join(page)).unwrap();
+    let mut out = Vec::new();
+    let mut open: Option<Block> = None;
+    let mut last = "";
+    for (i, line) in text.lines().enumerate() {
+        let fence = line.trim_start().starts_with("```");
+        if let Some(b) = open.as_mut() {
+            if fence {
+                out.extend(open.take());
+            } else {
+                b.body.push_str(line);
+                b.body.push('\n');
+            }
+        } else if fence {
+            let marker = last
+                .trim()
+                .strip_prefix("<!-- doc-test: ")
+                .and_then(|m| m.strip_suffix(" -->"))
+                .map(str::to_string);
+            open = Some(Block {
+                page: page.to_string(),
+                line: i + 1,
+                marker,
+                body: String::new(),
+            });
+        } else if !line.trim().is_empty() {
+            last = line;
+        }
+    }
+    assert!(open.is_none(), "{page}: a code block is never closed");
+    out
+}
+
+/// README.md and every page under docs/.
+fn pages() -> Vec<String> {
+    let mut pages = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| format!("docs/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|p| p.ends_with(".md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
+}
+
+/// A stand-in for cargo that `make` targets call: `cargo build` does nothing (the test's
+/// binary is built), `cargo run -- ARGS` runs `ami-sweeper ARGS`.
+const CARGO_SHIM: &str = r#"#!/bin/sh
+case "$1" in
+  build) exit 0 ;;
+  run) while [ "$1" != "--" ]; do shift; done; shift; exec ami-sweeper "$@" ;;
+  *) echo "cargo shim: cargo $* is not expected in a doc test" >&2; exit 1 ;;
+esac
+"#;
+
+/// Runs a block's commands with bash in the repository, the test's binary first on the
+/// PATH as `ami-sweeper`; `make` targets run it too (through [`CARGO_SHIM`]: nothing is
+/// built inside the test). AWS is pointed at a closed loopback port, so a command that
+/// should not call AWS fails instead of reaching anything. Returns its stdout.
+fn run_block(b: &Block) -> String {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ami-sweeper"));
+    let bin_dir = bin.parent().unwrap();
+    let target = bin_dir.parent().unwrap();
+    let shim_dir = std::env::temp_dir().join(format!("ami-sweeper-doc-{}", std::process::id()));
+    std::fs::create_dir_all(&shim_dir).unwrap();
+    let shim = shim_dir.join("cargo");
+    std::fs::write(&shim, CARGO_SHIM).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &b.body])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("CARGO", &shim)
+        .env("CARGO_TARGET_DIR", target)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "doc-test")
+        .env("AWS_SECRET_ACCESS_KEY", "doc-test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}:{}: the block failed ({}):\n{}\n{}{}",
+        b.page,
+        b.line,
+        out.status,
+        b.body,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What a marker may say: `offline` and `emulator` blocks are run (the emulator ones start
+/// their own, as `make demo` does); an `output` block is what the runnable block before it
+/// prints, and must be; an `example` block is a document or a trimmed transcript; `skip
+/// (why)` blocks need what a test cannot have (an AWS account, a deployed stack).
+fn runs(b: &Block) -> bool {
+    match b.marker.as_deref() {
+        Some("offline") | Some("emulator") => true,
+        Some("output") | Some("example") => false,
+        Some(m) if m.starts_with("skip (") && m.ends_with(')') => false,
+        other => panic!(
+            "{}:{}: a code block needs a marker line before it: <!-- doc-test: offline | \
+             emulator | output | example | skip (why) -->, found {other:?}",
+            b.page, b.line
+        ),
+    }
+}
+
+#[test]
+fn every_code_block_is_marked_and_the_runnable_ones_run() {
+    let all: Vec<Block> = pages().iter().flat_map(|p| blocks(p)).collect();
+    assert!(all.len() > 10, "the pages were read");
+    let mut printed: Option<(String, String)> = None;
+    let mut ran = 0;
+    for b in &all {
+        if runs(b) {
+            printed = Some((b.page.clone(), run_block(b)));
+            ran += 1;
+        } else if b.marker.as_deref() == Some("output") {
+            let (page, stdout) = printed.take().unwrap_or_else(|| {
+                panic!("{}:{}: an output block follows no command", b.page, b.line)
+            });
+            assert!(
+                page == b.page && stdout.contains(&b.body),
+                "{}:{}: stale output; the command before it prints:\n{stdout}",
+                b.page,
+                b.line
+            );
+        }
+    }
+    assert!(ran >= 3, "the README's set-up and tour commands run");
+}
+
+/// The README is a front page: at most 250 lines, the two set-up commands near the top,
+/// a link to every docs page.
+#[test]
+fn the_readme_is_a_front_page() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines; at most 250");
+    let head: String = readme.lines().take(60).collect::<Vec<_>>().join("\n");
+    assert!(
+        head.contains("make demo") && head.contains("make test"),
+        "{head}"
+    );
+    for page in pages().iter().filter(|p| p.starts_with("docs/")) {
+        assert!(
+            readme.contains(&format!("]({page})")),
+            "README.md does not link to {page}"
+        );
+    }
+}
+
+/// The sections the README held before it became a front page, each with its page.
+const MOVED: [(&str, &str); 19] = [
+    ("Set up", "docs/usage.md"),
+    ("What `make demo` shows", "docs/usage.md"),
+    (
+        "`ami-sweeper plan`: what would this policy delete?",
+        "docs/usage.md",
+    ),
+    ("`ami-sweeper sweep`: do it", "docs/usage.md"),
+    ("Who uses an image", "docs/decisions.md"),
+    ("The Recycle Bin", "docs/decisions.md"),
+    ("Retiring in stages", "docs/decisions.md"),
+    ("Storage is never lost", "docs/decisions.md"),
+    ("Storage rules", "docs/decisions.md"),
+    ("Decision rules", "docs/decisions.md"),
+    ("Organization scale", "docs/organizations.md"),
+    (
+        "What people see: summaries, savings, the dashboard",
+        "docs/operations.md",
+    ),
+    ("The Lambda function", "docs/deployment.md"),
+    ("What a trigger may do", "docs/triggers.md"),
+    ("The policy", "docs/policy.md"),
+    ("Several rules: first match wins", "docs/policy.md"),
+    ("Conditions", "docs/policy.md"),
+    ("Benchmarks", "docs/contributing.md"),
+    ("Layout", "docs/contributing.md"),
+];
+
+#[test]
+fn every_section_moved_out_of_the_readme_has_a_home() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let index = std::fs::read_to_string(root().join("docs/README.md")).unwrap();
+    for (title, page) in MOVED {
+        let text = std::fs::read_to_string(root().join(page)).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start_matches('#').trim() == title && l.starts_with('#')),
+            "{page} has no section {title:?}"
+        );
+        let name = page.trim_start_matches("docs/");
+        assert!(
+            readme.contains(&format!("]({page})")) || index.contains(&format!("]({name})")),
+            "{page} is linked from neither README.md nor docs/README.md"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Summary messages on the emulator: a real sweep, its report written to the report
 //! bucket, its summary and owners' messages published to an SNS topic; SQS queues
 //! subscribed with filter policies receive the summary (`kind`) and one owner's part
-//! (`owner`), as the README's recipe sets them up.
+//! (`owner`), as docs/operations.md's recipe sets them up.
 
 use crate::moto::{s3, seed_image, Moto};
 use ami_sweeper::adapters::aws::Clients;

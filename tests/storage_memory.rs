@@ -412,10 +412,10 @@ async fn a_sibling_accounts_image_builder_recipe_keeps_a_shared_image() {
 }
 
 #[test]
-fn the_readme_lists_the_storage_rules_one_to_one_in_order() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
+fn the_docs_list_the_storage_rules_one_to_one_in_order() {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/decisions.md")).unwrap();
+    let section = page
         .split("### Storage rules")
         .nth(1)
         .expect("a Storage rules section")

@@ -1,7 +1,7 @@
 //! The storage property (issue 20): over generated estates and orders of sweeps (the
 //! planner and the reconciliation, their jobs run in process, verified as the sweep
 //! verifies them, or queued), worker drains and the passing of time, on the in-memory account with its
-//! Recycle Bin, no snapshot is ever deleted that the README's storage rules keep at that
+//! Recycle Bin, no snapshot is ever deleted that the storage rules (docs/decisions.md) keep at that
 //! instant. The oracle is a plain restatement of those rules over what the test knows
 //! to be true (which images exist, which are in the bin and until when, what a launch
 //! template maps): it never calls `storage::fate`. Two committed tests run the same
@@ -198,7 +198,7 @@ fn seed(e: &Estate) -> MemoryAccount {
     MemoryAccount::new(state)
 }
 
-/// The README's storage rules, restated over the truth: may `snapshot` be deleted at
+/// The storage rules (docs/decisions.md), restated over the truth: may `snapshot` be deleted at
 /// `now`? `by_sweeper`: the images ami-sweeper deregistered so far.
 fn oracle_allows(
     e: &Estate,

@@ -24,7 +24,7 @@ pub const BACKUP_TAG: &str = "aws:backup:source-resource";
 pub const DLM_TAG: &str = "aws:dlm:lifecycle-policy-id";
 
 /// Why a snapshot or bundle stays (or waits). One name in the plan, the reconciliation
-/// and the worker's rejections; the README's "Storage rules" list them in this order.
+/// and the worker's rejections; docs/decisions.md's "Storage rules" list them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageReason {
