@@ -13,6 +13,10 @@ use crate::policy::TemplateVersions;
 
 pub use crate::time::Timestamp;
 
+/// The prefix of every tag ami-sweeper writes on images and storage. The rules never see
+/// such tags on an image, and a policy may not name one.
+pub const OWN_TAG_PREFIX: &str = "ami-sweeper:";
+
 /// Lifecycle state of an AMI as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageState {
