@@ -4,6 +4,7 @@
 mod common;
 
 mod mandate_props;
+mod manifest_parts;
 mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;
