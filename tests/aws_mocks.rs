@@ -1453,7 +1453,10 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
         .then_output(|| CreateTagsOutput::builder().build());
     let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
         .then_output(|| DeregisterImageOutput::builder().build());
-    let (c, _) = account(&[&images, &refused, &image_tag, &dereg]);
+    let untag = mock!(aws_sdk_ec2::Client::delete_tags)
+        .match_requests(|r| r.resources() == ["ami-1"])
+        .then_output(|| aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput::builder().build());
+    let (c, _) = account(&[&images, &refused, &image_tag, &dereg, &untag]);
     let staged = Policy::from_json(
         r#"{"dry_run": false, "retention": {"min_age_days": 30}, "retire": {"disable_for_days": 7}}"#,
     )
@@ -1463,8 +1466,62 @@ async fn retirement_calls_have_ec2s_shapes_and_a_refused_disable_deregisters_not
     let err = report.images[0].error.as_deref().unwrap();
     assert!(err.contains("DisableImage: UnauthorizedOperation"), "{err}");
     assert_eq!(image_tag.num_calls(), 1, "the tag is written first");
+    assert_eq!(
+        untag.num_calls(),
+        1,
+        "and taken back when EC2 refuses the disable"
+    );
     assert_eq!(dereg.num_calls(), 0);
     assert!(jobs.is_empty());
+}
+
+/// A `DisableImage` EC2 refused leaves the image available: the `disabled-at`/`disabled-from`
+/// tags written just before it must go again. Left behind, they make a later hand-disable
+/// (incident response) read as ami-sweeper's own, and the next sweep that no longer
+/// condemns the image calls `EnableImage` on it.
+#[tokio::test]
+async fn a_refused_disable_takes_its_tags_back() {
+    use ami_sweeper::ports::ImageRetirer;
+    use ami_sweeper::retire::{Before, RetireStep, Settled, DISABLED_AT, DISABLED_FROM};
+    use aws_sdk_ec2::operation::delete_tags::DeleteTagsOutput;
+    let now = parse_instant(crate::NOW).unwrap();
+    let tag = mock!(aws_sdk_ec2::Client::create_tags)
+        .match_requests(|r| r.resources() == ["ami-1"])
+        .then_output(|| CreateTagsOutput::builder().build());
+    let refused = mock!(aws_sdk_ec2::Client::disable_image)
+        .sequence()
+        .http_status(
+            403,
+            Some(ec2_error("UnauthorizedOperation", "not authorized")),
+        )
+        .build();
+    let untag = mock!(aws_sdk_ec2::Client::delete_tags)
+        .match_requests(|r| {
+            let keys: Vec<_> = r.tags().iter().map(|t| t.key()).collect();
+            r.resources() == ["ami-1"]
+                && keys.contains(&Some(DISABLED_AT))
+                && keys.contains(&Some(DISABLED_FROM))
+        })
+        .then_output(|| DeleteTagsOutput::builder().build());
+    let adapter = Ec2::new(
+        ec2(&[&tag, &refused, &untag]),
+        Arc::new(ApiCalls::default()),
+    );
+    let from = Before {
+        state: Settled::Available,
+        public: false,
+    };
+    let err = adapter
+        .retire("ami-1", RetireStep::Disable { from }, now)
+        .await
+        .unwrap_err();
+    assert!(err.is("UnauthorizedOperation"), "{err}");
+    assert_eq!(tag.num_calls(), 1);
+    assert_eq!(
+        untag.num_calls(),
+        1,
+        "the disable's tags were left on an available image"
+    );
 }
 
 /// An STS answer: `AssumeRole` credentials, then `GetCallerIdentity` naming `account`.

@@ -264,7 +264,8 @@ fn one_rule_policy() -> Value {
             "min_age_days": 30,
             "keep_count": 2,
             "group_by": {"tags": ["app"], "name_regex": "^(.*)-[0-9]+$"},
-            "launched_within_days": 14
+            "launched_within_days": 14,
+            "thin": [{"after_days": 14, "keep_one_per": "week"}]
         },
         "retire": {"deprecate": true, "disable_for_days": 14},
         "protection": {"skip_in_use": true, "skip_shared": true, "shared": "keep_if_used"},

@@ -29,9 +29,17 @@ pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, Manifest
         Some(i) => &manifest_key[..=i],
         None => "",
     };
+    // Only a `<name>.manifest.xml` object is a bundle's manifest: any other key's "parts"
+    // would be whatever objects start with it.
     let stem = manifest_key[prefix.len()..]
         .strip_suffix(".manifest.xml")
-        .unwrap_or(&manifest_key[prefix.len()..]);
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            bad(format!(
+                "{manifest_key:?} is not a bundle manifest's key (<name>.manifest.xml)"
+            ))
+        })?;
+    let own = format!("{stem}.part.");
     let mut keys = Vec::new();
     for part in parts.children().filter(|n| n.has_tag_name("part")) {
         let name = part
@@ -47,10 +55,11 @@ pub fn part_keys(manifest_key: &str, xml: &[u8]) -> Result<Vec<String>, Manifest
         }
         // A part is the bundle's own (`<name>.part.N` beside `<name>.manifest.xml`): a
         // manifest that lists another file of its prefix (another bundle's manifest or
-        // parts) is refused, so that one bundle's job never deletes another's files.
-        if name.ends_with(".manifest.xml") || !name.starts_with(&format!("{stem}.")) {
+        // parts, `<name>.v2.part.0` included) is refused, so that one bundle's job never
+        // deletes another's files.
+        if name.ends_with(".manifest.xml") || !name.starts_with(&own) {
             return Err(bad(format!(
-                "part filename {name:?} is not one of this bundle's parts ({stem}.*)"
+                "part filename {name:?} is not one of this bundle's parts ({own}*)"
             )));
         }
         keys.push(format!("{prefix}{name}"));

@@ -15,6 +15,10 @@ pub use crate::time::Timestamp;
 /// Tag EC2 Image Builder puts on the AMIs it distributes: the image build version ARN.
 pub const IMAGE_BUILDER_TAG: &str = "Ec2ImageBuilderArn";
 
+/// The prefix of every tag ami-sweeper writes on images and storage. The rules never see
+/// such tags on an image, and a policy may not name one.
+pub const OWN_TAG_PREFIX: &str = "ami-sweeper:";
+
 /// Lifecycle state of an AMI as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageState {

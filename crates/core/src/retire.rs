@@ -22,7 +22,7 @@ pub const DEPRECATED_AT: &str = "ami-sweeper:deprecated-at";
 /// else disabled is not ami-sweeper's to enable; the rules judge it as it was.
 pub const DISABLED_FROM: &str = "ami-sweeper:disabled-from";
 /// The prefix of every tag ami-sweeper writes: none is visible to the rules.
-pub const OWN_TAG_PREFIX: &str = "ami-sweeper:";
+pub use crate::model::OWN_TAG_PREFIX;
 /// The tags ami-sweeper writes on an image while retiring it, removed when it undoes the
 /// retirement.
 pub const RETIREMENT_TAGS: [&str; 3] = [DEPRECATED_AT, DISABLED_AT, DISABLED_FROM];

@@ -6,6 +6,7 @@ mod common;
 mod chain_props;
 mod layers;
 mod mandate_props;
+mod manifest_parts;
 mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;

@@ -5,7 +5,7 @@
 use crate::common::*;
 use ami_sweeper_core::model::Image;
 use ami_sweeper_core::planner::{plan, Action, Decision, Plan, Reason};
-use ami_sweeper_core::retire::{DEPRECATED_AT, DISABLED_AT, DISABLED_FROM};
+use ami_sweeper_core::retire::{DISABLED_AT, DISABLED_FROM};
 use ami_sweeper_core::time::{days_after, format_instant};
 
 fn run(policy_json: &str, images: Vec<Image>) -> Plan {
@@ -75,24 +75,35 @@ fn a_rule_on_available_images_keeps_the_image_it_disabled() {
     assert_eq!(d.eligible_at, Some(days_after(ago(1, 0), 7)));
 }
 
-/// None of the `ami-sweeper:*` tags is visible to selection: a rule that selects on one
-/// does not take an image the sweeper deprecated under another rule.
+/// None of the `ami-sweeper:*` tags is visible to selection, so a policy may not name one
+/// anywhere a rule reads tags: it would silently never match (and a later, harsher rule
+/// would take the image).
 #[test]
 fn the_sweepers_own_tags_are_invisible_to_selection() {
-    let p = run(
-        r#"{"rules": [
-            {"name": "marked", "selection": {"tags": {"ami-sweeper:deprecated-at": "*"}},
-             "retention": {"min_age_days": 1}},
-            {"name": "unmarked", "selection": {"match": {"not": {"tag": {"key": "ami-sweeper:deprecated-at"}}}},
-             "retention": {"min_age_days": 30}, "retire": {"deprecate": true, "disable_for_days": 14}}
-        ]}"#,
-        vec![img("ami-1", "web-1", 100)
-            .tag(DEPRECATED_AT, &days_ago(1))
-            .build()],
-    );
-    let d = decision(&p, "ami-1");
-    assert_eq!(d.rule.as_deref(), Some("unmarked"));
-    assert_eq!(d.action, Action::Disable);
+    for (json, path) in [
+        (
+            r#"{"rules": [{"name": "marked", "selection": {"tags": {"ami-sweeper:deprecated-at": "*"}},
+                 "retention": {"min_age_days": 1}}]}"#,
+            "rules[0].selection.tags",
+        ),
+        (
+            r#"{"rules": [{"name": "unmarked", "selection": {"match": {"not": {"tag": {"key": "ami-sweeper:deprecated-at"}}}},
+                 "retention": {"min_age_days": 30}}]}"#,
+            "rules[0].selection.match.not.tag.key",
+        ),
+        (
+            r#"{"retention": {"min_age_days": 30, "group_by": {"tags": ["app", "ami-sweeper:x"]}}}"#,
+            "retention.group_by.tags[1]",
+        ),
+    ] {
+        let err = ami_sweeper_core::Policy::from_json(json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(path) && err.contains("ami-sweeper's own"),
+            "{err}"
+        );
+    }
 }
 
 /// `DisableImage` makes a public image private; the sweep records that it was public
@@ -289,5 +300,34 @@ fn thinning_counts_the_images_the_sweeper_is_retiring() {
     assert_eq!(
         decision(&by_hand, "ami-new").reason(),
         Reason::KeptByThinning
+    );
+}
+
+/// An exclude tag in ami-sweeper's own namespace (`ami-sweeper:keep`, the name a team
+/// would pick for "ami-sweeper, keep this") was accepted and silently dropped: the rules
+/// never see `ami-sweeper:*` tags, so the image it protects was deregistered. Such a
+/// policy is refused, with the field.
+#[test]
+fn an_exclude_tag_in_the_sweepers_namespace_is_never_silently_dropped() {
+    let json = r#"{"rules": [
+        {"name": "web", "selection": {"names": ["web-*"], "exclude_tags": {"ami-sweeper:keep": "*"}},
+         "retention": {"min_age_days": 30}}
+    ]}"#;
+    let err = match ami_sweeper_core::Policy::from_json(json) {
+        Err(e) => e.to_string(),
+        Ok(policy) => {
+            let p = plan(
+                &policy,
+                &inventory(vec![img("ami-1", "web-1", 100)
+                    .tag("ami-sweeper:keep", "legal-hold")
+                    .build()]),
+                now(),
+            );
+            panic!("accepted; ami-1 decided {:?}", decision(&p, "ami-1").action);
+        }
+    };
+    assert!(
+        err.starts_with("rules[0].selection.exclude_tags: \"ami-sweeper:keep\""),
+        "{err}"
     );
 }

@@ -488,13 +488,37 @@ impl crate::ports::ImageRetirer for Ec2 {
                 ])
                 .await?;
                 self.calls.record("DisableImage");
-                self.paced
+                let disabled = self
+                    .paced
                     .disable_image()
                     .image_id(image_id)
                     .send()
                     .await
                     .map_err(|e| from_sdk("DisableImage", e))
-                    .map(|_| ())
+                    .map(|_| ());
+                if let Err(e) = &disabled {
+                    // Refused for sure (an EC2 error code, not a throttle or a fault that
+                    // may have taken effect): the image is still as it was, so the tags
+                    // that would call a later disable by someone else ami-sweeper's own go
+                    // again (best effort; the refusal is what the caller hears).
+                    if refused_for_sure(e) {
+                        self.calls.record("DeleteTags");
+                        let keys =
+                            [DISABLED_AT, DISABLED_FROM].map(|k| Tag::builder().key(k).build());
+                        let untag = self
+                            .paced
+                            .delete_tags()
+                            .resources(image_id)
+                            .set_tags(Some(keys.to_vec()))
+                            .send()
+                            .await;
+                        if let Err(u) = untag {
+                            let u = from_sdk("DeleteTags", u);
+                            tracing::warn!(image_id, error = %u, "the refused disable's tags stay");
+                        }
+                    }
+                }
+                disabled
             }
             RetireStep::Enable {
                 disabled,
@@ -502,6 +526,22 @@ impl crate::ports::ImageRetirer for Ec2 {
             } => self.undo_retirement(image_id, disabled, deprecated).await,
         }
     }
+}
+
+/// An EC2 error that says the call did not take effect: a code, and not a throttle or a
+/// server-side fault (those may have taken effect, or are retried).
+fn refused_for_sure(e: &AwsError) -> bool {
+    e.code.is_some()
+        && ![
+            "RequestLimitExceeded",
+            "Throttling",
+            "InternalError",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "Unavailable",
+        ]
+        .iter()
+        .any(|c| e.is(c))
 }
 
 impl Ec2 {

@@ -824,18 +824,35 @@ impl Policy {
                 if map.contains_key("") {
                     return Err(PolicyError::new(at(field), "tag keys must not be empty"));
                 }
+                if let Some(k) = map.keys().find(|k| is_own_tag(k)) {
+                    return Err(PolicyError::new(at(field), own_tag_error(k)));
+                }
             }
-            if let Some(path) = rule.selection.matches.as_ref().and_then(empty_tag_key) {
-                return Err(PolicyError::new(
-                    at(&format!("selection.match{path}")),
-                    "tag keys must not be empty",
-                ));
+            if let Some(m) = rule.selection.matches.as_ref() {
+                if let Some(path) = tag_key_where(m, &str::is_empty) {
+                    return Err(PolicyError::new(
+                        at(&format!("selection.match{path}")),
+                        "tag keys must not be empty",
+                    ));
+                }
+                if let Some(path) = tag_key_where(m, &is_own_tag) {
+                    return Err(PolicyError::new(
+                        at(&format!("selection.match{path}")),
+                        own_tag_error("this key"),
+                    ));
+                }
             }
             if let Some(g) = &ret.group_by {
                 if let Some(k) = g.tags.iter().position(|t| t.is_empty()) {
                     return Err(PolicyError::new(
                         at(&format!("retention.group_by.tags[{k}]")),
                         "tag keys must not be empty",
+                    ));
+                }
+                if let Some(k) = g.tags.iter().position(|t| is_own_tag(t)) {
+                    return Err(PolicyError::new(
+                        at(&format!("retention.group_by.tags[{k}]")),
+                        own_tag_error(&g.tags[k]),
                     ));
                 }
             }
@@ -874,7 +891,7 @@ impl Policy {
 }
 
 /// The path (below `match`) of the first `tag` condition with an empty key.
-fn empty_tag_key(c: &Condition) -> Option<String> {
+fn tag_key_where(c: &Condition, bad: &dyn Fn(&str) -> bool) -> Option<String> {
     match c {
         Condition::All(cs) | Condition::Any(cs) => {
             let (name, list) = match c {
@@ -883,12 +900,27 @@ fn empty_tag_key(c: &Condition) -> Option<String> {
             };
             list.iter()
                 .enumerate()
-                .find_map(|(i, c)| empty_tag_key(c).map(|p| format!(".{name}[{i}]{p}")))
+                .find_map(|(i, c)| tag_key_where(c, bad).map(|p| format!(".{name}[{i}]{p}")))
         }
-        Condition::Not(inner) => empty_tag_key(inner).map(|p| format!(".not{p}")),
-        Condition::Tag(t) if t.key.is_empty() => Some(".tag.key".to_string()),
+        Condition::Not(inner) => tag_key_where(inner, bad).map(|p| format!(".not{p}")),
+        Condition::Tag(t) if bad(&t.key) => Some(".tag.key".to_string()),
         _ => None,
     }
+}
+
+/// A key in ami-sweeper's own tag namespace (`ami-sweeper:`): the rules never see such
+/// tags (`retire::as_it_was`), so a policy naming one would silently drop it
+/// (an exclude tag that keeps nothing, a selection that falls through to a later rule).
+fn is_own_tag(key: &str) -> bool {
+    key.starts_with(crate::model::OWN_TAG_PREFIX)
+}
+
+fn own_tag_error(key: &str) -> String {
+    format!(
+        "{key:?}: `ami-sweeper:` tags are ami-sweeper's own and invisible to the rules, so a \
+         rule on one would never match and an exclude tag would keep nothing; use a key \
+         outside that namespace (e.g. `retain`)"
+    )
 }
 
 #[cfg(test)]
