@@ -237,8 +237,9 @@ pub fn reference_user(resource_type: &str, arn: &str) -> UsageRef {
 }
 
 /// Every AMI id in `text`, in order of first appearance, each once: a plain scan for
-/// `ami-` followed by 8 or 17 hex digits and no further word character (ids hide in
-/// templates, Terraform state, Packer's `region:ami-…` lists and free text).
+/// `ami-` followed by 8 or 17 hex digits, with no word character before (but for one
+/// ending a backslash escape such as `\n`) or after (ids hide in templates, Terraform
+/// state, Packer's `region:ami-…` lists and free text).
 pub fn image_ids_in(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     let mut found: Vec<String> = Vec::new();
@@ -246,7 +247,10 @@ pub fn image_ids_in(text: &str) -> Vec<String> {
     let mut from = 0;
     while let Some(at) = text[from..].find("ami-").map(|i| i + from) {
         from = at + 4;
-        if at > 0 && word(bytes[at - 1]) {
+        // A word character before `ami-` joins it to a longer token, unless it ends an
+        // escape (`\n`, `\t` in a JSON or YAML string): the id starts a new line there.
+        let escaped = at > 1 && bytes[at - 2] == b'\\';
+        if at > 0 && word(bytes[at - 1]) && !escaped {
             continue;
         }
         let hex = bytes[at + 4..]
@@ -490,6 +494,19 @@ mod tests {
         );
         assert_eq!(image_ids_in("ImageId: ami-0abcdef1"), ["ami-0abcdef1"]);
         assert!(image_ids_in("no images here").is_empty());
+    }
+
+    #[test]
+    fn image_ids_after_an_escape_are_found() {
+        // JSON and YAML write a newline or tab inside a string as `\n`, `\t`: the id after
+        // it is still an id (a Terraform output `join("\n", …)`, a template's `Fn::Sub`).
+        let tfstate = r#"{"outputs": {"amis": {"value": "ami-1a2b3c4d\nami-0123456789abcdef0\tami-1a2b3c4e"}}}"#;
+        assert_eq!(
+            image_ids_in(tfstate),
+            ["ami-1a2b3c4d", "ami-0123456789abcdef0", "ami-1a2b3c4e"]
+        );
+        let found = reference_object_images("s3://b/x.tfstate", tfstate.as_bytes()).unwrap();
+        assert_eq!(found.len(), 3);
     }
 
     #[test]
