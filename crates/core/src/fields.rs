@@ -7,6 +7,7 @@ use crate::model::{
     UsageRef,
 };
 use crate::time::parse_instant;
+use std::borrow::Cow;
 
 /// Builds an [`Image`] from the raw fields EC2 reports, whatever client fetched them.
 /// Shared by the AWS CLI reader and the live inventory so both apply the same checks.
@@ -365,7 +366,7 @@ pub fn reference_object_too_big(place: &str, size: u64) -> Option<String> {
 /// JSON-aware labels say where it was found: Terraform state (`resources[]`: the
 /// resource's address, e.g. `s3://b/env.tfstate (aws_instance.web)`) and Packer manifests
 /// (`builds[]`: the build's name); other ids are labelled by the object alone. `Err` when
-/// the object is over the size bound.
+/// the object is over the size bound or compressed (see [`reference_object_text`]).
 pub fn reference_object_images(
     place: &str,
     body: &[u8],
@@ -373,7 +374,7 @@ pub fn reference_object_images(
     if let Some(e) = reference_object_too_big(place, body.len() as u64) {
         return Err(e);
     }
-    let text = String::from_utf8_lossy(body);
+    let text = reference_object_text(place, body)?;
     let label = |what: Option<String>| UsageRef {
         kind: UsageKind::ReferenceObject,
         id: match what {
@@ -397,6 +398,37 @@ pub fn reference_object_images(
         }
     }
     Ok(out)
+}
+
+/// A reference object's text: UTF-8 (invalid bytes replaced), or UTF-16 by its byte-order
+/// mark. A compressed or archived object (gzip, bzip2, xz, zstd, zip) is refused: the ids
+/// in it cannot be seen, and reading it as naming nothing would let its images go.
+fn reference_object_text<'a>(place: &str, body: &'a [u8]) -> Result<Cow<'a, str>, String> {
+    let compressed = [
+        (&b"\x1f\x8b"[..], "gzip"),
+        (b"BZh", "bzip2"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"PK\x03\x04", "zip"),
+    ];
+    if let Some((_, format)) = compressed.iter().find(|(m, _)| body.starts_with(m)) {
+        return Err(format!(
+            "{place} is {format}-compressed: the AMI ids in it cannot be read, so nothing was \
+             changed (store reference objects uncompressed, or name a prefix without it)"
+        ));
+    }
+    let utf16 = |rest: &[u8], from: fn([u8; 2]) -> u16| {
+        let units: Vec<u16> = rest
+            .chunks(2)
+            .map(|c| from([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        Cow::Owned(String::from_utf16_lossy(&units))
+    };
+    Ok(match body {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
+        _ => String::from_utf8_lossy(body),
+    })
 }
 
 /// The labelled parts of a JSON reference object: a Terraform state's resources (by
@@ -507,6 +539,38 @@ mod tests {
         );
         let found = reference_object_images("s3://b/x.tfstate", tfstate.as_bytes()).unwrap();
         assert_eq!(found.len(), 3);
+    }
+
+    #[test]
+    fn reference_objects_not_plain_text_are_decoded_or_refused() {
+        // UTF-16 (PowerShell's `>` writes it, with a byte-order mark): decoded and scanned.
+        for big_endian in [false, true] {
+            let text = "Default: ami-1a2b3c4d";
+            let mut body: Vec<u8> = if big_endian {
+                vec![0xFE, 0xFF]
+            } else {
+                vec![0xFF, 0xFE]
+            };
+            for u in text.encode_utf16() {
+                let b = if big_endian {
+                    u.to_be_bytes()
+                } else {
+                    u.to_le_bytes()
+                };
+                body.extend(b);
+            }
+            let found = reference_object_images("s3://b/t.yaml", &body).unwrap();
+            assert_eq!(found.len(), 1, "big endian: {big_endian}");
+            assert_eq!(found[0].0, "ami-1a2b3c4d");
+        }
+        // Compressed (gzip's magic number): its ids cannot be seen, so it is refused,
+        // never read as naming nothing.
+        let gz = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
+        let e = reference_object_images("s3://b/state.tfstate.gz", &gz).unwrap_err();
+        assert!(
+            e.contains("s3://b/state.tfstate.gz") && e.contains("gzip"),
+            "{e}"
+        );
     }
 
     #[test]
