@@ -316,6 +316,16 @@ pub fn stack_parameter_images(value: Option<&str>, resolved: Option<&str>) -> Ve
     ids
 }
 
+/// The SSM parameter an SSM-typed stack parameter names (`AWS::SSM::Parameter::Value<…>`:
+/// its value is the parameter's name, and only such parameters have a resolved value), or
+/// `None`. Its resolved value is what it held at the stack's last update; the next update
+/// launches what it holds then, so what it holds now keeps its image too.
+pub fn stack_parameter_ssm<'a>(value: Option<&'a str>, resolved: Option<&str>) -> Option<&'a str> {
+    let name = value?.trim();
+    (resolved.is_some() && !name.is_empty() && name != "****" && image_ids_in(name).is_empty())
+        .then_some(name)
+}
+
 /// EMR cluster states in which the cluster can still launch nodes from its image.
 pub const EMR_LIVE_STATES: [&str; 4] = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"];
 
@@ -587,6 +597,12 @@ mod tests {
             2
         );
         assert!(stack_parameter_images(Some("****"), None).is_empty());
+        assert_eq!(
+            stack_parameter_ssm(Some("/golden/web"), Some(id)),
+            Some("/golden/web")
+        );
+        assert_eq!(stack_parameter_ssm(Some("/golden/web"), None), None);
+        assert_eq!(stack_parameter_ssm(Some(id), Some(id)), None);
         assert_eq!(
             ssm_dynamic_references("ImageId: '{{resolve:ssm:/golden/web:3}}' {{resolve:ssm-secure:x}} {{resolve:ssm:/golden/web:3}}"),
             ["/golden/web:3"]
