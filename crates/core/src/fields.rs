@@ -7,6 +7,7 @@ use crate::model::{
     UsageRef,
 };
 use crate::time::parse_instant;
+use std::borrow::Cow;
 
 /// Builds an [`Image`] from the raw fields EC2 reports, whatever client fetched them.
 /// Shared by the AWS CLI reader and the live inventory so both apply the same checks.
@@ -237,8 +238,9 @@ pub fn reference_user(resource_type: &str, arn: &str) -> UsageRef {
 }
 
 /// Every AMI id in `text`, in order of first appearance, each once: a plain scan for
-/// `ami-` followed by 8 or 17 hex digits and no further word character (ids hide in
-/// templates, Terraform state, Packer's `region:ami-…` lists and free text).
+/// `ami-` followed by 8 or 17 hex digits, with no word character before (but for one
+/// ending a backslash escape such as `\n`) or after (ids hide in templates, Terraform
+/// state, Packer's `region:ami-…` lists and free text).
 pub fn image_ids_in(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
     let mut found: Vec<String> = Vec::new();
@@ -246,7 +248,10 @@ pub fn image_ids_in(text: &str) -> Vec<String> {
     let mut from = 0;
     while let Some(at) = text[from..].find("ami-").map(|i| i + from) {
         from = at + 4;
-        if at > 0 && word(bytes[at - 1]) {
+        // A word character before `ami-` joins it to a longer token, unless it ends an
+        // escape (`\n`, `\t` in a JSON or YAML string): the id starts a new line there.
+        let escaped = at > 1 && bytes[at - 2] == b'\\';
+        if at > 0 && word(bytes[at - 1]) && !escaped {
             continue;
         }
         let hex = bytes[at + 4..]
@@ -311,6 +316,16 @@ pub fn stack_parameter_images(value: Option<&str>, resolved: Option<&str>) -> Ve
     ids
 }
 
+/// The SSM parameter an SSM-typed stack parameter names (`AWS::SSM::Parameter::Value<…>`:
+/// its value is the parameter's name, and only such parameters have a resolved value), or
+/// `None`. Its resolved value is what it held at the stack's last update; the next update
+/// launches what it holds then, so what it holds now keeps its image too.
+pub fn stack_parameter_ssm<'a>(value: Option<&'a str>, resolved: Option<&str>) -> Option<&'a str> {
+    let name = value?.trim();
+    (resolved.is_some() && !name.is_empty() && name != "****" && image_ids_in(name).is_empty())
+        .then_some(name)
+}
+
 /// EMR cluster states in which the cluster can still launch nodes from its image.
 pub const EMR_LIVE_STATES: [&str; 4] = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"];
 
@@ -361,7 +376,7 @@ pub fn reference_object_too_big(place: &str, size: u64) -> Option<String> {
 /// JSON-aware labels say where it was found: Terraform state (`resources[]`: the
 /// resource's address, e.g. `s3://b/env.tfstate (aws_instance.web)`) and Packer manifests
 /// (`builds[]`: the build's name); other ids are labelled by the object alone. `Err` when
-/// the object is over the size bound.
+/// the object is over the size bound or compressed (see [`reference_object_text`]).
 pub fn reference_object_images(
     place: &str,
     body: &[u8],
@@ -369,7 +384,7 @@ pub fn reference_object_images(
     if let Some(e) = reference_object_too_big(place, body.len() as u64) {
         return Err(e);
     }
-    let text = String::from_utf8_lossy(body);
+    let text = reference_object_text(place, body)?;
     let label = |what: Option<String>| UsageRef {
         kind: UsageKind::ReferenceObject,
         id: match what {
@@ -393,6 +408,37 @@ pub fn reference_object_images(
         }
     }
     Ok(out)
+}
+
+/// A reference object's text: UTF-8 (invalid bytes replaced), or UTF-16 by its byte-order
+/// mark. A compressed or archived object (gzip, bzip2, xz, zstd, zip) is refused: the ids
+/// in it cannot be seen, and reading it as naming nothing would let its images go.
+fn reference_object_text<'a>(place: &str, body: &'a [u8]) -> Result<Cow<'a, str>, String> {
+    let compressed = [
+        (&b"\x1f\x8b"[..], "gzip"),
+        (b"BZh", "bzip2"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"PK\x03\x04", "zip"),
+    ];
+    if let Some((_, format)) = compressed.iter().find(|(m, _)| body.starts_with(m)) {
+        return Err(format!(
+            "{place} is {format}-compressed: the AMI ids in it cannot be read, so nothing was \
+             changed (store reference objects uncompressed, or name a prefix without it)"
+        ));
+    }
+    let utf16 = |rest: &[u8], from: fn([u8; 2]) -> u16| {
+        let units: Vec<u16> = rest
+            .chunks(2)
+            .map(|c| from([c[0], *c.get(1).unwrap_or(&0)]))
+            .collect();
+        Cow::Owned(String::from_utf16_lossy(&units))
+    };
+    Ok(match body {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
+        _ => String::from_utf8_lossy(body),
+    })
 }
 
 /// The labelled parts of a JSON reference object: a Terraform state's resources (by
@@ -493,6 +539,51 @@ mod tests {
     }
 
     #[test]
+    fn image_ids_after_an_escape_are_found() {
+        // JSON and YAML write a newline or tab inside a string as `\n`, `\t`: the id after
+        // it is still an id (a Terraform output `join("\n", …)`, a template's `Fn::Sub`).
+        let tfstate = r#"{"outputs": {"amis": {"value": "ami-1a2b3c4d\nami-0123456789abcdef0\tami-1a2b3c4e"}}}"#;
+        assert_eq!(
+            image_ids_in(tfstate),
+            ["ami-1a2b3c4d", "ami-0123456789abcdef0", "ami-1a2b3c4e"]
+        );
+        let found = reference_object_images("s3://b/x.tfstate", tfstate.as_bytes()).unwrap();
+        assert_eq!(found.len(), 3);
+    }
+
+    #[test]
+    fn reference_objects_not_plain_text_are_decoded_or_refused() {
+        // UTF-16 (PowerShell's `>` writes it, with a byte-order mark): decoded and scanned.
+        for big_endian in [false, true] {
+            let text = "Default: ami-1a2b3c4d";
+            let mut body: Vec<u8> = if big_endian {
+                vec![0xFE, 0xFF]
+            } else {
+                vec![0xFF, 0xFE]
+            };
+            for u in text.encode_utf16() {
+                let b = if big_endian {
+                    u.to_be_bytes()
+                } else {
+                    u.to_le_bytes()
+                };
+                body.extend(b);
+            }
+            let found = reference_object_images("s3://b/t.yaml", &body).unwrap();
+            assert_eq!(found.len(), 1, "big endian: {big_endian}");
+            assert_eq!(found[0].0, "ami-1a2b3c4d");
+        }
+        // Compressed (gzip's magic number): its ids cannot be seen, so it is refused,
+        // never read as naming nothing.
+        let gz = [0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
+        let e = reference_object_images("s3://b/state.tfstate.gz", &gz).unwrap_err();
+        assert!(
+            e.contains("s3://b/state.tfstate.gz") && e.contains("gzip"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn stack_parameters_name_images_by_value_or_resolved_value() {
         let id = "ami-0123456789abcdef0";
         assert_eq!(stack_parameter_images(Some(id), None), [id]);
@@ -506,6 +597,12 @@ mod tests {
             2
         );
         assert!(stack_parameter_images(Some("****"), None).is_empty());
+        assert_eq!(
+            stack_parameter_ssm(Some("/golden/web"), Some(id)),
+            Some("/golden/web")
+        );
+        assert_eq!(stack_parameter_ssm(Some("/golden/web"), None), None);
+        assert_eq!(stack_parameter_ssm(Some(id), Some(id)), None);
         assert_eq!(
             ssm_dynamic_references("ImageId: '{{resolve:ssm:/golden/web:3}}' {{resolve:ssm-secure:x}} {{resolve:ssm:/golden/web:3}}"),
             ["/golden/web:3"]

@@ -9,7 +9,8 @@ use crate::adapters::aws::meter::{source_error, Meter};
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{
-    image_ids_in, ssm_dynamic_references, stack_is_live, stack_parameter_images, stack_user,
+    image_ids_in, ssm_dynamic_references, stack_is_live, stack_parameter_images,
+    stack_parameter_ssm, stack_user,
 };
 use crate::model::{Usage, UsageRef};
 
@@ -27,8 +28,9 @@ pub struct CloudFormation {
 /// templates name by `{{resolve:ssm:…}}`, with the stack's usage record.
 pub type StackUsage = (Usage, Vec<(String, UsageRef)>);
 
-/// A live stack: its name, its id, and the (parameter, image) pairs it names.
-type LiveStack = (String, String, Vec<(String, String)>);
+/// A live stack: its name, its id, the (parameter, image) pairs it names, and the
+/// (parameter, SSM parameter) pairs of its SSM-typed parameters.
+type LiveStack = (String, String, Vec<(String, String)>, Vec<(String, String)>);
 
 impl CloudFormation {
     /// Wraps a client; every call is counted in `calls`.
@@ -75,15 +77,19 @@ impl CloudFormation {
             .map_err(|e| source_error("CloudFormation stacks", need, e))?;
         let mut usage = Usage::new();
         let mut refs = Vec::new();
-        for (name, _, params) in &stacks {
+        for (name, _, params, through_ssm) in &stacks {
             for (key, image) in params {
                 usage.add(image.clone(), stack_user(name, &format!("parameter {key}")));
+            }
+            for (key, parameter) in through_ssm {
+                let user = stack_user(name, &format!("parameter {key} resolve:ssm:{parameter}"));
+                refs.push((parameter.clone(), user));
             }
         }
         if !templates {
             return Ok((usage, refs));
         }
-        for (name, id, _) in &stacks {
+        for (name, id, ..) in &stacks {
             let body = self
                 .meter
                 .whole("GetTemplate", || self.template(id))
@@ -119,14 +125,18 @@ impl CloudFormation {
                 }
                 let name = s.stack_name().unwrap_or("stack").to_string();
                 let id = s.stack_id().unwrap_or(&name).to_string();
-                let mut named = Vec::new();
+                let (mut named, mut through_ssm) = (Vec::new(), Vec::new());
                 for p in s.parameters() {
                     let key = p.parameter_key().unwrap_or("parameter");
-                    for image in stack_parameter_images(p.parameter_value(), p.resolved_value()) {
+                    let (value, resolved) = (p.parameter_value(), p.resolved_value());
+                    for image in stack_parameter_images(value, resolved) {
                         named.push((key.to_string(), image));
                     }
+                    if let Some(parameter) = stack_parameter_ssm(value, resolved) {
+                        through_ssm.push((key.to_string(), parameter.to_string()));
+                    }
                 }
-                out.push((name, id, named));
+                out.push((name, id, named, through_ssm));
             }
         }
         Ok(out)

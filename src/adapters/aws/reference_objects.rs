@@ -74,7 +74,7 @@ impl ReferenceObjects {
                 .await
                 .map_err(|e| source_error("reference objects", NEEDS, e))?;
             let found = reference_object_images(&place, &body)
-                .map_err(|e| AwsError::new("GetObject", "ReferenceObjectTooLarge", e))?;
+                .map_err(|e| AwsError::new("GetObject", "ReferenceObjectUnreadable", e))?;
             for (image, user) in found {
                 usage.add(image, user);
             }
