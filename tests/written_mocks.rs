@@ -273,3 +273,61 @@ async fn a_stack_parameter_through_ssm_keeps_what_the_parameter_holds_now() {
         Some(Outcome::Deregistered)
     );
 }
+
+/// A stack with an SSM-typed parameter, its template naming nothing.
+fn ssm_typed_stack() -> Rule {
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::types::{Parameter, Stack, StackStatus};
+    let stack = Stack::builder()
+        .stack_name("web-prod")
+        .stack_id("arn:aws:cloudformation:us-east-1:123456789012:stack/web-prod/1")
+        .stack_status(StackStatus::UpdateComplete)
+        .parameters(
+            Parameter::builder()
+                .parameter_key("ImageId")
+                .parameter_value("/golden/web")
+                .resolved_value("ami-1a2b3c4d")
+                .build(),
+        )
+        .build();
+    mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
+        DescribeStacksOutput::builder()
+            .stacks(stack.clone())
+            .build()
+    })
+}
+
+/// A member deployed before stacks were read through SSM lacks `ssm:GetParameter` for
+/// the stack's parameter: the region stops on one line naming the source and the
+/// permission, nothing deregistered. The body is the real shape of SSM's refusal.
+#[tokio::test]
+async fn a_stack_parameter_ssm_cannot_read_stops_the_region_naming_the_permission() {
+    let (images, gone) = (estate(), deregistered());
+    let (mut c, calls) = account(&[&images, &gone]);
+    let stacks = ssm_typed_stack();
+    c.cloudformation =
+        CloudFormation::new(crate::aws_mocks::cloudformation(&[&stacks]), calls.clone());
+    let denied = mock!(aws_sdk_ssm::Client::get_parameter)
+        .sequence()
+        .http_status(
+            400,
+            Some(
+                r#"{"__type":"AccessDeniedException","Message":"User: arn:aws:sts::123456789012:assumed-role/ami-sweeper-member/ami-sweeper is not authorized to perform: ssm:GetParameter on resource: arn:aws:ssm:us-east-1:123456789012:parameter/golden/web because no identity-based policy allows the ssm:GetParameter action"}"#
+                    .to_string(),
+            ),
+        )
+        .build();
+    c.ssm = Ssm::new(ssm(&[&denied]), calls.clone());
+    let (report, _) = sweep(&c, &policy()).await;
+    let error = report.error.clone().expect("the region stops");
+    assert_eq!(error.lines().count(), 1, "{error}");
+    for part in [
+        "AccessDeniedException",
+        "usage source CloudFormation stacks",
+        "ssm:GetParameter",
+        "nothing was changed",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    assert_eq!(gone.num_calls(), 0, "nothing is deregistered");
+}

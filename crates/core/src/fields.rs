@@ -326,6 +326,60 @@ pub fn stack_parameter_ssm<'a>(value: Option<&'a str>, resolved: Option<&str>) -
         .then_some(name)
 }
 
+/// What one live stack names, one rule for the live sweep and the offline plan: images
+/// (each with its user), and SSM parameters (each with its user) whose value now names
+/// an image, to be read before anything is decided.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StackNames {
+    /// Images named directly: `(image id, user)`.
+    pub images: Vec<(String, UsageRef)>,
+    /// SSM parameters whose current value keeps its image: `(parameter, user)`.
+    pub through_ssm: Vec<(String, UsageRef)>,
+}
+
+impl StackNames {
+    /// What the stack's parameters name, given as `(key, value, resolved value)`: the ids
+    /// in each (see [`stack_parameter_images`]) and each SSM-typed parameter's parameter
+    /// (see [`stack_parameter_ssm`]).
+    pub fn of_parameters<'a>(
+        stack: &str,
+        parameters: impl IntoIterator<Item = (&'a str, Option<&'a str>, Option<&'a str>)>,
+    ) -> Self {
+        let mut names = Self::default();
+        for (key, value, resolved) in parameters {
+            let what = format!("parameter {key}");
+            for image in stack_parameter_images(value, resolved) {
+                names.images.push((image, stack_user(stack, &what)));
+            }
+            if let Some(p) = stack_parameter_ssm(value, resolved) {
+                let user = stack_user(stack, &format!("{what} resolve:ssm:{p}"));
+                names.through_ssm.push((p.to_string(), user));
+            }
+        }
+        names
+    }
+
+    /// Adds what the stack's template names (`usage.cloudformation_templates`): its
+    /// literal ids and its `{{resolve:ssm:…}}` references, `stage` naming the template
+    /// read (`template`, or `processed template` for one after its transforms).
+    pub fn add_template(&mut self, stack: &str, stage: &str, body: &str) {
+        for image in image_ids_in(body) {
+            self.images.push((image, stack_user(stack, stage)));
+        }
+        for p in ssm_dynamic_references(body) {
+            let user = stack_user(stack, &format!("{stage} resolve:ssm:{p}"));
+            self.through_ssm.push((p, user));
+        }
+    }
+}
+
+/// Whether a template as written declares a transform (`Transform:` at its top, or an
+/// `Fn::Transform` / `AWS::Include` inside): its processed stage may then name ids the
+/// written one does not (a macro or an included snippet adds them), and must be read too.
+pub fn template_has_transform(body: &str) -> bool {
+    body.contains("Transform")
+}
+
 /// EMR cluster states in which the cluster can still launch nodes from its image.
 pub const EMR_LIVE_STATES: [&str; 4] = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"];
 

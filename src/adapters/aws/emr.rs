@@ -5,6 +5,7 @@ use std::sync::Arc;
 use aws_sdk_emr::types::{ClusterState, InstanceCollectionType};
 
 use crate::adapters::aws::meter::{source_error, Meter};
+use crate::adapters::aws::metered::Metered;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{emr_user, EMR_LIVE_STATES};
@@ -12,13 +13,7 @@ use crate::model::Usage;
 
 /// The EMR adapter.
 #[derive(Clone, Debug)]
-pub struct Emr {
-    client: aws_sdk_emr::Client,
-    /// The same client without the SDK's retries, for reads under a meter.
-    paced: aws_sdk_emr::Client,
-    calls: Arc<ApiCalls>,
-    meter: Meter,
-}
+pub struct Emr(Metered<aws_sdk_emr::Client>);
 
 /// The permissions the EMR source needs, for its errors.
 const NEEDS: &str =
@@ -27,31 +22,12 @@ const NEEDS: &str =
 impl Emr {
     /// Wraps a client; every call is counted in `calls`.
     pub fn new(client: aws_sdk_emr::Client, calls: Arc<ApiCalls>) -> Self {
-        let once = aws_sdk_emr::config::retry::RetryConfig::disabled();
-        let paced =
-            aws_sdk_emr::Client::from_conf(client.config().to_builder().retry_config(once).build());
-        Self {
-            client,
-            paced,
-            calls,
-            meter: Meter::default(),
-        }
+        Self(Metered::new(client, calls))
     }
 
     /// The same adapter, its reads metered by `meter` (the (account, Region)'s EMR pacer).
     pub fn metered(&self, meter: Meter) -> Self {
-        Self {
-            meter,
-            ..self.clone()
-        }
-    }
-
-    fn reader(&self) -> &aws_sdk_emr::Client {
-        if self.meter.is_set() {
-            &self.paced
-        } else {
-            &self.client
-        }
+        Self(self.0.metered(meter))
     }
 
     /// The images of clusters that can still launch nodes (`STARTING`, `BOOTSTRAPPING`,
@@ -59,14 +35,16 @@ impl Emr {
     /// fleet instance type's.
     pub async fn cluster_usage(&self) -> Result<Usage, AwsError> {
         let clusters = self
-            .meter
+            .0
+            .meter()
             .whole("ListClusters", || self.live_clusters())
             .await
             .map_err(|e| source_error("EMR clusters", NEEDS, e))?;
         let mut usage = Usage::new();
         for (id, name) in &clusters {
             let found = self
-                .meter
+                .0
+                .meter()
                 .whole("DescribeCluster", || self.cluster_images(id))
                 .await
                 .map_err(|e| source_error("EMR clusters", NEEDS, e))?;
@@ -80,15 +58,16 @@ impl Emr {
     /// The ids and names of clusters in a live state (all pages).
     async fn live_clusters(&self) -> Result<Vec<(String, Option<String>)>, AwsError> {
         let mut out = Vec::new();
-        let mut list = self.reader().list_clusters();
+        let mut list = self.0.reader().list_clusters();
         for s in EMR_LIVE_STATES {
             list = list.cluster_states(ClusterState::from(s));
         }
         let mut pages = list.into_paginator().send();
         while let Some(page) = pages.next().await {
-            self.calls.record("ListClusters");
+            self.0.record("ListClusters");
             let resp = page.map_err(|e| from_sdk("ListClusters", e))?;
-            self.meter
+            self.0
+                .meter()
                 .page("ListClusters", resp.marker().is_some())
                 .await?;
             for c in resp.clusters() {
@@ -109,8 +88,9 @@ impl Emr {
     /// One cluster's images: its own `CustomAmiId`, then its groups' or its fleets'
     /// (as its instance collection type says), each with what names it.
     async fn cluster_images(&self, id: &str) -> Result<Vec<(String, String)>, AwsError> {
-        self.calls.record("DescribeCluster");
+        self.0.record("DescribeCluster");
         let resp = self
+            .0
             .reader()
             .describe_cluster()
             .cluster_id(id)
@@ -135,15 +115,17 @@ impl Emr {
     async fn group_images(&self, id: &str) -> Result<Vec<(String, String)>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
+            .0
             .reader()
             .list_instance_groups()
             .cluster_id(id)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            self.calls.record("ListInstanceGroups");
+            self.0.record("ListInstanceGroups");
             let resp = page.map_err(|e| from_sdk("ListInstanceGroups", e))?;
-            self.meter
+            self.0
+                .meter()
                 .page("ListInstanceGroups", resp.marker().is_some())
                 .await?;
             for g in resp.instance_groups() {
@@ -159,15 +141,17 @@ impl Emr {
     async fn fleet_images(&self, id: &str) -> Result<Vec<(String, String)>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
+            .0
             .reader()
             .list_instance_fleets()
             .cluster_id(id)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            self.calls.record("ListInstanceFleets");
+            self.0.record("ListInstanceFleets");
             let resp = page.map_err(|e| from_sdk("ListInstanceFleets", e))?;
-            self.meter
+            self.0
+                .meter()
                 .page("ListInstanceFleets", resp.marker().is_some())
                 .await?;
             for f in resp.instance_fleets() {

@@ -9,6 +9,7 @@ pub mod ec2;
 pub mod emr;
 pub mod imagebuilder;
 pub mod meter;
+pub mod metered;
 pub mod organizations;
 pub mod rbin;
 pub mod reference_objects;
@@ -298,6 +299,10 @@ impl RegionClients {
     }
 }
 
+/// What reading the SSM parameters stacks name needs, for its errors.
+const STACK_SSM_NEEDS: &str = "ssm:GetParameter on the parameters its SSM-typed parameters \
+                               and {{resolve:ssm:…}} references name";
+
 impl crate::ports::UsageSource for RegionClients {
     /// Instances (any state but terminated), every launch template version (with
     /// `resolve:ssm:` ids resolved), launch configurations, SSM parameters naming images,
@@ -345,7 +350,11 @@ impl crate::ports::UsageSource for RegionClients {
         usage.extend(stack_usage);
         let (resolved, mut warnings) = self.ssm.resolve_image_ids(ssm_refs).await?;
         usage.extend(resolved);
-        let (resolved, more) = self.ssm.resolve_references(stack_refs).await?;
+        let (resolved, more) = self
+            .ssm
+            .resolve_references(stack_refs)
+            .await
+            .map_err(|e| meter::source_error("CloudFormation stacks", STACK_SSM_NEEDS, e))?;
         usage.extend(resolved);
         warnings.extend(more);
         Ok((usage, warnings))

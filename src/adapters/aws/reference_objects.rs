@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::adapters::aws::meter::{source_error, Meter};
+use crate::adapters::aws::metered::Metered;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{reference_object_images, reference_object_too_big};
@@ -15,42 +16,17 @@ const NEEDS: &str = "s3:ListBucket and s3:GetObject on the bucket, and kms:Decry
 
 /// Reads reference objects with S3.
 #[derive(Clone, Debug)]
-pub struct ReferenceObjects {
-    client: aws_sdk_s3::Client,
-    /// The same client without the SDK's retries, for reads under a meter.
-    paced: aws_sdk_s3::Client,
-    calls: Arc<ApiCalls>,
-    meter: Meter,
-}
+pub struct ReferenceObjects(Metered<aws_sdk_s3::Client>);
 
 impl ReferenceObjects {
     /// Wraps an S3 client; every call is counted in `calls`.
     pub fn new(client: aws_sdk_s3::Client, calls: Arc<ApiCalls>) -> Self {
-        let once = aws_sdk_s3::config::retry::RetryConfig::disabled();
-        let paced =
-            aws_sdk_s3::Client::from_conf(client.config().to_builder().retry_config(once).build());
-        Self {
-            client,
-            paced,
-            calls,
-            meter: Meter::default(),
-        }
+        Self(Metered::new(client, calls))
     }
 
     /// The same reader, its calls metered by `meter` (the (account, Region)'s S3 pacer).
     pub fn metered(&self, meter: Meter) -> Self {
-        Self {
-            meter,
-            ..self.clone()
-        }
-    }
-
-    fn reader(&self) -> &aws_sdk_s3::Client {
-        if self.meter.is_set() {
-            &self.paced
-        } else {
-            &self.client
-        }
+        Self(self.0.metered(meter))
     }
 
     /// Every image the objects under `bucket`/`prefix` name, each with its object (and,
@@ -58,7 +34,8 @@ impl ReferenceObjects {
     /// bound, or one that cannot be read, is an error: the runs' regions then stop.
     pub async fn place_usage(&self, bucket: &str, prefix: &str) -> Result<Usage, AwsError> {
         let keys = self
-            .meter
+            .0
+            .meter()
             .whole("ListObjectsV2", || self.list(bucket, prefix))
             .await
             .map_err(|e| source_error("reference objects", NEEDS, e))?;
@@ -69,7 +46,8 @@ impl ReferenceObjects {
                 return Err(AwsError::new("GetObject", "ReferenceObjectTooLarge", e));
             }
             let body = self
-                .meter
+                .0
+                .meter()
                 .whole("GetObject", || self.get(bucket, &key))
                 .await
                 .map_err(|e| source_error("reference objects", NEEDS, e))?;
@@ -86,6 +64,7 @@ impl ReferenceObjects {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
+            .0
             .reader()
             .list_objects_v2()
             .bucket(bucket)
@@ -93,9 +72,10 @@ impl ReferenceObjects {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            self.calls.record("ListObjectsV2");
+            self.0.record("ListObjectsV2");
             let resp = page.map_err(|e| from_sdk("ListObjectsV2", e))?;
-            self.meter
+            self.0
+                .meter()
                 .page("ListObjectsV2", resp.next_continuation_token().is_some())
                 .await?;
             for o in resp.contents() {
@@ -110,20 +90,7 @@ impl ReferenceObjects {
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
-        self.calls.record("GetObject");
-        let out = self
-            .reader()
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| from_sdk("GetObject", e))?;
-        let body = out.body.collect().await.map_err(|e| AwsError {
-            operation: "GetObject",
-            code: None,
-            message: format!("reading the body failed: {e}"),
-        })?;
-        Ok(body.to_vec())
+        self.0.record("GetObject");
+        crate::adapters::aws::s3::object_body(self.0.reader(), bucket, key).await
     }
 }

@@ -151,20 +151,7 @@ impl S3 {
 impl BundleStore for S3 {
     async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         self.calls.record("GetObject");
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| from_sdk("GetObject", e))?;
-        let body = out.body.collect().await.map_err(|e| AwsError {
-            operation: "GetObject",
-            code: None,
-            message: format!("reading the body failed: {e}"),
-        })?;
-        Ok(body.to_vec())
+        object_body(&self.client, bucket, key).await
     }
 
     async fn delete_objects(
@@ -214,6 +201,27 @@ impl BundleStore for S3 {
             })
             .collect())
     }
+}
+
+/// One object's whole body, read with `client` (bundle parts, reference objects).
+pub(crate) async fn object_body(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, AwsError> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| from_sdk("GetObject", e))?;
+    let body = out.body.collect().await.map_err(|e| AwsError {
+        operation: "GetObject",
+        code: None,
+        message: format!("reading the body failed: {e}"),
+    })?;
+    Ok(body.to_vec())
 }
 
 fn local_error(operation: &'static str, e: impl std::fmt::Display) -> AwsError {
