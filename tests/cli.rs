@@ -455,7 +455,7 @@ fn plan_usage_samples(which: &str) -> Output {
         &format!("usage-policy-{which}.json"),
         format!(
             r#"{{"retention": {{"min_age_days": 30}}, "usage": {{"ssm_paths": ["/golden"],
-                "launch_template_versions": "{which}"}}}}"#
+                "launch_template_versions": "{which}", "cloudformation_templates": true}}}}"#
         )
         .into_bytes(),
     );
@@ -475,6 +475,7 @@ fn plan_usage_samples(which: &str) -> Output {
         ),
         ("--image-recipes", "image-recipes.json"),
         ("--cloudformation-stacks", "cloudformation-stacks.json"),
+        ("--cloudformation-templates", "cloudformation-templates"),
         ("--emr-clusters", "emr-clusters.json"),
         ("--spot-instance-requests", "spot-instance-requests.json"),
         ("--reference-object", "reference-prod.tfstate"),
@@ -510,8 +511,8 @@ fn every_usage_source_is_read_offline_as_a_sweep_reads_it() {
     assert_eq!(kind_of(2), ["ssm_parameter"], "aws:ec2:image anywhere");
     assert_eq!(
         kind_of(3),
-        ["ssm_parameter"],
-        "String under usage.ssm_paths"
+        ["ssm_parameter", "cloudformation_stack"],
+        "String under usage.ssm_paths, and what web-prod's SSM-typed parameter holds now"
     );
     // resolve:ssm:/golden/lt resolved through the parameters file (and the parameter
     // itself, under /golden, counts too).
@@ -537,6 +538,8 @@ fn every_usage_source_is_read_offline_as_a_sweep_reads_it() {
     assert_eq!(kind_of(13), ["emr_cluster"]);
     assert_eq!(kind_of(14), ["spot_request"]);
     assert_eq!(kind_of(15), ["reference_object"]);
+    // web-prod's template (usage.cloudformation_templates) names image 17 literally.
+    assert_eq!(kind_of(17), ["cloudformation_stack"]);
     assert_eq!(
         kind_of(16),
         Vec::<String>::new(),

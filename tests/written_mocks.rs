@@ -331,3 +331,143 @@ async fn a_stack_parameter_ssm_cannot_read_stops_the_region_naming_the_permissio
     }
     assert_eq!(gone.num_calls(), 0, "nothing is deregistered");
 }
+
+/// One estate, seen live (mocked SDK) and offline (the AWS CLI's output of the same
+/// facts): a stack whose SSM-typed parameter resolved to image 4d and now holds 4e,
+/// whose template (with a transform) names 4f as written and 50 once processed; 51 is
+/// unused. Both sides decide every image alike, `used by` lines included.
+#[tokio::test]
+async fn the_offline_plan_and_the_live_sweep_read_stacks_alike() {
+    use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+    use aws_sdk_cloudformation::types::TemplateStage;
+    let ids = [
+        "ami-1a2b3c4d",
+        "ami-1a2b3c4e",
+        "ami-1a2b3c4f",
+        "ami-1a2b3c50",
+        "ami-1a2b3c51",
+    ];
+    let original = "Transform: AWS::Serverless-2016-10-31\nMappings:\n  Images:\n    us-east-1: {Fallback: ami-1a2b3c4f}\n";
+    let processed = serde_json::json!({"Resources": {"Web": {"Type": "AWS::EC2::LaunchTemplate",
+        "Properties": {"LaunchTemplateData": {"ImageId": "ami-1a2b3c50"}}}}});
+
+    // Live.
+    let images = images_rule(ids.iter().map(|id| image(id, id, OLD).build()).collect());
+    let gone = deregistered();
+    let (mut c, calls) = account(&[&images, &gone]);
+    let stacks = ssm_typed_stack();
+    let body = |stage: TemplateStage, text: String| {
+        mock!(aws_sdk_cloudformation::Client::get_template)
+            .match_requests(move |r| r.template_stage() == Some(&stage))
+            .then_output(move || {
+                GetTemplateOutput::builder()
+                    .template_body(text.clone())
+                    .build()
+            })
+    };
+    let written = body(TemplateStage::Original, original.to_string());
+    let after = body(TemplateStage::Processed, processed.to_string());
+    c.cloudformation = CloudFormation::new(
+        crate::aws_mocks::cloudformation(&[&stacks, &written, &after]),
+        calls.clone(),
+    );
+    let golden = golden_parameter();
+    c.ssm = Ssm::new(ssm(&[&golden]), calls.clone());
+    let (report, _) = sweep(&c, &with_templates()).await;
+    assert_eq!(report.error, None);
+    let live = report.plan_detail.clone().unwrap();
+
+    // Offline, from the CLI's output of the same account.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("offline-stacks");
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let cli_images: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({"ImageId": id, "Name": id, "CreationDate": OLD,
+                "State": "available", "RootDeviceType": "ebs",
+                "BlockDeviceMappings": [{"DeviceName": "/dev/xvda",
+                    "Ebs": {"SnapshotId": format!("snap-{}", &id[4..]), "VolumeSize": 8}}]})
+        })
+        .collect();
+    let write = |name: &str, v: serde_json::Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, v.to_string()).unwrap();
+        path
+    };
+    let files = ami_sweeper::adapters::awscli::InventoryFiles {
+        images: write("images.json", serde_json::json!({"Images": cli_images})),
+        cloudformation_stacks: Some(write(
+            "stacks.json",
+            serde_json::json!({"Stacks": [{"StackName": "web-prod", "StackStatus": "UPDATE_COMPLETE",
+                "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/web-prod/1",
+                "Parameters": [{"ParameterKey": "ImageId", "ParameterValue": "/golden/web",
+                    "ResolvedValue": "ami-1a2b3c4d"}]}]}),
+        )),
+        ssm_parameters: Some(write(
+            "parameters.json",
+            serde_json::json!({"Parameters": [{"Name": "/golden/web", "Type": "String",
+                "Value": "ami-1a2b3c4e", "DataType": "text", "Version": 4}], "InvalidParameters": []}),
+        )),
+        cloudformation_templates: Some(templates.clone()),
+        ..Default::default()
+    };
+    std::fs::write(
+        templates.join("web-prod.json"),
+        serde_json::json!({"TemplateBody": original, "StagesAvailable": ["Original", "Processed"]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        templates.join("web-prod.processed.json"),
+        serde_json::json!({"TemplateBody": processed}).to_string(),
+    )
+    .unwrap();
+    let policy = with_templates();
+    let inventory = ami_sweeper::adapters::awscli::load_inventory(&files, &policy.usage).unwrap();
+    let now = ami_sweeper::time::parse_instant(crate::NOW).unwrap();
+    let offline = ami_sweeper::plan(&policy, &inventory, now);
+
+    let decided = |plan: &ami_sweeper::Plan| -> Vec<serde_json::Value> {
+        plan.decisions
+            .iter()
+            .map(|d| serde_json::json!([d.image_id, d.action, d.reasons, d.used_by]))
+            .collect()
+    };
+    assert_eq!(decided(&offline), decided(&live));
+    let used = |id: &str| -> Vec<String> {
+        let d = live.decisions.iter().find(|d| d.image_id == id).unwrap();
+        d.used_by.iter().map(|u| u.id.clone()).collect()
+    };
+    assert_eq!(used("ami-1a2b3c4d"), ["stack web-prod: parameter ImageId"]);
+    assert_eq!(
+        used("ami-1a2b3c4e"),
+        ["stack web-prod: parameter ImageId resolve:ssm:/golden/web"]
+    );
+    assert_eq!(used("ami-1a2b3c4f"), ["stack web-prod: template"]);
+    assert_eq!(used("ami-1a2b3c50"), ["stack web-prod: processed template"]);
+    assert_eq!(
+        outcome(&report, "ami-1a2b3c51"),
+        Some(Outcome::Deregistered)
+    );
+
+    // Offline without a fact the sweep has: the plan stops, naming what to pass.
+    let refused = |files: &ami_sweeper::adapters::awscli::InventoryFiles| {
+        ami_sweeper::adapters::awscli::load_inventory(files, &policy.usage)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let mut without = files.clone();
+    without.ssm_parameters = None;
+    assert!(
+        refused(&without).contains("aws ssm get-parameters --names /golden/web"),
+        "{}",
+        refused(&without)
+    );
+    let mut without = files.clone();
+    without.cloudformation_templates = None;
+    assert!(refused(&without).contains("--cloudformation-templates DIR"));
+    std::fs::remove_file(templates.join("web-prod.processed.json")).unwrap();
+    assert!(refused(&files).contains("--template-stage Processed"));
+}

@@ -666,6 +666,52 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_names_images_and_ssm_parameters_with_where() {
+        let id = "ami-0123456789abcdef0";
+        let mut names = StackNames::of_parameters(
+            "web",
+            [
+                ("ImageId", Some("/golden/web"), Some(id)),
+                ("Size", Some("m7g.large"), None),
+                ("Secret", Some("****"), None),
+            ],
+        );
+        names.add_template(
+            "web",
+            "template",
+            "Fallback: ami-1a2b3c4d {{resolve:ssm:/x}}",
+        );
+        let ids = |v: &[(String, UsageRef)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, u)| (a.clone(), u.id.clone())).collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            ids(&names.images),
+            [
+                pair(id, "stack web: parameter ImageId"),
+                pair("ami-1a2b3c4d", "stack web: template")
+            ]
+        );
+        assert_eq!(
+            ids(&names.through_ssm),
+            [
+                pair(
+                    "/golden/web",
+                    "stack web: parameter ImageId resolve:ssm:/golden/web"
+                ),
+                pair("/x", "stack web: template resolve:ssm:/x")
+            ]
+        );
+        assert!(template_has_transform(
+            "Transform: AWS::Serverless-2016-10-31"
+        ));
+        assert!(template_has_transform(
+            r#"{"Fn::Transform": {"Name": "AWS::Include"}}"#
+        ));
+        assert!(!template_has_transform("Resources: {}"));
+    }
+
+    #[test]
     fn reference_objects_name_their_images_with_where_they_were_found() {
         let tfstate = r#"{"version": 4, "terraform_version": "1.9.0", "resources": [
             {"mode": "managed", "type": "aws_instance", "name": "web",

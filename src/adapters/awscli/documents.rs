@@ -42,9 +42,11 @@ pub enum Kind {
     EmrClusters,
     /// `aws ec2 describe-spot-instance-requests`.
     SpotInstanceRequests,
+    /// `aws cloudformation get-template` (one file per stack).
+    CloudFormationTemplate,
 }
 
-const KINDS: [Kind; 15] = [
+const KINDS: [Kind; 16] = [
     Kind::Images,
     Kind::Instances,
     Kind::LaunchTemplateVersions,
@@ -60,6 +62,7 @@ const KINDS: [Kind; 15] = [
     Kind::CloudFormationStacks,
     Kind::EmrClusters,
     Kind::SpotInstanceRequests,
+    Kind::CloudFormationTemplate,
 ];
 
 impl Kind {
@@ -81,6 +84,7 @@ impl Kind {
             Self::CloudFormationStacks => "Stacks",
             Self::EmrClusters => "Cluster",
             Self::SpotInstanceRequests => "SpotInstanceRequests",
+            Self::CloudFormationTemplate => "TemplateBody",
         }
     }
 
@@ -102,6 +106,7 @@ impl Kind {
             Self::CloudFormationStacks => "describe-stacks",
             Self::EmrClusters => "describe-cluster",
             Self::SpotInstanceRequests => "describe-spot-instance-requests",
+            Self::CloudFormationTemplate => "get-template",
         }
     }
 
@@ -123,6 +128,7 @@ impl Kind {
             Self::CloudFormationStacks => "--cloudformation-stacks",
             Self::EmrClusters => "--emr-clusters",
             Self::SpotInstanceRequests => "--spot-instance-requests",
+            Self::CloudFormationTemplate => "--cloudformation-templates",
         }
     }
 }

@@ -17,6 +17,7 @@ pub use sources::{
 };
 pub use written::{
     parse_emr_clusters, parse_reference_object, parse_spot_instance_requests, parse_stacks,
+    StackTemplates,
 };
 
 use serde::Deserialize;
@@ -373,6 +374,8 @@ pub struct InventoryFiles {
     pub recycle_bin_rules: Option<std::path::PathBuf>,
     /// `cloudformation describe-stacks` output.
     pub cloudformation_stacks: Option<std::path::PathBuf>,
+    /// A directory of `cloudformation get-template` outputs, `<stack name>.json` each.
+    pub cloudformation_templates: Option<std::path::PathBuf>,
     /// `emr describe-cluster` outputs, one per cluster.
     pub emr_clusters: Option<std::path::PathBuf>,
     /// `ec2 describe-spot-instance-requests` output.
@@ -411,8 +414,19 @@ pub fn load_inventory(files: &InventoryFiles, rules: &UsageRules) -> Result<Inve
         usage.extend(u);
         warnings.extend(w);
     }
-    let readers: [(&Option<std::path::PathBuf>, Reader); 11] = [
-        (&files.cloudformation_stacks, parse_stacks),
+    if let Some(p) = &files.cloudformation_stacks {
+        let (name, text) = read(p)?;
+        let templates = match (
+            &files.cloudformation_templates,
+            rules.cloudformation_templates,
+        ) {
+            (_, false) => StackTemplates::Off,
+            (Some(dir), true) => StackTemplates::In(dir),
+            (None, true) => StackTemplates::Missing,
+        };
+        usage.extend(parse_stacks(&name, &text, &parameters, templates)?);
+    }
+    let readers: [(&Option<std::path::PathBuf>, Reader); 10] = [
         (&files.emr_clusters, parse_emr_clusters),
         (&files.spot_instance_requests, parse_spot_instance_requests),
         (&files.instances, parse_instances),

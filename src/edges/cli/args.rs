@@ -108,9 +108,16 @@ pub(crate) struct PlanArgs {
     /// `aws imagebuilder list-image-recipes --owner Self` output.
     #[arg(long)]
     pub(crate) image_recipes: Option<PathBuf>,
-    /// `aws cloudformation describe-stacks` output: stacks whose parameters name images.
+    /// `aws cloudformation describe-stacks` output: stacks whose parameters name images (an
+    /// SSM-typed parameter's SSM parameter must be in `--ssm-parameters`).
     #[arg(long)]
     pub(crate) cloudformation_stacks: Option<PathBuf>,
+    /// With `usage.cloudformation_templates`: a directory holding each live stack's
+    /// `aws cloudformation get-template --template-stage Original` output as
+    /// `<stack name>.json` (and `<stack name>.processed.json`, `--template-stage
+    /// Processed`, for a template with a transform). A stack without one stops the plan.
+    #[arg(long)]
+    pub(crate) cloudformation_templates: Option<PathBuf>,
     /// `aws emr describe-cluster` outputs, one per cluster (one after the other).
     #[arg(long)]
     pub(crate) emr_clusters: Option<PathBuf>,

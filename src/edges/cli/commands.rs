@@ -258,6 +258,7 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
         image_recipes: args.image_recipes,
         recycle_bin_rules: args.recycle_bin_rules,
         cloudformation_stacks: args.cloudformation_stacks,
+        cloudformation_templates: args.cloudformation_templates,
         emr_clusters: args.emr_clusters,
         spot_instance_requests: args.spot_instance_requests,
         reference_objects: args.reference_objects,
