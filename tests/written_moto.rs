@@ -401,11 +401,24 @@ async fn reference_objects_keep_the_images_they_name_and_fail_closed() {
     );
     assert_eq!(outcome(&report, &ami(3)), Some(Outcome::Deregistered));
 
-    // The same estate without the objects: the images go.
+    // A place that holds no object (a typo in the prefix, or a bucket emptied) is not
+    // "nothing named": every region stops unchanged, naming the place.
+    let report = sweep(&moto, &referencing(&["s3://terraform-state/prdo/"])).await;
+    let err = region(&report).error.clone().unwrap_or_default();
+    assert!(
+        err.contains("s3://terraform-state/prdo/")
+            && err.contains("no object")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(image_ids(&config).await.len(), 2, "images 1 and 2 stay");
+
+    // The same estate with the objects naming no image any more: the images go.
     for key in ["prod/app.tfstate", "prod/packer-manifest.json"] {
-        s3.delete_object()
+        s3.put_object()
             .bucket("terraform-state")
             .key(key)
+            .body(b"{}".to_vec().into())
             .send()
             .await
             .unwrap();

@@ -425,6 +425,19 @@ pub fn reference_object_too_big(place: &str, size: u64) -> Option<String> {
     })
 }
 
+/// The refusal of a reference place (`s3://bucket/prefix/`) that lists no object, or
+/// `None`. The place was named to keep the images its files name: an empty listing is a
+/// typo in the prefix or a bucket emptied, not "nothing in use", so the regions stop.
+pub fn reference_place_empty(place: &str, objects: usize) -> Option<String> {
+    (objects == 0).then(|| {
+        format!(
+            "{place} holds no object (a typo in the prefix, or the files moved?); \
+             nothing was changed (name the place that holds the files, or remove it from \
+             usage.reference_objects)"
+        )
+    })
+}
+
 /// The images one reference object names, each with its usage record: every `ami-` id in
 /// the text keeps its image (a plain scan, so no id is missed whatever the format), and
 /// JSON-aware labels say where it was found: Terraform state (`resources[]`: the
@@ -663,6 +676,13 @@ mod tests {
         );
         assert!(stack_is_live("UPDATE_ROLLBACK_COMPLETE") && stack_is_live("DELETE_FAILED"));
         assert!(!stack_is_live("DELETE_COMPLETE"));
+    }
+
+    #[test]
+    fn an_empty_reference_place_is_refused() {
+        let e = reference_place_empty("s3://b/prdo/", 0).unwrap();
+        assert!(e.starts_with("s3://b/prdo/ holds no object"), "{e}");
+        assert_eq!(reference_place_empty("s3://b/prod/", 1), None);
     }
 
     #[test]

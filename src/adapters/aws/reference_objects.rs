@@ -7,7 +7,7 @@ use crate::adapters::aws::meter::{source_error, Meter};
 use crate::adapters::aws::metered::Metered;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
-use crate::fields::{reference_object_images, reference_object_too_big};
+use crate::fields::{reference_object_images, reference_object_too_big, reference_place_empty};
 use crate::model::Usage;
 
 /// The permissions reading reference objects needs, for its errors.
@@ -31,7 +31,8 @@ impl ReferenceObjects {
 
     /// Every image the objects under `bucket`/`prefix` name, each with its object (and,
     /// for Terraform state and Packer manifests, where in it). An object over the size
-    /// bound, or one that cannot be read, is an error: the runs' regions then stop.
+    /// bound, one that cannot be read, or a place with no object at all is an error: the
+    /// run's regions then stop.
     pub async fn place_usage(&self, bucket: &str, prefix: &str) -> Result<Usage, AwsError> {
         let keys = self
             .0
@@ -39,6 +40,10 @@ impl ReferenceObjects {
             .whole("ListObjectsV2", || self.list(bucket, prefix))
             .await
             .map_err(|e| source_error("reference objects", NEEDS, e))?;
+        let place = format!("s3://{bucket}/{prefix}");
+        if let Some(e) = reference_place_empty(&place, keys.len()) {
+            return Err(AwsError::new("ListObjectsV2", "ReferencePlaceEmpty", e));
+        }
         let mut usage = Usage::new();
         for (key, size) in keys {
             let place = format!("s3://{bucket}/{key}");
