@@ -227,3 +227,106 @@ async fn one_sweep_covers_the_organization_judges_shares_by_their_users_and_isol
     // The hub's own old, unused image was never touched: only member credentials acted.
     assert_eq!(image_ids(&hub).await, hub_ids.into_iter().collect());
 }
+
+/// A stack naming `image` through its `ImageId` parameter, created with `config`.
+async fn pin_with_stack(config: &aws_config::SdkConfig, name: &str, image: &str) {
+    let template = r#"{"Parameters": {"ImageId": {"Type": "AWS::EC2::Image::Id"}},
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}}}"#;
+    aws_sdk_cloudformation::Client::new(config)
+        .create_stack()
+        .stack_name(name)
+        .template_body(template)
+        .parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key("ImageId")
+                .parameter_value(image)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The users written down, across an organization: a's own stack keeps a's image 0 (read
+/// in a with a's role: the hub has no such stack), and b's stack keeps a's image 1, shared
+/// with b (`keep_if_used` reads b's stacks as it reads b's other sources); a's image 2,
+/// named by nobody, goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_and_sibling_stacks_keep_the_images_they_name() {
+    let moto = Moto::start_with_public_amis();
+    let hub = moto.config().await;
+    let base = public_ami(&hub).await;
+    let org = OrgBuilder::create(&hub).await;
+    let ou = org.ou(&org.root, "workloads").await;
+    let (a, b) = (org.account("a", &ou).await, org.account("b", &ou).await);
+    let a_config = member_config(&hub, &a, "us-east-1").await;
+    let b_config = member_config(&hub, &b, "us-east-1").await;
+    let (ids, instance) = bake(&a_config, &base, 3).await;
+    aws_sdk_ec2::Client::new(&a_config)
+        .terminate_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    pin_with_stack(&a_config, "web-prod", &ids[0]).await;
+    aws_sdk_ec2::Client::new(&a_config)
+        .modify_image_attribute()
+        .image_id(&ids[1])
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .add(LaunchPermission::builder().user_id(&b).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    pin_with_stack(&b_config, "consumer", &ids[1]).await;
+
+    let policy = Policy::from_json(
+        &json!({"dry_run": false, "retention": {"min_age_days": 30},
+                "protection": {"shared": "keep_if_used"}, "recycle_bin": "ignore",
+                "accounts": {"organization": {"ou_ids": [ou]}}})
+        .to_string(),
+    )
+    .unwrap();
+    let clients = Clients::new(hub.clone());
+    let accounts = resolve_accounts(&clients, &policy).await.unwrap();
+    let regions = vec!["us-east-1".to_string()];
+    let opts = SweepOptions {
+        regions: regions.clone(),
+        force_dry_run: false,
+        queue: QueueMode::Local(Default::default()),
+        exec: ExecConfig::default(),
+        now: chrono::Utc::now() + chrono::TimeDelta::days(60),
+    };
+    let report = run_org_sweep(&clients, &policy, &accounts, &regions, &opts, 2, None).await;
+    assert_eq!(report.failures, 0, "{:#?}", report.accounts);
+    let pair = report.pairs.iter().find(|p| p.account == a).unwrap();
+    let plan = pair.report.as_ref().unwrap().regions[0]
+        .plan_detail
+        .as_ref()
+        .unwrap();
+    let used = |image: &str| -> Vec<(UsageKind, String)> {
+        let d = plan.decisions.iter().find(|d| d.image_id == image).unwrap();
+        d.used_by.iter().map(|u| (u.kind, u.id.clone())).collect()
+    };
+    assert_eq!(
+        used(&ids[0]),
+        [(
+            UsageKind::CloudFormationStack,
+            "stack web-prod: parameter ImageId".to_string()
+        )]
+    );
+    let shared = used(&ids[1]);
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(shared[0].0, UsageKind::SharedAccount);
+    assert!(
+        shared[0].1.starts_with(&b) && shared[0].1.contains("stack consumer"),
+        "{shared:?}"
+    );
+    assert_eq!(
+        image_ids(&a_config).await,
+        ids[..2].iter().cloned().collect(),
+        "image 2, named by nobody, goes"
+    );
+}

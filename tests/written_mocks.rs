@@ -298,38 +298,46 @@ fn ssm_typed_stack() -> Rule {
 }
 
 /// A member deployed before stacks were read through SSM lacks `ssm:GetParameter` for
-/// the stack's parameter: the region stops on one line naming the source and the
-/// permission, nothing deregistered. The body is the real shape of SSM's refusal.
+/// the stack's parameter, or SSM throttles it past the SDK's retries: the region stops on
+/// one line naming the source and the permission, nothing deregistered. The bodies are
+/// the real shapes of SSM's answers.
 #[tokio::test]
 async fn a_stack_parameter_ssm_cannot_read_stops_the_region_naming_the_permission() {
-    let (images, gone) = (estate(), deregistered());
-    let (mut c, calls) = account(&[&images, &gone]);
-    let stacks = ssm_typed_stack();
-    c.cloudformation =
-        CloudFormation::new(crate::aws_mocks::cloudformation(&[&stacks]), calls.clone());
-    let denied = mock!(aws_sdk_ssm::Client::get_parameter)
-        .sequence()
-        .http_status(
-            400,
-            Some(
-                r#"{"__type":"AccessDeniedException","Message":"User: arn:aws:sts::123456789012:assumed-role/ami-sweeper-member/ami-sweeper is not authorized to perform: ssm:GetParameter on resource: arn:aws:ssm:us-east-1:123456789012:parameter/golden/web because no identity-based policy allows the ssm:GetParameter action"}"#
-                    .to_string(),
-            ),
-        )
-        .build();
-    c.ssm = Ssm::new(ssm(&[&denied]), calls.clone());
-    let (report, _) = sweep(&c, &policy()).await;
-    let error = report.error.clone().expect("the region stops");
-    assert_eq!(error.lines().count(), 1, "{error}");
-    for part in [
-        "AccessDeniedException",
-        "usage source CloudFormation stacks",
-        "ssm:GetParameter",
-        "nothing was changed",
-    ] {
-        assert!(error.contains(part), "{part}: {error}");
+    let refusals = [
+        (
+            "AccessDeniedException",
+            r#"{"__type":"AccessDeniedException","Message":"User: arn:aws:sts::123456789012:assumed-role/ami-sweeper-member/ami-sweeper is not authorized to perform: ssm:GetParameter on resource: arn:aws:ssm:us-east-1:123456789012:parameter/golden/web because no identity-based policy allows the ssm:GetParameter action"}"#,
+        ),
+        (
+            "ThrottlingException",
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+        ),
+    ];
+    for (code, body) in refusals {
+        let (images, gone) = (estate(), deregistered());
+        let (mut c, calls) = account(&[&images, &gone]);
+        let stacks = ssm_typed_stack();
+        c.cloudformation =
+            CloudFormation::new(crate::aws_mocks::cloudformation(&[&stacks]), calls.clone());
+        let refused = mock!(aws_sdk_ssm::Client::get_parameter)
+            .sequence()
+            .http_status(400, Some(body.to_string()))
+            .times(5)
+            .build();
+        c.ssm = Ssm::new(ssm(&[&refused]), calls.clone());
+        let (report, _) = sweep(&c, &policy()).await;
+        let error = report.error.clone().expect("the region stops");
+        assert_eq!(error.lines().count(), 1, "{error}");
+        for part in [
+            code,
+            "usage source CloudFormation stacks",
+            "ssm:GetParameter",
+            "nothing was changed",
+        ] {
+            assert!(error.contains(part), "{part}: {error}");
+        }
+        assert_eq!(gone.num_calls(), 0, "nothing is deregistered");
     }
-    assert_eq!(gone.num_calls(), 0, "nothing is deregistered");
 }
 
 /// One estate, seen live (mocked SDK) and offline (the AWS CLI's output of the same
