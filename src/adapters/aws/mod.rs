@@ -301,7 +301,8 @@ impl RegionClients {
 
 /// What reading the SSM parameters stacks name needs, for its errors.
 const STACK_SSM_NEEDS: &str = "ssm:GetParameter on the parameters its SSM-typed parameters \
-                               and {{resolve:ssm:…}} references name";
+                               and {{resolve:ssm:…}} references name (in this deployment's own \
+                               account, the template's ImageIdParameterPrefix)";
 
 impl crate::ports::UsageSource for RegionClients {
     /// Instances (any state but terminated), every launch template version (with
