@@ -231,27 +231,9 @@ async fn the_recorded_fleets_verbatim_name_no_image_and_it_goes() {
 /// next update launches what it holds now (here an older image, rolled back to): both keep.
 #[tokio::test]
 async fn a_stack_parameter_through_ssm_keeps_what_the_parameter_holds_now() {
-    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
-    use aws_sdk_cloudformation::types::{Parameter, Stack, StackStatus};
     let (images, gone) = (estate(), deregistered());
     let (mut c, calls) = account(&[&images, &gone]);
-    let stack = Stack::builder()
-        .stack_name("web-prod")
-        .stack_id("arn:aws:cloudformation:us-east-1:123456789012:stack/web-prod/1")
-        .stack_status(StackStatus::UpdateComplete)
-        .parameters(
-            Parameter::builder()
-                .parameter_key("ImageId")
-                .parameter_value("/golden/web")
-                .resolved_value("ami-1a2b3c4d")
-                .build(),
-        )
-        .build();
-    let stacks = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
-        DescribeStacksOutput::builder()
-            .stacks(stack.clone())
-            .build()
-    });
+    let stacks = ssm_typed_stack();
     c.cloudformation =
         CloudFormation::new(crate::aws_mocks::cloudformation(&[&stacks]), calls.clone());
     let golden = golden_parameter();
