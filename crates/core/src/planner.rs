@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::inventory::Inventory;
 use crate::model::{Image, ImageState, RootDevice, Timestamp, UsageRef};
-use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
+use crate::policy::{ExceptionNote, Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, RetireStep, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
@@ -43,6 +43,9 @@ pub enum Reason {
     NotSelected,
     /// Rule 2: it carries an `exclude_tags` tag of the rule that selected it.
     ExcludedByTag,
+    /// Rule 2, expiring: an exception holds (its `ami-sweeper:keep-until` tag or an entry
+    /// of the policy's `exceptions`) until the decision's `exception.until`.
+    Excepted,
     /// Rule 3: AWS Backup manages it.
     BackupManaged,
     /// Rule 4: its state is not available, disabled, failed or error.
@@ -84,6 +87,7 @@ impl Reason {
         match self {
             Self::NotSelected => "not_selected",
             Self::ExcludedByTag => "excluded_by_tag",
+            Self::Excepted => "excepted",
             Self::BackupManaged => "backup_managed",
             Self::Unsettled => "unsettled",
             Self::WithinKeepCount => "within_keep_count",
@@ -245,6 +249,9 @@ pub struct Decision {
     /// period the image represents (`kept_by_thinning`) or lost in (`thinned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinning: Option<ThinNote>,
+    /// For `excepted` images: the exception that keeps them, until when and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionNote>,
 }
 
 impl Decision {
@@ -366,7 +373,32 @@ impl Plan {
     }
 }
 
+/// How many days ahead the summaries list the exceptions that lapse.
+pub const LAPSING_WITHIN_DAYS: u64 = 14;
+
 impl Plan {
+    /// The `excepted` decisions whose exception lapses within `days` of the plan's
+    /// instant, soonest first (ties by id): what the summaries list with their reasons.
+    pub fn lapsing(&self, days: u64) -> Vec<&Decision> {
+        let horizon = crate::time::days_after(self.now, days);
+        let mut v: Vec<&Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| {
+                d.exception
+                    .as_ref()
+                    .is_some_and(|e| e.lapses_between(self.now, horizon))
+            })
+            .collect();
+        v.sort_by_key(|d| {
+            (
+                d.exception.as_ref().and_then(|e| e.until),
+                d.image_id.as_str(),
+            )
+        });
+        v
+    }
+
     /// Keeps only the decisions `keep` admits (a run's scope), with the summary recounted.
     pub fn retain_decisions(&mut self, keep: impl FnMut(&Decision) -> bool) {
         self.decisions.retain(keep);
@@ -442,6 +474,12 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     // retirement stages and the storage read it as it is.
     let seen: Vec<Cow<'_, Image>> = images.iter().map(retire::as_it_was).collect();
     let rule_of: Vec<Option<usize>> = seen.iter().map(|i| policy.rule_for(i, now)).collect();
+    // Exceptions read the image as it is: `ami-sweeper:keep-until` is one of its own tags.
+    let mut exceptions: Vec<Option<ExceptionNote>> = images
+        .iter()
+        .zip(&rule_of)
+        .map(|(img, r)| r.and_then(|_| policy.exception_for(img, now)))
+        .collect();
     let groups: Vec<Vec<&str>> = seen
         .iter()
         .zip(&rule_of)
@@ -450,8 +488,15 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     let early: Vec<Option<Reason>> = seen
         .iter()
         .zip(&rule_of)
-        .map(|(img, r)| early_reason(policy, *r, img))
+        .zip(&exceptions)
+        .map(|((img, r), e)| early_reason(policy, *r, img, e.is_some()))
         .collect();
+    // Only the exceptions that decide are reported (an excluded image keeps its reason).
+    for (e, r) in exceptions.iter_mut().zip(&early) {
+        if *r != Some(Reason::Excepted) {
+            *e = None;
+        }
+    }
     let kept = kept_by_count(policy, &seen, &rule_of, &early, &groups);
     let cutoffs: Vec<Cutoffs> = policy
         .rules
@@ -477,6 +522,7 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
         groups: &groups,
         stages: &stages,
         notes: thin.notes,
+        exceptions,
         now,
     };
     let decisions = decide(ctx, reasons);
@@ -492,13 +538,21 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
 }
 
 /// Rules 1-4: not selected by any rule, excluded by the deciding rule's tags (it never
-/// falls through to a later rule), AWS Backup-managed, unsettled.
-fn early_reason(policy: &Policy, rule: Option<usize>, img: &Image) -> Option<Reason> {
+/// falls through to a later rule) or by an exception that holds (`excepted`), AWS
+/// Backup-managed, unsettled. None of these counts toward `keep_count`.
+fn early_reason(
+    policy: &Policy,
+    rule: Option<usize>,
+    img: &Image,
+    excepted: bool,
+) -> Option<Reason> {
     let Some(rule) = rule.map(|r| &policy.rules[r]) else {
         return Some(Reason::NotSelected);
     };
     if rule.excludes(img) {
         Some(Reason::ExcludedByTag)
+    } else if excepted {
+        Some(Reason::Excepted)
     } else if img.is_backup_managed() {
         Some(Reason::BackupManaged)
     } else if !img.state.is_settled() {
@@ -812,6 +866,8 @@ struct DecideContext<'a> {
     stages: &'a [Option<Staged>],
     /// Thinning's window notes, taken into the decisions.
     notes: Vec<Option<ThinNote>>,
+    /// The exceptions that keep `excepted` images, taken into the decisions.
+    exceptions: Vec<Option<ExceptionNote>>,
     now: Timestamp,
 }
 
@@ -824,6 +880,7 @@ fn decide(dc: DecideContext<'_>, mut reasons: Vec<Vec<Reason>>) -> Vec<Decision>
         groups,
         stages,
         mut notes,
+        mut exceptions,
         now,
     } = dc;
     let images = inventory.images();
@@ -906,15 +963,20 @@ fn decide(dc: DecideContext<'_>, mut reasons: Vec<Vec<Reason>>) -> Vec<Decision>
                 recycle_bin,
                 reasons,
                 thinning: notes[i].take(),
+                exception: exceptions[i].take(),
             }
         })
         .collect()
 }
 
-/// The inventory's warnings plus one per bundle whose location is not understood.
+/// The inventory's warnings plus one per bundle whose location is not understood and one
+/// per exception tag that is unreadable or beyond `limits.max_exception_days`.
 fn plan_warnings(inventory: &Inventory, decisions: &[Decision]) -> Vec<String> {
     let mut warnings = inventory.warnings.clone();
     for d in decisions {
+        if let Some(problem) = d.exception.as_ref().and_then(|e| e.problem.as_ref()) {
+            warnings.push(format!("{}: {problem}", d.image_id));
+        }
         if let Some(b) = d
             .bundle
             .as_ref()
