@@ -259,6 +259,17 @@ impl Decision {
     pub fn reason(&self) -> Reason {
         self.reasons[0]
     }
+
+    /// `ami-... name: excepted until ... (source: reason)`: how the plan's tail and the
+    /// summary messages list an exception (empty after the colon when none keeps it).
+    pub fn exception_line(&self) -> String {
+        let what = self
+            .exception
+            .as_ref()
+            .map(ExceptionNote::describe)
+            .unwrap_or_default();
+        format!("{} {}: {what}", self.image_id, self.name)
+    }
 }
 
 /// Counts over a plan.

@@ -373,3 +373,44 @@ fn a_bad_exception_entry_is_refused_with_its_path() {
         assert!(err.starts_with(want), "{entry}: {err}");
     }
 }
+
+#[test]
+fn lint_reports_exceptions_past_the_horizon_and_lapsed_ones_at_its_instant() {
+    use ami_sweeper_core::policy::{lint, lint_at, Finding};
+    let p = with(
+        r#", "limits": {"max_exception_days": 30}, "exceptions": [
+            {"image_ids": ["ami-1"], "until": "2027-03-10", "reason": "a"},
+            {"image_ids": ["ami-2"], "until": "2027-06-01", "reason": "b"},
+            {"image_ids": ["ami-3"], "until": "2027-02-28T00:00:00Z", "reason": "c"}]"#,
+    );
+    let found = lint_at(&p, t("2027-03-01T00:00:00Z"));
+    assert_eq!(
+        found,
+        [
+            Finding::ExceptionBeyondHorizon {
+                exception: 1,
+                max_days: 30
+            },
+            Finding::ExceptionLapsed {
+                exception: 2,
+                until: "2027-02-28T00:00:00Z".into()
+            },
+        ]
+    );
+    assert!(found[0].is_error() && !found[1].is_error());
+    assert!(found[0].message().contains("exceptions[1]"));
+    // The same instant a run would refuse the policy at.
+    assert_eq!(
+        p.check_exceptions_at(t("2027-03-01T00:00:00Z"))
+            .unwrap_err()
+            .path,
+        "exceptions[1].until"
+    );
+    assert!(lint(&p).is_empty(), "the rules alone have nothing to say");
+    // An exception lapses at its instant, not a moment later.
+    let at_end = lint_at(&p, t("2027-03-11T00:00:00Z"));
+    assert!(at_end.contains(&Finding::ExceptionLapsed {
+        exception: 0,
+        until: "2027-03-10".into()
+    }));
+}

@@ -190,8 +190,9 @@ impl Policy {
         best
     }
 
-    /// `limits.max_exception_days` when `until` lies beyond it from `now`.
-    fn beyond_horizon(&self, until: Timestamp, now: Timestamp) -> Option<u64> {
+    /// `limits.max_exception_days` when `until` lies beyond it from `now` (more than that
+    /// many whole days later): the one horizon test of the run, the tags and `lint`.
+    pub(super) fn beyond_horizon(&self, until: Timestamp, now: Timestamp) -> Option<u64> {
         self.limits
             .max_exception_days
             .filter(|d| until > days_after(now, *d))

@@ -30,7 +30,7 @@ pub use expr::{
     State, TagTest, Virtualization,
 };
 pub use glob::Glob;
-pub use lint::{lint, Finding};
+pub use lint::{lint, lint_at, Finding};
 pub use rules::{excluded, Rule, DEFAULT_RULE};
 
 /// A whole retention policy, as the planner reads it: an ordered list of retention
