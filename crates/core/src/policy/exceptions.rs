@@ -115,17 +115,19 @@ pub struct ExceptionNote {
 }
 
 impl ExceptionNote {
-    /// One line for tables: `excepted until 2027-04-01T00:00:00Z (tag: ticket OPS-1)`.
+    /// One line for tables: `excepted until 2027-04-01T00:00:00Z (tag: OPS-1)`, or
+    /// `excepted, date unreadable (tag)`.
     pub fn describe(&self) -> String {
-        let until = self
-            .until
-            .map_or_else(|| "(unreadable date)".to_string(), format_instant);
+        let until = self.until.map_or_else(
+            || ", date unreadable".to_string(),
+            |t| format!(" until {}", format_instant(t)),
+        );
         let reason = self
             .reason
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        format!("excepted until {until} ({}{reason})", self.source)
+        format!("excepted{until} ({}{reason})", self.source)
     }
 
     /// Whether it lapses within `[now, horizon]`: what the summaries list as lapsing.
