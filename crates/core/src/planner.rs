@@ -16,7 +16,7 @@ use crate::policy::{ExceptionNote, Policy, RecycleBinMode, Retention, Rule, Temp
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, RetireStep, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
-use crate::thinning::{window_of, Period, ThinNote};
+use crate::thinning::{Period, ThinNote};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -635,9 +635,17 @@ impl Thinning {
     }
 }
 
-/// A period's representative under one rule, lineage and unit: keyed by those and the
-/// period, the newest counted image (its age and id, then its index).
-type PeriodKey<'a> = (usize, &'a [&'a str], Period, i64);
+/// A period of one lineage in one unit: the lineage's number (its rule and group key,
+/// numbered once per plan, so the key hashes integers only), the unit and the period.
+type PeriodKey = (u32, Period, i64);
+
+/// What thinning needs of one rule, computed once per plan: its windows, their distinct
+/// units and their starts at the plan's instant.
+struct RuleThin<'p> {
+    windows: &'p [crate::thinning::Window],
+    units: Vec<Period>,
+    cutoffs: Vec<Option<Timestamp>>,
+}
 
 /// Thinning (`retention.thin`), for images of a rule with windows that passed rules 1-4:
 /// younger than the first window, `before_thinning`; in a window, `kept_by_thinning` when
@@ -657,50 +665,70 @@ fn apply_thinning<'a>(
         notes: vec![None; images.len()],
         thinned: vec![false; images.len()],
     };
-    if policy.rules.iter().all(|r| r.retention.thin.is_empty()) {
+    let rules: Vec<Option<RuleThin<'_>>> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let windows = r.retention.thin.as_slice();
+            let mut units: Vec<Period> = windows.iter().map(|w| w.keep_one_per).collect();
+            units.sort_unstable();
+            units.dedup();
+            let cutoffs = crate::thinning::cutoffs(windows, now);
+            (!windows.is_empty()).then_some(RuleThin {
+                windows,
+                units,
+                cutoffs,
+            })
+        })
+        .collect();
+    if rules.iter().all(Option::is_none) {
         return out;
     }
-    let windows = |i: usize| {
-        rule_of[i]
-            .filter(|_| early[i].is_none())
-            .map(|r| (r, policy.rules[r].retention.thin.as_slice()))
-            .filter(|(_, w)| !w.is_empty())
-    };
-    let mut newest: HashMap<PeriodKey<'a>, (Timestamp, &'a str, usize)> = HashMap::default();
+    // Each thinned image's rule and lineage number (`None`: thinning does not judge it).
+    let mut lineages: HashMap<(usize, &'a [&'a str]), u32> = HashMap::default();
+    let lineage: Vec<Option<(usize, u32)>> = (0..images.len())
+        .map(|i| {
+            let rule = rule_of[i].filter(|r| early[i].is_none() && rules[*r].is_some())?;
+            let next = u32::try_from(lineages.len()).unwrap_or(u32::MAX);
+            Some((
+                rule,
+                *lineages.entry((rule, groups[i].as_slice())).or_insert(next),
+            ))
+        })
+        .collect();
+    let mut newest: HashMap<PeriodKey, usize> = HashMap::default();
     for (i, img) in images.iter().enumerate() {
-        let Some((rule, ws)) = windows(i).filter(|_| counted(img, early[i])) else {
+        let Some((rule, id)) = lineage[i].filter(|_| counted(img, early[i])) else {
             continue;
         };
-        let mut units: Vec<Period> = ws.iter().map(|w| w.keep_one_per).collect();
-        units.sort_unstable();
-        units.dedup();
-        for unit in units {
+        for &unit in rules[rule].as_ref().map_or(&[][..], |r| r.units.as_slice()) {
             let Some(period) = unit.key(img.creation_date) else {
                 continue;
             };
-            let slot = newest
-                .entry((rule, groups[i].as_slice(), unit, period))
-                .or_insert((img.creation_date, &img.id, i));
-            if newest_first(by_age(img), (slot.0, slot.1)).is_lt() {
-                *slot = (img.creation_date, &img.id, i);
+            let slot = newest.entry((id, unit, period)).or_insert(i);
+            if newest_first(by_age(img), by_age(&images[*slot])).is_lt() {
+                *slot = i;
             }
         }
     }
     for (i, img) in images.iter().enumerate() {
-        let Some((rule, ws)) = windows(i) else {
+        let Some((rule, id)) = lineage[i] else {
             continue;
         };
-        let Some(w) = window_of(ws, img.creation_date, now).map(|w| &ws[w]) else {
+        let Some(r) = rules[rule].as_ref() else {
+            continue;
+        };
+        let Some(w) =
+            crate::thinning::window_at(&r.cutoffs, img.creation_date).map(|w| &r.windows[w])
+        else {
             reasons[i].push(Reason::BeforeThinning);
             continue;
         };
         out.notes[i] = Some(ThinNote::new(w, img.creation_date));
         let unit = w.keep_one_per;
-        let representative = unit.key(img.creation_date).is_some_and(|period| {
-            newest
-                .get(&(rule, groups[i].as_slice(), unit, period))
-                .is_some_and(|&(_, _, n)| n == i)
-        });
+        let representative = unit
+            .key(img.creation_date)
+            .is_some_and(|period| newest.get(&(id, unit, period)) == Some(&i));
         if representative {
             reasons[i].push(Reason::KeptByThinning);
         } else {
