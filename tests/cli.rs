@@ -900,6 +900,110 @@ fn lint_lists_rules_that_can_never_match_and_fails() {
 }
 
 #[test]
+fn the_policy_pages_exceptions_are_what_the_exceptions_sample_prints() {
+    let out = plan_sample("exceptions", "table");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(root().join("docs/policy.md")).unwrap();
+    assert!(
+        page.contains(&stdout(&out)),
+        "docs/policy.md's samples/exceptions plan is stale; it prints:\n{}",
+        stdout(&out)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&plan_sample("exceptions", "json").stdout).unwrap();
+    let by_name = |name: &str| {
+        v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let tagged = by_name("app-20260801");
+    assert_eq!(tagged["reasons"], serde_json::json!(["excepted"]));
+    assert_eq!(
+        tagged["exception"],
+        serde_json::json!({"source": "tag", "until": "2026-12-02T00:00:00Z",
+                           "reason": "CHG-91: team web migrates off it"})
+    );
+    assert_eq!(
+        by_name("app-20260601")["reasons"][0],
+        "expired",
+        "lapsed tag"
+    );
+    assert_eq!(
+        by_name("app-20250615")["exception"]["source"],
+        "exceptions[1]"
+    );
+    let unreadable = by_name("app-20260701");
+    assert_eq!(unreadable["exception"]["until"], serde_json::Value::Null);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2);
+    assert_eq!(v["summary"]["by_reason"]["excepted"], 5);
+}
+
+#[test]
+fn a_policy_exception_beyond_the_horizon_is_refused_by_plan_and_reported_by_lint() {
+    let dir = std::env::temp_dir().join(format!("ami-sweeper-exc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"retention": {"min_age_days": 30}, "limits": {"max_exception_days": 30},
+            "exceptions": [
+              {"image_ids": ["ami-0000000000000e003"], "until": "2026-11-01", "reason": "old"},
+              {"tags": {"release": "*"}, "until": "2027-01-31", "reason": "too far"}]}"#,
+    )
+    .unwrap();
+    let images = sample("exceptions/images.json");
+    let plan = |now: &str| {
+        bin()
+            .args(["plan", "--policy"])
+            .arg(&policy)
+            .args(["--images", &images, "--now", now, "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let refused = plan(crate::NOW);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(refused.stdout.is_empty());
+    assert!(
+        stderr(&refused).starts_with(
+            "ami-sweeper: exceptions[1].until: \"2027-01-31\" is more than \
+             limits.max_exception_days (30) after the run's instant 2026-11-26T00:00:00Z"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+    // The horizon counts from the run's instant: a week later the entry is within it.
+    assert!(plan("2027-01-02T00:00:00Z").status.success());
+    let lint = |now: &str| {
+        bin()
+            .args(["lint", "--policy"])
+            .arg(&policy)
+            .args(["--now", now, "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = lint(crate::NOW);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["findings"],
+        serde_json::json!([
+            {"kind": "exception_lapsed", "exception": 0, "until": "2026-11-01"},
+            {"kind": "exception_beyond_horizon", "exception": 1, "max_days": 30}
+        ])
+    );
+    assert_eq!(
+        stderr(&out),
+        "ami-sweeper: 1 exception beyond limits.max_exception_days\n"
+    );
+    assert!(lint("2027-01-02T00:00:00Z").status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn plan_as_markdown_is_a_comment_with_the_tables_folds() {
     let out = plan_sample("rules", "markdown");
     assert!(out.status.success(), "{}", stderr(&out));

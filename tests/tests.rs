@@ -12,6 +12,7 @@ mod aws_mocks;
 mod bundles_moto;
 mod cli;
 mod docs;
+mod exceptions_moto;
 mod executor;
 mod faults_moto;
 mod lambda_events;

@@ -270,7 +270,11 @@ fn one_rule_policy() -> Value {
         "retire": {"deprecate": true, "disable_for_days": 14},
         "protection": {"skip_in_use": true, "skip_shared": true, "shared": "keep_if_used"},
         "cleanup": {"snapshots": true, "bundles": true, "orphans": {"min_age_days": 30}},
-        "limits": {"max_deregistrations": 10, "api_share": 0.5},
+        "limits": {"max_deregistrations": 10, "api_share": 0.5, "max_exception_days": 365},
+        "exceptions": [
+            {"image_ids": ["ami-0123456789abcdef0"], "until": "2027-03-31", "reason": "OPS-1"},
+            {"tags": {"retain": "audit-*"}, "until": "2027-03-31T12:00:00Z", "reason": "OPS-2"}
+        ],
         "usage": {
             "aws_references": "optional",
             "ssm_paths": ["/golden"],

@@ -31,7 +31,8 @@ pub fn owners(inventory: &Inventory, tag: &str, report: &RegionReport) -> BTreeM
         .collect()
 }
 
-/// Every image a summary may name: acted on, retiring, coming or failed.
+/// Every image a summary may name: acted on, retiring, coming, failed or excepted (an
+/// exception may lapse soon).
 fn named_images(r: &RegionReport) -> impl Iterator<Item = &str> {
     let acted = r
         .images
@@ -42,7 +43,7 @@ fn named_images(r: &RegionReport) -> impl Iterator<Item = &str> {
         .plan_detail
         .iter()
         .flat_map(|p| &p.decisions)
-        .filter(|d| d.eligible_at.is_some())
+        .filter(|d| d.eligible_at.is_some() || d.exception.is_some())
         .map(|d| d.image_id.as_str());
     acted
         .chain(retiring)
@@ -203,6 +204,7 @@ fn region_body(out: &mut String, r: &RegionReport, dry: bool, ctx: &Context, own
         })
         .collect();
     listed(out, "retiring", &retiring);
+    listed(out, &lapsing_title(), &lapsing_lines(r, &mine));
     let coming: Vec<String> = r
         .coming
         .iter()
@@ -212,6 +214,27 @@ fn region_body(out: &mut String, r: &RegionReport, dry: bool, ctx: &Context, own
     let title = format!("coming within {} days", ctx.lookahead_days);
     listed(out, &title, &coming);
     listed(out, "failures", &failure_lines(r, &mine));
+}
+
+fn lapsing_title() -> String {
+    format!(
+        "exceptions lapsing within {} days",
+        crate::planner::LAPSING_WITHIN_DAYS
+    )
+}
+
+/// The exceptions that lapse within [`crate::planner::LAPSING_WITHIN_DAYS`], soonest
+/// first, each with its reason and its image's owner (by `notify.owner_tag`).
+fn lapsing_lines(r: &RegionReport, mine: &dyn Fn(&str) -> bool) -> Vec<String> {
+    r.plan_detail
+        .iter()
+        .flat_map(|p| p.lapsing(crate::planner::LAPSING_WITHIN_DAYS))
+        .filter(|d| mine(&d.image_id))
+        .map(|d| match r.owners.get(&d.image_id) {
+            Some(o) => format!("{}, owner {o}", d.exception_line()),
+            None => d.exception_line(),
+        })
+        .collect()
 }
 
 /// `deregistered: n images`, then per group the count and the first and last names.
@@ -394,6 +417,14 @@ mod tests {
 
     /// Three old images (two owned), one failing, one young enough to be coming.
     fn report() -> SweepReport {
+        report_with(
+            r#"{"retention": {"min_age_days": 30}, "notify": {"owner_tag": "owner"}}"#,
+            |_| {},
+        )
+    }
+
+    /// [`report`]'s images, changed by `edit`, under `policy`.
+    fn report_with(policy: &str, edit: impl FnOnce(&mut Vec<Image>)) -> SweepReport {
         let now = crate::time::parse_instant("2026-11-26T00:00:00Z").unwrap();
         let mut images = Vec::new();
         for (i, days) in [(1, 400), (2, 300), (3, 200), (4, 25)] {
@@ -412,10 +443,8 @@ mod tests {
             }
             images.push(img);
         }
-        let policy = crate::Policy::from_json(
-            r#"{"retention": {"min_age_days": 30}, "notify": {"owner_tag": "owner"}}"#,
-        )
-        .unwrap();
+        edit(&mut images);
+        let policy = crate::Policy::from_json(policy).unwrap();
         let inventory = Inventory::new(images, crate::Usage::new()).unwrap();
         let plan = crate::plan(&policy, &inventory, now);
         let later = crate::plan(&policy, &inventory, now + chrono::TimeDelta::days(7));
@@ -432,12 +461,13 @@ mod tests {
                 reasons: d.reasons.clone(),
                 outcome: match d.image_id.as_str() {
                     "ami-3" => Some(Outcome::Failed),
-                    "ami-4" => None,
+                    _ if d.action == Action::Keep => None,
                     _ => Some(Outcome::Deregistered),
                 },
                 error: (d.image_id == "ami-3")
                     .then(|| "DeregisterImage: UnauthorizedOperation: denied".to_string()),
                 thinning: None,
+                exception: None,
             })
             .collect();
         r.jobs = ["snap-1", "snap-2"]
@@ -531,6 +561,56 @@ full report: s3://reports/reports/run/123456789012/report.json
     }
 
     #[test]
+    fn summaries_list_the_exceptions_lapsing_within_fourteen_days_with_reasons_and_owners() {
+        let policy = r#"{"retention": {"min_age_days": 30}, "notify": {"owner_tag": "owner"},
+            "exceptions": [{"image_ids": ["ami-6"], "until": "2026-11-28",
+                            "reason": "OPS-8 rebuild"}]}"#;
+        let r = report_with(policy, |images| {
+            let at = images[0].creation_date;
+            for (id, until, owner) in [
+                ("ami-5", Some("2026-12-05"), Some("team-a")),
+                ("ami-6", None, Some("team-b")),
+                ("ami-7", Some("2027-01-31"), Some("team-a")),
+            ] {
+                let mut img = Image::new(id, id.replace("ami", "web"), at);
+                if let Some(u) = until {
+                    img.tags.insert("ami-sweeper:keep-until", u);
+                    img.tags.insert("ami-sweeper:keep-reason", "OPS-7 audit");
+                }
+                if let Some(o) = owner {
+                    img.tags.insert("owner", o);
+                }
+                images.push(img);
+            }
+        });
+        let m = messages(&r, &ctx());
+        let section = "exceptions lapsing within 14 days: 2
+  ami-6 web-6: excepted until 2026-11-29T00:00:00Z (exceptions[0]: OPS-8 rebuild), owner team-b
+  ami-5 web-5: excepted until 2026-12-06T00:00:00Z (tag: OPS-7 audit), owner team-a
+";
+        assert!(m[0].body.contains(section), "{}", m[0].body);
+        assert!(
+            !m[0].body.contains("ami-7"),
+            "not lapsing yet: {}",
+            m[0].body
+        );
+        let owner = |o: &str| {
+            m.iter()
+                .find(|m| m.attributes.get("owner").map(String::as_str) == Some(o))
+                .unwrap()
+                .body
+                .clone()
+        };
+        let a = owner("team-a");
+        assert!(
+            a.contains("exceptions lapsing within 14 days: 1\n  ami-5 web-5: excepted until"),
+            "{a}"
+        );
+        assert!(!a.contains("ami-6"), "{a}");
+        assert!(owner("team-b").contains("ami-6 web-6: excepted until 2026-11-29"));
+    }
+
+    #[test]
     fn messages_stay_within_sns_limits() {
         let mut r = report();
         let many: Vec<ImageReport> = (0..20_000)
@@ -544,6 +624,7 @@ full report: s3://reports/reports/run/123456789012/report.json
                 outcome: Some(Outcome::Deregistered),
                 error: None,
                 thinning: None,
+                exception: None,
             })
             .collect();
         r.regions[0].images.extend(many);

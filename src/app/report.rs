@@ -59,6 +59,9 @@ pub struct ImageReport {
     /// The plan's thinning window and period, for images in a `retention.thin` window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinning: Option<crate::thinning::ThinNote>,
+    /// For `excepted` images: the exception that keeps them, until when and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<crate::policy::ExceptionNote>,
 }
 
 /// What happened to a cleanup job.
@@ -632,6 +635,7 @@ mod tests {
                     outcome: Some(Outcome::Deregistered),
                     error: None,
                     thinning: None,
+                    exception: None,
                 }],
                 jobs: vec![JobReport {
                     image_id: "ami-1".into(),
@@ -682,6 +686,7 @@ mod tests {
             outcome,
             error: None,
             thinning: None,
+            exception: None,
         };
         let mut report = SweepReport {
             dry_run: false,

@@ -106,12 +106,22 @@ pub async fn run_sweep_in(
         .mandate
         .get_or_insert_with(|| Arc::new(mandate_of(policy, regions, opts)));
     exec.dry_run = policy.dry_run || opts.force_dry_run || mandate.dry_run;
+    // An exception beyond `limits.max_exception_days` from the run's instant refuses the
+    // policy: nothing is read or changed.
+    if let Err(e) = policy.check_exceptions_at(opts.now) {
+        let why = format!("the policy is refused at the run's instant, nothing was changed: {e}");
+        return failed_run(regions, &exec, opts, &why, started);
+    }
     if exec.reference_usage.is_none() {
         exec.reference_usage = crate::app::written::reference_usage(hub, policy, &exec).await;
     }
     let bucket_regions = match bucket_regions(all, regions, &exec.bundle_buckets).await {
         Ok(b) => b,
-        Err(e) => return failed_run(regions, &exec, opts, &e, started),
+        Err(e) => {
+            let why =
+                format!("the bundle buckets' regions cannot be read, nothing was changed: {e}");
+            return failed_run(regions, &exec, opts, &why, started);
+        }
     };
     let per_region = regions.iter().map(|region| {
         let clients = all.region(region);
@@ -178,21 +188,20 @@ async fn bucket_regions(
     Ok(out)
 }
 
-/// The report of a run that could not start: every region failed, nothing changed.
+/// The report of a run that could not start: every region failed with `why`, nothing
+/// changed.
 fn failed_run(
     regions: &[String],
     exec: &ExecConfig,
     opts: &SweepOptions,
-    e: &AwsError,
+    why: &str,
     started: Instant,
 ) -> SweepReport {
     let regions = regions
         .iter()
         .map(|r| {
             let mut report = RegionReport::new(r);
-            report.error = Some(format!(
-                "the bundle buckets' regions cannot be read, nothing was changed: {e}"
-            ));
+            report.error = Some(why.to_string());
             report
         })
         .collect();

@@ -1018,6 +1018,7 @@ fn image_reports(
                 outcome,
                 error,
                 thinning: d.thinning.clone(),
+                exception: d.exception.clone(),
             }
         })
         .collect()

@@ -70,8 +70,9 @@ pub fn plan_table_full(plan: &Plan) -> String {
 }
 
 /// Reasons that make an image interesting on its own: it never folds with others.
-const OWN_LINE_REASONS: [Reason; 7] = [
+const OWN_LINE_REASONS: [Reason; 8] = [
     Reason::ExcludedByTag,
+    Reason::Excepted,
     Reason::BackupManaged,
     Reason::Unsettled,
     Reason::DeregistrationProtected,
@@ -162,11 +163,24 @@ fn write_table(
     w.write_all(out.as_bytes())
 }
 
-/// What follows a plan's groups: the totals, the saving estimate and the warnings.
+/// What follows a plan's groups: the totals, the saving estimate, the exceptions that
+/// lapse soon and the warnings.
 pub(crate) fn plan_tail(plan: &Plan, savings: Option<&Savings>) -> String {
     let mut out = summary_lines(plan);
     if let Some(s) = savings {
         savings_lines(&mut out, s);
+    }
+    let lapsing = plan.lapsing(crate::planner::LAPSING_WITHIN_DAYS);
+    if !lapsing.is_empty() {
+        let _ = writeln!(
+            out,
+            "exceptions lapsing within {} days: {}",
+            crate::planner::LAPSING_WITHIN_DAYS,
+            lapsing.len()
+        );
+        for d in lapsing {
+            wrapped(&mut out, &format!("  {}", d.exception_line()), 4);
+        }
     }
     for warning in &plan.warnings {
         wrapped(&mut out, &format!("warning: {warning}"), 9);
@@ -378,6 +392,9 @@ fn decision_lines(out: &mut String, plan: &Plan, d: &Decision) {
 /// bundle.
 pub(crate) fn decision_notes(d: &Decision) -> Vec<String> {
     let mut notes = Vec::new();
+    if let Some(e) = &d.exception {
+        notes.push(e.describe());
+    }
     if d.action == Action::Keep && !d.used_by.is_empty() {
         let users: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
         notes.push(format!("used by {}", users.join(", ")));
@@ -1170,6 +1187,7 @@ mod tests {
                     outcome: (d.action != Action::Keep).then_some(Outcome::Planned),
                     error: None,
                     thinning: d.thinning.clone(),
+                    exception: d.exception.clone(),
                 })
                 .collect();
             region.plan = Some(plan.summary.clone());
@@ -1250,6 +1268,7 @@ mod tests {
                     }),
                     error: failed.then(|| "DeregisterImage: UnauthorizedOperation: denied".into()),
                     thinning: None,
+                    exception: None,
                 }
             })
             .collect();

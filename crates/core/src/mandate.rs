@@ -219,9 +219,18 @@ pub struct Mandate {
 }
 
 /// The digest of a configured policy: SHA-256 of its canonical JSON, in hex. A message
-/// derived from a policy with another digest was meant for another policy.
+/// derived from a policy with another digest was meant for another policy. Its
+/// `exceptions` are left out: an exception can only keep more, so editing one must not
+/// refuse queued jobs, continuations or approved plans made under the policy before.
 pub fn policy_digest(policy: &Policy) -> String {
-    let text = serde_json::to_string(policy).expect("policies serialize");
+    let text = if policy.exceptions.is_empty() {
+        serde_json::to_string(policy)
+    } else {
+        let mut without = policy.clone();
+        without.exceptions.clear();
+        serde_json::to_string(&without)
+    }
+    .expect("policies serialize");
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

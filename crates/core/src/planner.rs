@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::inventory::Inventory;
 use crate::model::{Image, ImageState, RootDevice, Timestamp, UsageRef};
-use crate::policy::{Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
+use crate::policy::{ExceptionNote, Policy, RecycleBinMode, Retention, Rule, TemplateVersions};
 use crate::recycle_bin::{BinFate, BinResource, SnapshotWait};
 use crate::retire::{self, RetireStep, Stage};
 use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
-use crate::thinning::{window_of, Period, ThinNote};
+use crate::thinning::{Period, ThinNote};
 use crate::time::days_before;
 
 /// What happens to an image.
@@ -43,6 +43,9 @@ pub enum Reason {
     NotSelected,
     /// Rule 2: it carries an `exclude_tags` tag of the rule that selected it.
     ExcludedByTag,
+    /// Rule 2, expiring: an exception holds (its `ami-sweeper:keep-until` tag or an entry
+    /// of the policy's `exceptions`) until the decision's `exception.until`.
+    Excepted,
     /// Rule 3: AWS Backup manages it.
     BackupManaged,
     /// Rule 4: its state is not available, disabled, failed or error.
@@ -84,6 +87,7 @@ impl Reason {
         match self {
             Self::NotSelected => "not_selected",
             Self::ExcludedByTag => "excluded_by_tag",
+            Self::Excepted => "excepted",
             Self::BackupManaged => "backup_managed",
             Self::Unsettled => "unsettled",
             Self::WithinKeepCount => "within_keep_count",
@@ -245,12 +249,26 @@ pub struct Decision {
     /// period the image represents (`kept_by_thinning`) or lost in (`thinned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinning: Option<ThinNote>,
+    /// For `excepted` images: the exception that keeps them, until when and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionNote>,
 }
 
 impl Decision {
     /// The first (deciding) reason.
     pub fn reason(&self) -> Reason {
         self.reasons[0]
+    }
+
+    /// `ami-... name: excepted until ... (source: reason)`: how the plan's tail and the
+    /// summary messages list an exception (empty after the colon when none keeps it).
+    pub fn exception_line(&self) -> String {
+        let what = self
+            .exception
+            .as_ref()
+            .map(ExceptionNote::describe)
+            .unwrap_or_default();
+        format!("{} {}: {what}", self.image_id, self.name)
     }
 }
 
@@ -366,7 +384,32 @@ impl Plan {
     }
 }
 
+/// How many days ahead the summaries list the exceptions that lapse.
+pub const LAPSING_WITHIN_DAYS: u64 = 14;
+
 impl Plan {
+    /// The `excepted` decisions whose exception lapses within `days` of the plan's
+    /// instant, soonest first (ties by id): what the summaries list with their reasons.
+    pub fn lapsing(&self, days: u64) -> Vec<&Decision> {
+        let horizon = crate::time::days_after(self.now, days);
+        let mut v: Vec<&Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| {
+                d.exception
+                    .as_ref()
+                    .is_some_and(|e| e.lapses_between(self.now, horizon))
+            })
+            .collect();
+        v.sort_by_key(|d| {
+            (
+                d.exception.as_ref().and_then(|e| e.until),
+                d.image_id.as_str(),
+            )
+        });
+        v
+    }
+
     /// Keeps only the decisions `keep` admits (a run's scope), with the summary recounted.
     pub fn retain_decisions(&mut self, keep: impl FnMut(&Decision) -> bool) {
         self.decisions.retain(keep);
@@ -442,6 +485,12 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     // retirement stages and the storage read it as it is.
     let seen: Vec<Cow<'_, Image>> = images.iter().map(retire::as_it_was).collect();
     let rule_of: Vec<Option<usize>> = seen.iter().map(|i| policy.rule_for(i, now)).collect();
+    // Exceptions read the image as it is: `ami-sweeper:keep-until` is one of its own tags.
+    let mut exceptions: Vec<Option<ExceptionNote>> = images
+        .iter()
+        .zip(&rule_of)
+        .map(|(img, r)| r.and_then(|_| policy.exception_for(img, now)))
+        .collect();
     let groups: Vec<Vec<&str>> = seen
         .iter()
         .zip(&rule_of)
@@ -450,8 +499,15 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
     let early: Vec<Option<Reason>> = seen
         .iter()
         .zip(&rule_of)
-        .map(|(img, r)| early_reason(policy, *r, img))
+        .zip(&exceptions)
+        .map(|((img, r), e)| early_reason(policy, *r, img, e.is_some()))
         .collect();
+    // Only the exceptions that decide are reported (an excluded image keeps its reason).
+    for (e, r) in exceptions.iter_mut().zip(&early) {
+        if *r != Some(Reason::Excepted) {
+            *e = None;
+        }
+    }
     let kept = kept_by_count(policy, &seen, &rule_of, &early, &groups);
     let cutoffs: Vec<Cutoffs> = policy
         .rules
@@ -477,6 +533,7 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
         groups: &groups,
         stages: &stages,
         notes: thin.notes,
+        exceptions,
         now,
     };
     let decisions = decide(ctx, reasons);
@@ -492,13 +549,21 @@ pub fn plan(policy: &Policy, inventory: &Inventory, now: Timestamp) -> Plan {
 }
 
 /// Rules 1-4: not selected by any rule, excluded by the deciding rule's tags (it never
-/// falls through to a later rule), AWS Backup-managed, unsettled.
-fn early_reason(policy: &Policy, rule: Option<usize>, img: &Image) -> Option<Reason> {
+/// falls through to a later rule) or by an exception that holds (`excepted`), AWS
+/// Backup-managed, unsettled. None of these counts toward `keep_count`.
+fn early_reason(
+    policy: &Policy,
+    rule: Option<usize>,
+    img: &Image,
+    excepted: bool,
+) -> Option<Reason> {
     let Some(rule) = rule.map(|r| &policy.rules[r]) else {
         return Some(Reason::NotSelected);
     };
     if rule.excludes(img) {
         Some(Reason::ExcludedByTag)
+    } else if excepted {
+        Some(Reason::Excepted)
     } else if img.is_backup_managed() {
         Some(Reason::BackupManaged)
     } else if !img.state.is_settled() {
@@ -570,9 +635,17 @@ impl Thinning {
     }
 }
 
-/// A period's representative under one rule, lineage and unit: keyed by those and the
-/// period, the newest counted image (its age and id, then its index).
-type PeriodKey<'a> = (usize, &'a [&'a str], Period, i64);
+/// A period of one lineage in one unit: the lineage's number (its rule and group key,
+/// numbered once per plan, so the key hashes integers only), the unit and the period.
+type PeriodKey = (u32, Period, i64);
+
+/// What thinning needs of one rule, computed once per plan: its windows, their distinct
+/// units and their starts at the plan's instant.
+struct RuleThin<'p> {
+    windows: &'p [crate::thinning::Window],
+    units: Vec<Period>,
+    cutoffs: Vec<Option<Timestamp>>,
+}
 
 /// Thinning (`retention.thin`), for images of a rule with windows that passed rules 1-4:
 /// younger than the first window, `before_thinning`; in a window, `kept_by_thinning` when
@@ -592,50 +665,70 @@ fn apply_thinning<'a>(
         notes: vec![None; images.len()],
         thinned: vec![false; images.len()],
     };
-    if policy.rules.iter().all(|r| r.retention.thin.is_empty()) {
+    let rules: Vec<Option<RuleThin<'_>>> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let windows = r.retention.thin.as_slice();
+            let mut units: Vec<Period> = windows.iter().map(|w| w.keep_one_per).collect();
+            units.sort_unstable();
+            units.dedup();
+            let cutoffs = crate::thinning::cutoffs(windows, now);
+            (!windows.is_empty()).then_some(RuleThin {
+                windows,
+                units,
+                cutoffs,
+            })
+        })
+        .collect();
+    if rules.iter().all(Option::is_none) {
         return out;
     }
-    let windows = |i: usize| {
-        rule_of[i]
-            .filter(|_| early[i].is_none())
-            .map(|r| (r, policy.rules[r].retention.thin.as_slice()))
-            .filter(|(_, w)| !w.is_empty())
-    };
-    let mut newest: HashMap<PeriodKey<'a>, (Timestamp, &'a str, usize)> = HashMap::default();
+    // Each thinned image's rule and lineage number (`None`: thinning does not judge it).
+    let mut lineages: HashMap<(usize, &'a [&'a str]), u32> = HashMap::default();
+    let lineage: Vec<Option<(usize, u32)>> = (0..images.len())
+        .map(|i| {
+            let rule = rule_of[i].filter(|r| early[i].is_none() && rules[*r].is_some())?;
+            let next = u32::try_from(lineages.len()).unwrap_or(u32::MAX);
+            Some((
+                rule,
+                *lineages.entry((rule, groups[i].as_slice())).or_insert(next),
+            ))
+        })
+        .collect();
+    let mut newest: HashMap<PeriodKey, usize> = HashMap::default();
     for (i, img) in images.iter().enumerate() {
-        let Some((rule, ws)) = windows(i).filter(|_| counted(img, early[i])) else {
+        let Some((rule, id)) = lineage[i].filter(|_| counted(img, early[i])) else {
             continue;
         };
-        let mut units: Vec<Period> = ws.iter().map(|w| w.keep_one_per).collect();
-        units.sort_unstable();
-        units.dedup();
-        for unit in units {
+        for &unit in rules[rule].as_ref().map_or(&[][..], |r| r.units.as_slice()) {
             let Some(period) = unit.key(img.creation_date) else {
                 continue;
             };
-            let slot = newest
-                .entry((rule, groups[i].as_slice(), unit, period))
-                .or_insert((img.creation_date, &img.id, i));
-            if newest_first(by_age(img), (slot.0, slot.1)).is_lt() {
-                *slot = (img.creation_date, &img.id, i);
+            let slot = newest.entry((id, unit, period)).or_insert(i);
+            if newest_first(by_age(img), by_age(&images[*slot])).is_lt() {
+                *slot = i;
             }
         }
     }
     for (i, img) in images.iter().enumerate() {
-        let Some((rule, ws)) = windows(i) else {
+        let Some((rule, id)) = lineage[i] else {
             continue;
         };
-        let Some(w) = window_of(ws, img.creation_date, now).map(|w| &ws[w]) else {
+        let Some(r) = rules[rule].as_ref() else {
+            continue;
+        };
+        let Some(w) =
+            crate::thinning::window_at(&r.cutoffs, img.creation_date).map(|w| &r.windows[w])
+        else {
             reasons[i].push(Reason::BeforeThinning);
             continue;
         };
         out.notes[i] = Some(ThinNote::new(w, img.creation_date));
         let unit = w.keep_one_per;
-        let representative = unit.key(img.creation_date).is_some_and(|period| {
-            newest
-                .get(&(rule, groups[i].as_slice(), unit, period))
-                .is_some_and(|&(_, _, n)| n == i)
-        });
+        let representative = unit
+            .key(img.creation_date)
+            .is_some_and(|period| newest.get(&(id, unit, period)) == Some(&i));
         if representative {
             reasons[i].push(Reason::KeptByThinning);
         } else {
@@ -812,6 +905,8 @@ struct DecideContext<'a> {
     stages: &'a [Option<Staged>],
     /// Thinning's window notes, taken into the decisions.
     notes: Vec<Option<ThinNote>>,
+    /// The exceptions that keep `excepted` images, taken into the decisions.
+    exceptions: Vec<Option<ExceptionNote>>,
     now: Timestamp,
 }
 
@@ -824,6 +919,7 @@ fn decide(dc: DecideContext<'_>, mut reasons: Vec<Vec<Reason>>) -> Vec<Decision>
         groups,
         stages,
         mut notes,
+        mut exceptions,
         now,
     } = dc;
     let images = inventory.images();
@@ -906,15 +1002,20 @@ fn decide(dc: DecideContext<'_>, mut reasons: Vec<Vec<Reason>>) -> Vec<Decision>
                 recycle_bin,
                 reasons,
                 thinning: notes[i].take(),
+                exception: exceptions[i].take(),
             }
         })
         .collect()
 }
 
-/// The inventory's warnings plus one per bundle whose location is not understood.
+/// The inventory's warnings plus one per bundle whose location is not understood and one
+/// per exception tag that is unreadable or beyond `limits.max_exception_days`.
 fn plan_warnings(inventory: &Inventory, decisions: &[Decision]) -> Vec<String> {
     let mut warnings = inventory.warnings.clone();
     for d in decisions {
+        if let Some(problem) = d.exception.as_ref().and_then(|e| e.problem.as_ref()) {
+            warnings.push(format!("{}: {problem}", d.image_id));
+        }
         if let Some(b) = d
             .bundle
             .as_ref()

@@ -137,9 +137,23 @@ impl Window {
 /// The window (by position) an image created at `created` is in at `now`: the last whose
 /// `after_days` its age has reached; `None` before the first (not yet thinned).
 pub fn window_of(windows: &[Window], created: Timestamp, now: Timestamp) -> Option<usize> {
+    window_at(&cutoffs(windows, now), created)
+}
+
+/// Each window's start at `now`: images created at or before it have reached the window
+/// (`None`: no image can be that old). Computed once per plan and rule.
+pub fn cutoffs(windows: &[Window], now: Timestamp) -> Vec<Option<Timestamp>> {
     windows
         .iter()
-        .rposition(|w| days_before(now, w.after_days).is_some_and(|cutoff| created <= cutoff))
+        .map(|w| days_before(now, w.after_days))
+        .collect()
+}
+
+/// [`window_of`] with the windows' [`cutoffs`] computed beforehand.
+pub fn window_at(cutoffs: &[Option<Timestamp>], created: Timestamp) -> Option<usize> {
+    cutoffs
+        .iter()
+        .rposition(|c| c.is_some_and(|cutoff| created <= cutoff))
 }
 
 /// What the thinning step said about an image, for the plan: the window it is in and the

@@ -12,6 +12,22 @@ pub fn parse_instant(s: &str) -> Option<Timestamp> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Parses the end of an exception (`ami-sweeper:keep-until`, an `exceptions` entry's
+/// `until`): an ISO date `2027-03-31`, kept through the end of that UTC day (the answer is
+/// the next midnight, UTC), or an RFC 3339 instant. `None` when it is neither.
+pub fn parse_until(s: &str) -> Option<Timestamp> {
+    let s = s.trim();
+    if let Some(t) = parse_instant(s) {
+        return Some(t);
+    }
+    // Only the strict ten-character form: `2027-3-31` or `+2027-03-31` is not a date here.
+    if s.len() != 10 {
+        return None;
+    }
+    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    day.succ_opt()?.and_hms_opt(0, 0, 0).map(|t| t.and_utc())
+}
+
 /// The instant `days` whole days before `now`, or `None` when that lies before
 /// the representable range (so nothing can be that old).
 pub fn days_before(now: Timestamp, days: u64) -> Option<Timestamp> {
@@ -60,6 +76,31 @@ mod tests {
         assert_eq!(format_instant(t), "2026-01-31T12:00:00Z");
         assert!(parse_instant("2026-01-31").is_none());
         assert!(parse_instant("yesterday").is_none());
+    }
+
+    #[test]
+    fn an_until_date_keeps_through_the_end_of_its_utc_day() {
+        let end = parse_instant("2027-04-01T00:00:00Z");
+        assert_eq!(parse_until("2027-03-31"), end);
+        assert_eq!(parse_until(" 2027-03-31 "), end);
+        assert_eq!(
+            parse_until("2028-02-29"),
+            parse_instant("2028-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_until("2027-03-31T12:00:00+02:00"),
+            parse_instant("2027-03-31T10:00:00Z")
+        );
+        for bad in [
+            "",
+            "2027-02-29",
+            "2027-3-31",
+            "31/03/2027",
+            "soon",
+            "2027-03-31T25:00:00Z",
+        ] {
+            assert_eq!(parse_until(bad), None, "{bad}");
+        }
     }
 
     #[test]

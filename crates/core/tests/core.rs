@@ -7,6 +7,7 @@ mod chain_props;
 mod layers;
 mod mandate_props;
 mod manifest_parts;
+mod planner_exceptions;
 mod planner_multi_rules;
 mod planner_props;
 mod planner_retiring;

@@ -60,6 +60,9 @@ pub(crate) struct LintArgs {
     /// The retention policy (JSON).
     #[arg(long)]
     pub(crate) policy: PathBuf,
+    /// The instant the policy's `exceptions` are judged at (RFC 3339); default: now.
+    #[arg(long)]
+    pub(crate) now: Option<String>,
     /// Output format; default: table on a terminal, json otherwise.
     #[arg(long, value_enum)]
     pub(crate) format: Option<Format>,

@@ -9,6 +9,7 @@ use crate::app::ratelimit::PaceConfig;
 use crate::app::{notify, org, run, sweep};
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
+use crate::policy::Finding;
 use crate::verify::WorkerRules;
 use crate::{orphans, plan, pricing};
 
@@ -23,6 +24,7 @@ use super::{
 pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     let policy = read_policy(&args.policy)?;
     let now = parse_now(args.now.clone())?;
+    policy.check_exceptions_at(now).map_err(Failure::input)?;
     check_pace(args.rate, args.describe_rate, args.queue_delay)?;
     let pace = crate::app::ratelimit::PaceConfig {
         rate: args.rate,
@@ -244,6 +246,7 @@ pub(super) fn cmd_cleanup(args: CleanupArgs) -> Result<(), Failure> {
 pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
     let policy = read_policy(&args.policy)?;
     let now = parse_now(args.now)?;
+    policy.check_exceptions_at(now).map_err(Failure::input)?;
     let files = InventoryFiles {
         images: args.images,
         instances: args.instances,
@@ -337,7 +340,7 @@ struct PlanWithSavings<'a> {
 /// that can never match fails the command (status 1), a note does not.
 pub(super) fn cmd_lint(args: LintArgs) -> Result<(), Failure> {
     let policy = read_policy(&args.policy)?;
-    let findings = crate::policy::lint(&policy);
+    let findings = crate::policy::lint_at(&policy, parse_now(args.now)?);
     let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
     write_stdout(|out| match default_format(args.format) {
         Format::Json => {
@@ -358,14 +361,24 @@ pub(super) fn cmd_lint(args: LintArgs) -> Result<(), Failure> {
             Ok(())
         }
     })?;
-    let errors = findings.iter().filter(|f| f.is_error()).count();
-    if errors > 0 {
+    let count = |pick: fn(&Finding) -> bool| findings.iter().filter(|f| pick(f)).count();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let never = count(|f| matches!(f, Finding::NeverMatches { .. }));
+    let beyond = count(|f| matches!(f, Finding::ExceptionBeyondHorizon { .. }));
+    let mut why = Vec::new();
+    if never > 0 {
+        why.push(format!("{never} rule{} can never match", plural(never)));
+    }
+    if beyond > 0 {
+        why.push(format!(
+            "{beyond} exception{} beyond limits.max_exception_days",
+            plural(beyond)
+        ));
+    }
+    if !why.is_empty() {
         return Err(Failure {
             status: EXIT_FAILED,
-            message: format!(
-                "{errors} rule{} can never match",
-                if errors == 1 { "" } else { "s" }
-            ),
+            message: why.join("; "),
         });
     }
     Ok(())

@@ -6,9 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    default_member_role, default_true, Accounts, Acknowledgement, Cleanup, Cost, Limits, Notify,
-    Policy, PolicyError, ProtectionRules, RecycleBinMode, Retention, Retire, Rule, Selection,
-    UsageRules, DEFAULT_RULE,
+    default_member_role, default_true, Accounts, Acknowledgement, Cleanup, Cost, Exception, Limits,
+    Notify, Policy, PolicyError, ProtectionRules, RecycleBinMode, Retention, Retire, Rule,
+    Selection, UsageRules, DEFAULT_RULE,
 };
 
 /// The policy document as written: either one rule at the top level (`selection`,
@@ -81,6 +81,12 @@ pub(super) struct PolicyDoc {
     /// Prices for the estimated monthly saving, replacing the built-in list prices.
     #[serde(default)]
     cost: Cost,
+    /// Images kept (`excepted`) until a date or instant, then decided as usual, each with
+    /// its reason: `[{"image_ids": [...]} or {"tags": {...}}, "until": "2027-03-31",
+    /// "reason": "..."]`. Like the `ami-sweeper:keep-until` tag; not part of the policy
+    /// digest (an exception can only keep more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exceptions: Vec<Exception>,
 }
 
 impl PolicyDoc {
@@ -127,6 +133,7 @@ impl PolicyDoc {
             acknowledge: self.acknowledge,
             notify: self.notify,
             cost: self.cost,
+            exceptions: self.exceptions,
             single,
         })
     }
@@ -162,6 +169,7 @@ impl From<Policy> for PolicyDoc {
             acknowledge: p.acknowledge,
             notify: p.notify,
             cost: p.cost,
+            exceptions: p.exceptions,
         }
     }
 }

@@ -9,7 +9,9 @@
 //! retentions cannot be compared when they group lineages differently (`group_by`). A
 //! rule that selects on `state` in a policy where a rule retires images is noted: the
 //! rules judge an image the sweeper is retiring as it was before its own calls, so that
-//! condition never sees the sweeper's own `DisableImage`.
+//! condition never sees the sweeper's own `DisableImage`. The policy's `exceptions` are
+//! judged against an instant ([`lint_at`]): one beyond `limits.max_exception_days` (a run
+//! then refuses the policy), one whose `until` has passed (it keeps nothing any more).
 
 use serde::Serialize;
 
@@ -79,12 +81,31 @@ pub enum Finding {
         /// The rule.
         rule: String,
     },
+    /// `exceptions[exception]` lasts beyond `limits.max_exception_days` from the instant:
+    /// a run at that instant refuses the policy.
+    ExceptionBeyondHorizon {
+        /// The entry's position in `exceptions`.
+        exception: usize,
+        /// `limits.max_exception_days`.
+        max_days: u64,
+    },
+    /// `exceptions[exception]`'s `until` has passed: it keeps nothing any more.
+    ExceptionLapsed {
+        /// The entry's position in `exceptions`.
+        exception: usize,
+        /// Its `until`, as written.
+        until: String,
+    },
 }
 
 impl Finding {
-    /// Whether the finding is an error (a rule that never matches), not a note.
+    /// Whether the finding is an error (a rule that never matches, an exception a run
+    /// would refuse), not a note.
     pub fn is_error(&self) -> bool {
-        matches!(self, Self::NeverMatches { .. })
+        matches!(
+            self,
+            Self::NeverMatches { .. } | Self::ExceptionBeyondHorizon { .. }
+        )
     }
 
     /// One line for people.
@@ -125,6 +146,17 @@ impl Finding {
             Self::MinAgeBeyondFirstWindow { rule } => format!(
                 "rule {rule:?}: min_age_days is larger than retention.thin[0].after_days, so \
                  images enter thinning while they are kept as too young"
+            ),
+            Self::ExceptionBeyondHorizon {
+                exception,
+                max_days,
+            } => format!(
+                "exceptions[{exception}] lasts more than limits.max_exception_days \
+                 ({max_days}) from now: a sweep or plan refuses the policy until it is shortened"
+            ),
+            Self::ExceptionLapsed { exception, until } => format!(
+                "exceptions[{exception}] lapsed ({until:?} has passed): it keeps nothing any \
+                 more and can be removed"
             ),
         }
     }
@@ -175,6 +207,27 @@ pub fn lint(policy: &Policy) -> Vec<Finding> {
     }
     for rule in rules {
         thin_findings(rule, &mut out);
+    }
+    out
+}
+
+/// [`lint`]'s findings, then those about the policy's `exceptions` at `now`: each entry
+/// beyond `limits.max_exception_days` (an error: a run at `now` refuses the policy) and
+/// each whose `until` has passed (a note).
+pub fn lint_at(policy: &Policy, now: crate::model::Timestamp) -> Vec<Finding> {
+    let mut out = lint(policy);
+    for (i, e) in policy.exceptions.iter().enumerate() {
+        if e.until.at <= now {
+            out.push(Finding::ExceptionLapsed {
+                exception: i,
+                until: e.until.text.clone(),
+            });
+        } else if let Some(max_days) = policy.beyond_horizon(e.until.at, now) {
+            out.push(Finding::ExceptionBeyondHorizon {
+                exception: i,
+                max_days,
+            });
+        }
     }
     out
 }

@@ -5,6 +5,7 @@
 //! how images get deleted by mistake.
 
 mod document;
+mod exceptions;
 mod expr;
 mod glob;
 mod lint;
@@ -21,12 +22,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::strict;
 use document::PolicyDoc;
+pub use exceptions::{
+    Exception, ExceptionNote, Until, KEEP_REASON_TAG, KEEP_UNTIL_TAG, TAG_SOURCE,
+};
 pub use expr::{
     Architecture, Attribute, BootMode, Condition, DayBounds, ImageType, Platform, RootDeviceType,
     State, TagTest, Virtualization,
 };
 pub use glob::Glob;
-pub use lint::{lint, Finding};
+pub use lint::{lint, lint_at, Finding};
 pub use rules::{excluded, Rule, DEFAULT_RULE};
 
 /// A whole retention policy, as the planner reads it: an ordered list of retention
@@ -62,6 +66,9 @@ pub struct Policy {
     pub notify: Notify,
     /// Prices for the estimated monthly saving.
     pub cost: Cost,
+    /// Images kept (`excepted`) until an instant, then decided as usual. Left out of
+    /// [`crate::mandate::policy_digest`]: an exception can only keep more.
+    pub exceptions: Vec<Exception>,
     /// Written with one top-level `selection`/`retention`/`retire` (no `rules`): it
     /// serializes back in that form, so its digest does not change.
     single: bool,
@@ -469,6 +476,16 @@ pub struct Limits {
     #[serde(default = "full_share", deserialize_with = "share")]
     #[schemars(range(max = 1), extend("exclusiveMinimum" = 0))]
     pub api_share: f64,
+    /// The longest an exception may keep an image, in days from the run's instant: a
+    /// policy `exceptions` entry beyond it is refused when the run starts; an
+    /// `ami-sweeper:keep-until` tag beyond it still keeps its image and is reported.
+    #[serde(
+        default,
+        deserialize_with = "opt_non_negative",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub max_exception_days: Option<u64>,
 }
 
 impl Default for Limits {
@@ -476,6 +493,7 @@ impl Default for Limits {
         Self {
             max_deregistrations: None,
             api_share: full_share(),
+            max_exception_days: None,
         }
     }
 }
@@ -688,6 +706,7 @@ impl Policy {
     /// listed twice would be swept twice at once).
     fn validate(&mut self) -> Result<(), PolicyError> {
         self.validate_rules()?;
+        self.validate_exceptions()?;
         if let Some(regions) = &mut self.regions {
             let mut seen = std::collections::BTreeSet::new();
             regions.retain(|r| seen.insert(r.clone()));
