@@ -103,37 +103,61 @@ impl Stamp {
     }
 }
 
-/// The stamps of an approved plan's JSON: a plan's or a dry run's report (`approval`), a
-/// pair's report (`report.approval`), or an organization's report (`pairs[].report.approval`;
-/// a pair that did not run has none and approves nothing). Each stamp is read strictly;
-/// a document with no stamp at all is refused (a live run's report carries none).
+/// The stamps of an approved plan's JSON: a plan's (`approval`), a dry run's report
+/// (`regions[].approval`, one per region), a pair's report (`report.regions[].approval`) or
+/// an organization's report (`pairs[].report.regions[].approval`; a pair or region that
+/// did not run has none and approves nothing). Each stamp is read strictly; a document
+/// with no stamp at all is refused (a live run's report carries none).
 pub fn stamps_in(doc: &Value) -> Result<Vec<Stamp>, FieldError> {
-    let read = |v: &Value, at: &str| strict::from_value::<Stamp>(v).map_err(|e| e.under(at));
-    let Value::Object(m) = doc else {
+    if !doc.is_object() {
         return Err(FieldError::new("", "must be a JSON object"));
-    };
-    if let Some(s) = m.get(STAMP_KEY) {
-        return Ok(vec![read(s, STAMP_KEY)?]);
-    }
-    if let Some(s) = m.get("report").and_then(|r| r.get(STAMP_KEY)) {
-        return Ok(vec![read(s, "report.approval")?]);
     }
     let mut out = Vec::new();
-    if let Some(Value::Array(pairs)) = m.get("pairs") {
-        for (i, p) in pairs.iter().enumerate() {
-            if let Some(s) = p.get("report").and_then(|r| r.get(STAMP_KEY)) {
-                out.push(read(s, &format!("pairs[{i}].report.approval"))?);
-            }
-        }
-    }
+    collect(doc, "", &mut out)?;
     if out.is_empty() {
         return Err(FieldError::new(
             STAMP_KEY,
             "no approval stamp: only a plan (`plan --format json`) or a dry run's report \
-             (`sweep --dry-run --format json`, or a pair's report of a dry run) can be approved",
+             (`sweep --dry-run --format json`, or the pairs' reports of a dry run) can be \
+             approved",
         ));
     }
     Ok(out)
+}
+
+/// The stamps at `v` (at `path`) and in the reports it holds.
+fn collect(v: &Value, path: &str, out: &mut Vec<Stamp>) -> Result<(), FieldError> {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else if key.starts_with('[') {
+            format!("{path}{key}")
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    if let Some(s) = v.get(STAMP_KEY) {
+        let where_ = at(STAMP_KEY);
+        out.push(strict::from_value::<Stamp>(s).map_err(|e| e.under(&where_))?);
+    }
+    if let Some(Value::Array(regions)) = v.get("regions") {
+        for (i, r) in regions.iter().enumerate() {
+            if r.is_object() {
+                collect(r, &at(&format!("regions[{i}]")), out)?;
+            }
+        }
+    }
+    if let Some(r) = v.get("report").filter(|r| r.is_object()) {
+        collect(r, &at("report"), out)?;
+    }
+    if let Some(Value::Array(pairs)) = v.get("pairs") {
+        for (i, p) in pairs.iter().enumerate() {
+            if p.is_object() {
+                collect(p, &at(&format!("pairs[{i}]")), out)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What an approved plan is checked against: the run it would narrow.
@@ -283,6 +307,7 @@ fn short(digest: &str) -> &str {
 mod tests {
     use super::*;
     use crate::Policy;
+    use serde_json::Value;
 
     fn at(s: &str) -> Timestamp {
         crate::time::parse_instant(s).unwrap()
