@@ -253,7 +253,7 @@ impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
     async fn enqueue(&self, mut jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
         for j in &mut jobs {
             j.account.clone_from(&self.account);
-            j.mandate.clone_from(&self.mandate);
+            j.mandate = self.mandate.as_ref().map(|m| m.for_job(&j.image_id));
         }
         self.inner.enqueue(jobs).await
     }

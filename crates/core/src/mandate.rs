@@ -338,6 +338,19 @@ impl Mandate {
         }
     }
 
+    /// The mandate a cleanup job of `image_id`'s storage carries: this one, with an
+    /// approved set narrowed to that image's entries (a job never needs the others, and a
+    /// queue message stays small).
+    pub fn for_job(&self, image_id: &str) -> Mandate {
+        match &self.approved {
+            None => self.clone(),
+            Some(a) => self.narrow(&Ask {
+                approved: Some(a.iter().filter(|e| e.image_id == image_id).cloned().collect()),
+                ..Ask::default()
+            }),
+        }
+    }
+
     /// `Ok` when this mandate (a message's) asks for no more than `ceiling` (the
     /// receiver's own); else why it is refused.
     pub fn within(&self, ceiling: &Mandate) -> Result<(), String> {

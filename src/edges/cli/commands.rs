@@ -49,14 +49,13 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
             .map_err(Failure::input)?;
         let mut opts = config.sweep_options(regions, approval.dry_run, exec, now);
         let clients = Clients::new(base);
-        let account = match &config.account_id {
-            Some(a) => Some(a.clone()),
-            None => clients.caller_account().await.ok(),
-        };
+        let account = own_account(&clients, &config, approval.stamps.is_some()).await;
         let ctx = (&policy, account.as_deref(), None);
         let regions = approval.narrow(ctx, &mut opts)?;
         stop_on_signals(&opts.exec.stop);
         let mut report = run::run_sweep(&clients, &policy, &regions, &opts).await;
+        let stamped = report.regions.iter().any(|r| r.approval.is_some());
+        let account = account.or(own_account(&clients, &config, stamped).await);
         if let Some(a) = &account {
             report.stamp_account(a);
         }
@@ -173,6 +172,17 @@ async fn org_sweep(
             render::org_table,
             report.failures,
         ),
+    }
+}
+
+/// The account the CLI acts in, when `needed`: the configured one, else the credentials'
+/// (`None` when neither can be had: a dry run's stamp then names none, and its approval
+/// needs `--account`).
+async fn own_account(clients: &Clients, config: &Config, needed: bool) -> Option<String> {
+    match &config.account_id {
+        Some(a) => Some(a.clone()),
+        None if needed => clients.caller_account().await.ok(),
+        None => None,
     }
 }
 
