@@ -23,7 +23,6 @@ pub mod ports;
 
 pub use ami_sweeper_core::{
     approval, chain, coming, events, fields, inventory, jobs, mandate, manifest, model, orphans,
-    planner,
-    policy, pricing, recycle_bin, retire, storage, strict, thinning, time, verify,
+    planner, policy, pricing, recycle_bin, retire, storage, strict, thinning, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

@@ -249,7 +249,12 @@ impl RegionReport {
     /// Stamps a dry run's region report as a plan to approve: the policy digest, the
     /// account (`None`: the deployment's own, filled in by the edge), the instant and each
     /// image's action. A region that failed is not stamped: it planned nothing.
-    pub fn stamp(&mut self, policy_digest: &str, account: Option<&str>, now: crate::model::Timestamp) {
+    pub fn stamp(
+        &mut self,
+        policy_digest: &str,
+        account: Option<&str>,
+        now: crate::model::Timestamp,
+    ) {
         if self.error.is_some() {
             return;
         }

@@ -341,9 +341,11 @@ impl Handler {
         &self,
         location: &str,
     ) -> Result<Vec<crate::approval::Stamp>, HandlerError> {
-        let refused = |why: String| HandlerError::Refused(format!(
-            "the approved plan is refused: {why}; nothing was done"
-        ));
+        let refused = |why: String| {
+            HandlerError::Refused(format!(
+                "the approved plan is refused: {why}; nothing was done"
+            ))
+        };
         let (bucket, key) = crate::events::s3_location(location).map_err(|e| refused(e.0))?;
         let ours = self.config.report_bucket.as_deref();
         if ours != Some(bucket.as_str()) {
@@ -354,7 +356,9 @@ impl Handler {
         }
         let s3 = org::hub_s3(&self.clients);
         let keys = if key.ends_with('/') {
-            s3.list_keys(&bucket, &key).await.map_err(|e| refused(e.to_string()))?
+            s3.list_keys(&bucket, &key)
+                .await
+                .map_err(|e| refused(e.to_string()))?
         } else {
             vec![key]
         };
@@ -368,7 +372,8 @@ impl Handler {
             };
             let doc: Value = serde_json::from_slice(&body)
                 .map_err(|e| refused(format!("{at} is not JSON: {e}")))?;
-            let found = crate::approval::stamps_in(&doc).map_err(|e| refused(format!("{at}: {e}")))?;
+            let found =
+                crate::approval::stamps_in(&doc).map_err(|e| refused(format!("{at}: {e}")))?;
             stamps.extend(found);
         }
         if stamps.is_empty() {

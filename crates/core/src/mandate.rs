@@ -345,7 +345,12 @@ impl Mandate {
         match &self.approved {
             None => self.clone(),
             Some(a) => self.narrow(&Ask {
-                approved: Some(a.iter().filter(|e| e.image_id == image_id).cloned().collect()),
+                approved: Some(
+                    a.iter()
+                        .filter(|e| e.image_id == image_id)
+                        .cloned()
+                        .collect(),
+                ),
                 ..Ask::default()
             }),
         }

@@ -215,9 +215,8 @@ impl Approval {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Failure::input(format!("{}: cannot read: {e}", path.display())))?;
-                let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                    Failure::input(format!("{}: not JSON: {e}", path.display()))
-                })?;
+                let doc: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Failure::input(format!("{}: not JSON: {e}", path.display())))?;
                 let stamps = crate::approval::stamps_in(&doc)
                     .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
                 Some(stamps)
