@@ -115,15 +115,7 @@ pub async fn run_sweep_in(
     };
     let per_region = regions.iter().map(|region| {
         let clients = all.region(region);
-        let mut exec = exec.clone();
-        // An approved run's mandate carries each region's own approved images only.
-        if let Some(m) = exec.mandate.as_ref().filter(|m| m.approved.is_some()) {
-            let ask = Ask {
-                regions: Some([region.clone()].into()),
-                ..Ask::default()
-            };
-            exec.mandate = Some(Arc::new(m.narrow(&ask)));
-        }
+        let mut exec = in_region(&exec, region);
         // Each bundle bucket is scanned from its own region only.
         exec.bundle_buckets
             .retain(|b| bucket_regions.get(b).is_some_and(|r| r == region));
@@ -170,6 +162,20 @@ pub async fn run_sweep_in(
     }
     log_finished(&report);
     report
+}
+
+/// The run's configuration for one region: an approved run's mandate narrowed to the
+/// region, so it carries that region's approved images only.
+fn in_region(exec: &ExecConfig, region: &str) -> ExecConfig {
+    let mut exec = exec.clone();
+    if let Some(m) = exec.mandate.as_ref().filter(|m| m.approved.is_some()) {
+        let ask = Ask {
+            regions: Some([region.to_string()].into()),
+            ..Ask::default()
+        };
+        exec.mandate = Some(Arc::new(m.narrow(&ask)));
+    }
+    exec
 }
 
 /// Where each bundle bucket lives: a bucket is scanned, and its bundles deleted, only by

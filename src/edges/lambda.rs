@@ -189,10 +189,7 @@ impl Handler {
             Trigger::Manual {
                 policy: Some(v),
                 dry_run,
-            } => {
-                let dry_run = dry_run || self.config.approval_only;
-                return self.event_policy(&v, dry_run).await.map(Ok);
-            }
+            } => return self.event_policy(&v, dry_run).await.map(Ok),
             Trigger::Schedule => (Ask::default(), None),
             Trigger::Manual {
                 policy: None,
@@ -250,9 +247,7 @@ impl Handler {
         };
         let policy = self.configured_policy().await?;
         let mut ask = ask;
-        // Approval only: every sweep but an approved plan's is a dry run, its report the
-        // plan to approve.
-        ask.dry_run |= self.config.approval_only;
+        ask.dry_run |= self.config.approval_only; // Approval only: the report is the plan.
         if matches!(self.ceiling(&policy).accounts, AccountRule::Own) {
             // The event's account is the deployment's own (checked above where it matters).
             ask.accounts = None;
@@ -300,7 +295,7 @@ impl Handler {
         let configured_dry_run = configured.as_ref().is_some_and(|c| c.dry_run);
         let mut mandate = Mandate::ceiling(
             &policy,
-            self.config.force_dry_run || dry_run || configured_dry_run,
+            self.config.force_dry_run || dry_run || configured_dry_run || self.config.approval_only,
             None,
         );
         mandate.regions = asked.into_iter().collect();

@@ -7,6 +7,7 @@ use crate::adapters::aws::{load_config, Clients};
 use crate::adapters::awscli::{load_inventory, load_snapshots, InventoryFiles};
 use crate::app::ratelimit::PaceConfig;
 use crate::app::{notify, org, run, sweep};
+use crate::approval::Stamp;
 use crate::edges::config::{bucket_set, Config, MAX_QUEUE_DELAY_SECONDS};
 use crate::edges::{lambda, render};
 use crate::verify::WorkerRules;
@@ -54,11 +55,7 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
         let regions = approval.narrow(ctx, &mut opts)?;
         stop_on_signals(&opts.exec.stop);
         let mut report = run::run_sweep(&clients, &policy, &regions, &opts).await;
-        let stamped = report.regions.iter().any(|r| r.approval.is_some());
-        let account = account.or(own_account(&clients, &config, stamped).await);
-        if let Some(a) = &account {
-            report.stamp_account(a);
-        }
+        name_account(&clients, &config, account, &mut report).await;
         if opts.exec.progress.is_some() {
             eprintln!();
         }
@@ -183,6 +180,20 @@ async fn own_account(clients: &Clients, config: &Config, needed: bool) -> Option
         Some(a) => Some(a.clone()),
         None if needed => clients.caller_account().await.ok(),
         None => None,
+    }
+}
+
+/// Names the account a dry run's stamps were planned in: `account` if known, else the
+/// credentials' (looked up only when the report has stamps).
+async fn name_account(
+    clients: &Clients,
+    config: &Config,
+    account: Option<String>,
+    report: &mut crate::app::report::SweepReport,
+) {
+    let stamped = report.regions.iter().any(|r| r.approval.is_some());
+    if let Some(a) = account.or(own_account(clients, config, stamped).await) {
+        report.stamp_account(&a);
     }
 }
 
@@ -401,8 +412,6 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
     drop(inventory);
     let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
     let savings = pricing::estimate(&plan, &prices, &|id| archived.contains(id));
-    let digest = crate::mandate::policy_digest(&policy);
-    let approval = crate::approval::Stamp::of_plan(&digest, None, &region, now, &plan.decisions);
     if let Some(ReportFormat::Markdown) = format {
         let text = render::markdown::plan(&plan, Some(&savings), JSON_HINT);
         return emit_text(&text, 0);
@@ -410,11 +419,7 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
     write_stdout(
         |out| match default_format(format.and_then(ReportFormat::common)) {
             Format::Json => {
-                let with = PlanWithSavings {
-                    plan: &plan,
-                    savings: &savings,
-                    approval: &approval,
-                };
+                let with = PlanWithSavings::new(&plan, &savings, &policy, &region, now);
                 serde_json::to_writer_pretty(&mut *out, &with)?;
                 writeln!(out)
             }
@@ -431,7 +436,26 @@ struct PlanWithSavings<'a> {
     savings: &'a pricing::Savings,
     /// What an approval of this plan checks and approves (no account: offline, the
     /// approving sweep names it with `--account`).
-    approval: &'a crate::approval::Stamp,
+    approval: Stamp,
+}
+
+impl<'a> PlanWithSavings<'a> {
+    /// The plan of `region` under `policy` at `now`, its savings and its stamp.
+    fn new(
+        plan: &'a crate::Plan,
+        savings: &'a pricing::Savings,
+        policy: &crate::Policy,
+        region: &str,
+        now: crate::model::Timestamp,
+    ) -> Self {
+        let digest = crate::mandate::policy_digest(policy);
+        let approval = Stamp::of_plan(&digest, None, region, now, &plan.decisions);
+        Self {
+            plan,
+            savings,
+            approval,
+        }
+    }
 }
 
 /// `ami-sweeper invoke`.
