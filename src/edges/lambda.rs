@@ -349,22 +349,21 @@ impl Handler {
                 ours.unwrap_or("none is configured")
             )));
         }
-        let s3 = org::hub_s3(&self.clients);
-        let keys = if key.ends_with('/') {
-            s3.list_keys(&bucket, &key)
-                .await
-                .map_err(|e| refused(e.to_string()))?
+        let objects = org::hub_objects(&self.clients);
+        let keys: Vec<String> = if key.ends_with('/') {
+            let listed = objects.list(&bucket, &key).await;
+            let listed = listed.map_err(|e| refused(e.to_string()))?;
+            listed.into_iter().map(|(k, _)| k).collect()
         } else {
             vec![key]
         };
         let mut stamps = Vec::new();
         for k in keys {
             let at = format!("s3://{bucket}/{k}");
-            let body = match s3.get_with_etag(&bucket, &k).await {
-                Ok(Some((body, _))) => body,
-                Ok(None) => return Err(refused(format!("{at} does not exist"))),
-                Err(e) => return Err(refused(format!("{at} cannot be read: {e}"))),
-            };
+            let body = objects
+                .get(&bucket, &k)
+                .await
+                .map_err(|e| refused(format!("{at} cannot be read: {e}")))?;
             let doc: Value = serde_json::from_slice(&body)
                 .map_err(|e| refused(format!("{at} is not JSON: {e}")))?;
             let found =

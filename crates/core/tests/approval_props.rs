@@ -12,7 +12,7 @@ use ami_sweeper_core::model::{Image, UsageKind, UsageRef};
 use ami_sweeper_core::planner::{plan, Action, Reason};
 use ami_sweeper_core::{Inventory, Policy, Usage};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 const REGION: &str = "us-east-1";
 const ACTIONS: [Action; 4] = [
@@ -203,16 +203,7 @@ proptest! {
 
 /// Runs the checker over a fixed seed; `true` when it finds a counterexample.
 fn finds_counterexample(narrowing: Narrowing) -> bool {
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 2000,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
-        ),
-    );
+    let mut runner = seeded_runner();
     runner.run(&case(), |c| never_widens(narrowing, c)).is_err()
 }
 

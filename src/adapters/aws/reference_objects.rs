@@ -83,7 +83,12 @@ impl ReferenceObjects {
     }
 
     /// The keys and sizes of the objects under the prefix (all pages; "folders" left out).
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, AwsError> {
+    /// Also how an approved organization dry run's reports are found.
+    pub(crate) async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
             .reader()
@@ -109,7 +114,8 @@ impl ReferenceObjects {
         Ok(out)
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
+    /// One object's body (also an approved plan's).
+    pub(crate) async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         self.calls.record("GetObject");
         let out = self
             .reader()
