@@ -369,6 +369,20 @@ def main() -> int:
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
+        ("approval only: a stack parameter, off by default, reaches the sweeper and the pair "
+         "sweeper, with the approved plan's age bound; approved plans are read under the "
+         "report bucket's reports/ only",
+         t["Parameters"]["ApprovalOnly"]["Default"] == "false"
+         and sweeper["Environment"]["Variables"].get("AMI_SWEEPER_APPROVAL_ONLY") == {"Ref": "ApprovalOnly"}
+         and r["PairSweeperFunction"]["Properties"]["Environment"]["Variables"].get("AMI_SWEEPER_APPROVAL_ONLY")
+         == {"Ref": "ApprovalOnly"}
+         and sweeper["Environment"]["Variables"].get("AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS")
+         == {"Ref": "ApprovedPlanMaxAgeDays"}
+         and int(t["Parameters"]["ApprovedPlanMaxAgeDays"]["Default"]) == 7
+         and [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "ReadApprovedPlans"]
+         == [("s3:GetObject", {"Fn::Sub": "${ReportBucket.Arn}/reports/*"})]
+         and [st["Condition"] for st in statements if st.get("Sid") == "ListApprovedPlans"]
+         == [{"StringLike": {"s3:prefix": "reports/*"}}]),
         ("member roles only: sts:AssumeRole names the member role",
          all("MemberRoleName" in str(st["Resource"]) for st in statements if st["Action"] == "sts:AssumeRole")),
     ]

@@ -294,6 +294,12 @@ pub fn hub_s3(hub: &Clients) -> crate::adapters::aws::s3::S3 {
     hub.region(&hub_region(hub)).s3
 }
 
+/// The hub's object reader, in the hub's region: what reads approved plans back from the
+/// report bucket.
+pub fn hub_objects(hub: &Clients) -> crate::adapters::aws::reference_objects::ReferenceObjects {
+    hub.region(&hub_region(hub)).reference_objects
+}
+
 /// The usage, in `region`, of every other account the sweep can enter: what
 /// `keep_if_used` judges a shared image by, read from the same sources as the home sweep's
 /// ([`account_usage`]). An account that cannot be entered, or whose recipes cannot be

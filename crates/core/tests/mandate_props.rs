@@ -14,7 +14,7 @@ use ami_sweeper_core::planner::{plan, Action, Plan};
 use ami_sweeper_core::retire::DISABLED_AT;
 use ami_sweeper_core::Policy;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
 const RECIPES: [&str; 2] = ["web", "db"];
 const ENVS: [&str; 2] = ["prod", "dev"];
@@ -205,16 +205,7 @@ proptest! {
 
 /// Runs the subset checker over a fixed seed; `true` when it finds a counterexample.
 fn finds_counterexample(narrowing: Narrowing) -> bool {
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 2000,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
-        ),
-    );
+    let mut runner = seeded_runner();
     runner.run(&case(), |c| subset(narrowing, c)).is_err()
 }
 
@@ -262,6 +253,7 @@ prop_compose! {
             stages: stages.map(|(deregister, retire, reenable, reconcile)| Stages {
                 deregister, retire, reenable, reconcile,
             }),
+            approved: None,
         }
     }
 }
@@ -373,16 +365,7 @@ proptest! {
 }
 
 fn finds_rule_counterexample(narrowing: Narrowing) -> bool {
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 2000,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
-        ),
-    );
+    let mut runner = seeded_runner();
     runner
         .run(&rules_case(), |c| same_rules(narrowing, c))
         .is_err()

@@ -66,7 +66,12 @@ impl ReferenceObjects {
     }
 
     /// The keys and sizes of the objects under the prefix (all pages; "folders" left out).
-    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, AwsError> {
+    /// Also how an approved organization dry run's reports are found.
+    pub(crate) async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, AwsError> {
         let mut out = Vec::new();
         let mut pages = self
             .0
@@ -94,7 +99,8 @@ impl ReferenceObjects {
         Ok(out)
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
+    /// One object's body (also an approved plan's).
+    pub(crate) async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, AwsError> {
         self.0.record("GetObject");
         crate::adapters::aws::s3::object_body(self.0.reader(), bucket, key).await
     }

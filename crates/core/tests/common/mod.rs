@@ -6,6 +6,20 @@ use ami_sweeper_core::model::{Image, ImageState, Protection, SnapshotRef, Timest
 use ami_sweeper_core::time::parse_instant;
 use ami_sweeper_core::Policy;
 
+/// A runner over a fixed seed (ChaCha, 2,000 cases, nothing persisted): what a checker
+/// runs a deliberately wrong rule against, to show that it finds the mistake.
+pub fn seeded_runner() -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    TestRunner::new_with_rng(
+        Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    )
+}
+
 /// The fixed instant the tests measure ages from.
 pub fn now() -> Timestamp {
     parse_instant("2026-11-26T00:00:00Z").unwrap()
