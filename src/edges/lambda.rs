@@ -17,7 +17,7 @@ use crate::app::ratelimit::{PaceConfig, Pacers};
 use crate::app::run::run_sweep;
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
-use crate::app::worker::{handle_batch, Handled, Pacing};
+use crate::app::worker::{handle_batch_locked, Handled, Pacing, Unlocked};
 use crate::edges::config::{Config, PolicySource};
 use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, recipe_scope, EventError, Trigger};
@@ -329,11 +329,11 @@ impl Handler {
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
         let stop = Stop::with_deadline(deadline.map(stop_before));
         match trigger {
-            Trigger::Sqs(records) if self.config.worker_only => {
-                Ok(self.cleanup_batch(records, &stop).await)
-            }
+            Trigger::Sqs(records) if self.config.worker_only => Ok(self
+                .cleanup_batch(records, &stop, wall_clock(deadline))
+                .await),
             other if self.config.worker_only => Err(worker_refuses(&other)),
-            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop).await),
+            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop, deadline).await),
             Trigger::Ignored(why) => Ok(ignored(why)),
             sweep => self.sweep(sweep, stop).await,
         }
@@ -342,14 +342,19 @@ impl Handler {
     /// An SQS batch for the sweep functions: sweep requests (and continuations) go to the
     /// pair sweeper; cleanup jobs to the worker. One event source per queue: a batch never
     /// mixes them. If one does, the pairs are redelivered alone.
-    async fn queue_batch(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
+    async fn queue_batch(
+        &self,
+        records: Vec<(String, String)>,
+        stop: Stop,
+        deadline: Option<Instant>,
+    ) -> Value {
         let (pairs, jobs): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|(_, body)| SweepRequest::from_json(body).is_some());
         if jobs.is_empty() {
             return self.sweep_pairs(pairs, stop).await;
         }
-        let mut v = self.cleanup_batch(jobs, &stop).await;
+        let mut v = self.cleanup_batch(jobs, &stop, wall_clock(deadline)).await;
         let failures = v["batchItemFailures"]
             .as_array_mut()
             .expect("a batch response");
@@ -559,6 +564,7 @@ impl Handler {
             hub: &self.clients,
             bucket,
             queue: self.config.sweep_queue_url.as_deref(),
+            retry: &self.config.local_retry,
         };
         let linked = continuation::run_link(at, c.policy, &request, c.siblings, &opts).await;
         let pair = &linked.pair;
@@ -644,8 +650,16 @@ impl Handler {
     /// redeliver. A job that fails verification (or a malformed message) goes to the
     /// dead-letter queue with the reason when `CLEANUP_DLQ_URL` is set, else it is
     /// redelivered until the redrive policy moves it there. Without a readable policy
-    /// (its exclude tags) nothing runs: every message is redelivered.
-    async fn cleanup_batch(&self, records: Vec<(String, String)>, stop: &Stop) -> Value {
+    /// (its exclude tags) nothing runs: every message is redelivered. With a report
+    /// bucket, each pair's jobs run only while this batch holds the pair's lease (until
+    /// `until`, the invocation's end): a pair a chain or another worker holds has its
+    /// jobs redelivered untouched.
+    async fn cleanup_batch(
+        &self,
+        records: Vec<(String, String)>,
+        stop: &Stop,
+        until: crate::model::Timestamp,
+    ) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let policy = match self.configured_policy().await {
             Ok(p) => p,
@@ -680,17 +694,20 @@ impl Handler {
             pace: PaceConfig::default().with_share(policy.limits.api_share),
             stop,
         };
-        let handled = handle_batch(
-            |a, r| {
-                let role = role.clone();
-                async move { self.clients.place(a.as_deref(), &r, &role).await }
-            },
-            &rules,
-            pacing,
-            &bodies,
-            chrono::Utc::now(),
-        )
-        .await;
+        let clients = |a: Option<String>, r: String| {
+            let role = role.clone();
+            async move { self.clients.place(a.as_deref(), &r, &role).await }
+        };
+        let now = chrono::Utc::now();
+        let handled = match self.config.report_bucket.as_deref() {
+            Some(bucket) => {
+                let own = self.config.account_id.as_deref().unwrap_or("self");
+                let id = format!("cleanup-{}-{}", records[0].0, now.timestamp_micros());
+                let locks = continuation::WorkerLeases::new(&self.clients, bucket, own, &id, until);
+                handle_batch_locked(clients, &locks, &rules, pacing, &bodies, now).await
+            }
+            None => handle_batch_locked(clients, &Unlocked, &rules, pacing, &bodies, now).await,
+        };
         for ((id, body), h) in records.iter().zip(handled) {
             let redeliver = match &h {
                 Handled::Ran(job, Attempt::Done(outcome, deleted)) => {
@@ -833,6 +850,16 @@ pub async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
         },
     ))
     .await
+}
+
+/// The wall-clock instant of a monotonic deadline (a cleanup worker's lease lapses then);
+/// without one, Lambda's longest timeout from now.
+fn wall_clock(deadline: Option<Instant>) -> crate::model::Timestamp {
+    let left = deadline.map_or(crate::edges::cli::LAMBDA_MAX_TIMEOUT, |d| {
+        d.saturating_duration_since(Instant::now())
+    });
+    chrono::Utc::now()
+        + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::minutes(15))
 }
 
 /// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.
