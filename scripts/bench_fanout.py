@@ -604,7 +604,8 @@ def deployed(args, ids: list, regions: list, n: int, timeouts: dict, label: str)
         return {"wall": last_delete, "dispatched": dispatched, "idle": idle_at, "stats": stats,
                 "problems": problems, "pairs": pairs, "links": links, "failures": failures,
                 "functions": functions, "queues": queues, "params": t.params,
-                "throttled": sum(a["throttled"] for a in proxy_stats["actions"].values())}
+                "throttled": sum(a["throttled"] for a in proxy_stats["actions"].values()),
+                "actions": proxy_stats["actions"]}
     finally:
         for m in mappings:
             m.stopping.set()
@@ -675,7 +676,8 @@ def cli(args, ids: list, n: int) -> dict:
         problems.append(f"exit {r['code']}: {r['output'].strip().splitlines()[-1:]}")
     if r["failures"]:
         problems.append(f"{r['failures']} failures in the report")
-    return {"wall": r["wall"], "problems": problems, "throttled": r["throttled"]}
+    return {"wall": r["wall"], "problems": problems, "throttled": r["throttled"],
+            "actions": r["actions"]}
 
 
 # ---------------------------------------------------------------- rows
@@ -686,9 +688,13 @@ def pair_ends(result: dict) -> dict:
     out = {}
     for pair, b in result["pairs"].items():
         if "deregister_image" in b:
-            d, s = b["deregister_image"], b.get("delete_snapshot", (None, None, 0))
-            out[pair] = (d[0], d[1], s[1] if s[1] is not None else float("nan"))
+            d, s = b["deregister_image"], b.get("delete_snapshot", (float("nan"),) * 2 + (0,))
+            out[pair] = (d[0], d[1], s[0], s[1])
     return out
+
+
+def throttled_text(actions: dict) -> str:
+    return ", ".join(f"{a} {v['throttled']}" for a, v in sorted(actions.items()) if v["throttled"])
 
 
 def verdict(problems: list) -> str:
@@ -702,15 +708,17 @@ def row_a(args) -> tuple:
     d = deployed(args, ids, bench_org.REGIONS, args.images, {}, "a")
     c = cli(args, ids, args.images)
     ends = pair_ends(d)
-    slowest = max(e[2] for e in ends.values()) if ends else float("nan")
+    slowest = max(e[3] for e in ends.values()) if ends else float("nan")
     print(f"   floor of the slowest pair (every pair has {args.images}): {formula}")
     print(f"   the schedule invocation (dispatch of {pairs} pairs) took {d['dispatched']:.2f} s; "
           f"{d['stats']['invocations']} invocations, {d['stats']['cold_starts']} copies started, "
           f"{d['throttled']} calls throttled; queues empty and copies idle at {d['idle']:.1f} s")
-    print("   per pair (s from the schedule event): first deregistration, last deregistration, "
-          "last deletion")
-    for p, (f0, f1, s1) in sorted(ends.items()):
-        print(f"     {p:<26} {f0:6.1f} {f1:6.1f} {s1:6.1f}")
+    print("   throttled calls by action, deployed: " + throttled_text(d["actions"])
+          + "; CLI: " + throttled_text(c["actions"]))
+    print("   per pair (s from the schedule event): deregistrations first-last, deletions "
+          "first-last")
+    for p, (f0, f1, s0, s1) in sorted(ends.items()):
+        print(f"     {p:<26} {f0:6.1f}-{f1:6.1f} {s0:6.1f}-{s1:6.1f}")
     rows = [("(a) deployed", d["wall"], fl, d["problems"]),
             ("(a) CLI, defaults", c["wall"], fl, c["problems"])]
     return rows, {"floor": fl, "slowest": slowest, "pairs": pairs, "dispatch": d["dispatched"],

@@ -144,6 +144,7 @@ def one_run(args, name, cmd, seed_path, ids, inspect=None):
                         for b, w in stats.get("buckets", {}).items()}
         r["upstream"] = {a: v["upstream_s"] for a, v in stats["actions"].items()}
         r["throttled"] = sum(a["throttled"] for a in stats["actions"].values())
+        r["actions"] = stats["actions"]
         r["pairs"] = stats.get("pairs", {})
         r["before"] = before
         r["left"] = left(upstream, ids)
