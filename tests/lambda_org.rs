@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::lambda_runtime::{invoke, start_emulator, start_function};
 use crate::moto::{bake, image_ids, member_config, public_ami, s3, Moto, OrgBuilder};
@@ -745,4 +746,185 @@ async fn a_sweep_request_with_an_unknown_key_is_refused_with_its_path() {
     );
     assert_eq!(images_left(&hub).await, 2);
     assert!(reports(&moto).await.is_empty());
+}
+
+/// The single-account sweeper (no `accounts` in the policy, no queue of its own): a sweep
+/// stopped by its invocation's deadline with condemned images left starts its successor
+/// through the sweep queue, as a continuation of its (own account, region) pair that the
+/// pair sweeper runs with the same mandate, lease and limits; the chain finishes the
+/// night's plan and only it (an image made after the chain began stays), and the summary
+/// is sent once, when the chain ends, with the chain's totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_account_sweep_stopped_by_its_deadline_continues_and_its_chain_finishes_the_plan()
+{
+    let moto = Moto::start_with_public_amis();
+    let hub = moto.config().await;
+    let base = public_ami(&hub).await;
+    let (planned, _) = bake(&hub, &base, 3).await;
+    let queue_url = queue(&moto, "sweep-requests").await;
+    s3(&hub)
+        .create_bucket()
+        .bucket("hub-reports")
+        .send()
+        .await
+        .unwrap();
+    let sns = aws_sdk_sns::Client::new(&hub);
+    let topic = sns
+        .create_topic()
+        .name("sweeps")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let summaries = queue(&moto, "summaries").await;
+    let summaries_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        summaries.rsplit('/').next().unwrap()
+    );
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(summaries_arn)
+        .attributes("FilterPolicy", json!({"kind": ["summary"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let policy = json!({
+        "dry_run": false,
+        "retention": {"min_age_days": 0},
+        "acknowledge": ["no_minimum_age"],
+        "recycle_bin": "ignore",
+        "regions": ["us-east-1"]
+    })
+    .to_string();
+    let mut env = moto.env();
+    env.extend([
+        ("AMI_SWEEPER_POLICY", policy),
+        ("SWEEP_QUEUE_URL", queue_url.clone()),
+        ("AMI_SWEEPER_REPORT_BUCKET", "hub-reports".to_string()),
+        ("AMI_SWEEPER_NOTIFY_TOPIC_ARN", topic),
+        ("AMI_SWEEPER_ACCOUNT_ID", "123456789012".to_string()),
+    ]);
+    let summaries_sent = || async {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&summaries)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        attrs
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .map_or(0, |n| n.parse::<usize>().unwrap())
+    };
+
+    // The first link: its deadline has come, so every condemned image is deferred.
+    let first = handle_on_big_stack(&env, schedule_value(), Some(Duration::ZERO));
+    assert_eq!(first["stopped"], "deadline", "{first}");
+    let before: BTreeSet<String> = image_ids(&hub).await.into_iter().collect();
+    assert!(
+        planned.iter().all(|id| before.contains(id)),
+        "nothing deregistered yet"
+    );
+    assert_eq!(
+        summaries_sent().await,
+        0,
+        "no summary before the chain ends"
+    );
+    let batch = {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let bodies: Vec<String> = out
+            .messages()
+            .iter()
+            .map(|m| m.body().unwrap().to_string())
+            .collect();
+        assert_eq!(bodies.len(), 1, "one continuation: {bodies:?}");
+        sqs_event(&bodies)
+    };
+    let body = bodies(&batch).remove(0);
+    let request: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(request["sweep"]["account"], "123456789012", "{body}");
+    assert_eq!(request["sweep"]["region"], "us-east-1", "{body}");
+    assert_eq!(request["sweep"]["chain"]["link"], 1, "{body}");
+
+    // An image made after the chain began is not in the night's plan.
+    let (late, _) = bake(&hub, &base, 1).await;
+
+    // The pair sweeper runs the link with an invocation's time: the chain ends.
+    let answer = handle_on_big_stack(&env, batch, Some(Duration::from_secs(900)));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let left: BTreeSet<String> = image_ids(&hub).await.into_iter().collect();
+    for id in &planned {
+        assert!(
+            !left.contains(id),
+            "{id} of the night's plan is deregistered"
+        );
+    }
+    assert!(left.contains(&late[0]), "the late image stays: {left:?}");
+    let run = request["sweep"]["run"].as_str().unwrap();
+    let link = pair_report(
+        &moto,
+        &format!("reports/{run}/123456789012/us-east-1.link-1.json"),
+    )
+    .await;
+    assert_eq!(link["chain"]["totals"]["deregistered"], 3, "{link}");
+    assert_eq!(
+        summaries_sent().await,
+        1,
+        "the summary is sent once, at the chain's end"
+    );
+}
+
+/// One invocation of the Lambda handler in process, built from `env` on a thread of its
+/// own with a large stack (as the runtime's; a debug build's handler futures are deep),
+/// with `deadline` from now.
+fn handle_on_big_stack(
+    env: &[(&'static str, String)],
+    event: Value,
+    deadline: Option<Duration>,
+) -> Value {
+    use ami_sweeper::edges::{config::Config, lambda::Handler};
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn_scoped(s, || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_stack_size(64 << 20)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                        .endpoint_url(var("AWS_ENDPOINT_URL").unwrap())
+                        .region(aws_config::Region::new("us-east-1"))
+                        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                            "testing", "testing", None, None, "moto",
+                        ))
+                        .load()
+                        .await;
+                    let handler = Handler::new(base, Config::from_vars(var).unwrap());
+                    let at = deadline.map(|d| tokio::time::Instant::now() + d);
+                    let answer = handler.handle(event, at).await;
+                    answer.unwrap_or_else(|e| panic!("the invocation failed: {e}"))
+                })
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    })
 }

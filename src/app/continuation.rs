@@ -412,3 +412,44 @@ impl crate::app::worker::PairLocks for WorkerLeases<'_> {
         }
     }
 }
+
+/// A report of `report`'s one region `region` (its totals made again): what a
+/// single-account sweep's region ended with, as one link.
+pub fn region_only(report: &SweepReport, region: &str) -> SweepReport {
+    let mut r = report.clone();
+    r.regions.retain(|x| x.region == region);
+    r.total();
+    r
+}
+
+/// Starts the chain of a first link that ran outside the pair sweeper (a single-account
+/// sweep, `end` its region's end, `report` where its report is): takes the pair's lease as
+/// a first link does, then queues the continuation exactly as a pair's link would. The
+/// continuation's report key; `Err` (the lease released) when the chain cannot go on.
+pub async fn continue_first_link(
+    at: Place<'_>,
+    request: &SweepRequest,
+    report: &str,
+    end: LinkEnd,
+    now: Timestamp,
+) -> Result<String, String> {
+    let Some(bucket) = at.bucket else {
+        return Err("no report bucket (for the pair's lease)".into());
+    };
+    let etag = match take_lease(&org::hub_s3(at.hub), bucket, request, now).await {
+        Ok(Ok(etag)) => etag,
+        Ok(Err(skip)) => return Err(skip),
+        Err(e) => return Err(format!("the pair's lease could not be read: {e}")),
+    };
+    let result = match chain::next(None, now, report, end) {
+        Next::Continue(chain) => continue_chain(at, request, Some(&etag), chain).await,
+        _ => Err("nothing is left to continue".into()),
+    };
+    if result.is_err() {
+        let key = lease_key(&request.account, &request.region);
+        if let Err(e) = org::hub_s3(at.hub).delete_key(bucket, &key).await {
+            tracing::warn!(error = %e, %key, "the pair's lease could not be released; it lapses");
+        }
+    }
+    result
+}
