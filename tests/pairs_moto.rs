@@ -129,3 +129,149 @@ async fn two_pairs_jobs_never_share_a_pacer() {
     assert!(delete("us-east-1").is_some_and(|t| t > 0), "{reports:?}");
     assert_eq!(delete("us-west-2"), Some(0), "{reports:?}");
 }
+
+/// The keys under `leases/` in the hub's bucket.
+async fn leases(config: &aws_config::SdkConfig) -> Vec<String> {
+    crate::moto::s3(config)
+        .list_objects_v2()
+        .bucket("hub-reports")
+        .prefix("leases/")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+/// One worker batch over `bodies` with the pairs' leases in the hub's bucket (`id` the
+/// batch's, lapsing in two minutes); each region's EC2 is the memory account given.
+async fn leased_batch(
+    hub: &ami_sweeper::adapters::aws::Clients,
+    id: &str,
+    regions: &[(&str, MemoryAccount)],
+    bodies: &[String],
+) -> Vec<Handled> {
+    let p = policy();
+    let rules = WorkerRules::new(&p, Some("us-east-1"), Vec::<String>::new());
+    let until = chrono::Utc::now() + chrono::Duration::minutes(2);
+    let locks = ami_sweeper::app::continuation::WorkerLeases::new(
+        hub,
+        "hub-reports",
+        "123456789012",
+        id,
+        until,
+    );
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default(),
+        stop: &stop,
+    };
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let clients = |_: Option<String>, r: String| {
+        let a = regions.iter().find(|(n, _)| *n == r).unwrap().1.clone();
+        async move { Ok::<_, String>(a) }
+    };
+    handle_batch_locked(clients, &locks, &rules, pacing, &refs, now()).await
+}
+
+fn done(h: &Handled) -> bool {
+    matches!(h, Handled::Ran(_, Attempt::Done(..)))
+}
+
+/// Two warm workers meet the same pair: the first holds the pair's lease while its batch
+/// runs (its deletions slowed by a small `DeleteSnapshot` bucket), the second leaves that
+/// pair's jobs alone, answered as retries with nothing deleted, and runs its other pair's.
+/// The holder's jobs all run, its lease is released, and the left jobs run on their next
+/// delivery. A chain's lease keeps every worker off the pair the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pairs_jobs_are_never_paced_by_two_workers() {
+    let moto = crate::moto::Moto::start(None);
+    let config = moto.config().await;
+    crate::moto::s3(&config)
+        .create_bucket()
+        .bucket("hub-reports")
+        .send()
+        .await
+        .unwrap();
+    let hub = Arc::new(ami_sweeper::adapters::aws::Clients::new(config.clone()));
+    let (first, second, west) = (ids("a", 6), ids("b", 3), ids("w", 3));
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let east = pair(&all);
+    east.throttle("DeleteSnapshot", 1, 3.0);
+    let a_west = pair(&west);
+    let regions = [("us-east-1", east.clone()), ("us-west-2", a_west.clone())];
+    let holder = {
+        let (hub, regions, bodies) = (hub.clone(), regions.clone(), jobs("us-east-1", &first));
+        tokio::spawn(async move { leased_batch(&hub, "worker-1", &regions, &bodies).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leases(&config).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first worker took no lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mixed: Vec<String> = jobs("us-east-1", &second)
+        .into_iter()
+        .chain(jobs("us-west-2", &west))
+        .collect();
+    let answered = leased_batch(&hub, "worker-2", &regions, &mixed).await;
+    assert!(
+        !holder.is_finished(),
+        "the holder's batch was still running"
+    );
+    for h in &answered[..3] {
+        let Handled::Ran(_, Attempt::Retry(why)) = h else {
+            panic!("the held pair's job was not left alone: {h:?}")
+        };
+        assert!(
+            why.contains("worker-1") && why.contains("nothing was deleted"),
+            "{why}"
+        );
+    }
+    assert!(answered[3..].iter().all(done), "{answered:?}");
+    assert!(
+        a_west.state().snapshots.is_empty(),
+        "the other pair's jobs ran"
+    );
+    let ran = holder.await.unwrap();
+    assert!(ran.iter().all(done), "the holder's jobs all ran: {ran:?}");
+    let left: Vec<String> = east.state().snapshots.keys().cloned().collect();
+    assert_eq!(left, second, "only the holder deleted the pair's storage");
+    assert!(
+        leases(&config).await.is_empty(),
+        "the holder released the pair"
+    );
+    // Next delivery: the pair is free, the left jobs run.
+    let again = leased_batch(&hub, "worker-2", &regions, &jobs("us-east-1", &second)).await;
+    assert!(again.iter().all(done), "{again:?}");
+    assert!(east.state().snapshots.is_empty());
+
+    // A chain holds the pair (its pair sweeper deletes the pair's storage itself).
+    let late = ids("c", 2);
+    let chained = pair(&late);
+    let until = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let lease = serde_json::json!({"run": "night-1", "link": 0,
+                                   "until": ami_sweeper::time::format_instant(until)});
+    crate::moto::s3(&config)
+        .put_object()
+        .bucket("hub-reports")
+        .key("leases/123456789012/us-east-1.json")
+        .body(lease.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let regions = [("us-east-1", chained.clone())];
+    let answered = leased_batch(&hub, "worker-3", &regions, &jobs("us-east-1", &late)).await;
+    assert!(answered.iter().all(|h| !done(h)), "{answered:?}");
+    assert_eq!(chained.state().snapshots.len(), 2, "nothing was deleted");
+    assert_eq!(
+        leases(&config).await.len(),
+        1,
+        "the chain's lease is left in place"
+    );
+}
