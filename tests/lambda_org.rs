@@ -928,3 +928,166 @@ fn handle_on_big_stack(
             .unwrap()
     })
 }
+
+/// Messages waiting in a queue, delayed ones included.
+async fn waiting(moto: &Moto, url: &str) -> u64 {
+    let attrs = aws_sdk_sqs::Client::new(&moto.config().await)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let n = |k: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&k))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    n(A::ApproximateNumberOfMessages)
+        + n(A::ApproximateNumberOfMessagesDelayed)
+        + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// Each member's baked image's snapshot, before the sweep.
+async fn baked_snapshots(hub: &Hub) -> Vec<(String, aws_config::SdkConfig)> {
+    let mut out = Vec::new();
+    for (image, member) in &hub.images {
+        out.push((
+            crate::moto::snapshot_of(member, image).await,
+            member.clone(),
+        ));
+    }
+    out
+}
+
+async fn snapshots_left(baked: &[(String, aws_config::SdkConfig)]) -> usize {
+    let mut n = 0;
+    for (id, member) in baked {
+        n += usize::from(crate::moto::snapshot_ids(member).await.contains(id));
+    }
+    n
+}
+
+/// Issue 29: a pair sweep with a cleanup queue configured deletes its pair's storage
+/// itself, in process, right after its deregistrations: nothing waits in the queue (its
+/// delay, its worker pool) when every deletion went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sweep_with_a_cleanup_queue_deletes_its_storage_in_process() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    assert_eq!(snapshots_left(&baked).await, 2);
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let with_queue = [("CLEANUP_QUEUE_URL", cleanup.as_str())];
+    let answer = invoke_hub(&moto, &hub, &batch, &with_queue);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 0);
+    let keys = reports(&moto).await;
+    let key = keys.iter().find(|k| k.starts_with("reports/")).unwrap();
+    let first = pair_report(&moto, key).await;
+    let left = snapshots_left(&baked).await;
+    assert_eq!(left, 0, "the storage went in process: {first:#}");
+    assert_eq!(waiting(&moto, &cleanup).await, 0, "no job was queued");
+    for key in reports(&moto)
+        .await
+        .iter()
+        .filter(|k| k.starts_with("reports/"))
+    {
+        let report = pair_report(&moto, key).await;
+        let jobs = &report["report"]["regions"][0]["jobs"];
+        assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{report}");
+        assert_eq!(jobs[0]["outcome"], "deleted", "{report}");
+    }
+}
+
+/// Issue 29: what a pair sweep's deadline leaves of its in-process deletions (here a
+/// snapshot EC2 keeps answering `InvalidSnapshot.InUse`, retried in process until the
+/// stop) goes to the cleanup queue, the durable path; the worker finishes it once EC2
+/// lets go, with the pair free again (the chain released its lease). The link runs in
+/// process, as the pair sweeper runs it, with a deadline 8 s away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
+    use ami_sweeper::app::{cleanup::RetryPolicy, continuation, org::SweepRequest, run};
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let request = SweepRequest::from_json(&bodies(&batch)[0])
+        .unwrap()
+        .unwrap();
+    moto.front()
+        .set_faults(json!([{"action": "DeleteSnapshot", "status": 400,
+        "code": "InvalidSnapshot.InUse", "message": "The snapshot is in use"}]));
+    let clients = ami_sweeper::adapters::aws::Clients::new(moto.config().await);
+    let policy = ami_sweeper::Policy::from_json(&hub.policy).unwrap();
+    let stop = ami_sweeper::app::stop::Stop::with_deadline(Some(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(8),
+    ));
+    let opts = run::SweepOptions {
+        regions: vec![request.region.clone()],
+        force_dry_run: false,
+        queue: run::QueueMode::Sqs {
+            url: cleanup.clone(),
+            delay_seconds: 60,
+        },
+        exec: ami_sweeper::app::sweep::ExecConfig {
+            stop,
+            ..Default::default()
+        },
+        now: chrono::Utc::now(),
+    };
+    let at = continuation::Place {
+        hub: &clients,
+        bucket: Some("hub-reports"),
+        queue: Some(&hub.queue_url),
+        retry: &RetryPolicy::default(),
+    };
+    let members: Vec<String> = Vec::new();
+    let linked = continuation::run_link(at, &policy, &request, &members, &opts).await;
+    let report = serde_json::to_value(&linked.pair).unwrap();
+    assert!(linked.ended.is_some(), "{report:#}");
+    assert_eq!(
+        images_left(&hub).await,
+        1,
+        "the pair's image was deregistered"
+    );
+    assert_eq!(snapshots_left(&baked).await, 2, "EC2 refused the deletion");
+    let jobs = received(&moto, &cleanup).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}\n{report:#}");
+    assert_eq!(jobs[0]["account"], request.account.as_str(), "{jobs:?}");
+    let job = &report["report"]["regions"][0]["jobs"][0];
+    assert_eq!(job["outcome"], "queued", "{report:#}");
+    assert!(job["attempts"].as_u64().unwrap() >= 1, "{report:#}");
+
+    // EC2 lets go; the worker runs the queued job, the pair being free again.
+    moto.front().set_faults(json!([]));
+    let event = sqs_event(&jobs.iter().map(Value::to_string).collect::<Vec<_>>());
+    let worker = [("AMI_SWEEPER_FUNCTION", "worker")];
+    let answer = invoke_hub(&moto, &hub, &event, &worker);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(snapshots_left(&baked).await, 1, "the queued job ran");
+    let keys = reports(&moto).await;
+    assert!(!keys.iter().any(|k| k.starts_with("leases/")), "{keys:?}");
+}
+
+/// The bodies of the messages a queue holds now (received, left for redelivery).
+async fn received(moto: &Moto, url: &str) -> Vec<Value> {
+    let out = aws_sdk_sqs::Client::new(&moto.config().await)
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    out.messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect()
+}

@@ -42,10 +42,10 @@ pub enum QueueMode {
     InProcessFirst {
         /// Attempts in process, and the wait between them.
         retry: RetryPolicy,
-        /// Queue URL for what is left.
+        /// Queue URL for what is left. Sent with no delay: the deregistrations it waited
+        /// for were made before the run ended, and a snapshot still in use comes back after
+        /// the queue's visibility timeout.
         url: String,
-        /// `DelaySeconds` for each message left.
-        delay_seconds: u32,
     },
 }
 
@@ -54,10 +54,9 @@ impl QueueMode {
     /// what a pair sweep holding its pair's lease runs ([`crate::app::continuation`]).
     pub fn in_process_first(self, retry: &RetryPolicy) -> Self {
         match self {
-            Self::Sqs { url, delay_seconds } => Self::InProcessFirst {
+            Self::Sqs { url, .. } => Self::InProcessFirst {
                 retry: retry.clone(),
                 url,
-                delay_seconds,
             },
             other => other,
         }
@@ -163,12 +162,8 @@ pub async fn run_sweep_in(
                     };
                     sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
                 }
-                QueueMode::InProcessFirst {
-                    retry,
-                    url,
-                    delay_seconds,
-                } => {
-                    let later = sqs(url, *delay_seconds);
+                QueueMode::InProcessFirst { retry, url } => {
+                    let later = sqs(url, 0);
                     let local = Local {
                         place: &place,
                         retry,

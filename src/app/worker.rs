@@ -161,36 +161,59 @@ where
             },
         }
     }
-    for (place, jobs) in by_region {
-        if let Err(why) = locks.take(&place).await {
-            tracing::info!(account = ?place.0, region = %place.1, reason = %why, "pair held: its jobs are left for later");
-            for (i, job) in jobs {
-                let why = format!("{why}; nothing was deleted");
-                out[i] = Some(Handled::Ran(job, Attempt::Retry(why)));
-            }
-            continue;
-        }
-        match clients(place.0.clone(), place.1.clone()).await {
-            Ok(c) => {
-                let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
-                let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
-                for (i, h) in at.into_iter().zip(handled) {
-                    out[i] = Some(h);
-                }
-            }
-            // The account cannot be entered now: every job of it is retried later.
-            Err(why) => {
-                for (i, job) in jobs {
-                    let why = format!("cannot enter the job's account, nothing was deleted: {why}");
-                    out[i] = Some(Handled::Ran(job, Attempt::Retry(why)));
-                }
-            }
-        }
-        locks.release(&place).await;
+    // The pairs of a batch at once: each at its own pacers, none waiting for another.
+    let pairs = by_region
+        .into_iter()
+        .map(|(place, jobs)| run_pair(&clients, locks, rules, pacing, place, jobs, now));
+    for (i, h) in futures_util::future::join_all(pairs)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        out[i] = Some(h);
     }
     out.into_iter()
         .map(|h| h.expect("every message is handled"))
         .collect()
+}
+
+/// One pair's jobs of a batch (`jobs`, with their places in the batch), run only while the
+/// batch holds the pair in `locks`: else left untouched, answered as retries.
+async fn run_pair<C: Cleaner, F>(
+    clients: &impl Fn(Option<String>, String) -> F,
+    locks: &impl PairLocks,
+    rules: &WorkerRules,
+    pacing: Pacing<'_>,
+    place: Place,
+    jobs: Vec<(usize, CleanupJob)>,
+    now: Timestamp,
+) -> Vec<(usize, Handled)>
+where
+    F: std::future::Future<Output = Result<C, String>>,
+{
+    let retry = |jobs: Vec<(usize, CleanupJob)>, why: String| {
+        jobs.into_iter()
+            .map(|(i, job)| (i, Handled::Ran(job, Attempt::Retry(why.clone()))))
+            .collect()
+    };
+    if let Err(why) = locks.take(&place).await {
+        tracing::info!(account = ?place.0, region = %place.1, reason = %why, "pair held: its jobs are left for later");
+        return retry(jobs, format!("{why}; nothing was deleted"));
+    }
+    let out = match clients(place.0.clone(), place.1.clone()).await {
+        Ok(c) => {
+            let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
+            let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
+            at.into_iter().zip(handled).collect()
+        }
+        // The account cannot be entered now: every job of it is retried later.
+        Err(why) => retry(
+            jobs,
+            format!("cannot enter the job's account, nothing was deleted: {why}"),
+        ),
+    };
+    locks.release(&place).await;
+    out
 }
 
 /// Verifies jobs against facts read afresh in one (account, Region), `place`, through `c`,
