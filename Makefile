@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 EVENT ?= events/manual-dry-run.json
 NOW ?= 2026-11-26T00:00:00Z
 
-.PHONY: demo demo-rules plan-samples plan-rules plan-thinning test test-unit docs lint fmt bench-plan bench-sweep bench-lambda bench bench-org clean emulator template-check build invoke deploy
+.PHONY: demo demo-rules plan-samples plan-rules plan-thinning test test-unit docs lint fmt bench-plan bench-sweep bench-lambda bench bench-org bench-fanout clean emulator template-check build invoke deploy
 
 ## The main job on its local default: the local EC2 emulator with a realistic estate,
 ## the dry-run plan, then the nightly sweep and its report. FORMAT=json for JSON.
@@ -204,6 +204,20 @@ bench-org: $(MOTO_STAMP) $(ORG_PEERS_STAMP)
 	$(RELEASE_BUILD)
 	$(PEERS)/bin/python scripts/bench_org.py $(CARGO_TARGET_DIR)/release/ami-sweeper $(VENV)/bin/python \
 	    $(PEERS)/bin/c7n-org --accounts $(ORG_ACCOUNTS) --images $(ORG_IMAGES) --shape $(ORG_SHAPE) \
+	    --latency $(ORG_LATENCY_MS) $(BENCH_ARGS)
+
+## The deployed path (`scripts/bench_fanout.py`): the release binary in Lambda mode as
+## process copies under local Runtime APIs, template.yaml's functions and SQS event source
+## mappings (read from the template), on bench-org's emulator and front door. Rows: (a)
+## FANOUT_ACCOUNTS x 2 Regions x ORG_IMAGES, beside bench-org's CLI run of the same estate;
+## (b) one pair's backlog over three shortened invocations; (c) the model. Exits non-zero
+## when a row's checks fail. The binary is the one cargo reports for this build.
+FANOUT_ACCOUNTS ?= 10
+bench-fanout: $(MOTO_STAMP)
+	@exe=$$($(CARGO) build --release --locked --bin ami-sweeper --message-format=json \
+	    | $(PYTHON) -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])') \
+	    && $(VENV)/bin/python scripts/bench_fanout.py $$exe $(VENV)/bin/python \
+	    --accounts $(FANOUT_ACCOUNTS) --images $(ORG_IMAGES) --shape $(ORG_SHAPE) \
 	    --latency $(ORG_LATENCY_MS) $(BENCH_ARGS)
 
 clean:

@@ -123,13 +123,17 @@ def floor_seconds(n: int, shape: float) -> float:
                for b in ("deregister_image", "delete_snapshot"))
 
 
-def one_run(args, name, cmd, seed_path, ids):
+def one_run(args, name, cmd, seed_path, ids, inspect=None):
+    """One tool's run on a fresh emulator; `inspect(upstream, "before" | "after")`, when
+    given, reads the emulator around it (bench_fanout.py's checks)."""
     server, upstream = start_emulator(args.moto_python, seed_path)
     proxy, endpoint = emulator.start_proxy(upstream, 1, args.latency,
                                            extra=["--shape", str(args.shape),
                                                   "--upstream-concurrency", "4"])
     try:
         before = left(upstream, ids)
+        if inspect:
+            inspect(upstream, "before")
         # c7n-org runs every pair at once, as ami-sweeper does at its defaults.
         env = dict(emulator.client_env(endpoint), C7N_ORG_PARALLEL=str(len(ids) * len(REGIONS)))
         t0 = time.time()
@@ -140,9 +144,12 @@ def one_run(args, name, cmd, seed_path, ids):
                         for b, w in stats.get("buckets", {}).items()}
         r["upstream"] = {a: v["upstream_s"] for a, v in stats["actions"].items()}
         r["throttled"] = sum(a["throttled"] for a in stats["actions"].values())
+        r["actions"] = stats["actions"]
         r["pairs"] = stats.get("pairs", {})
         r["before"] = before
         r["left"] = left(upstream, ids)
+        if inspect:
+            inspect(upstream, "after")
         r["failures"] = None
         r["rates"] = {}
         if name != "c7n-org" and r["code"] in (0, 1):

@@ -366,6 +366,15 @@ def main() -> int:
               {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
          and not any("s3:DeleteObject" in str(st["Action"]) and "ReportBucket" in str(st["Resource"])
                      and st.get("Sid") != "PairLeases" for st in statements)),
+        ("the sweep queue's redrive outlasts a night short of Lambda concurrency (a throttled "
+         "pair message counts as a receive: at least 5 receives, AWS's advice for Lambda) and "
+         "ends before the next schedule (the receives span under 24 h)",
+         r["SweepQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 10
+         and "SweepDeadLetterQueue" in str(r["SweepQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+         and (r["SweepQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] - 1)
+         * r["SweepQueue"]["Properties"]["VisibilityTimeout"] < 24 * 3600
+         and r["SweepQueue"]["Properties"]["VisibilityTimeout"]
+         >= 6 * r["PairSweeperFunction"]["Properties"]["Timeout"]),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),

@@ -166,6 +166,7 @@ class Stats:
         self.actions = {}
         self.windows = {}
         self.pairs = {}
+        self.pair_windows = {}
 
     def record(self, action: str, bucket: str, accepted: bool, pair: str = "default"):
         now = time.time()
@@ -177,6 +178,8 @@ class Stats:
             if accepted:
                 w = self.windows.setdefault(bucket, [now, now])
                 w[1] = now
+                pw = self.pair_windows.setdefault(pair, {}).setdefault(bucket, [now, now, 0])
+                pw[1], pw[2] = now, pw[2] + 1
 
     def add_upstream(self, action: str, seconds: float):
         """Time the upstream (the emulator) took to answer one call of `action`."""
@@ -188,7 +191,11 @@ class Stats:
         with self.lock:
             return {"actions": json.loads(json.dumps(self.actions)),
                     "pairs": json.loads(json.dumps(self.pairs)),
-                    "buckets": {b: {"first": w[0], "last": w[1]} for b, w in self.windows.items()}}
+                    "buckets": {b: {"first": w[0], "last": w[1]} for b, w in self.windows.items()},
+                    # Per pair and bucket: first and last accepted call, and how many.
+                    "pair_buckets": {p: {b: {"first": w[0], "last": w[1], "accepted": w[2]}
+                                         for b, w in ws.items()}
+                                     for p, ws in self.pair_windows.items()}}
 
 
 TRACE = os.environ.get("PROXY_TRACE")

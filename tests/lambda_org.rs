@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::lambda_runtime::{invoke, start_emulator, start_function};
 use crate::moto::{bake, image_ids, member_config, public_ami, s3, Moto, OrgBuilder};
@@ -845,4 +846,348 @@ async fn an_approved_organization_dry_run_narrows_every_pair_through_the_fan_out
         "{stderr}"
     );
     assert_eq!(images_left(&hub).await, 1);
+}
+
+/// The single-account sweeper (no `accounts` in the policy, no queue of its own): a sweep
+/// stopped by its invocation's deadline with condemned images left starts its successor
+/// through the sweep queue, as a continuation of its (own account, region) pair that the
+/// pair sweeper runs with the same mandate, lease and limits; the chain finishes the
+/// night's plan and only it (an image made after the chain began stays), and the summary
+/// is sent once, when the chain ends, with the chain's totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_account_sweep_stopped_by_its_deadline_continues_and_its_chain_finishes_the_plan()
+{
+    let moto = Moto::start_with_public_amis();
+    let hub = moto.config().await;
+    let base = public_ami(&hub).await;
+    let (planned, _) = bake(&hub, &base, 3).await;
+    let queue_url = queue(&moto, "sweep-requests").await;
+    s3(&hub)
+        .create_bucket()
+        .bucket("hub-reports")
+        .send()
+        .await
+        .unwrap();
+    let sns = aws_sdk_sns::Client::new(&hub);
+    let topic = sns
+        .create_topic()
+        .name("sweeps")
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    let summaries = queue(&moto, "summaries").await;
+    let summaries_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        summaries.rsplit('/').next().unwrap()
+    );
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(summaries_arn)
+        .attributes("FilterPolicy", json!({"kind": ["summary"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let policy = json!({
+        "dry_run": false,
+        "retention": {"min_age_days": 0},
+        "acknowledge": ["no_minimum_age"],
+        "recycle_bin": "ignore",
+        "regions": ["us-east-1"]
+    })
+    .to_string();
+    let mut env = moto.env();
+    env.extend([
+        ("AMI_SWEEPER_POLICY", policy),
+        ("SWEEP_QUEUE_URL", queue_url.clone()),
+        ("AMI_SWEEPER_REPORT_BUCKET", "hub-reports".to_string()),
+        ("AMI_SWEEPER_NOTIFY_TOPIC_ARN", topic),
+        ("AMI_SWEEPER_ACCOUNT_ID", "123456789012".to_string()),
+    ]);
+    let summaries_sent = || async {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&summaries)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        attrs
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
+            .map_or(0, |n| n.parse::<usize>().unwrap())
+    };
+
+    // The first link: its deadline has come, so every condemned image is deferred.
+    let first = handle_on_big_stack(&env, schedule_value(), Some(Duration::ZERO));
+    assert_eq!(first["stopped"], "deadline", "{first}");
+    let before: BTreeSet<String> = image_ids(&hub).await.into_iter().collect();
+    assert!(
+        planned.iter().all(|id| before.contains(id)),
+        "nothing deregistered yet"
+    );
+    assert_eq!(
+        summaries_sent().await,
+        0,
+        "no summary before the chain ends"
+    );
+    let batch = {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let bodies: Vec<String> = out
+            .messages()
+            .iter()
+            .map(|m| m.body().unwrap().to_string())
+            .collect();
+        assert_eq!(bodies.len(), 1, "one continuation: {bodies:?}");
+        sqs_event(&bodies)
+    };
+    let body = bodies(&batch).remove(0);
+    let request: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(request["sweep"]["account"], "123456789012", "{body}");
+    assert_eq!(request["sweep"]["region"], "us-east-1", "{body}");
+    assert_eq!(request["sweep"]["chain"]["link"], 1, "{body}");
+
+    // An image made after the chain began is not in the night's plan.
+    let (late, _) = bake(&hub, &base, 1).await;
+
+    // The pair sweeper runs the link with an invocation's time: the chain ends.
+    let answer = handle_on_big_stack(&env, batch, Some(Duration::from_secs(900)));
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let left: BTreeSet<String> = image_ids(&hub).await.into_iter().collect();
+    for id in &planned {
+        assert!(
+            !left.contains(id),
+            "{id} of the night's plan is deregistered"
+        );
+    }
+    assert!(left.contains(&late[0]), "the late image stays: {left:?}");
+    let run = request["sweep"]["run"].as_str().unwrap();
+    let link = pair_report(
+        &moto,
+        &format!("reports/{run}/123456789012/us-east-1.link-1.json"),
+    )
+    .await;
+    assert_eq!(link["chain"]["totals"]["deregistered"], 3, "{link}");
+    assert_eq!(
+        summaries_sent().await,
+        1,
+        "the summary is sent once, at the chain's end"
+    );
+}
+
+/// One invocation of the Lambda handler in process, built from `env` on a thread of its
+/// own with a large stack (as the runtime's; a debug build's handler futures are deep),
+/// with `deadline` from now.
+fn handle_on_big_stack(
+    env: &[(&'static str, String)],
+    event: Value,
+    deadline: Option<Duration>,
+) -> Value {
+    use ami_sweeper::edges::{config::Config, lambda::Handler};
+    let var = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn_scoped(s, || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_stack_size(64 << 20)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                        .endpoint_url(var("AWS_ENDPOINT_URL").unwrap())
+                        .region(aws_config::Region::new("us-east-1"))
+                        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                            "testing", "testing", None, None, "moto",
+                        ))
+                        .load()
+                        .await;
+                    let handler = Handler::new(base, Config::from_vars(var).unwrap());
+                    let at = deadline.map(|d| tokio::time::Instant::now() + d);
+                    let answer = handler.handle(event, at).await;
+                    answer.unwrap_or_else(|e| panic!("the invocation failed: {e}"))
+                })
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+/// Messages waiting in a queue, delayed ones included.
+async fn waiting(moto: &Moto, url: &str) -> u64 {
+    let attrs = aws_sdk_sqs::Client::new(&moto.config().await)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let n = |k: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&k))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    n(A::ApproximateNumberOfMessages)
+        + n(A::ApproximateNumberOfMessagesDelayed)
+        + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// Each member's baked image's snapshot, before the sweep.
+async fn baked_snapshots(hub: &Hub) -> Vec<(String, aws_config::SdkConfig)> {
+    let mut out = Vec::new();
+    for (image, member) in &hub.images {
+        out.push((
+            crate::moto::snapshot_of(member, image).await,
+            member.clone(),
+        ));
+    }
+    out
+}
+
+async fn snapshots_left(baked: &[(String, aws_config::SdkConfig)]) -> usize {
+    let mut n = 0;
+    for (id, member) in baked {
+        n += usize::from(crate::moto::snapshot_ids(member).await.contains(id));
+    }
+    n
+}
+
+/// Issue 29: a pair sweep with a cleanup queue configured deletes its pair's storage
+/// itself, in process, right after its deregistrations: nothing waits in the queue (its
+/// delay, its worker pool) when every deletion went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sweep_with_a_cleanup_queue_deletes_its_storage_in_process() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    assert_eq!(snapshots_left(&baked).await, 2);
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let with_queue = [("CLEANUP_QUEUE_URL", cleanup.as_str())];
+    let answer = invoke_hub(&moto, &hub, &batch, &with_queue);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 0);
+    let keys = reports(&moto).await;
+    let key = keys.iter().find(|k| k.starts_with("reports/")).unwrap();
+    let first = pair_report(&moto, key).await;
+    let left = snapshots_left(&baked).await;
+    assert_eq!(left, 0, "the storage went in process: {first:#}");
+    assert_eq!(waiting(&moto, &cleanup).await, 0, "no job was queued");
+    for key in reports(&moto)
+        .await
+        .iter()
+        .filter(|k| k.starts_with("reports/"))
+    {
+        let report = pair_report(&moto, key).await;
+        let jobs = &report["report"]["regions"][0]["jobs"];
+        assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{report}");
+        assert_eq!(jobs[0]["outcome"], "deleted", "{report}");
+    }
+}
+
+/// Issue 29: what a pair sweep's deadline leaves of its in-process deletions (here a
+/// snapshot EC2 keeps answering `InvalidSnapshot.InUse`, retried in process until the
+/// stop) goes to the cleanup queue, the durable path; the worker finishes it once EC2
+/// lets go, with the pair free again (the chain released its lease). The link runs in
+/// process, as the pair sweeper runs it, with a deadline 8 s away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
+    use ami_sweeper::app::{cleanup::RetryPolicy, continuation, org::SweepRequest, run};
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let request = SweepRequest::from_json(&bodies(&batch)[0])
+        .unwrap()
+        .unwrap();
+    moto.front()
+        .set_faults(json!([{"action": "DeleteSnapshot", "status": 400,
+        "code": "InvalidSnapshot.InUse", "message": "The snapshot is in use"}]));
+    let clients = ami_sweeper::adapters::aws::Clients::new(moto.config().await);
+    let policy = ami_sweeper::Policy::from_json(&hub.policy).unwrap();
+    let stop = ami_sweeper::app::stop::Stop::with_deadline(Some(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(8),
+    ));
+    let opts = run::SweepOptions {
+        regions: vec![request.region.clone()],
+        force_dry_run: false,
+        queue: run::QueueMode::Sqs {
+            url: cleanup.clone(),
+            delay_seconds: 60,
+        },
+        exec: ami_sweeper::app::sweep::ExecConfig {
+            stop,
+            ..Default::default()
+        },
+        now: chrono::Utc::now(),
+    };
+    let at = continuation::Place {
+        hub: &clients,
+        bucket: Some("hub-reports"),
+        queue: Some(&hub.queue_url),
+        retry: &RetryPolicy::default(),
+    };
+    let members: Vec<String> = Vec::new();
+    let linked = continuation::run_link(at, &policy, &request, &members, &opts).await;
+    let report = serde_json::to_value(&linked.pair).unwrap();
+    assert!(linked.ended.is_some(), "{report:#}");
+    assert_eq!(
+        images_left(&hub).await,
+        1,
+        "the pair's image was deregistered"
+    );
+    assert_eq!(snapshots_left(&baked).await, 2, "EC2 refused the deletion");
+    let jobs = received(&moto, &cleanup).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}\n{report:#}");
+    assert_eq!(jobs[0]["account"], request.account.as_str(), "{jobs:?}");
+    let job = &report["report"]["regions"][0]["jobs"][0];
+    assert_eq!(job["outcome"], "queued", "{report:#}");
+    assert!(job["attempts"].as_u64().unwrap() >= 1, "{report:#}");
+
+    // EC2 lets go; the worker runs the queued job, the pair being free again.
+    moto.front().set_faults(json!([]));
+    let event = sqs_event(&jobs.iter().map(Value::to_string).collect::<Vec<_>>());
+    let worker = [("AMI_SWEEPER_FUNCTION", "worker")];
+    let answer = invoke_hub(&moto, &hub, &event, &worker);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(snapshots_left(&baked).await, 1, "the queued job ran");
+    let keys = reports(&moto).await;
+    assert!(!keys.iter().any(|k| k.starts_with("leases/")), "{keys:?}");
+}
+
+/// The bodies of the messages a queue holds now (received, left for redelivery).
+async fn received(moto: &Moto, url: &str) -> Vec<Value> {
+    let out = aws_sdk_sqs::Client::new(&moto.config().await)
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    out.messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect()
 }

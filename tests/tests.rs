@@ -21,6 +21,7 @@ mod lambda_org;
 mod lambda_runtime;
 mod notify_moto;
 mod org_moto;
+mod pairs_moto;
 mod retire_moto;
 mod storage_memory;
 mod storage_moto;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::adapters::aws::s3::{Precondition, S3};
 use crate::adapters::aws::Clients;
+use crate::app::cleanup::RetryPolicy;
 use crate::app::org::{self, ChainLine, PairReport, SweepRequest};
 use crate::app::report::{Outcome, SweepReport};
 use crate::app::run::SweepOptions;
@@ -36,6 +37,9 @@ pub struct Place<'a> {
     pub bucket: Option<&'a str>,
     /// The sweep queue.
     pub queue: Option<&'a str>,
+    /// The in-process retries of the pair's cleanup jobs: while the link holds its pair's
+    /// lease it deletes the pair's storage itself, and queues only what is left.
+    pub retry: &'a RetryPolicy,
 }
 
 /// What a link did: the pair's report (written), and the chain's totals when the chain
@@ -78,7 +82,12 @@ pub async fn run_link(
         }
         None => None,
     };
-    let (policy, opts) = for_link(policy, request.chain.as_ref(), opts);
+    let (policy, mut opts) = for_link(policy, request.chain.as_ref(), opts);
+    if lease.is_some() {
+        // The pair is this link's alone: its storage is deleted here, at its own pacers,
+        // right after its deregistrations; the cleanup queue takes only what is left.
+        opts.queue = opts.queue.in_process_first(at.retry);
+    }
     let mut pair = org::sweep_pair(at.hub, &policy, request, siblings, &opts).await;
     let end = link_end(pair.report.as_ref());
     let next = chain::next(request.chain.as_ref(), opts.now, &request.report_key(), end);
@@ -229,13 +238,22 @@ fn lease_body(run: &str, link: u32, now: Timestamp) -> Vec<u8> {
         run: run.to_string(),
         link,
         until: crate::time::format_instant(until),
+        worker: false,
     };
     serde_json::to_vec(&lease).expect("leases serialize")
 }
 
+/// How long a pair sweeper waits at most for a cleanup worker's batch on its pair to end
+/// (the worker function's timeout is 120 s): past this the pair is skipped, with a line.
+pub const WORKER_WAIT_MAX: Duration = Duration::from_secs(180);
+
+/// How often a waiting pair sweeper reads the pair's lease again.
+const WORKER_WAIT_POLL: Duration = Duration::from_secs(1);
+
 /// Takes (or renews) the pair's lease for this request: `Ok(Ok(etag))` when taken,
 /// `Ok(Err(line))` when another run holds the pair, `Err` when S3 cannot be read. A
-/// lease that cannot be parsed holds the pair (fail closed).
+/// lease that cannot be parsed holds the pair (fail closed). A cleanup worker's lease is
+/// waited out (its batch is short), for at most [`WORKER_WAIT_MAX`].
 async fn take_lease(
     s3: &S3,
     bucket: &str,
@@ -244,19 +262,38 @@ async fn take_lease(
 ) -> Result<Result<String, String>, AwsError> {
     let key = lease_key(&request.account, &request.region);
     let link = request.chain.as_ref().map_or(0, |c| c.link);
-    let held = s3.get_with_etag(bucket, &key).await?;
-    let condition = match &held {
-        None => Precondition::Absent,
-        Some((body, etag)) => {
-            let Ok(lease) = serde_json::from_slice::<Lease>(body) else {
-                return Ok(Err(format!(
-                    "skipped: the pair's lease s3://{bucket}/{key} cannot be read; nothing was done"
-                )));
-            };
-            if let Claim::Skip(line) = chain::claim(Some(&lease), &request.run, link, now) {
-                return Ok(Err(line));
+    let waited_from = tokio::time::Instant::now();
+    let condition = loop {
+        let held = s3.get_with_etag(bucket, &key).await?;
+        let Some((body, etag)) = &held else {
+            break Precondition::Absent;
+        };
+        let Ok(lease) = serde_json::from_slice::<Lease>(body) else {
+            return Ok(Err(format!(
+                "skipped: the pair's lease s3://{bucket}/{key} cannot be read; nothing was done"
+            )));
+        };
+        match chain::claim(
+            Some(&lease),
+            &request.run,
+            link,
+            chrono::Utc::now().max(now),
+        ) {
+            Claim::Take => break Precondition::Unchanged(etag.clone()),
+            Claim::Skip(line) => return Ok(Err(line)),
+            // A cleanup worker's batch on the pair: it ends within its function's timeout.
+            Claim::Wait(_) if waited_from.elapsed() < WORKER_WAIT_MAX => {
+                tokio::time::sleep(WORKER_WAIT_POLL).await;
             }
-            Precondition::Unchanged(etag.clone())
+            Claim::Wait(until) => {
+                return Ok(Err(format!(
+                    "skipped: cleanup worker {} still deletes this pair's storage after {} s \
+                     (its lease holds until {}); nothing was done",
+                    lease.run,
+                    WORKER_WAIT_MAX.as_secs(),
+                    crate::time::format_instant(until)
+                )))
+            }
         }
     };
     let body = lease_body(&request.run, link, now);
@@ -279,4 +316,140 @@ pub fn with_chain_totals(report: &SweepReport, chain: Option<&Chain>) -> SweepRe
         r.totals.failures += c.totals.failures as usize;
     }
     r
+}
+
+/// The cleanup worker's hold on pairs, in the report bucket's leases (the chains'):
+/// [`crate::chain::worker_claim`] decides, S3's conditional writes make one holder win,
+/// and each lease lapses at the worker's invocation's end (`until`), so a worker killed
+/// mid-batch holds its pair no longer than it could have lived.
+pub struct WorkerLeases<'a> {
+    s3: S3,
+    bucket: &'a str,
+    /// The deployment's own account: where jobs naming no account act.
+    own_account: &'a str,
+    /// This batch's id (the lease's `run`).
+    id: String,
+    until: Timestamp,
+}
+
+impl<'a> WorkerLeases<'a> {
+    /// Leases for one batch, identified by `id`, lapsing at `until`.
+    pub fn new(
+        hub: &Clients,
+        bucket: &'a str,
+        own_account: &'a str,
+        id: &str,
+        until: Timestamp,
+    ) -> Self {
+        Self {
+            s3: org::hub_s3(hub),
+            bucket,
+            own_account,
+            id: id.to_string(),
+            until,
+        }
+    }
+
+    fn key(&self, place: &crate::app::worker::Place) -> String {
+        lease_key(place.0.as_deref().unwrap_or(self.own_account), &place.1)
+    }
+}
+
+impl crate::app::worker::PairLocks for WorkerLeases<'_> {
+    async fn take(&self, place: &crate::app::worker::Place) -> Result<(), String> {
+        let key = self.key(place);
+        let unreadable = |e: &dyn std::fmt::Display| {
+            format!(
+                "the pair's lease s3://{}/{key} cannot be read: {e}",
+                self.bucket
+            )
+        };
+        let held = self
+            .s3
+            .get_with_etag(self.bucket, &key)
+            .await
+            .map_err(|e| unreadable(&e))?;
+        let condition = match &held {
+            None => Precondition::Absent,
+            Some((body, etag)) => {
+                let lease = serde_json::from_slice::<Lease>(body).map_err(|e| unreadable(&e))?;
+                match chain::worker_claim(Some(&lease), chrono::Utc::now()) {
+                    Claim::Take => Precondition::Unchanged(etag.clone()),
+                    Claim::Skip(line) => return Err(line),
+                    Claim::Wait(_) => return Err("left for later: the pair is held".into()),
+                }
+            }
+        };
+        let lease = Lease {
+            run: self.id.clone(),
+            link: 0,
+            until: crate::time::format_instant(self.until),
+            worker: true,
+        };
+        let body = serde_json::to_vec(&lease).expect("leases serialize");
+        match self.s3.put_if(self.bucket, &key, body, &condition).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(
+                "left for later: another holder took the pair's lease at the same moment".into(),
+            ),
+            Err(e) => Err(unreadable(&e)),
+        }
+    }
+
+    async fn release(&self, place: &crate::app::worker::Place) {
+        let key = self.key(place);
+        // Only its own: a lease that lapsed and was taken since is the new holder's.
+        let mine = match self.s3.get_with_etag(self.bucket, &key).await {
+            Ok(Some((body, _))) => {
+                serde_json::from_slice::<Lease>(&body).is_ok_and(|l| l.worker && l.run == self.id)
+            }
+            _ => false,
+        };
+        if mine {
+            if let Err(e) = self.s3.delete_key(self.bucket, &key).await {
+                tracing::warn!(error = %e, %key, "the worker's lease could not be released; it lapses");
+            }
+        }
+    }
+}
+
+/// A report of `report`'s one region `region` (its totals made again): what a
+/// single-account sweep's region ended with, as one link.
+pub fn region_only(report: &SweepReport, region: &str) -> SweepReport {
+    let mut r = report.clone();
+    r.regions.retain(|x| x.region == region);
+    r.total();
+    r
+}
+
+/// Starts the chain of a first link that ran outside the pair sweeper (a single-account
+/// sweep, `end` its region's end, `report` where its report is): takes the pair's lease as
+/// a first link does, then queues the continuation exactly as a pair's link would. The
+/// continuation's report key; `Err` (the lease released) when the chain cannot go on.
+pub async fn continue_first_link(
+    at: Place<'_>,
+    request: &SweepRequest,
+    report: &str,
+    end: LinkEnd,
+    now: Timestamp,
+) -> Result<String, String> {
+    let Some(bucket) = at.bucket else {
+        return Err("no report bucket (for the pair's lease)".into());
+    };
+    let etag = match take_lease(&org::hub_s3(at.hub), bucket, request, now).await {
+        Ok(Ok(etag)) => etag,
+        Ok(Err(skip)) => return Err(skip),
+        Err(e) => return Err(format!("the pair's lease could not be read: {e}")),
+    };
+    let result = match chain::next(None, now, report, end) {
+        Next::Continue(chain) => continue_chain(at, request, Some(&etag), chain).await,
+        _ => Err("nothing is left to continue".into()),
+    };
+    if result.is_err() {
+        let key = lease_key(&request.account, &request.region);
+        if let Err(e) = org::hub_s3(at.hub).delete_key(bucket, &key).await {
+            tracing::warn!(error = %e, %key, "the pair's lease could not be released; it lapses");
+        }
+    }
+    result
 }

@@ -237,14 +237,25 @@ pub async fn sweep_pair(
         error: Some(error),
         ..PairReport::new(account, region)
     };
-    let member = match hub.member(account, &policy.member_role_name).await {
-        Ok(m) => m,
-        Err(e) => return fail(format!("cannot enter account {account}: {e}")),
+    // A single-account deployment's continuation (no `accounts` in the policy) sweeps
+    // its own account with its own clients; an organization's pair enters the member.
+    let own = policy.accounts.is_none();
+    let entered;
+    let member = if own {
+        hub
+    } else {
+        entered = match hub.member(account, &policy.member_role_name).await {
+            Ok(m) => m,
+            Err(e) => return fail(format!("cannot enter account {account}: {e}")),
+        };
+        &entered
     };
     let mut opts = opts.clone();
     opts.regions = vec![region.to_string()];
     // Bundle buckets are the hub's: never listed or cleaned with a member's credentials.
-    opts.exec.bundle_buckets.clear();
+    if !own {
+        opts.exec.bundle_buckets.clear();
+    }
     if let Some(m) = &request.mandate {
         opts.force_dry_run |= m.dry_run;
         opts.exec.mandate = Some(Arc::new(m.clone()));
@@ -256,7 +267,8 @@ pub async fn sweep_pair(
         }
     }
     let regions = [region.to_string()];
-    let report = run_sweep_in(hub, &member, Some(account), policy, &regions, &opts).await;
+    let jobs_account = (!own).then_some(account);
+    let report = run_sweep_in(hub, member, jobs_account, policy, &regions, &opts).await;
     PairReport {
         report: Some(report),
         ..PairReport::new(account, region)

@@ -9,10 +9,11 @@ use crate::adapters::aws::sqs::{Message, SqsQueue, SQS_BATCH};
 use crate::adapters::aws::Clients;
 use crate::adapters::local_queue::LocalQueue;
 use crate::app::cleanup::{report_of, Attempt, RetryPolicy};
+use crate::app::report::JobOutcome;
 use crate::app::report::{CleanupReport, JobReport, PacerLine, RegionReport, SweepReport, Totals};
 use crate::app::stop::{Stop, StopReason};
 use crate::app::sweep::{sweep_region, ExecConfig};
-use crate::app::worker::{handle_batch, run_in_process, Handled, InProcess, Pacing};
+use crate::app::worker::{handle_batch, run_in_process_leaving, Handled, InProcess, Pacing};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
 use crate::mandate::{Ask, Mandate};
@@ -34,6 +35,32 @@ pub enum QueueMode {
         /// `DelaySeconds` for each message.
         delay_seconds: u32,
     },
+    /// Run them in process as they free up, at the pair's own pacers (a pair sweep holding
+    /// its pair's lease), and send to this SQS queue only what is left: jobs the run's stop
+    /// ended, and jobs still asking for a retry after the last attempt. The queue is
+    /// checked before the first deregistration, as in `Sqs` mode.
+    InProcessFirst {
+        /// Attempts in process, and the wait between them.
+        retry: RetryPolicy,
+        /// Queue URL for what is left. Sent with no delay: the deregistrations it waited
+        /// for were made before the run ended, and a snapshot still in use comes back after
+        /// the queue's visibility timeout.
+        url: String,
+    },
+}
+
+impl QueueMode {
+    /// This mode with the deletions run in process first, when jobs would go to a queue:
+    /// what a pair sweep holding its pair's lease runs ([`crate::app::continuation`]).
+    pub fn in_process_first(self, retry: &RetryPolicy) -> Self {
+        match self {
+            Self::Sqs { url, .. } => Self::InProcessFirst {
+                retry: retry.clone(),
+                url,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Everything a sweep needs besides the policy.
@@ -130,17 +157,32 @@ pub async fn run_sweep_in(
         exec.bundle_buckets
             .retain(|b| bucket_regions.get(b).is_some_and(|r| r == region));
         async move {
+            let place = (account.map(str::to_string), region.clone());
+            let sqs = |url: &str, delay_seconds| InAccount {
+                inner: hub.queue(url, delay_seconds),
+                account: account.map(str::to_string),
+                mandate: exec.mandate.as_deref().cloned(),
+            };
             match &opts.queue {
                 QueueMode::Local(retry) => {
-                    let place = (account.map(str::to_string), region.clone());
-                    sweep_with_local_queue(policy, &place, opts.now, &clients, retry, &exec).await
+                    let local = Local {
+                        place: &place,
+                        retry,
+                        later: None::<&InAccount<SqsQueue>>,
+                    };
+                    sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
+                }
+                QueueMode::InProcessFirst { retry, url } => {
+                    let later = sqs(url, 0);
+                    let local = Local {
+                        place: &place,
+                        retry,
+                        later: Some(&later),
+                    };
+                    sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
                 }
                 QueueMode::Sqs { url, delay_seconds } => {
-                    let sqs = InAccount {
-                        inner: hub.queue(url, *delay_seconds),
-                        account: account.map(str::to_string),
-                        mandate: exec.mandate.as_deref().cloned(),
-                    };
+                    let sqs = sqs(url, *delay_seconds);
                     sweep_region(policy, region, opts.now, &clients, &sqs, &exec).await
                 }
             }
@@ -274,28 +316,65 @@ impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
     }
 }
 
+/// Where a region's in-process worker acts, how it retries, and the queue that takes
+/// what it leaves (`None`: nothing is handed on; the next sweep reconciles it).
+struct Local<'a, Q> {
+    place: &'a crate::app::worker::Place,
+    retry: &'a RetryPolicy,
+    later: Option<&'a Q>,
+}
+
+/// The in-process queue's sink, checked as the queue that takes what is left: a sweep
+/// never deregisters when that queue cannot be reached.
+struct CheckedBy<'a, L, Q> {
+    inner: L,
+    later: Option<&'a Q>,
+}
+
+impl<L: CleanupSink, Q: CleanupSink> CleanupSink for CheckedBy<'_, L, Q> {
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+
+    async fn check(&self) -> Result<(), AwsError> {
+        match self.later {
+            Some(q) => q.check().await,
+            None => self.inner.check().await,
+        }
+    }
+
+    async fn enqueue(&self, jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
+        self.inner.enqueue(jobs).await
+    }
+}
+
 /// One region with the in-process queue: the sweep hands jobs to a worker running
 /// alongside, which verifies each as the queue's worker would (the same code, on facts it
-/// reads itself) and deletes as storage frees up; the report carries the jobs' ends. The
-/// jobs name `place`'s account and carry the run's mandate, as queued ones do.
-async fn sweep_with_local_queue<R: Account + Cleaner>(
+/// reads itself) and deletes as storage frees up, at the region's own pacers; the report
+/// carries the jobs' ends. The jobs name the place's account and carry the run's mandate,
+/// as queued ones do. What the worker leaves (the stop came first, or a snapshot stayed in
+/// use) goes to `local.later` when there is one.
+async fn sweep_with_local_queue<R: Account + Cleaner, Q: CleanupSink>(
     policy: &Policy,
-    place: &crate::app::worker::Place,
+    local: Local<'_, Q>,
     now: Timestamp,
     clients: &R,
-    retry: &RetryPolicy,
     exec: &ExecConfig,
 ) -> RegionReport {
+    let (place, retry) = (local.place, local.retry);
     let region = place.1.as_str();
     let mandate = match &exec.mandate {
         Some(m) => (**m).clone(),
         None => Mandate::ceiling(policy, exec.dry_run, Some(region)),
     };
     let (queue, jobs) = LocalQueue::channel();
-    let sink = InAccount {
-        inner: queue,
-        account: place.0.clone(),
-        mandate: Some(mandate.clone()),
+    let sink = CheckedBy {
+        inner: InAccount {
+            inner: queue,
+            account: place.0.clone(),
+            mandate: Some(mandate.clone()),
+        },
+        later: local.later,
     };
     let sweep = async {
         let report = sweep_region(policy, region, now, clients, &sink, exec).await;
@@ -318,9 +397,12 @@ async fn sweep_with_local_queue<R: Account + Cleaner>(
         progress: exec.progress.as_ref(),
         now,
     };
-    let (mut report, done) = tokio::join!(sweep, run_in_process(jobs, clients, w));
+    let (mut report, (done, left)) = tokio::join!(sweep, run_in_process_leaving(jobs, clients, w));
     if !done.is_empty() {
         report.jobs = done;
+    }
+    if let Some(q) = local.later {
+        hand_on(q, left, &mut report.jobs).await;
     }
     // The worker's pacers beside the sweep's: a bucket both drew on counts both's throttles.
     for ((_, _, bucket), r) in pacers.reports() {
@@ -331,6 +413,41 @@ async fn sweep_with_local_queue<R: Account + Cleaner>(
             .or_insert(r);
     }
     report
+}
+
+/// Sends the jobs the in-process worker left to the cleanup queue, and marks their report
+/// lines `queued` (with what kept them in process). A job the queue refuses keeps its
+/// line: its storage carries the sweep's mark, so the next sweep reconciles it.
+async fn hand_on<Q: CleanupSink>(queue: &Q, left: Vec<CleanupJob>, reports: &mut [JobReport]) {
+    if left.is_empty() {
+        return;
+    }
+    let labels: std::collections::BTreeSet<(String, String)> = left
+        .iter()
+        .map(|j| (j.image_id.clone(), j.target_label()))
+        .collect();
+    let mut refused = std::collections::BTreeSet::new();
+    for chunk in left.chunks(queue.batch_size().max(1)) {
+        for (j, e) in queue.enqueue(chunk.to_vec()).await {
+            tracing::warn!(target = %j.target_label(), error = %e, "a job left in process could not be queued; the next sweep reconciles it");
+            refused.insert(j.target_label());
+        }
+    }
+    tracing::info!(
+        jobs = labels.len(),
+        refused = refused.len(),
+        "jobs left in process handed to the cleanup queue"
+    );
+    for r in reports.iter_mut() {
+        let key = (r.image_id.clone(), r.target.clone());
+        if labels.contains(&key) && !refused.contains(&r.target) {
+            r.outcome = JobOutcome::Queued;
+            r.error = r
+                .error
+                .take()
+                .map(|e| format!("queued for the cleanup worker after: {e}"));
+        }
+    }
 }
 
 fn log_finished(report: &SweepReport) {

@@ -98,6 +98,49 @@ pub async fn handle_batch<C: Cleaner, F>(
 where
     F: std::future::Future<Output = Result<C, String>>,
 {
+    handle_batch_locked(clients, &Unlocked, rules, pacing, bodies, now).await
+}
+
+/// Who may delete a pair's storage now. A worker runs a pair's queued jobs only while it
+/// holds the pair ([`crate::chain::worker_claim`]: the pair's lease, which a chain holds
+/// while its pair sweeper deletes the pair's storage in process), so one pair's
+/// `DeleteSnapshot` bucket is never paced by two workers at once.
+pub trait PairLocks: Sync {
+    /// Takes the pair `place` for one batch; `Err(line)`: another holder has it (or the
+    /// lease cannot be read), and the pair's jobs are left for later.
+    fn take(&self, place: &Place) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Gives back a pair this batch took.
+    fn release(&self, place: &Place) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No pair locks: a deployment without a report bucket (no leases), the CLI's drain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlocked;
+
+impl PairLocks for Unlocked {
+    async fn take(&self, _: &Place) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn release(&self, _: &Place) {}
+}
+
+/// As [`handle_batch`], each (account, Region) of the batch run only while this batch
+/// holds it in `locks`; a pair another holder has keeps its jobs untouched, answered as
+/// retries (the queue redelivers them after its visibility timeout). A batch mixing pairs
+/// runs the pairs it can take and returns the others: one held pair never holds up the
+/// rest.
+pub async fn handle_batch_locked<C: Cleaner, F>(
+    clients: impl Fn(Option<String>, String) -> F,
+    locks: &impl PairLocks,
+    rules: &WorkerRules,
+    pacing: Pacing<'_>,
+    bodies: &[&str],
+    now: crate::model::Timestamp,
+) -> Vec<Handled>
+where
+    F: std::future::Future<Output = Result<C, String>>,
+{
     let mut out: Vec<Option<Handled>> = vec![None; bodies.len()];
     let mut by_region: BTreeMap<Place, Vec<(usize, CleanupJob)>> = BTreeMap::new();
     for (i, body) in bodies.iter().enumerate() {
@@ -118,27 +161,59 @@ where
             },
         }
     }
-    for (place, jobs) in by_region {
-        match clients(place.0.clone(), place.1.clone()).await {
-            Ok(c) => {
-                let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
-                let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
-                for (i, h) in at.into_iter().zip(handled) {
-                    out[i] = Some(h);
-                }
-            }
-            // The account cannot be entered now: every job of it is retried later.
-            Err(why) => {
-                for (i, job) in jobs {
-                    let why = format!("cannot enter the job's account, nothing was deleted: {why}");
-                    out[i] = Some(Handled::Ran(job, Attempt::Retry(why)));
-                }
-            }
-        }
+    // The pairs of a batch at once: each at its own pacers, none waiting for another.
+    let pairs = by_region
+        .into_iter()
+        .map(|(place, jobs)| run_pair(&clients, locks, rules, pacing, place, jobs, now));
+    for (i, h) in futures_util::future::join_all(pairs)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        out[i] = Some(h);
     }
     out.into_iter()
         .map(|h| h.expect("every message is handled"))
         .collect()
+}
+
+/// One pair's jobs of a batch (`jobs`, with their places in the batch), run only while the
+/// batch holds the pair in `locks`: else left untouched, answered as retries.
+async fn run_pair<C: Cleaner, F>(
+    clients: &impl Fn(Option<String>, String) -> F,
+    locks: &impl PairLocks,
+    rules: &WorkerRules,
+    pacing: Pacing<'_>,
+    place: Place,
+    jobs: Vec<(usize, CleanupJob)>,
+    now: Timestamp,
+) -> Vec<(usize, Handled)>
+where
+    F: std::future::Future<Output = Result<C, String>>,
+{
+    let retry = |jobs: Vec<(usize, CleanupJob)>, why: String| {
+        jobs.into_iter()
+            .map(|(i, job)| (i, Handled::Ran(job, Attempt::Retry(why.clone()))))
+            .collect()
+    };
+    if let Err(why) = locks.take(&place).await {
+        tracing::info!(account = ?place.0, region = %place.1, reason = %why, "pair held: its jobs are left for later");
+        return retry(jobs, format!("{why}; nothing was deleted"));
+    }
+    let out = match clients(place.0.clone(), place.1.clone()).await {
+        Ok(c) => {
+            let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
+            let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
+            at.into_iter().zip(handled).collect()
+        }
+        // The account cannot be entered now: every job of it is retried later.
+        Err(why) => retry(
+            jobs,
+            format!("cannot enter the job's account, nothing was deleted: {why}"),
+        ),
+    };
+    locks.release(&place).await;
+    out
 }
 
 /// Verifies jobs against facts read afresh in one (account, Region), `place`, through `c`,
@@ -556,6 +631,18 @@ pub async fn run_in_process<C: Cleaner>(
     c: &C,
     w: InProcess<'_>,
 ) -> Vec<JobReport> {
+    run_in_process_leaving(jobs, c, w).await.0
+}
+
+/// As [`run_in_process`], with the jobs left unsettled: those the run's stop ended before
+/// they could be verified and run, and those still asking for a retry after the last
+/// attempt (a snapshot still in use). Their reports say `retrying` or `failed`; the
+/// caller may hand them to the cleanup queue, the durable path for what is left.
+pub async fn run_in_process_leaving<C: Cleaner>(
+    jobs: impl Stream<Item = CleanupJob> + Send,
+    c: &C,
+    w: InProcess<'_>,
+) -> (Vec<JobReport>, Vec<CleanupJob>) {
     let slots = &Semaphore::new(w.retry.concurrency.max(1));
     let queued = &AtomicUsize::new(0);
     let finished = &AtomicUsize::new(0);
@@ -567,7 +654,7 @@ pub async fn run_in_process<C: Cleaner>(
             queued: queued.load(Ordering::Relaxed),
         });
     };
-    let batches: Vec<Vec<JobReport>> = jobs
+    let batches: Vec<(Vec<JobReport>, Vec<CleanupJob>)> = jobs
         .inspect(|_| {
             queued.fetch_add(1, Ordering::Relaxed);
         })
@@ -576,21 +663,24 @@ pub async fn run_in_process<C: Cleaner>(
         .buffer_unordered(usize::MAX)
         .collect()
         .await;
-    let mut done: Vec<JobReport> = batches.into_iter().flatten().collect();
+    let (done, left): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
+    let mut done: Vec<JobReport> = done.into_iter().flatten().collect();
     done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
-    done
+    (done, left.into_iter().flatten().collect())
 }
 
-/// One batch of in-process jobs, attempt after attempt, until each is settled.
+/// One batch of in-process jobs, attempt after attempt, until each is settled; the
+/// reports, and the jobs left unsettled (see [`run_in_process_leaving`]).
 async fn attempt_batch<C: Cleaner>(
     batch: Vec<CleanupJob>,
     c: &C,
     w: InProcess<'_>,
     slots: &Semaphore,
     finish: &(dyn Fn(&CleanupJob) + Sync),
-) -> Vec<JobReport> {
+) -> (Vec<JobReport>, Vec<CleanupJob>) {
     let mut pending: Vec<(CleanupJob, u32)> = batch.into_iter().map(|j| (j, 1)).collect();
     let mut out = Vec::new();
+    let mut left = Vec::new();
     loop {
         let (jobs, tries): (Vec<CleanupJob>, Vec<u32>) = pending.into_iter().unzip();
         let handled = {
@@ -601,15 +691,18 @@ async fn attempt_batch<C: Cleaner>(
         let mut again = Vec::new();
         for (h, n) in handled.into_iter().zip(tries) {
             match settle(h, n, w.retry, stopped) {
-                Settled::Done(job, report) => {
+                Settled::Done(job, report, unsettled) => {
                     finish(&job);
                     out.push(report);
+                    if unsettled {
+                        left.push(job);
+                    }
                 }
                 Settled::Again(job, e) => again.push((job, n, e)),
             }
         }
         if again.is_empty() {
-            return out;
+            return (out, left);
         }
         tokio::select! {
             _ = tokio::time::sleep(w.retry.delay) => {}
@@ -626,8 +719,9 @@ async fn attempt_batch<C: Cleaner>(
                     Vec::new(),
                     Some(e),
                 ));
+                left.push(job);
             }
-            return out;
+            return (out, left);
         }
         pending = again.into_iter().map(|(j, n, _)| (j, n + 1)).collect();
     }
@@ -635,8 +729,9 @@ async fn attempt_batch<C: Cleaner>(
 
 /// What an in-process attempt left of a job.
 enum Settled {
-    /// Settled, with its report.
-    Done(CleanupJob, JobReport),
+    /// Settled, with its report; `true` when it is left unsettled (still asking for a
+    /// retry: the run stopped, or its attempts ran out).
+    Done(CleanupJob, JobReport, bool),
     /// To be verified and tried again, after this error.
     Again(CleanupJob, String),
 }
@@ -644,23 +739,26 @@ enum Settled {
 /// The report of a job's attempt `n`, or the job back with its error when it is to be
 /// tried again.
 fn settle(h: Handled, n: u32, retry: &RetryPolicy, stopped: bool) -> Settled {
-    let (job, outcome, deleted, error) = match h {
+    let (job, outcome, deleted, error, left) = match h {
         Handled::Malformed(e) => unreachable!("verify_and_run parses nothing: {e}"),
-        Handled::Rejected(job, why) => (job, JobOutcome::Rejected, Vec::new(), Some(why)),
-        Handled::Ran(job, Attempt::Done(o, d)) => (job, o, d, None),
+        Handled::Rejected(job, why) => (job, JobOutcome::Rejected, Vec::new(), Some(why), false),
+        Handled::Ran(job, Attempt::Done(o, d)) => (job, o, d, None, false),
         Handled::Ran(job, Attempt::Retry(e)) if stopped => {
             let e = format!("{e}; stopped before the next attempt");
-            (job, JobOutcome::Retrying, Vec::new(), Some(e))
+            (job, JobOutcome::Retrying, Vec::new(), Some(e), true)
         }
         Handled::Ran(job, Attempt::Retry(e)) if n < retry.attempts => {
             return Settled::Again(job, e)
         }
-        Handled::Ran(job, Attempt::Retry(e) | Attempt::Fail(e)) => {
-            (job, JobOutcome::Failed, Vec::new(), Some(e))
+        Handled::Ran(job, Attempt::Retry(e)) => {
+            (job, JobOutcome::Failed, Vec::new(), Some(e), true)
+        }
+        Handled::Ran(job, Attempt::Fail(e)) => {
+            (job, JobOutcome::Failed, Vec::new(), Some(e), false)
         }
     };
     let report = report_of(&job, outcome, n, deleted, error);
-    Settled::Done(job, report)
+    Settled::Done(job, report, left)
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {

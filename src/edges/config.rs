@@ -415,7 +415,9 @@ mod tests {
                 assert_eq!(url, "http://127.0.0.1:5000/123456789012/q");
                 assert_eq!(delay_seconds, MAX_QUEUE_DELAY_SECONDS);
             }
-            QueueMode::Local(_) => panic!("a queue URL means the queue"),
+            QueueMode::Local(_) | QueueMode::InProcessFirst { .. } => {
+                panic!("a queue URL means the queue")
+            }
         }
         let o = Config::default().sweep_options(vec![], false, ExecConfig::default(), now);
         assert!(matches!(o.queue, QueueMode::Local(_)));

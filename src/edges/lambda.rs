@@ -17,7 +17,7 @@ use crate::app::ratelimit::{PaceConfig, Pacers};
 use crate::app::run::run_sweep;
 use crate::app::stop::Stop;
 use crate::app::sweep::ExecConfig;
-use crate::app::worker::{handle_batch, Handled, Pacing};
+use crate::app::worker::{handle_batch_locked, Handled, Pacing, Unlocked};
 use crate::edges::config::{Config, PolicySource};
 use crate::error::AwsError;
 use crate::events::{inline_policy, parse_event, recipe_scope, EventError, Trigger};
@@ -406,11 +406,11 @@ impl Handler {
         tracing::info!(trigger = trigger_name(&trigger), "invocation");
         let stop = Stop::with_deadline(deadline.map(stop_before));
         match trigger {
-            Trigger::Sqs(records) if self.config.worker_only => {
-                Ok(self.cleanup_batch(records, &stop).await)
-            }
+            Trigger::Sqs(records) if self.config.worker_only => Ok(self
+                .cleanup_batch(records, &stop, wall_clock(deadline))
+                .await),
             other if self.config.worker_only => Err(worker_refuses(&other)),
-            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop).await),
+            Trigger::Sqs(records) => Ok(self.queue_batch(records, stop, deadline).await),
             Trigger::Ignored(why) => Ok(ignored(why)),
             sweep => self.sweep(sweep, stop).await,
         }
@@ -419,14 +419,19 @@ impl Handler {
     /// An SQS batch for the sweep functions: sweep requests (and continuations) go to the
     /// pair sweeper; cleanup jobs to the worker. One event source per queue: a batch never
     /// mixes them. If one does, the pairs are redelivered alone.
-    async fn queue_batch(&self, records: Vec<(String, String)>, stop: Stop) -> Value {
+    async fn queue_batch(
+        &self,
+        records: Vec<(String, String)>,
+        stop: Stop,
+        deadline: Option<Instant>,
+    ) -> Value {
         let (pairs, jobs): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|(_, body)| SweepRequest::from_json(body).is_some());
         if jobs.is_empty() {
             return self.sweep_pairs(pairs, stop).await;
         }
-        let mut v = self.cleanup_batch(jobs, &stop).await;
+        let mut v = self.cleanup_batch(jobs, &stop, wall_clock(deadline)).await;
         let failures = v["batchItemFailures"]
             .as_array_mut()
             .expect("a batch response");
@@ -471,7 +476,9 @@ impl Handler {
         let lines =
             std::iter::once(report.emf_line(now_ms)).chain(report.emf_rule_lines(now_ms, &[]));
         self.emit(lines);
-        self.notify(&policy, None, &report).await;
+        // Boxed: their futures are large, and the runtime's thread stack is not.
+        let continued = Box::pin(self.continue_own(&opts, &report)).await;
+        Box::pin(self.notify_own(&policy, &report, &continued)).await;
         let failures = report.totals.failures;
         let value = serde_json::to_value(&report).expect("report serializes");
         if failures > 0 {
@@ -481,6 +488,88 @@ impl Handler {
             });
         }
         Ok(value)
+    }
+
+    /// A single-account sweep stopped by its deadline with condemned images left: each
+    /// such region's chain goes on as a continuation of its (own account, region) pair
+    /// through the sweep queue, which the pair sweeper runs with the chain's mandate, lease
+    /// and limits exactly as an organization pair's ([`continuation::continue_first_link`]).
+    /// The regions continued.
+    async fn continue_own(
+        &self,
+        opts: &crate::app::run::SweepOptions,
+        report: &crate::app::report::SweepReport,
+    ) -> BTreeSet<String> {
+        let mut continued = BTreeSet::new();
+        let (Some(own), Some(mandate)) = (&self.config.account_id, &opts.exec.mandate) else {
+            return continued;
+        };
+        let at = continuation::Place {
+            hub: &self.clients,
+            bucket: self.config.report_bucket.as_deref(),
+            queue: self.config.sweep_queue_url.as_deref(),
+            retry: &self.config.local_retry,
+        };
+        for region in report.regions.iter().map(|r| r.region.clone()) {
+            let end = continuation::link_end(Some(&continuation::region_only(report, &region)));
+            if !end.stopped_by_deadline || end.left == 0 {
+                continue;
+            }
+            let ask = Ask {
+                regions: Some([region.clone()].into()),
+                ..Ask::default()
+            };
+            let request = SweepRequest {
+                account: own.clone(),
+                region: region.clone(),
+                run: crate::time::format_instant(opts.now),
+                mandate: Some(mandate.narrow(&ask)),
+                chain: None,
+            };
+            let first = own_report_key(&report.now, own);
+            match continuation::continue_first_link(at, &request, &first, end, opts.now).await {
+                Ok(key) => {
+                    tracing::info!(%region, next = %key, "the sweep goes on as a continuation");
+                    continued.insert(region);
+                }
+                Err(e) => {
+                    tracing::warn!(%region, error = %e, "the images left wait for the next run")
+                }
+            }
+        }
+        continued
+    }
+
+    /// The single-account summary: as before when nothing continues; else the report is
+    /// written, and the summary covers only the regions whose run ended here (each
+    /// continued region's is sent once, when its chain ends, with the chain's totals).
+    async fn notify_own(
+        &self,
+        policy: &Policy,
+        report: &crate::app::report::SweepReport,
+        continued: &BTreeSet<String>,
+    ) {
+        if continued.is_empty() {
+            return self.notify(policy, None, report).await;
+        }
+        let d = crate::app::notify::Delivery {
+            topic_arn: None,
+            report_bucket: self.config.report_bucket.as_deref(),
+            account: self.config.account_id.as_deref(),
+            lookahead_days: policy.notify.lookahead_days,
+        };
+        let (location, errors) =
+            crate::app::notify::after_sweep_at(&self.clients, &d, report).await;
+        errors
+            .iter()
+            .for_each(|e| tracing::error!(error = %e, "notification"));
+        let mut ended = report.clone();
+        ended.regions.retain(|r| !continued.contains(&r.region));
+        if !ended.regions.is_empty() {
+            ended.total();
+            let account = self.config.account_id.as_deref().unwrap_or("self");
+            self.notify(policy, Some((account, location)), &ended).await;
+        }
     }
 
     /// Writes metric lines where CloudWatch reads them: stdout in Lambda, stderr under
@@ -601,6 +690,7 @@ impl Handler {
             ceiling: &ceiling,
             members: members.as_ref(),
             siblings: &siblings,
+            own: self.config.account_id.as_deref(),
         };
         for (id, body) in records {
             if !self.sweep_request(&checks, &id, &body, &stop).await {
@@ -613,7 +703,7 @@ impl Handler {
     /// One sweep-queue message: checked, then one link of its pair's chain; the chain's
     /// one summary when it ended. `false` when the message must be redelivered.
     async fn sweep_request(&self, c: &PairChecks<'_>, id: &str, body: &str, stop: &Stop) -> bool {
-        let verdict = admit_pair(body, c.ceiling, c.members)
+        let verdict = admit_pair(body, c.ceiling, c.members, c.own)
             .and_then(|r| chain_admitted(r.chain.as_ref()).map(|()| r))
             .and_then(|r| self.approval_admitted(&r).map(|()| r));
         let request = match verdict {
@@ -640,6 +730,7 @@ impl Handler {
             hub: &self.clients,
             bucket,
             queue: self.config.sweep_queue_url.as_deref(),
+            retry: &self.config.local_retry,
         };
         let linked = continuation::run_link(at, c.policy, &request, c.siblings, &opts).await;
         let pair = &linked.pair;
@@ -739,8 +830,16 @@ impl Handler {
     /// redeliver. A job that fails verification (or a malformed message) goes to the
     /// dead-letter queue with the reason when `CLEANUP_DLQ_URL` is set, else it is
     /// redelivered until the redrive policy moves it there. Without a readable policy
-    /// (its exclude tags) nothing runs: every message is redelivered.
-    async fn cleanup_batch(&self, records: Vec<(String, String)>, stop: &Stop) -> Value {
+    /// (its exclude tags) nothing runs: every message is redelivered. With a report
+    /// bucket, each pair's jobs run only while this batch holds the pair's lease (until
+    /// `until`, the invocation's end): a pair a chain or another worker holds has its
+    /// jobs redelivered untouched.
+    async fn cleanup_batch(
+        &self,
+        records: Vec<(String, String)>,
+        stop: &Stop,
+        until: crate::model::Timestamp,
+    ) -> Value {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         let policy = match self.configured_policy().await {
             Ok(p) => p,
@@ -775,17 +874,20 @@ impl Handler {
             pace: PaceConfig::default().with_share(policy.limits.api_share),
             stop,
         };
-        let handled = handle_batch(
-            |a, r| {
-                let role = role.clone();
-                async move { self.clients.place(a.as_deref(), &r, &role).await }
-            },
-            &rules,
-            pacing,
-            &bodies,
-            chrono::Utc::now(),
-        )
-        .await;
+        let clients = |a: Option<String>, r: String| {
+            let role = role.clone();
+            async move { self.clients.place(a.as_deref(), &r, &role).await }
+        };
+        let now = chrono::Utc::now();
+        let handled = match self.config.report_bucket.as_deref() {
+            Some(bucket) => {
+                let own = self.config.account_id.as_deref().unwrap_or("self");
+                let id = format!("cleanup-{}-{}", records[0].0, now.timestamp_micros());
+                let locks = continuation::WorkerLeases::new(&self.clients, bucket, own, &id, until);
+                handle_batch_locked(clients, &locks, &rules, pacing, &bodies, now).await
+            }
+            None => handle_batch_locked(clients, &Unlocked, &rules, pacing, &bodies, now).await,
+        };
         for ((id, body), h) in records.iter().zip(handled) {
             let redeliver = match &h {
                 Handled::Ran(job, Attempt::Done(outcome, deleted)) => {
@@ -843,6 +945,14 @@ struct PairChecks<'a> {
     ceiling: &'a Mandate,
     members: Option<&'a BTreeSet<String>>,
     siblings: &'a [String],
+    /// The deployment's own account: a single-account sweep's continuation names it.
+    own: Option<&'a str>,
+}
+
+/// Where a single-account sweep's report is written (`notify::after_sweep_at`'s key): the
+/// report a continuation of it names as the link it continues.
+fn own_report_key(now: &str, account: &str) -> String {
+    format!("reports/{now}/{account}/report.json")
 }
 
 /// A continuation's chain must be readable and within its bound; a first run has none.
@@ -871,17 +981,22 @@ fn admit_pair(
     body: &str,
     ceiling: &Mandate,
     members: Option<&BTreeSet<String>>,
+    own: Option<&str>,
 ) -> Result<SweepRequest, String> {
     let request = SweepRequest::from_json(body)
         .expect("partitioned on this")
         .map_err(|e| format!("the sweep request cannot be read: {e}; nothing was done"))?;
+    // A single-account deployment's continuation names its own account: the ceiling
+    // admits it as the own account (no account), and no other.
+    let account = match (&ceiling.accounts, own) {
+        (AccountRule::Own, Some(o)) if o == request.account => None,
+        _ => Some(request.account.as_str()),
+    };
     let verdict = match &request.mandate {
         None => Err(String::from(
             "the sweep request carries no mandate (an older dispatcher's); nothing was done",
         )),
-        Some(m) => {
-            ceiling.admits_message(Some(m), Some(&request.account), &request.region, members)
-        }
+        Some(m) => ceiling.admits_message(Some(m), account, &request.region, members),
     };
     match verdict {
         Ok(()) => Ok(request),
@@ -929,6 +1044,16 @@ pub async fn serve(config: Config) -> Result<(), lambda_runtime::Error> {
         },
     ))
     .await
+}
+
+/// The wall-clock instant of a monotonic deadline (a cleanup worker's lease lapses then);
+/// without one, Lambda's longest timeout from now.
+fn wall_clock(deadline: Option<Instant>) -> crate::model::Timestamp {
+    let left = deadline.map_or(crate::edges::cli::LAMBDA_MAX_TIMEOUT, |d| {
+        d.saturating_duration_since(Instant::now())
+    });
+    chrono::Utc::now()
+        + chrono::Duration::from_std(left).unwrap_or_else(|_| chrono::Duration::minutes(15))
 }
 
 /// Converts Lambda's deadline (milliseconds since the epoch) to a monotonic instant.

@@ -195,6 +195,10 @@ pub struct Lease {
     pub link: u32,
     /// When it lapses (RFC 3339): a holder that died without releasing it.
     pub until: String,
+    /// Held by a cleanup worker for one batch of the pair's queued jobs (not by a chain):
+    /// `run` is then the worker's own id, and `until` its invocation's end.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worker: bool,
 }
 
 /// What a message may do with its pair's lease.
@@ -204,6 +208,10 @@ pub enum Claim {
     Take,
     /// Another run holds the pair: skip it, with this line in the report.
     Skip(String),
+    /// A cleanup worker holds the pair for one batch of its queued jobs: a chain waits
+    /// for it to release the lease (or for the lease to lapse at this instant), so that
+    /// the pair's `DeleteSnapshot` bucket never has two users at once.
+    Wait(Timestamp),
 }
 
 /// Whether a message of `run` at chain link `link` may take its pair's lease `held` at
@@ -214,15 +222,37 @@ pub fn claim(held: Option<&Lease>, run: &str, link: u32, now: Timestamp) -> Clai
     let Some(l) = held else {
         return Claim::Take;
     };
-    if l.run == run && link >= l.link {
+    if l.run == run && link >= l.link && !l.worker {
         return Claim::Take;
     }
     match parse_instant(&l.until) {
         Some(until) if until <= now => Claim::Take,
+        Some(until) if l.worker => Claim::Wait(until),
         _ => Claim::Skip(format!(
             "skipped: run {} (link {}) still sweeps this pair (its lease holds until {}); \
              nothing was done",
             l.run, l.link, l.until
+        )),
+    }
+}
+
+/// Whether a cleanup worker may take the pair's lease `held` at `now` to run one batch of
+/// the pair's queued jobs: only a free or lapsed lease. While a chain holds the pair its
+/// pair sweeper deletes the pair's storage itself, and while another worker holds it that
+/// worker does: either way the jobs are left alone (returned to the queue for later), so
+/// one pair's `DeleteSnapshot` bucket is never paced by two workers at once. An unreadable
+/// lease holds (fail closed).
+pub fn worker_claim(held: Option<&Lease>, now: Timestamp) -> Claim {
+    let Some(l) = held else {
+        return Claim::Take;
+    };
+    match parse_instant(&l.until) {
+        Some(until) if until <= now => Claim::Take,
+        _ => Claim::Skip(format!(
+            "left for later: {} {} holds this pair's storage (its lease holds until {})",
+            if l.worker { "cleanup worker" } else { "run" },
+            l.run,
+            l.until
         )),
     }
 }
@@ -311,6 +341,7 @@ mod tests {
             run: "night-1".into(),
             link: 2,
             until: "2026-12-07T03:20:00Z".into(),
+            worker: false,
         };
         assert_eq!(claim(None, "night-2", 0, now), Claim::Take);
         assert_eq!(claim(Some(&held), "night-1", 3, now), Claim::Take);
@@ -328,11 +359,70 @@ mod tests {
         assert_eq!(claim(Some(&held), "night-2", 0, lapsed), Claim::Take);
         let unreadable = Lease {
             until: "soon".into(),
-            ..held
+            ..held.clone()
         };
         assert!(matches!(
             claim(Some(&unreadable), "night-2", 0, lapsed),
             Claim::Skip(_)
         ));
+    }
+
+    #[test]
+    fn a_pair_has_one_deleter_a_chain_or_one_worker() {
+        let now = at("2026-12-07T03:00:00Z");
+        let chain = Lease {
+            run: "night-1".into(),
+            link: 0,
+            until: "2026-12-07T03:20:00Z".into(),
+            worker: false,
+        };
+        let worker = Lease {
+            run: "worker-7".into(),
+            link: 0,
+            until: "2026-12-07T03:02:00Z".into(),
+            worker: true,
+        };
+        // A worker takes only a free or lapsed pair: a chain's or another worker's is left.
+        assert_eq!(worker_claim(None, now), Claim::Take);
+        assert!(matches!(worker_claim(Some(&chain), now), Claim::Skip(_)));
+        let Claim::Skip(line) = worker_claim(Some(&worker), now) else {
+            panic!("left for later")
+        };
+        assert!(line.contains("worker-7"), "{line}");
+        assert_eq!(
+            worker_claim(Some(&worker), at("2026-12-07T03:02:00Z")),
+            Claim::Take
+        );
+        let unreadable = Lease {
+            until: "soon".into(),
+            ..worker.clone()
+        };
+        assert!(matches!(
+            worker_claim(Some(&unreadable), now),
+            Claim::Skip(_)
+        ));
+        // A chain waits for a worker's batch (never skips the night for it), then takes.
+        assert_eq!(
+            claim(Some(&worker), "night-1", 0, now),
+            Claim::Wait(at("2026-12-07T03:02:00Z"))
+        );
+        // Even a worker whose id reads like the chain's run.
+        let namesake = Lease {
+            run: "night-1".into(),
+            ..worker.clone()
+        };
+        assert!(matches!(
+            claim(Some(&namesake), "night-1", 0, now),
+            Claim::Wait(_)
+        ));
+        assert_eq!(
+            claim(Some(&worker), "night-1", 0, at("2026-12-07T03:03:00Z")),
+            Claim::Take
+        );
+        // A worker's lease round-trips; a chain's reads as before (no `worker` key).
+        let text = serde_json::to_string(&chain).unwrap();
+        assert!(!text.contains("worker"), "{text}");
+        let back: Lease = serde_json::from_str(&serde_json::to_string(&worker).unwrap()).unwrap();
+        assert_eq!(back, worker);
     }
 }
