@@ -52,7 +52,7 @@ pub struct Exception {
 impl Exception {
     /// Whether the entry names `img` (by id, or by one of its tags).
     pub fn names(&self, img: &Image) -> bool {
-        self.image_ids.iter().any(|id| *id == img.id) || excluded(&self.tags, &img.tags)
+        self.image_ids.contains(&img.id) || excluded(&self.tags, &img.tags)
     }
 }
 
