@@ -1064,3 +1064,51 @@ fn an_environment_value_this_build_cannot_read_stops_it_at_start_up() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The AWS CLI prints a JSON template as an object (`TemplateBody: {…}`), a YAML one as a
+/// string: the recorded `get-template` output, verbatim, names no image and the image
+/// goes; with an id in its `Mappings`, the stack keeps that image.
+#[test]
+fn a_recorded_template_is_read_as_the_cli_prints_it() {
+    use ami_sweeper::adapters::awscli::{load_inventory, InventoryFiles};
+    let recorded_template: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(recorded("aws-cli-get-template.json")).unwrap(),
+    )
+    .unwrap();
+    let policy = ami_sweeper::Policy::from_json(
+        r#"{"retention": {"min_age_days": 30}, "usage": {"cloudformation_templates": true}}"#,
+    )
+    .unwrap();
+    let stacks = variant(
+        "stacks-myteststack.json",
+        br#"{"Stacks": [{"StackName": "myteststack", "StackStatus": "CREATE_COMPLETE"}]}"#.to_vec(),
+    );
+    let decide = |template: &serde_json::Value, dir: &str| -> String {
+        let dir = std::env::temp_dir().join(format!("ami-sweeper-{}-{dir}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("myteststack.json"), template.to_string()).unwrap();
+        let files = InventoryFiles {
+            images: recorded("own-images.json"),
+            cloudformation_stacks: Some(stacks.clone()),
+            cloudformation_templates: Some(dir),
+            ..Default::default()
+        };
+        let inventory = load_inventory(&files, &policy.usage).unwrap();
+        let now = ami_sweeper::time::parse_instant(crate::NOW).unwrap();
+        let plan = ami_sweeper::plan(&policy, &inventory, now);
+        let d = plan
+            .decisions
+            .iter()
+            .find(|d| d.image_id == "ami-1a2b3c4d")
+            .unwrap();
+        let used: Vec<&str> = d.used_by.iter().map(|u| u.id.as_str()).collect();
+        format!("{} {used:?}", d.reasons[0].as_str())
+    };
+    assert_eq!(decide(&recorded_template, "verbatim"), "expired []");
+    let mut pinned = recorded_template.clone();
+    pinned["TemplateBody"]["Mappings"] = serde_json::json!({"AMI": {"us-east-1": "ami-1a2b3c4d"}});
+    assert_eq!(
+        decide(&pinned, "pinned"),
+        r#"in_use ["stack myteststack: template"]"#
+    );
+}
