@@ -272,7 +272,20 @@ def main() -> int:
         ("sweeper timeout is 900 s", sweeper["Timeout"] == 900),
         ("sweeps never overlap", sweeper["ReservedConcurrentExecutions"] == 1),
         ("worker reports batch item failures", sqs_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]),
-        ("worker concurrency is bounded", sqs_event["ScalingConfig"]["MaximumConcurrency"] <= 5),
+        ("worker concurrency is bounded", sqs_event["ScalingConfig"]["MaximumConcurrency"] <= 50),
+        ("storage per pair: the worker holds a pair's lease (the report bucket's leases/ only, "
+         "read, written, released) for at most its timeout, under a chain's 180 s wait",
+         worker["Environment"]["Variables"].get("AMI_SWEEPER_REPORT_BUCKET") == {"Ref": "ReportBucket"}
+         and worker["Environment"]["Variables"].get("AMI_SWEEPER_ACCOUNT_ID") == {"Ref": "AWS::AccountId"}
+         and worker["Timeout"] <= 180
+         and [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "WorkerPairLeases"]
+         == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+              {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
+         and not any("ReportBucket" in str(st["Resource"]) for p in worker["Policies"]
+                     if isinstance(p, dict) and "Statement" in p for st in p["Statement"]
+                     if st.get("Sid") != "WorkerPairLeases")),
+        ("a job left while its pair's chain runs (10 links of 900 s) is not dead-lettered for it",
+         queue["RedrivePolicy"]["maxReceiveCount"] >= 10 * 900 / queue["VisibilityTimeout"] + 5),
         ("visibility timeout >= 6x worker timeout", queue["VisibilityTimeout"] >= 6 * worker["Timeout"]),
         ("poison messages go to the DLQ", queue["RedrivePolicy"]["maxReceiveCount"] >= 2
          and "CleanupDeadLetterQueue" in str(queue["RedrivePolicy"]["deadLetterTargetArn"])),
@@ -312,7 +325,8 @@ def main() -> int:
         ("an alarm on the report's Failures metric",
          {m["MetricStat"]["Metric"]["MetricName"] for m in r["SweepFailuresAlarm"]["Properties"]["Metrics"]
           if "MetricStat" in m} == {"Failures"}),
-        ("only the worker deletes snapshots", "ec2:DeleteSnapshot" not in str(sweeper["Policies"])),
+        ("in this account only the worker deletes snapshots (pair sweepers delete their pairs' "
+         "storage through the member role)", "ec2:DeleteSnapshot" not in str(sweeper["Policies"])),
         ("a DLQ alarm exists", r["CleanupDeadLetterAlarm"]["Type"] == "AWS::CloudWatch::Alarm"),
         ("only the sweeper's role may send to the cleanup queue",
          any(st["Effect"] == "Deny" and st["Action"] == "sqs:SendMessage"
@@ -365,7 +379,7 @@ def main() -> int:
          == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
               {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
          and not any("s3:DeleteObject" in str(st["Action"]) and "ReportBucket" in str(st["Resource"])
-                     and st.get("Sid") != "PairLeases" for st in statements)),
+                     and st.get("Sid") not in ("PairLeases", "WorkerPairLeases") for st in statements)),
         ("the sweep queue's redrive outlasts a night short of Lambda concurrency (a throttled "
          "pair message counts as a receive: at least 5 receives, AWS's advice for Lambda) and "
          "ends before the next schedule (the receives span under 24 h)",

@@ -1104,36 +1104,27 @@ async fn a_pair_sweep_with_a_cleanup_queue_deletes_its_storage_in_process() {
     }
 }
 
-/// Issue 29: what a pair sweep's deadline leaves of its in-process deletions (here a
-/// snapshot EC2 keeps answering `InvalidSnapshot.InUse`, retried in process until the
-/// stop) goes to the cleanup queue, the durable path; the worker finishes it once EC2
-/// lets go, with the pair free again (the chain released its lease). The link runs in
-/// process, as the pair sweeper runs it, with a deadline 8 s away.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
+/// One link of `body`'s pair, run in process as the pair sweeper runs it, with a cleanup
+/// queue and a deadline `secs` away.
+async fn link_in_process(
+    moto: &Moto,
+    hub: &Hub,
+    cleanup: &str,
+    body: &str,
+    secs: u64,
+) -> ami_sweeper::app::continuation::Linked {
     use ami_sweeper::app::{cleanup::RetryPolicy, continuation, org::SweepRequest, run};
-    let moto = Moto::start_with_public_amis();
-    let hub = hub(&moto).await;
-    let cleanup = queue(&moto, "cleanup").await;
-    let baked = baked_snapshots(&hub).await;
-    invoke_hub(&moto, &hub, &schedule_value(), &[]);
-    let batch = delivered(&moto, &hub).await;
-    let request = SweepRequest::from_json(&bodies(&batch)[0])
-        .unwrap()
-        .unwrap();
-    moto.front()
-        .set_faults(json!([{"action": "DeleteSnapshot", "status": 400,
-        "code": "InvalidSnapshot.InUse", "message": "The snapshot is in use"}]));
+    let request = SweepRequest::from_json(body).unwrap().unwrap();
     let clients = ami_sweeper::adapters::aws::Clients::new(moto.config().await);
     let policy = ami_sweeper::Policy::from_json(&hub.policy).unwrap();
     let stop = ami_sweeper::app::stop::Stop::with_deadline(Some(
-        tokio::time::Instant::now() + std::time::Duration::from_secs(8),
+        tokio::time::Instant::now() + std::time::Duration::from_secs(secs),
     ));
     let opts = run::SweepOptions {
         regions: vec![request.region.clone()],
         force_dry_run: false,
         queue: run::QueueMode::Sqs {
-            url: cleanup.clone(),
+            url: cleanup.to_string(),
             delay_seconds: 60,
         },
         exec: ami_sweeper::app::sweep::ExecConfig {
@@ -1148,8 +1139,30 @@ async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
         queue: Some(&hub.queue_url),
         retry: &RetryPolicy::default(),
     };
-    let members: Vec<String> = Vec::new();
-    let linked = continuation::run_link(at, &policy, &request, &members, &opts).await;
+    // Boxed: two links joined in one test would overflow the test thread's stack.
+    Box::pin(continuation::run_link(at, &policy, &request, &[], &opts)).await
+}
+
+fn in_use() -> Value {
+    json!([{"action": "DeleteSnapshot", "status": 400,
+            "code": "InvalidSnapshot.InUse", "message": "The snapshot is in use"}])
+}
+
+/// Issue 29: what a pair sweep's deadline leaves of its in-process deletions (here a
+/// snapshot EC2 keeps answering `InvalidSnapshot.InUse`, retried in process until the
+/// stop) goes to the cleanup queue, the durable path; the worker finishes it once EC2
+/// lets go, with the pair free again (the chain released its lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let body = &bodies(&batch)[0];
+    moto.front().set_faults(in_use());
+    let linked = link_in_process(&moto, &hub, &cleanup, body, 8).await;
     let report = serde_json::to_value(&linked.pair).unwrap();
     assert!(linked.ended.is_some(), "{report:#}");
     assert_eq!(
@@ -1160,7 +1173,7 @@ async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
     assert_eq!(snapshots_left(&baked).await, 2, "EC2 refused the deletion");
     let jobs = received(&moto, &cleanup).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}\n{report:#}");
-    assert_eq!(jobs[0]["account"], request.account.as_str(), "{jobs:?}");
+    assert_eq!(jobs[0]["account"], report["account"], "{jobs:?}");
     let job = &report["report"]["regions"][0]["jobs"][0];
     assert_eq!(job["outcome"], "queued", "{report:#}");
     assert!(job["attempts"].as_u64().unwrap() >= 1, "{report:#}");
@@ -1174,6 +1187,107 @@ async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
     assert_eq!(snapshots_left(&baked).await, 1, "the queued job ran");
     let keys = reports(&moto).await;
     assert!(!keys.iter().any(|k| k.starts_with("leases/")), "{keys:?}");
+}
+
+/// The leases in the hub's bucket, by key, with their bodies.
+async fn leases(moto: &Moto) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for key in reports(moto)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("leases/"))
+    {
+        out.push((key.clone(), pair_report(moto, &key).await));
+    }
+    out
+}
+
+/// Issue 29: a cleanup worker killed (SIGKILL) mid-batch on one pair, under the Runtime
+/// API with invocations of 20 s. Its lease keeps that pair's jobs from a second worker,
+/// which runs the other pair's at once; the lease lapses at the killed invocation's end,
+/// and the next run finishes the pair: no image, no snapshot and no lease is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_holds_only_its_pair_and_leaves_nothing_orphaned() {
+    use crate::lambda_runtime::start_emulator_timed;
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let requests = bodies(&delivered(&moto, &hub).await);
+    // Both pairs' links end with their storage queued (EC2 held it in use).
+    moto.front().set_faults(in_use());
+    let (a, b) = tokio::join!(
+        link_in_process(&moto, &hub, &cleanup, &requests[0], 6),
+        link_in_process(&moto, &hub, &cleanup, &requests[1], 6)
+    );
+    assert!(a.ended.is_some() && b.ended.is_some());
+    let mut jobs: Vec<String> = received(&moto, &cleanup)
+        .await
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    jobs.sort_by_key(|j| !j.contains(&a.pair.account));
+    assert_eq!(images_left(&hub).await, 0);
+
+    // The first worker takes pair A and is killed with its DeleteSnapshot in flight.
+    moto.front()
+        .set_faults(json!([{"action": "DeleteSnapshot", "delay_ms": 4000}]));
+    let (port, _emulator) = start_emulator_timed(20);
+    let mut env = config(&moto, &hub);
+    env.push(("AMI_SWEEPER_FUNCTION", "worker".to_string()));
+    let mut first = start_function(port, &env);
+    let event = sqs_event(&jobs[..1]).to_string();
+    let invocation = std::thread::spawn(move || invoke(port, &event));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while leases(&moto).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took no lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    moto.front().set_faults(json!([]));
+    let held = leases(&moto).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].0.contains(&a.pair.account), "{held:?}");
+
+    // A second worker meets both pairs: A's job is left (redelivered), B's runs.
+    let worker = [("AMI_SWEEPER_FUNCTION", "worker")];
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&jobs), &worker);
+    assert_eq!(
+        answer["batchItemFailures"],
+        json!([{"itemIdentifier": "m-0"}]),
+        "{answer}"
+    );
+    let b_job = ami_sweeper::jobs::CleanupJob::from_json(&jobs[1]).unwrap();
+    let b_snapshot = match &b_job.target {
+        ami_sweeper::jobs::JobTarget::DeleteSnapshot { snapshot_id } => snapshot_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let still: Vec<&String> = baked.iter().map(|(s, _)| s).collect();
+    assert!(still.contains(&&b_snapshot), "{still:?}");
+    for (_, member) in &baked {
+        let ids = crate::moto::snapshot_ids(member).await;
+        assert!(!ids.contains(&b_snapshot), "pair B's job ran at once");
+    }
+    assert_eq!(leases(&moto).await.len(), 1, "A's lease still holds");
+    // The killed invocation's lease lapses at its end; the next run finishes pair A.
+    let until = held[0].1["until"].as_str().unwrap().to_string();
+    let until = ami_sweeper::time::parse_instant(&until).unwrap();
+    while chrono::Utc::now() <= until {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = invocation.join();
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&jobs[..1]), &worker);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(snapshots_left(&baked).await, 0, "nothing is orphaned");
+    assert_eq!(images_left(&hub).await, 0);
+    assert!(leases(&moto).await.is_empty(), "no lease is left");
 }
 
 /// The bodies of the messages a queue holds now (received, left for redelivery).
