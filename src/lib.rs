@@ -22,7 +22,7 @@ pub mod error;
 pub mod ports;
 
 pub use ami_sweeper_core::{
-    chain, coming, events, fields, inventory, jobs, mandate, manifest, model, orphans, planner,
-    policy, pricing, recycle_bin, retire, storage, strict, thinning, time, verify,
+    approval, chain, coming, events, fields, inventory, jobs, mandate, manifest, model, orphans,
+    planner, policy, pricing, recycle_bin, retire, storage, strict, thinning, time, verify,
 };
 pub use ami_sweeper_core::{plan, Image, Inventory, Plan, Policy, PolicyError, Usage};

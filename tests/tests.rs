@@ -8,6 +8,7 @@ pub const NOW: &str = "2026-11-26T00:00:00Z";
 
 mod moto;
 
+mod approval_moto;
 mod aws_mocks;
 mod bundles_moto;
 mod cli;

@@ -347,6 +347,15 @@ fn mandate(accounts: AccountRule) -> Mandate {
         },
         stages: Stages::ALL,
         policy_digest: "00".repeat(32),
+        approved: Some(
+            [ami_sweeper::mandate::ApprovedImage {
+                account: Some("111122223333".into()),
+                region: "us-east-1".into(),
+                image_id: "ami-1".into(),
+                action: ami_sweeper::planner::Action::Deregister,
+            }]
+            .into(),
+        ),
     }
 }
 

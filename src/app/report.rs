@@ -164,6 +164,10 @@ pub struct RegionReport {
     /// The plan behind the report, for rendering tables (not serialized: `images` has it).
     #[serde(skip)]
     pub plan_detail: Option<crate::planner::Plan>,
+    /// A dry run's stamp: what an approval of this report checks and approves
+    /// ([`crate::approval`]). A live run's report has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Stamp>,
 }
 
 /// Snapshots whose image is gone that a run deletes (or, dry, would delete).
@@ -238,7 +242,34 @@ impl RegionReport {
             archived_snapshots: Default::default(),
             pacing: BTreeMap::new(),
             plan_detail: None,
+            approval: None,
         }
+    }
+
+    /// Stamps a dry run's region report as a plan to approve: the policy digest, the
+    /// account (`None`: the deployment's own, filled in by the edge), the instant and each
+    /// image's action. A region that failed is not stamped: it planned nothing.
+    pub fn stamp(
+        &mut self,
+        policy_digest: &str,
+        account: Option<&str>,
+        now: crate::model::Timestamp,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let region = self.region.as_str();
+        let images = self
+            .images
+            .iter()
+            .map(|i| (region, i.image_id.as_str(), i.action));
+        self.approval = Some(crate::approval::Stamp::new(
+            policy_digest,
+            account,
+            [region.to_string()],
+            now,
+            images,
+        ));
     }
 
     /// Estimates the monthly saving at `overrides` over the region's list prices: the
@@ -337,6 +368,14 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
+    /// Names the account its stamps were planned in, where they name none (a sweep of
+    /// the deployment's own account, which the run itself does not know).
+    pub fn stamp_account(&mut self, account: &str) {
+        for s in self.regions.iter_mut().filter_map(|r| r.approval.as_mut()) {
+            s.account.get_or_insert_with(|| account.to_string());
+        }
+    }
+
     /// Recomputes the totals from the regions.
     pub fn total(&mut self) {
         let mut t = Totals::default();

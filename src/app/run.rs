@@ -16,7 +16,7 @@ use crate::app::sweep::{sweep_region, ExecConfig};
 use crate::app::worker::{handle_batch, run_in_process_leaving, Handled, InProcess, Pacing};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
-use crate::mandate::Mandate;
+use crate::mandate::{Ask, Mandate};
 use crate::model::Timestamp;
 use crate::policy::Policy;
 use crate::ports::{Account, Cleaner, CleanupSink};
@@ -144,6 +144,14 @@ pub async fn run_sweep_in(
     let per_region = regions.iter().map(|region| {
         let clients = all.region(region);
         let mut exec = exec.clone();
+        // An approved run's mandate carries each region's own approved images only.
+        if let Some(m) = exec.mandate.as_ref().filter(|m| m.approved.is_some()) {
+            let ask = Ask {
+                regions: Some([region.clone()].into()),
+                ..Ask::default()
+            };
+            exec.mandate = Some(Arc::new(m.narrow(&ask)));
+        }
         // Each bundle bucket is scanned from its own region only.
         exec.bundle_buckets
             .retain(|b| bucket_regions.get(b).is_some_and(|r| r == region));
@@ -184,9 +192,13 @@ pub async fn run_sweep_in(
         }
     });
     let mut regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
+    let digest = exec.mandate.as_ref().map(|m| m.policy_digest.as_str());
     for r in &mut regions {
         r.count_freed_storage();
         r.price(&policy.cost.price_per_gib_month);
+        if exec.dry_run {
+            r.stamp(digest.unwrap_or_default(), account, opts.now);
+        }
     }
     let mut report = SweepReport {
         dry_run: exec.dry_run,
@@ -288,7 +300,7 @@ impl<Q: CleanupSink> CleanupSink for InAccount<Q> {
     async fn enqueue(&self, mut jobs: Vec<CleanupJob>) -> Vec<(CleanupJob, AwsError)> {
         for j in &mut jobs {
             j.account.clone_from(&self.account);
-            j.mandate.clone_from(&self.mandate);
+            j.mandate = self.mandate.as_ref().map(|m| m.for_job(&j.image_id));
         }
         self.inner.enqueue(jobs).await
     }

@@ -66,6 +66,11 @@ pub struct Config {
     /// `AMI_SWEEPER_NOTIFY_TOPIC_ARN`: the SNS topic sweep summaries go to; none: no
     /// summary is sent.
     pub notify_topic_arn: Option<String>,
+    /// `AMI_SWEEPER_APPROVAL_ONLY=true`: scheduled and event sweeps are dry runs whose
+    /// reports are the plans to approve; only an approved plan acts.
+    pub approval_only: bool,
+    /// `AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS`: how old an approved plan may be (default 7).
+    pub approval_max_age_days: u32,
 }
 
 impl Default for Config {
@@ -87,6 +92,8 @@ impl Default for Config {
             sweep_dead_letter_url: None,
             worker_only: false,
             notify_topic_arn: None,
+            approval_only: false,
+            approval_max_age_days: crate::approval::DEFAULT_MAX_AGE_DAYS,
         }
     }
 }
@@ -149,6 +156,14 @@ impl Config {
             sweep_dead_letter_url: read("SWEEP_DLQ_URL", queue_url)?,
             worker_only: function.is_some(),
             notify_topic_arn: read("AMI_SWEEPER_NOTIFY_TOPIC_ARN", topic_arn)?,
+            approval_only: switch(
+                "AMI_SWEEPER_APPROVAL_ONLY",
+                set("AMI_SWEEPER_APPROVAL_ONLY"),
+            )?,
+            approval_max_age_days: read("AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS", days)?
+                .map_or(crate::approval::DEFAULT_MAX_AGE_DAYS, |d| {
+                    d.parse().expect("checked")
+                }),
             ..Self::default()
         })
     }
@@ -226,6 +241,14 @@ fn queue_url(v: &str) -> Result<(), &'static str> {
     match rest {
         Some(r) if r.contains('/') => Ok(()),
         _ => Err("is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"),
+    }
+}
+
+/// A whole number of days, 1 to 365.
+fn days(v: &str) -> Result<(), &'static str> {
+    match v.parse::<u32>() {
+        Ok(1..=365) => Ok(()),
+        _ => Err("is not a whole number of days from 1 to 365"),
     }
 }
 
@@ -399,5 +422,21 @@ mod tests {
         let o = Config::default().sweep_options(vec![], false, ExecConfig::default(), now);
         assert!(matches!(o.queue, QueueMode::Local(_)));
         assert!(!o.force_dry_run);
+    }
+
+    #[test]
+    fn approval_only_and_the_approval_bound_are_read_and_checked() {
+        let c = config(&[]);
+        assert!(!c.approval_only);
+        assert_eq!(c.approval_max_age_days, 7);
+        let c = config(&[
+            ("AMI_SWEEPER_APPROVAL_ONLY", "True"),
+            ("AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS", "3"),
+        ]);
+        assert!(c.approval_only);
+        assert_eq!(c.approval_max_age_days, 3);
+        refused("AMI_SWEEPER_APPROVAL_ONLY", "1");
+        refused("AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS", "0");
+        refused("AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS", "a week");
     }
 }

@@ -58,6 +58,10 @@ pub enum HandlerError {
     /// No region could be determined.
     #[error("{0}")]
     Region(String),
+    /// An approved plan that may not act (another policy, account or region, too old,
+    /// dated in the future, outside the report bucket, unreadable): nothing was done.
+    #[error("{0}")]
+    Refused(String),
     /// The sweep ran but a region failed, an image or a job failed, or cleanup could not
     /// be queued: the invocation must count as failed so that Lambda's `Errors` alarm
     /// fires. The report is carried along (`invoke` prints it; Lambda logs it).
@@ -80,6 +84,7 @@ impl HandlerError {
             Self::NoPolicy => "ami-sweeper.NoPolicy",
             Self::Aws(_) => "ami-sweeper.AwsError",
             Self::Region(_) => "ami-sweeper.NoRegion",
+            Self::Refused(_) => "ami-sweeper.PlanRefused",
             Self::RunFailed { .. } => "ami-sweeper.SweepFailed",
         }
     }
@@ -180,10 +185,14 @@ impl Handler {
         let (ask, why_region) = match trigger {
             Trigger::Ignored(why) => return Ok(Err(why)),
             Trigger::Sqs(_) => unreachable!("SQS batches are answered before"),
+            Trigger::Approved { location } => return self.approved(&location).await.map(Ok),
             Trigger::Manual {
                 policy: Some(v),
                 dry_run,
-            } => return self.event_policy(&v, dry_run).await.map(Ok),
+            } => {
+                let dry_run = dry_run || self.config.approval_only;
+                return self.event_policy(&v, dry_run).await.map(Ok);
+            }
             Trigger::Schedule => (Ask::default(), None),
             Trigger::Manual {
                 policy: None,
@@ -241,6 +250,9 @@ impl Handler {
         };
         let policy = self.configured_policy().await?;
         let mut ask = ask;
+        // Approval only: every sweep but an approved plan's is a dry run, its report the
+        // plan to approve.
+        ask.dry_run |= self.config.approval_only;
         if matches!(self.ceiling(&policy).accounts, AccountRule::Own) {
             // The event's account is the deployment's own (checked above where it matters).
             ask.accounts = None;
@@ -297,6 +309,77 @@ impl Handler {
             mandate.policy_digest = policy_digest(c);
         }
         Ok(Request { policy, mandate })
+    }
+
+    /// An approved plan's request: the plan read from the stack's report bucket (one
+    /// report, or every report under a run's prefix), checked against the deployment's
+    /// ceiling ([`crate::approval::approve`]), and the ceiling narrowed by it.
+    async fn approved(&self, location: &str) -> Result<Request, HandlerError> {
+        let policy = self.configured_policy().await?;
+        let ceiling = self.ceiling(&policy);
+        let stamps = self.approved_stamps(location).await?;
+        let members = self.members(&ceiling).await?;
+        let run = crate::approval::Run {
+            mandate: &ceiling,
+            account: self.config.account_id.as_deref(),
+            members: members.as_ref(),
+            stated_account: None,
+            now: chrono::Utc::now(),
+            max_age_days: self.config.approval_max_age_days,
+        };
+        let ask = crate::approval::approve(&stamps, &run).map_err(HandlerError::Refused)?;
+        tracing::info!(%location, images = ask.approved.as_ref().map_or(0, |a| a.len()), "approved plan");
+        Ok(Request {
+            mandate: ceiling.narrow(&ask),
+            policy,
+        })
+    }
+
+    /// The stamps of the approved plan at `location`, which must be in the stack's report
+    /// bucket: one object, or every object under a prefix ending in `/`.
+    async fn approved_stamps(
+        &self,
+        location: &str,
+    ) -> Result<Vec<crate::approval::Stamp>, HandlerError> {
+        let refused = |why: String| {
+            HandlerError::Refused(format!(
+                "the approved plan is refused: {why}; nothing was done"
+            ))
+        };
+        let (bucket, key) = crate::events::s3_location(location).map_err(|e| refused(e.0))?;
+        let ours = self.config.report_bucket.as_deref();
+        if ours != Some(bucket.as_str()) {
+            return Err(refused(format!(
+                "approved plans are read from the stack's report bucket ({}) only, not {bucket}",
+                ours.unwrap_or("none is configured")
+            )));
+        }
+        let s3 = org::hub_s3(&self.clients);
+        let keys = if key.ends_with('/') {
+            s3.list_keys(&bucket, &key)
+                .await
+                .map_err(|e| refused(e.to_string()))?
+        } else {
+            vec![key]
+        };
+        let mut stamps = Vec::new();
+        for k in keys {
+            let at = format!("s3://{bucket}/{k}");
+            let body = match s3.get_with_etag(&bucket, &k).await {
+                Ok(Some((body, _))) => body,
+                Ok(None) => return Err(refused(format!("{at} does not exist"))),
+                Err(e) => return Err(refused(format!("{at} cannot be read: {e}"))),
+            };
+            let doc: Value = serde_json::from_slice(&body)
+                .map_err(|e| refused(format!("{at} is not JSON: {e}")))?;
+            let found =
+                crate::approval::stamps_in(&doc).map_err(|e| refused(format!("{at}: {e}")))?;
+            stamps.extend(found);
+        }
+        if stamps.is_empty() {
+            return Err(refused(format!("nothing is under {location}")));
+        }
+        Ok(stamps)
     }
 
     async fn configured_policy(&self) -> Result<Policy, HandlerError> {
@@ -389,7 +472,10 @@ impl Handler {
         if policy.accounts.is_some() {
             return self.organization(&policy, &regions, &opts).await;
         }
-        let report = run_sweep(&self.clients, &policy, &regions, &opts).await;
+        let mut report = run_sweep(&self.clients, &policy, &regions, &opts).await;
+        if let Some(a) = &self.config.account_id {
+            report.stamp_account(a);
+        }
         let now_ms = epoch_ms();
         // Embedded Metric Format: in Lambda a raw JSON line on stdout becomes CloudWatch
         // metrics; under `invoke` stdout is the response, so the line goes to stderr.
@@ -539,7 +625,8 @@ impl Handler {
     /// one summary when it ended. `false` when the message must be redelivered.
     async fn sweep_request(&self, c: &PairChecks<'_>, id: &str, body: &str, stop: &Stop) -> bool {
         let verdict = admit_pair(body, c.ceiling, c.members)
-            .and_then(|r| chain_admitted(r.chain.as_ref()).map(|()| r));
+            .and_then(|r| chain_admitted(r.chain.as_ref()).map(|()| r))
+            .and_then(|r| self.approval_admitted(&r).map(|()| r));
         let request = match verdict {
             Ok(r) => r,
             Err(why) => {
@@ -579,6 +666,20 @@ impl Handler {
             .error
             .as_deref()
             .is_some_and(|e| e.starts_with(org::REPORT_NOT_WRITTEN))
+    }
+
+    /// Under approval only, a pair may act only on an approved plan: a request that
+    /// would change anything without one is refused.
+    fn approval_admitted(&self, request: &SweepRequest) -> Result<(), String> {
+        let m = request.mandate.as_ref();
+        if self.config.approval_only && m.is_some_and(|m| !m.dry_run && m.approved.is_none()) {
+            return Err(
+                "the sweep request acts without an approved plan where this deployment acts \
+                 only on approval; nothing was done"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Sends a refused message to `dlq` with the reason; `true` when it is there (the
@@ -827,6 +928,7 @@ fn trigger_name(t: &Trigger) -> &'static str {
         Trigger::AmiAvailable { .. } => "ami_state_change",
         Trigger::Ignored(_) => "ignored",
         Trigger::Sqs(_) => "sqs",
+        Trigger::Approved { .. } => "approved_plan",
     }
 }
 

@@ -38,6 +38,13 @@ pub enum Trigger {
         /// The event's account, when given.
         account: Option<String>,
     },
+    /// `{"approved_plan": "s3://bucket/key"}`: act on an approved plan (one report, or a
+    /// prefix of an organization dry run's pair reports), read from the stack's report
+    /// bucket only.
+    Approved {
+        /// The `s3://` location as given.
+        location: String,
+    },
     /// A trigger that asks for nothing (another status or state), with the reason.
     Ignored(String),
     /// A batch from the cleanup queue: (message id, body) pairs.
@@ -76,6 +83,15 @@ struct Manual {
     dry_run: Option<bool>,
 }
 
+/// An approved plan's event, as written: an unknown key beside `approved_plan` is refused
+/// with its path.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovedEvent {
+    /// `s3://bucket/key` (or `s3://bucket/prefix/`).
+    approved_plan: String,
+}
+
 /// Recognises a payload by its shape.
 pub fn parse_event(v: &Value) -> Result<Trigger, EventError> {
     let Value::Object(m) = v else {
@@ -89,6 +105,13 @@ pub fn parse_event(v: &Value) -> Result<Trigger, EventError> {
         m.get("detail-type").and_then(Value::as_str),
     ) {
         return parse_eventbridge(source, detail_type, v);
+    }
+    if m.contains_key("approved_plan") {
+        let ApprovedEvent { approved_plan } = crate::strict::from_value(v)
+            .map_err(|e| EventError(format!("an approved-plan event that does not parse: {e}")))?;
+        return Ok(Trigger::Approved {
+            location: approved_plan,
+        });
     }
     if m.contains_key("policy") || m.contains_key("dry_run") {
         let Manual { policy, dry_run } = crate::strict::from_value(v)
@@ -178,6 +201,22 @@ fn parse_eventbridge(source: &str, detail_type: &str, v: &Value) -> Result<Trigg
         _ => Err(EventError(format!(
             "EventBridge event from {source:?} of type {detail_type:?}"
         ))),
+    }
+}
+
+/// `s3://bucket/key` → (bucket, key); the key may be a prefix ending in `/`.
+pub fn s3_location(location: &str) -> Result<(String, String), EventError> {
+    let bad = || {
+        EventError(format!(
+            "approved_plan {location:?} is not an s3://bucket/key location"
+        ))
+    };
+    let rest = location.strip_prefix("s3://").ok_or_else(bad)?;
+    match rest.split_once('/') {
+        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(bad()),
     }
 }
 
@@ -313,5 +352,26 @@ mod tests {
                 account: Some("123456789012".into())
             }
         );
+    }
+
+    #[test]
+    fn an_approved_plan_event_names_an_s3_location_and_nothing_else() {
+        let t = parse_event(&serde_json::json!({"approved_plan": "s3://b/reports/r/"})).unwrap();
+        assert_eq!(
+            t,
+            Trigger::Approved {
+                location: "s3://b/reports/r/".into()
+            }
+        );
+        let e = parse_event(&serde_json::json!({"approved_plan": "s3://b/k", "dry_run": true}))
+            .unwrap_err();
+        assert!(e.to_string().contains("dry_run: unknown field"), "{e}");
+        assert_eq!(
+            s3_location("s3://b/reports/r/").unwrap(),
+            ("b".into(), "reports/r/".into())
+        );
+        for bad in ["b/k", "s3://b", "s3:///k", "s3://b/"] {
+            assert!(s3_location(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! [`manifest`]), read strictly ([`strict`]: unknown keys refused with their path), with the
 //! checks a queued job must pass ([`verify`]) and the mapping of EC2's raw fields
 //! ([`fields`]), what the storage it deletes costs ([`pricing`]), what the lookahead
-//! will act on ([`coming`]), and strict reading of documents and messages ([`strict`]).
+//! will act on ([`coming`]), approved plans ([`approval`]), and strict reading of
+//! documents and messages ([`strict`]).
 //! The modules' import order is ARCHITECTURE.md's "Import order inside the core".
 //!
 //! A separate crate so the compiler, not a convention, keeps it free of I/O, clocks and
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod chain;
 pub mod coming;
 pub mod events;

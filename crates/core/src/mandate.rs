@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::inventory::Inventory;
 use crate::model::Image;
 use crate::model::IMAGE_BUILDER_TAG;
-use crate::planner::{Action, Plan};
+use crate::planner::{Action, Plan, Reason};
 use crate::policy::{Accounts, Policy};
 use crate::strict;
 
@@ -181,6 +181,28 @@ impl Stages {
     }
 }
 
+/// One image an approved plan names, where it is, with the action approved for it:
+/// approval is per (image, action), so an image approved for `deprecate` is never
+/// deregistered on that approval.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedImage {
+    /// The account the plan was made in (`None`: the deployment's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The region.
+    pub region: String,
+    /// `ami-...`.
+    pub image_id: String,
+    /// The action approved.
+    pub action: Action,
+}
+
+/// The images an approved plan acts on; `None` in a mandate: no approval narrows the run.
+pub type Approved = BTreeSet<ApprovedImage>;
+
 /// What a trigger asks for; [`Mandate::narrow`] intersects it with the ceiling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ask {
@@ -194,6 +216,8 @@ pub struct Ask {
     pub scope: Scope,
     /// Only these stages (`None`: whatever the ceiling allows).
     pub stages: Option<Stages>,
+    /// Only these (image, action)s: an approved plan ([`crate::approval`]).
+    pub approved: Option<Approved>,
 }
 
 /// Everything that bounds a run. See the module's documentation.
@@ -216,6 +240,10 @@ pub struct Mandate {
     pub stages: Stages,
     /// [`policy_digest`] of the configured policy it was derived from.
     pub policy_digest: String,
+    /// An approved run: only these (image, action)s are acted on, each decided again from
+    /// live facts ([`Mandate::restrict`]); `None`: no approval narrows the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approved>,
 }
 
 /// The digest of a configured policy: SHA-256 of its canonical JSON, in hex. A message
@@ -273,6 +301,7 @@ impl Mandate {
             scope: Scope::default(),
             stages: Stages::ALL,
             policy_digest: policy_digest(policy),
+            approved: None,
         }
     }
 
@@ -290,14 +319,40 @@ impl Mandate {
             Some(r) => self.regions.intersection(r).cloned().collect(),
             None => self.regions.clone(),
         };
+        let only_accounts = intersect_opt(self.only_accounts.as_ref(), ask.accounts.as_ref());
+        let approved = match (&self.approved, &ask.approved) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+            (Some(a), Some(b)) => Some(a.intersection(b).cloned().collect()),
+        }
+        .map(|a| approved_within(a, &regions, only_accounts.as_ref()));
         Mandate {
             dry_run: self.dry_run || ask.dry_run,
             regions,
             accounts: self.accounts.clone(),
-            only_accounts: intersect_opt(self.only_accounts.as_ref(), ask.accounts.as_ref()),
+            only_accounts,
             scope,
             stages,
             policy_digest: self.policy_digest.clone(),
+            approved,
+        }
+    }
+
+    /// The mandate a cleanup job of `image_id`'s storage carries: this one, with an
+    /// approved set narrowed to that image's entries (a job never needs the others, and a
+    /// queue message stays small).
+    pub fn for_job(&self, image_id: &str) -> Mandate {
+        match &self.approved {
+            None => self.clone(),
+            Some(a) => self.narrow(&Ask {
+                approved: Some(
+                    a.iter()
+                        .filter(|e| e.image_id == image_id)
+                        .cloned()
+                        .collect(),
+                ),
+                ..Ask::default()
+            }),
         }
     }
 
@@ -333,6 +388,15 @@ impl Mandate {
         }
         if !self.scope.is_full() && (self.stages.reconcile || self.stages.reenable) {
             return refuse("is scoped yet asks to reconcile or re-enable".into());
+        }
+        if let Some(ceiling) = &ceiling.approved {
+            match &self.approved {
+                None => return refuse("acts beyond the approved plan".into()),
+                Some(mine) if !mine.is_subset(ceiling) => {
+                    return refuse("names images or actions the approved plan does not".into())
+                }
+                Some(_) => {}
+            }
         }
         Ok(())
     }
@@ -408,7 +472,10 @@ impl Mandate {
     /// (as out of this run's reach, not as kept), and actions of stages the mandate does
     /// not perform become `keep`. The plan is made with the unscoped policy first, so
     /// `keep_count`, `group_by` and `max_deregistrations` count as the full sweep does:
-    /// a scope can only remove images from the condemned set. Returns warnings.
+    /// a scope can only remove images from the condemned set. An approved run then keeps
+    /// every condemned image its approved set does not name with that action (the
+    /// mandate's regions pick the set's entries: a region's sweep carries its own
+    /// region). Returns warnings.
     pub fn restrict(&self, plan: &mut Plan, inventory: &Inventory) -> Vec<String> {
         let mut warnings = Vec::new();
         // The groups of the lineage images; `None` when one of them is not here (then
@@ -466,8 +533,56 @@ impl Mandate {
             Action::Deprecate | Action::Disable if !stages.retire => Action::Keep,
             other => other,
         });
+        if let Some(approved) = &self.approved {
+            keep_unapproved(plan, approved, &self.regions);
+        }
         warnings
     }
+}
+
+/// The approved images a mandate of these regions and accounts may act on.
+fn approved_within(
+    approved: Approved,
+    regions: &BTreeSet<String>,
+    accounts: Option<&BTreeSet<String>>,
+) -> Approved {
+    approved
+        .into_iter()
+        .filter(|a| regions.contains(&a.region))
+        .filter(|a| match (&a.account, accounts) {
+            (Some(acc), Some(only)) => only.contains(acc),
+            _ => true,
+        })
+        .collect()
+}
+
+/// An approved run's narrowing of a plan: a decision that condemns (or enables) keeps
+/// its action only when the approved set names the image with that action, else it is
+/// kept as `not_approved`; an approved image today's rules keep says `approved_but_kept`.
+/// An id approved with two actions (two regions' plans) is approved for neither.
+fn keep_unapproved(plan: &mut Plan, approved: &Approved, regions: &BTreeSet<String>) {
+    let mut by_id: rustc_hash::FxHashMap<&str, Option<Action>> = Default::default();
+    for a in approved.iter().filter(|a| regions.contains(&a.region)) {
+        by_id
+            .entry(a.image_id.as_str())
+            .and_modify(|seen| {
+                if *seen != Some(a.action) {
+                    *seen = None;
+                }
+            })
+            .or_insert(Some(a.action));
+    }
+    plan.map_decisions(|d| {
+        let approved = by_id.get(d.image_id.as_str()).copied();
+        if d.action == Action::Keep {
+            if approved.is_some() {
+                d.reasons.insert(0, Reason::ApprovedButKept);
+            }
+        } else if approved != Some(Some(d.action)) {
+            d.action = Action::Keep;
+            d.reasons.insert(0, Reason::NotApproved);
+        }
+    });
 }
 
 fn short(digest: &str) -> &str {
@@ -522,6 +637,7 @@ mod tests {
                 ..Scope::default()
             },
             stages: None,
+            approved: None,
         });
         assert!(n.dry_run);
         assert_eq!(n.regions, set(&["eu-west-1"]));

@@ -19,8 +19,20 @@ use crate::storage::{self, Facts, Fate, Item, Kind, Rules};
 use crate::thinning::{window_of, Period, ThinNote};
 use crate::time::days_before;
 
-/// What happens to an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// What happens to an image. Read back from an approved plan ([`crate::approval`]).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Left alone.
@@ -76,6 +88,12 @@ pub enum Reason {
     /// Rule 14, under thinning: in a `retention.thin` window and not the newest of its
     /// period there (or in a `none` window); deregistered like an expired image.
     Thinned,
+    /// An approved run: condemned (or to be enabled) now, but the approved plan does not
+    /// name the image with this action; kept. Today's reasons follow.
+    NotApproved,
+    /// An approved run: the approved plan names the image, but today's rules keep it
+    /// (today's reasons follow).
+    ApprovedButKept,
 }
 
 impl Reason {
@@ -99,6 +117,8 @@ impl Reason {
             Self::Retiring => "retiring",
             Self::Expired => "expired",
             Self::Thinned => "thinned",
+            Self::NotApproved => "not_approved",
+            Self::ApprovedButKept => "approved_but_kept",
         }
     }
 
@@ -379,6 +399,13 @@ impl Plan {
         for d in &mut self.decisions {
             d.action = action(d);
         }
+        self.summary = summarize(&self.decisions);
+    }
+
+    /// Changes each decision in place (an approved run's narrowing: action and reasons),
+    /// with the summary recounted.
+    pub fn map_decisions(&mut self, f: impl FnMut(&mut Decision)) {
+        self.decisions.iter_mut().for_each(f);
         self.summary = summarize(&self.decisions);
     }
 

@@ -38,6 +38,7 @@ prop_compose! {
             stages: stages.map(|(deregister, retire, reenable, reconcile)| Stages {
                 deregister, retire, reenable, reconcile,
             }),
+            approved: None,
         }
     }
 }

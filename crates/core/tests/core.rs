@@ -3,6 +3,7 @@
 
 mod common;
 
+mod approval_props;
 mod chain_props;
 mod layers;
 mod mandate_props;

@@ -168,6 +168,20 @@ impl Clients {
         )
     }
 
+    /// The account these clients act as (`GetCallerIdentity`): what an approved plan's
+    /// account is checked against, and what a dry run's stamp names.
+    pub async fn caller_account(&self) -> Result<String, crate::error::AwsError> {
+        self.calls.record("GetCallerIdentity");
+        let who = aws_sdk_sts::Client::new(&self.base)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| crate::error::from_sdk("GetCallerIdentity", e))?;
+        who.account().map(str::to_string).ok_or_else(|| {
+            crate::error::AwsError::new("GetCallerIdentity", "NoAccount", "no account named")
+        })
+    }
+
     /// Clients acting as `account`, through its role `role_name` (assumed from these
     /// clients' credentials, refreshed as they expire). Before any use, `GetCallerIdentity`
     /// must name that very account: credentials of one account are never used for

@@ -43,6 +43,31 @@ impl S3 {
         })
     }
 
+    /// The keys under `prefix` in `bucket` (all pages; "folders" left out): an approved
+    /// organization dry run's reports.
+    pub async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.calls.record("ListObjectsV2");
+            let resp = page.map_err(|e| from_sdk("ListObjectsV2", e))?;
+            out.extend(
+                resp.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter(|k| !k.ends_with('/'))
+                    .map(str::to_string),
+            );
+        }
+        Ok(out)
+    }
+
     /// Writes a run's report (JSON) to the hub's report bucket.
     pub async fn put_report(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), AwsError> {
         self.calls.record("PutObject");

@@ -201,6 +201,24 @@ pub(crate) struct SweepArgs {
     /// pull-request comment or a ticket, within GitHub's 65,536-character limit.
     #[arg(long, value_enum)]
     pub(crate) format: Option<ReportFormat>,
+    /// Act only on this approved plan: the JSON `plan --format json` or a dry run's
+    /// `sweep --format json` wrote (an organization's: its report). Each image is decided
+    /// again; only images condemned now and in the plan, with the same action, are acted on.
+    /// A plan of another policy, account or region, too old, or dated in the future is
+    /// refused (status 2, nothing changed).
+    #[arg(long)]
+    pub(crate) approved_plan: Option<PathBuf>,
+    /// The account an approved plan without one (the offline `plan`'s) was made for.
+    #[arg(long, requires = "approved_plan")]
+    pub(crate) account: Option<String>,
+    /// How old an approved plan may be, in days (default: `AMI_SWEEPER_APPROVAL_MAX_AGE_DAYS`,
+    /// else 7).
+    #[arg(long, requires = "approved_plan", value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub(crate) approved_plan_max_age_days: Option<u32>,
+    /// Act only on approval: without `--approved-plan` the sweep is a dry run whose report
+    /// is the plan to approve (default: `AMI_SWEEPER_APPROVAL_ONLY`).
+    #[arg(long)]
+    pub(crate) approval_only: bool,
 }
 
 /// `ami-sweeper cleanup`.

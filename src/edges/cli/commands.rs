@@ -31,6 +31,7 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     };
     let mut config = sweep_config(&args)?;
     config.local_retry.pace = pace;
+    let approval = Approval::of(&args, &config)?;
     let exec = sweep::ExecConfig {
         pace,
         progress: terminal_progress(),
@@ -40,16 +41,24 @@ pub(super) fn cmd_sweep(args: SweepArgs) -> Result<(), Failure> {
     let rt = runtime()?;
     let report_bucket = args.report_bucket.clone().or(config.report_bucket.clone());
     if policy.accounts.is_some() {
-        return rt.block_on(org_sweep(&args, &policy, config, exec, now));
+        return rt.block_on(org_sweep(&args, &policy, config, exec, now, &approval));
     }
     let report = rt.block_on(async {
         let base = load_config().await;
         let regions = run::regions_for(&policy, &args.regions, base.region().map(|r| r.as_ref()))
             .map_err(Failure::input)?;
-        let opts = config.sweep_options(regions.clone(), args.dry_run, exec, now);
+        let mut opts = config.sweep_options(regions, approval.dry_run, exec, now);
         let clients = Clients::new(base);
+        let account = own_account(&clients, &config, approval.stamps.is_some()).await;
+        let ctx = (&policy, account.as_deref(), None);
+        let regions = approval.narrow(ctx, &mut opts)?;
         stop_on_signals(&opts.exec.stop);
-        let report = run::run_sweep(&clients, &policy, &regions, &opts).await;
+        let mut report = run::run_sweep(&clients, &policy, &regions, &opts).await;
+        let stamped = report.regions.iter().any(|r| r.approval.is_some());
+        let account = account.or(own_account(&clients, &config, stamped).await);
+        if let Some(a) = &account {
+            report.stamp_account(a);
+        }
         if opts.exec.progress.is_some() {
             eprintln!();
         }
@@ -115,12 +124,13 @@ async fn org_sweep(
     config: Config,
     exec: sweep::ExecConfig,
     now: crate::model::Timestamp,
+    approval: &Approval,
 ) -> Result<(), Failure> {
     let report_bucket = args.report_bucket.clone().or(config.report_bucket.clone());
     let base = load_config().await;
     let regions = run::regions_for(policy, &args.regions, base.region().map(|r| r.as_ref()))
         .map_err(Failure::input)?;
-    let opts = config.sweep_options(regions.clone(), args.dry_run, exec, now);
+    let mut opts = config.sweep_options(regions, approval.dry_run, exec, now);
     let hub = Clients::new(base);
     stop_on_signals(&opts.exec.stop);
     let accounts = org::resolve_accounts(&hub, policy)
@@ -129,6 +139,8 @@ async fn org_sweep(
             status: EXIT_FAILED,
             message: format!("the policy's accounts could not be listed: {e}"),
         })?;
+    let members: std::collections::BTreeSet<String> = accounts.iter().cloned().collect();
+    let regions = approval.narrow((policy, None, Some(&members)), &mut opts)?;
     let pairs = accounts.len() * regions.len();
     let concurrency = args
         .account_concurrency
@@ -160,6 +172,91 @@ async fn org_sweep(
             render::org_table,
             report.failures,
         ),
+    }
+}
+
+/// The account the CLI acts in, when `needed`: the configured one, else the credentials'
+/// (`None` when neither can be had: a dry run's stamp then names none, and its approval
+/// needs `--account`).
+async fn own_account(clients: &Clients, config: &Config, needed: bool) -> Option<String> {
+    match &config.account_id {
+        Some(a) => Some(a.clone()),
+        None if needed => clients.caller_account().await.ok(),
+        None => None,
+    }
+}
+
+/// What `--approved-plan` and approval-only mode ask of a sweep.
+struct Approval {
+    /// The approved plan's stamps, when one is given.
+    stamps: Option<Vec<crate::approval::Stamp>>,
+    /// `--account`.
+    stated_account: Option<String>,
+    /// How old the plan may be.
+    max_age_days: u32,
+    /// The run is a dry run: `--dry-run`, or approval-only without an approved plan.
+    dry_run: bool,
+}
+
+/// The policy, the account the run acts in (its own) and the OU members (an
+/// organization's), as an approved plan is checked against them.
+type RunPlace<'a> = (
+    &'a crate::Policy,
+    Option<&'a str>,
+    Option<&'a std::collections::BTreeSet<String>>,
+);
+
+impl Approval {
+    /// Reads `--approved-plan` (strictly: an unknown key in a stamp is refused with its
+    /// path) and the approval flags over the configuration.
+    fn of(args: &SweepArgs, config: &Config) -> Result<Self, Failure> {
+        let stamps = match &args.approved_plan {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::input(format!("{}: cannot read: {e}", path.display())))?;
+                let doc: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Failure::input(format!("{}: not JSON: {e}", path.display())))?;
+                let stamps = crate::approval::stamps_in(&doc)
+                    .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+                Some(stamps)
+            }
+        };
+        let approval_only = args.approval_only || config.approval_only;
+        Ok(Self {
+            dry_run: args.dry_run || (approval_only && stamps.is_none()),
+            stamps,
+            stated_account: args.account.clone(),
+            max_age_days: args
+                .approved_plan_max_age_days
+                .unwrap_or(config.approval_max_age_days),
+        })
+    }
+
+    /// Narrows the run's mandate by the approved plan, if one is given (refused: status
+    /// 2 with the reason, nothing changed); the regions the run sweeps.
+    fn narrow(
+        &self,
+        (policy, account, members): RunPlace<'_>,
+        opts: &mut run::SweepOptions,
+    ) -> Result<Vec<String>, Failure> {
+        let Some(stamps) = &self.stamps else {
+            return Ok(opts.regions.clone());
+        };
+        let ceiling = run::mandate_of(policy, &opts.regions, opts);
+        let check = crate::approval::Run {
+            mandate: &ceiling,
+            account,
+            members,
+            stated_account: self.stated_account.as_deref(),
+            now: opts.now,
+            max_age_days: self.max_age_days,
+        };
+        let ask = crate::approval::approve(stamps, &check).map_err(Failure::input)?;
+        let mandate = ceiling.narrow(&ask);
+        opts.regions = mandate.regions.iter().cloned().collect();
+        opts.exec.mandate = Some(std::sync::Arc::new(mandate));
+        Ok(opts.regions.clone())
     }
 }
 
@@ -304,6 +401,8 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
     drop(inventory);
     let prices = pricing::Prices::for_region(&region, &policy.cost.price_per_gib_month);
     let savings = pricing::estimate(&plan, &prices, &|id| archived.contains(id));
+    let digest = crate::mandate::policy_digest(&policy);
+    let approval = crate::approval::Stamp::of_plan(&digest, None, &region, now, &plan.decisions);
     if let Some(ReportFormat::Markdown) = format {
         let text = render::markdown::plan(&plan, Some(&savings), JSON_HINT);
         return emit_text(&text, 0);
@@ -314,6 +413,7 @@ pub(super) fn cmd_plan(args: PlanArgs) -> Result<(), Failure> {
                 let with = PlanWithSavings {
                     plan: &plan,
                     savings: &savings,
+                    approval: &approval,
                 };
                 serde_json::to_writer_pretty(&mut *out, &with)?;
                 writeln!(out)
@@ -329,6 +429,9 @@ struct PlanWithSavings<'a> {
     #[serde(flatten)]
     plan: &'a crate::Plan,
     savings: &'a pricing::Savings,
+    /// What an approval of this plan checks and approves (no account: offline, the
+    /// approving sweep names it with `--account`).
+    approval: &'a crate::approval::Stamp,
 }
 
 /// `ami-sweeper invoke`.
