@@ -746,3 +746,103 @@ async fn a_sweep_request_with_an_unknown_key_is_refused_with_its_path() {
     assert_eq!(images_left(&hub).await, 2);
     assert!(reports(&moto).await.is_empty());
 }
+
+/// Approval only (issue 30, items 3 and 4): the schedule's fan-out is a dry run whose
+/// pair reports, under the run's prefix, are the plan; the approved plan's event narrows
+/// the run's mandate, and the narrowing reaches every pair, each message carrying its own
+/// pair's approved images only. An image baked after the plan is condemned yet kept
+/// (`not_approved`); a pair message stripped of its approval is refused; a plan outside
+/// the stack's report bucket is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_organization_dry_run_narrows_every_pair_through_the_fan_out() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let sweep_dlq = queue(&moto, "sweep-dlq").await;
+    let only = [("AMI_SWEEPER_APPROVAL_ONLY", "true")];
+    let dispatched = invoke_hub(&moto, &hub, &schedule_value(), &only);
+    assert_eq!(dispatched["dry_run"], true, "{dispatched}");
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &only);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(images_left(&hub).await, 2, "the schedule only plans");
+    let planned = dispatched["run"].as_str().unwrap().to_string();
+    // After the plan, account a bakes one more image: condemned now, never approved.
+    let (approved_a, member_a) = hub.images[0].clone();
+    let base = public_ami(&moto.config().await).await;
+    let late = bake(&member_a, &base, 1).await.0.remove(0);
+    // Run names are instants to the second: the approved run gets its own.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let event = json!({"approved_plan": format!("s3://hub-reports/reports/{planned}/")});
+    let dispatched = invoke_hub(&moto, &hub, &event, &only);
+    assert_eq!(dispatched["dispatched"], 2, "{dispatched}");
+    assert_eq!(dispatched["dry_run"], false);
+    let batch = delivered(&moto, &hub).await;
+    let messages = bodies(&batch);
+    for body in &messages {
+        let m: Value = serde_json::from_str(body).unwrap();
+        let (sweep, approved) = (&m["sweep"], &m["sweep"]["mandate"]["approved"]);
+        assert_eq!(approved.as_array().map(Vec::len), Some(1), "{m}");
+        assert_eq!(approved[0]["account"], sweep["account"], "{m}");
+        assert_eq!(approved[0]["region"], sweep["region"], "{m}");
+        assert_eq!(approved[0]["action"], "deregister", "{m}");
+    }
+    // A pair message stripped of its approval acts on nothing.
+    let mut stripped: Value = serde_json::from_str(&messages[0]).unwrap();
+    stripped["sweep"]["mandate"]
+        .as_object_mut()
+        .unwrap()
+        .remove("approved");
+    let dlq = [only[0], ("SWEEP_DLQ_URL", sweep_dlq.as_str())];
+    let answer = invoke_hub(&moto, &hub, &sqs_event(&[stripped.to_string()]), &dlq);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let reasons = reasons_in(&moto, &sweep_dlq).await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("without an approved plan")),
+        "{reasons:?}"
+    );
+    assert_eq!(images_left(&hub).await, 3, "nothing changed");
+    let answer = invoke_hub(&moto, &hub, &batch, &only);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let left_a = image_ids(&member_a).await;
+    assert!(
+        !left_a.contains(&approved_a) && left_a.contains(&late),
+        "{left_a:?}"
+    );
+    assert!(image_ids(&hub.images[1].1).await.is_empty());
+    assert_eq!(image_ids(&hub.outsider.1).await.len(), 1);
+    let account_a = dispatched_account(&member_a).await;
+    let run = dispatched["run"].as_str().unwrap();
+    let pair = pair_report(&moto, &format!("reports/{run}/{account_a}/us-east-1.json")).await;
+    let kept = pair["report"]["regions"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image_id"] == late.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        kept["reasons"],
+        json!(["not_approved", "expired"]),
+        "{kept}"
+    );
+    // A plan anywhere but the stack's report bucket is refused, whatever it says.
+    let path = std::env::temp_dir().join(format!("ami-sweeper-elsewhere-{}.json", rand_suffix()));
+    let elsewhere = json!({"approved_plan": format!("s3://other-bucket/reports/{planned}/")});
+    std::fs::write(&path, elsewhere.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ami-sweeper"))
+        .arg("invoke")
+        .arg(&path)
+        .env_remove("CLEANUP_QUEUE_URL")
+        .envs(config(&moto, &hub).iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(only.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("from the stack's report bucket (hub-reports) only, not other-bucket"),
+        "{stderr}"
+    );
+    assert_eq!(images_left(&hub).await, 1);
+}
