@@ -365,7 +365,24 @@ def main() -> int:
          == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
               {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
          and not any("s3:DeleteObject" in str(st["Action"]) and "ReportBucket" in str(st["Resource"])
-                     and st.get("Sid") != "PairLeases" for st in statements)),
+                     and st.get("Sid") not in ("PairLeases", "WorkerPairLeases") for st in statements)),
+        ("the worker runs a pair's jobs only while it holds the pair's lease: it knows the report "
+         "bucket and its account, reads, writes and deletes leases/ only, and may list the bucket "
+         "(without s3:ListBucket S3 answers AccessDenied, not NoSuchKey, for an absent lease, and "
+         "no lease could ever be taken)",
+         worker["Environment"]["Variables"].get("AMI_SWEEPER_REPORT_BUCKET") == {"Ref": "ReportBucket"}
+         and worker["Environment"]["Variables"].get("AMI_SWEEPER_ACCOUNT_ID") == {"Ref": "AWS::AccountId"}
+         and [(st["Action"], st["Resource"]) for p in worker["Policies"] if isinstance(p, dict)
+              and "Statement" in p for st in p["Statement"] if st.get("Sid") == "WorkerPairLeases"]
+         == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+              {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
+         and all(any(st.get("Action") == "s3:ListBucket"
+                     and st.get("Resource") == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
+                     for p in f["Policies"] if isinstance(p, dict) and "Statement" in p
+                     for st in p["Statement"]) for f in (sweeper, worker))),
+        ("an approved plan is read from the stack's report bucket, under reports/ only",
+         [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "ReadApprovedPlans"]
+         == [("s3:GetObject", {"Fn::Sub": "${ReportBucket.Arn}/reports/*"})]),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
