@@ -803,7 +803,9 @@ impl Handler {
         let handled = match self.config.report_bucket.as_deref() {
             Some(bucket) => {
                 let own = self.config.account_id.as_deref().unwrap_or("self");
-                let id = format!("cleanup-{}-{}", records[0].0, now.timestamp_micros());
+                // An SQS event may carry no records: the batch still has an id.
+                let first = records.first().map_or("none", |(id, _)| id.as_str());
+                let id = format!("cleanup-{first}-{}", now.timestamp_micros());
                 let locks = continuation::WorkerLeases::new(&self.clients, bucket, own, &id, until);
                 handle_batch_locked(clients, &locks, &rules, pacing, &bodies, now).await
             }
