@@ -355,7 +355,8 @@ impl Handler {
             )));
         }
         let s3 = org::hub_s3(&self.clients);
-        let keys = if key.ends_with('/') {
+        let prefix = key.ends_with('/');
+        let keys = if prefix {
             s3.list_keys(&bucket, &key)
                 .await
                 .map_err(|e| refused(e.to_string()))?
@@ -372,12 +373,20 @@ impl Handler {
             };
             let doc: Value = serde_json::from_slice(&body)
                 .map_err(|e| refused(format!("{at} is not JSON: {e}")))?;
-            let found =
-                crate::approval::stamps_in(&doc).map_err(|e| refused(format!("{at}: {e}")))?;
+            // Under a prefix, a report without a stamp (a pair that did not run)
+            // approves nothing; a single object must be a plan.
+            let found = if prefix {
+                crate::approval::stamps_found(&doc)
+            } else {
+                crate::approval::stamps_in(&doc)
+            }
+            .map_err(|e| refused(format!("{at}: {e}")))?;
             stamps.extend(found);
         }
         if stamps.is_empty() {
-            return Err(refused(format!("nothing is under {location}")));
+            return Err(refused(format!(
+                "no plan (no approval stamp) is under {location}"
+            )));
         }
         Ok(stamps)
     }
