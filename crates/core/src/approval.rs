@@ -316,7 +316,6 @@ fn short(digest: &str) -> &str {
 mod tests {
     use super::*;
     use crate::Policy;
-    use serde_json::Value;
 
     fn at(s: &str) -> Timestamp {
         crate::time::parse_instant(s).unwrap()
