@@ -274,7 +274,8 @@ def main() -> int:
         ("worker reports batch item failures", sqs_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]),
         ("worker concurrency is bounded", sqs_event["ScalingConfig"]["MaximumConcurrency"] <= 50),
         ("storage per pair: the worker holds a pair's lease (the report bucket's leases/ only, "
-         "read, written, released) for at most its timeout, under a chain's 180 s wait",
+         "read, written, released, and the bucket listed so an absent lease reads as NoSuchKey) for "
+         "at most its timeout, under a chain's 180 s wait",
          worker["Environment"]["Variables"].get("AMI_SWEEPER_REPORT_BUCKET") == {"Ref": "ReportBucket"}
          and worker["Environment"]["Variables"].get("AMI_SWEEPER_ACCOUNT_ID") == {"Ref": "AWS::AccountId"}
          and worker["Timeout"] <= 180
@@ -283,7 +284,7 @@ def main() -> int:
               {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
          and not any("ReportBucket" in str(st["Resource"]) for p in worker["Policies"]
                      if isinstance(p, dict) and "Statement" in p for st in p["Statement"]
-                     if st.get("Sid") != "WorkerPairLeases")),
+                     if st.get("Sid") not in ("WorkerPairLeases", "ListReportBucket"))),
         ("a job left while its pair's chain runs (10 links of 900 s) is not dead-lettered for it",
          queue["RedrivePolicy"]["maxReceiveCount"] >= 10 * 900 / queue["VisibilityTimeout"] + 5),
         ("visibility timeout >= 6x worker timeout", queue["VisibilityTimeout"] >= 6 * worker["Timeout"]),
@@ -389,6 +390,23 @@ def main() -> int:
          * r["SweepQueue"]["Properties"]["VisibilityTimeout"] < 24 * 3600
          and r["SweepQueue"]["Properties"]["VisibilityTimeout"]
          >= 6 * r["PairSweeperFunction"]["Properties"]["Timeout"]),
+        ("the worker runs a pair's jobs only while it holds the pair's lease: it knows the report "
+         "bucket and its account, reads, writes and deletes leases/ only, and may list the bucket "
+         "(without s3:ListBucket S3 answers AccessDenied, not NoSuchKey, for an absent lease, and "
+         "no lease could ever be taken)",
+         worker["Environment"]["Variables"].get("AMI_SWEEPER_REPORT_BUCKET") == {"Ref": "ReportBucket"}
+         and worker["Environment"]["Variables"].get("AMI_SWEEPER_ACCOUNT_ID") == {"Ref": "AWS::AccountId"}
+         and [(st["Action"], st["Resource"]) for p in worker["Policies"] if isinstance(p, dict)
+              and "Statement" in p for st in p["Statement"] if st.get("Sid") == "WorkerPairLeases"]
+         == [(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+              {"Fn::Sub": "${ReportBucket.Arn}/leases/*"})]
+         and all(any(st.get("Action") == "s3:ListBucket"
+                     and st.get("Resource") == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
+                     for p in f["Policies"] if isinstance(p, dict) and "Statement" in p
+                     for st in p["Statement"]) for f in (sweeper, worker))),
+        ("an approved plan is read from the stack's report bucket, under reports/ only",
+         [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "ReadApprovedPlans"]
+         == [("s3:GetObject", {"Fn::Sub": "${ReportBucket.Arn}/reports/*"})]),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
@@ -404,8 +422,8 @@ def main() -> int:
          and int(t["Parameters"]["ApprovedPlanMaxAgeDays"]["Default"]) == 7
          and [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "ReadApprovedPlans"]
          == [("s3:GetObject", {"Fn::Sub": "${ReportBucket.Arn}/reports/*"})]
-         and [st["Condition"] for st in statements if st.get("Sid") == "ListApprovedPlans"]
-         == [{"StringLike": {"s3:prefix": "reports/*"}}]),
+         and any(st.get("Sid") == "ListReportBucket" and st["Action"] == "s3:ListBucket"
+                 for st in statements)),
         ("member roles only: sts:AssumeRole names the member role",
          all("MemberRoleName" in str(st["Resource"]) for st in statements if st["Action"] == "sts:AssumeRole")),
     ]

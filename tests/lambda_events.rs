@@ -712,3 +712,26 @@ async fn the_cleanup_worker_refuses_every_trigger_but_cleanup_jobs() {
         "the worker's role never sweeps"
     );
 }
+
+/// Review (issue 29 item 2): a worker that holds pairs' leases (it knows the report
+/// bucket) named its batch's lease after the first record, and an SQS event with no
+/// records made it panic instead of answering an empty batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leasing_worker_answers_an_empty_batch_without_panicking() {
+    let moto = Moto::start(Some(seed()));
+    let path = std::env::temp_dir().join(format!(
+        "ami-sweeper-empty-batch-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, json!({"Records": []}).to_string()).unwrap();
+    let worker = [
+        ("AMI_SWEEPER_POLICY", POLICY),
+        ("AMI_SWEEPER_FUNCTION", "worker"),
+        ("AMI_SWEEPER_REPORT_BUCKET", "hub-reports"),
+        ("AMI_SWEEPER_ACCOUNT_ID", "123456789012"),
+    ];
+    let (code, stdout, stderr) = invoke_with(&moto, &path, &worker);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, json!({"batchItemFailures": []}), "{stderr}");
+}

@@ -1305,3 +1305,53 @@ async fn received(moto: &Moto, url: &str) -> Vec<Value> {
         .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
         .collect()
 }
+
+/// Review (issue 30 item 3): an approved organization dry run is its pairs' reports under
+/// the run's prefix, and a pair that did not run (skipped: another run held its lease)
+/// has no stamp and approves nothing. The Lambda refused the whole prefix for that one
+/// report, so a single skipped or failed pair made a night's plan unapprovable; the
+/// pairs that planned are acted on, the skipped pair is not swept at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_pair_in_an_approved_organization_dry_run_approves_nothing() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let only = [("AMI_SWEEPER_APPROVAL_ONLY", "true")];
+    let dispatched = invoke_hub(&moto, &hub, &schedule_value(), &only);
+    assert_eq!(dispatched["dry_run"], true, "{dispatched}");
+    let planned = dispatched["run"].as_str().unwrap().to_string();
+    // Another run holds account b's pair while the dry run's pairs run: b is skipped.
+    let member_b = hub.images[1].1.clone();
+    let account_b = dispatched_account(&member_b).await;
+    let until = chrono::Utc::now() + chrono::Duration::minutes(20);
+    let lease = json!({"run": "another-run", "link": 0,
+                       "until": ami_sweeper::time::format_instant(until)});
+    s3(&moto.config().await)
+        .put_object()
+        .bucket("hub-reports")
+        .key(format!("leases/{account_b}/us-east-1.json"))
+        .body(lease.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &only);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let skipped = pair_report(
+        &moto,
+        &format!("reports/{planned}/{account_b}/us-east-1.json"),
+    )
+    .await;
+    assert!(skipped["skipped"].is_string(), "{skipped}");
+    assert_eq!(images_left(&hub).await, 2, "the schedule only plans");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let event = json!({"approved_plan": format!("s3://hub-reports/reports/{planned}/")});
+    let dispatched = invoke_hub(&moto, &hub, &event, &only);
+    assert_eq!(dispatched["dispatched"], 1, "only a's pair: {dispatched}");
+    assert_eq!(dispatched["dry_run"], false);
+    let answer = invoke_hub(&moto, &hub, &delivered(&moto, &hub).await, &only);
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert!(
+        image_ids(&hub.images[0].1).await.is_empty(),
+        "a's approved image"
+    );
+    assert_eq!(image_ids(&member_b).await.len(), 1, "b approved nothing");
+}

@@ -350,7 +350,8 @@ impl Handler {
             )));
         }
         let objects = org::hub_objects(&self.clients);
-        let keys: Vec<String> = if key.ends_with('/') {
+        let prefix = key.ends_with('/');
+        let keys: Vec<String> = if prefix {
             let listed = objects.list(&bucket, &key).await;
             let listed = listed.map_err(|e| refused(e.to_string()))?;
             listed.into_iter().map(|(k, _)| k).collect()
@@ -366,12 +367,20 @@ impl Handler {
                 .map_err(|e| refused(format!("{at} cannot be read: {e}")))?;
             let doc: Value = serde_json::from_slice(&body)
                 .map_err(|e| refused(format!("{at} is not JSON: {e}")))?;
-            let found =
-                crate::approval::stamps_in(&doc).map_err(|e| refused(format!("{at}: {e}")))?;
+            // Under a prefix, a report without a stamp (a pair that did not run)
+            // approves nothing; a single object must be a plan.
+            let found = if prefix {
+                crate::approval::stamps_found(&doc)
+            } else {
+                crate::approval::stamps_in(&doc)
+            }
+            .map_err(|e| refused(format!("{at}: {e}")))?;
             stamps.extend(found);
         }
         if stamps.is_empty() {
-            return Err(refused(format!("nothing is under {location}")));
+            return Err(refused(format!(
+                "no plan (no approval stamp) is under {location}"
+            )));
         }
         Ok(stamps)
     }
@@ -882,7 +891,9 @@ impl Handler {
         let handled = match self.config.report_bucket.as_deref() {
             Some(bucket) => {
                 let own = self.config.account_id.as_deref().unwrap_or("self");
-                let id = format!("cleanup-{}-{}", records[0].0, now.timestamp_micros());
+                // An SQS event may carry no records: the batch still has an id.
+                let first = records.first().map_or("none", |(id, _)| id.as_str());
+                let id = format!("cleanup-{first}-{}", now.timestamp_micros());
                 let locks = continuation::WorkerLeases::new(&self.clients, bucket, own, &id, until);
                 handle_batch_locked(clients, &locks, &rules, pacing, &bodies, now).await
             }
