@@ -407,6 +407,14 @@ def main() -> int:
         ("an approved plan is read from the stack's report bucket, under reports/ only",
          [(st["Action"], st["Resource"]) for st in statements if st.get("Sid") == "ReadApprovedPlans"]
          == [("s3:GetObject", {"Fn::Sub": "${ReportBucket.Arn}/reports/*"})]),
+        ("a single-account sweep's continuation: the sweeper knows the sweep queue, and its "
+         "role sends to the cleanup queue, the sweep queue and the sweep DLQ, nothing broader",
+         sweeper["Environment"]["Variables"].get("SWEEP_QUEUE_URL") == {"Ref": "SweepQueue"}
+         and sorted(str(p["SQSSendMessagePolicy"]["QueueName"]) for p in sweeper["Policies"]
+                    if isinstance(p, dict) and "SQSSendMessagePolicy" in p)
+         == sorted(str({"Fn::GetAtt": [q, "QueueName"]}) for q in
+                   ("CleanupQueue", "SweepQueue", "SweepDeadLetterQueue"))
+         and not any("sqs:SendMessage" in str(st.get("Action")) for st in statements)),
         ("only the sweeper's role may send sweep requests",
          any(st["Effect"] == "Deny" and "SweeperFunctionRole" in str(st["Condition"])
              for st in r["SweepQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"])),
