@@ -130,9 +130,10 @@ enum Step<'p> {
     Done(&'p Decision, Outcome, Option<String>),
     /// Not deregistered: held back (deferred to the next run).
     Held(&'p Decision, Hold),
-    /// Failed because the run stopped: a call throttled until the stop, or one that
-    /// failed transiently with the stop before its retry (the error says which).
-    Throttled(&'p Decision, StopReason, String),
+    /// Cut short by the run's stop: a call throttled until the stop (not done: deferred,
+    /// throttling is never by itself an image's failure), or one that failed transiently
+    /// with the stop before its retry (made, its effect unknown: failed).
+    Throttled(&'p Decision, StopReason, String, Outcome),
 }
 
 /// Everything the executor did in a region.
@@ -227,14 +228,17 @@ impl<A: Account> Pipeline<'_, A> {
     }
 
     /// The step of an image whose paced call failed with `e`: held when the run stopped
-    /// before the call; failed, with the run stopped, when EC2 refused it until the stop
-    /// or the stop came before a transient failure could be retried; else failed.
+    /// before the call; deferred, with the run stopped, when EC2 throttled it until the
+    /// stop (the call was not done); failed, with the run stopped, when the stop came
+    /// before a transient failure could be retried; else failed.
     fn failed<'d>(&self, d: &'d Decision, e: &AwsError, why: String) -> Step<'d> {
         let stop = self.cfg.stop.reason().unwrap_or(StopReason::Signal);
         if e.is(ratelimit::STOPPED) {
             Step::Held(d, Hold::Stop(stop))
+        } else if e.is(ratelimit::THROTTLED) {
+            Step::Throttled(d, stop, why, Outcome::Deferred)
         } else if ratelimit::cut_short(e, &self.cfg.stop) {
-            Step::Throttled(d, stop, why)
+            Step::Throttled(d, stop, why, Outcome::Failed)
         } else {
             Step::Done(d, Outcome::Failed, Some(why))
         }
@@ -477,10 +481,10 @@ impl Known {
                 let code = e.code.as_deref().unwrap_or("error");
                 self.grants.insert(id, vec![format!("unknown ({code})")]);
             }
-            Step::Throttled(d, r, why) => {
+            Step::Throttled(d, r, why, outcome) => {
                 self.stopped.get_or_insert(r);
                 self.outcomes
-                    .insert(d.image_id.clone(), (Outcome::Failed, Some(why)));
+                    .insert(d.image_id.clone(), (outcome, Some(why)));
             }
             Step::Held(d, h) => {
                 if let Hold::Stop(r) = h {
