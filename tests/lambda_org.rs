@@ -935,10 +935,8 @@ async fn a_worker_killed_mid_batch_holds_only_its_pair_and_leaves_nothing_orphan
     let requests = bodies(&delivered(&moto, &hub).await);
     // Both pairs' links end with their storage queued (EC2 held it in use).
     moto.front().set_faults(in_use());
-    let (a, b) = tokio::join!(
-        link_in_process(&moto, &hub, &cleanup, &requests[0], 6),
-        link_in_process(&moto, &hub, &cleanup, &requests[1], 6)
-    );
+    let a = link_in_process(&moto, &hub, &cleanup, &requests[0], 6).await;
+    let b = link_in_process(&moto, &hub, &cleanup, &requests[1], 6).await;
     assert!(a.ended.is_some() && b.ended.is_some());
     let mut jobs: Vec<String> = received(&moto, &cleanup)
         .await
