@@ -37,12 +37,6 @@ pub(crate) fn invoke(port: u16, data: &str) -> Output {
 
 /// cargo-lambda's Runtime API emulator on a free loopback port.
 pub(crate) fn start_emulator() -> (u16, Killed) {
-    start_emulator_timed(900)
-}
-
-/// The emulator, with invocations timing out after `timeout` seconds (each carries that
-/// deadline, as Lambda's do).
-pub(crate) fn start_emulator_timed(timeout: u32) -> (u16, Killed) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,7 +50,7 @@ pub(crate) fn start_emulator_timed(timeout: u32) -> (u16, Killed) {
                 "watch",
                 "--only-lambda-apis",
                 "--timeout",
-                &timeout.to_string(),
+                "900",
                 "-A",
                 "127.0.0.1",
                 "-P",

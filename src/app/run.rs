@@ -156,37 +156,8 @@ pub async fn run_sweep_in(
         // Each bundle bucket is scanned from its own region only.
         exec.bundle_buckets
             .retain(|b| bucket_regions.get(b).is_some_and(|r| r == region));
-        async move {
-            let place = (account.map(str::to_string), region.clone());
-            let sqs = |url: &str, delay_seconds| InAccount {
-                inner: hub.queue(url, delay_seconds),
-                account: account.map(str::to_string),
-                mandate: exec.mandate.as_deref().cloned(),
-            };
-            match &opts.queue {
-                QueueMode::Local(retry) => {
-                    let local = Local {
-                        place: &place,
-                        retry,
-                        later: None::<&InAccount<SqsQueue>>,
-                    };
-                    sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
-                }
-                QueueMode::InProcessFirst { retry, url } => {
-                    let later = sqs(url, 0);
-                    let local = Local {
-                        place: &place,
-                        retry,
-                        later: Some(&later),
-                    };
-                    sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
-                }
-                QueueMode::Sqs { url, delay_seconds } => {
-                    let sqs = sqs(url, *delay_seconds);
-                    sweep_region(policy, region, opts.now, &clients, &sqs, &exec).await
-                }
-            }
-        }
+        let place = (account.map(str::to_string), region.clone());
+        async move { region_sweep(hub, policy, place, clients, opts, exec).await }
     });
     let mut regions: Vec<RegionReport> = futures_util::future::join_all(per_region).await;
     let digest = exec.mandate.as_ref().map(|m| m.policy_digest.as_str());
@@ -228,6 +199,43 @@ fn in_region(exec: &ExecConfig, region: &str) -> ExecConfig {
         exec.mandate = Some(Arc::new(m.narrow(&ask)));
     }
     exec
+}
+
+/// One region of a run, `place`, its jobs where `opts.queue` says: queued, in process, or
+/// in process first with what is left queued.
+async fn region_sweep(
+    hub: &Clients,
+    policy: &Policy,
+    place: crate::app::worker::Place,
+    clients: crate::adapters::aws::RegionClients,
+    opts: &SweepOptions,
+    exec: ExecConfig,
+) -> RegionReport {
+    let sqs = |url: &str, delay_seconds| InAccount {
+        inner: hub.queue(url, delay_seconds),
+        account: place.0.clone(),
+        mandate: exec.mandate.as_deref().cloned(),
+    };
+    let local = |retry, later| Local {
+        place: &place,
+        retry,
+        later,
+    };
+    match &opts.queue {
+        QueueMode::Local(retry) => {
+            let local = local(retry, None::<&InAccount<SqsQueue>>);
+            sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
+        }
+        QueueMode::InProcessFirst { retry, url } => {
+            let later = sqs(url, 0);
+            let local = local(retry, Some(&later));
+            sweep_with_local_queue(policy, local, opts.now, &clients, &exec).await
+        }
+        QueueMode::Sqs { url, delay_seconds } => {
+            let sqs = sqs(url, *delay_seconds);
+            sweep_region(policy, &place.1, opts.now, &clients, &sqs, &exec).await
+        }
+    }
 }
 
 /// Where each bundle bucket lives: a bucket is scanned, and its bundles deleted, only by
