@@ -312,6 +312,12 @@ async fn queue(moto: &Moto, name: &str) -> String {
         .to_string()
 }
 
+/// Asserts that a message in the dead-letter queue at `url` was refused with `why`.
+async fn refused_with(moto: &Moto, url: &str, why: &str) {
+    let reasons = reasons_in(moto, url).await;
+    assert!(reasons.iter().any(|r| r.contains(why)), "{reasons:?}");
+}
+
 /// The reasons of the messages in a dead-letter queue.
 async fn reasons_in(moto: &Moto, url: &str) -> Vec<String> {
     let out = aws_sdk_sqs::Client::new(&moto.config().await)
@@ -501,13 +507,7 @@ async fn messages_naming_an_account_outside_the_ous_are_refused_by_the_pair_swee
         json!([]),
         "refused to the DLQ: {answer}"
     );
-    let reasons = reasons_in(&moto, &sweep_dlq).await;
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("is not one this deployment sweeps")),
-        "{reasons:?}"
-    );
+    refused_with(&moto, &sweep_dlq, "is not one this deployment sweeps").await;
     assert_eq!(
         image_ids(&outsider_config).await.len(),
         1,
@@ -530,13 +530,7 @@ async fn messages_naming_an_account_outside_the_ous_are_refused_by_the_pair_swee
         "image_id": image, "kind": "delete_snapshot", "snapshot_id": snapshot});
     let answer = invoke_hub(&moto, &hub, &sqs_event(&[job.to_string()]), &dlqs);
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
-    let reasons = reasons_in(&moto, &cleanup_dlq).await;
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("is not one this deployment sweeps")),
-        "{reasons:?}"
-    );
+    refused_with(&moto, &cleanup_dlq, "is not one this deployment sweeps").await;
     assert!(crate::moto::snapshot_ids(&outsider_config)
         .await
         .contains(&snapshot));
@@ -795,13 +789,7 @@ async fn an_approved_organization_dry_run_narrows_every_pair_through_the_fan_out
     let dlq = [only[0], ("SWEEP_DLQ_URL", sweep_dlq.as_str())];
     let answer = invoke_hub(&moto, &hub, &sqs_event(&[stripped.to_string()]), &dlq);
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
-    let reasons = reasons_in(&moto, &sweep_dlq).await;
-    assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("without an approved plan")),
-        "{reasons:?}"
-    );
+    refused_with(&moto, &sweep_dlq, "without an approved plan").await;
     assert_eq!(images_left(&hub).await, 3, "nothing changed");
     let answer = invoke_hub(&moto, &hub, &batch, &only);
     assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
