@@ -414,3 +414,47 @@ fn lint_reports_exceptions_past_the_horizon_and_lapsed_ones_at_its_instant() {
         until: "2027-03-10".into()
     }));
 }
+
+#[test]
+fn an_exception_image_id_in_upper_case_is_refused_not_silently_unmatched() {
+    // AMI ids are lower-case hex: `ami-0A` would validate yet name no image, so the
+    // image it was meant to keep would be deregistered.
+    let text = format!(
+        r#"{{{BASE}, "exceptions": [{{"image_ids": ["ami-0A"], "until": "2027-03-31", "reason": "x"}}]}}"#
+    );
+    match Policy::from_json(&text) {
+        Err(e) => assert!(
+            e.to_string().starts_with("exceptions[0].image_ids[0]"),
+            "{e}"
+        ),
+        Ok(p) => assert_eq!(
+            reasons_at(&p, &[old("ami-0a")], "ami-0a", &["2027-03-01T00:00:00Z"]),
+            [KEPT],
+            "an accepted id must name the image"
+        ),
+    }
+}
+
+#[test]
+fn keep_until_odd_forms_keep_the_image_and_never_read_as_lapsed() {
+    for v in [
+        "2027-03-31t12:00:00z",
+        "2027-03-31 12:00:00Z",
+        "2027-03-31T12:00:00+14:00",
+        " 2027-03-31\n",
+        "2027-02-30",
+        "9999-12-31",
+        "",
+        "  ",
+        "2027-03-31T12:00Z",
+        "20270331",
+        "2027-W13",
+        "+2027-3-31",
+        "2027-3-31 ",
+        "２０２７-03-31",
+    ] {
+        let images = [tagged("ami-1", v)];
+        let got = reasons_at(&with(""), &images, "ami-1", &["2027-03-01T00:00:00Z"]);
+        assert_eq!(got, [KEPT], "{v:?}");
+    }
+}
