@@ -240,14 +240,19 @@ impl Policy {
                 }
                 _ => {}
             }
+            // Lower-case hex only: AMI ids are written so, and ids compare exactly, so an
+            // `ami-0A` would be accepted yet name no image (and keep nothing).
             let is_ami = |id: &str| {
-                id.strip_prefix("ami-")
-                    .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                id.strip_prefix("ami-").is_some_and(|h| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                })
             };
             if let Some((j, id)) = e.image_ids.iter().enumerate().find(|(_, id)| !is_ami(id)) {
                 return Err(PolicyError::new(
                     at(&format!(".image_ids[{j}]")),
-                    format!("{id:?} is not an AMI id like \"ami-0123456789abcdef0\""),
+                    format!("{id:?} is not an AMI id like \"ami-0123456789abcdef0\" (lower-case)"),
                 ));
             }
             if e.tags.contains_key("") {
