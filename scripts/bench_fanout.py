@@ -461,24 +461,14 @@ def estate(ids: list, n: int) -> list:
 def inventory(upstream: str, ids: list) -> dict:
     """Per pair, straight from the emulator: {image id: [its snapshot ids]} and every
     snapshot id."""
-    kw = dict(endpoint_url=upstream, region_name="us-east-1",
-              aws_access_key_id="testing", aws_secret_access_key="testing")
-    sts = boto3.client("sts", **kw)
     out = {}
-    for account in ids:
-        c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{bench_org.ROLE}",
-                            RoleSessionName="check")["Credentials"]
-        for region in bench_org.REGIONS:
-            ec2 = boto3.client("ec2", endpoint_url=upstream, region_name=region,
-                               aws_access_key_id=c["AccessKeyId"],
-                               aws_secret_access_key=c["SecretAccessKey"],
-                               aws_session_token=c["SessionToken"])
-            images = {i["ImageId"]: (i.get("CreationDate", ""),
-                                     [b["Ebs"]["SnapshotId"] for b in i.get("BlockDeviceMappings", [])
-                                      if "Ebs" in b and "SnapshotId" in b["Ebs"]])
-                      for i in ec2.describe_images(Owners=["self"])["Images"]}
-            snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
-            out[f"{account}/{region}"] = (images, snaps)
+    for pair, ec2 in bench_org.pair_ec2(upstream, ids):
+        images = {i["ImageId"]: (i.get("CreationDate", ""),
+                                 [b["Ebs"]["SnapshotId"] for b in i.get("BlockDeviceMappings", [])
+                                  if "Ebs" in b and "SnapshotId" in b["Ebs"]])
+                  for i in ec2.describe_images(Owners=["self"])["Images"]}
+        snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        out[pair] = (images, snaps)
     return out
 
 

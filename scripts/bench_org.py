@@ -65,23 +65,30 @@ def start_emulator(moto_python: str, seed_path: str):
     return proc, endpoint
 
 
-def left(upstream: str, ids: list) -> dict:
-    """Images and snapshots left per pair, read straight from the emulator."""
+def pair_ec2(upstream: str, ids: list):
+    """Every pair's EC2 client on the emulator, as its member role: yields
+    ("account/region", client)."""
     kw = dict(endpoint_url=upstream, region_name="us-east-1",
               aws_access_key_id="testing", aws_secret_access_key="testing")
     sts = boto3.client("sts", **kw)
-    out = {}
     for account in ids:
         c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{ROLE}",
                             RoleSessionName="check")["Credentials"]
         for region in REGIONS:
-            ec2 = boto3.client("ec2", endpoint_url=upstream, region_name=region,
-                               aws_access_key_id=c["AccessKeyId"],
-                               aws_secret_access_key=c["SecretAccessKey"],
-                               aws_session_token=c["SessionToken"])
-            images = ec2.describe_images(Owners=["self"])["Images"]
-            snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-            out[f"{account}/{region}"] = (len(images), len(snaps))
+            yield f"{account}/{region}", boto3.client(
+                "ec2", endpoint_url=upstream, region_name=region,
+                aws_access_key_id=c["AccessKeyId"],
+                aws_secret_access_key=c["SecretAccessKey"],
+                aws_session_token=c["SessionToken"])
+
+
+def left(upstream: str, ids: list) -> dict:
+    """Images and snapshots left per pair, read straight from the emulator."""
+    out = {}
+    for pair, ec2 in pair_ec2(upstream, ids):
+        images = ec2.describe_images(Owners=["self"])["Images"]
+        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        out[pair] = (len(images), len(snaps))
     return out
 
 
