@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_sdk_ec2::types::{Filter, ImageAttributeName, PermissionGroup, Tag};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::adapters::aws::meter::Meter;
 use crate::adapters::aws::ApiCalls;
 use crate::error::{from_sdk, AwsError};
 use crate::fields::{
@@ -34,7 +35,7 @@ pub struct Ec2 {
     paced: aws_sdk_ec2::Client,
     calls: Arc<ApiCalls>,
     /// Meters the listings' pages (the sweep's Describe pacer), when set.
-    meter: Option<Arc<dyn crate::ports::PageMeter>>,
+    meter: Meter,
 }
 
 /// A launch template version whose image id is an SSM parameter, to resolve later.
@@ -106,55 +107,32 @@ impl Ec2 {
             client,
             paced,
             calls,
-            meter: None,
+            meter: Meter::default(),
         }
     }
 
     /// The same adapter, its listings' pages metered by `meter`.
     pub fn metered(&self, meter: Arc<dyn crate::ports::PageMeter>) -> Self {
         Self {
-            meter: Some(meter),
+            meter: Meter::on(meter),
             ..self.clone()
-        }
-    }
-
-    /// Waits for the meter's token for the next page of `operation`, if there is one
-    /// (`more`) and a meter is set.
-    async fn meter(&self, operation: &'static str, more: bool) -> Result<(), AwsError> {
-        match (&self.meter, more) {
-            (Some(m), true) => m.page(operation).await,
-            _ => Ok(()),
         }
     }
 
     /// The client a listing's pages go through: without the SDK's retries when metered
     /// (the meter retries the listing), with them otherwise.
     fn listing_client(&self) -> &aws_sdk_ec2::Client {
-        match self.meter {
-            Some(_) => &self.paced,
-            None => &self.client,
+        if self.meter.is_set() {
+            &self.paced
+        } else {
+            &self.client
         }
-    }
-
-    /// A whole listing. Metered, it is one call under the meter (its first page's token;
-    /// a throttled page slows the meter and the listing is made again, until the run
-    /// stops), with no SDK retries beneath; unmetered, the SDK's retries apply.
-    async fn listing<'s, T, F, Fut>(
-        &'s self,
-        operation: &'static str,
-        list: F,
-    ) -> Result<T, AwsError>
-    where
-        F: Fn() -> Fut + Send + Sync + 's,
-        Fut: std::future::Future<Output = Result<T, AwsError>> + Send + 's,
-        T: Send + 's,
-    {
-        crate::ports::under_meter(self.meter.as_deref(), operation, list).await
     }
 
     /// Images used by instances in any state but terminated (all pages).
     pub async fn instance_usage(&self) -> Result<Usage, AwsError> {
-        self.listing("DescribeInstances", || self.instance_pages())
+        self.meter
+            .whole("DescribeInstances", || self.instance_pages())
             .await
     }
 
@@ -169,7 +147,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeInstances");
             let resp = page.map_err(|e| from_sdk("DescribeInstances", e))?;
-            self.meter("DescribeInstances", resp.next_token().is_some())
+            self.meter
+                .page("DescribeInstances", resp.next_token().is_some())
                 .await?;
             for inst in resp.reservations().iter().flat_map(|r| r.instances()) {
                 let state = inst
@@ -191,10 +170,11 @@ impl Ec2 {
     /// Images named by any version of any launch template; `resolve:ssm:` ids are
     /// returned for the SSM adapter to resolve.
     pub async fn launch_template_usage(&self) -> Result<(Usage, Vec<SsmRef>), AwsError> {
-        self.listing("DescribeLaunchTemplates", || {
-            self.launch_template_pages(self.listing_client())
-        })
-        .await
+        self.meter
+            .whole("DescribeLaunchTemplates", || {
+                self.launch_template_pages(self.listing_client())
+            })
+            .await
     }
 
     /// Every launch template's versions, through `client`.
@@ -213,7 +193,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeLaunchTemplates");
             let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplates", e))?;
-            self.meter("DescribeLaunchTemplates", resp.next_token().is_some())
+            self.meter
+                .page("DescribeLaunchTemplates", resp.next_token().is_some())
                 .await?;
             templates.extend(
                 resp.launch_templates()
@@ -228,15 +209,18 @@ impl Ec2 {
                 .max_results(200)
                 .into_paginator()
                 .send();
-            self.meter("DescribeLaunchTemplateVersions", true).await?;
+            self.meter
+                .page("DescribeLaunchTemplateVersions", true)
+                .await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeLaunchTemplateVersions");
                 let resp = page.map_err(|e| from_sdk("DescribeLaunchTemplateVersions", e))?;
-                self.meter(
-                    "DescribeLaunchTemplateVersions",
-                    resp.next_token().is_some(),
-                )
-                .await?;
+                self.meter
+                    .page(
+                        "DescribeLaunchTemplateVersions",
+                        resp.next_token().is_some(),
+                    )
+                    .await?;
                 for v in resp.launch_template_versions() {
                     let data = v.launch_template_data();
                     let user = TemplateVersion {
@@ -268,7 +252,9 @@ impl Ec2 {
     /// Images named by EC2 Fleets that can still launch (each override's `ImageId`), and
     /// the launch template versions they name (all pages).
     pub async fn fleet_usage(&self) -> Result<Usage, AwsError> {
-        self.listing("DescribeFleets", || self.fleet_pages()).await
+        self.meter
+            .whole("DescribeFleets", || self.fleet_pages())
+            .await
     }
 
     async fn fleet_pages(&self) -> Result<Usage, AwsError> {
@@ -282,7 +268,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeFleets");
             let resp = page.map_err(|e| from_sdk("DescribeFleets", e))?;
-            self.meter("DescribeFleets", resp.next_token().is_some())
+            self.meter
+                .page("DescribeFleets", resp.next_token().is_some())
                 .await?;
             for f in resp.fleets() {
                 let state = f.fleet_state().map(|s| s.as_str()).unwrap_or_default();
@@ -309,7 +296,8 @@ impl Ec2 {
     /// Images named by Spot Fleet requests that can still launch (launch specifications),
     /// and the launch template versions they name (all pages).
     pub async fn spot_fleet_usage(&self) -> Result<Usage, AwsError> {
-        self.listing("DescribeSpotFleetRequests", || self.spot_fleet_pages())
+        self.meter
+            .whole("DescribeSpotFleetRequests", || self.spot_fleet_pages())
             .await
     }
 
@@ -324,7 +312,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSpotFleetRequests");
             let resp = page.map_err(|e| from_sdk("DescribeSpotFleetRequests", e))?;
-            self.meter("DescribeSpotFleetRequests", resp.next_token().is_some())
+            self.meter
+                .page("DescribeSpotFleetRequests", resp.next_token().is_some())
                 .await?;
             for r in resp.spot_fleet_request_configs() {
                 let state = r
@@ -363,7 +352,8 @@ impl Ec2 {
     /// Images named by Spot Instance requests that can launch again (`open`, `active`,
     /// `disabled`: persistent ones relaunch after an interruption) (all pages).
     pub async fn spot_request_usage(&self) -> Result<Usage, AwsError> {
-        self.listing("DescribeSpotInstanceRequests", || self.spot_request_pages())
+        self.meter
+            .whole("DescribeSpotInstanceRequests", || self.spot_request_pages())
             .await
             .map_err(|e| {
                 let need = "ec2:DescribeSpotInstanceRequests";
@@ -382,7 +372,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSpotInstanceRequests");
             let resp = page.map_err(|e| from_sdk("DescribeSpotInstanceRequests", e))?;
-            self.meter("DescribeSpotInstanceRequests", resp.next_token().is_some())
+            self.meter
+                .page("DescribeSpotInstanceRequests", resp.next_token().is_some())
                 .await?;
             for r in resp.spot_instance_requests() {
                 let state = r.state().map(|s| s.as_str()).unwrap_or_default();
@@ -604,11 +595,12 @@ impl Ec2 {
                 .filters(ids_filter(filter, chunk))
                 .into_paginator()
                 .send();
-            self.meter("DescribeImages", true).await?;
+            self.meter.page("DescribeImages", true).await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeImages");
                 let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
-                self.meter("DescribeImages", resp.next_token().is_some())
+                self.meter
+                    .page("DescribeImages", resp.next_token().is_some())
                     .await?;
                 out.extend(resp.images().iter().cloned());
             }
@@ -722,7 +714,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeImages");
             let resp = page.map_err(|e| from_sdk("DescribeImages", e))?;
-            self.meter("DescribeImages", resp.next_token().is_some())
+            self.meter
+                .page("DescribeImages", resp.next_token().is_some())
                 .await?;
             for img in resp.images() {
                 let image = raw_image(img).into_image().map_err(|m| AwsError {
@@ -739,7 +732,9 @@ impl Ec2 {
 
 impl ImageSource for Ec2 {
     async fn list_images(&self) -> Result<Vec<Image>, AwsError> {
-        self.listing("DescribeImages", || self.image_pages()).await
+        self.meter
+            .whole("DescribeImages", || self.image_pages())
+            .await
     }
 
     async fn launch_permissions(&self, image_id: &str) -> Result<Vec<String>, AwsError> {
@@ -810,7 +805,8 @@ fn snapshot_of(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
 
 impl SnapshotSource for Ec2 {
     async fn list_snapshots(&self) -> Result<Vec<Snapshot>, AwsError> {
-        self.listing("DescribeSnapshots", || self.snapshot_pages())
+        self.meter
+            .whole("DescribeSnapshots", || self.snapshot_pages())
             .await
     }
 }
@@ -828,7 +824,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("DescribeSnapshots");
             let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
-            self.meter("DescribeSnapshots", resp.next_token().is_some())
+            self.meter
+                .page("DescribeSnapshots", resp.next_token().is_some())
                 .await?;
             out.extend(resp.snapshots().iter().map(snapshot_of));
         }
@@ -851,7 +848,8 @@ impl RecycleBin for Ec2 {
         &self,
         image_ids: &FxHashSet<String>,
     ) -> Result<FxHashMap<String, Option<crate::model::Timestamp>>, AwsError> {
-        self.listing("ListImagesInRecycleBin", || self.bin_pages(image_ids))
+        self.meter
+            .whole("ListImagesInRecycleBin", || self.bin_pages(image_ids))
             .await
     }
 }
@@ -871,7 +869,8 @@ impl Ec2 {
         while let Some(page) = pages.next().await {
             self.calls.record("ListImagesInRecycleBin");
             let resp = page.map_err(|e| from_sdk("ListImagesInRecycleBin", e))?;
-            self.meter("ListImagesInRecycleBin", resp.next_token().is_some())
+            self.meter
+                .page("ListImagesInRecycleBin", resp.next_token().is_some())
                 .await?;
             for i in resp.images() {
                 if let Some(id) = i.image_id().filter(|id| image_ids.contains(*id)) {
@@ -952,11 +951,12 @@ impl JobFacts for Ec2 {
                 .filters(ids_filter("snapshot-id", chunk))
                 .into_paginator()
                 .send();
-            self.meter("DescribeSnapshots", true).await?;
+            self.meter.page("DescribeSnapshots", true).await?;
             while let Some(page) = pages.next().await {
                 self.calls.record("DescribeSnapshots");
                 let resp = page.map_err(|e| from_sdk("DescribeSnapshots", e))?;
-                self.meter("DescribeSnapshots", resp.next_token().is_some())
+                self.meter
+                    .page("DescribeSnapshots", resp.next_token().is_some())
                     .await?;
                 out.extend(resp.snapshots().iter().map(snapshot_of));
             }
