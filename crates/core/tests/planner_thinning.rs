@@ -453,3 +453,40 @@ fn lint_finds_windows_that_keep_nothing_overlap_or_shift() {
         .all(|f| !f.is_error() && !f.message().is_empty()));
     assert!(found[0].message().contains("retention.thin["));
 }
+
+#[test]
+fn an_image_kept_by_thinning_is_not_thinned_when_a_newer_images_exception_lapses_in_the_same_window() {
+    // Week 41 of 2026 runs 2026-10-05..11. `mon` and `fri` are both in the week window
+    // (after 14 days) on both nights and stay there (the month window starts at 90).
+    // `fri` carries an exception until 2026-11-15: excepted images are not counted, so
+    // on the first night `mon` represents week 41 (`kept_by_thinning`). Once the
+    // exception lapses nothing but time has changed, yet `fri` becomes the week's newest
+    // counted image and `mon` is thinned while the same window still covers it: the
+    // stability property the issue asks for, broken by an exception lapsing as designed.
+    let mon = at("mon", "2026-10-05T12:00:00Z");
+    let mut fri = at("fri", "2026-10-09T12:00:00Z");
+    fri.tags.insert("ami-sweeper:keep-until", "2026-11-15");
+    let policy = thin_policy(WEEK_THEN_MONTH, "");
+    let night1 = run_at(
+        &policy,
+        vec![mon.clone(), fri.clone()],
+        Usage::new(),
+        t("2026-11-01T02:00:00Z"),
+    );
+    expect(
+        &night1,
+        &[("mon", Reason::KeptByThinning), ("fri", Reason::Excepted)],
+    );
+    let night2 = run_at(&policy, vec![mon, fri], Usage::new(), t("2026-11-16T02:00:00Z"));
+    assert_eq!(
+        get(&night2, "mon").thinning.as_ref().map(|n| n.keep_one_per),
+        Some(Period::Week),
+        "the same window covers mon on both nights"
+    );
+    assert_eq!(
+        get(&night2, "mon").action,
+        Action::Keep,
+        "mon was kept by thinning in this window and must not be thinned in it later: {:?}",
+        get(&night2, "mon").reasons
+    );
+}
