@@ -490,3 +490,35 @@ fn an_image_kept_by_thinning_is_not_thinned_when_a_newer_images_exception_lapses
         get(&night2, "mon").reasons
     );
 }
+
+#[test]
+fn an_image_kept_by_thinning_is_not_thinned_when_an_age_matched_rule_takes_in_a_newer_image_of_its_period(
+) {
+    // Rule `old` selects images 30 days or older (`match: age_days min 30`) and thins them
+    // one per week after 14 days; rule `young` keeps the rest. Week 41 of 2026 runs
+    // 2026-10-05..11. On 2026-11-05 only `mon` (31 days) is `old`'s: it represents week 41.
+    // On 2026-11-09 `fri` (31 days) joins `old`, is week 41's newest, and `mon` is thinned
+    // though the same window covers it on both nights.
+    let policy = r#"{"rules": [
+        {"name": "old", "selection": {"match": {"age_days": {"min": 30}}},
+         "retention": {"min_age_days": 1, "thin": [{"after_days": 14, "keep_one_per": "week"},
+            {"after_days": 90, "keep_one_per": "month"}]}},
+        {"name": "young", "retention": {"min_age_days": 30}}]}"#;
+    let images = vec![
+        at("mon", "2026-10-05T00:00:00Z"),
+        at("fri", "2026-10-09T00:00:00Z"),
+    ];
+    let night1 = run_at(policy, images.clone(), Usage::new(), t("2026-11-05T00:00:00Z"));
+    expect(&night1, &[("mon", Reason::KeptByThinning)]);
+    let night2 = run_at(policy, images, Usage::new(), t("2026-11-09T00:00:00Z"));
+    assert_eq!(
+        get(&night2, "mon").thinning.as_ref().map(|n| n.keep_one_per),
+        Some(Period::Week)
+    );
+    assert_eq!(
+        get(&night2, "mon").action,
+        Action::Keep,
+        "{:?}",
+        get(&night2, "mon").reasons
+    );
+}
