@@ -455,70 +455,82 @@ fn lint_finds_windows_that_keep_nothing_overlap_or_shift() {
 }
 
 #[test]
-fn an_image_kept_by_thinning_is_not_thinned_when_a_newer_images_exception_lapses_in_the_same_window() {
+fn an_exception_changes_only_its_own_image_so_its_lapse_moves_no_representative() {
     // Week 41 of 2026 runs 2026-10-05..11. `mon` and `fri` are both in the week window
     // (after 14 days) on both nights and stay there (the month window starts at 90).
-    // `fri` carries an exception until 2026-11-15: excepted images are not counted, so
-    // on the first night `mon` represents week 41 (`kept_by_thinning`). Once the
-    // exception lapses nothing but time has changed, yet `fri` becomes the week's newest
-    // counted image and `mon` is thinned while the same window still covers it: the
-    // stability property the issue asks for, broken by an exception lapsing as designed.
+    // `fri` carries an exception until 2026-11-15. An excepted image still takes its
+    // place among its period's images: `fri` is week 41's newest, so `mon` is thinned on
+    // the first night exactly as without the exception, and when the exception lapses
+    // `fri` is kept by thinning: nothing but time changed, and no representative moved.
+    // (Were excepted images left out, `mon` would represent week 41 while `fri` is
+    // excepted and be thinned the night the exception lapses, in the same window.)
     let mon = at("mon", "2026-10-05T12:00:00Z");
-    let mut fri = at("fri", "2026-10-09T12:00:00Z");
+    let plain = at("fri", "2026-10-09T12:00:00Z");
+    let mut fri = plain.clone();
     fri.tags.insert("ami-sweeper:keep-until", "2026-11-15");
     let policy = thin_policy(WEEK_THEN_MONTH, "");
-    let night1 = run_at(
-        &policy,
-        vec![mon.clone(), fri.clone()],
-        Usage::new(),
-        t("2026-11-01T02:00:00Z"),
-    );
-    expect(
-        &night1,
-        &[("mon", Reason::KeptByThinning), ("fri", Reason::Excepted)],
-    );
+    let night1 = t("2026-11-01T02:00:00Z");
+    let with = run_at(&policy, vec![mon.clone(), fri.clone()], Usage::new(), night1);
+    expect(&with, &[("mon", Reason::Thinned), ("fri", Reason::Excepted)]);
+    let without = run_at(&policy, vec![mon.clone(), plain], Usage::new(), night1);
+    expect(&without, &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)]);
     let night2 = run_at(&policy, vec![mon, fri], Usage::new(), t("2026-11-16T02:00:00Z"));
     assert_eq!(
-        get(&night2, "mon").thinning.as_ref().map(|n| n.keep_one_per),
+        get(&night2, "fri").thinning.as_ref().map(|n| n.keep_one_per),
         Some(Period::Week),
-        "the same window covers mon on both nights"
+        "the same window covers fri on both nights"
     );
-    assert_eq!(
-        get(&night2, "mon").action,
-        Action::Keep,
-        "mon was kept by thinning in this window and must not be thinned in it later: {:?}",
-        get(&night2, "mon").reasons
+    expect(&night2, &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)]);
+    // A policy exception behaves as the tag does.
+    let listed = thin_policy(
+        WEEK_THEN_MONTH,
+        r#", "exceptions": [{"image_ids": ["fri"], "until": "2026-11-15", "reason": "INC-1"}]"#,
     );
+    let images = vec![at("mon", "2026-10-05T12:00:00Z"), at("fri", "2026-10-09T12:00:00Z")];
+    let p = run_at(&listed, images, Usage::new(), night1);
+    expect(&p, &[("mon", Reason::Thinned), ("fri", Reason::Excepted)]);
 }
 
 #[test]
-fn an_image_kept_by_thinning_is_not_thinned_when_an_age_matched_rule_takes_in_a_newer_image_of_its_period(
-) {
-    // Rule `old` selects images 30 days or older (`match: age_days min 30`) and thins them
-    // one per week after 14 days; rule `young` keeps the rest. Week 41 of 2026 runs
-    // 2026-10-05..11. On 2026-11-05 only `mon` (31 days) is `old`'s: it represents week 41.
-    // On 2026-11-09 `fri` (31 days) joins `old`, is week 41's newest, and `mon` is thinned
-    // though the same window covers it on both nights.
-    let policy = r#"{"rules": [
-        {"name": "old", "selection": {"match": {"age_days": {"min": 30}}},
+fn a_thinned_lineage_must_not_be_chosen_by_age_or_last_launch() {
+    // Were rule `old` (images 30 days or older, thinned one per week after 14 days)
+    // allowed: on 2026-11-05 only `mon` (2026-10-05, 31 days) is `old`'s and represents
+    // week 41; on 2026-11-09 `fri` (2026-10-09) turns 31 days, joins `old` as week 41's
+    // newest, and `mon` is thinned though the same window covers it on both nights. A
+    // lineage that time changes has no stable representative: the policy is refused.
+    let own = r#"{"rules": [
+        {"name": "old", "selection": {"match": {"all": [{"name": "web-*"},
+            {"not": {"age_days": {"max": 29}}}]}},
          "retention": {"min_age_days": 1, "thin": [{"after_days": 14, "keep_one_per": "week"},
             {"after_days": 90, "keep_one_per": "month"}]}},
         {"name": "young", "retention": {"min_age_days": 30}}]}"#;
-    let images = vec![
-        at("mon", "2026-10-05T00:00:00Z"),
-        at("fri", "2026-10-09T00:00:00Z"),
-    ];
-    let night1 = run_at(policy, images.clone(), Usage::new(), t("2026-11-05T00:00:00Z"));
-    expect(&night1, &[("mon", Reason::KeptByThinning)]);
-    let night2 = run_at(policy, images, Usage::new(), t("2026-11-09T00:00:00Z"));
-    assert_eq!(
-        get(&night2, "mon").thinning.as_ref().map(|n| n.keep_one_per),
-        Some(Period::Week)
+    let e = ami_sweeper_core::Policy::from_json(own).unwrap_err();
+    assert_eq!(e.path, "rules[0].selection.match", "{e}");
+    assert!(e.message.contains("age_days"), "{e}");
+    // Images leaving an earlier rule as they age (or as launches stop) join the thinned
+    // lineage late, with the same effect.
+    let earlier = r#"{"rules": [
+        {"name": "launched", "selection": {"match": {"last_launched_days": {"max": 30}}},
+         "retention": {"min_age_days": 3650}},
+        {"name": "nightly", "retention": {"min_age_days": 1,
+            "thin": [{"after_days": 14, "keep_one_per": "week"}]}}]}"#;
+    let e = ami_sweeper_core::Policy::from_json(earlier).unwrap_err();
+    assert_eq!(e.path, "rules[1].retention.thin", "{e}");
+    assert!(
+        e.message.contains("rules[0]") && e.message.contains("launched_within_days"),
+        "{e}"
     );
-    assert_eq!(
-        get(&night2, "mon").action,
-        Action::Keep,
-        "{:?}",
-        get(&night2, "mon").reasons
-    );
+    // The same rules without thinning, or with the time test after the thinned rule,
+    // are accepted.
+    let after = r#"{"rules": [
+        {"name": "nightly", "selection": {"names": ["web-*"]}, "retention": {"min_age_days": 1,
+            "thin": [{"after_days": 14, "keep_one_per": "week"}]}},
+        {"name": "launched", "selection": {"match": {"last_launched_days": {"max": 30}}},
+         "retention": {"min_age_days": 3650}}]}"#;
+    ami_sweeper_core::Policy::from_json(after).unwrap();
+    let plain = r#"{"rules": [
+        {"name": "launched", "selection": {"match": {"age_days": {"max": 30}}},
+         "retention": {"min_age_days": 3650}},
+        {"name": "rest", "retention": {"min_age_days": 90}}]}"#;
+    ami_sweeper_core::Policy::from_json(plain).unwrap();
 }
