@@ -677,7 +677,8 @@ struct RuleThin<'p> {
 /// Thinning (`retention.thin`), for images of a rule with windows that passed rules 1-4:
 /// younger than the first window, `before_thinning`; in a window, `kept_by_thinning` when
 /// it is the newest of its calendar period among its lineage's counted images (whatever
-/// window those are in), else thinned; under `none`, thinned. Protections and rules 5-10
+/// window those are in; an excepted image among them, as if unexcepted), else thinned;
+/// under `none`, thinned. Protections and rules 5-10
 /// still keep a thinned image; its note says which window it is in.
 fn apply_thinning<'a>(
     policy: &Policy,
@@ -711,35 +712,10 @@ fn apply_thinning<'a>(
     if rules.iter().all(Option::is_none) {
         return out;
     }
-    // Each thinned image's rule and lineage number (`None`: thinning does not judge it).
-    let mut lineages: HashMap<(usize, &'a [&'a str]), u32> = HashMap::default();
-    let lineage: Vec<Option<(usize, u32)>> = (0..images.len())
-        .map(|i| {
-            let rule = rule_of[i].filter(|r| early[i].is_none() && rules[*r].is_some())?;
-            let next = u32::try_from(lineages.len()).unwrap_or(u32::MAX);
-            Some((
-                rule,
-                *lineages.entry((rule, groups[i].as_slice())).or_insert(next),
-            ))
-        })
-        .collect();
-    let mut newest: HashMap<PeriodKey, usize> = HashMap::default();
+    let (lineage, newest) = period_newest(policy, images, rule_of, early, groups, &rules);
     for (i, img) in images.iter().enumerate() {
-        let Some((rule, id)) = lineage[i].filter(|_| counted(img, early[i])) else {
-            continue;
-        };
-        for &unit in rules[rule].as_ref().map_or(&[][..], |r| r.units.as_slice()) {
-            let Some(period) = unit.key(img.creation_date) else {
-                continue;
-            };
-            let slot = newest.entry((id, unit, period)).or_insert(i);
-            if newest_first(by_age(img), by_age(&images[*slot])).is_lt() {
-                *slot = i;
-            }
-        }
-    }
-    for (i, img) in images.iter().enumerate() {
-        let Some((rule, id)) = lineage[i] else {
+        // An excepted image takes its place among its period's images but is kept.
+        let Some((rule, id)) = lineage[i].filter(|_| early[i].is_none()) else {
             continue;
         };
         let Some(r) = rules[rule].as_ref() else {
@@ -763,6 +739,55 @@ fn apply_thinning<'a>(
         }
     }
     out
+}
+
+/// Each image's thinned lineage (its rule and lineage number; `None`: thinning does not
+/// see it) and the newest counted image of every period of every lineage. An image an
+/// exception keeps is seen as it would be without the exception, so the lapse of an
+/// exception moves no period's representative: an exception changes its own image only.
+fn period_newest<'a>(
+    policy: &Policy,
+    images: &'a [Cow<'a, Image>],
+    rule_of: &[Option<usize>],
+    early: &[Option<Reason>],
+    groups: &'a [Vec<&'a str>],
+    rules: &[Option<RuleThin<'_>>],
+) -> (Vec<Option<(usize, u32)>>, HashMap<PeriodKey, usize>) {
+    let seen: Vec<Option<Reason>> = early
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Some(Reason::Excepted) => early_reason(policy, rule_of[i], &images[i], false),
+            e => *e,
+        })
+        .collect();
+    let mut lineages: HashMap<(usize, &'a [&'a str]), u32> = HashMap::default();
+    let lineage: Vec<Option<(usize, u32)>> = (0..images.len())
+        .map(|i| {
+            let rule = rule_of[i].filter(|r| seen[i].is_none() && rules[*r].is_some())?;
+            let next = u32::try_from(lineages.len()).unwrap_or(u32::MAX);
+            Some((
+                rule,
+                *lineages.entry((rule, groups[i].as_slice())).or_insert(next),
+            ))
+        })
+        .collect();
+    let mut newest: HashMap<PeriodKey, usize> = HashMap::default();
+    for (i, img) in images.iter().enumerate() {
+        let Some((rule, id)) = lineage[i].filter(|_| counted(img, seen[i])) else {
+            continue;
+        };
+        for &unit in rules[rule].as_ref().map_or(&[][..], |r| r.units.as_slice()) {
+            let Some(period) = unit.key(img.creation_date) else {
+                continue;
+            };
+            let slot = newest.entry((id, unit, period)).or_insert(i);
+            if newest_first(by_age(img), by_age(&images[*slot])).is_lt() {
+                *slot = i;
+            }
+        }
+    }
+    (lineage, newest)
 }
 
 /// The instants rules 6 and 10 compare against, computed once per rule and plan.

@@ -484,11 +484,17 @@ fn an_exception_changes_only_its_own_image_so_its_lapse_moves_no_representative(
     // A policy exception behaves as the tag does.
     let listed = thin_policy(
         WEEK_THEN_MONTH,
-        r#", "exceptions": [{"image_ids": ["fri"], "until": "2026-11-15", "reason": "INC-1"}]"#,
+        r#", "exceptions": [{"image_ids": ["ami-0000000f"], "until": "2026-11-15", "reason": "INC-1"}]"#,
     );
-    let images = vec![at("mon", "2026-10-05T12:00:00Z"), at("fri", "2026-10-09T12:00:00Z")];
+    let images = vec![
+        at("ami-0000000a", "2026-10-05T12:00:00Z"),
+        at("ami-0000000f", "2026-10-09T12:00:00Z"),
+    ];
     let p = run_at(&listed, images, Usage::new(), night1);
-    expect(&p, &[("mon", Reason::Thinned), ("fri", Reason::Excepted)]);
+    expect(
+        &p,
+        &[("ami-0000000a", Reason::Thinned), ("ami-0000000f", Reason::Excepted)],
+    );
 }
 
 #[test]

@@ -104,6 +104,21 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// The first condition in the tree whose truth changes with time alone (`age_days`,
+    /// `last_launched_days`), by name: a rule selecting by one takes in or lets go of
+    /// images as nights pass, which thinning's stable choice cannot allow.
+    pub fn time_dependent(&self) -> Option<&'static str> {
+        match self {
+            Self::All(cs) | Self::Any(cs) => cs.iter().find_map(Self::time_dependent),
+            Self::Not(c) => c.time_dependent(),
+            Self::AgeDays(_) => Some("age_days"),
+            Self::LastLaunchedDays(_) => Some("last_launched_days"),
+            _ => None,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(ConditionVisitor)

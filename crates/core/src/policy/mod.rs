@@ -287,7 +287,9 @@ pub struct Retention {
     /// Thinning windows by age, `after_days` strictly increasing: an image at least a
     /// window's `after_days` old (and younger than the next's) is kept only if it is the
     /// newest of its calendar period (`keep_one_per`: `day`, `week`, `month`, `quarter`,
-    /// `year`; `none` keeps none) in its lineage; otherwise it goes as `thinned`.
+    /// `year`; `none` keeps none) in its lineage; otherwise it goes as `thinned`. Refused
+    /// under a `match` (this rule's or an earlier one's) testing `age_days` or
+    /// `last_launched_days`: the lineage must not change with time alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thin: Vec<crate::thinning::Window>,
 }
@@ -824,6 +826,7 @@ impl Policy {
                      \"acknowledge\": [\"no_minimum_age\"]",
                 ));
             }
+            self.validate_thinned_lineage(i, &at)?;
             for (j, pair) in ret.thin.windows(2).enumerate() {
                 if pair[1].after_days <= pair[0].after_days {
                     return Err(PolicyError::new(
@@ -880,6 +883,49 @@ impl Policy {
     }
 
     /// `notify.owner_tag` names a tag; prices are amounts of money.
+    /// A rule with `retention.thin` must take a lineage that time alone does not change:
+    /// neither its own `match` nor an earlier rule's (whose images would fall through to
+    /// it as they age) may test `age_days` or `last_launched_days`, or an image joining
+    /// late would replace the representative of a period that is over.
+    fn validate_thinned_lineage(
+        &self,
+        i: usize,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<(), PolicyError> {
+        if self.rules[i].retention.thin.is_empty() {
+            return Ok(());
+        }
+        let test = |r: &Rule| r.selection.matches.as_ref().and_then(|m| m.time_dependent());
+        if let Some(name) = test(&self.rules[i]) {
+            return Err(PolicyError::new(
+                at("selection.match"),
+                format!(
+                    "tests {name}, so images join or leave this thinned lineage as time \
+                     passes and a period's kept image could be thinned later in the same \
+                     window; let retention (min_age_days, launched_within_days, thin's \
+                     after_days) judge age instead"
+                ),
+            ));
+        }
+        if let Some((j, name)) = self.rules[..i]
+            .iter()
+            .enumerate()
+            .find_map(|(j, r)| test(r).map(|n| (j, n)))
+        {
+            return Err(PolicyError::new(
+                at("retention.thin"),
+                format!(
+                    "rules[{j}] ({:?}) selects by {name}, so its images fall through to this \
+                     thinned rule as time passes and a period's kept image could be thinned \
+                     later in the same window; give rules[{j}] no time test (use \
+                     retention.launched_within_days or min_age_days) or put it after this rule",
+                    self.rules[j].name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_notify_and_cost(&self) -> Result<(), PolicyError> {
         if self.notify.owner_tag.as_deref() == Some("") {
             return Err(PolicyError::new(
