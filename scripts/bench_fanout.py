@@ -687,6 +687,13 @@ def throttled_text(actions: dict) -> str:
     return ", ".join(f"{a} {v['throttled']}" for a, v in sorted(actions.items()) if v["throttled"])
 
 
+def accepted_text(actions: dict, pairs: int) -> str:
+    """Calls the buckets let through, a pair on average, by action (what the floor's
+    buckets do not count: the Describe bucket is shared by every read)."""
+    return ", ".join(f"{a} {v['accepted'] / pairs:.1f}" for a, v in sorted(actions.items())
+                     if v["accepted"])
+
+
 def verdict(problems: list) -> str:
     return "ok" if not problems else "FAIL: " + "; ".join(problems)
 
@@ -705,6 +712,8 @@ def row_a(args) -> tuple:
           f"{d['throttled']} calls throttled; queues empty and copies idle at {d['idle']:.1f} s")
     print("   throttled calls by action, deployed: " + throttled_text(d["actions"])
           + "; CLI: " + throttled_text(c["actions"]))
+    print("   calls answered a pair, by action, deployed: " + accepted_text(d["actions"], pairs)
+          + "; CLI: " + accepted_text(c["actions"], pairs))
     print("   per pair (s from the schedule event): deregistrations first-last, deletions "
           "first-last")
     for p, (f0, f1, s0, s1) in sorted(ends.items()):

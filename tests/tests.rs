@@ -86,5 +86,15 @@ pub async fn run_in_process<C: ami_sweeper::ports::Cleaner>(
         progress,
         now,
     };
-    ami_sweeper::app::worker::run_in_process(futures_util::stream::iter(jobs), c, w).await
+    // Through the channel a sweep hands its jobs on, closed once they are all in (as the
+    // sweep's end closes it): the worker sees the stream end as it does in a sweep.
+    let (queue, stream) = ami_sweeper::adapters::local_queue::LocalQueue::channel();
+    assert!(
+        ami_sweeper::ports::CleanupSink::enqueue(&queue, jobs)
+            .await
+            .is_empty(),
+        "the channel takes every job"
+    );
+    drop(queue);
+    ami_sweeper::app::worker::run_in_process(stream, c, w).await
 }

@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod continuation;
+pub mod in_process;
 pub mod notify;
 pub mod org;
 pub mod progress;

@@ -12,7 +12,7 @@ use crate::app::cleanup::{report_of, Attempt, RetryPolicy};
 use crate::app::report::JobOutcome;
 use crate::app::report::{CleanupReport, JobReport, PacerLine, RegionReport, SweepReport, Totals};
 use crate::app::stop::{Stop, StopReason};
-use crate::app::sweep::{sweep_region, ExecConfig};
+use crate::app::sweep::{sweep_region, sweep_region_reading, ExecConfig};
 use crate::app::worker::{handle_batch, run_in_process_leaving, Handled, InProcess, Pacing};
 use crate::error::AwsError;
 use crate::jobs::CleanupJob;
@@ -384,23 +384,27 @@ async fn sweep_with_local_queue<R: Account + Cleaner, Q: CleanupSink>(
         },
         later: local.later,
     };
+    let buckets = exec.bundle_buckets.iter().cloned();
+    let rules = WorkerRules::in_process(policy, &mandate, place.0.as_deref(), buckets);
+    let pacers = crate::app::ratelimit::Pacers::default();
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: retry.pace.with_share(policy.limits.api_share),
+        stop: &exec.stop,
+    };
+    // The sweep reads at the worker's Describe pacer: one pacer for the pair's bucket.
+    let describe = pacing.pacer(place.0.as_deref(), region, crate::app::ratelimit::DESCRIBE);
     let sweep = async {
-        let report = sweep_region(policy, region, now, clients, &sink, exec).await;
+        let report =
+            sweep_region_reading(policy, region, now, clients, &sink, exec, describe).await;
         // Dropping the queue ends the worker's stream of jobs.
         drop(sink);
         report
     };
-    let buckets = exec.bundle_buckets.iter().cloned();
-    let rules = WorkerRules::in_process(policy, &mandate, place.0.as_deref(), buckets);
-    let pacers = crate::app::ratelimit::Pacers::default();
     let w = InProcess {
         rules: &rules,
         place,
-        pacing: Pacing {
-            pacers: &pacers,
-            pace: retry.pace.with_share(policy.limits.api_share),
-            stop: &exec.stop,
-        },
+        pacing,
         retry,
         progress: exec.progress.as_ref(),
         now,
@@ -412,8 +416,13 @@ async fn sweep_with_local_queue<R: Account + Cleaner, Q: CleanupSink>(
     if let Some(q) = local.later {
         hand_on(q, left, &mut report.jobs).await;
     }
-    // The worker's pacers beside the sweep's: a bucket both drew on counts both's throttles.
+    // The worker's pacers beside the sweep's: the Describe pacer is the one both read at
+    // (its report now holds both's throttles); another bucket both drew on counts both's.
     for ((_, _, bucket), r) in pacers.reports() {
+        if bucket == crate::app::ratelimit::DESCRIBE.name {
+            report.pacing.insert(bucket, r);
+            continue;
+        }
         report
             .pacing
             .entry(bucket)

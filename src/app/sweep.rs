@@ -897,9 +897,24 @@ pub async fn sweep_region<A: Account, Q: CleanupSink>(
     sink: &Q,
     cfg: &ExecConfig,
 ) -> RegionReport {
-    let mut report = RegionReport::new(region);
     // One Describe pacer for the region: the listings' pages, then the lookups and checks.
     let describe = Arc::new(region_pacer(policy, cfg, ratelimit::DESCRIBE));
+    sweep_region_reading(policy, region, now, account, sink, cfg, describe).await
+}
+
+/// As [`sweep_region`], its reads at `describe`: the pair's one Describe pacer, which an
+/// in-process worker deleting right behind the sweep shares (two pacers on one bucket
+/// would each learn its limit alone, and together exceed it).
+pub async fn sweep_region_reading<A: Account, Q: CleanupSink>(
+    policy: &Policy,
+    region: &str,
+    now: Timestamp,
+    account: &A,
+    sink: &Q,
+    cfg: &ExecConfig,
+    describe: Arc<Pacer>,
+) -> RegionReport {
+    let mut report = RegionReport::new(region);
     // The other services' usage sources: a pacer per service, on their own limits.
     let services =
         [ratelimit::CLOUDFORMATION, ratelimit::EMR].map(|b| Arc::new(region_pacer(policy, cfg, b)));

@@ -5,16 +5,12 @@
 //! process ([`run_in_process`]). So the two can never disagree about a job.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures_util::stream::{Stream, StreamExt};
 use rustc_hash::{FxHashMap, FxHashSet};
-use tokio::sync::Semaphore;
 
-use crate::app::cleanup::{report_of, run_job_paced, Attempt, RetryPolicy};
-use crate::app::progress::{Progress, ProgressSink};
+use crate::app::cleanup::{run_job_paced, Attempt};
 use crate::app::ratelimit::{self, PaceConfig, Pacer, Pacers};
-use crate::app::report::{JobOutcome, JobReport};
+use crate::app::report::JobOutcome;
 use crate::app::stop::Stop;
 use crate::error::AwsError;
 use crate::jobs::{CleanupJob, JobTarget};
@@ -26,6 +22,9 @@ use crate::storage::{self, Facts};
 use crate::verify::{Verdict, WorkerRules};
 
 pub use crate::app::cleanup::FACTS_FRESH_FOR;
+pub use crate::app::in_process::{
+    run_in_process, run_in_process_leaving, InProcess, IN_PROCESS_BATCH, IN_PROCESS_ROUNDS,
+};
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +63,9 @@ pub struct Pacing<'a> {
 }
 
 impl Pacing<'_> {
-    fn pacer(
+    /// The pacer on `bucket` in (`account`, `region`): one per bucket, shared by whoever
+    /// asks for it through these pacers.
+    pub(crate) fn pacer(
         &self,
         account: Option<&str>,
         region: &str,
@@ -595,170 +596,6 @@ async fn handle_region<C: Cleaner>(
         out.push((i, handled));
     }
     out
-}
-
-/// What a sweep's in-process worker needs besides its jobs and its clients.
-#[derive(Debug, Clone, Copy)]
-pub struct InProcess<'a> {
-    /// The rules every job is verified by ([`WorkerRules::in_process`]).
-    pub rules: &'a WorkerRules,
-    /// The (account, Region) the clients act in.
-    pub place: &'a Place,
-    /// The worker's pacers (Describe for the facts, `DeleteSnapshot`), the policy's share,
-    /// and the run's stop.
-    pub pacing: Pacing<'a>,
-    /// Attempts per job, the wait before a retry, batches at once.
-    pub retry: &'a RetryPolicy,
-    /// Where progress goes.
-    pub progress: Option<&'a ProgressSink>,
-    /// The instant the storage rules judge at (the sweep's).
-    pub now: Timestamp,
-}
-
-/// At most this many jobs ready at once are verified together (one round of facts).
-pub const IN_PROCESS_BATCH: usize = 50;
-
-/// Runs a sweep's jobs in process as they become ready, each attempt through
-/// [`verify_and_run`] (the jobs ready at once, up to [`IN_PROCESS_BATCH`], share one round
-/// of facts): a job runs only if the verification the queue's worker makes clears it, on
-/// facts read for that attempt. What asks for a retry (a snapshot still in use, facts
-/// gone stale) is verified and tried again after `retry.delay`, up to `retry.attempts`;
-/// when the run stops, nothing waits for another attempt: it is reported `retrying`, and
-/// since its storage carries the sweep's mark, the next sweep reconciles it. A batch
-/// waiting to retry holds none of the `retry.concurrency` slots.
-pub async fn run_in_process<C: Cleaner>(
-    jobs: impl Stream<Item = CleanupJob> + Send,
-    c: &C,
-    w: InProcess<'_>,
-) -> Vec<JobReport> {
-    run_in_process_leaving(jobs, c, w).await.0
-}
-
-/// As [`run_in_process`], with the jobs left unsettled: those the run's stop ended before
-/// they could be verified and run, and those still asking for a retry after the last
-/// attempt (a snapshot still in use). Their reports say `retrying` or `failed`; the
-/// caller may hand them to the cleanup queue, the durable path for what is left.
-pub async fn run_in_process_leaving<C: Cleaner>(
-    jobs: impl Stream<Item = CleanupJob> + Send,
-    c: &C,
-    w: InProcess<'_>,
-) -> (Vec<JobReport>, Vec<CleanupJob>) {
-    let slots = &Semaphore::new(w.retry.concurrency.max(1));
-    let queued = &AtomicUsize::new(0);
-    let finished = &AtomicUsize::new(0);
-    let finish = &|job: &CleanupJob| {
-        let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::app::progress::report(w.progress, || Progress::JobsDone {
-            region: job.region.clone(),
-            done: n,
-            queued: queued.load(Ordering::Relaxed),
-        });
-    };
-    let batches: Vec<(Vec<JobReport>, Vec<CleanupJob>)> = jobs
-        .inspect(|_| {
-            queued.fetch_add(1, Ordering::Relaxed);
-        })
-        .ready_chunks(IN_PROCESS_BATCH)
-        .map(|batch| attempt_batch(batch, c, w, slots, finish))
-        .buffer_unordered(usize::MAX)
-        .collect()
-        .await;
-    let (done, left): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
-    let mut done: Vec<JobReport> = done.into_iter().flatten().collect();
-    done.sort_by(|a, b| (&a.image_id, &a.target).cmp(&(&b.image_id, &b.target)));
-    (done, left.into_iter().flatten().collect())
-}
-
-/// One batch of in-process jobs, attempt after attempt, until each is settled; the
-/// reports, and the jobs left unsettled (see [`run_in_process_leaving`]).
-async fn attempt_batch<C: Cleaner>(
-    batch: Vec<CleanupJob>,
-    c: &C,
-    w: InProcess<'_>,
-    slots: &Semaphore,
-    finish: &(dyn Fn(&CleanupJob) + Sync),
-) -> (Vec<JobReport>, Vec<CleanupJob>) {
-    let mut pending: Vec<(CleanupJob, u32)> = batch.into_iter().map(|j| (j, 1)).collect();
-    let mut out = Vec::new();
-    let mut left = Vec::new();
-    loop {
-        let (jobs, tries): (Vec<CleanupJob>, Vec<u32>) = pending.into_iter().unzip();
-        let handled = {
-            let _slot = slots.acquire().await.expect("semaphore is never closed");
-            verify_and_run(c, w.rules, w.pacing, w.place, jobs, w.now).await
-        };
-        let stopped = w.pacing.stop.reason().is_some();
-        let mut again = Vec::new();
-        for (h, n) in handled.into_iter().zip(tries) {
-            match settle(h, n, w.retry, stopped) {
-                Settled::Done(job, report, unsettled) => {
-                    finish(&job);
-                    out.push(report);
-                    if unsettled {
-                        left.push(job);
-                    }
-                }
-                Settled::Again(job, e) => again.push((job, n, e)),
-            }
-        }
-        if again.is_empty() {
-            return (out, left);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(w.retry.delay) => {}
-            _ = w.pacing.stop.wait() => {}
-        }
-        if w.pacing.stop.reason().is_some() {
-            for (job, n, e) in again {
-                let e = format!("{e}; stopped before the next attempt");
-                finish(&job);
-                out.push(report_of(
-                    &job,
-                    JobOutcome::Retrying,
-                    n,
-                    Vec::new(),
-                    Some(e),
-                ));
-                left.push(job);
-            }
-            return (out, left);
-        }
-        pending = again.into_iter().map(|(j, n, _)| (j, n + 1)).collect();
-    }
-}
-
-/// What an in-process attempt left of a job.
-enum Settled {
-    /// Settled, with its report; `true` when it is left unsettled (still asking for a
-    /// retry: the run stopped, or its attempts ran out).
-    Done(CleanupJob, JobReport, bool),
-    /// To be verified and tried again, after this error.
-    Again(CleanupJob, String),
-}
-
-/// The report of a job's attempt `n`, or the job back with its error when it is to be
-/// tried again.
-fn settle(h: Handled, n: u32, retry: &RetryPolicy, stopped: bool) -> Settled {
-    let (job, outcome, deleted, error, left) = match h {
-        Handled::Malformed(e) => unreachable!("verify_and_run parses nothing: {e}"),
-        Handled::Rejected(job, why) => (job, JobOutcome::Rejected, Vec::new(), Some(why), false),
-        Handled::Ran(job, Attempt::Done(o, d)) => (job, o, d, None, false),
-        Handled::Ran(job, Attempt::Retry(e)) if stopped => {
-            let e = format!("{e}; stopped before the next attempt");
-            (job, JobOutcome::Retrying, Vec::new(), Some(e), true)
-        }
-        Handled::Ran(job, Attempt::Retry(e)) if n < retry.attempts => {
-            return Settled::Again(job, e)
-        }
-        Handled::Ran(job, Attempt::Retry(e)) => {
-            (job, JobOutcome::Failed, Vec::new(), Some(e), true)
-        }
-        Handled::Ran(job, Attempt::Fail(e)) => {
-            (job, JobOutcome::Failed, Vec::new(), Some(e), false)
-        }
-    };
-    let report = report_of(&job, outcome, n, deleted, error);
-    Settled::Done(job, report, left)
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
