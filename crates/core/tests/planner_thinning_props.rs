@@ -1,8 +1,13 @@
 //! The thinning property over simulated years of nightly runs: images are added each
-//! night, some are deleted by hand, some are protected, and each night's plan is carried
-//! out before the next. No image kept by thinning is later thinned while the same window
-//! still covers it, and each period of a window keeps at most one image by thinning
-//! (exactly one when the period has no image left in a younger window).
+//! night (at any hour since the previous run, so periods split at UTC midnights), some are deleted by hand, some
+//! are protected, some carry an expiring exception (the `ami-sweeper:keep-until` tag, or
+//! the policy's `exceptions` list) that lapses while the simulation runs, and each night's
+//! plan is carried out before the next (deregistrations, and the `retire` stages'
+//! deprecations and disables, which the rules must see through). Two rules thin two
+//! lineages with their own windows. No image kept by thinning is later condemned by
+//! thinning while the same window still covers it, and each period of a window keeps at
+//! most one image by thinning (exactly one when the period has no image left in a younger
+//! window and no excepted image in the window).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +15,7 @@ use crate::common::*;
 use ami_sweeper_core::inventory::Inventory;
 use ami_sweeper_core::model::{Image, Timestamp, Usage, UsageKind, UsageRef};
 use ami_sweeper_core::planner::{plan, Action, Reason};
+use ami_sweeper_core::retire::take_step;
 use ami_sweeper_core::thinning::{window_of, Period, Window};
 use ami_sweeper_core::time::parse_instant;
 use proptest::prelude::*;
@@ -21,6 +27,9 @@ const UNITS: [Period; 5] = [
     Period::Quarter,
     Period::Year,
 ];
+
+/// The two lineages, each decided by its own rule (selected by the `app` tag).
+const APPS: [&str; 2] = ["web", "api"];
 
 /// Windows in increasing order of unit, each no shorter than its unit's longest period
 /// (the lint's condition for a stable window), optionally ending with `none`.
@@ -48,54 +57,100 @@ fn arb_windows() -> impl Strategy<Value = Vec<Window>> {
         })
 }
 
+/// One rule's retention and retirement: its windows, `keep_count`, `min_age_days`, and
+/// `retire` (none, deprecate first, or disable for some days).
+#[derive(Debug, Clone)]
+struct RuleSpec {
+    windows: Vec<Window>,
+    keep_count: u64,
+    min_age: u64,
+    retire: &'static str,
+}
+
+fn arb_rule() -> impl Strategy<Value = RuleSpec> {
+    (
+        arb_windows(),
+        0..3u64,
+        1..10u64,
+        prop::sample::select(vec![
+            "{}",
+            r#"{"deprecate": true}"#,
+            r#"{"disable_for_days": 3}"#,
+            r#"{"deprecate": true, "disable_for_days": 2}"#,
+        ]),
+    )
+        .prop_map(|(windows, keep_count, min_age, retire)| RuleSpec {
+            windows,
+            keep_count,
+            min_age,
+            retire,
+        })
+}
+
 /// One night: which lineages get an image (and its seconds before the run), whether a
-/// person deletes a present image (by position), and how new images are protected.
+/// person deletes a present image (by position), how new images are protected, whether
+/// they carry an exception (the tag, `keep_for` days on; or the policy's `hold` tag), and
+/// the run's minutes past its hour.
 #[derive(Debug, Clone)]
 struct Night {
     add: [bool; 2],
     secs: u32,
     delete: Option<usize>,
     protect: u8,
+    keep_for: Option<u8>,
+    jitter: u32,
 }
 
 fn arb_night() -> impl Strategy<Value = Night> {
     (
         [prop::bool::weighted(0.85), prop::bool::weighted(0.6)],
-        0..40_000u32,
+        // Made since the previous run (whose minutes past the hour are under 7,200 s).
+        0..79_200u32,
         prop::option::weighted(0.08, 0..64usize),
         0..40u8,
+        prop::option::weighted(0.12, 0..120u8),
+        0..7_200u32,
     )
-        .prop_map(|(add, secs, delete, protect)| Night {
+        .prop_map(|(add, secs, delete, protect, keep_for, jitter)| Night {
             add,
             secs,
             delete,
             protect,
+            keep_for,
+            jitter,
         })
 }
 
 /// What the property remembers of an image kept by thinning: the window that kept it.
 type KeptIn = BTreeMap<String, u64>;
 
+/// Per period of one lineage and window: images kept by thinning, an image in the window,
+/// an image in a younger window, an excepted image in the window.
+type PeriodSeen = (usize, bool, bool, bool);
+
 fn check_night(
-    windows: &[Window],
+    rules: &[RuleSpec],
     images: &[Image],
     usage: &Usage,
     now: Timestamp,
     kept_in: &mut KeptIn,
     policy: &ami_sweeper_core::Policy,
-) -> Result<BTreeSet<String>, TestCaseError> {
+) -> Result<Vec<(String, Action, Option<ami_sweeper_core::retire::RetireStep>)>, TestCaseError> {
     let inventory = Inventory::new(images.to_vec(), usage.clone()).unwrap();
     let p = plan(policy, &inventory, now);
     let by_id: BTreeMap<&str, &Image> = images.iter().map(|i| (i.id.as_str(), i)).collect();
-    // Stability: kept by a window once, never thinned while that window covers it.
+    // Stability: kept by a window once, never condemned by thinning (thinned, or retired
+    // in stages towards deregistration) while that window covers it.
     for d in &p.decisions {
         let window = d.thinning.as_ref().map(|n| n.after_days);
+        let condemned = matches!(d.reasons[0], Reason::Thinned | Reason::Retiring);
         if let (Some(w), Some(prev)) = (window, kept_in.get(&d.image_id)) {
             prop_assert!(
-                !(w == *prev && d.reasons[0] == Reason::Thinned),
-                "{} was kept by the window after {} days and is thinned in it at {now}",
+                !(w == *prev && condemned),
+                "{} was kept by the window after {} days and is condemned in it at {now}: {:?}",
                 d.image_id,
-                w
+                w,
+                d.reasons
             );
         }
         if d.reasons.contains(&Reason::KeptByThinning) {
@@ -103,18 +158,19 @@ fn check_night(
         }
     }
     // Per lineage, window and period: at most one kept by thinning; exactly one when no
-    // counted image of the period is still in a younger window.
+    // counted image of the period is still in a younger window and none is excepted.
     let counted = |i: &Image| i.tags.get("retain").is_none();
-    for app in ["web", "api"] {
+    for (app, rule) in APPS.iter().zip(rules) {
+        let windows = &rule.windows;
         for (w, win) in windows.iter().enumerate() {
             let unit = win.keep_one_per;
             if unit == Period::None {
                 continue;
             }
-            let mut periods: BTreeMap<i64, (usize, bool, bool)> = BTreeMap::new();
+            let mut periods: BTreeMap<i64, PeriodSeen> = BTreeMap::new();
             for d in &p.decisions {
                 let img = by_id[d.image_id.as_str()];
-                if img.tags.get("app") != Some(app) || !counted(img) {
+                if img.tags.get("app") != Some(*app) || !counted(img) {
                     continue;
                 }
                 let key = unit.key(img.creation_date).unwrap();
@@ -123,13 +179,14 @@ fn check_night(
                 if at == Some(w) {
                     e.1 = true;
                     e.0 += usize::from(d.reasons.contains(&Reason::KeptByThinning));
+                    e.3 |= d.reasons[0] == Reason::Excepted;
                 } else if at.is_none_or(|a| a < w) {
                     e.2 = true;
                 }
             }
-            for (key, (kept, in_window, younger)) in periods {
+            for (key, (kept, in_window, younger, excepted)) in periods {
                 prop_assert!(kept <= 1, "{app}: period {key} of window {w} keeps {kept}");
-                if in_window && !younger {
+                if in_window && !younger && !excepted {
                     prop_assert_eq!(
                         kept,
                         1,
@@ -145,9 +202,35 @@ fn check_night(
     }
     Ok(p.decisions
         .iter()
-        .filter(|d| d.action == Action::Deregister)
-        .map(|d| d.image_id.clone())
+        .filter(|d| d.action != Action::Keep)
+        .map(|d| (d.image_id.clone(), d.action, d.step))
         .collect())
+}
+
+/// The policy: one thinned rule per lineage, a `retain` exclude tag, and an exception
+/// for images tagged `hold` until `hold_until`.
+fn policy_of(rules: &[RuleSpec], hold_until: &str) -> ami_sweeper_core::Policy {
+    let rules: Vec<String> = APPS
+        .iter()
+        .zip(rules)
+        .map(|(app, r)| {
+            format!(
+                r#"{{"name": "{app}", "selection": {{"tags": {{"app": "{app}"}},
+                    "exclude_tags": {{"retain": "*"}}}},
+                    "retention": {{"min_age_days": {}, "keep_count": {},
+                    "group_by": {{"tags": ["app"]}}, "thin": {}}}, "retire": {}}}"#,
+                r.min_age,
+                r.keep_count,
+                serde_json::to_string(&r.windows).unwrap(),
+                r.retire
+            )
+        })
+        .collect();
+    policy(&format!(
+        r#"{{"rules": [{}], "exceptions": [{{"tags": {{"hold": "*"}}, "until": "{hold_until}",
+            "reason": "the simulation's hold"}}]}}"#,
+        rules.join(", ")
+    ))
 }
 
 proptest! {
@@ -155,25 +238,20 @@ proptest! {
 
     #[test]
     fn nightly_thinning_is_stable_and_keeps_one_per_period(
-        windows in arb_windows(),
-        keep_count in 0..3u64,
-        min_age in 1..10u64,
+        rules in [arb_rule(), arb_rule()],
         start_day in 0..800i64,
+        hold_night in 0..420i64,
         nights in prop::collection::vec(arb_night(), 420),
     ) {
-        let thin = serde_json::to_string(&windows).unwrap();
-        let policy = policy(&format!(
-            r#"{{"selection": {{"exclude_tags": {{"retain": "*"}}}},
-                "retention": {{"min_age_days": {min_age}, "keep_count": {keep_count},
-                "group_by": {{"tags": ["app"]}}, "thin": {thin}}}}}"#
-        ));
         let start = parse_instant("2026-06-01T12:00:00Z").unwrap() + chrono::TimeDelta::days(start_day);
+        let hold_until = (start + chrono::TimeDelta::days(hold_night)).format("%Y-%m-%d").to_string();
+        let policy = policy_of(&rules, &hold_until);
         let mut images: Vec<Image> = Vec::new();
         let mut usage = Usage::new();
         let mut kept_in = KeptIn::new();
         for (n, night) in nights.iter().enumerate() {
-            let now = start + chrono::TimeDelta::days(n as i64);
-            for (l, app) in ["web", "api"].iter().enumerate() {
+            let now = start + chrono::TimeDelta::days(n as i64) + chrono::TimeDelta::seconds(i64::from(night.jitter));
+            for (l, app) in APPS.iter().enumerate() {
                 if !night.add[l] {
                     continue;
                 }
@@ -186,12 +264,33 @@ proptest! {
                 if night.protect == 1 {
                     usage.add(&id, UsageRef { kind: UsageKind::Instance, id: format!("i-{n}") });
                 }
+                if night.protect == 2 {
+                    b = b.tag("hold", "OPS-1");
+                }
+                if let Some(days) = night.keep_for {
+                    let until = now + chrono::TimeDelta::days(i64::from(days));
+                    b = b.tag("ami-sweeper:keep-until", &until.format("%Y-%m-%d").to_string());
+                }
                 images.push(b.build());
             }
             if let Some(k) = night.delete.filter(|_| !images.is_empty()) {
                 images.remove(k % images.len());
             }
-            let gone = check_night(&windows, &images, &usage, now, &mut kept_in, &policy)?;
+            let acted = check_night(&rules, &images, &usage, now, &mut kept_in, &policy)?;
+            // Carry the plan out: deregistered images go, retirement steps are taken.
+            let mut gone = BTreeSet::new();
+            for (id, action, step) in acted {
+                match (action, step) {
+                    (Action::Deregister, _) => {
+                        gone.insert(id);
+                    }
+                    (_, Some(step)) => {
+                        let i = images.iter_mut().find(|i| i.id == id).unwrap();
+                        take_step(i, step, now);
+                    }
+                    (_, None) => {}
+                }
+            }
             images.retain(|i| !gone.contains(&i.id));
         }
     }
