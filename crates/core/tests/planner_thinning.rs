@@ -50,6 +50,16 @@ fn expect(p: &Plan, want: &[(&str, Reason)]) {
     }
 }
 
+/// Asserts that `id` is in a window of unit `unit` (as on the night before, for a test
+/// of what a later night does within the same window).
+fn in_window(p: &Plan, id: &str, unit: Period) {
+    assert_eq!(
+        get(p, id).thinning.as_ref().map(|n| n.keep_one_per),
+        Some(unit),
+        "the same window covers {id} on both nights"
+    );
+}
+
 const WEEK_THEN_MONTH: &str = r#"[{"after_days": 14, "keep_one_per": "week"},
     {"after_days": 90, "keep_one_per": "month"}, {"after_days": 365, "keep_one_per": "none"}]"#;
 
@@ -491,14 +501,7 @@ fn an_exception_changes_only_its_own_image_so_its_lapse_moves_no_representative(
         Usage::new(),
         t("2026-11-16T02:00:00Z"),
     );
-    assert_eq!(
-        get(&night2, "fri")
-            .thinning
-            .as_ref()
-            .map(|n| n.keep_one_per),
-        Some(Period::Week),
-        "the same window covers fri on both nights"
-    );
+    in_window(&night2, "fri", Period::Week);
     expect(
         &night2,
         &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)],
@@ -604,14 +607,7 @@ fn fails_needs_a_decision_a_pending_image_of_a_period_that_is_over_moves_its_rep
         Usage::new(),
         t("2026-10-13T00:30:00Z"),
     );
-    assert_eq!(
-        get(&night2, "mon")
-            .thinning
-            .as_ref()
-            .map(|n| n.keep_one_per),
-        Some(Period::Week),
-        "the same window covers mon on both nights"
-    );
+    in_window(&night2, "mon", Period::Week);
     assert_eq!(
         get(&night2, "mon").action,
         Action::Keep,
