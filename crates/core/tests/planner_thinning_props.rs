@@ -8,6 +8,11 @@
 //! thinning while the same window still covers it, and each period of a window keeps at
 //! most one image by thinning (exactly one when the period has no image left in a younger
 //! window and no excepted image in the window).
+//!
+//! The property is also run, over a fixed seed, against two deliberately unstable
+//! choices the issue names (the oldest image of a period; the newest of the period's
+//! images in the same window, recomputed each night): it must find each one out, and
+//! must pass the planner on the same seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -129,6 +134,7 @@ type KeptIn = BTreeMap<String, u64>;
 type PeriodSeen = (usize, bool, bool, bool);
 
 fn check_night(
+    planner: Planner,
     rules: &[RuleSpec],
     images: &[Image],
     usage: &Usage,
@@ -137,7 +143,7 @@ fn check_night(
     policy: &ami_sweeper_core::Policy,
 ) -> Result<Vec<(String, Action, Option<ami_sweeper_core::retire::RetireStep>)>, TestCaseError> {
     let inventory = Inventory::new(images.to_vec(), usage.clone()).unwrap();
-    let p = plan(policy, &inventory, now);
+    let p = planner(policy, &inventory, now);
     let by_id: BTreeMap<&str, &Image> = images.iter().map(|i| (i.id.as_str(), i)).collect();
     // Stability: kept by a window once, never condemned by thinning (thinned, or retired
     // in stages towards deregistration) while that window covers it.
@@ -233,65 +239,209 @@ fn policy_of(rules: &[RuleSpec], hold_until: &str) -> ami_sweeper_core::Policy {
     ))
 }
 
+/// One simulated estate: the two rules, the first night, the night the `hold` exception
+/// lapses, and the nights.
+type Case = (Vec<RuleSpec>, i64, i64, Vec<Night>);
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(arb_rule(), 2),
+        0..800i64,
+        0..420i64,
+        prop::collection::vec(arb_night(), 420),
+    )
+}
+
+/// Makes a plan: the planner's, or a deliberately wrong one.
+type Planner =
+    fn(&ami_sweeper_core::Policy, &Inventory, Timestamp) -> ami_sweeper_core::planner::Plan;
+
+/// Runs the nights of `case` under `planner`, checking each night's plan.
+fn simulate(planner: Planner, case: Case) -> Result<(), TestCaseError> {
+    let (rules, start_day, hold_night, nights) = case;
+    let start = parse_instant("2026-06-01T12:00:00Z").unwrap() + chrono::TimeDelta::days(start_day);
+    let hold_until = (start + chrono::TimeDelta::days(hold_night))
+        .format("%Y-%m-%d")
+        .to_string();
+    let policy = policy_of(&rules, &hold_until);
+    let mut images: Vec<Image> = Vec::new();
+    let mut usage = Usage::new();
+    let mut kept_in = KeptIn::new();
+    for (n, night) in nights.iter().enumerate() {
+        let now = start
+            + chrono::TimeDelta::days(n as i64)
+            + chrono::TimeDelta::seconds(i64::from(night.jitter));
+        for (l, app) in APPS.iter().enumerate() {
+            if !night.add[l] {
+                continue;
+            }
+            let id = format!("ami-{app}-{n:04}");
+            let created = now - chrono::TimeDelta::seconds(i64::from(night.secs));
+            let mut b = img(&id, &id, 0).created(created).tag("app", app);
+            if night.protect == 0 {
+                b = b.tag("retain", "audit");
+            }
+            if night.protect == 1 {
+                usage.add(
+                    &id,
+                    UsageRef {
+                        kind: UsageKind::Instance,
+                        id: format!("i-{n}"),
+                    },
+                );
+            }
+            if night.protect == 2 {
+                b = b.tag("hold", "OPS-1");
+            }
+            if let Some(days) = night.keep_for {
+                let until = now + chrono::TimeDelta::days(i64::from(days));
+                b = b.tag(
+                    "ami-sweeper:keep-until",
+                    &until.format("%Y-%m-%d").to_string(),
+                );
+            }
+            images.push(b.build());
+        }
+        if let Some(k) = night.delete.filter(|_| !images.is_empty()) {
+            images.remove(k % images.len());
+        }
+        let acted = check_night(planner, &rules, &images, &usage, now, &mut kept_in, &policy)?;
+        // Carry the plan out: deregistered images go, retirement steps are taken.
+        let mut gone = BTreeSet::new();
+        for (id, action, step) in acted {
+            match (action, step) {
+                (Action::Deregister, _) => {
+                    gone.insert(id);
+                }
+                (_, Some(step)) => {
+                    let i = images.iter_mut().find(|i| i.id == id).unwrap();
+                    take_step(i, step, now);
+                }
+                (_, None) => {}
+            }
+        }
+        images.retain(|i| !gone.contains(&i.id));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn nightly_thinning_is_stable_and_keeps_one_per_period(
-        rules in [arb_rule(), arb_rule()],
-        start_day in 0..800i64,
-        hold_night in 0..420i64,
-        nights in prop::collection::vec(arb_night(), 420),
-    ) {
-        let start = parse_instant("2026-06-01T12:00:00Z").unwrap() + chrono::TimeDelta::days(start_day);
-        let hold_until = (start + chrono::TimeDelta::days(hold_night)).format("%Y-%m-%d").to_string();
-        let policy = policy_of(&rules, &hold_until);
-        let mut images: Vec<Image> = Vec::new();
-        let mut usage = Usage::new();
-        let mut kept_in = KeptIn::new();
-        for (n, night) in nights.iter().enumerate() {
-            let now = start + chrono::TimeDelta::days(n as i64) + chrono::TimeDelta::seconds(i64::from(night.jitter));
-            for (l, app) in APPS.iter().enumerate() {
-                if !night.add[l] {
-                    continue;
-                }
-                let id = format!("ami-{app}-{n:04}");
-                let created = now - chrono::TimeDelta::seconds(i64::from(night.secs));
-                let mut b = img(&id, &id, 0).created(created).tag("app", app);
-                if night.protect == 0 {
-                    b = b.tag("retain", "audit");
-                }
-                if night.protect == 1 {
-                    usage.add(&id, UsageRef { kind: UsageKind::Instance, id: format!("i-{n}") });
-                }
-                if night.protect == 2 {
-                    b = b.tag("hold", "OPS-1");
-                }
-                if let Some(days) = night.keep_for {
-                    let until = now + chrono::TimeDelta::days(i64::from(days));
-                    b = b.tag("ami-sweeper:keep-until", &until.format("%Y-%m-%d").to_string());
-                }
-                images.push(b.build());
-            }
-            if let Some(k) = night.delete.filter(|_| !images.is_empty()) {
-                images.remove(k % images.len());
-            }
-            let acted = check_night(&rules, &images, &usage, now, &mut kept_in, &policy)?;
-            // Carry the plan out: deregistered images go, retirement steps are taken.
-            let mut gone = BTreeSet::new();
-            for (id, action, step) in acted {
-                match (action, step) {
-                    (Action::Deregister, _) => {
-                        gone.insert(id);
-                    }
-                    (_, Some(step)) => {
-                        let i = images.iter_mut().find(|i| i.id == id).unwrap();
-                        take_step(i, step, now);
-                    }
-                    (_, None) => {}
-                }
-            }
-            images.retain(|i| !gone.contains(&i.id));
-        }
+    fn nightly_thinning_is_stable_and_keeps_one_per_period(c in case()) {
+        simulate(plan, c)?;
     }
+}
+
+/// Which image a deliberately wrong thinning keeps of a period.
+#[derive(Clone, Copy)]
+enum Wrong {
+    /// The oldest of the period's images its rule counts, whatever window they are in.
+    OldestOfPeriod,
+    /// The newest of the period's images in the same window, recomputed each night (the
+    /// period's images still in a younger window are left out).
+    NewestInWindow,
+}
+
+/// The planner's plan with thinning's choice of representative replaced by `wrong`:
+/// each image of a window that thinning decided (kept by thinning, or thinned and kept
+/// by nothing else) is kept if `wrong` picks it, else thinned and deregistered.
+fn rethin(wrong: Wrong, mut p: ami_sweeper_core::planner::Plan) -> ami_sweeper_core::planner::Plan {
+    let early = |r: Reason| {
+        matches!(
+            r,
+            Reason::NotSelected
+                | Reason::ExcludedByTag
+                | Reason::Excepted
+                | Reason::BackupManaged
+                | Reason::Unsettled
+        )
+    };
+    let snapshot = p.decisions.clone();
+    for d in &mut p.decisions {
+        let Some(note) = d.thinning.clone() else {
+            continue;
+        };
+        let unit = note.keep_one_per;
+        if unit == Period::None {
+            continue;
+        }
+        let key = unit.key(d.creation_date);
+        let peers = snapshot.iter().filter(|e| {
+            e.rule == d.rule
+                && !early(e.reasons[0])
+                && unit.key(e.creation_date) == key
+                && match wrong {
+                    Wrong::OldestOfPeriod => true,
+                    Wrong::NewestInWindow => e
+                        .thinning
+                        .as_ref()
+                        .is_some_and(|n| n.after_days == note.after_days),
+                }
+        });
+        let age = |e: &&ami_sweeper_core::planner::Decision| (e.creation_date, e.image_id.clone());
+        let pick = match wrong {
+            Wrong::OldestOfPeriod => peers.min_by_key(age),
+            Wrong::NewestInWindow => {
+                peers.max_by_key(|e| (e.creation_date, std::cmp::Reverse(e.image_id.clone())))
+            }
+        };
+        let kept = pick.is_some_and(|e| e.image_id == d.image_id);
+        // Thinning's own reasons go (a thinned image's retirement stage with them), and
+        // the wrong choice decides with whatever else keeps the image.
+        d.reasons.retain(|r| {
+            !matches!(
+                r,
+                Reason::KeptByThinning | Reason::Thinned | Reason::Retiring
+            )
+        });
+        if kept {
+            d.reasons.push(Reason::KeptByThinning);
+        } else if d.reasons.is_empty() {
+            d.reasons.push(Reason::Thinned);
+        }
+        if d.reasons[0] == Reason::Thinned {
+            d.action = Action::Deregister;
+        } else {
+            d.action = Action::Keep;
+        }
+        d.step = None;
+    }
+    p
+}
+
+/// Runs the property over a fixed seed (a few estates, no shrinking: each is a year of
+/// nights); `true` when it finds a counterexample.
+fn finds_counterexample(planner: Planner) -> bool {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 12,
+            max_shrink_iters: 0,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    runner.run(&case(), |c| simulate(planner, c)).is_err()
+}
+
+#[test]
+fn the_property_catches_the_oldest_image_of_a_period_as_its_representative() {
+    assert!(finds_counterexample(|policy, inventory, now| {
+        rethin(Wrong::OldestOfPeriod, plan(policy, inventory, now))
+    }));
+}
+
+#[test]
+fn the_property_catches_a_representative_recomputed_from_the_windows_current_newest() {
+    assert!(finds_counterexample(|policy, inventory, now| {
+        rethin(Wrong::NewestInWindow, plan(policy, inventory, now))
+    }));
+}
+
+#[test]
+fn the_property_passes_the_planner_on_the_same_seed() {
+    assert!(!finds_counterexample(plan));
 }
