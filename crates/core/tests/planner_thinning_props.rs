@@ -1,7 +1,8 @@
 //! The thinning property over simulated years of nightly runs: images are added each
-//! night (at any hour since the previous run, so periods split at UTC midnights), some are deleted by hand, some
-//! are protected, some carry an expiring exception (the `ami-sweeper:keep-until` tag, or
-//! the policy's `exceptions` list) that lapses while the simulation runs, and each night's
+//! night (at any hour since the previous run, so periods split at UTC midnights), some
+//! are deleted by hand, some are protected, some carry an expiring exception (the
+//! `ami-sweeper:keep-until` tag, or the policy's `exceptions` list) that lapses while the
+//! simulation runs, and each night's
 //! plan is carried out before the next (deregistrations, and the `retire` stages'
 //! deprecations and disables, which the rules must see through). Two rules thin two
 //! lineages with their own windows. No image kept by thinning is later condemned by
