@@ -264,8 +264,7 @@ fn one_rule_policy() -> Value {
             "min_age_days": 30,
             "keep_count": 2,
             "group_by": {"tags": ["app"], "name_regex": "^(.*)-[0-9]+$"},
-            "launched_within_days": 14,
-            "thin": [{"after_days": 14, "keep_one_per": "week"}]
+            "launched_within_days": 14
         },
         "retire": {"deprecate": true, "disable_for_days": 14},
         "protection": {"skip_in_use": true, "skip_shared": true, "shared": "keep_if_used"},
@@ -296,11 +295,13 @@ fn one_rule_policy() -> Value {
     })
 }
 
-/// A policy of several rules, accounts listed.
+/// A policy of several rules, accounts listed; its first rule thins (a thinned rule's
+/// lineage may not be chosen by `age_days`, which the one-rule policy's `match` tests).
 fn rules_policy() -> Value {
     json!({
         "rules": [
-            {"name": "ci", "selection": {"names": ["ci-*"]}, "retention": {"min_age_days": 3},
+            {"name": "ci", "selection": {"names": ["ci-*"]}, "retention": {"min_age_days": 3,
+             "thin": [{"after_days": 14, "keep_one_per": "week"}]},
              "retire": {"deprecate": true}},
             {"name": "rest", "retention": {"min_age_days": 30}}
         ],

@@ -666,6 +666,9 @@ impl Thinning {
 /// numbered once per plan, so the key hashes integers only), the unit and the period.
 type PeriodKey = (u32, Period, i64);
 
+/// An image's thinned lineage: its rule and the lineage's number in the plan.
+type ThinLineage = (usize, u32);
+
 /// What thinning needs of one rule, computed once per plan: its windows, their distinct
 /// units and their starts at the plan's instant.
 struct RuleThin<'p> {
@@ -752,7 +755,7 @@ fn period_newest<'a>(
     early: &[Option<Reason>],
     groups: &'a [Vec<&'a str>],
     rules: &[Option<RuleThin<'_>>],
-) -> (Vec<Option<(usize, u32)>>, HashMap<PeriodKey, usize>) {
+) -> (Vec<Option<ThinLineage>>, HashMap<PeriodKey, usize>) {
     let seen: Vec<Option<Reason>> = early
         .iter()
         .enumerate()
@@ -762,7 +765,7 @@ fn period_newest<'a>(
         })
         .collect();
     let mut lineages: HashMap<(usize, &'a [&'a str]), u32> = HashMap::default();
-    let lineage: Vec<Option<(usize, u32)>> = (0..images.len())
+    let lineage: Vec<Option<ThinLineage>> = (0..images.len())
         .map(|i| {
             let rule = rule_of[i].filter(|r| seen[i].is_none() && rules[*r].is_some())?;
             let next = u32::try_from(lineages.len()).unwrap_or(u32::MAX);

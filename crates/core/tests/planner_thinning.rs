@@ -50,6 +50,16 @@ fn expect(p: &Plan, want: &[(&str, Reason)]) {
     }
 }
 
+/// Asserts that `id` is in a window of unit `unit` (as on the night before, for a test
+/// of what a later night does within the same window).
+fn in_window(p: &Plan, id: &str, unit: Period) {
+    assert_eq!(
+        get(p, id).thinning.as_ref().map(|n| n.keep_one_per),
+        Some(unit),
+        "the same window covers {id} on both nights"
+    );
+}
+
 const WEEK_THEN_MONTH: &str = r#"[{"after_days": 14, "keep_one_per": "week"},
     {"after_days": 90, "keep_one_per": "month"}, {"after_days": 365, "keep_one_per": "none"}]"#;
 
@@ -470,17 +480,32 @@ fn an_exception_changes_only_its_own_image_so_its_lapse_moves_no_representative(
     fri.tags.insert("ami-sweeper:keep-until", "2026-11-15");
     let policy = thin_policy(WEEK_THEN_MONTH, "");
     let night1 = t("2026-11-01T02:00:00Z");
-    let with = run_at(&policy, vec![mon.clone(), fri.clone()], Usage::new(), night1);
-    expect(&with, &[("mon", Reason::Thinned), ("fri", Reason::Excepted)]);
-    let without = run_at(&policy, vec![mon.clone(), plain], Usage::new(), night1);
-    expect(&without, &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)]);
-    let night2 = run_at(&policy, vec![mon, fri], Usage::new(), t("2026-11-16T02:00:00Z"));
-    assert_eq!(
-        get(&night2, "fri").thinning.as_ref().map(|n| n.keep_one_per),
-        Some(Period::Week),
-        "the same window covers fri on both nights"
+    let with = run_at(
+        &policy,
+        vec![mon.clone(), fri.clone()],
+        Usage::new(),
+        night1,
     );
-    expect(&night2, &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)]);
+    expect(
+        &with,
+        &[("mon", Reason::Thinned), ("fri", Reason::Excepted)],
+    );
+    let without = run_at(&policy, vec![mon.clone(), plain], Usage::new(), night1);
+    expect(
+        &without,
+        &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)],
+    );
+    let night2 = run_at(
+        &policy,
+        vec![mon, fri],
+        Usage::new(),
+        t("2026-11-16T02:00:00Z"),
+    );
+    in_window(&night2, "fri", Period::Week);
+    expect(
+        &night2,
+        &[("mon", Reason::Thinned), ("fri", Reason::KeptByThinning)],
+    );
     // A policy exception behaves as the tag does.
     let listed = thin_policy(
         WEEK_THEN_MONTH,
@@ -493,7 +518,10 @@ fn an_exception_changes_only_its_own_image_so_its_lapse_moves_no_representative(
     let p = run_at(&listed, images, Usage::new(), night1);
     expect(
         &p,
-        &[("ami-0000000a", Reason::Thinned), ("ami-0000000f", Reason::Excepted)],
+        &[
+            ("ami-0000000a", Reason::Thinned),
+            ("ami-0000000f", Reason::Excepted),
+        ],
     );
 }
 
@@ -539,4 +567,51 @@ fn a_thinned_lineage_must_not_be_chosen_by_age_or_last_launch() {
          "retention": {"min_age_days": 3650}},
         {"name": "rest", "retention": {"min_age_days": 90}}]}"#;
     ami_sweeper_core::Policy::from_json(plain).unwrap();
+}
+
+#[test]
+fn fails_needs_a_decision_a_pending_image_of_a_period_that_is_over_moves_its_representative_later_in_the_same_window(
+) {
+    // Week 41 of 2026 runs Monday 2026-10-05 to Sunday 2026-10-11. `mon` is made early on
+    // Monday; `sun` late on Sunday, and it is still `pending` (a large volume, a copy) when
+    // the sweep runs just after midnight a week later: the week is over, `mon` has reached
+    // the week window (after 7 days, the unit's own length, which the lint accepts) and is
+    // its period's newest counted image, so it is kept by thinning. The next night nothing
+    // has changed but time (`sun` finished on its own): `sun` is now the week's newest
+    // available image, and `mon` is thinned while the same week window still covers it.
+    let mon = at("mon", "2026-10-05T00:10:00Z");
+    let sun = img("sun", "sun", 0)
+        .created(t("2026-10-11T23:50:00Z"))
+        .state("pending")
+        .build();
+    let policy = thin_policy(r#"[{"after_days": 7, "keep_one_per": "week"}]"#, "");
+    assert!(
+        ami_sweeper_core::policy::lint(&super::common::policy(&policy)).is_empty(),
+        "a window as long as its unit is the stable form the lint accepts"
+    );
+    let night1 = run_at(
+        &policy,
+        vec![mon.clone(), sun.clone()],
+        Usage::new(),
+        t("2026-10-12T00:30:00Z"),
+    );
+    expect(
+        &night1,
+        &[("mon", Reason::KeptByThinning), ("sun", Reason::Unsettled)],
+    );
+    let mut settled = sun;
+    settled.state = ami_sweeper_core::model::ImageState::Available;
+    let night2 = run_at(
+        &policy,
+        vec![mon, settled],
+        Usage::new(),
+        t("2026-10-13T00:30:00Z"),
+    );
+    in_window(&night2, "mon", Period::Week);
+    assert_eq!(
+        get(&night2, "mon").action,
+        Action::Keep,
+        "mon was kept by thinning in this window and must not be thinned in it later: {:?}",
+        get(&night2, "mon").reasons
+    );
 }

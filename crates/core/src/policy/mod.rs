@@ -895,7 +895,12 @@ impl Policy {
         if self.rules[i].retention.thin.is_empty() {
             return Ok(());
         }
-        let test = |r: &Rule| r.selection.matches.as_ref().and_then(|m| m.time_dependent());
+        let test = |r: &Rule| {
+            r.selection
+                .matches
+                .as_ref()
+                .and_then(|m| m.time_dependent())
+        };
         if let Some(name) = test(&self.rules[i]) {
             return Err(PolicyError::new(
                 at("selection.match"),
