@@ -689,9 +689,10 @@ def throttled_text(actions: dict) -> str:
 
 def accepted_text(actions: dict, pairs: int) -> str:
     """Calls the buckets let through, a pair on average, by action (what the floor's
-    buckets do not count: the Describe bucket is shared by every read)."""
-    return ", ".join(f"{a} {v['accepted'] / pairs:.1f}" for a, v in sorted(actions.items())
-                     if v["accepted"])
+    buckets do not count: the Describe bucket is shared by every read), with the emulator's
+    mean time to answer one (the front door's round trip not included)."""
+    return ", ".join(f"{a} {v['accepted'] / pairs:.1f} ({1000 * v['upstream_s'] / v['accepted']:.0f} ms)"
+                     for a, v in sorted(actions.items()) if v["accepted"])
 
 
 def verdict(problems: list) -> str:

@@ -341,15 +341,43 @@ async fn first_facts<C: Cleaner>(
 ) -> Result<Known, AwsError> {
     let (snapshot_ids, image_ids) = ids(jobs);
     let mut k = Known::default();
-    if !snapshot_ids.is_empty() {
-        let found = describe
-            .call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
-            .await?;
-        k.snapshots = found.into_iter().map(|s| (s.id.clone(), s)).collect();
-        let users = describe
-            .call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
-            .await?;
-        for img in users {
+    // The reads are independent: made at once, they wait their turn at the pair's Describe
+    // pacer once, not one after another behind the sweep's own reads.
+    let snapshots = async {
+        match snapshot_ids.is_empty() {
+            true => Ok(Default::default()),
+            false => {
+                describe
+                    .call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
+                    .await
+            }
+        }
+    };
+    let users = async {
+        match snapshot_ids.is_empty() {
+            true => Ok(Default::default()),
+            false => {
+                describe
+                    .call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
+                    .await
+            }
+        }
+    };
+    let registered = async {
+        match image_ids.is_empty() {
+            true => Ok(Default::default()),
+            false => {
+                describe
+                    .call("DescribeImages", || c.registered_images(&image_ids))
+                    .await
+            }
+        }
+    };
+    let (found, users, registered) = tokio::join!(snapshots, users, registered);
+    k.snapshots = found?.into_iter().map(|s| (s.id.clone(), s)).collect();
+    k.registered = registered?;
+    {
+        for img in users? {
             for s in img
                 .snapshots
                 .iter()
@@ -361,11 +389,6 @@ async fn first_facts<C: Cleaner>(
                     .push(img.id.clone());
             }
         }
-    }
-    if !image_ids.is_empty() {
-        k.registered = describe
-            .call("DescribeImages", || c.registered_images(&image_ids))
-            .await?;
     }
     bundle_facts(c, describe, rules, jobs, &mut k).await?;
     Ok(k)
@@ -534,7 +557,22 @@ async fn verdicts<C: Cleaner>(
     jobs: &[(usize, CleanupJob)],
     now: Timestamp,
 ) -> Result<Vec<Verdict>, AwsError> {
-    let mut k = first_facts(c, describe, rules, jobs).await?;
+    // The launch templates are read beside the first facts (one wait at the pacer, not
+    // two in turn) whenever a snapshot job may need them.
+    let snapshot_jobs = jobs
+        .iter()
+        .any(|(_, j)| matches!(j.target, JobTarget::DeleteSnapshot { .. }));
+    let templates = async {
+        match snapshot_jobs {
+            false => Ok(None),
+            true => describe
+                .call("DescribeLaunchTemplateVersions", || c.template_snapshots())
+                .await
+                .map(Some),
+        }
+    };
+    let (k, templates) = tokio::join!(first_facts(c, describe, rules, jobs), templates);
+    let mut k = k?;
     let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
     let cleared: Vec<&CleanupJob> = jobs
         .iter()
@@ -547,13 +585,7 @@ async fn verdicts<C: Cleaner>(
     }
     let asked: FxHashSet<String> = cleared.iter().flat_map(|j| bin_candidates(&k, j)).collect();
     k.in_bin = c.images_in_recycle_bin(&asked).await?;
-    if cleared
-        .iter()
-        .any(|j| matches!(j.target, JobTarget::DeleteSnapshot { .. }))
-    {
-        let templates = describe.call("DescribeLaunchTemplateVersions", || c.template_snapshots());
-        k.templates = Some(templates.await?);
-    }
+    k.templates = templates?;
     if !k.in_bin.is_empty() {
         k.bin_rules = Some(c.bin_rules().await?);
     }
