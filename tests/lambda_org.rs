@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::lambda_runtime::{invoke, start_emulator, start_function};
+use crate::lambda_runtime::{invoke, sqs_batch, start_emulator, start_function};
 use crate::moto::{bake, image_ids, member_config, public_ami, s3, Moto, OrgBuilder};
 use serde_json::{json, Value};
 
@@ -90,22 +90,7 @@ async fn delivered(moto: &Moto, hub: &Hub) -> Value {
         .send()
         .await
         .unwrap();
-    let records: Vec<Value> = out
-        .messages()
-        .iter()
-        .map(|m| {
-            json!({
-                "messageId": m.message_id().unwrap(),
-                "receiptHandle": m.receipt_handle().unwrap(),
-                "body": m.body().unwrap(),
-                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweep-requests",
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
+    sqs_batch(out.messages(), "sweep-requests")
 }
 
 async fn reports(moto: &Moto) -> BTreeSet<String> {
