@@ -539,17 +539,7 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         by_hand.push(snapshot_of(&config, &id).await);
         ec2.deregister_image().image_id(&id).send().await.unwrap();
     }
-    ec2.create_tags()
-        .resources(&by_hand[2])
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key("retain")
-                .value("yes")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::moto::tag(&config, &by_hand[2], &[("retain", "yes")]).await;
     proxy.set_recycle_bin(&[&format!("ami-{:017x}", 4)]);
     let all_before = snapshot_ids(&config).await;
     // A policy that condemns no image: only reconciliation acts.

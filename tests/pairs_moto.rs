@@ -312,18 +312,7 @@ async fn kill_estate(config: &aws_config::SdkConfig, region: &str) -> (String, B
         .region(aws_config::Region::new(region.to_string()))
         .build();
     let (images, _) = crate::moto::bake(&c, "ami-00000000000000bbb", 6).await;
-    aws_sdk_ec2::Client::new(&c)
-        .create_tags()
-        .resources(&images[0])
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key("retain")
-                .value("yes")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::moto::tag(&c, &images[0], &[("retain", "yes")]).await;
     let kept = crate::moto::snapshot_of(&c, &images[0]).await;
     let mut condemned = crate::moto::snapshot_ids(&c).await;
     condemned.remove(&kept);
