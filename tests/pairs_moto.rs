@@ -282,12 +282,12 @@ const PAIR_A: &str = "us-east-1";
 const PAIR_B: &str = "us-west-2";
 
 /// The killed worker's invocation timeout: its lease on pair A lapses at that deadline.
-const A_TIMEOUT: Duration = Duration::from_secs(15);
+const A_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// The cleanup queue's visibility timeout: the killed worker's messages come back this
 /// soon, while its lease still holds (production: 720 s against the worker's 120 s, so
 /// they come back after it lapsed; here the lease is tested while it still holds too).
-const KILL_VISIBILITY: u32 = 10;
+const KILL_VISIBILITY: u32 = 15;
 
 /// The hub's account in `region`: its snapshots and images, as the emulator has them.
 async fn pair_state(
