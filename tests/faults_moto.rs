@@ -35,14 +35,14 @@ fn estate(n: usize) -> Value {
 
 /// The emulator seeded with `images`, behind the fault proxy, and the environment that
 /// points the binary at the proxy. Dropping it stops both.
-struct Rig {
-    moto: Moto,
-    config: aws_config::SdkConfig,
-    proxy: Throttle,
-    env: Vec<(&'static str, String)>,
+pub(crate) struct Rig {
+    pub(crate) moto: Moto,
+    pub(crate) config: aws_config::SdkConfig,
+    pub(crate) proxy: Throttle,
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
-async fn rig(images: Value) -> Rig {
+pub(crate) async fn rig(images: Value) -> Rig {
     let moto = Moto::start(Some(images));
     let config = moto.config().await;
     let proxy = fault_proxy(&moto);
@@ -70,10 +70,10 @@ async fn rerun_and_drain_clean(
 }
 
 /// A scratch directory with a policy file.
-struct Scratch(std::path::PathBuf);
+pub(crate) struct Scratch(std::path::PathBuf);
 
 impl Scratch {
-    fn new(tag: &str, policy: Value) -> Scratch {
+    pub(crate) fn new(tag: &str, policy: Value) -> Scratch {
         let dir =
             std::env::temp_dir().join(format!("ami-sweeper-faults-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -81,7 +81,7 @@ impl Scratch {
         Scratch(dir)
     }
 
-    fn policy(&self) -> std::path::PathBuf {
+    pub(crate) fn policy(&self) -> std::path::PathBuf {
         self.0.join("policy.json")
     }
 }
@@ -119,7 +119,11 @@ fn sweep_command(
 }
 
 /// Runs a sweep that must succeed; returns its report.
-fn sweep_ok(env: &[(&'static str, String)], policy: &std::path::Path, extra: &[&str]) -> Value {
+pub(crate) fn sweep_ok(
+    env: &[(&'static str, String)],
+    policy: &std::path::Path,
+    extra: &[&str],
+) -> Value {
     let out = sweep_command(env, policy, extra).output().unwrap();
     assert!(
         out.status.success(),
@@ -138,7 +142,11 @@ fn report_of(out: &Output) -> Value {
     })
 }
 
-async fn create_queue(config: &aws_config::SdkConfig, name: &str, visibility: u32) -> String {
+pub(crate) async fn create_queue(
+    config: &aws_config::SdkConfig,
+    name: &str,
+    visibility: u32,
+) -> String {
     aws_sdk_sqs::Client::new(config)
         .create_queue()
         .queue_name(name)
@@ -155,7 +163,7 @@ async fn create_queue(config: &aws_config::SdkConfig, name: &str, visibility: u3
 }
 
 /// Messages on the queue, visible or in flight.
-async fn queued(config: &aws_config::SdkConfig, url: &str) -> u64 {
+pub(crate) async fn queued(config: &aws_config::SdkConfig, url: &str) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let out = aws_sdk_sqs::Client::new(config)
         .get_queue_attributes()
@@ -531,17 +539,7 @@ async fn foreign_orphans_are_left_alone_by_default_and_reclaimed_on_request() {
         by_hand.push(snapshot_of(&config, &id).await);
         ec2.deregister_image().image_id(&id).send().await.unwrap();
     }
-    ec2.create_tags()
-        .resources(&by_hand[2])
-        .tags(
-            aws_sdk_ec2::types::Tag::builder()
-                .key("retain")
-                .value("yes")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::moto::tag(&config, &by_hand[2], &[("retain", "yes")]).await;
     proxy.set_recycle_bin(&[&format!("ami-{:017x}", 4)]);
     let all_before = snapshot_ids(&config).await;
     // A policy that condemns no image: only reconciliation acts.

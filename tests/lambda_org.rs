@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::lambda_runtime::{invoke, start_emulator, start_function};
-use crate::moto::{bake, image_ids, member_config, public_ami, s3, Moto, OrgBuilder};
+use crate::lambda_runtime::{invoke, sqs_batch, start_emulator, start_function};
+use crate::moto::{bake, image_ids, member_config, public_ami, s3, tag, Moto, OrgBuilder};
 use serde_json::{json, Value};
 
 struct Hub {
@@ -90,22 +90,7 @@ async fn delivered(moto: &Moto, hub: &Hub) -> Value {
         .send()
         .await
         .unwrap();
-    let records: Vec<Value> = out
-        .messages()
-        .iter()
-        .map(|m| {
-            json!({
-                "messageId": m.message_id().unwrap(),
-                "receiptHandle": m.receipt_handle().unwrap(),
-                "body": m.body().unwrap(),
-                "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sweep-requests",
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
+    sqs_batch(out.messages(), "sweep-requests")
 }
 
 async fn reports(moto: &Moto) -> BTreeSet<String> {
@@ -382,17 +367,6 @@ async fn a_dry_run_dispatch_stays_a_dry_run_in_every_pair() {
         let pair = pair_report(&moto, &key).await;
         assert_eq!(pair["report"]["dry_run"], true, "{pair}");
     }
-}
-
-/// Tags an image in a member account.
-async fn tag(member: &aws_config::SdkConfig, image: &str, tags: &[(&str, &str)]) {
-    let mut req = aws_sdk_ec2::Client::new(member)
-        .create_tags()
-        .resources(image);
-    for (k, v) in tags {
-        req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
-    }
-    req.send().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -425,6 +425,17 @@ pub async fn bake(config: &aws_config::SdkConfig, base: &str, n: usize) -> (Vec<
     (ids, instance)
 }
 
+/// Tags a resource (an image, a snapshot) of the account `config` acts as.
+pub async fn tag(config: &aws_config::SdkConfig, resource: &str, tags: &[(&str, &str)]) {
+    let mut req = aws_sdk_ec2::Client::new(config)
+        .create_tags()
+        .resources(resource);
+    for (k, v) in tags {
+        req = req.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+    }
+    req.send().await.unwrap();
+}
+
 /// A path-style S3 client on the emulator (what moto serves).
 pub fn s3(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
