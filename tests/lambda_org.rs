@@ -1151,6 +1151,38 @@ async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
     assert!(!keys.iter().any(|k| k.starts_with("leases/")), "{keys:?}");
 }
 
+/// Issue 29 row (b): a link's leftovers (a snapshot still in use at its deadline) were
+/// queued, and the cleanup worker, finding the chain holding the pair, left them for the
+/// queue's redelivery (720 s) while the chain's next links ran: the backlog's storage
+/// trailed its deregistrations by the visibility timeout. The next link reconciles what
+/// the sweep marked and deletes it in process, at the pair's own pacers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_leftover_storage_is_deleted_by_the_next_link_of_its_chain() {
+    let moto = Moto::start_with_public_amis();
+    let hub = hub(&moto).await;
+    let cleanup = queue(&moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(&moto, &hub, &schedule_value(), &[]);
+    let batch = delivered(&moto, &hub).await;
+    let body = &bodies(&batch)[0];
+    let planned_at = ami_sweeper::time::format_instant(chrono::Utc::now());
+    moto.front().set_faults(in_use());
+    let first = link_in_process(&moto, &hub, &cleanup, body, 8).await;
+    let report = serde_json::to_value(&first.pair).unwrap();
+    assert_eq!(snapshots_left(&baked).await, 2, "EC2 refused the deletion");
+    assert_eq!(received(&moto, &cleanup).await.len(), 1, "{report:#}");
+    // The chain goes on (as if condemned images were left); EC2 lets go.
+    moto.front().set_faults(json!([]));
+    let (next, _) = continuation_of(body, &planned_at);
+    let second = link_in_process(&moto, &hub, &cleanup, &next, 30).await;
+    let report = serde_json::to_value(&second.pair).unwrap();
+    assert_eq!(
+        snapshots_left(&baked).await,
+        1,
+        "the next link deleted its chain's leftover in process: {report:#}"
+    );
+}
+
 /// The bodies of the messages a queue holds now (received, left for redelivery).
 async fn received(moto: &Moto, url: &str) -> Vec<Value> {
     let out = aws_sdk_sqs::Client::new(&moto.config().await)

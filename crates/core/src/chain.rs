@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Inventory;
-use crate::mandate::{Ask, Mandate, Stages};
+use crate::mandate::{Ask, Mandate};
 use crate::model::{Image, Timestamp};
 use crate::planner::{Action, Plan};
 use crate::retire::{DEPRECATED_AT, DISABLED_AT};
@@ -126,17 +126,15 @@ pub fn next(chain: Option<&Chain>, planned_at: Timestamp, report: &str, end: Lin
     })
 }
 
-/// A continuation's mandate: the link's own, narrowed to leave out reconciliation (the
-/// chain's first run queued what it found; a link again would queue it twice). Made with
-/// [`Mandate::narrow`], the one function that narrows: it never widens.
+/// A continuation's mandate: the link's own, every stage it had kept, reconciliation
+/// included: what a link's deadline left of its storage (a snapshot still in use, a
+/// deletion the stop came before) carries the sweep's mark, and the next link deletes it in
+/// process at the pair's own pacers rather than leaving it to the cleanup queue, whose
+/// worker must wait out the chain's lease (a queued copy of the job is verified again and
+/// finds it gone). Made with [`Mandate::narrow`], the one function that narrows: it never
+/// widens (a scoped mandate has no reconcile stage to keep).
 pub fn continuation_mandate(m: &Mandate) -> Mandate {
-    m.narrow(&Ask {
-        stages: Some(Stages {
-            reconcile: false,
-            ..Stages::ALL
-        }),
-        ..Ask::default()
-    })
+    m.narrow(&Ask::default())
 }
 
 /// `max_deregistrations` left to a link: the policy's, less what the chain's earlier links
