@@ -700,3 +700,40 @@ async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_in_pr
     let why = reports[0].error.as_deref().unwrap_or_default();
     assert!(why.contains("used_by_other_image"), "{reports:?}");
 }
+
+/// A snapshot job names the image it was queued for (gone, not in the bin), but the
+/// snapshot itself names another image, in the Recycle Bin (its `CreateImage` description):
+/// restoring that image needs the snapshot, so it stays. The worker reads the bin for the
+/// jobs' own images beside its first facts; an image only the facts name is read after
+/// them, and must not be skipped.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_an_image_in_the_recycle_bin_was_made_from_survives_another_images_job() {
+    let a = account(Vec::new());
+    a.update(|s| {
+        let desc = "Created by CreateImage(i-1) for ami-binned";
+        s.snapshots.insert(
+            "snap-s".into(),
+            snapshot("snap-s", desc, &[(STORAGE_MARK, "ami-queued")]),
+        );
+        s.recycle_bin
+            .insert("ami-binned".into(), Some(days_after(now(), 5)));
+    });
+    let job = CleanupJob {
+        version: ami_sweeper::jobs::JOB_VERSION,
+        account: None,
+        region: REGION.into(),
+        image_id: "ami-queued".into(),
+        target: JobTarget::DeleteSnapshot {
+            snapshot_id: "snap-s".into(),
+        },
+        mandate: None,
+    };
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let p = policy("");
+    let reports = crate::run_in_process(&a, &p, &[], &retry, None, vec![job], now()).await;
+    assert!(
+        a.state().snapshots.contains_key("snap-s"),
+        "deleted while the image it was made from is in the bin: {reports:?}"
+    );
+    assert_eq!(reports.len(), 1, "{reports:?}");
+}

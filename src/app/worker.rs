@@ -547,9 +547,11 @@ impl Known {
     }
 }
 
-/// Every job's verdict. Jobs the first facts clear are checked further: one
-/// `ListImagesInRecycleBin` for the AMIs that may need their storage, the launch template
-/// versions (snapshot jobs), and the bin's rules when an AMI is in the bin.
+/// Every job's verdict. Jobs the first facts clear are checked further: the Recycle Bin
+/// (`ListImagesInRecycleBin`) for the AMIs that may need their storage, the launch
+/// template versions (snapshot jobs), and the bin's rules when an AMI is in the bin. The
+/// reads that need no fact (the templates, the bin for the jobs' own images) are made
+/// beside the first facts.
 async fn verdicts<C: Cleaner>(
     c: &C,
     describe: &Pacer,
@@ -571,7 +573,20 @@ async fn verdicts<C: Cleaner>(
                 .map(Some),
         }
     };
-    let (k, templates) = tokio::join!(first_facts(c, describe, rules, jobs), templates);
+    // So is the Recycle Bin, for the jobs' own images (the usual candidates); a snapshot
+    // naming another image has that one read once the facts name it.
+    let own: FxHashSet<String> = jobs
+        .iter()
+        .map(|(_, j)| j.image_id.clone())
+        .filter(|i| storage::is_image_id(i))
+        .collect();
+    let bin = async {
+        match own.is_empty() {
+            true => Ok(FxHashMap::default()),
+            false => c.images_in_recycle_bin(&own).await,
+        }
+    };
+    let (k, templates, bin) = tokio::join!(first_facts(c, describe, rules, jobs), templates, bin);
     let mut k = k?;
     let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
     let cleared: Vec<&CleanupJob> = jobs
@@ -583,8 +598,15 @@ async fn verdicts<C: Cleaner>(
     if cleared.is_empty() {
         return Ok(first);
     }
-    let asked: FxHashSet<String> = cleared.iter().flat_map(|j| bin_candidates(&k, j)).collect();
-    k.in_bin = c.images_in_recycle_bin(&asked).await?;
+    let more: FxHashSet<String> = cleared
+        .iter()
+        .flat_map(|j| bin_candidates(&k, j))
+        .filter(|i| !own.contains(i))
+        .collect();
+    k.in_bin = bin?;
+    if !more.is_empty() {
+        k.in_bin.extend(c.images_in_recycle_bin(&more).await?);
+    }
     k.templates = templates?;
     if !k.in_bin.is_empty() {
         k.bin_rules = Some(c.bin_rules().await?);
