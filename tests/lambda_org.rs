@@ -1110,6 +1110,28 @@ fn in_use() -> Value {
             "code": "InvalidSnapshot.InUse", "message": "The snapshot is in use"}])
 }
 
+/// The first delivered pair's first link, run in process with an 8 s deadline while EC2
+/// answers every `DeleteSnapshot` `InvalidSnapshot.InUse`: the hub, the cleanup queue,
+/// the baked snapshots, the pair's message and the link.
+async fn a_link_refused_its_deletions(
+    moto: &Moto,
+) -> (
+    Hub,
+    String,
+    Vec<(String, aws_config::SdkConfig)>,
+    String,
+    ami_sweeper::app::continuation::Linked,
+) {
+    let hub = hub(moto).await;
+    let cleanup = queue(moto, "cleanup").await;
+    let baked = baked_snapshots(&hub).await;
+    invoke_hub(moto, &hub, &schedule_value(), &[]);
+    let body = bodies(&delivered(moto, &hub).await).remove(0);
+    moto.front().set_faults(in_use());
+    let linked = link_in_process(moto, &hub, &cleanup, &body, 8).await;
+    (hub, cleanup, baked, body, linked)
+}
+
 /// Issue 29: what a pair sweep's deadline leaves of its in-process deletions (here a
 /// snapshot EC2 keeps answering `InvalidSnapshot.InUse`, retried in process until the
 /// stop) goes to the cleanup queue, the durable path; the worker finishes it once EC2
@@ -1117,14 +1139,7 @@ fn in_use() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
     let moto = Moto::start_with_public_amis();
-    let hub = hub(&moto).await;
-    let cleanup = queue(&moto, "cleanup").await;
-    let baked = baked_snapshots(&hub).await;
-    invoke_hub(&moto, &hub, &schedule_value(), &[]);
-    let batch = delivered(&moto, &hub).await;
-    let body = &bodies(&batch)[0];
-    moto.front().set_faults(in_use());
-    let linked = link_in_process(&moto, &hub, &cleanup, body, 8).await;
+    let (hub, cleanup, baked, _, linked) = a_link_refused_its_deletions(&moto).await;
     let report = serde_json::to_value(&linked.pair).unwrap();
     assert!(linked.ended.is_some(), "{report:#}");
     assert_eq!(
@@ -1159,15 +1174,9 @@ async fn a_pair_sweep_stopped_by_its_deadline_queues_the_storage_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_links_leftover_storage_is_deleted_by_the_next_link_of_its_chain() {
     let moto = Moto::start_with_public_amis();
-    let hub = hub(&moto).await;
-    let cleanup = queue(&moto, "cleanup").await;
-    let baked = baked_snapshots(&hub).await;
-    invoke_hub(&moto, &hub, &schedule_value(), &[]);
-    let batch = delivered(&moto, &hub).await;
-    let body = &bodies(&batch)[0];
     let planned_at = ami_sweeper::time::format_instant(chrono::Utc::now());
-    moto.front().set_faults(in_use());
-    let first = link_in_process(&moto, &hub, &cleanup, body, 8).await;
+    let (hub, cleanup, baked, body, first) = a_link_refused_its_deletions(&moto).await;
+    let body = &body;
     let report = serde_json::to_value(&first.pair).unwrap();
     assert_eq!(snapshots_left(&baked).await, 2, "EC2 refused the deletion");
     assert_eq!(received(&moto, &cleanup).await.len(), 1, "{report:#}");

@@ -5,6 +5,7 @@
 //! process ([`run_in_process`]). So the two can never disagree about a job.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -343,36 +344,16 @@ async fn first_facts<C: Cleaner>(
     let mut k = Known::default();
     // The reads are independent: made at once, they wait their turn at the pair's Describe
     // pacer once, not one after another behind the sweep's own reads.
-    let snapshots = async {
-        match snapshot_ids.is_empty() {
-            true => Ok(Default::default()),
-            false => {
-                describe
-                    .call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
-                    .await
-            }
-        }
-    };
-    let users = async {
-        match snapshot_ids.is_empty() {
-            true => Ok(Default::default()),
-            false => {
-                describe
-                    .call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
-                    .await
-            }
-        }
-    };
-    let registered = async {
-        match image_ids.is_empty() {
-            true => Ok(Default::default()),
-            false => {
-                describe
-                    .call("DescribeImages", || c.registered_images(&image_ids))
-                    .await
-            }
-        }
-    };
+    let none = snapshot_ids.is_empty();
+    let snapshots = unless(none, || {
+        describe.call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
+    });
+    let users = unless(none, || {
+        describe.call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
+    });
+    let registered = unless(image_ids.is_empty(), || {
+        describe.call("DescribeImages", || c.registered_images(&image_ids))
+    });
     let (found, users, registered) = tokio::join!(snapshots, users, registered);
     k.snapshots = found?.into_iter().map(|s| (s.id.clone(), s)).collect();
     k.registered = registered?;
@@ -392,6 +373,18 @@ async fn first_facts<C: Cleaner>(
     }
     bundle_facts(c, describe, rules, jobs, &mut k).await?;
     Ok(k)
+}
+
+/// The answer of `read`, unless `skip` (nothing to ask): then the empty answer, with no
+/// call made.
+async fn unless<T: Default, F: Future<Output = Result<T, AwsError>>>(
+    skip: bool,
+    read: impl FnOnce() -> F,
+) -> Result<T, AwsError> {
+    match skip {
+        true => Ok(T::default()),
+        false => read().await,
+    }
 }
 
 /// For bundle jobs in an allowed bucket: every registered image's location, each
@@ -564,15 +557,10 @@ async fn verdicts<C: Cleaner>(
     let snapshot_jobs = jobs
         .iter()
         .any(|(_, j)| matches!(j.target, JobTarget::DeleteSnapshot { .. }));
-    let templates = async {
-        match snapshot_jobs {
-            false => Ok(None),
-            true => describe
-                .call("DescribeLaunchTemplateVersions", || c.template_snapshots())
-                .await
-                .map(Some),
-        }
-    };
+    let templates = unless(!snapshot_jobs, || async {
+        let read = describe.call("DescribeLaunchTemplateVersions", || c.template_snapshots());
+        read.await.map(Some)
+    });
     // So is the Recycle Bin, for the jobs' own images (the usual candidates); a snapshot
     // naming another image has that one read once the facts name it.
     let own: FxHashSet<String> = jobs
@@ -580,12 +568,7 @@ async fn verdicts<C: Cleaner>(
         .map(|(_, j)| j.image_id.clone())
         .filter(|i| storage::is_image_id(i))
         .collect();
-    let bin = async {
-        match own.is_empty() {
-            true => Ok(FxHashMap::default()),
-            false => c.images_in_recycle_bin(&own).await,
-        }
-    };
+    let bin = unless(own.is_empty(), || c.images_in_recycle_bin(&own));
     let (k, templates, bin) = tokio::join!(first_facts(c, describe, rules, jobs), templates, bin);
     let mut k = k?;
     let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
