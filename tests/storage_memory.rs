@@ -737,3 +737,52 @@ async fn a_snapshot_an_image_in_the_recycle_bin_was_made_from_survives_another_i
     );
     assert_eq!(reports.len(), 1, "{reports:?}");
 }
+
+/// A job's image is deregistered into the Recycle Bin (one `DeregisterImage`, under a
+/// retention rule) while the worker reads its facts: the bin must be read after
+/// `DescribeImages` has answered, or the image is in neither answer (registered when the
+/// bin was read, gone when the images were) and the snapshot it needs to be restored is
+/// deleted. Here the `DescribeImages` and `DescribeSnapshots` calls are slow (2 s) and the
+/// image moves to the bin 1 s into them.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_whose_image_goes_to_the_recycle_bin_while_its_facts_are_read_survives() {
+    use ami_sweeper::ports::Deregistrar;
+    use std::time::Duration;
+    let created = parse_instant("2025-01-01T00:00:00Z").unwrap();
+    let a = account(vec![image(
+        "ami-a",
+        created,
+        &["snap-a"],
+        &[("bin", "long")],
+    )]);
+    a.update(|s| {
+        let sn = s.snapshots.get_mut("snap-a").unwrap();
+        sn.tags.insert(STORAGE_MARK, "ami-a");
+    });
+    a.hold("DescribeImages", Duration::from_secs(2), 2);
+    a.hold("DescribeSnapshots", Duration::from_secs(2), 1);
+    let operator = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            a.deregister("ami-a").await.unwrap();
+        })
+    };
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::new());
+    let body = snapshot_job("snap-a", "ami-a");
+    let handled = handle_batch(
+        |_, _| async { Ok(a.clone()) },
+        &rules,
+        &[body.as_str()],
+        now(),
+    )
+    .await;
+    operator.await.unwrap();
+    assert!(a.state().recycle_bin.contains_key("ami-a"), "{:?}", a.log());
+    assert!(
+        a.state().snapshots.contains_key("snap-a"),
+        "deleted while its image is in the bin: {handled:?} {:?}",
+        a.log()
+    );
+}

@@ -661,6 +661,7 @@ impl BundleStore for MemoryAccount {
 
 impl JobFacts for MemoryAccount {
     async fn owned_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
+        self.held("DescribeSnapshots").await;
         self.fault("DescribeSnapshots", "")?;
         let state = self.0.state.lock().unwrap();
         Ok(snapshot_ids
@@ -670,6 +671,7 @@ impl JobFacts for MemoryAccount {
     }
 
     async fn registered_images(&self, image_ids: &[String]) -> Result<FxHashSet<String>, AwsError> {
+        self.held("DescribeImages").await;
         self.fault("DescribeImages", "")?;
         let state = self.0.state.lock().unwrap();
         Ok(image_ids
@@ -683,6 +685,7 @@ impl JobFacts for MemoryAccount {
         &self,
         snapshot_ids: &[String],
     ) -> Result<Vec<Image>, AwsError> {
+        self.held("DescribeImages").await;
         self.fault("DescribeImages", "block-device-mapping.snapshot-id")?;
         let state = self.0.state.lock().unwrap();
         Ok(state

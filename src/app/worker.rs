@@ -543,8 +543,8 @@ impl Known {
 /// Every job's verdict. Jobs the first facts clear are checked further: the Recycle Bin
 /// (`ListImagesInRecycleBin`) for the AMIs that may need their storage, the launch
 /// template versions (snapshot jobs), and the bin's rules when an AMI is in the bin. The
-/// reads that need no fact (the templates, the bin for the jobs' own images) are made
-/// beside the first facts.
+/// templates, which need no fact, are read beside the first facts; the bin only after
+/// them.
 async fn verdicts<C: Cleaner>(
     c: &C,
     describe: &Pacer,
@@ -561,15 +561,7 @@ async fn verdicts<C: Cleaner>(
         let read = describe.call("DescribeLaunchTemplateVersions", || c.template_snapshots());
         read.await.map(Some)
     });
-    // So is the Recycle Bin, for the jobs' own images (the usual candidates); a snapshot
-    // naming another image has that one read once the facts name it.
-    let own: FxHashSet<String> = jobs
-        .iter()
-        .map(|(_, j)| j.image_id.clone())
-        .filter(|i| storage::is_image_id(i))
-        .collect();
-    let bin = unless(own.is_empty(), || c.images_in_recycle_bin(&own));
-    let (k, templates, bin) = tokio::join!(first_facts(c, describe, rules, jobs), templates, bin);
+    let (k, templates) = tokio::join!(first_facts(c, describe, rules, jobs), templates);
     let mut k = k?;
     let first: Vec<Verdict> = jobs.iter().map(|(_, j)| k.verdict(rules, j, now)).collect();
     let cleared: Vec<&CleanupJob> = jobs
@@ -581,15 +573,11 @@ async fn verdicts<C: Cleaner>(
     if cleared.is_empty() {
         return Ok(first);
     }
-    let more: FxHashSet<String> = cleared
-        .iter()
-        .flat_map(|j| bin_candidates(&k, j))
-        .filter(|i| !own.contains(i))
-        .collect();
-    k.in_bin = bin?;
-    if !more.is_empty() {
-        k.in_bin.extend(c.images_in_recycle_bin(&more).await?);
-    }
+    // The Recycle Bin is read once `DescribeImages` has answered, never beside it: an image
+    // deregistered into the bin between the two reads would be in neither answer
+    // (registered when the bin was read, gone when the images were).
+    let asked: FxHashSet<String> = cleared.iter().flat_map(|j| bin_candidates(&k, j)).collect();
+    k.in_bin = c.images_in_recycle_bin(&asked).await?;
     k.templates = templates?;
     if !k.in_bin.is_empty() {
         k.bin_rules = Some(c.bin_rules().await?);
