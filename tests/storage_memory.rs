@@ -104,6 +104,11 @@ fn account(images: Vec<Image>) -> MemoryAccount {
     MemoryAccount::new(state)
 }
 
+/// The queue's worker on one message, the account at its clock.
+async fn worker_once(a: &MemoryAccount, rules: &WorkerRules, body: &str) -> Vec<Handled> {
+    handle_batch(|_, _| async { Ok(a.clone()) }, rules, &[body], now()).await
+}
+
 fn live() -> ExecConfig {
     ExecConfig {
         dry_run: false,
@@ -340,23 +345,11 @@ async fn forged_or_premature_jobs_are_refused_with_the_storage_rules_reasons() {
     let off = policy(r#", "cleanup": {"snapshots": false}"#);
     let rules = WorkerRules::new(&off, Some(REGION), Vec::<String>::new());
     let ok = snapshot_job("snap-ok", "ami-gone");
-    let handled = handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[ok.as_str()],
-        now(),
-    )
-    .await;
+    let handled = worker_once(&a, &rules, &ok).await;
     assert_eq!(reasons(&handled), [Some("cleanup_disabled".to_string())]);
     // With the default policy the same job runs.
     let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
-    handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[ok.as_str()],
-        now(),
-    )
-    .await;
+    worker_once(&a, &rules, &ok).await;
     assert_eq!(a.log(), ["DeleteSnapshot snap-ok"]);
 }
 
@@ -660,26 +653,14 @@ async fn a_bundle_registered_from_while_its_facts_were_read_is_not_deleted_by_th
     let p = policy("");
     let rules = WorkerRules::new(&p, Some(REGION), vec!["bundles".to_string()]);
     let body = bundle_job("app/app-1.manifest.xml", "ami-gone");
-    let first = handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[body.as_str()],
-        now(),
-    )
-    .await;
+    let first = worker_once(&a, &rules, &body).await;
     operator.await.unwrap();
     assert!(
         matches!(&first[0], Handled::Ran(_, Attempt::Retry(_))),
         "{first:?}"
     );
     assert_eq!(a.state().objects.len(), 3, "{:?}", a.log());
-    let again = handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[body.as_str()],
-        now(),
-    )
-    .await;
+    let again = worker_once(&a, &rules, &body).await;
     assert_eq!(reasons(&again), [Some("used_by_other_image".to_string())]);
     assert_eq!(a.state().objects.len(), 3);
 }
@@ -771,13 +752,7 @@ async fn a_snapshot_whose_image_goes_to_the_recycle_bin_while_its_facts_are_read
     let p = policy("");
     let rules = WorkerRules::new(&p, Some(REGION), Vec::new());
     let body = snapshot_job("snap-a", "ami-a");
-    let handled = handle_batch(
-        |_, _| async { Ok(a.clone()) },
-        &rules,
-        &[body.as_str()],
-        now(),
-    )
-    .await;
+    let handled = worker_once(&a, &rules, &body).await;
     operator.await.unwrap();
     assert!(a.state().recycle_bin.contains_key("ami-a"), "{:?}", a.log());
     assert!(
