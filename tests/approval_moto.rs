@@ -65,12 +65,7 @@ fn sweep(moto: &Moto, policy: &Path, args: &[&str]) -> Output {
 }
 
 fn report(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::json_report(out)
 }
 
 /// Runs an instance of `image`, so it is in use.

@@ -36,12 +36,7 @@ fn sweep_at(moto: &Moto, policy: &std::path::Path, now: &str) -> serde_json::Val
         .envs(moto.env())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::json_report(&out)
 }
 
 fn image<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {

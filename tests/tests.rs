@@ -54,6 +54,16 @@ where
     ami_sweeper::app::worker::handle_batch(clients, rules, pacing, bodies, now).await
 }
 
+/// The JSON report on a successful run's stdout (its stderr in the failure otherwise).
+pub fn json_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A sweep's in-process worker as a fresh sweep in us-east-1 runs it, in the
 /// deployment's own account: every job verified by `policy` (the run's mandate its
 /// ceiling, `buckets` its bundle buckets), new pacers at the whole share, no stop.
