@@ -458,11 +458,11 @@ def estate(ids: list, n: int) -> list:
     return images
 
 
-def inventory(upstream: str, ids: list) -> dict:
-    """Per pair, straight from the emulator: {image id: [its snapshot ids]} and every
-    snapshot id."""
+def inventory(url_of, ids: list) -> dict:
+    """Per pair, straight from the emulator (`url_of(account)`): {image id: [its snapshot
+    ids]} and every snapshot id."""
     out = {}
-    for pair, ec2 in bench_org.pair_ec2(upstream, ids):
+    for pair, ec2 in bench_org.pair_ec2(url_of, ids):
         images = {i["ImageId"]: (i.get("CreationDate", ""),
                                  [b["Ebs"]["SnapshotId"] for b in i.get("BlockDeviceMappings", [])
                                   if "Ebs" in b and "SnapshotId" in b["Ebs"]])
@@ -527,13 +527,13 @@ def deployed(args, ids: list, regions: list, n: int, timeouts: dict, label: str)
     seed_path = os.path.join(tmp, "amis.json")
     with open(seed_path, "w") as f:
         json.dump(estate(ids, n), f)
-    server, upstream = bench_org.start_emulator(args.moto_python, seed_path)
-    proxy, endpoint = emulator.start_proxy(upstream, 1, args.latency, extra=[
-        "--shape", str(args.shape), "--upstream-concurrency", "4"])
+    emu = bench_org.Emulators(args.moto_python, seed_path, ids)
+    proxy, endpoint = emulator.start_proxy(emu.hub, 1, args.latency, extra=[
+        "--shape", str(args.shape), "--upstream-concurrency", "4"] + emu.routes())
     pools, mappings = {}, []
     try:
-        before = inventory(upstream, ids)
-        kw = dict(endpoint_url=upstream, region_name="us-east-1",
+        before = inventory(emu.url, ids)
+        kw = dict(endpoint_url=emu.hub, region_name="us-east-1",
                   aws_access_key_id="testing", aws_secret_access_key="testing")
         sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
         bucket = f"reports-{uuid.uuid4().hex[:8]}"
@@ -571,7 +571,7 @@ def deployed(args, ids: list, regions: list, n: int, timeouts: dict, label: str)
         finished = wait_idle(sqs, queues, mappings, pools, args.row_timeout)
         idle_at = time.time() - t0
         proxy_stats = emulator.proxy_stats(endpoint)
-        after = inventory(upstream, ids)
+        after = inventory(emu.url, ids)
         problems = check(before, after, regions)
         if kind != "response":
             problems.append(f"the schedule invocation failed: {body[:300]!r}")
@@ -602,7 +602,7 @@ def deployed(args, ids: list, regions: list, n: int, timeouts: dict, label: str)
         for p in pools.values():
             p.stop()
         emulator.stop(proxy)
-        emulator.stop(server)
+        emu.stop()
 
 
 def dead_letters(sqs, url: str) -> int:
@@ -660,7 +660,7 @@ def cli(args, ids: list, n: int) -> dict:
     cmd = bench_org.commands(org_args, tmp, ids)["untold"]
     seen = {}
     r = bench_org.one_run(org_args, "untold", cmd, seed_path, ids,
-                          inspect=lambda up, when: seen.__setitem__(when, inventory(up, ids)))
+                          inspect=lambda url_of, when: seen.__setitem__(when, inventory(url_of, ids)))
     problems = check(seen["before"], seen["after"], bench_org.REGIONS)
     if r["code"] != 0:
         problems.append(f"exit {r['code']}: {r['output'].strip().splitlines()[-1:]}")
@@ -704,7 +704,8 @@ def row_a(args) -> tuple:
     pairs = len(ids) * len(bench_org.REGIONS)
     fl, formula = floor(args.images, args.shape, args.latency)
     d = deployed(args, ids, bench_org.REGIONS, args.images, {}, "a")
-    c = cli(args, ids, args.images)
+    c = cli(args, ids, args.images) if not args.no_cli else {
+        "wall": float("nan"), "problems": ["the CLI was not run (--no-cli)"], "actions": {}}
     ends = pair_ends(d)
     slowest = max(e[3] for e in ends.values()) if ends else float("nan")
     print(f"   floor of the slowest pair (every pair has {args.images}): {formula}")
@@ -784,6 +785,8 @@ def main() -> int:
                     help="row (b)'s backlog (default: three invocations' worth)")
     ap.add_argument("--poll", type=float, default=0.1, help="seconds between empty receives")
     ap.add_argument("--row-timeout", type=float, default=1800)
+    ap.add_argument("--no-cli", action="store_true",
+                    help="row (a) without the CLI's run (to try a change; not for the table)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a template parameter (ForceDryRun is false unless given)")
     args = ap.parse_args()

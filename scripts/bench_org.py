@@ -5,10 +5,11 @@ BENCHMARKS.md).
 usage: bench_org.py AMI_SWEEPER MOTO_PYTHON C7N_ORG [--accounts M] [--images N]
                     [--shape F] [--latency MS] [--runs R] [--tools told,untold,c7n-org]
 
-M member accounts x 2 Regions, N old images (one snapshot each) in every pair, on one
-emulator (scripts/moto_accounts.py: each account its own images) behind
-scripts/throttle_proxy.py, which keeps one set of EC2's token buckets per (account,
-Region) at F times EC2's sizes and refills and holds every EC2 call MS milliseconds.
+M member accounts x 2 Regions, N old images (one snapshot each) in every pair, on the
+emulator (scripts/moto_accounts.py: each account its own images; the accounts spread over
+a few moto processes, see `Emulators`) behind scripts/throttle_proxy.py, which keeps one
+set of EC2's token buckets per (account, Region) at F times EC2's sizes and refills and
+holds every EC2 call MS milliseconds.
 Every tool gets the same rule (deregister the images older than 30 days, delete their
 snapshots) through the same member role, and a fresh emulator:
 
@@ -55,23 +56,64 @@ def estate(ids: list, n: int) -> list:
     return out
 
 
-def start_emulator(moto_python: str, seed_path: str):
-    port = emulator.free_port()
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_accounts.py")
-    proc = subprocess.Popen([moto_python, script, seed_path, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    emulator.wait_for(proc, endpoint)
-    return proc, endpoint
+# At most this many emulator processes for the member accounts (the hub has one more of its
+# own), the accounts dealt round-robin. On 2 cores, ten (one per account) made every pair's
+# start slower (eleven Python processes contending); four answer in 30-300 ms.
+MEMBER_EMULATORS = 4
 
 
-def pair_ec2(upstream: str, ids: list):
-    """Every pair's EC2 client on the emulator, as its member role: yields
-    ("account/region", client)."""
-    kw = dict(endpoint_url=upstream, region_name="us-east-1",
-              aws_access_key_id="testing", aws_secret_access_key="testing")
-    sts = boto3.client("sts", **kw)
+class Emulators:
+    """The organization's emulator, as AWS answers each account on its own: the hub's moto
+    process (the deployment's own account: its queues, its reports) and the member accounts
+    spread over up to MEMBER_EMULATORS more, each holding only its accounts' images. The
+    front door sends each account's requests to its process (`routes()`). One Python
+    process answering twenty pairs' calls was saturated on this machine (0.4-1.5 s an
+    answer where the same calls of six pairs took 8-76 ms: BENCHMARKS.md section 12), a
+    cost of the emulator, not of EC2, that every tool paid alike."""
+
+    def __init__(self, moto_python: str, seed_path: str, ids: list):
+        with open(seed_path, encoding="utf-8") as f:
+            seed = json.load(f)
+        groups = [ids[i::MEMBER_EMULATORS] for i in range(min(MEMBER_EMULATORS, len(ids)))]
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_accounts.py")
+        self.procs, self.of, started, ports = [], {}, [], set()
+        for k, accounts in enumerate([[]] + groups):
+            path = f"{seed_path}.{k}"
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump([a for a in seed if a.get("owner_id") in accounts], f)
+            port = emulator.free_port()
+            while port in ports:
+                port = emulator.free_port()
+            ports.add(port)
+            proc = subprocess.Popen([moto_python, script, path, "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(proc)
+            started.append((proc, f"http://127.0.0.1:{port}", accounts))
+        for proc, endpoint, accounts in started:
+            emulator.wait_for(proc, endpoint)
+            self.of.update({a: endpoint for a in accounts})
+        self.hub = started[0][1]
+
+    def url(self, account: str) -> str:
+        """The emulator answering for `account` (the hub's for any other)."""
+        return self.of.get(account, self.hub)
+
+    def routes(self) -> list:
+        """The front door's arguments that send each member account to its process."""
+        return [arg for a, u in sorted(self.of.items()) for arg in ("--route", f"{a}={u}")]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            emulator.stop(proc)
+
+
+def pair_ec2(url_of, ids: list):
+    """Every pair's EC2 client on the emulator (`url_of(account)`), as its member role:
+    yields ("account/region", client)."""
     for account in ids:
+        upstream = url_of(account)
+        sts = boto3.client("sts", endpoint_url=upstream, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
         c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{ROLE}",
                             RoleSessionName="check")["Credentials"]
         for region in REGIONS:
@@ -82,10 +124,10 @@ def pair_ec2(upstream: str, ids: list):
                 aws_session_token=c["SessionToken"])
 
 
-def left(upstream: str, ids: list) -> dict:
+def left(url_of, ids: list) -> dict:
     """Images and snapshots left per pair, read straight from the emulator."""
     out = {}
-    for pair, ec2 in pair_ec2(upstream, ids):
+    for pair, ec2 in pair_ec2(url_of, ids):
         images = ec2.describe_images(Owners=["self"])["Images"]
         snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
         out[pair] = (len(images), len(snaps))
@@ -131,16 +173,16 @@ def floor_seconds(n: int, shape: float) -> float:
 
 
 def one_run(args, name, cmd, seed_path, ids, inspect=None):
-    """One tool's run on a fresh emulator; `inspect(upstream, "before" | "after")`, when
+    """One tool's run on a fresh emulator; `inspect(url_of, "before" | "after")`, when
     given, reads the emulator around it (bench_fanout.py's checks)."""
-    server, upstream = start_emulator(args.moto_python, seed_path)
-    proxy, endpoint = emulator.start_proxy(upstream, 1, args.latency,
+    emu = Emulators(args.moto_python, seed_path, ids)
+    proxy, endpoint = emulator.start_proxy(emu.hub, 1, args.latency,
                                            extra=["--shape", str(args.shape),
-                                                  "--upstream-concurrency", "4"])
+                                                  "--upstream-concurrency", "4"] + emu.routes())
     try:
-        before = left(upstream, ids)
+        before = left(emu.url, ids)
         if inspect:
-            inspect(upstream, "before")
+            inspect(emu.url, "before")
         # c7n-org runs every pair at once, as ami-sweeper does at its defaults.
         env = dict(emulator.client_env(endpoint), C7N_ORG_PARALLEL=str(len(ids) * len(REGIONS)))
         t0 = time.time()
@@ -154,9 +196,9 @@ def one_run(args, name, cmd, seed_path, ids, inspect=None):
         r["actions"] = stats["actions"]
         r["pairs"] = stats.get("pairs", {})
         r["before"] = before
-        r["left"] = left(upstream, ids)
+        r["left"] = left(emu.url, ids)
         if inspect:
-            inspect(upstream, "after")
+            inspect(emu.url, "after")
         r["failures"] = None
         r["rates"] = {}
         if name != "c7n-org" and r["code"] in (0, 1):
@@ -169,7 +211,7 @@ def one_run(args, name, cmd, seed_path, ids, inspect=None):
         return r
     finally:
         emulator.stop(proxy)
-        emulator.stop(server)
+        emu.stop()
 
 
 def main():

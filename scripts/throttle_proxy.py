@@ -3,6 +3,7 @@
 
 usage: throttle_proxy.py UPSTREAM [--port P] [--scale K] [--shape F] [--latency MS]
                          [--bucket NAME=SIZE/RATE ...] [--no-throttle]
+                         [--route ACCOUNT=URL ...]
 
 moto never throttles. This proxy applies EC2's documented token buckets, one set per
 (account, Region) as EC2 keeps them, to every EC2 request before passing it on, and
@@ -23,6 +24,10 @@ checks the two agree):
 
 The Region is the request's signing scope's; the account is the one whose role was
 assumed (through this proxy) for the request's access key, else `default`.
+`--route ACCOUNT=URL` sends that account's requests (and the `AssumeRole` of its roles,
+so the credentials are the same emulator's) to another emulator than UPSTREAM: each
+member account answered by its own process, as AWS serves accounts independently
+(`scripts/bench_org.py`'s organization, where one Python process would answer for all).
 
 `--scale K` multiplies every refill rate by K (sizes stay), so a benchmark finishes K
 times sooner; a client must then be told K times its own rates too. `--shape F`
@@ -65,6 +70,7 @@ proxy prints `listening on http://127.0.0.1:P` on stdout once it accepts connect
 """
 import argparse
 import contextlib
+import functools
 import http.client
 import http.server
 import json
@@ -152,6 +158,11 @@ class PairBuckets:
                 self.pairs[pair] = {n: TokenBucket(size, rate) for n, (size, rate) in shapes.items()}
             return self.pairs[pair][name]
 
+    def account(self, access_key: str) -> "str | None":
+        """The account `access_key` acts as (None: not an assumed role's)."""
+        with self.lock:
+            return self.keys.get(access_key)
+
     def pair(self, access_key: str, region: str) -> str:
         with self.lock:
             return f"{self.keys.get(access_key, 'default')}/{region}"
@@ -199,10 +210,21 @@ class Stats:
 
 
 TRACE = os.environ.get("PROXY_TRACE")
-# At most this many requests at once in the emulator (`--upstream-concurrency`; the modelled
-# round trip is held outside it). moto is one Python process: sixty requests let in at once
-# take it twice as long as the same requests a few at a time, which no AWS endpoint does.
-UPSTREAM_SLOTS = contextlib.nullcontext()
+# At most this many requests at once in each emulator (`--upstream-concurrency`; the
+# modelled round trip is held outside it). moto is one Python process: sixty requests let in
+# at once take it twice as long as the same requests a few at a time, which no AWS endpoint
+# does. 0: no limit.
+UPSTREAM_SLOTS = 0
+
+
+@functools.lru_cache(maxsize=None)
+def upstream_slots(netloc: str):
+    """The requests one emulator (by `host:port`) may have at once."""
+    if UPSTREAM_SLOTS <= 0:
+        return contextlib.nullcontext()
+    return threading.BoundedSemaphore(UPSTREAM_SLOTS)
+
+
 SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
 ASSUMED_KEY = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
 ROLE_ACCOUNT = re.compile(r"arn:[^:]+:iam::(\d{12}):role/")
@@ -397,15 +419,27 @@ def rbin_answer(rules: list, path: str, body: str) -> tuple:
 
 
 def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: float = 0.0,
-                 faults: "Faults | None" = None, throttle: bool = True):
-    target = urllib.parse.urlsplit(upstream)
+                 faults: "Faults | None" = None, throttle: bool = True,
+                 routes: "dict | None" = None):
+    target = urllib.parse.urlsplit(upstream).netloc
+    routes = {a: urllib.parse.urlsplit(u).netloc for a, u in (routes or {}).items()}
     local = threading.local()
     faults = faults or Faults()
 
-    def connection() -> http.client.HTTPConnection:
-        if getattr(local, "conn", None) is None:
-            local.conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-        return local.conn
+    def connection(netloc: str) -> http.client.HTTPConnection:
+        conns = local.__dict__.setdefault("conns", {})
+        if conns.get(netloc) is None:
+            conns[netloc] = http.client.HTTPConnection(netloc, timeout=120)
+        return conns[netloc]
+
+    def route(scope: "Scope", action: str, params: dict) -> str:
+        """The emulator answering for the request's account (UPSTREAM's by default)."""
+        if not routes or not scope:
+            return target
+        if scope.group(1) == "sts" and action == "AssumeRole":
+            role = ROLE_ACCOUNT.search(urllib.parse.unquote((params.get("RoleArn") or [""])[0]))
+            return routes.get(role.group(1) if role else None, target)
+        return routes.get(buckets.account(scope.key), target)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -419,6 +453,7 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             pass
 
         def reply(self, status: int, body: bytes, headers=()):
+            self.status = status
             try:
                 self.send_response(status)
                 for k, v in headers:
@@ -466,17 +501,18 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
         def forward(self, body: bytes, rewrite=None, learn=None):
             headers = {k: v for k, v in self.headers.items()
                        if k.lower() not in HOP and k.lower() != "content-length"}
+            netloc = getattr(self, "upstream", target)
             for attempt in (1, 2):
-                conn = connection()
+                conn = connection(netloc)
                 try:
-                    with UPSTREAM_SLOTS:
+                    with upstream_slots(netloc):
                         conn.request(self.command, self.path, body=body, headers=headers)
                         resp = conn.getresponse()
                         data = resp.read()
                     break
                 except (http.client.HTTPException, OSError):
                     conn.close()
-                    local.conn = None
+                    local.conns[netloc] = None
                     if attempt == 2:
                         self.reply(502, b"upstream failed")
                         return
@@ -495,12 +531,13 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             finally:
                 if TRACE:
                     # PROXY_TRACE=FILE: one line per request (arrived, answered, pair,
-                    # service, action), to see where a run's time goes.
+                    # service, action, status), to see where a run's time goes.
                     scope, action = getattr(self, "traced", (None, "?"))
                     pair = buckets.pair(scope.key, scope.region) if scope else "-"
                     with open(TRACE, "a") as f:
                         f.write(f"{arrived:.3f} {time.time():.3f} {pair} "
-                                f"{scope.group(1) if scope else '-'} {action}\n")
+                                f"{scope.group(1) if scope else '-'} {action} "
+                                f"{getattr(self, 'status', '-')}\n")
 
         def handle_request(self):
             length = int(self.headers.get("Content-Length") or 0)
@@ -514,6 +551,7 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             target_header = self.headers.get("X-Amz-Target", "")
             action = (params.get("Action") or [target_header.rpartition(".")[2] or "?"])[0]
             self.traced = (scope, action)
+            self.upstream = route(scope, action, params)
             fault = faults.match(action, text + self.path)
             if fault:
                 if fault.get("delay_ms"):
@@ -648,6 +686,8 @@ def main() -> None:
                     help="requests in the emulator at once (0: no limit)")
     ap.add_argument("--no-throttle", action="store_true",
                     help="pass every request on (stubs and faults still apply)")
+    ap.add_argument("--route", action="append", default=[], metavar="ACCOUNT=URL",
+                    help="that account's requests go to the emulator at URL")
     args = ap.parse_args()
     sizes = dict(BUCKETS)
     for spec in args.bucket:
@@ -665,12 +705,13 @@ def main() -> None:
     # SYN to be sent again. The front door must not add that to anyone's time.
     http.server.ThreadingHTTPServer.request_queue_size = 1024
     global UPSTREAM_SLOTS
-    if args.upstream_concurrency > 0:
-        UPSTREAM_SLOTS = threading.BoundedSemaphore(args.upstream_concurrency)
+    UPSTREAM_SLOTS = args.upstream_concurrency
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port),
                                              make_handler(args.upstream, buckets, stats,
                                                           args.latency / 1000,
-                                                          throttle=not args.no_throttle))
+                                                          throttle=not args.no_throttle,
+                                                          routes=dict(r.split("=", 1)
+                                                                      for r in args.route)))
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
