@@ -212,6 +212,15 @@ pub struct Pacer {
     throttles: AtomicU64,
 }
 
+/// Where a caller waits for its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Behind the callers already waiting, first come, first served.
+    InTurn,
+    /// Beside the caller at the front: one of the next two tokens the rate allows.
+    Ahead,
+}
+
 /// Seeds each pacer's jitter differently, reproducibly.
 static SEEDS: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 
@@ -262,7 +271,7 @@ impl Pacer {
     /// turn (first come, first served), and the one at the front re-reads the rate after
     /// each wait, so a cut slows the very next call.
     pub async fn acquire(&self) -> Result<(), StopReason> {
-        self.acquire_until(&self.own_stop()).await
+        self.acquire_until(&self.own_stop(), Lane::InTurn).await
     }
 
     /// The stop the pacer was given (a long-lived worker's: its batch's).
@@ -270,26 +279,36 @@ impl Pacer {
         self.stop.lock().expect("pacer stop lock").clone()
     }
 
-    /// [`Pacer::acquire`], its waits ended by `stop`.
-    async fn acquire_until(&self, stop: &Stop) -> Result<(), StopReason> {
-        let _turn = self.gate.lock().await;
+    /// [`Pacer::acquire`], its waits ended by `stop`; in the `lane`'s turn.
+    async fn acquire_until(&self, stop: &Stop, lane: Lane) -> Result<(), StopReason> {
+        // In turn: behind the gate, one caller at a time. Ahead: beside it, so it competes
+        // only with the caller at the front for the next token.
+        let _turn = match lane {
+            Lane::InTurn => Some(self.gate.lock().await),
+            Lane::Ahead => None,
+        };
         loop {
-            let wait = {
-                let mut s = self.state.lock().expect("pacer lock");
-                let now = Instant::now();
-                let dt = now.duration_since(s.last).as_secs_f64();
-                s.tokens = (s.tokens + dt * s.rate).min(self.burst);
-                s.last = now;
-                // (Within a rounding error of a whole token counts as one.)
-                if s.tokens >= 1.0 - 1e-9 {
-                    s.tokens = (s.tokens - 1.0).max(0.0);
-                    return Ok(());
-                }
-                // The timer counts whole milliseconds: a shorter sleep would not move on.
-                Duration::from_secs_f64((1.0 - s.tokens) / s.rate).max(Duration::from_millis(1))
-            };
-            Self::sleep(wait, stop).await?;
+            match self.take() {
+                None => return Ok(()),
+                Some(wait) => Self::sleep(wait, stop).await?,
+            }
         }
+    }
+
+    /// Takes a token if there is one (`None`), else says how long until there is.
+    fn take(&self) -> Option<Duration> {
+        let mut s = self.state.lock().expect("pacer lock");
+        let now = Instant::now();
+        let dt = now.duration_since(s.last).as_secs_f64();
+        s.tokens = (s.tokens + dt * s.rate).min(self.burst);
+        s.last = now;
+        // (Within a rounding error of a whole token counts as one.)
+        if s.tokens >= 1.0 - 1e-9 {
+            s.tokens = (s.tokens - 1.0).max(0.0);
+            return None;
+        }
+        // The timer counts whole milliseconds: a shorter sleep would not move on.
+        Some(Duration::from_secs_f64((1.0 - s.tokens) / s.rate).max(Duration::from_millis(1)))
     }
 
     /// Sleeps `wait`, unless `stop` fires first.
@@ -335,7 +354,25 @@ impl Pacer {
         if let Some(r) = until.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, until, f).await
+        self.attempts(operation, until, Lane::InTurn, f).await
+    }
+
+    /// As [`Pacer::call`], ahead of the callers waiting in turn: it waits beside the one
+    /// at the front, not behind them all, for the next token (and, throttled, for the next
+    /// after its retry delay). For the reads a deletion waits on, which a sweep's
+    /// launch-permission lookups, queued up to 16 images ahead of its deregistrations on
+    /// the same bucket, would otherwise hold back for seconds. The pacer's rate binds it
+    /// as it binds the others.
+    pub async fn call_ahead<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        let stop = self.own_stop();
+        if let Some(r) = stop.reason() {
+            return Err(stopped(operation, r, false));
+        }
+        self.attempts(operation, &stop, Lane::Ahead, f).await
     }
 
     /// [`Pacer::call`]'s attempts: `stop` ends only a wait (for a token or a retry).
@@ -343,6 +380,7 @@ impl Pacer {
         &self,
         operation: &'static str,
         stop: &Stop,
+        lane: Lane,
         mut f: F,
     ) -> Result<T, AwsError>
     where
@@ -352,7 +390,7 @@ impl Pacer {
         let mut transient = 0;
         let mut throttled = false;
         loop {
-            if let Err(r) = self.acquire_until(stop).await {
+            if let Err(r) = self.acquire_until(stop, lane).await {
                 return Err(stopped(operation, r, throttled));
             }
             let sent = Instant::now();
@@ -436,7 +474,8 @@ impl crate::ports::PageMeter for Pacer {
         // report still shows what the plan would have done.
         Box::pin(async move {
             let stop = self.own_stop();
-            self.attempts(operation, &stop, &mut attempt).await
+            self.attempts(operation, &stop, Lane::InTurn, &mut attempt)
+                .await
         })
     }
 }
@@ -723,6 +762,45 @@ mod tests {
         // Four more tokens at 2/s: two seconds of (virtual) waiting.
         let waited = start.elapsed().as_secs_f64();
         assert!((waited - 2.0).abs() < 0.01, "waited {waited}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_ahead_takes_the_next_token_before_the_callers_waiting_in_turn() {
+        let p = Arc::new(Pacer::new(
+            DESCRIBE,
+            Pace {
+                burst: 1.0,
+                per_second: 1.0,
+            },
+            Stop::default(),
+        ));
+        p.acquire().await.unwrap();
+        let start = Instant::now();
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    p.acquire().await.unwrap();
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let ahead = p.call_ahead("DescribeSnapshots", || async {
+            Ok::<_, AwsError>(Instant::now())
+        });
+        let took = ahead.await.unwrap().duration_since(start).as_secs_f64();
+        assert!(
+            took <= 2.0 + 0.01,
+            "ahead of five in turn, it waited {took} s"
+        );
+        let mut ends = Vec::new();
+        for w in waiting {
+            ends.push(w.await.unwrap().duration_since(start).as_secs_f64());
+        }
+        ends.sort_by(f64::total_cmp);
+        // The rate binds the call ahead too: six calls at 1/s after the burst.
+        assert!(ends[4] >= 6.0 - 1e-6, "the last in turn at {}", ends[4]);
     }
 
     #[tokio::test(start_paused = true)]
