@@ -342,17 +342,18 @@ async fn first_facts<C: Cleaner>(
 ) -> Result<Known, AwsError> {
     let (snapshot_ids, image_ids) = ids(jobs);
     let mut k = Known::default();
-    // The reads are independent: made at once, they wait their turn at the pair's Describe
-    // pacer once, not one after another behind the sweep's own reads.
+    // The reads are independent: made at once, and ahead of the callers waiting at the
+    // pair's Describe pacer (a sweep's launch-permission lookups, queued well ahead of its
+    // deregistrations): deletions wait on these, the lookups only on the next token.
     let none = snapshot_ids.is_empty();
     let snapshots = unless(none, || {
-        describe.call("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
+        describe.call_ahead("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
     });
     let users = unless(none, || {
-        describe.call("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
+        describe.call_ahead("DescribeImages", || c.images_using_snapshots(&snapshot_ids))
     });
     let registered = unless(image_ids.is_empty(), || {
-        describe.call("DescribeImages", || c.registered_images(&image_ids))
+        describe.call_ahead("DescribeImages", || c.registered_images(&image_ids))
     });
     let (found, users, registered) = tokio::join!(snapshots, users, registered);
     k.snapshots = found?.into_iter().map(|s| (s.id.clone(), s)).collect();
@@ -410,7 +411,10 @@ async fn bundle_facts<C: Cleaner>(
     if bundles.is_empty() {
         return Ok(());
     }
-    for i in describe.call("DescribeImages", || c.list_images()).await? {
+    for i in describe
+        .call_ahead("DescribeImages", || c.list_images())
+        .await?
+    {
         if let (Some(loc), true) = (&i.image_location, i.state != ImageState::Deregistered) {
             k.locations
                 .entry(loc.clone())
@@ -558,7 +562,7 @@ async fn verdicts<C: Cleaner>(
         .iter()
         .any(|(_, j)| matches!(j.target, JobTarget::DeleteSnapshot { .. }));
     let templates = unless(!snapshot_jobs, || async {
-        let read = describe.call("DescribeLaunchTemplateVersions", || c.template_snapshots());
+        let read = describe.call_ahead("DescribeLaunchTemplateVersions", || c.template_snapshots());
         read.await.map(Some)
     });
     let (k, templates) = tokio::join!(first_facts(c, describe, rules, jobs), templates);
@@ -605,22 +609,30 @@ async fn handle_region<C: Cleaner>(
     };
     let fresh = pacers.fresh(read_from);
     let delete = pacers.delete();
-    let mut out = Vec::with_capacity(jobs.len());
-    for ((i, job), verdict) in jobs.into_iter().zip(verdicts) {
-        let handled = match verdict {
-            Verdict::Reject(why) => {
-                tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");
-                Handled::Rejected(job, why)
-            }
-            Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
-            Verdict::Proceed => {
-                let attempt = run_job_paced(&job, c, c, &delete, &fresh).await;
-                Handled::Ran(job, attempt)
-            }
-        };
-        out.push((i, handled));
-    }
-    out
+    // The cleared jobs' deletions are made at once: each waits its turn at the pair's
+    // `DeleteSnapshot` pacer (not behind the round trip of the one before it), and none
+    // starts once the facts are no longer fresh.
+    let (delete, fresh) = (&delete, &fresh);
+    let handled = jobs
+        .into_iter()
+        .zip(verdicts)
+        .map(|((i, job), verdict)| async move {
+            let handled = match verdict {
+                Verdict::Reject(why) => {
+                    tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");
+                    Handled::Rejected(job, why)
+                }
+                Verdict::Gone => {
+                    Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new()))
+                }
+                Verdict::Proceed => {
+                    let attempt = run_job_paced(&job, c, c, delete, fresh).await;
+                    Handled::Ran(job, attempt)
+                }
+            };
+            (i, handled)
+        });
+    futures_util::future::join_all(handled).await
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
