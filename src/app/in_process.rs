@@ -190,7 +190,11 @@ impl<'a> Tally<'a> {
         for (h, n) in handled {
             match settle(h, n, self.w.retry, stopped) {
                 Settled::Done(job, report, unsettled) => self.finish(job, report, unsettled),
-                Settled::Again(job, e) => again.push((job, n, e)),
+                Settled::Again(job, e) => {
+                    // As the queue's worker says it: the one trace of a retry's cause.
+                    tracing::warn!(target = %job.target_label(), attempt = n, error = %e, "job will be retried");
+                    again.push((job, n, e))
+                }
             }
         }
         again
