@@ -354,7 +354,7 @@ impl Pacer {
         if let Some(r) = until.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, until, Lane::InTurn, f).await
+        self.attempts(operation, until, Lane::InTurn, true, f).await
     }
 
     /// As [`Pacer::call`], ahead of the callers waiting in turn: it waits beside the one
@@ -372,15 +372,18 @@ impl Pacer {
         if let Some(r) = stop.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, &stop, Lane::Ahead, f).await
+        self.attempts(operation, &stop, Lane::Ahead, true, f).await
     }
 
-    /// [`Pacer::call`]'s attempts: `stop` ends only a wait (for a token or a retry).
+    /// [`Pacer::call`]'s attempts: `stop` ends a wait (for a token or a retry) and, when
+    /// `only_before_stop`, any attempt its token came after: a caller can wait at the gate
+    /// past its stop and then find a token at once (the rate grew meanwhile).
     async fn attempts<T, F, Fut>(
         &self,
         operation: &'static str,
         stop: &Stop,
         lane: Lane,
+        only_before_stop: bool,
         mut f: F,
     ) -> Result<T, AwsError>
     where
@@ -391,6 +394,9 @@ impl Pacer {
         let mut throttled = false;
         loop {
             if let Err(r) = self.acquire_until(stop, lane).await {
+                return Err(stopped(operation, r, throttled));
+            }
+            if let Some(r) = stop.reason().filter(|_| only_before_stop) {
                 return Err(stopped(operation, r, throttled));
             }
             let sent = Instant::now();
@@ -474,7 +480,7 @@ impl crate::ports::PageMeter for Pacer {
         // report still shows what the plan would have done.
         Box::pin(async move {
             let stop = self.own_stop();
-            self.attempts(operation, &stop, Lane::InTurn, &mut attempt)
+            self.attempts(operation, &stop, Lane::InTurn, false, &mut attempt)
                 .await
         })
     }
@@ -950,5 +956,60 @@ mod tests {
                 "scripts/throttle_proxy.py lacks {line}"
             );
         }
+    }
+    /// Review of the round's deletions made at once: they wait at the gate together, and a
+    /// deletion whose facts went stale while it waited there must not be made. Here the
+    /// pacer is throttled down to its floor, the caller at the front waits 12.8 s for its
+    /// token, and a deletion sent before the throttles answers meanwhile (the rate grows):
+    /// the tokens the front finds on waking must not carry a stale deletion behind it.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_stop_fired_while_it_waited_in_turn_is_not_made() {
+        use std::sync::atomic::AtomicBool;
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, share(), Stop::default()));
+        let start = Instant::now();
+        // A deletion sent at once, answered (successfully) 10 s later.
+        let slow = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.call("DeleteSnapshot", || async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<_, AwsError>(())
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        // The round's other deletions were throttled: the rate is cut to its floor.
+        for _ in 0..20 {
+            p.cut(Instant::now());
+        }
+        // The front of the line waits for its token...
+        let front = tokio::spawn({
+            let p = p.clone();
+            async move { p.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        // ...and behind it, a deletion whose facts are fresh for 5 s more.
+        let fresh = Stop::with_deadline(Some(start + Duration::from_secs(5)));
+        let made = Arc::new(AtomicBool::new(false));
+        let behind = {
+            let made = made.clone();
+            p.call_until("DeleteSnapshot", &fresh, move || {
+                let made = made.clone();
+                async move {
+                    made.store(true, Ordering::SeqCst);
+                    Ok::<_, AwsError>(Instant::now())
+                }
+            })
+        };
+        let behind = behind.await;
+        slow.await.unwrap().unwrap();
+        front.await.unwrap().unwrap();
+        assert!(
+            !made.load(Ordering::SeqCst),
+            "a deletion was made {:?} after the start, its facts stale since 5 s: {behind:?}",
+            behind.as_ref().map(|t| t.duration_since(start)).ok()
+        );
+        assert!(behind.unwrap_err().is(STOPPED));
     }
 }
