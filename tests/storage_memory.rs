@@ -761,3 +761,31 @@ async fn a_snapshot_whose_image_goes_to_the_recycle_bin_while_its_facts_are_read
         a.log()
     );
 }
+
+/// Review of a round's deletions made at once: the same bundle named by two jobs of one
+/// batch (a job redelivered, or sent again by a later sweep's reconciliation, beside the
+/// first) is deleted once and reported once. S3's `DeleteObjects` takes a moment to answer:
+/// the second job must not read the manifest while the first is deleting its parts, and
+/// report the same objects deleted again.
+#[tokio::test(start_paused = true)]
+async fn one_bundle_named_twice_in_a_round_is_deleted_and_reported_once() {
+    let a = marked_bundle();
+    a.hold("DeleteObjects", std::time::Duration::from_millis(50), 2);
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), vec!["bundles".to_string()]);
+    let body = bundle_job("app/app-1.manifest.xml", "ami-gone");
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled = handle_batch(worker, &rules, &[body.as_str(), body.as_str()], now()).await;
+    assert!(a.state().objects.is_empty(), "{:?}", a.log());
+    let deleted: Vec<_> = handled
+        .iter()
+        .filter(|h| matches!(h, Handled::Ran(_, Attempt::Done(o, _)) if *o == ami_sweeper::app::report::JobOutcome::Deleted))
+        .collect();
+    assert_eq!(deleted.len(), 1, "{handled:?}");
+    let log = a.log();
+    let manifest_deletions = log
+        .iter()
+        .filter(|l| l.ends_with("app/app-1.manifest.xml"))
+        .count();
+    assert_eq!(manifest_deletions, 1, "{log:?}");
+}
