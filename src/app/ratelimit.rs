@@ -1012,4 +1012,35 @@ mod tests {
         );
         assert!(behind.unwrap_err().is(STOPPED));
     }
+    /// Review of `call_ahead`: callers ahead of the line and callers in turn together, every
+    /// one of them made (none starved), and never above the share: the lane changes the
+    /// order, not the rate.
+    #[tokio::test(start_paused = true)]
+    async fn calls_ahead_beside_calls_in_turn_never_exceed_the_share() {
+        use futures_util::stream::{self, StreamExt};
+        let ec2 = Ec2Bucket::new(100, 5.0);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let start = Instant::now();
+        let results: Vec<Result<(), AwsError>> = stream::iter(0..300)
+            .map(|i| {
+                let (p, ec2) = (&p, &ec2);
+                async move {
+                    match i % 3 {
+                        0 => p.call_ahead("DescribeImages", || ec2.call()).await,
+                        _ => p.call("DescribeImages", || ec2.call()).await,
+                    }
+                }
+            })
+            .buffer_unordered(12)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(p.report().throttles, 0);
+        let accepted = ec2.accepted();
+        assert_eq!(accepted.len(), 300);
+        for (i, t) in accepted.iter().enumerate() {
+            let allowed = 80.0 + t.duration_since(start).as_secs_f64() * 5.0 + 1e-6;
+            assert!((i + 1) as f64 <= allowed, "call {i} at {:?}", *t - start);
+        }
+    }
 }
