@@ -1043,4 +1043,26 @@ mod tests {
             assert!((i + 1) as f64 <= allowed, "call {i} at {:?}", *t - start);
         }
     }
+    /// Review of `call_ahead`: a throttled call ahead still cuts the rate and is retried
+    /// (every call made, none failed), so reads ahead of the line slow down as the others do.
+    #[tokio::test(start_paused = true)]
+    async fn calls_ahead_under_a_smaller_bucket_cut_the_rate_and_retry() {
+        use futures_util::stream::{self, StreamExt};
+        // Other callers hold most of the bucket: 20 tokens refilled at 2/s.
+        let ec2 = Ec2Bucket::new(20, 2.0);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let results: Vec<Result<(), AwsError>> = stream::iter(0..120)
+            .map(|_| p.call_ahead("DescribeImages", || ec2.call()))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "nothing fails");
+        assert_eq!(ec2.accepted().len(), 120);
+        let throttles = p.report().throttles;
+        assert!(throttles > 0, "the bucket refused some");
+        assert!(p.rate() < 5.0, "the rate was cut: {}", p.rate());
+        let accepted = ec2.accepted();
+        let rate = 99.0 / accepted[119].duration_since(accepted[20]).as_secs_f64();
+        assert!((rate - 2.0).abs() <= 0.5, "settled at {rate}/s");
+    }
 }
