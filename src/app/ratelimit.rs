@@ -1065,4 +1065,33 @@ mod tests {
         let rate = 99.0 / accepted[119].duration_since(accepted[20]).as_secs_f64();
         assert!((rate - 2.0).abs() <= 0.5, "settled at {rate}/s");
     }
+    /// Review of `call_ahead`: a read ahead is never made after the pacer's stop (the
+    /// batch's): not when the stop came first, not when it comes while the read waits for a
+    /// token beside the line.
+    #[tokio::test(start_paused = true)]
+    async fn no_call_ahead_is_made_after_the_stop() {
+        let stop = Stop::default();
+        let slow = Pace {
+            burst: 1.0,
+            per_second: 0.1,
+        };
+        let p = Pacer::new(DESCRIBE, slow, stop.clone());
+        p.acquire().await.unwrap();
+        let made = std::sync::atomic::AtomicU32::new(0);
+        let read = || async {
+            made.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, AwsError>(())
+        };
+        let waiting = p.call_ahead("DescribeImages", read);
+        let signal = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.request();
+        };
+        let (waited, ()) = tokio::join!(waiting, signal);
+        assert!(waited.unwrap_err().is(STOPPED));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let after = p.call_ahead("DescribeImages", read).await;
+        assert!(after.unwrap_err().is(STOPPED));
+        assert_eq!(made.load(Ordering::SeqCst), 0);
+    }
 }
