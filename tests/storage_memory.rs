@@ -761,3 +761,86 @@ async fn a_snapshot_whose_image_goes_to_the_recycle_bin_while_its_facts_are_read
         a.log()
     );
 }
+
+/// Review of a round's deletions made at once: the same bundle named by two jobs of one
+/// batch (a job redelivered, or sent again by a later sweep's reconciliation, beside the
+/// first) is deleted once and reported once. S3's `DeleteObjects` takes a moment to answer:
+/// the second job must not read the manifest while the first is deleting its parts, and
+/// report the same objects deleted again.
+#[tokio::test(start_paused = true)]
+async fn one_bundle_named_twice_in_a_round_is_deleted_and_reported_once() {
+    let a = marked_bundle();
+    a.hold("DeleteObjects", std::time::Duration::from_millis(50), 2);
+    let p = policy("");
+    let rules = WorkerRules::new(&p, Some(REGION), vec!["bundles".to_string()]);
+    let body = bundle_job("app/app-1.manifest.xml", "ami-gone");
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled = handle_batch(worker, &rules, &[body.as_str(), body.as_str()], now()).await;
+    assert!(a.state().objects.is_empty(), "{:?}", a.log());
+    let deleted: Vec<_> = handled
+        .iter()
+        .filter(|h| matches!(h, Handled::Ran(_, Attempt::Done(o, _)) if *o == ami_sweeper::app::report::JobOutcome::Deleted))
+        .collect();
+    assert_eq!(deleted.len(), 1, "{handled:?}");
+    let log = a.log();
+    let manifest_deletions = log
+        .iter()
+        .filter(|l| l.ends_with("app/app-1.manifest.xml"))
+        .count();
+    assert_eq!(manifest_deletions, 1, "{log:?}");
+}
+
+/// Review of a round's deletions made at once: a signal while they wait at a slow
+/// `DeleteSnapshot` pacer ends every wait, no deletion starts after it, and each job's
+/// answer is its own (deleted: gone; retried: still there).
+#[tokio::test(start_paused = true)]
+async fn a_signal_while_a_rounds_deletions_wait_at_the_pacer_starts_none_after_it() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::report::JobOutcome;
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::Pacing;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..10).map(|i| format!("snap-{i:02}")).collect();
+    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    // A fiftieth of EC2's buckets: `DeleteSnapshot` one call at once, then one per 10 s.
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default().with_share(0.02),
+        stop: &stop,
+    };
+    let (a2, stop2) = (a.clone(), stop.clone());
+    let signal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        stop2.request();
+        a2.log().len()
+    });
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &refs, now()).await;
+    let at_signal = signal.await.unwrap();
+    let log = a.log();
+    assert_eq!(log.len(), at_signal, "deletions after the signal: {log:?}");
+    let left = a.state().snapshots;
+    let mut deleted = 0;
+    for h in &handled {
+        let Handled::Ran(job, attempt) = h else {
+            panic!("{h:?}")
+        };
+        let JobTarget::DeleteSnapshot { snapshot_id } = &job.target else {
+            panic!("{job:?}")
+        };
+        match attempt {
+            Attempt::Done(JobOutcome::Deleted, _) => {
+                deleted += 1;
+                assert!(!left.contains_key(snapshot_id), "{h:?}");
+            }
+            Attempt::Retry(_) => assert!(left.contains_key(snapshot_id), "{h:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((1..10).contains(&deleted), "{handled:?}");
+    assert_eq!(deleted + left.len(), 10);
+}

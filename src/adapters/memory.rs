@@ -639,6 +639,7 @@ impl BundleStore for MemoryAccount {
         bucket: &str,
         keys: &[String],
     ) -> Result<Vec<(String, AwsError)>, AwsError> {
+        self.held("DeleteObjects").await;
         self.fault("DeleteObjects", bucket)?;
         let mut failed = Vec::new();
         for key in keys {

@@ -354,7 +354,7 @@ impl Pacer {
         if let Some(r) = until.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, until, Lane::InTurn, f).await
+        self.attempts(operation, until, Lane::InTurn, true, f).await
     }
 
     /// As [`Pacer::call`], ahead of the callers waiting in turn: it waits beside the one
@@ -372,15 +372,18 @@ impl Pacer {
         if let Some(r) = stop.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, &stop, Lane::Ahead, f).await
+        self.attempts(operation, &stop, Lane::Ahead, true, f).await
     }
 
-    /// [`Pacer::call`]'s attempts: `stop` ends only a wait (for a token or a retry).
+    /// [`Pacer::call`]'s attempts: `stop` ends a wait (for a token or a retry) and, when
+    /// `only_before_stop`, any attempt its token came after: a caller can wait at the gate
+    /// past its stop and then find a token at once (the rate grew meanwhile).
     async fn attempts<T, F, Fut>(
         &self,
         operation: &'static str,
         stop: &Stop,
         lane: Lane,
+        only_before_stop: bool,
         mut f: F,
     ) -> Result<T, AwsError>
     where
@@ -391,6 +394,9 @@ impl Pacer {
         let mut throttled = false;
         loop {
             if let Err(r) = self.acquire_until(stop, lane).await {
+                return Err(stopped(operation, r, throttled));
+            }
+            if let Some(r) = stop.reason().filter(|_| only_before_stop) {
                 return Err(stopped(operation, r, throttled));
             }
             let sent = Instant::now();
@@ -474,7 +480,7 @@ impl crate::ports::PageMeter for Pacer {
         // report still shows what the plan would have done.
         Box::pin(async move {
             let stop = self.own_stop();
-            self.attempts(operation, &stop, Lane::InTurn, &mut attempt)
+            self.attempts(operation, &stop, Lane::InTurn, false, &mut attempt)
                 .await
         })
     }
@@ -950,5 +956,142 @@ mod tests {
                 "scripts/throttle_proxy.py lacks {line}"
             );
         }
+    }
+    /// Review of the round's deletions made at once: they wait at the gate together, and a
+    /// deletion whose facts went stale while it waited there must not be made. Here the
+    /// pacer is throttled down to its floor, the caller at the front waits 12.8 s for its
+    /// token, and a deletion sent before the throttles answers meanwhile (the rate grows):
+    /// the tokens the front finds on waking must not carry a stale deletion behind it.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_stop_fired_while_it_waited_in_turn_is_not_made() {
+        use std::sync::atomic::AtomicBool;
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, share(), Stop::default()));
+        let start = Instant::now();
+        // A deletion sent at once, answered (successfully) 10 s later.
+        let slow = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.call("DeleteSnapshot", || async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<_, AwsError>(())
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        // The round's other deletions were throttled: the rate is cut to its floor.
+        for _ in 0..20 {
+            p.cut(Instant::now());
+        }
+        // The front of the line waits for its token...
+        let front = tokio::spawn({
+            let p = p.clone();
+            async move { p.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        // ...and behind it, a deletion whose facts are fresh for 5 s more.
+        let fresh = Stop::with_deadline(Some(start + Duration::from_secs(5)));
+        let made = Arc::new(AtomicBool::new(false));
+        let behind = {
+            let made = made.clone();
+            p.call_until("DeleteSnapshot", &fresh, move || {
+                let made = made.clone();
+                async move {
+                    made.store(true, Ordering::SeqCst);
+                    Ok::<_, AwsError>(Instant::now())
+                }
+            })
+        };
+        let behind = behind.await;
+        slow.await.unwrap().unwrap();
+        front.await.unwrap().unwrap();
+        assert!(
+            !made.load(Ordering::SeqCst),
+            "a deletion was made {:?} after the start, its facts stale since 5 s: {behind:?}",
+            behind.as_ref().map(|t| t.duration_since(start)).ok()
+        );
+        assert!(behind.unwrap_err().is(STOPPED));
+    }
+    /// Review of `call_ahead`: callers ahead of the line and callers in turn together, every
+    /// one of them made (none starved), and never above the share: the lane changes the
+    /// order, not the rate.
+    #[tokio::test(start_paused = true)]
+    async fn calls_ahead_beside_calls_in_turn_never_exceed_the_share() {
+        use futures_util::stream::{self, StreamExt};
+        let ec2 = Ec2Bucket::new(100, 5.0);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let start = Instant::now();
+        let results: Vec<Result<(), AwsError>> = stream::iter(0..300)
+            .map(|i| {
+                let (p, ec2) = (&p, &ec2);
+                async move {
+                    match i % 3 {
+                        0 => p.call_ahead("DescribeImages", || ec2.call()).await,
+                        _ => p.call("DescribeImages", || ec2.call()).await,
+                    }
+                }
+            })
+            .buffer_unordered(12)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(p.report().throttles, 0);
+        let accepted = ec2.accepted();
+        assert_eq!(accepted.len(), 300);
+        for (i, t) in accepted.iter().enumerate() {
+            let allowed = 80.0 + t.duration_since(start).as_secs_f64() * 5.0 + 1e-6;
+            assert!((i + 1) as f64 <= allowed, "call {i} at {:?}", *t - start);
+        }
+    }
+    /// Review of `call_ahead`: a throttled call ahead still cuts the rate and is retried
+    /// (every call made, none failed), so reads ahead of the line slow down as the others do.
+    #[tokio::test(start_paused = true)]
+    async fn calls_ahead_under_a_smaller_bucket_cut_the_rate_and_retry() {
+        use futures_util::stream::{self, StreamExt};
+        // Other callers hold most of the bucket: 20 tokens refilled at 2/s.
+        let ec2 = Ec2Bucket::new(20, 2.0);
+        let p = Pacer::new(DEREGISTER_IMAGE, share(), Stop::default());
+        let results: Vec<Result<(), AwsError>> = stream::iter(0..120)
+            .map(|_| p.call_ahead("DescribeImages", || ec2.call()))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "nothing fails");
+        assert_eq!(ec2.accepted().len(), 120);
+        let throttles = p.report().throttles;
+        assert!(throttles > 0, "the bucket refused some");
+        assert!(p.rate() < 5.0, "the rate was cut: {}", p.rate());
+        let accepted = ec2.accepted();
+        let rate = 99.0 / accepted[119].duration_since(accepted[20]).as_secs_f64();
+        assert!((rate - 2.0).abs() <= 0.5, "settled at {rate}/s");
+    }
+    /// Review of `call_ahead`: a read ahead is never made after the pacer's stop (the
+    /// batch's): not when the stop came first, not when it comes while the read waits for a
+    /// token beside the line.
+    #[tokio::test(start_paused = true)]
+    async fn no_call_ahead_is_made_after_the_stop() {
+        let stop = Stop::default();
+        let slow = Pace {
+            burst: 1.0,
+            per_second: 0.1,
+        };
+        let p = Pacer::new(DESCRIBE, slow, stop.clone());
+        p.acquire().await.unwrap();
+        let made = std::sync::atomic::AtomicU32::new(0);
+        let read = || async {
+            made.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, AwsError>(())
+        };
+        let waiting = p.call_ahead("DescribeImages", read);
+        let signal = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.request();
+        };
+        let (waited, ()) = tokio::join!(waiting, signal);
+        assert!(waited.unwrap_err().is(STOPPED));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let after = p.call_ahead("DescribeImages", read).await;
+        assert!(after.unwrap_err().is(STOPPED));
+        assert_eq!(made.load(Ordering::SeqCst), 0);
     }
 }

@@ -611,28 +611,48 @@ async fn handle_region<C: Cleaner>(
     let delete = pacers.delete();
     // The cleared jobs' deletions are made at once: each waits its turn at the pair's
     // `DeleteSnapshot` pacer (not behind the round trip of the one before it), and none
-    // starts once the facts are no longer fresh.
+    // starts once the facts are no longer fresh. Jobs naming the same storage (a job
+    // redelivered, or sent again) run one after another: the later finds it gone, so the
+    // storage is deleted and reported once.
     let (delete, fresh) = (&delete, &fresh);
-    let handled = jobs
-        .into_iter()
-        .zip(verdicts)
-        .map(|((i, job), verdict)| async move {
-            let handled = match verdict {
-                Verdict::Reject(why) => {
-                    tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");
-                    Handled::Rejected(job, why)
-                }
-                Verdict::Gone => {
-                    Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new()))
-                }
-                Verdict::Proceed => {
-                    let attempt = run_job_paced(&job, c, c, delete, fresh).await;
-                    Handled::Ran(job, attempt)
-                }
-            };
-            (i, handled)
-        });
-    futures_util::future::join_all(handled).await
+    let mut by_target: BTreeMap<String, Vec<(Placed, Verdict)>> = BTreeMap::new();
+    for (job, verdict) in jobs.into_iter().zip(verdicts) {
+        let target = job.1.target_label();
+        by_target.entry(target).or_default().push((job, verdict));
+    }
+    let targets = by_target.into_values().map(|same| async move {
+        let mut out = Vec::with_capacity(same.len());
+        for ((i, job), verdict) in same {
+            out.push((i, handle_job(c, job, verdict, delete, fresh).await));
+        }
+        out
+    });
+    let handled = futures_util::future::join_all(targets).await;
+    handled.into_iter().flatten().collect()
+}
+
+/// A job with its place in the round.
+type Placed = (usize, CleanupJob);
+
+/// One job with its verdict: refused, already gone, or run under `delete` until `fresh`.
+async fn handle_job<C: Cleaner>(
+    c: &C,
+    job: CleanupJob,
+    verdict: Verdict,
+    delete: &Pacer,
+    fresh: &Stop,
+) -> Handled {
+    match verdict {
+        Verdict::Reject(why) => {
+            tracing::warn!(target = %job.target_label(), reason = %why, "job rejected");
+            Handled::Rejected(job, why)
+        }
+        Verdict::Gone => Handled::Ran(job, Attempt::Done(JobOutcome::AlreadyGone, Vec::new())),
+        Verdict::Proceed => {
+            let attempt = run_job_paced(&job, c, c, delete, fresh).await;
+            Handled::Ran(job, attempt)
+        }
+    }
 }
 
 fn unique(ids: impl Iterator<Item = String>) -> Vec<String> {
