@@ -467,9 +467,14 @@ async fn a_worker_killed_mid_batch_on_one_pair_leaves_the_others_going_and_no_or
         ("AMI_SWEEPER_ACCOUNT_ID", "123456789012".to_string()),
         ("CLEANUP_DLQ_URL", dlq.clone()),
     ]);
+    // Staggered: a round's deletions are made at once, so each snapshot's answer comes
+    // `ms` after the one before it, and the kill finds some done and some not.
     let delay = |ids: &BTreeSet<String>, ms: u64| {
         ids.iter()
-            .map(|id| serde_json::json!({"action": "DeleteSnapshot", "id": id, "delay_ms": ms}))
+            .zip(1..)
+            .map(|(id, k)| {
+                serde_json::json!({"action": "DeleteSnapshot", "id": id, "delay_ms": ms * k})
+            })
             .collect::<Vec<_>>()
     };
     let faults: Vec<_> = delay(&condemned_a, 1500)
