@@ -351,10 +351,7 @@ impl Pacer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
     {
-        if let Some(r) = until.reason() {
-            return Err(stopped(operation, r, false));
-        }
-        self.attempts(operation, until, Lane::InTurn, true, f).await
+        self.call_in(operation, until, Lane::InTurn, f).await
     }
 
     /// As [`Pacer::call`], ahead of the callers waiting in turn: it waits beside the one
@@ -368,11 +365,26 @@ impl Pacer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, AwsError>>,
     {
-        let stop = self.own_stop();
-        if let Some(r) = stop.reason() {
+        self.call_in(operation, &self.own_stop(), Lane::Ahead, f)
+            .await
+    }
+
+    /// A call in `lane` ended by `until`: none made once it has fired.
+    async fn call_in<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        until: &Stop,
+        lane: Lane,
+        f: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AwsError>>,
+    {
+        if let Some(r) = until.reason() {
             return Err(stopped(operation, r, false));
         }
-        self.attempts(operation, &stop, Lane::Ahead, true, f).await
+        self.attempts(operation, until, lane, true, f).await
     }
 
     /// [`Pacer::call`]'s attempts: `stop` ends a wait (for a token or a retry) and, when
