@@ -328,31 +328,34 @@ impl crate::ports::UsageSource for RegionClients {
         &self,
         rules: &crate::policy::UsageRules,
     ) -> Result<(crate::model::Usage, Vec<String>), crate::error::AwsError> {
-        let ((instances, templates, configs, parameters, fleets), (spot, groups, batch)) = tokio::join!(
-            async {
-                tokio::join!(
-                    self.ec2.instance_usage(),
-                    self.ec2.launch_template_usage(),
-                    self.autoscaling.launch_configuration_usage(),
-                    self.ssm.image_parameters(&rules.ssm_paths),
-                    self.ec2.fleet_usage(),
-                )
-            },
-            async {
-                tokio::join!(
-                    self.ec2.spot_fleet_usage(),
-                    self.autoscaling.group_template_references(),
-                    self.batch.compute_environment_usage(),
-                )
-            }
+        // Every source at once: none needs another's answer, and a pair's start waits for
+        // the slowest.
+        let (
+            instances,
+            templates,
+            configs,
+            parameters,
+            fleets,
+            spot,
+            groups,
+            batch,
+            written,
+            stacks,
+            clusters,
+        ) = tokio::join!(
+            self.ec2.instance_usage(),
+            self.ec2.launch_template_usage(),
+            self.autoscaling.launch_configuration_usage(),
+            self.ssm.image_parameters(&rules.ssm_paths),
+            self.ec2.fleet_usage(),
+            self.ec2.spot_fleet_usage(),
+            self.autoscaling.group_template_references(),
+            self.batch.compute_environment_usage(),
+            self.ec2.spot_request_usage(),
+            self.cloudformation
+                .stack_usage(rules.cloudformation_templates),
+            self.emr.cluster_usage(),
         );
-        let (written, (stacks, clusters)) = tokio::join!(self.ec2.spot_request_usage(), async {
-            tokio::join!(
-                self.cloudformation
-                    .stack_usage(rules.cloudformation_templates),
-                self.emr.cluster_usage(),
-            )
-        });
         let mut usage = instances?;
         let (template_usage, ssm_refs) = templates?;
         usage.extend(template_usage);
