@@ -210,6 +210,8 @@ pub struct Pacer {
     /// Callers waiting for a token, in turn.
     gate: tokio::sync::Mutex<()>,
     throttles: AtomicU64,
+    /// Throttled calls waiting to retry ([`Lane::Retry`]).
+    retrying: AtomicU64,
 }
 
 /// Where a caller waits for its token.
@@ -219,6 +221,25 @@ enum Lane {
     InTurn,
     /// Beside the caller at the front: one of the next two tokens the rate allows.
     Ahead,
+    /// A call throttled after its turn: the next token is its own (no caller in another
+    /// lane takes one while a retry waits for its token).
+    Retry,
+}
+
+/// Counts a throttled call as waiting to retry until it ends (or is dropped).
+struct Retrying<'p>(&'p AtomicU64);
+
+impl<'p> Retrying<'p> {
+    fn new(n: &'p AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Seeds each pacer's jitter differently, reproducibly.
@@ -245,6 +266,7 @@ impl Pacer {
             }),
             gate: tokio::sync::Mutex::new(()),
             throttles: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
         }
     }
 
@@ -285,10 +307,13 @@ impl Pacer {
         // only with the caller at the front for the next token.
         let _turn = match lane {
             Lane::InTurn => Some(self.gate.lock().await),
-            Lane::Ahead => None,
+            Lane::Ahead | Lane::Retry => None,
         };
+        // A retry waiting for its token holds the others back (only while it waits: one
+        // throttled without end takes every other token, never all of them).
+        let _retrying = (lane == Lane::Retry).then(|| Retrying::new(&self.retrying));
         loop {
-            match self.take() {
+            match self.take(lane) {
                 None => return Ok(()),
                 Some(wait) => Self::sleep(wait, stop).await?,
             }
@@ -296,12 +321,16 @@ impl Pacer {
     }
 
     /// Takes a token if there is one (`None`), else says how long until there is.
-    fn take(&self) -> Option<Duration> {
+    fn take(&self, lane: Lane) -> Option<Duration> {
         let mut s = self.state.lock().expect("pacer lock");
         let now = Instant::now();
         let dt = now.duration_since(s.last).as_secs_f64();
         s.tokens = (s.tokens + dt * s.rate).min(self.burst);
         s.last = now;
+        if lane != Lane::Retry && self.retrying.load(Ordering::SeqCst) > 0 {
+            // A retry waits: the next token is its. Look again an interval on.
+            return Some(Duration::from_secs_f64(1.0 / s.rate).max(Duration::from_millis(1)));
+        }
         // (Within a rounding error of a whole token counts as one.)
         if s.tokens >= 1.0 - 1e-9 {
             s.tokens = (s.tokens - 1.0).max(0.0);
@@ -326,7 +355,7 @@ impl Pacer {
     }
 
     /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
-    /// after a jittered delay, until the run stops; then the error's code is
+    /// after a jittered delay (the first retry on the next token), until the run stops; then the error's code is
     /// [`THROTTLED`] and the call was not made. A stop that came before the first attempt
     /// is the code [`STOPPED`], tokens or not: no call starts after a stop (a deletion
     /// whose facts' freshness ran out is not made). A transient failure is retried a few
@@ -394,7 +423,7 @@ impl Pacer {
         &self,
         operation: &'static str,
         stop: &Stop,
-        lane: Lane,
+        mut lane: Lane,
         only_before_stop: bool,
         mut f: F,
     ) -> Result<T, AwsError>
@@ -404,6 +433,7 @@ impl Pacer {
     {
         let mut transient = 0;
         let mut throttled = false;
+        let own = lane;
         loop {
             if let Err(r) = self.acquire_until(stop, lane).await {
                 return Err(stopped(operation, r, throttled));
@@ -418,11 +448,18 @@ impl Pacer {
                     return Ok(v);
                 }
                 Err(e) if is_throttle(&e) => {
-                    throttled = true;
                     let jitter = self.cut(sent);
                     if let Err(r) = Self::sleep(jitter, stop).await {
                         return Err(stopped(operation, r, true));
                     }
+                    // It had its turn: its first retry takes the next token, before the
+                    // callers that came since. Behind them, it came back as the call the
+                    // pacer's next probe above EC2's rate was made with, throttled turn after
+                    // turn; beside them, it lost the race for each token to the next in
+                    // turn. Throttled again, it waits in its own lane: a call EC2 refuses
+                    // without end must not hold the others back.
+                    lane = if throttled { own } else { Lane::Retry };
+                    throttled = true;
                 }
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
@@ -1105,5 +1142,105 @@ mod tests {
         let after = p.call_ahead("DescribeImages", read).await;
         assert!(after.unwrap_err().is(STOPPED));
         assert_eq!(made.load(Ordering::SeqCst), 0);
+    }
+
+    /// A call throttled after its turn takes the next token for its retry, before the
+    /// callers that queued since: behind them, a deletion came back as the call
+    /// the pacer's next probe above EC2's rate was made with, turn after turn, until its
+    /// facts went stale (found in `make bench-fanout`: one pair's last deletion 15 s late).
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_is_retried_before_the_callers_that_queued_behind_it() {
+        let p = Arc::new(Pacer::new(
+            DELETE_SNAPSHOT,
+            Pace {
+                burst: 1.0,
+                per_second: 1.0,
+            },
+            Stop::default(),
+        ));
+        let start = Instant::now();
+        let first = Arc::new(AtomicU64::new(0));
+        let throttled_once = {
+            let (p, first) = (p.clone(), first.clone());
+            tokio::spawn(async move {
+                let f = || {
+                    let n = first.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        if n == 0 {
+                            Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x"))
+                        } else {
+                            Ok(Instant::now())
+                        }
+                    }
+                };
+                p.call("DeleteSnapshot", f).await.unwrap()
+            })
+        };
+        // Five more queue in turn while the first is out.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    p.call("DeleteSnapshot", f).await.unwrap()
+                })
+            })
+            .collect();
+        let retried = throttled_once.await.unwrap();
+        let mut after = Vec::new();
+        for b in behind {
+            after.push(b.await.unwrap());
+        }
+        after.sort();
+        assert_eq!(first.load(Ordering::SeqCst), 2, "throttled once, then made");
+        let at = |t: Instant| t.duration_since(start).as_secs_f64();
+        assert!(
+            retried <= after[1],
+            "the retry at {} s came after {} of the five behind it (second at {} s)",
+            at(retried),
+            after.iter().filter(|t| **t < retried).count(),
+            at(after[1])
+        );
+    }
+
+    /// A call EC2 throttles without end gets priority for its first retry only: the calls
+    /// beside it are all made, and it ends throttled at the stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_throttled_without_end_does_not_hold_the_others_back() {
+        let stop = Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+        let p = Arc::new(Pacer::new(
+            DELETE_SNAPSHOT,
+            Pace {
+                burst: 1.0,
+                per_second: 1.0,
+            },
+            stop,
+        ));
+        let refused = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let f = || async {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    Err::<(), _>(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x"))
+                };
+                p.call("DeleteSnapshot", f).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let others: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(()) };
+                    p.call("DeleteSnapshot", f).await
+                })
+            })
+            .collect();
+        for o in others {
+            assert!(o.await.unwrap().is_ok(), "a call beside it was not made");
+        }
+        assert!(refused.await.unwrap().unwrap_err().is(THROTTLED));
     }
 }
