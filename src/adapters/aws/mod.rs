@@ -329,7 +329,8 @@ impl crate::ports::UsageSource for RegionClients {
         rules: &crate::policy::UsageRules,
     ) -> Result<(crate::model::Usage, Vec<String>), crate::error::AwsError> {
         // Every source at once: none needs another's answer, and a pair's start waits for
-        // the slowest.
+        // the slowest. (On the heap: eleven sources' states at once are too big a future
+        // for a test thread's stack in a debug build.)
         let (
             instances,
             templates,
@@ -342,20 +343,23 @@ impl crate::ports::UsageSource for RegionClients {
             written,
             stacks,
             clusters,
-        ) = tokio::join!(
-            self.ec2.instance_usage(),
-            self.ec2.launch_template_usage(),
-            self.autoscaling.launch_configuration_usage(),
-            self.ssm.image_parameters(&rules.ssm_paths),
-            self.ec2.fleet_usage(),
-            self.ec2.spot_fleet_usage(),
-            self.autoscaling.group_template_references(),
-            self.batch.compute_environment_usage(),
-            self.ec2.spot_request_usage(),
-            self.cloudformation
-                .stack_usage(rules.cloudformation_templates),
-            self.emr.cluster_usage(),
-        );
+        ) = Box::pin(async {
+            tokio::join!(
+                self.ec2.instance_usage(),
+                self.ec2.launch_template_usage(),
+                self.autoscaling.launch_configuration_usage(),
+                self.ssm.image_parameters(&rules.ssm_paths),
+                self.ec2.fleet_usage(),
+                self.ec2.spot_fleet_usage(),
+                self.autoscaling.group_template_references(),
+                self.batch.compute_environment_usage(),
+                self.ec2.spot_request_usage(),
+                self.cloudformation
+                    .stack_usage(rules.cloudformation_templates),
+                self.emr.cluster_usage(),
+            )
+        })
+        .await;
         let mut usage = instances?;
         let (template_usage, ssm_refs) = templates?;
         usage.extend(template_usage);
