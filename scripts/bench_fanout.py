@@ -739,9 +739,20 @@ def row_b(args) -> list:
     return [(f"(b) backlog, {fn} Timeout {args.backlog_timeout} s", d["wall"], fl, d["problems"])]
 
 
+# Lambda's SQS event source mapping (standard queue, default scaling): five batches at
+# once when messages arrive, then up to 300 more concurrent invocations a minute.
+ESM_START, ESM_PER_SECOND = 5, 300 / 60
+
+
+def ramp(pairs: int, conc: int) -> float:
+    """Seconds until Lambda runs min(pairs, conc) pair sweepers at once."""
+    return max(0, min(pairs, conc) - ESM_START) / ESM_PER_SECOND
+
+
 def model(args, a: dict) -> None:
-    """(c) on paper: waves of PairConcurrency pairs, each at (a)'s per-pair overhead plus
-    its own floor; links of the pair sweeper's Timeout less its stop margin."""
+    """(c) on paper: Lambda's scaling ramp to PairConcurrency, then waves of that many
+    pairs, each at (a)'s per-pair overhead plus its own floor; links of the pair sweeper's
+    Timeout less its stop margin."""
     d = a["deployed"]
     conc = int(d["params"]["PairConcurrency"])
     timeout = d["functions"]["PairSweeperFunction"]["template_timeout"]
@@ -751,7 +762,9 @@ def model(args, a: dict) -> None:
           f"o = {a['slowest']:.1f} - {a['floor']:.1f} = {over:.1f} s (cold start, inventory, "
           "plan, the last deletion's wait); the dispatch "
           f"{a['dispatch']:.2f} s / {a['pairs']} pairs = {per_dispatch:.3f} s a pair; "
-          f"PairConcurrency {conc} pairs at once (template default)")
+          f"PairConcurrency {conc} pairs at once (template default), reached after Lambda's "
+          f"ramp r = (min(pairs, {conc}) - {ESM_START}) / {ESM_PER_SECOND:g} s (the SQS event "
+          f"source starts {ESM_START} batches at once and adds up to 300 a minute)")
     for shape, label in ((1.0, "EC2's full buckets"), (args.shape, "the benchmark's buckets")):
         per_link = round(BUCKETS["deregister_image"][0] * shape) + \
             BUCKETS["deregister_image"][1] * shape * (timeout - 30)
@@ -760,12 +773,13 @@ def model(args, a: dict) -> None:
             fl, _ = floor(n, shape, args.latency)
             waves = -(-pairs // conc)
             links = max(1, -(-n // int(per_link)))
-            total = pairs * per_dispatch + waves * (over * links + fl)
+            r = ramp(pairs, conc)
+            total = pairs * per_dispatch + r + waves * (over * links + fl)
             print(f"   {what}, {label} (x{shape:g}): floor {fl:.1f} s a pair; "
                   f"{waves} wave(s) = ceil({pairs} / {conc}); {links} link(s) a pair "
                   f"(~{per_link:.0f} deregistrations a {timeout} s link); "
-                  f"{pairs} x {per_dispatch:.3f} + {waves} x ({over:.1f} x {links} + {fl:.1f}) "
-                  f"= {total:.0f} s ({total / 60:.1f} min)")
+                  f"{pairs} x {per_dispatch:.3f} + {r:.0f} + {waves} x ({over:.1f} x {links} + "
+                  f"{fl:.1f}) = {total:.0f} s ({total / 60:.1f} min)")
 
 
 def main() -> int:
