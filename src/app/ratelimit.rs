@@ -456,13 +456,15 @@ impl Pacer {
                     // callers that came since. Behind them, it came back as the call the
                     // pacer's next probe above EC2's rate was made with, throttled turn after
                     // turn; beside them, it lost the race for each token to the next in
-                    // turn. Throttled again, it waits in its own lane: a call EC2 refuses
-                    // without end must not hold the others back.
+                    // turn. Throttled again (or failing transiently), it waits in its own
+                    // lane: a call EC2 refuses without end must not hold the others back.
                     lane = if throttled { own } else { Lane::Retry };
                     throttled = true;
                 }
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
+                    // Only the first retry after a throttle goes first.
+                    lane = own;
                     let backoff = Duration::from_millis(100 << transient);
                     // Stopped before the retry: the call was made and failed, and whether
                     // it took effect is unknown, so its own error stands, saying so
@@ -1363,6 +1365,59 @@ mod retry_lane_review {
         let behind = tokio::time::timeout(Duration::from_secs(60), behind).await;
         assert!(behind.expect("stalled").unwrap().is_ok());
         assert_eq!(made.load(Ordering::SeqCst), 1);
+    }
+
+    /// Only a throttled call's first retry goes first: one that then fails transiently
+    /// (`InternalError`) retries in its own lane, behind the callers that queued meanwhile,
+    /// not ahead of them again at each of its transient retries.
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_after_the_priority_retry_waits_in_turn() {
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, slow(), Stop::default()));
+        let start = Instant::now();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let first = tokio::spawn({
+            let (p, attempts) = (p.clone(), attempts.clone());
+            async move {
+                p.call("DeleteSnapshot", move || {
+                    let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        match n {
+                            0 => Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x")),
+                            1 => Err(AwsError::new("DeleteSnapshot", "InternalError", "x")),
+                            _ => Ok(Instant::now()),
+                        }
+                    }
+                })
+                .await
+                .unwrap()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    p.call("DeleteSnapshot", f).await.unwrap()
+                })
+            })
+            .collect();
+        let made = first.await.unwrap();
+        let mut after = Vec::new();
+        for b in behind {
+            after.push(b.await.unwrap());
+        }
+        after.sort();
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let at = |t: Instant| t.duration_since(start).as_secs_f64();
+        assert!(
+            made > after[0],
+            "after its priority retry failed transiently it went first again, at {} s \
+             (the first of the five at {} s)",
+            at(made),
+            at(after[0])
+        );
     }
 
     /// EC2's side for the lanes together: every call refused at its first attempt (so every
