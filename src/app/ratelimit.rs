@@ -1146,6 +1146,31 @@ mod tests {
         assert_eq!(made.load(Ordering::SeqCst), 0);
     }
 
+    /// Five calls queued in turn on `p` 10 ms on (while `first` is out): `first`'s answer
+    /// and the instants the five were made, in order.
+    pub(super) async fn first_and_five_in_turn(
+        p: &Arc<Pacer>,
+        first: tokio::task::JoinHandle<Instant>,
+    ) -> (Instant, Vec<Instant>) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    p.call("DeleteSnapshot", f).await.unwrap()
+                })
+            })
+            .collect();
+        let made = first.await.unwrap();
+        let mut after = Vec::new();
+        for b in behind {
+            after.push(b.await.unwrap());
+        }
+        after.sort();
+        (made, after)
+    }
+
     /// A call throttled after its turn takes the next token for its retry, before the
     /// callers that queued since: behind them, a deletion came back as the call
     /// the pacer's next probe above EC2's rate was made with, turn after turn, until its
@@ -1180,22 +1205,7 @@ mod tests {
             })
         };
         // Five more queue in turn while the first is out.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let behind: Vec<_> = (0..5)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
-                    p.call("DeleteSnapshot", f).await.unwrap()
-                })
-            })
-            .collect();
-        let retried = throttled_once.await.unwrap();
-        let mut after = Vec::new();
-        for b in behind {
-            after.push(b.await.unwrap());
-        }
-        after.sort();
+        let (retried, after) = first_and_five_in_turn(&p, throttled_once).await;
         assert_eq!(first.load(Ordering::SeqCst), 2, "throttled once, then made");
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
         assert!(
@@ -1393,22 +1403,7 @@ mod retry_lane_review {
                 .unwrap()
             }
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let behind: Vec<_> = (0..5)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
-                    p.call("DeleteSnapshot", f).await.unwrap()
-                })
-            })
-            .collect();
-        let made = first.await.unwrap();
-        let mut after = Vec::new();
-        for b in behind {
-            after.push(b.await.unwrap());
-        }
-        after.sort();
+        let (made, after) = super::tests::first_and_five_in_turn(&p, first).await;
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
         assert!(
