@@ -1728,3 +1728,124 @@ async fn the_worker_asks_images_by_snapshot_and_refuses_a_job_until_its_ami_leav
     assert_eq!(made["ListImagesInRecycleBin"], 1);
     assert!(!made.contains_key("DeleteSnapshot"));
 }
+
+/// Review of the usage sources read in one `join!`: whichever source is refused (the ones
+/// that used to be read in a second round among them), the listing fails as a whole and
+/// the region stops with nothing deregistered, its error naming the refused call.
+#[tokio::test]
+async fn any_usage_source_refused_stops_the_region_before_any_change() {
+    let json_denied = |op: &str| {
+        Some(format!(
+            r#"{{"__type":"AccessDeniedException","message":"not authorized to perform {op}"}}"#
+        ))
+    };
+    let query_denied = |op: &str| {
+        Some(format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>not \
+             authorized to perform {op}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+        ))
+    };
+    let ec2_denied = |op: &str| Some(ec2_error("UnauthorizedOperation", op));
+    let templates = Policy::from_json(
+        r#"{"dry_run": false, "retention": {"min_age_days": 30}, "usage": {"cloudformation_templates": true}}"#,
+    )
+    .unwrap();
+    let sources = [
+        "DescribeInstances",
+        "DescribeFleets",
+        "DescribeSpotInstanceRequests",
+        "DescribeAutoScalingGroups",
+        "DescribeComputeEnvironments",
+        "DescribeStacks",
+        "ListClusters",
+        "DescribeParameters",
+    ];
+    for source in sources {
+        let images = images_rule(vec![
+            image("ami-3", "free", "2025-01-01T00:00:00.000Z").build()
+        ]);
+        let dereg = mock!(aws_sdk_ec2::Client::deregister_image)
+            .then_output(|| DeregisterImageOutput::builder().build());
+        let mut ec2_rules = vec![];
+        let body = ec2_denied(source);
+        let denied_ec2 = match source {
+            "DescribeInstances" => Some(
+                mock!(aws_sdk_ec2::Client::describe_instances)
+                    .sequence()
+                    .http_status(400, body)
+                    .build(),
+            ),
+            "DescribeFleets" => Some(
+                mock!(aws_sdk_ec2::Client::describe_fleets)
+                    .sequence()
+                    .http_status(400, body)
+                    .build(),
+            ),
+            "DescribeSpotInstanceRequests" => Some(
+                mock!(aws_sdk_ec2::Client::describe_spot_instance_requests)
+                    .sequence()
+                    .http_status(400, body)
+                    .build(),
+            ),
+            _ => None,
+        };
+        ec2_rules.extend(denied_ec2.iter());
+        let shared_with_none = unshared();
+        ec2_rules.extend([&images, &dereg, &shared_with_none]);
+        let usage = no_usage();
+        ec2_rules.extend(usage.iter());
+        let ssm_denied = mock!(aws_sdk_ssm::Client::describe_parameters)
+            .sequence()
+            .http_status(400, json_denied(source))
+            .build();
+        let ssm_rules: Vec<&Rule> = match source {
+            "DescribeParameters" => vec![&ssm_denied],
+            _ => vec![],
+        };
+        let (mut c, calls) = clients(ec2(&ec2_rules), ssm(&ssm_rules));
+        match source {
+            "DescribeAutoScalingGroups" => {
+                let configs = mock!(aws_sdk_autoscaling::Client::describe_launch_configurations).then_output(|| {
+                    aws_sdk_autoscaling::operation::describe_launch_configurations::DescribeLaunchConfigurationsOutput::builder().build()
+                });
+                let groups = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+                    .sequence()
+                    .http_status(403, query_denied(source))
+                    .build();
+                let client =
+                    mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&groups, &configs]);
+                c.autoscaling = AutoScaling::new(client, calls.clone());
+            }
+            "DescribeComputeEnvironments" => {
+                let denied = mock!(aws_sdk_batch::Client::describe_compute_environments)
+                    .sequence()
+                    .http_status(400, json_denied(source))
+                    .build();
+                let client = mock_client!(aws_sdk_batch, RuleMode::MatchAny, [&denied]);
+                c.batch = Batch::new(client, calls.clone());
+            }
+            "DescribeStacks" => {
+                let denied = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+                    .sequence()
+                    .http_status(403, query_denied(source))
+                    .build();
+                c.cloudformation = CloudFormation::new(cloudformation(&[&denied]), calls.clone());
+            }
+            "ListClusters" => {
+                let denied = mock!(aws_sdk_emr::Client::list_clusters)
+                    .sequence()
+                    .http_status(400, json_denied(source))
+                    .build();
+                c.emr = Emr::new(emr(&[&denied]), calls.clone());
+            }
+            _ => {}
+        }
+        let (report, jobs) = sweep(&c, &templates).await;
+        let error = report
+            .error
+            .unwrap_or_else(|| panic!("{source} refused, the region went on"));
+        assert!(error.contains(source), "{source}: {error}");
+        assert_eq!(dereg.num_calls(), 0, "{source} refused, yet deregistered");
+        assert!(jobs.is_empty(), "{source}");
+    }
+}

@@ -844,3 +844,84 @@ async fn a_signal_while_a_rounds_deletions_wait_at_the_pacer_starts_none_after_i
     assert!((1..10).contains(&deleted), "{handled:?}");
     assert_eq!(deleted + left.len(), 10);
 }
+
+/// Review of the pacer's retry lane (a throttled deletion's first retry takes the next
+/// token): a round of deletions behind a `DeleteSnapshot` bucket far smaller than the
+/// pacer's share, so that most are throttled and retried on the lane, makes and attempts
+/// none after its facts' freshness, and deletions go on all through it (the lane stalls
+/// nobody).
+#[tokio::test(start_paused = true)]
+async fn deletions_retried_on_the_retry_lane_stop_at_their_facts_freshness() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::report::JobOutcome;
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    use std::time::Duration;
+    let ids: Vec<String> = (0..60).map(|i| format!("snap-{i:02}")).collect();
+    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    a.throttle("DeleteSnapshot", 3, 1.0);
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
+    let (pacers, stop) = (Pacers::default(), Stop::default());
+    let pacing = Pacing {
+        pacers: &pacers,
+        pace: PaceConfig::default(),
+        stop: &stop,
+    };
+    let deletions = |a: &MemoryAccount| {
+        let log = a.log();
+        log.iter()
+            .filter(|l| l.starts_with("DeleteSnapshot"))
+            .count()
+    };
+    // The facts are read at once (nothing holds the reads): stale from FACTS_FRESH_FOR on.
+    // Three seconds before, another caller takes the bucket for good: every attempt from
+    // then on is throttled, and the retries of the last ones wait past the freshness.
+    let (a2, at_half) = (a.clone(), FACTS_FRESH_FOR / 2);
+    let drained = FACTS_FRESH_FOR - Duration::from_secs(3);
+    let watch = tokio::spawn(async move {
+        tokio::time::sleep(at_half).await;
+        let half = deletions(&a2);
+        tokio::time::sleep(drained - at_half).await;
+        a2.throttle("DeleteSnapshot", 0, 0.0);
+        tokio::time::sleep(FACTS_FRESH_FOR - drained + Duration::from_millis(1)).await;
+        (half, deletions(&a2), a2.throttled("DeleteSnapshot"))
+    });
+    let worker = |_, _| async { Ok(a.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(worker, &rules, pacing, &refs, now()).await;
+    let (at_half, at_stale, throttled_at_stale) = watch.await.unwrap();
+    let made = deletions(&a);
+    assert_eq!(
+        made,
+        at_stale,
+        "deletions made on stale facts: {:?}",
+        a.log()
+    );
+    // Nor attempted: a throttled attempt is a call made, refused or not.
+    let throttled = a.throttled("DeleteSnapshot");
+    assert_eq!(
+        throttled, throttled_at_stale,
+        "deletions attempted on stale facts"
+    );
+    assert!(throttled > 0, "nothing was throttled");
+    assert!(
+        at_half > 3 && made > at_half,
+        "deletions stalled: {at_half} by half the freshness, {made} in all"
+    );
+    let left = a.state().snapshots;
+    for h in &handled {
+        let Handled::Ran(job, attempt) = h else {
+            panic!("{h:?}")
+        };
+        let JobTarget::DeleteSnapshot { snapshot_id } = &job.target else {
+            panic!("{job:?}")
+        };
+        match attempt {
+            Attempt::Done(JobOutcome::Deleted, _) => assert!(!left.contains_key(snapshot_id)),
+            Attempt::Retry(_) => assert!(left.contains_key(snapshot_id), "{h:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(made + left.len(), 60);
+}

@@ -456,13 +456,15 @@ impl Pacer {
                     // callers that came since. Behind them, it came back as the call the
                     // pacer's next probe above EC2's rate was made with, throttled turn after
                     // turn; beside them, it lost the race for each token to the next in
-                    // turn. Throttled again, it waits in its own lane: a call EC2 refuses
-                    // without end must not hold the others back.
+                    // turn. Throttled again (or failing transiently), it waits in its own
+                    // lane: a call EC2 refuses without end must not hold the others back.
                     lane = if throttled { own } else { Lane::Retry };
                     throttled = true;
                 }
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
+                    // Only the first retry after a throttle goes first.
+                    lane = own;
                     let backoff = Duration::from_millis(100 << transient);
                     // Stopped before the retry: the call was made and failed, and whether
                     // it took effect is unknown, so its own error stands, saying so
@@ -1144,6 +1146,31 @@ mod tests {
         assert_eq!(made.load(Ordering::SeqCst), 0);
     }
 
+    /// Five calls queued in turn on `p` 10 ms on (while `first` is out): `first`'s answer
+    /// and the instants the five were made, in order.
+    pub(super) async fn first_and_five_in_turn(
+        p: &Arc<Pacer>,
+        first: tokio::task::JoinHandle<Instant>,
+    ) -> (Instant, Vec<Instant>) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    p.call("DeleteSnapshot", f).await.unwrap()
+                })
+            })
+            .collect();
+        let made = first.await.unwrap();
+        let mut after = Vec::new();
+        for b in behind {
+            after.push(b.await.unwrap());
+        }
+        after.sort();
+        (made, after)
+    }
+
     /// A call throttled after its turn takes the next token for its retry, before the
     /// callers that queued since: behind them, a deletion came back as the call
     /// the pacer's next probe above EC2's rate was made with, turn after turn, until its
@@ -1178,22 +1205,7 @@ mod tests {
             })
         };
         // Five more queue in turn while the first is out.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let behind: Vec<_> = (0..5)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
-                    p.call("DeleteSnapshot", f).await.unwrap()
-                })
-            })
-            .collect();
-        let retried = throttled_once.await.unwrap();
-        let mut after = Vec::new();
-        for b in behind {
-            after.push(b.await.unwrap());
-        }
-        after.sort();
+        let (retried, after) = first_and_five_in_turn(&p, throttled_once).await;
         assert_eq!(first.load(Ordering::SeqCst), 2, "throttled once, then made");
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
         assert!(
@@ -1242,5 +1254,272 @@ mod tests {
             assert!(o.await.unwrap().is_ok(), "a call beside it was not made");
         }
         assert!(refused.await.unwrap().unwrap_err().is(THROTTLED));
+    }
+}
+
+#[cfg(test)]
+mod retry_lane_review {
+    //! Review of the retry lane (a throttled call's first retry takes the next token):
+    //! its count of waiting retries must never outlive the wait, no retry may be made after
+    //! its stop, and the lanes together must neither stall nor go above the share.
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    fn slow() -> Pace {
+        Pace {
+            burst: 1.0,
+            per_second: 1.0,
+        }
+    }
+
+    /// A call refused (throttled) at its first attempt, made at the next; counts attempts.
+    fn throttled_once(
+        attempts: &Arc<AtomicU32>,
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<(), AwsError>> + Send>> {
+        let attempts = attempts.clone();
+        move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                if n == 0 {
+                    Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    /// Waits (virtual time) until a retry is counted as waiting in the pacer's retry lane.
+    async fn until_a_retry_waits(p: &Pacer) {
+        for _ in 0..10_000 {
+            if p.retrying.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("no retry ever waited in the retry lane");
+    }
+
+    /// A retry dropped while it waits for its token (its task aborted, its caller's
+    /// future dropped by a `select!` or a timeout) stops holding the other callers back.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_dropped_while_it_waits_holds_no_one_back() {
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, slow(), Stop::default()));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let retry = tokio::spawn({
+            let (p, f) = (p.clone(), throttled_once(&attempts));
+            async move { p.call("DeleteSnapshot", f).await }
+        });
+        until_a_retry_waits(&p).await;
+        retry.abort();
+        assert!(retry.await.unwrap_err().is_cancelled());
+        assert_eq!(p.retrying.load(Ordering::SeqCst), 0, "the count leaked");
+        let start = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(30), p.acquire()).await;
+        assert!(
+            got.is_ok(),
+            "a caller in turn stalled behind a dropped retry"
+        );
+        assert!(
+            start.elapsed() <= Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "the dropped retry was made"
+        );
+    }
+
+    /// A retry whose own stop (its facts' freshness) fires while it waits for its token is
+    /// not made, ends throttled, and the callers behind it go on.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_whose_freshness_ends_while_it_waits_is_not_made_and_frees_the_rest() {
+        let p = Arc::new(Pacer::new(
+            DELETE_SNAPSHOT,
+            Pace {
+                burst: 1.0,
+                per_second: 0.2,
+            },
+            Stop::default(),
+        ));
+        let fresh = Stop::default();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let retry = tokio::spawn({
+            let (p, f, fresh) = (p.clone(), throttled_once(&attempts), fresh.clone());
+            async move { p.call_until("DeleteSnapshot", &fresh, f).await }
+        });
+        until_a_retry_waits(&p).await;
+        // Another deletion queues in turn behind the waiting retry; then the retry's facts
+        // go stale.
+        let made = Arc::new(AtomicU32::new(0));
+        let behind = tokio::spawn({
+            let (p, made) = (p.clone(), made.clone());
+            async move {
+                p.call("DeleteSnapshot", move || {
+                    made.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, AwsError>(()) }
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        fresh.request();
+        let err = retry.await.unwrap().unwrap_err();
+        assert!(err.is(THROTTLED), "{err}");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "made after its stop");
+        assert_eq!(p.retrying.load(Ordering::SeqCst), 0, "the count leaked");
+        let behind = tokio::time::timeout(Duration::from_secs(60), behind).await;
+        assert!(behind.expect("stalled").unwrap().is_ok());
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+    }
+
+    /// Only a throttled call's first retry goes first: one that then fails transiently
+    /// (`InternalError`) retries in its own lane, behind the callers that queued meanwhile,
+    /// not ahead of them again at each of its transient retries.
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_after_the_priority_retry_waits_in_turn() {
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, slow(), Stop::default()));
+        let start = Instant::now();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let first = tokio::spawn({
+            let (p, attempts) = (p.clone(), attempts.clone());
+            async move {
+                p.call("DeleteSnapshot", move || {
+                    let n = attempts.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        match n {
+                            0 => Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x")),
+                            1 => Err(AwsError::new("DeleteSnapshot", "InternalError", "x")),
+                            _ => Ok(Instant::now()),
+                        }
+                    }
+                })
+                .await
+                .unwrap()
+            }
+        });
+        let (made, after) = super::tests::first_and_five_in_turn(&p, first).await;
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let at = |t: Instant| t.duration_since(start).as_secs_f64();
+        assert!(
+            made > after[0],
+            "after its priority retry failed transiently it went first again, at {} s \
+             (the first of the five at {} s)",
+            at(made),
+            at(after[0])
+        );
+    }
+
+    /// EC2's side for the lanes together: every call refused at its first attempt (so every
+    /// call takes the retry lane once), and `refuse_always` of them refused without end.
+    /// Records every attempt's instant, refused or not.
+    struct Refusing {
+        attempts: Mutex<Vec<Instant>>,
+        seen: Mutex<std::collections::HashSet<usize>>,
+        refuse_always: usize,
+    }
+
+    impl Refusing {
+        async fn call(&self, id: usize) -> Result<(), AwsError> {
+            let first = {
+                self.attempts.lock().unwrap().push(Instant::now());
+                self.seen.lock().unwrap().insert(id)
+            };
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            if first || id < self.refuse_always {
+                Err(AwsError::new("DescribeImages", "RequestLimitExceeded", "x"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// `n` calls, 12 in flight, every third ahead of the line and the rest in turn, under
+    /// a pacer at `pace` stopping `stop_after` on: each call's result, with the instant
+    /// it ended, and every attempt's instant. Fails if the calls are still waiting well
+    /// after the stop (a stall).
+    async fn lanes(
+        n: usize,
+        refuse_always: usize,
+        pace: Pace,
+        stop_after: Duration,
+    ) -> (Vec<(usize, Result<(), AwsError>, Instant)>, Vec<Instant>) {
+        use futures_util::stream::{self, StreamExt};
+        let stop = Stop::with_deadline(Some(Instant::now() + stop_after));
+        let p = Pacer::new(DESCRIBE, pace, stop);
+        let ec2 = Refusing {
+            attempts: Mutex::new(Vec::new()),
+            seen: Mutex::new(Default::default()),
+            refuse_always,
+        };
+        let run = stream::iter(0..n)
+            .map(|i| {
+                let (p, ec2) = (&p, &ec2);
+                async move {
+                    let r = match i % 3 {
+                        0 => p.call_ahead("DescribeImages", || ec2.call(i)).await,
+                        _ => p.call("DescribeImages", || ec2.call(i)).await,
+                    };
+                    (i, r, Instant::now())
+                }
+            })
+            .buffer_unordered(12)
+            .collect::<Vec<_>>();
+        let results = tokio::time::timeout(stop_after + Duration::from_secs(60), run)
+            .await
+            .expect("the lanes stalled past the stop");
+        assert_eq!(p.retrying.load(Ordering::SeqCst), 0, "the count leaked");
+        let attempts = ec2.attempts.lock().unwrap().clone();
+        (results, attempts)
+    }
+
+    /// Calls in turn, calls ahead and throttled retries together, every call refused once
+    /// (each takes the retry lane): every call is made before the stop (none starved, no
+    /// deadlock), and the attempts, refused ones included, never go above the share in
+    /// any window.
+    #[tokio::test(start_paused = true)]
+    async fn the_lanes_together_make_every_call_and_keep_to_the_share() {
+        let pace = Pace {
+            burst: 10.0,
+            per_second: 5.0,
+        };
+        let (results, attempts) = lanes(150, 0, pace, Duration::from_secs(1800)).await;
+        for (i, r, _) in &results {
+            assert!(r.is_ok(), "call {i}: {r:?}");
+        }
+        assert_eq!(attempts.len(), 300, "each call refused once, then made");
+        for i in 0..attempts.len() {
+            for j in i..attempts.len() {
+                let window = attempts[j].duration_since(attempts[i]).as_secs_f64();
+                let allowed = pace.burst + window * pace.per_second + 1e-6;
+                assert!(
+                    (j - i + 1) as f64 <= allowed,
+                    "{} attempts in {window} s",
+                    j - i + 1
+                );
+            }
+        }
+    }
+
+    /// Two calls EC2 refuses without end beside calls in turn and ahead: the others are
+    /// all made, the two end throttled at the stop, none made.
+    #[tokio::test(start_paused = true)]
+    async fn two_calls_refused_without_end_hold_back_neither_lane() {
+        let pace = Pace {
+            burst: 10.0,
+            per_second: 5.0,
+        };
+        let (results, _) = lanes(24, 2, pace, Duration::from_secs(900)).await;
+        for (i, r, _) in &results {
+            match r {
+                Ok(()) => assert!(*i >= 2, "call {i}, refused without end, was made"),
+                Err(e) => assert!(*i < 2 && e.is(THROTTLED), "call {i}: {e}"),
+            }
+        }
     }
 }
