@@ -226,7 +226,7 @@ enum Lane {
     Retry,
 }
 
-/// Counts a throttled call as waiting to retry until it ends (or is dropped).
+/// Counts a throttled call as waiting to retry until it has its token (or is dropped).
 struct Retrying<'p>(&'p AtomicU64);
 
 impl<'p> Retrying<'p> {
@@ -355,8 +355,8 @@ impl Pacer {
     }
 
     /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
-    /// after a jittered delay (the first retry on the next token), until the run stops; then the error's code is
-    /// [`THROTTLED`] and the call was not made. A stop that came before the first attempt
+    /// after a jittered delay (the first retry on the next token), until the run stops;
+    /// then the error's code is [`THROTTLED`] and the call was not made. A stop that came before the first attempt
     /// is the code [`STOPPED`], tokens or not: no call starts after a stop (a deletion
     /// whose facts' freshness ran out is not made). A transient failure is retried a few
     /// times.
