@@ -430,9 +430,21 @@ fn the_docs_list_the_storage_rules_one_to_one_in_order() {
     assert_eq!(listed, reasons);
 }
 
+/// The worker's pacing at EC2's documented share (no operator rate), with `stop`.
+fn at_share<'a>(
+    pacers: &'a ami_sweeper::app::ratelimit::Pacers,
+    stop: &'a ami_sweeper::app::stop::Stop,
+) -> ami_sweeper::app::worker::Pacing<'a> {
+    ami_sweeper::app::worker::Pacing {
+        pacers,
+        pace: ami_sweeper::app::ratelimit::PaceConfig::default(),
+        stop,
+    }
+}
+
 /// An account holding `ids`, each marked as the storage of the deregistered `ami-gone`,
-/// a cleanup job for each, and the default policy.
-fn marked_snapshot_jobs(ids: &[String]) -> (MemoryAccount, Vec<String>, Policy) {
+/// a cleanup job for each, and the worker's rules under the default policy.
+fn marked_snapshot_jobs(ids: &[String]) -> (MemoryAccount, Vec<String>, WorkerRules) {
     let a = account(vec![]);
     a.update(|s| {
         for id in ids {
@@ -441,7 +453,8 @@ fn marked_snapshot_jobs(ids: &[String]) -> (MemoryAccount, Vec<String>, Policy) 
         }
     });
     let bodies = ids.iter().map(|i| snapshot_job(i, "ami-gone")).collect();
-    (a, bodies, policy(""))
+    let rules = WorkerRules::new(&policy(""), Some(REGION), Vec::<String>::new());
+    (a, bodies, rules)
 }
 
 /// Issue 21: the worker's EC2 calls go through its pacers. Behind `DeleteSnapshot` and
@@ -449,20 +462,14 @@ fn marked_snapshot_jobs(ids: &[String]) -> (MemoryAccount, Vec<String>, Policy) 
 /// is a signal to slow down, never a job's failure), and the pacers say what they met.
 #[tokio::test(start_paused = true)]
 async fn the_worker_rides_out_throttling_inside_its_batch() {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::ratelimit::Pacers;
     use ami_sweeper::app::stop::Stop;
-    use ami_sweeper::app::worker::Pacing;
     let ids: Vec<String> = (0..30).map(|i| format!("snap-{i:02}")).collect();
-    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    let (a, bodies, rules) = marked_snapshot_jobs(&ids);
     a.throttle("DeleteSnapshot", 5, 2.0);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
-    let pacing = Pacing {
-        pacers: &pacers,
-        pace: PaceConfig::default(),
-        stop: &stop,
-    };
+    let pacing = at_share(&pacers, &stop);
     // Another caller took the Describe bucket's one token: the worker's first read is
     // refused.
     a.throttle("DescribeSnapshots", 1, 0.5);
@@ -492,21 +499,16 @@ async fn the_worker_rides_out_throttling_inside_its_batch() {
 /// to be verified afresh, even when the batch itself has time left.
 #[tokio::test(start_paused = true)]
 async fn a_deletion_throttled_past_its_facts_freshness_goes_back_to_the_queue() {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::ratelimit::Pacers;
     use ami_sweeper::app::stop::Stop;
-    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    use ami_sweeper::app::worker::FACTS_FRESH_FOR;
     let ids: Vec<String> = ["snap-a", "snap-b", "snap-c"].map(String::from).into();
-    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    let (a, bodies, rules) = marked_snapshot_jobs(&ids);
     // Another caller holds the DeleteSnapshot bucket empty.
     a.throttle("DeleteSnapshot", 0, 0.0);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
-    let pacing = Pacing {
-        pacers: &pacers,
-        pace: PaceConfig::default(),
-        stop: &stop,
-    };
+    let pacing = at_share(&pacers, &stop);
     let started = tokio::time::Instant::now();
     let worker = |_, _| async { Ok(a.clone()) };
     let handled =
@@ -529,9 +531,9 @@ async fn a_deletion_throttled_past_its_facts_freshness_goes_back_to_the_queue() 
 /// tags: an exclude tag added meanwhile would not be seen. (It was, before `6bd4441`.)
 #[tokio::test(start_paused = true)]
 async fn facts_read_before_a_throttled_describe_are_not_older_than_the_freshness_rule() {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::ratelimit::Pacers;
     use ami_sweeper::app::stop::Stop;
-    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    use ami_sweeper::app::worker::FACTS_FRESH_FOR;
     use std::time::Duration;
     let a = account(vec![]);
     a.update(|s| {
@@ -558,11 +560,7 @@ async fn facts_read_before_a_throttled_describe_are_not_older_than_the_freshness
     let p = policy("");
     let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
-    let pacing = Pacing {
-        pacers: &pacers,
-        pace: PaceConfig::default(),
-        stop: &stop,
-    };
+    let pacing = at_share(&pacers, &stop);
     let body = snapshot_job("snap-a", "ami-gone");
     let started = tokio::time::Instant::now();
     let worker = |_, _| async { Ok(a.clone()) };
@@ -801,9 +799,8 @@ async fn a_signal_while_a_rounds_deletions_wait_at_the_pacer_starts_none_after_i
     use ami_sweeper::app::worker::Pacing;
     use std::time::Duration;
     let ids: Vec<String> = (0..10).map(|i| format!("snap-{i:02}")).collect();
-    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    let (a, bodies, rules) = marked_snapshot_jobs(&ids);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
     // A fiftieth of EC2's buckets: `DeleteSnapshot` one call at once, then one per 10 s.
     let pacing = Pacing {
@@ -852,22 +849,17 @@ async fn a_signal_while_a_rounds_deletions_wait_at_the_pacer_starts_none_after_i
 /// nobody).
 #[tokio::test(start_paused = true)]
 async fn deletions_retried_on_the_retry_lane_stop_at_their_facts_freshness() {
-    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
+    use ami_sweeper::app::ratelimit::Pacers;
     use ami_sweeper::app::report::JobOutcome;
     use ami_sweeper::app::stop::Stop;
-    use ami_sweeper::app::worker::{Pacing, FACTS_FRESH_FOR};
+    use ami_sweeper::app::worker::FACTS_FRESH_FOR;
     use std::time::Duration;
     let ids: Vec<String> = (0..60).map(|i| format!("snap-{i:02}")).collect();
-    let (a, bodies, p) = marked_snapshot_jobs(&ids);
+    let (a, bodies, rules) = marked_snapshot_jobs(&ids);
     a.throttle("DeleteSnapshot", 3, 1.0);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let rules = WorkerRules::new(&p, Some(REGION), Vec::<String>::new());
     let (pacers, stop) = (Pacers::default(), Stop::default());
-    let pacing = Pacing {
-        pacers: &pacers,
-        pace: PaceConfig::default(),
-        stop: &stop,
-    };
+    let pacing = at_share(&pacers, &stop);
     let deletions = |a: &MemoryAccount| {
         let log = a.log();
         log.iter()
