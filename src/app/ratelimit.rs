@@ -718,6 +718,14 @@ mod tests {
         PaceConfig::default().pace(DEREGISTER_IMAGE)
     }
 
+    /// One call at once, then `per_second`: a pacer whose every token is a turn.
+    pub(super) fn one_at_a_time(per_second: f64) -> Pace {
+        Pace {
+            burst: 1.0,
+            per_second,
+        }
+    }
+
     #[test]
     fn the_table_is_ec2s_and_the_share_leaves_a_fifth() {
         assert_eq!((DEREGISTER_IMAGE.size, DEREGISTER_IMAGE.refill), (100, 5.0));
@@ -823,14 +831,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_ahead_takes_the_next_token_before_the_callers_waiting_in_turn() {
-        let p = Arc::new(Pacer::new(
-            DESCRIBE,
-            Pace {
-                burst: 1.0,
-                per_second: 1.0,
-            },
-            Stop::default(),
-        ));
+        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), Stop::default()));
         p.acquire().await.unwrap();
         let start = Instant::now();
         let waiting: Vec<_> = (0..5)
@@ -913,14 +914,7 @@ mod tests {
         assert!(p.report().throttles > 5, "retried until the deadline");
         // A call that must wait for a token when a signal comes is not made at all.
         let signal = Stop::default();
-        let slow = Pacer::new(
-            DEREGISTER_IMAGE,
-            Pace {
-                burst: 1.0,
-                per_second: 0.1,
-            },
-            signal.clone(),
-        );
+        let slow = Pacer::new(DEREGISTER_IMAGE, one_at_a_time(0.1), signal.clone());
         slow.acquire().await.unwrap();
         signal.request();
         let err = slow
@@ -1122,10 +1116,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_call_ahead_is_made_after_the_stop() {
         let stop = Stop::default();
-        let slow = Pace {
-            burst: 1.0,
-            per_second: 0.1,
-        };
+        let slow = one_at_a_time(0.1);
         let p = Pacer::new(DESCRIBE, slow, stop.clone());
         p.acquire().await.unwrap();
         let made = std::sync::atomic::AtomicU32::new(0);
@@ -1179,10 +1170,7 @@ mod tests {
     async fn a_throttled_call_is_retried_before_the_callers_that_queued_behind_it() {
         let p = Arc::new(Pacer::new(
             DELETE_SNAPSHOT,
-            Pace {
-                burst: 1.0,
-                per_second: 1.0,
-            },
+            one_at_a_time(1.0),
             Stop::default(),
         ));
         let start = Instant::now();
@@ -1222,14 +1210,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_throttled_without_end_does_not_hold_the_others_back() {
         let stop = Stop::with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
-        let p = Arc::new(Pacer::new(
-            DELETE_SNAPSHOT,
-            Pace {
-                burst: 1.0,
-                per_second: 1.0,
-            },
-            stop,
-        ));
+        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, one_at_a_time(1.0), stop));
         let refused = {
             let p = p.clone();
             tokio::spawn(async move {
@@ -1262,16 +1243,10 @@ mod retry_lane_review {
     //! Review of the retry lane (a throttled call's first retry takes the next token):
     //! its count of waiting retries must never outlive the wait, no retry may be made after
     //! its stop, and the lanes together must neither stall nor go above the share.
+    use super::tests::one_at_a_time;
     use super::*;
     use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
-
-    fn slow() -> Pace {
-        Pace {
-            burst: 1.0,
-            per_second: 1.0,
-        }
-    }
 
     /// A call refused (throttled) at its first attempt, made at the next; counts attempts.
     fn throttled_once(
@@ -1306,7 +1281,11 @@ mod retry_lane_review {
     /// future dropped by a `select!` or a timeout) stops holding the other callers back.
     #[tokio::test(start_paused = true)]
     async fn a_retry_dropped_while_it_waits_holds_no_one_back() {
-        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, slow(), Stop::default()));
+        let p = Arc::new(Pacer::new(
+            DELETE_SNAPSHOT,
+            one_at_a_time(1.0),
+            Stop::default(),
+        ));
         let attempts = Arc::new(AtomicU32::new(0));
         let retry = tokio::spawn({
             let (p, f) = (p.clone(), throttled_once(&attempts));
@@ -1340,10 +1319,7 @@ mod retry_lane_review {
     async fn a_retry_whose_freshness_ends_while_it_waits_is_not_made_and_frees_the_rest() {
         let p = Arc::new(Pacer::new(
             DELETE_SNAPSHOT,
-            Pace {
-                burst: 1.0,
-                per_second: 0.2,
-            },
+            one_at_a_time(0.2),
             Stop::default(),
         ));
         let fresh = Stop::default();
@@ -1382,7 +1358,11 @@ mod retry_lane_review {
     /// not ahead of them again at each of its transient retries.
     #[tokio::test(start_paused = true)]
     async fn a_transient_failure_after_the_priority_retry_waits_in_turn() {
-        let p = Arc::new(Pacer::new(DELETE_SNAPSHOT, slow(), Stop::default()));
+        let p = Arc::new(Pacer::new(
+            DELETE_SNAPSHOT,
+            one_at_a_time(1.0),
+            Stop::default(),
+        ));
         let start = Instant::now();
         let attempts = Arc::new(AtomicU32::new(0));
         let first = tokio::spawn({
