@@ -195,6 +195,9 @@ struct State {
     cut_at: Instant,
     /// When the rate last grew.
     grown_at: Instant,
+    /// The lane of the last token taken in turn or ahead: while both lanes wait, the
+    /// next is the other's.
+    last_lane: Lane,
     rng: u64,
 }
 
@@ -209,9 +212,14 @@ pub struct Pacer {
     state: Mutex<State>,
     /// Callers waiting for a token, in turn.
     gate: tokio::sync::Mutex<()>,
+    /// Callers waiting ahead, in their own turn.
+    ahead_gate: tokio::sync::Mutex<()>,
     throttles: AtomicU64,
     /// Throttled calls waiting to retry ([`Lane::Retry`]).
     retrying: AtomicU64,
+    /// Callers waiting for a token in turn (the one at the front) and ahead.
+    waiting_in_turn: AtomicU64,
+    waiting_ahead: AtomicU64,
 }
 
 /// Where a caller waits for its token.
@@ -219,24 +227,25 @@ pub struct Pacer {
 enum Lane {
     /// Behind the callers already waiting, first come, first served.
     InTurn,
-    /// Beside the caller at the front: one of the next two tokens the rate allows.
+    /// A line of its own beside the callers in turn, first come, first served: while
+    /// both lines wait, the tokens the rate allows alternate between them.
     Ahead,
     /// A call throttled after its turn: the next token is its own (no caller in another
     /// lane takes one while a retry waits for its token).
     Retry,
 }
 
-/// Counts a throttled call as waiting to retry until it has its token (or is dropped).
-struct Retrying<'p>(&'p AtomicU64);
+/// Counts a caller as waiting in its lane until it has its token (or is dropped).
+struct Waiting<'p>(&'p AtomicU64);
 
-impl<'p> Retrying<'p> {
+impl<'p> Waiting<'p> {
     fn new(n: &'p AtomicU64) -> Self {
         n.fetch_add(1, Ordering::SeqCst);
         Self(n)
     }
 }
 
-impl Drop for Retrying<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -262,11 +271,15 @@ impl Pacer {
                 rate: ceiling,
                 cut_at: now,
                 grown_at: now,
+                last_lane: Lane::InTurn,
                 rng: SEEDS.fetch_add(0x6a09_e667_f3bc_c909, Ordering::Relaxed),
             }),
             gate: tokio::sync::Mutex::new(()),
+            ahead_gate: tokio::sync::Mutex::new(()),
             throttles: AtomicU64::new(0),
             retrying: AtomicU64::new(0),
+            waiting_in_turn: AtomicU64::new(0),
+            waiting_ahead: AtomicU64::new(0),
         }
     }
 
@@ -303,15 +316,22 @@ impl Pacer {
 
     /// [`Pacer::acquire`], its waits ended by `stop`; in the `lane`'s turn.
     async fn acquire_until(&self, stop: &Stop, lane: Lane) -> Result<(), StopReason> {
-        // In turn: behind the gate, one caller at a time. Ahead: beside it, so it competes
-        // only with the caller at the front for the next token.
+        // In turn: behind the gate, one caller at a time. Ahead: behind a gate of its own
+        // beside it, so its front competes only with the front in turn (and the reads of
+        // the round that came first are made first).
         let _turn = match lane {
             Lane::InTurn => Some(self.gate.lock().await),
-            Lane::Ahead | Lane::Retry => None,
+            Lane::Ahead => Some(self.ahead_gate.lock().await),
+            Lane::Retry => None,
         };
         // A retry waiting for its token holds the others back (only while it waits: one
-        // throttled without end takes every other token, never all of them).
-        let _retrying = (lane == Lane::Retry).then(|| Retrying::new(&self.retrying));
+        // throttled without end takes every other token, never all of them); a caller in
+        // turn and one ahead, both waiting, take the tokens in alternation.
+        let _waiting = Waiting::new(match lane {
+            Lane::InTurn => &self.waiting_in_turn,
+            Lane::Ahead => &self.waiting_ahead,
+            Lane::Retry => &self.retrying,
+        });
         loop {
             match self.take(lane) {
                 None => return Ok(()),
@@ -331,9 +351,23 @@ impl Pacer {
             // A retry waits: the next token is its. Look again an interval on.
             return Some(Duration::from_secs_f64(1.0 / s.rate).max(Duration::from_millis(1)));
         }
+        let other = match lane {
+            Lane::InTurn => &self.waiting_ahead,
+            Lane::Ahead => &self.waiting_in_turn,
+            Lane::Retry => &self.retrying,
+        };
+        if lane != Lane::Retry && s.last_lane == lane && other.load(Ordering::SeqCst) > 0 {
+            // The other lane waits and this one had the last token: the next is the
+            // other's. Look again when there is one more.
+            let wait = (2.0 - s.tokens).max(1.0) / s.rate;
+            return Some(Duration::from_secs_f64(wait).max(Duration::from_millis(1)));
+        }
         // (Within a rounding error of a whole token counts as one.)
         if s.tokens >= 1.0 - 1e-9 {
             s.tokens = (s.tokens - 1.0).max(0.0);
+            if lane != Lane::Retry {
+                s.last_lane = lane;
+            }
             return None;
         }
         // The timer counts whole milliseconds: a shorter sleep would not move on.
@@ -383,12 +417,12 @@ impl Pacer {
         self.call_in(operation, until, Lane::InTurn, f).await
     }
 
-    /// As [`Pacer::call`], ahead of the callers waiting in turn: it waits beside the one
-    /// at the front, not behind them all, for the next token (and, throttled, for the next
-    /// after its retry delay). For the reads a deletion waits on, which a sweep's
-    /// launch-permission lookups, queued up to 16 images ahead of its deregistrations on
-    /// the same bucket, would otherwise hold back for seconds. The pacer's rate binds it
-    /// as it binds the others.
+    /// As [`Pacer::call`], ahead of the callers waiting in turn: in a line of its own
+    /// beside theirs, first come, first served, and while both lines wait the tokens
+    /// alternate between them (throttled, it waits again after its retry delay). For the
+    /// reads a deletion waits on, which a sweep's launch-permission lookups, queued up to
+    /// 16 images ahead of its deregistrations on the same bucket, would otherwise hold back
+    /// for seconds. The pacer's rate binds it as it binds the others.
     pub async fn call_ahead<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<T, AwsError>
     where
         F: FnMut() -> Fut,
@@ -859,6 +893,76 @@ mod tests {
         ends.sort_by(f64::total_cmp);
         // The rate binds the call ahead too: six calls at 1/s after the burst.
         assert!(ends[4] >= 6.0 - 1e-6, "the last in turn at {}", ends[4]);
+    }
+
+    /// Through a pacer of one token a second (its first token already taken): callers in
+    /// turn arriving at each of `in_turn`'s instants (a sweep's lookups, each coming as
+    /// the one before is done) and rounds of four reads ahead arriving at each of
+    /// `rounds`' (the reads a deletion waits on); who took each token, in order: the lane,
+    /// and the round (1, 2, ...; 0 in turn).
+    async fn lanes_taking_tokens(in_turn: &[f64], rounds: &[f64]) -> Vec<(Lane, usize)> {
+        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), Stop::default()));
+        p.acquire().await.unwrap();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let at = |secs: f64| tokio::time::sleep(Duration::from_secs_f64(secs));
+        let mut tasks = Vec::new();
+        for &secs in in_turn {
+            let (p, taken, arrive) = (p.clone(), taken.clone(), at(secs));
+            tasks.push(tokio::spawn(async move {
+                arrive.await;
+                p.acquire().await.unwrap();
+                taken.lock().unwrap().push((Lane::InTurn, 0));
+            }));
+        }
+        for (round, &secs) in (1..).zip(rounds) {
+            for _ in 0..4 {
+                let (p, taken, arrive) = (p.clone(), taken.clone(), at(secs));
+                tasks.push(tokio::spawn(async move {
+                    arrive.await;
+                    let read = || {
+                        taken.lock().unwrap().push((Lane::Ahead, round));
+                        async { Ok::<_, AwsError>(()) }
+                    };
+                    p.call_ahead("DescribeImages", read).await.unwrap();
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let taken = taken.lock().unwrap().clone();
+        taken
+    }
+
+    /// While both lanes wait, no lane takes two tokens running: a round's reads waiting
+    /// beside lookups that each come as a token does would otherwise lose every token to
+    /// them (the round verified seconds late, its pair's `DeleteSnapshot` bucket idle
+    /// meanwhile).
+    #[tokio::test(start_paused = true)]
+    async fn while_both_lanes_wait_the_tokens_alternate() {
+        let lookups: Vec<f64> = (1..=8).map(f64::from).collect();
+        let taken = lanes_taking_tokens(&lookups, &[0.5]).await;
+        let last_read = taken.iter().rposition(|(l, _)| *l == Lane::Ahead).unwrap();
+        let lanes: Vec<Lane> = taken[..=last_read].iter().map(|(l, _)| *l).collect();
+        assert!(
+            lanes.windows(2).all(|w| w[0] != w[1]),
+            "tokens by lane while both waited: {lanes:?}"
+        );
+        assert!(
+            last_read < 8,
+            "the round's last read took token {}",
+            last_read + 1
+        );
+    }
+
+    /// Reads ahead are made first come, first served: the round that came first is
+    /// verified first, though a later one comes just as a token does (two rounds' reads
+    /// racing for each token would verify both late).
+    #[tokio::test(start_paused = true)]
+    async fn the_round_that_came_first_reads_first() {
+        let taken = lanes_taking_tokens(&[], &[0.5, 2.0]).await;
+        let rounds: Vec<usize> = taken.iter().map(|(_, r)| *r).collect();
+        assert_eq!(rounds, [1, 1, 1, 1, 2, 2, 2, 2]);
     }
 
     #[tokio::test(start_paused = true)]

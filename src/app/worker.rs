@@ -344,7 +344,8 @@ async fn first_facts<C: Cleaner>(
     let mut k = Known::default();
     // The reads are independent: made at once, and ahead of the callers waiting at the
     // pair's Describe pacer (a sweep's launch-permission lookups, queued well ahead of its
-    // deregistrations): deletions wait on these, the lookups only on the next token.
+    // deregistrations), taking every other token while both wait: deletions wait on
+    // these, the lookups only on their turn.
     let none = snapshot_ids.is_empty();
     let snapshots = unless(none, || {
         describe.call_ahead("DescribeSnapshots", || c.owned_snapshots(&snapshot_ids))
