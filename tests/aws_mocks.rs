@@ -907,7 +907,7 @@ fn snapshots_rule(snapshots: Vec<aws_sdk_ec2::types::Snapshot>) -> Rule {
 async fn marked_storage_of_an_ami_in_the_recycle_bin_waits_and_the_rest_is_reclaimed() {
     let images = images_rule(vec![]);
     let snapshots = snapshots_rule(vec![
-        marked_snapshot("snap-a", "ami-gone"),
+        marked_snapshot("snap-a", "ami-1"),
         marked_snapshot("snap-b", "ami-inbin"),
     ]);
     // The whole bin, one page: it also holds an image of no interest here.
@@ -1848,4 +1848,87 @@ async fn any_usage_source_refused_stops_the_region_before_any_change() {
         assert_eq!(dereg.num_calls(), 0, "{source} refused, yet deregistered");
         assert!(jobs.is_empty(), "{source}");
     }
+}
+
+/// The worker's fact reads are made under the pair's Describe pacer with the SDK's retries
+/// off, as every paced call is: a refusal is the pacer's to see (it slows the pair's reads
+/// and retries the read first, on its own lane). Retried beneath the pacer with the SDK's
+/// backoff, a round's reads took seconds (bench-fanout row (a): 4.5 s) while the pacer,
+/// seeing no refusal, kept the pair's reads above EC2's rate.
+#[tokio::test]
+async fn the_workers_refused_fact_reads_are_retried_by_the_pacer_alone() {
+    use ami_sweeper::app::cleanup::Attempt;
+    use ami_sweeper::app::worker::Handled;
+    let refused = || {
+        (
+            503,
+            Some(ec2_error("RequestLimitExceeded", "Request limit exceeded.")),
+        )
+    };
+    // Each read refused twice (within the SDK's three attempts here), then answered.
+    let snapshots = mock!(aws_sdk_ec2::Client::describe_snapshots)
+        .sequence()
+        .http_status(refused().0, refused().1)
+        .times(2)
+        .output(|| {
+            DescribeSnapshotsOutput::builder()
+                .snapshots(marked_snapshot("snap-a", "ami-1"))
+                .build()
+        })
+        .build();
+    let images = mock!(aws_sdk_ec2::Client::describe_images)
+        .sequence()
+        .http_status(refused().0, refused().1)
+        .times(4)
+        .output(|| DescribeImagesOutput::builder().build())
+        .repeatedly()
+        .build();
+    let templates = mock!(aws_sdk_ec2::Client::describe_launch_templates)
+        .sequence()
+        .http_status(refused().0, refused().1)
+        .times(2)
+        .output(|| DescribeLaunchTemplatesOutput::builder().build())
+        .build();
+    let bin = mock!(aws_sdk_ec2::Client::list_images_in_recycle_bin)
+        .then_output(|| ListImagesInRecycleBinOutput::builder().build());
+    let deleted = mock!(aws_sdk_ec2::Client::delete_snapshot).then_output(|| {
+        aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
+    });
+    let (c, calls) = account(&[&snapshots, &images, &templates, &bin, &deleted]);
+    let rules =
+        ami_sweeper::verify::WorkerRules::new(&policy(), Some("us-east-1"), Vec::<String>::new());
+    let job = snapshot_job("snap-a").to_json();
+    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    let stop = ami_sweeper::app::stop::Stop::default();
+    let pacing = ami_sweeper::app::worker::Pacing {
+        pacers: &pacers,
+        pace: Default::default(),
+        stop: &stop,
+    };
+    let now = parse_instant(crate::NOW).unwrap();
+    let clients = |_, _| async { Ok(c.clone()) };
+    let handled =
+        ami_sweeper::app::worker::handle_batch(clients, &rules, pacing, &[job.as_str()], now).await;
+    assert!(
+        matches!(
+            &handled[0],
+            Handled::Ran(_, Attempt::Done(JobOutcome::Deleted, _))
+        ),
+        "{:?}",
+        handled[0]
+    );
+    // Eight refusals, each seen by the pacer (no SDK retry beneath it), each read made
+    // three times, the snapshot deleted once.
+    let describe = pacers
+        .reports()
+        .into_iter()
+        .find(|((_, region, bucket), _)| region == "us-east-1" && *bucket == "describe")
+        .map(|(_, r)| r)
+        .unwrap();
+    assert_eq!(describe.throttles, 8);
+    assert_eq!(calls.throttles(), 8);
+    assert_eq!(snapshots.num_calls(), 3);
+    assert_eq!(templates.num_calls(), 3);
+    assert_eq!(images.num_calls(), 6);
+    assert_eq!(deleted.num_calls(), 1);
 }

@@ -588,7 +588,7 @@ impl Ec2 {
         let mut out = Vec::new();
         for chunk in values.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .client
+                .paced
                 .describe_images()
                 .owners("self")
                 .include_disabled(true)
@@ -701,10 +701,13 @@ impl Ec2 {
 }
 
 impl Ec2 {
+    /// Every page of the account's own images, through the client without the SDK's
+    /// retries: the listing is always made under a pacer (the sweep's meter, or the
+    /// worker's `call_ahead` for its bundle jobs), which alone retries it.
     async fn image_pages(&self) -> Result<Vec<Image>, AwsError> {
         let mut images = Vec::new();
         let mut pages = self
-            .listing_client()
+            .paced
             .describe_images()
             .owners("self")
             .include_disabled(true)
@@ -916,7 +919,7 @@ impl StorageMarker for Ec2 {
         let when = crate::time::format_instant(delete_after);
         for chunk in snapshot_ids.chunks(TAG_RESOURCES_PER_CALL) {
             self.calls.record("CreateTags");
-            self.client
+            self.paced
                 .create_tags()
                 .set_resources(Some(chunk.to_vec()))
                 .tags(Tag::builder().key(DELETE_AFTER).value(&when).build())
@@ -940,12 +943,15 @@ fn ids_filter(name: &str, ids: &[String]) -> Filter {
         .build()
 }
 
+// The worker makes each of these reads under its pair's Describe pacer
+// (`Pacer::call_ahead`): through the client without the SDK's retries, as every paced
+// call is, so the pacer sees each refusal (and slows down) and alone retries it.
 impl JobFacts for Ec2 {
     async fn owned_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<Snapshot>, AwsError> {
         let mut out = Vec::new();
         for chunk in snapshot_ids.chunks(IDS_PER_FILTER) {
             let mut pages = self
-                .client
+                .paced
                 .describe_snapshots()
                 .owner_ids("self")
                 .filters(ids_filter("snapshot-id", chunk))
@@ -996,6 +1002,6 @@ impl JobFacts for Ec2 {
     }
 
     async fn template_snapshots(&self) -> Result<Usage, AwsError> {
-        Ok(self.launch_template_pages(&self.client).await?.0)
+        Ok(self.launch_template_pages(&self.paced).await?.0)
     }
 }
