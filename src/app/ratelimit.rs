@@ -955,6 +955,41 @@ mod tests {
         );
     }
 
+    /// A read ahead that stops waiting (its future dropped mid-wait, or its stop fired)
+    /// leaves no claim on the tokens: the callers in turn then take every token, none
+    /// yielded to a lane nobody waits in.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_ahead_gone_mid_wait_leaves_every_token_to_the_callers_in_turn() {
+        for dropped in [true, false] {
+            let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), Stop::default()));
+            p.acquire().await.unwrap();
+            let stop = Stop::default();
+            // The last token went in turn: while one waits ahead, the next is its.
+            p.state.lock().unwrap().last_lane = Lane::InTurn;
+            let (q, s) = (p.clone(), stop.clone());
+            let ahead = tokio::spawn(async move { q.acquire_until(&s, Lane::Ahead).await });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(p.waiting_ahead.load(Ordering::SeqCst), 1);
+            if dropped {
+                ahead.abort();
+                assert!(ahead.await.unwrap_err().is_cancelled());
+            } else {
+                stop.request();
+                assert!(ahead.await.unwrap().is_err());
+            }
+            assert_eq!(p.waiting_ahead.load(Ordering::SeqCst), 0);
+            let start = Instant::now();
+            for _ in 0..4 {
+                p.acquire().await.unwrap();
+            }
+            let took = start.elapsed().as_secs_f64();
+            assert!(
+                took <= 4.0 + 1e-3,
+                "dropped {dropped}: four tokens took {took} s"
+            );
+        }
+    }
+
     /// Reads ahead are made first come, first served: the round that came first is
     /// verified first, though a later one comes just as a token does (two rounds' reads
     /// racing for each token would verify both late).
