@@ -172,20 +172,23 @@ impl Ec2 {
     pub async fn launch_template_usage(&self) -> Result<(Usage, Vec<SsmRef>), AwsError> {
         self.meter
             .whole("DescribeLaunchTemplates", || {
-                self.launch_template_pages(self.listing_client())
+                let client = self.listing_client();
+                self.launch_template_pages(client, client)
             })
             .await
     }
 
-    /// Every launch template's versions, through `client`.
+    /// Every launch template's versions: the templates listed through `list`, each
+    /// template's versions read through `versions`.
     async fn launch_template_pages(
         &self,
-        client: &aws_sdk_ec2::Client,
+        list: &aws_sdk_ec2::Client,
+        versions: &aws_sdk_ec2::Client,
     ) -> Result<(Usage, Vec<SsmRef>), AwsError> {
         let mut usage = Usage::new();
         let mut refs = Vec::new();
         let mut templates = Vec::new();
-        let mut pages = client
+        let mut pages = list
             .describe_launch_templates()
             .max_results(200)
             .into_paginator()
@@ -203,7 +206,7 @@ impl Ec2 {
             );
         }
         for id in templates {
-            let mut pages = client
+            let mut pages = versions
                 .describe_launch_template_versions()
                 .launch_template_id(&id)
                 .max_results(200)
@@ -1002,6 +1005,12 @@ impl JobFacts for Ec2 {
     }
 
     async fn template_snapshots(&self) -> Result<Usage, AwsError> {
-        Ok(self.launch_template_pages(&self.paced).await?.0)
+        // The listing is the pacer's (its first call, usually the only one: no template);
+        // each template's versions read retries on its own, with the SDK's retries, so
+        // one refusal among many templates does not make the pacer read them all again.
+        Ok(self
+            .launch_template_pages(&self.paced, &self.client)
+            .await?
+            .0)
     }
 }
