@@ -185,6 +185,10 @@ const INCREASE_PER_SECOND: f64 = 0.02;
 const FLOOR: f64 = 1.0 / 64.0;
 /// Attempts at a call that fails transiently (no code, `InternalError`, ...).
 const TRANSIENT_ATTEMPTS: u32 = 4;
+/// Retries of a throttled call that take the next token ([`Lane::Retry`]): enough for the
+/// pacer to come down to EC2's rate while it learns it (each refusal cuts the rate), few
+/// enough that a call EC2 refuses without end soon waits in its own lane.
+const PRIORITY_RETRIES: u32 = 3;
 
 #[derive(Debug)]
 struct State {
@@ -389,7 +393,7 @@ impl Pacer {
     }
 
     /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
-    /// after a jittered delay (the first retry on the next token), until the run stops;
+    /// after a jittered delay (the first [`PRIORITY_RETRIES`] on the next token), until the run stops;
     /// then the error's code is [`THROTTLED`] and the call was not made. A stop that came before the first attempt
     /// is the code [`STOPPED`], tokens or not: no call starts after a stop (a deletion
     /// whose facts' freshness ran out is not made). A transient failure is retried a few
@@ -467,6 +471,7 @@ impl Pacer {
     {
         let mut transient = 0;
         let mut throttled = false;
+        let mut priority = PRIORITY_RETRIES;
         let own = lane;
         loop {
             if let Err(r) = self.acquire_until(stop, lane).await {
@@ -486,19 +491,23 @@ impl Pacer {
                     if let Err(r) = Self::sleep(jitter, stop).await {
                         return Err(stopped(operation, r, true));
                     }
-                    // It had its turn: its first retry takes the next token, before the
-                    // callers that came since. Behind them, it came back as the call the
-                    // pacer's next probe above EC2's rate was made with, throttled turn after
-                    // turn; beside them, it lost the race for each token to the next in
-                    // turn. Throttled again (or failing transiently), it waits in its own
-                    // lane: a call EC2 refuses without end must not hold the others back.
-                    lane = if throttled { own } else { Lane::Retry };
+                    // It had its turn: its retries take the next token, before the callers
+                    // that came since. Behind them, it came back as the call the pacer's
+                    // next probe above EC2's rate was made with, throttled turn after turn
+                    // (or, with a round's deletions queued, after its facts went stale);
+                    // beside them, it lost the race for each token to the next in turn.
+                    // Throttled [`PRIORITY_RETRIES`] times (or failing transiently), it waits
+                    // in its own lane: a call EC2 refuses without end must not hold the
+                    // others back.
+                    lane = if priority > 0 { Lane::Retry } else { own };
+                    priority = priority.saturating_sub(1);
                     throttled = true;
                 }
                 Err(e) if is_transient(&e) && transient + 1 < TRANSIENT_ATTEMPTS => {
                     transient += 1;
-                    // Only the first retry after a throttle goes first.
+                    // Only the retries right after a throttle go first.
                     lane = own;
+                    priority = 0;
                     let backoff = Duration::from_millis(100 << transient);
                     // Stopped before the retry: the call was made and failed, and whether
                     // it took effect is unknown, so its own error stands, saying so
@@ -1307,6 +1316,22 @@ mod tests {
     /// facts went stale (found in `make bench-fanout`: one pair's last deletion 15 s late).
     #[tokio::test(start_paused = true)]
     async fn a_throttled_call_is_retried_before_the_callers_that_queued_behind_it() {
+        throttled_then_made_before_the_five_behind(1).await;
+    }
+
+    /// So are its next retries while the pacer learns EC2's rate (up to
+    /// [`PRIORITY_RETRIES`] refusals): sent to the back of the line at its second refusal,
+    /// a deletion waited behind a round's thirty others at a bucket of one a second, and its
+    /// facts went stale before its turn (`make bench-fanout`: the pair's last deletion 17 s
+    /// late).
+    #[tokio::test(start_paused = true)]
+    async fn a_call_throttled_while_the_pacer_learns_keeps_its_place() {
+        throttled_then_made_before_the_five_behind(PRIORITY_RETRIES).await;
+    }
+
+    /// A call refused `refusals` times, then made, while five queue in turn behind it: made
+    /// before the second of them.
+    async fn throttled_then_made_before_the_five_behind(refusals: u32) {
         let p = Arc::new(Pacer::new(
             DELETE_SNAPSHOT,
             one_at_a_time(1.0),
@@ -1321,7 +1346,7 @@ mod tests {
                     let n = first.fetch_add(1, Ordering::SeqCst);
                     async move {
                         tokio::time::sleep(Duration::from_millis(60)).await;
-                        if n == 0 {
+                        if n < u64::from(refusals) {
                             Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x"))
                         } else {
                             Ok(Instant::now())
@@ -1333,7 +1358,8 @@ mod tests {
         };
         // Five more queue in turn while the first is out.
         let (retried, after) = first_and_five_in_turn(&p, throttled_once).await;
-        assert_eq!(first.load(Ordering::SeqCst), 2, "throttled once, then made");
+        let made = first.load(Ordering::SeqCst);
+        assert_eq!(made, u64::from(refusals) + 1, "throttled, then made");
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
         assert!(
             retried <= after[1],
@@ -1344,7 +1370,7 @@ mod tests {
         );
     }
 
-    /// A call EC2 throttles without end gets priority for its first retry only: the calls
+    /// A call EC2 throttles without end gets priority for its first retries only: the calls
     /// beside it are all made, and it ends throttled at the stop.
     #[tokio::test(start_paused = true)]
     async fn a_call_throttled_without_end_does_not_hold_the_others_back() {
