@@ -213,12 +213,8 @@ TRACE = os.environ.get("PROXY_TRACE")
 # At most this many requests at once in each emulator (`--upstream-concurrency`; the
 # modelled round trip is held outside it). moto is one Python process: sixty requests let in
 # at once take it twice as long as the same requests a few at a time, which no AWS endpoint
-# does. 0: no limit. STS takes no slot: an `AssumeRole` into a member account goes to the
-# member's emulator only so that the credentials are that emulator's; on AWS it is the
-# caller's STS endpoint, which never waits behind the member's EC2 listings in another
-# Region (it did here: 1.2-2.2 s for a pair starting while its account's other pair listed).
+# does. 0: no limit.
 UPSTREAM_SLOTS = 0
-UNSLOTTED_SERVICES = {"sts"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,13 +223,6 @@ def upstream_slots(netloc: str):
     if UPSTREAM_SLOTS <= 0:
         return contextlib.nullcontext()
     return threading.BoundedSemaphore(UPSTREAM_SLOTS)
-
-
-def slot_for(netloc: str, service: str):
-    """The slot a request of `service` takes in the emulator at `netloc` (none for STS)."""
-    if service in UNSLOTTED_SERVICES:
-        return contextlib.nullcontext()
-    return upstream_slots(netloc)
 
 
 SCOPE = re.compile(r"Credential=([^/]+)/[^/]+/([^/]+)/([^/]+)/")
@@ -516,8 +505,7 @@ def make_handler(upstream: str, buckets: PairBuckets, stats: Stats, latency: flo
             for attempt in (1, 2):
                 conn = connection(netloc)
                 try:
-                    scope = getattr(self, "traced", (None, "?"))[0]
-                    with slot_for(netloc, scope.service if scope else ""):
+                    with upstream_slots(netloc):
                         conn.request(self.command, self.path, body=body, headers=headers)
                         resp = conn.getresponse()
                         data = resp.read()
