@@ -1857,8 +1857,6 @@ async fn any_usage_source_refused_stops_the_region_before_any_change() {
 /// seeing no refusal, kept the pair's reads above EC2's rate.
 #[tokio::test]
 async fn the_workers_refused_fact_reads_are_retried_by_the_pacer_alone() {
-    use ami_sweeper::app::cleanup::Attempt;
-    use ami_sweeper::app::worker::Handled;
     let refused = || {
         (
             503,
@@ -1895,36 +1893,9 @@ async fn the_workers_refused_fact_reads_are_retried_by_the_pacer_alone() {
         aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput::builder().build()
     });
     let (c, calls) = account(&[&snapshots, &images, &templates, &bin, &deleted]);
-    let rules =
-        ami_sweeper::verify::WorkerRules::new(&policy(), Some("us-east-1"), Vec::<String>::new());
-    let job = snapshot_job("snap-a").to_json();
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
-    let pacing = ami_sweeper::app::worker::Pacing {
-        pacers: &pacers,
-        pace: Default::default(),
-        stop: &stop,
-    };
-    let now = parse_instant(crate::NOW).unwrap();
-    let clients = |_, _| async { Ok(c.clone()) };
-    let handled =
-        ami_sweeper::app::worker::handle_batch(clients, &rules, pacing, &[job.as_str()], now).await;
-    assert!(
-        matches!(
-            &handled[0],
-            Handled::Ran(_, Attempt::Done(JobOutcome::Deleted, _))
-        ),
-        "{:?}",
-        handled[0]
-    );
+    let describe = snap_a_deleted_by_the_worker(&c).await;
     // Eight refusals, each seen by the pacer (no SDK retry beneath it), each read made
     // three times, the snapshot deleted once.
-    let describe = pacers
-        .reports()
-        .into_iter()
-        .find(|((_, region, bucket), _)| region == "us-east-1" && *bucket == "describe")
-        .map(|(_, r)| r)
-        .unwrap();
     assert_eq!(describe.throttles, 8);
     assert_eq!(calls.throttles(), 8);
     assert_eq!(snapshots.num_calls(), 3);
@@ -1942,8 +1913,6 @@ async fn the_workers_refused_fact_reads_are_retried_by_the_pacer_alone() {
 /// the pacer's; each template's versions read retries on its own.
 #[tokio::test]
 async fn a_refused_template_version_read_repeats_only_itself() {
-    use ami_sweeper::app::cleanup::Attempt;
-    use ami_sweeper::app::worker::Handled;
     let refused = || {
         (
             503,
@@ -1987,20 +1956,30 @@ async fn a_refused_template_version_read_repeats_only_itself() {
         &snapshots, &images, &templates, &v1, &v2, &v3, &bin, &deleted,
     ];
     let (c, _calls) = account(&rules_in);
+    snap_a_deleted_by_the_worker(&c).await;
+    // The refused call is made again; the calls that were answered are not.
+    assert_eq!(v3.num_calls(), 2);
+    assert_eq!(
+        (templates.num_calls(), v1.num_calls(), v2.num_calls()),
+        (1, 1, 1),
+        "one refusal re-read every template"
+    );
+}
+
+/// The job for `snap-a` (ami-1's) through the queue worker's batch with fresh pacers:
+/// asserts it was deleted; what the pair's Describe pacer did.
+async fn snap_a_deleted_by_the_worker(
+    c: &RegionClients,
+) -> ami_sweeper::app::ratelimit::PacerReport {
+    use ami_sweeper::app::cleanup::Attempt;
+    use ami_sweeper::app::worker::Handled;
     let rules =
         ami_sweeper::verify::WorkerRules::new(&policy(), Some("us-east-1"), Vec::<String>::new());
     let job = snapshot_job("snap-a").to_json();
     let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
-    let pacing = ami_sweeper::app::worker::Pacing {
-        pacers: &pacers,
-        pace: Default::default(),
-        stop: &stop,
-    };
     let now = parse_instant(crate::NOW).unwrap();
     let clients = |_, _| async { Ok(c.clone()) };
-    let handled =
-        ami_sweeper::app::worker::handle_batch(clients, &rules, pacing, &[job.as_str()], now).await;
+    let handled = crate::handle_batch_at(&pacers, clients, &rules, &[job.as_str()], now).await;
     assert!(
         matches!(
             &handled[0],
@@ -2009,11 +1988,10 @@ async fn a_refused_template_version_read_repeats_only_itself() {
         "{:?}",
         handled[0]
     );
-    // The refused call is made again; the calls that were answered are not.
-    assert_eq!(v3.num_calls(), 2);
-    assert_eq!(
-        (templates.num_calls(), v1.num_calls(), v2.num_calls()),
-        (1, 1, 1),
-        "one refusal re-read every template"
-    );
+    pacers
+        .reports()
+        .into_iter()
+        .find(|((_, region, bucket), _)| region == "us-east-1" && *bucket == "describe")
+        .map(|(_, r)| r)
+        .expect("the pair's Describe pacer")
 }

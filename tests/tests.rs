@@ -45,9 +45,25 @@ where
     F: std::future::Future<Output = Result<C, String>>,
 {
     let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    handle_batch_at(&pacers, clients, rules, bodies, now).await
+}
+
+/// [`handle_batch`] at `pacers` (the caller reads what they did), at the whole share, no
+/// stop.
+pub async fn handle_batch_at<C, F>(
+    pacers: &ami_sweeper::app::ratelimit::Pacers,
+    clients: impl Fn(Option<String>, String) -> F,
+    rules: &ami_sweeper::verify::WorkerRules,
+    bodies: &[&str],
+    now: ami_sweeper::model::Timestamp,
+) -> Vec<ami_sweeper::app::worker::Handled>
+where
+    C: ami_sweeper::ports::Cleaner,
+    F: std::future::Future<Output = Result<C, String>>,
+{
     let stop = ami_sweeper::app::stop::Stop::default();
     let pacing = ami_sweeper::app::worker::Pacing {
-        pacers: &pacers,
+        pacers,
         pace: Default::default(),
         stop: &stop,
     };

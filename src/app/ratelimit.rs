@@ -221,8 +221,9 @@ pub struct Pacer {
     throttles: AtomicU64,
     /// Throttled calls waiting to retry ([`Lane::Retry`]).
     retrying: AtomicU64,
-    /// Callers waiting for a token in turn (the one at the front) and ahead.
+    /// Callers waiting for a token in turn (the one at the front of `gate`).
     waiting_in_turn: AtomicU64,
+    /// Callers waiting for a token ahead (the one at the front of `ahead_gate`).
     waiting_ahead: AtomicU64,
 }
 
@@ -356,11 +357,11 @@ impl Pacer {
             return Some(Duration::from_secs_f64(1.0 / s.rate).max(Duration::from_millis(1)));
         }
         let other = match lane {
-            Lane::InTurn => &self.waiting_ahead,
-            Lane::Ahead => &self.waiting_in_turn,
-            Lane::Retry => &self.retrying,
+            Lane::InTurn => Some(&self.waiting_ahead),
+            Lane::Ahead => Some(&self.waiting_in_turn),
+            Lane::Retry => None,
         };
-        if lane != Lane::Retry && s.last_lane == lane && other.load(Ordering::SeqCst) > 0 {
+        if other.is_some_and(|o| s.last_lane == lane && o.load(Ordering::SeqCst) > 0) {
             // The other lane waits and this one had the last token: the next is the
             // other's. Look again when there is one more.
             let wait = (2.0 - s.tokens).max(1.0) / s.rate;
@@ -393,8 +394,8 @@ impl Pacer {
     }
 
     /// Makes one call under the bucket: a throttled attempt cuts the rate and is retried
-    /// after a jittered delay (the first [`PRIORITY_RETRIES`] on the next token), until the run stops;
-    /// then the error's code is [`THROTTLED`] and the call was not made. A stop that came before the first attempt
+    /// after a jittered delay (the first [`PRIORITY_RETRIES`] retries on the next token),
+    /// until the run stops; then the error's code is [`THROTTLED`] and the call was not made. A stop that came before the first attempt
     /// is the code [`STOPPED`], tokens or not: no call starts after a stop (a deletion
     /// whose facts' freshness ran out is not made). A transient failure is retried a few
     /// times.
