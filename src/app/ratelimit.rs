@@ -1406,7 +1406,8 @@ mod tests {
 
 #[cfg(test)]
 mod retry_lane_review {
-    //! Review of the retry lane (a throttled call's first retry takes the next token):
+    //! Review of the retry lane (a throttled call's retries, its first
+    //! [`PRIORITY_RETRIES`], take the next token):
     //! its count of waiting retries must never outlive the wait, no retry may be made after
     //! its stop, and the lanes together must neither stall nor go above the share.
     use super::tests::one_at_a_time;
@@ -1519,7 +1520,7 @@ mod retry_lane_review {
         assert_eq!(made.load(Ordering::SeqCst), 1);
     }
 
-    /// Only a throttled call's first retry goes first: one that then fails transiently
+    /// Only the retries right after a throttle go first: one that then fails transiently
     /// (`InternalError`) retries in its own lane, behind the callers that queued meanwhile,
     /// not ahead of them again at each of its transient retries.
     #[tokio::test(start_paused = true)]
