@@ -917,3 +917,41 @@ async fn deletions_retried_on_the_retry_lane_stop_at_their_facts_freshness() {
     }
     assert_eq!(made + left.len(), 60);
 }
+
+/// Issue 29: a sweep's first deregistrations come in a burst, and its in-process worker
+/// gets their jobs one by one. A round takes its jobs only once no other round is
+/// reading: the jobs that came while the first round read share the second round (one
+/// round of reads, their deletions at once). Before, the second round took the one job
+/// there was and the rest waited for a third (bench-fanout row (a): the pair's
+/// `DeleteSnapshot` bucket sat full for seconds after its first deregistration).
+#[tokio::test(start_paused = true)]
+async fn jobs_that_come_while_a_round_reads_share_the_next_round() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..6).map(|i| format!("snap-{i}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    a.hold("DescribeSnapshots", Duration::from_secs(1), 10);
+    let jobs: Vec<CleanupJob> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    // The first at once, the other five a tenth of a second apart: all while the first
+    // round reads.
+    let arriving =
+        futures_util::stream::iter(jobs.into_iter().enumerate()).then(|(i, job)| async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            job
+        });
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let reports =
+        crate::run_in_process_from(&a, &policy(""), &[], &retry, None, arriving, now()).await;
+    assert_eq!(reports.len(), 6);
+    assert!(a.state().snapshots.is_empty(), "every snapshot was deleted");
+    assert_eq!(
+        a.calls("DescribeSnapshots"),
+        2,
+        "one round for the first job, one for the five that came while it read"
+    );
+}

@@ -92,6 +92,30 @@ pub async fn run_in_process<C: ami_sweeper::ports::Cleaner>(
     jobs: Vec<ami_sweeper::jobs::CleanupJob>,
     now: ami_sweeper::model::Timestamp,
 ) -> Vec<ami_sweeper::app::report::JobReport> {
+    // Through the channel a sweep hands its jobs on, closed once they are all in (as the
+    // sweep's end closes it): the worker sees the stream end as it does in a sweep.
+    let (queue, stream) = ami_sweeper::adapters::local_queue::LocalQueue::channel();
+    assert!(
+        ami_sweeper::ports::CleanupSink::enqueue(&queue, jobs)
+            .await
+            .is_empty(),
+        "the channel takes every job"
+    );
+    drop(queue);
+    run_in_process_from(c, policy, buckets, retry, progress, stream, now).await
+}
+
+/// As [`run_in_process`], with the jobs as `jobs` yields them (a sweep's, as its
+/// deregistrations are made).
+pub async fn run_in_process_from<C: ami_sweeper::ports::Cleaner>(
+    c: &C,
+    policy: &ami_sweeper::Policy,
+    buckets: &[&str],
+    retry: &ami_sweeper::app::cleanup::RetryPolicy,
+    progress: Option<&ami_sweeper::app::progress::ProgressSink>,
+    jobs: impl futures_util::Stream<Item = ami_sweeper::jobs::CleanupJob> + Send,
+    now: ami_sweeper::model::Timestamp,
+) -> Vec<ami_sweeper::app::report::JobReport> {
     use ami_sweeper::app::worker::{InProcess, Pacing};
     let region = "us-east-1";
     let mandate = ami_sweeper::mandate::Mandate::ceiling(policy, false, Some(region));
@@ -112,15 +136,5 @@ pub async fn run_in_process<C: ami_sweeper::ports::Cleaner>(
         progress,
         now,
     };
-    // Through the channel a sweep hands its jobs on, closed once they are all in (as the
-    // sweep's end closes it): the worker sees the stream end as it does in a sweep.
-    let (queue, stream) = ami_sweeper::adapters::local_queue::LocalQueue::channel();
-    assert!(
-        ami_sweeper::ports::CleanupSink::enqueue(&queue, jobs)
-            .await
-            .is_empty(),
-        "the channel takes every job"
-    );
-    drop(queue);
-    ami_sweeper::app::worker::run_in_process(stream, c, w).await
+    ami_sweeper::app::worker::run_in_process(jobs, c, w).await
 }

@@ -109,6 +109,8 @@ struct Inner {
     buckets: Mutex<BTreeMap<&'static str, Bucket>>,
     /// Calls held before they are answered: (operation, how long, how many more times).
     holds: Mutex<Vec<(&'static str, std::time::Duration, u32)>>,
+    /// Calls made so far of the operations that can be held, by operation.
+    made: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// An emulated EC2 token bucket (see [`MemoryAccount::throttle`]), on tokio's clock.
@@ -176,8 +178,21 @@ impl MemoryAccount {
         self.0.holds.lock().unwrap().push((operation, hold, times));
     }
 
-    /// Waits as long as a hold on `operation` says, if one is left.
+    /// Calls of `operation` made so far, answered or not, for the operations [`Self::hold`]
+    /// can hold (`DescribeSnapshots`, `DescribeImages`, `GetObjectTagging`, `DeleteObjects`).
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.0
+            .made
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a call of `operation`, then waits as long as a hold on it says, if one is left.
     async fn held(&self, operation: &'static str) {
+        *self.0.made.lock().unwrap().entry(operation).or_default() += 1;
         let wait = {
             let mut holds = self.0.holds.lock().unwrap();
             let hit = holds

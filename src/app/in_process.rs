@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::pin::pin;
 
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::oneshot;
 
 use crate::app::cleanup::{report_of, Attempt, RetryPolicy};
 use crate::app::progress::{Progress, ProgressSink};
@@ -42,7 +43,9 @@ pub const IN_PROCESS_BATCH: usize = 50;
 
 /// At most this many rounds at once: one reading its facts while another deletes. More
 /// would split the jobs ready at once into rounds of one, each paying the whole round of
-/// Describe calls at the bucket the sweep reads from too.
+/// Describe calls at the bucket the sweep reads from too. A round takes its jobs only
+/// once no other is reading: the jobs made ready meanwhile (a sweep's first
+/// deregistrations come in a burst) share the next round, which could not read sooner.
 pub const IN_PROCESS_ROUNDS: usize = 2;
 
 /// Runs a sweep's jobs in process as they become ready, each attempt through
@@ -80,11 +83,15 @@ pub async fn run_in_process_leaving<C: Cleaner>(
     let mut ready: VecDeque<Try> = VecDeque::new();
     let mut rounds = FuturesUnordered::new();
     let mut waits = FuturesUnordered::new();
+    // The round reading its facts, answered once they are read.
+    let mut reading: Option<oneshot::Receiver<()>> = None;
     let mut ended = false;
     loop {
-        while rounds.len() < rounds_at_once && !ready.is_empty() {
+        while rounds.len() < rounds_at_once && !ready.is_empty() && reading.is_none() {
             let batch: Vec<Try> = ready.drain(..ready.len().min(IN_PROCESS_BATCH)).collect();
-            rounds.push(round(batch, c, w));
+            let (read, done) = oneshot::channel();
+            reading = Some(done);
+            rounds.push(round(batch, c, w, read));
         }
         if ended && ready.is_empty() && rounds.is_empty() && waits.is_empty() {
             break;
@@ -106,6 +113,7 @@ pub async fn run_in_process_leaving<C: Cleaner>(
                 }
                 None => ended = true,
             },
+            _ = facts_read(&mut reading), if reading.is_some() => reading = None,
             Some(handled) = rounds.next(), if !rounds.is_empty() => {
                 let again = t.settle_round(handled);
                 if !again.is_empty() {
@@ -126,12 +134,28 @@ pub async fn run_in_process_leaving<C: Cleaner>(
     (t.out, t.left)
 }
 
-/// One round: the batch verified on one round of facts and run; each answer with its
-/// attempt number.
-async fn round<C: Cleaner>(batch: Vec<Try>, c: &C, w: InProcess<'_>) -> Vec<(Handled, u32)> {
+/// One round: the batch verified on one round of facts (`read` answered once they are
+/// read) and run; each answer with its attempt number.
+async fn round<C: Cleaner>(
+    batch: Vec<Try>,
+    c: &C,
+    w: InProcess<'_>,
+    read: oneshot::Sender<()>,
+) -> Vec<(Handled, u32)> {
     let (jobs, tries): (Vec<CleanupJob>, Vec<u32>) = batch.into_iter().unzip();
-    let handled = verify_and_run(c, w.rules, w.pacing, w.place, jobs, w.now).await;
+    let handled = verify_and_run(c, w.rules, w.pacing, w.place, jobs, w.now, Some(read)).await;
     handled.into_iter().zip(tries).collect()
+}
+
+/// Resolves once the reading round's facts are read (or the round is gone); never while
+/// no round reads.
+async fn facts_read(reading: &mut Option<oneshot::Receiver<()>>) {
+    match reading {
+        Some(done) => {
+            let _ = done.await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Jobs asking for a retry, with the error of their last attempt: back after

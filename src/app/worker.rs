@@ -205,7 +205,7 @@ where
     let out = match clients(place.0.clone(), place.1.clone()).await {
         Ok(c) => {
             let (at, jobs): (Vec<usize>, Vec<CleanupJob>) = jobs.into_iter().unzip();
-            let handled = verify_and_run(&c, rules, pacing, &place, jobs, now).await;
+            let handled = verify_and_run(&c, rules, pacing, &place, jobs, now, None).await;
             at.into_iter().zip(handled).collect()
         }
         // The account cannot be entered now: every job of it is retried later.
@@ -224,7 +224,8 @@ where
 /// another place than `c`'s is refused), then [`crate::storage::fate`] decides it on the
 /// facts, then it runs: no deletion starts more than [`FACTS_FRESH_FOR`] after the first
 /// fact read (what is left comes back as a retry, to be verified again). The answers come
-/// in the order of `jobs`; nothing is ever `Malformed` here.
+/// in the order of `jobs`; nothing is ever `Malformed` here. `facts_read` is answered (or
+/// dropped) once the facts are read, before any deletion.
 pub async fn verify_and_run<C: Cleaner>(
     c: &C,
     rules: &WorkerRules,
@@ -232,6 +233,7 @@ pub async fn verify_and_run<C: Cleaner>(
     place: &Place,
     jobs: Vec<CleanupJob>,
     now: Timestamp,
+    facts_read: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Vec<Handled> {
     let mut out: Vec<Option<Handled>> = vec![None; jobs.len()];
     let mut admitted = Vec::new();
@@ -259,7 +261,7 @@ pub async fn verify_and_run<C: Cleaner>(
             place: place.clone(),
             pacing,
         };
-        for (i, handled) in handle_region(c, rules, &pacers, admitted, now).await {
+        for (i, handled) in handle_region(c, rules, &pacers, admitted, now, facts_read).await {
             out[i] = Some(handled);
         }
     }
@@ -596,9 +598,12 @@ async fn handle_region<C: Cleaner>(
     pacers: &RegionPacers<'_>,
     jobs: Vec<(usize, CleanupJob)>,
     now: Timestamp,
+    facts_read: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Vec<(usize, Handled)> {
     let read_from = tokio::time::Instant::now();
-    let verdicts = match verdicts(c, &pacers.describe, rules, &jobs, now).await {
+    let verdicts = verdicts(c, &pacers.describe, rules, &jobs, now).await;
+    drop(facts_read);
+    let verdicts = match verdicts {
         Ok(v) => v,
         Err(e) => {
             let why = format!("cannot verify the jobs, nothing was deleted: {e}");
