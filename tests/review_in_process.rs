@@ -66,10 +66,22 @@ async fn worker_until(
     retry: &RetryPolicy,
     stop: &Stop,
 ) -> (Vec<JobReport>, Vec<CleanupJob>) {
+    worker_with_buckets(a, jobs, retry, stop, &[]).await
+}
+
+/// As [`worker_until`], with `buckets` the run's bundle buckets.
+async fn worker_with_buckets(
+    a: &MemoryAccount,
+    jobs: impl Stream<Item = CleanupJob> + Send,
+    retry: &RetryPolicy,
+    stop: &Stop,
+    buckets: &[&str],
+) -> (Vec<JobReport>, Vec<CleanupJob>) {
     use ami_sweeper::app::worker::{run_in_process_leaving, InProcess, Pacing};
     let p = policy();
     let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
-    let rules = WorkerRules::in_process(&p, &mandate, None, Vec::<String>::new());
+    let buckets = buckets.iter().map(|b| b.to_string());
+    let rules = WorkerRules::in_process(&p, &mandate, None, buckets);
     let pacers = ami_sweeper::app::ratelimit::Pacers::default();
     let place = (None, REGION.to_string());
     let w = InProcess {
@@ -228,4 +240,71 @@ async fn a_late_rounds_facts_age_from_its_first_read() {
         3,
         "verified once more: {reports:?}"
     );
+}
+
+/// A marked bundle of the gone `ami-gone` in `bundles` (manifest and two parts), beside
+/// the snapshots of [`marked`]; its cleanup job.
+fn with_marked_bundle(a: &MemoryAccount) -> CleanupJob {
+    let manifest = br#"<manifest><image><parts count="2"><part><filename>app-1.part.0</filename></part><part><filename>app-1.part.1</filename></part></parts></image></manifest>"#;
+    a.update(|s| {
+        let mut put = |k: &str, body: &[u8], mark: bool| {
+            let mut tags = ami_sweeper::model::Tags::new();
+            if mark {
+                tags.insert(STORAGE_MARK, "ami-gone");
+            }
+            s.objects
+                .insert(("bundles".into(), k.into()), (body.to_vec(), tags));
+        };
+        put("app/app-1.manifest.xml", manifest, true);
+        put("app/app-1.part.0", b"0", false);
+        put("app/app-1.part.1", b"1", false);
+    });
+    let target = JobTarget::DeleteBundle {
+        bucket: "bundles".into(),
+        manifest_key: "app/app-1.manifest.xml".into(),
+    };
+    CleanupJob::new(REGION, "ami-gone", target)
+}
+
+/// The run stops (5 s) while a bundle job's round reads its manifest's tags (0 s to 10 s)
+/// and three snapshot jobs wait behind it: the read answers after the stop and clears the
+/// bundle, but no `DeleteObjects` is made, nothing is deleted, and all four jobs are left
+/// for the queue, once each.
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_a_bundle_round_reads_makes_no_delete_objects() {
+    let ids = ids(3);
+    let (a, snapshot_jobs) = marked(&ids);
+    let mut jobs = vec![with_marked_bundle(&a)];
+    jobs.extend(snapshot_jobs);
+    a.hold("GetObjectTagging", Duration::from_secs(10), 1);
+    let stop = Stop::default();
+    let signal = tokio::spawn({
+        let (stop, a) = (stop.clone(), a.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.request();
+            (a.calls("GetObjectTagging"), a.calls("DescribeSnapshots"))
+        }
+    });
+    let jobs = arriving(jobs, Duration::from_secs(1), |_| ());
+    let retry = RetryPolicy::default();
+    let (reports, left) = worker_with_buckets(&a, jobs, &retry, &stop, &["bundles"]).await;
+    let at_stop = signal.await.unwrap();
+    assert_eq!(
+        at_stop,
+        (1, 0),
+        "the bundle's round was not the one reading at the stop"
+    );
+    assert_eq!(a.calls("DeleteObjects"), 0, "{:?}", a.log());
+    let state = a.state();
+    assert_eq!(state.objects.len(), 3, "{:?}", a.log());
+    assert_eq!(state.snapshots.len(), 3, "{:?}", a.log());
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Retrying, "{r:?}");
+    }
+    let mut handed: Vec<String> = left.iter().map(|j| j.target_label()).collect();
+    handed.sort();
+    handed.dedup();
+    assert_eq!((left.len(), handed.len()), (4, 4), "{left:?}");
 }
