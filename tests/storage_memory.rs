@@ -955,3 +955,243 @@ async fn jobs_that_come_while_a_round_reads_share_the_next_round() {
         "one round for the first job, one for the five that came while it read"
     );
 }
+
+/// The in-process worker of a sweep of `REGION` under the default policy on `a`, fed
+/// `jobs` as they come, until `stop`: its reports and the jobs it left for the queue.
+/// Ended after `guard` (paused clock: a worker that waits for ever fails the test).
+async fn in_process_until(
+    a: &MemoryAccount,
+    jobs: impl futures_util::Stream<Item = CleanupJob> + Send,
+    retry: &ami_sweeper::app::cleanup::RetryPolicy,
+    stop: &ami_sweeper::app::stop::Stop,
+    guard: std::time::Duration,
+) -> (Vec<ami_sweeper::app::report::JobReport>, Vec<CleanupJob>) {
+    use ami_sweeper::app::worker::{run_in_process_leaving, InProcess};
+    let p = policy("");
+    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
+    let rules = WorkerRules::in_process(&p, &mandate, None, Vec::<String>::new());
+    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    let place = (None, REGION.to_string());
+    let w = InProcess {
+        rules: &rules,
+        place: &place,
+        pacing: at_share(&pacers, stop),
+        retry,
+        progress: None,
+        now: now(),
+    };
+    let run = run_in_process_leaving(jobs, a, w);
+    tokio::time::timeout(guard, run)
+        .await
+        .expect("the in-process worker stalled")
+}
+
+/// `jobs`, the first at once and each next one `gap` after the one before.
+fn arriving(
+    jobs: Vec<CleanupJob>,
+    gap: std::time::Duration,
+) -> impl futures_util::Stream<Item = CleanupJob> + Send {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(jobs.into_iter().enumerate()).then(move |(i, job)| async move {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        job
+    })
+}
+
+/// The cleanup jobs of `marked_snapshot_jobs`'s bodies.
+fn parsed(bodies: &[String]) -> Vec<CleanupJob> {
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
+}
+
+/// Review of `da666b4` (a round takes its jobs only once no other reads): a stop while
+/// the one round reads, with jobs waiting behind it in `ready`, reads nothing more and
+/// deletes nothing; every job is reported once, `retrying`, and left for the cleanup
+/// queue; and the worker ends when the read in flight answers, not later.
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_a_round_reads_leaves_every_job_waiting_behind_it() {
+    use ami_sweeper::app::report::JobOutcome;
+    use ami_sweeper::app::stop::Stop;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..6).map(|i| format!("snap-{i}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    // The first round's read answers at 10 s; the other five jobs come 1 s apart (the
+    // stream ends at 5 s, as a sweep's does when it stops) and wait behind it.
+    a.hold("DescribeSnapshots", Duration::from_secs(10), 1);
+    let stop = Stop::default();
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5_500)).await;
+            stop.request();
+        }
+    });
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let started = tokio::time::Instant::now();
+    let jobs = arriving(parsed(&bodies), Duration::from_secs(1));
+    let (reports, left) = in_process_until(&a, jobs, &retry, &stop, Duration::from_secs(600)).await;
+    signal.await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_secs(11),
+        "ended {took:?} after it began"
+    );
+    assert_eq!(
+        a.state().snapshots.len(),
+        6,
+        "deleted after the stop: {:?}",
+        a.log()
+    );
+    assert_eq!(
+        a.calls("DescribeSnapshots"),
+        1,
+        "a read started after the stop"
+    );
+    let mut reported: Vec<&str> = reports.iter().map(|r| r.target.as_str()).collect();
+    reported.sort();
+    assert_eq!(reported, ids, "each job reported once: {reports:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Retrying, "{r:?}");
+    }
+    let mut handed: Vec<String> = left.iter().map(|j| j.target_label()).collect();
+    handed.sort();
+    assert_eq!(handed, ids, "each job left for the queue once");
+}
+
+/// Review of `da666b4`: a round stops holding the others back once its facts are read,
+/// not once its deletions are done. Behind a `DeleteSnapshot` bucket of one call per 5 s,
+/// the first round deletes for seconds; a job that came meanwhile is read (and deleted)
+/// beside it, in the second round `IN_PROCESS_ROUNDS` allows.
+#[tokio::test(start_paused = true)]
+async fn the_next_round_reads_while_the_last_one_deletes() {
+    use ami_sweeper::app::stop::Stop;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..4).map(|i| format!("snap-{i}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    a.throttle("DeleteSnapshot", 1, 0.2);
+    let mut jobs = parsed(&bodies);
+    let last = jobs.pop().unwrap();
+    // Three at once, the fourth 1 s later.
+    let jobs = futures_util::stream::iter(jobs).chain(futures_util::stream::once(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last
+    }));
+    let watch = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (a.calls("DescribeSnapshots"), a.state().snapshots.len())
+        }
+    });
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let stop = Stop::default();
+    let (reports, left) = in_process_until(&a, jobs, &retry, &stop, Duration::from_secs(600)).await;
+    let (reads, undeleted) = watch.await.unwrap();
+    assert!(
+        undeleted >= 2,
+        "the first round's deletions were not slow: {undeleted}"
+    );
+    assert_eq!(reads, 2, "the fourth job's round had not read by 2 s");
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Review of `da666b4`: a round whose facts cannot be read (the read fails after a
+/// second) holds the jobs that came meanwhile no longer than its read: they are read and
+/// deleted at once, while its own jobs wait out `retry.delay` and then go too.
+#[tokio::test(start_paused = true)]
+async fn a_round_whose_facts_cannot_be_read_lets_the_waiting_jobs_read() {
+    use ami_sweeper::app::report::JobOutcome;
+    use ami_sweeper::app::stop::Stop;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..4).map(|i| format!("snap-{i}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    a.hold("DescribeSnapshots", Duration::from_secs(1), 1);
+    a.fail_times("DescribeSnapshots", None, "UnauthorizedOperation", Some(1));
+    let watch = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            a.state().snapshots.into_keys().collect::<Vec<_>>()
+        }
+    });
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let stop = Stop::default();
+    let jobs = arriving(parsed(&bodies), Duration::from_millis(100));
+    let (reports, left) = in_process_until(&a, jobs, &retry, &stop, Duration::from_secs(600)).await;
+    assert_eq!(
+        watch.await.unwrap(),
+        ["snap-0"],
+        "the jobs behind the failed read were not run at once"
+    );
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Deleted, "{r:?}");
+        let attempts = if r.target == "snap-0" { 2 } else { 1 };
+        assert_eq!(r.attempts, attempts, "{r:?}");
+    }
+}
+
+/// Review of `da666b4`: a round whose jobs are all refused before any read (another
+/// Region's) never reads, and holds nothing back: the jobs after it run.
+#[tokio::test(start_paused = true)]
+async fn a_round_of_refused_jobs_holds_no_other_back() {
+    use ami_sweeper::app::report::JobOutcome;
+    use ami_sweeper::app::stop::Stop;
+    use std::time::Duration;
+    let ids: Vec<String> = (0..3).map(|i| format!("snap-{i}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    let mut jobs = parsed(&bodies);
+    jobs[0].region = "eu-west-1".into();
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let stop = Stop::default();
+    let jobs = arriving(jobs, Duration::from_millis(100));
+    let (reports, left) = in_process_until(&a, jobs, &retry, &stop, Duration::from_secs(60)).await;
+    assert_eq!(reports.len(), 3);
+    for r in &reports {
+        let expected = if r.target == "snap-0" {
+            JobOutcome::Rejected
+        } else {
+            JobOutcome::Deleted
+        };
+        assert_eq!(r.outcome, expected, "{r:?}");
+    }
+    assert_eq!(
+        a.state().snapshots.into_keys().collect::<Vec<_>>(),
+        ["snap-0"]
+    );
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Review of `da666b4`: `IN_PROCESS_BATCH` still bounds a round. A burst of twice a round
+/// and one job, all ready at once while the reads are slow, is read in three rounds (50,
+/// 50, 1), never more per round, and all of it is deleted.
+#[tokio::test(start_paused = true)]
+async fn a_burst_bigger_than_a_round_is_split_at_in_process_batch() {
+    use ami_sweeper::app::stop::Stop;
+    use ami_sweeper::app::worker::IN_PROCESS_BATCH;
+    use std::time::Duration;
+    let n = 2 * IN_PROCESS_BATCH + 1;
+    let ids: Vec<String> = (0..n).map(|i| format!("snap-{i:03}")).collect();
+    let (a, bodies, _) = marked_snapshot_jobs(&ids);
+    a.hold("DescribeSnapshots", Duration::from_secs(1), 10);
+    let retry = ami_sweeper::app::cleanup::RetryPolicy::default();
+    let stop = Stop::default();
+    let jobs = futures_util::stream::iter(parsed(&bodies));
+    let (reports, left) = in_process_until(&a, jobs, &retry, &stop, Duration::from_secs(600)).await;
+    assert_eq!(reports.len(), n);
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        a.calls("DescribeSnapshots"),
+        3,
+        "rounds of at most {IN_PROCESS_BATCH}"
+    );
+}

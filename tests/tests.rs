@@ -23,6 +23,7 @@ mod notify_moto;
 mod org_moto;
 mod pairs_moto;
 mod retire_moto;
+mod review_in_process;
 mod storage_memory;
 mod storage_moto;
 mod storage_props;

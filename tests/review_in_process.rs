@@ -1,0 +1,310 @@
+//! Review of `da666b4` (issue 29): the sweep's in-process worker takes a round's jobs only
+//! once no other round is reading its facts. Attacks on what that could break that the
+//! other tests do not reach: a stop that ends a retry wait while a round reads and jobs
+//! wait behind it, a pile of jobs behind a reading round bigger than a round, and the
+//! freshness of a round formed late. On the in-memory account and the paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ami_sweeper::adapters::memory::{MemoryAccount, State};
+use ami_sweeper::app::cleanup::RetryPolicy;
+use ami_sweeper::app::report::{JobOutcome, JobReport};
+use ami_sweeper::app::stop::Stop;
+use ami_sweeper::jobs::{CleanupJob, JobTarget};
+use ami_sweeper::model::{Snapshot, Timestamp};
+use ami_sweeper::orphans::STORAGE_MARK;
+use ami_sweeper::time::parse_instant;
+use ami_sweeper::verify::WorkerRules;
+use ami_sweeper::Policy;
+use futures_util::{Stream, StreamExt};
+
+const REGION: &str = "us-east-1";
+
+fn now() -> Timestamp {
+    parse_instant(crate::NOW).unwrap()
+}
+
+fn policy() -> Policy {
+    Policy::from_json(r#"{"dry_run": false, "retention": {"min_age_days": 30}}"#).unwrap()
+}
+
+/// An account holding `ids`, each marked as the storage of the deregistered `ami-gone`,
+/// and a cleanup job for each.
+fn marked(ids: &[String]) -> (MemoryAccount, Vec<CleanupJob>) {
+    let mut state = State {
+        clock: Some(now()),
+        ..State::default()
+    };
+    let mut jobs = Vec::new();
+    for id in ids {
+        let snapshot = Snapshot {
+            id: id.clone(),
+            description: String::new(),
+            start_time: parse_instant("2025-01-01T00:00:00Z"),
+            size_gib: Some(8),
+            tags: [(STORAGE_MARK.to_string(), "ami-gone".to_string())]
+                .into_iter()
+                .collect(),
+            archived: false,
+        };
+        state.snapshots.insert(id.clone(), snapshot);
+        let target = JobTarget::DeleteSnapshot {
+            snapshot_id: id.clone(),
+        };
+        jobs.push(CleanupJob::new(REGION, "ami-gone", target));
+    }
+    (MemoryAccount::new(state), jobs)
+}
+
+/// A sweep's in-process worker on `a` in `REGION` under the default policy, its jobs as
+/// `jobs` yields them, until `stop`: its reports and the jobs it left for the queue. A
+/// worker still running after an hour (paused clock) has stalled: the test fails.
+async fn worker_until(
+    a: &MemoryAccount,
+    jobs: impl Stream<Item = CleanupJob> + Send,
+    retry: &RetryPolicy,
+    stop: &Stop,
+) -> (Vec<JobReport>, Vec<CleanupJob>) {
+    worker_with_buckets(a, jobs, retry, stop, &[]).await
+}
+
+/// As [`worker_until`], with `buckets` the run's bundle buckets.
+async fn worker_with_buckets(
+    a: &MemoryAccount,
+    jobs: impl Stream<Item = CleanupJob> + Send,
+    retry: &RetryPolicy,
+    stop: &Stop,
+    buckets: &[&str],
+) -> (Vec<JobReport>, Vec<CleanupJob>) {
+    use ami_sweeper::app::worker::{run_in_process_leaving, InProcess, Pacing};
+    let p = policy();
+    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
+    let buckets = buckets.iter().map(|b| b.to_string());
+    let rules = WorkerRules::in_process(&p, &mandate, None, buckets);
+    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
+    let place = (None, REGION.to_string());
+    let w = InProcess {
+        rules: &rules,
+        place: &place,
+        pacing: Pacing {
+            pacers: &pacers,
+            pace: Default::default(),
+            stop,
+        },
+        retry,
+        progress: None,
+        now: now(),
+    };
+    let run = run_in_process_leaving(jobs, a, w);
+    tokio::time::timeout(Duration::from_secs(3600), run)
+        .await
+        .expect("the in-process worker stalled")
+}
+
+/// `jobs` as a sweep hands them on: the first at once, each next one `gap` after the one
+/// before; `before(i)` runs just before job `i` is handed on.
+fn arriving(
+    jobs: Vec<CleanupJob>,
+    gap: Duration,
+    before: impl Fn(usize) + Send + Sync + 'static,
+) -> impl Stream<Item = CleanupJob> + Send {
+    let before = Arc::new(before);
+    futures_util::stream::iter(jobs.into_iter().enumerate()).then(move |(i, job)| {
+        let before = before.clone();
+        async move {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            before(i);
+            job
+        }
+    })
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("snap-{i:03}")).collect()
+}
+
+/// The run stops (6 s) while a round reads (1 s to 11 s), one job waits to retry (its
+/// snapshot was in use at 0 s) and four wait in line behind the reading round, the
+/// stream having ended (5 s). Nothing is deleted, every job is reported once and left
+/// once for the cleanup queue: none is lost because the round it waited on ended after
+/// the stream did, nor because its retry wait was ended by the stop.
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_read_and_a_retry_wait_hands_every_job_on_once() {
+    let ids = ids(6);
+    let (a, jobs) = marked(&ids);
+    a.fail_times(
+        "DeleteSnapshot",
+        Some(&ids[0]),
+        "InvalidSnapshot.InUse",
+        Some(1),
+    );
+    let a2 = a.clone();
+    let hold = move |i: usize| {
+        if i == 1 {
+            a2.hold("DescribeSnapshots", Duration::from_secs(10), 1);
+        }
+    };
+    let stop = Stop::default();
+    let signal = tokio::spawn({
+        let (stop, a) = (stop.clone(), a.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            stop.request();
+            a.calls("DescribeSnapshots")
+        }
+    });
+    let jobs = arriving(jobs, Duration::from_secs(1), hold);
+    let (reports, left) = worker_until(&a, jobs, &RetryPolicy::default(), &stop).await;
+    assert_eq!(
+        signal.await.unwrap(),
+        2,
+        "the second round was not reading at the stop"
+    );
+    assert_eq!(a.state().snapshots.len(), 6, "deleted: {:?}", a.log());
+    let mut reported: Vec<&str> = reports.iter().map(|r| r.target.as_str()).collect();
+    reported.sort();
+    assert_eq!(reported, ids, "each job reported once: {reports:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Retrying, "{r:?}");
+    }
+    let mut handed: Vec<String> = left.iter().map(|j| j.target_label()).collect();
+    handed.sort();
+    assert_eq!(handed, ids, "each job left for the queue once");
+}
+
+/// Jobs that come while a round reads wait for it however many they are, and a round
+/// still takes at most `IN_PROCESS_BATCH` of them: the first job alone, then 120 that
+/// came while it read go in rounds of 50, 50 and 20 (four reads, not two), all deleted.
+#[tokio::test(start_paused = true)]
+async fn jobs_piled_up_behind_a_reading_round_go_at_most_a_batch_a_round() {
+    use ami_sweeper::app::worker::IN_PROCESS_BATCH;
+    let (a, jobs) = marked(&ids(121));
+    a.hold("DescribeSnapshots", Duration::from_secs(1), 10);
+    let jobs = arriving(jobs, Duration::from_millis(1), |_| ());
+    let (reports, left) = worker_until(&a, jobs, &RetryPolicy::default(), &Stop::default()).await;
+    assert_eq!(reports.len(), 121);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    let rounds = 1 + 120_usize.div_ceil(IN_PROCESS_BATCH) as u64;
+    assert_eq!(
+        a.calls("DescribeSnapshots"),
+        rounds,
+        "rounds of more than {IN_PROCESS_BATCH} jobs, or of fewer than were ready"
+    );
+}
+
+/// A round formed late (its job came while another read) whose own read is held past
+/// `FACTS_FRESH_FOR` deletes nothing on those facts: its launch templates were read when
+/// its round began, and a template mapping the snapshot since must be seen first. Its
+/// freshness counts from its first read, wherever the batch waited before.
+#[tokio::test(start_paused = true)]
+async fn a_late_rounds_facts_age_from_its_first_read() {
+    use ami_sweeper::app::worker::FACTS_FRESH_FOR;
+    let ids = ids(2);
+    let (a, jobs) = marked(&ids);
+    // The first round reads for 5 s; the second (the other job, come at 1 s) from 5 s on,
+    // longer than facts stay fresh. A launch template maps its snapshot from 15 s.
+    a.hold("DescribeSnapshots", Duration::from_secs(5), 1);
+    a.hold(
+        "DescribeSnapshots",
+        FACTS_FRESH_FOR + Duration::from_secs(10),
+        1,
+    );
+    let operator = tokio::spawn({
+        let (a, id) = (a.clone(), ids[1].clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let version = ami_sweeper::model::TemplateVersion {
+                template_id: "lt-1".into(),
+                template_name: None,
+                version: 1,
+                is_default: true,
+            };
+            a.update(|s| s.template_snapshots.push((id, version)));
+        }
+    });
+    let jobs = arriving(jobs, Duration::from_secs(1), |_| ());
+    let (reports, _) = worker_until(&a, jobs, &RetryPolicy::default(), &Stop::default()).await;
+    operator.await.unwrap();
+    let left = a.state().snapshots;
+    assert!(!left.contains_key(&ids[0]), "{reports:?}");
+    assert!(
+        left.contains_key(&ids[1]),
+        "deleted on launch templates read before one mapped it: {reports:?}"
+    );
+    assert_eq!(
+        a.calls("DescribeSnapshots"),
+        3,
+        "verified once more: {reports:?}"
+    );
+}
+
+/// A marked bundle of the gone `ami-gone` in `bundles` (manifest and two parts), beside
+/// the snapshots of [`marked`]; its cleanup job.
+fn with_marked_bundle(a: &MemoryAccount) -> CleanupJob {
+    let manifest = br#"<manifest><image><parts count="2"><part><filename>app-1.part.0</filename></part><part><filename>app-1.part.1</filename></part></parts></image></manifest>"#;
+    a.update(|s| {
+        let mut put = |k: &str, body: &[u8], mark: bool| {
+            let mut tags = ami_sweeper::model::Tags::new();
+            if mark {
+                tags.insert(STORAGE_MARK, "ami-gone");
+            }
+            s.objects
+                .insert(("bundles".into(), k.into()), (body.to_vec(), tags));
+        };
+        put("app/app-1.manifest.xml", manifest, true);
+        put("app/app-1.part.0", b"0", false);
+        put("app/app-1.part.1", b"1", false);
+    });
+    let target = JobTarget::DeleteBundle {
+        bucket: "bundles".into(),
+        manifest_key: "app/app-1.manifest.xml".into(),
+    };
+    CleanupJob::new(REGION, "ami-gone", target)
+}
+
+/// The run stops (5 s) while a bundle job's round reads its manifest's tags (0 s to 10 s)
+/// and three snapshot jobs wait behind it: the read answers after the stop and clears the
+/// bundle, but no `DeleteObjects` is made, nothing is deleted, and all four jobs are left
+/// for the queue, once each.
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_a_bundle_round_reads_makes_no_delete_objects() {
+    let ids = ids(3);
+    let (a, snapshot_jobs) = marked(&ids);
+    let mut jobs = vec![with_marked_bundle(&a)];
+    jobs.extend(snapshot_jobs);
+    a.hold("GetObjectTagging", Duration::from_secs(10), 1);
+    let stop = Stop::default();
+    let signal = tokio::spawn({
+        let (stop, a) = (stop.clone(), a.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.request();
+            (a.calls("GetObjectTagging"), a.calls("DescribeSnapshots"))
+        }
+    });
+    let jobs = arriving(jobs, Duration::from_secs(1), |_| ());
+    let retry = RetryPolicy::default();
+    let (reports, left) = worker_with_buckets(&a, jobs, &retry, &stop, &["bundles"]).await;
+    let at_stop = signal.await.unwrap();
+    assert_eq!(
+        at_stop,
+        (1, 0),
+        "the bundle's round was not the one reading at the stop"
+    );
+    assert_eq!(a.calls("DeleteObjects"), 0, "{:?}", a.log());
+    let state = a.state();
+    assert_eq!(state.objects.len(), 3, "{:?}", a.log());
+    assert_eq!(state.snapshots.len(), 3, "{:?}", a.log());
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Retrying, "{r:?}");
+    }
+    let mut handed: Vec<String> = left.iter().map(|j| j.target_label()).collect();
+    handed.sort();
+    handed.dedup();
+    assert_eq!((left.len(), handed.len()), (4, 4), "{left:?}");
+}
