@@ -1,8 +1,10 @@
 //! Review of `da666b4` (issue 29): the sweep's in-process worker takes a round's jobs only
 //! once no other round is reading its facts. Attacks on what that could break that the
 //! other tests do not reach: a stop that ends a retry wait while a round reads and jobs
-//! wait behind it, a pile of jobs behind a reading round bigger than a round, and the
-//! freshness of a round formed late. On the in-memory account and the paused clock.
+//! wait behind it, a pile of jobs behind a reading round bigger than a round, the
+//! freshness of a round formed late, a round that stops holding the others back once its
+//! facts are read (read or failed, or with no job to read for). On the in-memory account
+//! and the paused clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,4 +309,95 @@ async fn a_stop_while_a_bundle_round_reads_makes_no_delete_objects() {
     handed.sort();
     handed.dedup();
     assert_eq!((left.len(), handed.len()), (4, 4), "{left:?}");
+}
+
+/// Review of `da666b4` (moved here from the second reviewer's file): a round stops
+/// holding the others back once its facts are read, not once its deletions are done.
+/// Behind a `DeleteSnapshot` bucket of one call per 5 s, the first round deletes for
+/// seconds; a job that came meanwhile is read (and deleted) beside it, in the second
+/// round `IN_PROCESS_ROUNDS` allows. (Caught the facts' signal kept until the round ended.)
+#[tokio::test(start_paused = true)]
+async fn the_next_round_reads_while_the_last_one_deletes() {
+    let (a, mut jobs) = marked(&ids(4));
+    a.throttle("DeleteSnapshot", 1, 0.2);
+    let last = jobs.pop().unwrap();
+    // Three at once, the fourth 1 s later.
+    let jobs = futures_util::stream::iter(jobs).chain(futures_util::stream::once(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last
+    }));
+    let watch = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            (a.calls("DescribeSnapshots"), a.state().snapshots.len())
+        }
+    });
+    let (reports, left) = worker_until(&a, jobs, &RetryPolicy::default(), &Stop::default()).await;
+    let (reads, undeleted) = watch.await.unwrap();
+    assert!(
+        undeleted >= 2,
+        "the first round's deletions were not slow: {undeleted}"
+    );
+    assert_eq!(reads, 2, "the fourth job's round had not read by 2 s");
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Review of `da666b4`: a round whose facts cannot be read (the read fails after a
+/// second) holds the jobs that came meanwhile no longer than its read: they are read and
+/// deleted at once, while its own job waits out `retry.delay` and then goes too.
+#[tokio::test(start_paused = true)]
+async fn a_round_whose_facts_cannot_be_read_lets_the_waiting_jobs_read() {
+    let ids = ids(4);
+    let (a, jobs) = marked(&ids);
+    a.hold("DescribeSnapshots", Duration::from_secs(1), 1);
+    a.fail_times("DescribeSnapshots", None, "UnauthorizedOperation", Some(1));
+    let watch = tokio::spawn({
+        let a = a.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            a.state().snapshots.into_keys().collect::<Vec<_>>()
+        }
+    });
+    let jobs = arriving(jobs, Duration::from_millis(100), |_| {});
+    let (reports, left) = worker_until(&a, jobs, &RetryPolicy::default(), &Stop::default()).await;
+    assert_eq!(
+        watch.await.unwrap(),
+        [ids[0].clone()],
+        "the jobs behind the failed read were not run at once"
+    );
+    assert!(a.state().snapshots.is_empty(), "{reports:?}");
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, JobOutcome::Deleted, "{r:?}");
+        let attempts = if r.target == ids[0] { 2 } else { 1 };
+        assert_eq!(r.attempts, attempts, "{r:?}");
+    }
+}
+
+/// Review of `da666b4`: a round whose jobs are all refused before any read (another
+/// Region's) never reads, and holds nothing back: the jobs after it run.
+#[tokio::test(start_paused = true)]
+async fn a_round_of_refused_jobs_holds_no_other_back() {
+    let ids = ids(3);
+    let (a, mut jobs) = marked(&ids);
+    jobs[0].region = "eu-west-1".into();
+    let jobs = arriving(jobs, Duration::from_millis(100), |_| {});
+    let (reports, left) = worker_until(&a, jobs, &RetryPolicy::default(), &Stop::default()).await;
+    assert_eq!(reports.len(), 3);
+    for r in &reports {
+        let expected = if r.target == ids[0] {
+            JobOutcome::Rejected
+        } else {
+            JobOutcome::Deleted
+        };
+        assert_eq!(r.outcome, expected, "{r:?}");
+    }
+    assert_eq!(
+        a.state().snapshots.into_keys().collect::<Vec<_>>(),
+        [ids[0].clone()]
+    );
+    assert!(left.is_empty(), "{left:?}");
 }
