@@ -15,8 +15,7 @@ use ami_sweeper::app::ratelimit::{PaceConfig, Pacers};
 use ami_sweeper::app::stop::Stop;
 use ami_sweeper::app::worker::{handle_batch_locked, Handled, Pacing, Unlocked};
 use ami_sweeper::jobs::{CleanupJob, JobTarget};
-use ami_sweeper::model::{Snapshot, Timestamp};
-use ami_sweeper::orphans::STORAGE_MARK;
+use ami_sweeper::model::Timestamp;
 use ami_sweeper::time::parse_instant;
 use ami_sweeper::verify::WorkerRules;
 use ami_sweeper::Policy;
@@ -38,17 +37,8 @@ fn pair(ids: &[String]) -> MemoryAccount {
     let a = MemoryAccount::new(State::default());
     a.update(|s| {
         for id in ids {
-            let sn = Snapshot {
-                id: id.clone(),
-                description: String::new(),
-                start_time: parse_instant("2025-01-01T00:00:00Z"),
-                size_gib: Some(8),
-                tags: [(STORAGE_MARK.to_string(), "ami-gone".to_string())]
-                    .into_iter()
-                    .collect(),
-                archived: false,
-            };
-            s.snapshots.insert(id.clone(), sn);
+            s.snapshots
+                .insert(id.clone(), crate::marked_snapshot(id, "ami-gone"));
         }
     });
     a

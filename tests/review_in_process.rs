@@ -14,10 +14,9 @@ use ami_sweeper::app::cleanup::RetryPolicy;
 use ami_sweeper::app::report::{JobOutcome, JobReport};
 use ami_sweeper::app::stop::Stop;
 use ami_sweeper::jobs::{CleanupJob, JobTarget};
-use ami_sweeper::model::{Snapshot, Timestamp};
+use ami_sweeper::model::Timestamp;
 use ami_sweeper::orphans::STORAGE_MARK;
 use ami_sweeper::time::parse_instant;
-use ami_sweeper::verify::WorkerRules;
 use ami_sweeper::Policy;
 use futures_util::{Stream, StreamExt};
 
@@ -40,17 +39,9 @@ fn marked(ids: &[String]) -> (MemoryAccount, Vec<CleanupJob>) {
     };
     let mut jobs = Vec::new();
     for id in ids {
-        let snapshot = Snapshot {
-            id: id.clone(),
-            description: String::new(),
-            start_time: parse_instant("2025-01-01T00:00:00Z"),
-            size_gib: Some(8),
-            tags: [(STORAGE_MARK.to_string(), "ami-gone".to_string())]
-                .into_iter()
-                .collect(),
-            archived: false,
-        };
-        state.snapshots.insert(id.clone(), snapshot);
+        state
+            .snapshots
+            .insert(id.clone(), crate::marked_snapshot(id, "ami-gone"));
         let target = JobTarget::DeleteSnapshot {
             snapshot_id: id.clone(),
         };
@@ -79,26 +70,16 @@ async fn worker_with_buckets(
     stop: &Stop,
     buckets: &[&str],
 ) -> (Vec<JobReport>, Vec<CleanupJob>) {
-    use ami_sweeper::app::worker::{run_in_process_leaving, InProcess, Pacing};
     let p = policy();
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
-    let buckets = buckets.iter().map(|b| b.to_string());
-    let rules = WorkerRules::in_process(&p, &mandate, None, buckets);
-    let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let place = (None, REGION.to_string());
-    let w = InProcess {
-        rules: &rules,
-        place: &place,
-        pacing: Pacing {
-            pacers: &pacers,
-            pace: Default::default(),
-            stop,
-        },
+    let t = crate::InProcessTest {
+        policy: &p,
+        buckets,
         retry,
         progress: None,
         now: now(),
+        stop,
     };
-    let run = run_in_process_leaving(jobs, a, w);
+    let run = crate::run_in_process_until(a, t, jobs);
     tokio::time::timeout(Duration::from_secs(3600), run)
         .await
         .expect("the in-process worker stalled")

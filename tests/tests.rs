@@ -117,13 +117,51 @@ pub async fn run_in_process_from<C: ami_sweeper::ports::Cleaner>(
     jobs: impl futures_util::Stream<Item = ami_sweeper::jobs::CleanupJob> + Send,
     now: ami_sweeper::model::Timestamp,
 ) -> Vec<ami_sweeper::app::report::JobReport> {
+    let stop = ami_sweeper::app::stop::Stop::default();
+    let w = InProcessTest {
+        policy,
+        buckets,
+        retry,
+        progress,
+        now,
+        stop: &stop,
+    };
+    run_in_process_until(c, w, jobs).await.0
+}
+
+/// What a test's in-process worker runs under, besides its account and its jobs.
+pub struct InProcessTest<'a> {
+    /// The run's policy (its mandate the ceiling).
+    pub policy: &'a ami_sweeper::Policy,
+    /// The run's bundle buckets.
+    pub buckets: &'a [&'a str],
+    /// Attempts per job and the wait between them.
+    pub retry: &'a ami_sweeper::app::cleanup::RetryPolicy,
+    /// Where progress goes.
+    pub progress: Option<&'a ami_sweeper::app::progress::ProgressSink>,
+    /// The instant the storage rules judge at.
+    pub now: ami_sweeper::model::Timestamp,
+    /// The run's stop.
+    pub stop: &'a ami_sweeper::app::stop::Stop,
+}
+
+/// A sweep's in-process worker as a sweep of us-east-1 in the deployment's own account
+/// runs it under `t` (new pacers at the whole share), its jobs as `jobs` yields them: the
+/// reports and the jobs left for the cleanup queue.
+pub async fn run_in_process_until<C: ami_sweeper::ports::Cleaner>(
+    c: &C,
+    t: InProcessTest<'_>,
+    jobs: impl futures_util::Stream<Item = ami_sweeper::jobs::CleanupJob> + Send,
+) -> (
+    Vec<ami_sweeper::app::report::JobReport>,
+    Vec<ami_sweeper::jobs::CleanupJob>,
+) {
     use ami_sweeper::app::worker::{InProcess, Pacing};
     let region = "us-east-1";
-    let mandate = ami_sweeper::mandate::Mandate::ceiling(policy, false, Some(region));
-    let buckets = buckets.iter().map(|b| b.to_string());
-    let rules = ami_sweeper::verify::WorkerRules::in_process(policy, &mandate, None, buckets);
+    let mandate = ami_sweeper::mandate::Mandate::ceiling(t.policy, false, Some(region));
+    let buckets = t.buckets.iter().map(|b| b.to_string());
+    let rules = ami_sweeper::verify::WorkerRules::in_process(t.policy, &mandate, None, buckets);
     let pacers = ami_sweeper::app::ratelimit::Pacers::default();
-    let stop = ami_sweeper::app::stop::Stop::default();
     let place = (None, region.to_string());
     let w = InProcess {
         rules: &rules,
@@ -131,11 +169,29 @@ pub async fn run_in_process_from<C: ami_sweeper::ports::Cleaner>(
         pacing: Pacing {
             pacers: &pacers,
             pace: Default::default(),
-            stop: &stop,
+            stop: t.stop,
         },
-        retry,
-        progress,
-        now,
+        retry: t.retry,
+        progress: t.progress,
+        now: t.now,
     };
-    ami_sweeper::app::worker::run_in_process(jobs, c, w).await
+    ami_sweeper::app::worker::run_in_process_leaving(jobs, c, w).await
+}
+
+/// A snapshot of 8 GiB from 2025 carrying the sweep's write-ahead mark for `image` (its
+/// image deregistered, its storage to be deleted).
+pub fn marked_snapshot(id: &str, image: &str) -> ami_sweeper::model::Snapshot {
+    ami_sweeper::model::Snapshot {
+        id: id.to_string(),
+        description: String::new(),
+        start_time: ami_sweeper::time::parse_instant("2025-01-01T00:00:00Z"),
+        size_gib: Some(8),
+        tags: [(
+            ami_sweeper::orphans::STORAGE_MARK.to_string(),
+            image.to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        archived: false,
+    }
 }
