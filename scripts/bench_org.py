@@ -116,9 +116,10 @@ class Emulators:
 def warm(endpoint: str) -> None:
     """One read of every service the tools call, before any clock starts: a moto process
     imports a service's code and builds its web app on that service's first request
-    (0.05-0.4 s of CPU each, 0.9 s for the six; EC2 answers in milliseconds from the
-    first call). With every process doing that at once in the first seconds of a timed
-    run, every pair's first calls waited about a second for a cost AWS does not have."""
+    (0.02-0.4 s of CPU each, about 0.9 s for the seven; later calls, in any account or
+    Region, answer in milliseconds). With every process doing that at once in the first
+    seconds of a timed run, every pair's first calls waited about a second for a cost AWS
+    does not have."""
     kw = dict(endpoint_url=endpoint, region_name="us-east-1",
               aws_access_key_id="testing", aws_secret_access_key="testing")
     boto3.client("sts", **kw).get_caller_identity()
