@@ -382,3 +382,120 @@ async fn a_round_of_refused_jobs_holds_no_other_back() {
     );
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Review of `c758076`: a sweep's lookups (in turn) and its in-process worker's reads
+/// (ahead) at the pair's one Describe pacer, the lookups refused in a Describe bucket
+/// emptied at the start (their retries go first within their side and alternate with the
+/// reads) and the worker's reads refused too (their retries, ahead): the run ends (no
+/// stall), every condemned image and its own snapshot go, and the snapshot a kept image
+/// still uses is not deleted.
+#[tokio::test(start_paused = true)]
+async fn lookups_and_reads_refused_at_one_describe_pacer_stall_nothing_and_keep_what_is_used() {
+    use ami_sweeper::app::ratelimit::{PaceConfig, Pacers, DESCRIBE};
+    use ami_sweeper::app::report::Outcome;
+    use ami_sweeper::app::sweep::{sweep_region_reading, ExecConfig};
+    use ami_sweeper::app::worker::{run_in_process_leaving, InProcess, Pacing};
+    use ami_sweeper::model::{Image, Snapshot, SnapshotRef};
+    let image = |id: &str, created: &str, snap: &str| {
+        let mut i = Image::new(id, id, parse_instant(created).unwrap());
+        i.snapshots = vec![SnapshotRef {
+            id: snap.to_string(),
+            size_gib: Some(8),
+        }];
+        i
+    };
+    let snapshot = |id: &str, of: &str| Snapshot {
+        id: id.to_string(),
+        description: format!("Created by CreateImage(i-1) for {of}"),
+        start_time: parse_instant("2025-01-01T00:00:00Z"),
+        size_gib: Some(8),
+        tags: Default::default(),
+        archived: false,
+    };
+    let mut state = State {
+        clock: Some(now()),
+        ..State::default()
+    };
+    let old: Vec<String> = (0..24).map(|i| format!("ami-{i:03}")).collect();
+    for (i, id) in old.iter().enumerate() {
+        let snap = format!("snap-{i:03}");
+        state
+            .images
+            .insert(id.clone(), image(id, "2025-01-01T00:00:00Z", &snap));
+        state.snapshots.insert(snap.clone(), snapshot(&snap, id));
+    }
+    // A condemned image and a young one (kept) on one snapshot: it stays.
+    state.images.insert(
+        "ami-old-shared".into(),
+        image("ami-old-shared", "2025-01-01T00:00:00Z", "snap-shared"),
+    );
+    state.images.insert(
+        "ami-young".into(),
+        image("ami-young", "2026-11-20T00:00:00Z", "snap-shared"),
+    );
+    state.snapshots.insert(
+        "snap-shared".into(),
+        snapshot("snap-shared", "ami-old-shared"),
+    );
+    let a = MemoryAccount::new(state);
+    // Other callers emptied the Describe bucket: the first lookups are refused, and the
+    // worker's reads meet refusals too.
+    a.throttle("DescribeImageAttribute", 2, 3.0);
+    a.throttle("DescribeSnapshots", 1, 0.5);
+    let p = policy();
+    let stop = Stop::default();
+    let pacers = Pacers::default();
+    let pace = PaceConfig::default();
+    let describe = pacers.get(None, REGION, DESCRIBE, pace.pace(DESCRIBE), &stop);
+    let mandate = ami_sweeper::mandate::Mandate::ceiling(&p, false, Some(REGION));
+    let rules =
+        ami_sweeper::verify::WorkerRules::in_process(&p, &mandate, None, Vec::<String>::new());
+    let place = (None, REGION.to_string());
+    let retry = RetryPolicy::default();
+    let w = InProcess {
+        rules: &rules,
+        place: &place,
+        pacing: Pacing {
+            pacers: &pacers,
+            pace,
+            stop: &stop,
+        },
+        retry: &retry,
+        progress: None,
+        now: now(),
+    };
+    let cfg = ExecConfig {
+        dry_run: false,
+        ..ExecConfig::default()
+    };
+    let (queue, jobs) = ami_sweeper::adapters::local_queue::LocalQueue::channel();
+    let sweep = async {
+        let report = sweep_region_reading(&p, REGION, now(), &a, &queue, &cfg, describe).await;
+        drop(queue);
+        report
+    };
+    let run = async { tokio::join!(sweep, run_in_process_leaving(jobs, &a, w)) };
+    let (report, (reports, left)) = tokio::time::timeout(Duration::from_secs(3600), run)
+        .await
+        .expect("the sweep and its worker stalled at their shared Describe pacer");
+    assert!(
+        a.throttled("DescribeImageAttribute") > 0 && a.throttled("DescribeSnapshots") > 0,
+        "the attack needs refusals on both sides"
+    );
+    for id in old.iter().chain([&"ami-old-shared".to_string()]) {
+        let i = report.images.iter().find(|i| &i.image_id == id).unwrap();
+        assert_eq!(i.outcome, Some(Outcome::Deregistered), "{i:?}");
+    }
+    let s = a.state();
+    assert!(s.images.contains_key("ami-young"));
+    assert!(
+        s.snapshots.contains_key("snap-shared"),
+        "a snapshot a kept image uses was deleted: {reports:?}"
+    );
+    assert_eq!(
+        s.snapshots.keys().collect::<Vec<_>>(),
+        ["snap-shared"],
+        "{reports:?} {left:?}"
+    );
+    assert!(!a.log().contains(&"DeleteSnapshot snap-shared".to_string()));
+}

@@ -1680,7 +1680,14 @@ mod retry_lane_review {
         let results = tokio::time::timeout(stop_after + Duration::from_secs(60), run)
             .await
             .expect("the lanes stalled past the stop");
-        assert_eq!(p.retrying.load(Ordering::SeqCst), 0, "the count leaked");
+        for (name, n) in [
+            ("retrying", &p.retrying),
+            ("retrying_ahead", &p.retrying_ahead),
+            ("waiting_in_turn", &p.waiting_in_turn),
+            ("waiting_ahead", &p.waiting_ahead),
+        ] {
+            assert_eq!(n.load(Ordering::SeqCst), 0, "the count {name} leaked");
+        }
         let attempts = ec2.attempts.lock().unwrap().clone();
         (results, attempts)
     }
@@ -1728,5 +1735,554 @@ mod retry_lane_review {
                 Err(e) => assert!(*i < 2 && e.is(THROTTLED), "call {i}: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod sides_review {
+    //! Review of `c758076` (issue 29): the callers form two sides, in turn ([`Lane::InTurn`]
+    //! and its retries [`Lane::Retry`]) and ahead ([`Lane::Ahead`], [`Lane::RetryAhead`]); a
+    //! side's waiting retries hold back only its own callers, and while both sides wait the
+    //! tokens alternate between them, retries included. Attacks: every mix of the four
+    //! lanes is served (no stall, no lane left without a token), the sides alternate and
+    //! a side's retries go first, the rate holds, a waiter dropped or stopped mid-wait
+    //! leaves no claim, a pacer with one side only (the deletions', the queue worker's)
+    //! serves exactly as before, and a call ahead keeps the retry rules of a call in turn.
+    use super::tests::one_at_a_time;
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    fn side(l: Lane) -> Lane {
+        match l {
+            Lane::InTurn | Lane::Retry => Lane::InTurn,
+            Lane::Ahead | Lane::RetryAhead => Lane::Ahead,
+        }
+    }
+
+    fn is_retry(l: Lane) -> bool {
+        matches!(l, Lane::Retry | Lane::RetryAhead)
+    }
+
+    /// A caller of the pacer: its lane, when it comes (seconds after the pacer's first
+    /// token was taken), and when it gives up waiting (`None`: never), by its stop or by
+    /// its future being dropped.
+    #[derive(Debug, Clone, Copy)]
+    struct Caller {
+        lane: Lane,
+        arrive: f64,
+        gives_up: Option<(f64, bool)>,
+    }
+
+    /// What happened to each caller: the instant it took its token, or `None` (it gave up
+    /// first).
+    type Served = Vec<Option<Instant>>;
+
+    /// Runs `callers` at a pacer of `pace` whose first token is already taken: each
+    /// caller's token instant (in the order they were taken: `order`). A caller still
+    /// waiting an hour on has stalled: the test fails.
+    async fn serve(p: &Arc<Pacer>, callers: &[Caller]) -> (Served, Vec<usize>, Instant) {
+        let start = Instant::now();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, c) in callers.iter().copied().enumerate() {
+            let (p, order) = (p.clone(), order.clone());
+            let stop = Stop::default();
+            let wait = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(c.arrive)).await;
+                    let got = p.acquire_until(&stop, c.lane).await;
+                    got.ok().map(|()| {
+                        order.lock().unwrap().push(i);
+                        Instant::now()
+                    })
+                }
+            });
+            let abort = wait.abort_handle();
+            let giving_up = c.gives_up.map(|(at, dropped)| {
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(at)).await;
+                    if dropped {
+                        abort.abort();
+                    } else {
+                        stop.request();
+                    }
+                })
+            });
+            tasks.push((wait, giving_up));
+        }
+        let all = async {
+            let mut served = Vec::new();
+            for (wait, giving_up) in tasks {
+                served.push(wait.await.unwrap_or(None));
+                if let Some(g) = giving_up {
+                    g.await.unwrap();
+                }
+            }
+            served
+        };
+        let served = tokio::time::timeout(Duration::from_secs(3600), all)
+            .await
+            .expect("a caller never got its token: the pacer stalled");
+        let order = order.lock().unwrap().clone();
+        (served, order, start)
+    }
+
+    /// No waiter, dropped or stopped or served, is still counted.
+    fn no_claim_left(p: &Pacer) {
+        for (name, n) in [
+            ("waiting_in_turn", &p.waiting_in_turn),
+            ("waiting_ahead", &p.waiting_ahead),
+            ("retrying", &p.retrying),
+            ("retrying_ahead", &p.retrying_ahead),
+        ] {
+            assert_eq!(n.load(Ordering::SeqCst), 0, "{name} leaked");
+        }
+    }
+
+    /// A seeded mix of callers: `n` of them, lanes from `lanes`, arriving on the quarter
+    /// seconds of the first `span` seconds; `give_up` of them give up (stop or drop) at
+    /// some quarter second.
+    fn mix(seed: u64, n: usize, lanes: &[Lane], span: u32, give_up: bool) -> Vec<Caller> {
+        let mut r = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        let mut next = |m: u64| {
+            r = splitmix(r);
+            r % m
+        };
+        (0..n)
+            .map(|_| {
+                let lane = lanes[next(lanes.len() as u64) as usize];
+                let arrive = f64::from(next(u64::from(span) * 4) as u32) / 4.0;
+                let gives_up = (give_up && next(3) == 0).then(|| {
+                    let after = f64::from(next(u64::from(span) * 4) as u32) / 4.0;
+                    (arrive + after, next(2) == 0)
+                });
+                Caller {
+                    lane,
+                    arrive,
+                    gives_up,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether caller `i` was waiting (come, neither served nor given up) strictly before
+    /// instant `t`.
+    fn waiting_before(c: &Caller, served: Option<Instant>, start: Instant, t: Instant) -> bool {
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        let came = at(c.arrive) < t;
+        let not_served = served.is_none_or(|s| s >= t);
+        // Giving up at the very instant of a token: it may have gone first.
+        let not_gone = c.gives_up.is_none_or(|(g, _)| at(g) > t);
+        came && not_served && not_gone
+    }
+
+    /// Checks one run: the rate held in every window, a caller that gave up took no token
+    /// after it did, every caller that never gave up was served, no side took two tokens
+    /// running while the other side waited, and no caller of a side took a token while a
+    /// retry of its side waited.
+    fn check(pace: Pace, callers: &[Caller], served: &Served, order: &[usize], start: Instant) {
+        let ctx = || format!("{callers:?}\nserved {served:?}\norder {order:?}");
+        for (c, s) in callers.iter().zip(served) {
+            match (c.gives_up, s) {
+                (None, None) => panic!("a caller was never served: {}", ctx()),
+                (Some((g, _)), Some(s)) => assert!(
+                    *s <= start + Duration::from_secs_f64(g),
+                    "a token taken after its caller gave up: {}",
+                    ctx()
+                ),
+                _ => {}
+            }
+        }
+        let times: Vec<Instant> = order.iter().map(|&i| served[i].unwrap()).collect();
+        for i in 0..times.len() {
+            for j in i..times.len() {
+                let window = times[j].duration_since(times[i]).as_secs_f64();
+                // The first token went before the start: the bucket is empty at it.
+                let allowed = 1.0 + window * pace.per_second + 1e-6;
+                assert!(
+                    (j - i + 1) as f64 <= allowed,
+                    "{} tokens in {window} s: {}",
+                    j - i + 1,
+                    ctx()
+                );
+            }
+        }
+        for k in 0..order.len() {
+            let (taker, t) = (&callers[order[k]], times[k]);
+            let waits = |pred: &dyn Fn(&Caller) -> bool| {
+                callers
+                    .iter()
+                    .zip(served)
+                    .any(|(c, s)| pred(c) && waiting_before(c, *s, start, t))
+            };
+            if !is_retry(taker.lane) {
+                assert!(
+                    !waits(&|c: &Caller| is_retry(c.lane) && side(c.lane) == side(taker.lane)),
+                    "token {k} went to a {:?} while a retry of its side waited: {}",
+                    taker.lane,
+                    ctx()
+                );
+            }
+            if k > 0 && side(callers[order[k - 1]].lane) == side(taker.lane) {
+                assert!(
+                    !waits(&|c: &Caller| side(c.lane) != side(taker.lane)),
+                    "tokens {} and {k} both went to the side {:?} while the other waited: {}",
+                    k - 1,
+                    side(taker.lane),
+                    ctx()
+                );
+            }
+        }
+    }
+
+    const ALL: [Lane; 4] = [Lane::InTurn, Lane::Retry, Lane::Ahead, Lane::RetryAhead];
+
+    fn paces() -> [Pace; 3] {
+        [
+            one_at_a_time(1.0),
+            Pace {
+                burst: 1.0,
+                per_second: 3.0,
+            },
+            Pace {
+                burst: 1.0,
+                per_second: 0.3,
+            },
+        ]
+    }
+
+    /// Every mix of the four lanes, arriving at any time: every caller is served (no
+    /// stall, no lane left without a token), the sides alternate while both wait, a
+    /// side's retries go before its callers, and the rate holds.
+    #[tokio::test(start_paused = true)]
+    async fn every_mix_of_lanes_is_served_alternating_sides_at_the_rate() {
+        for seed in 0..150 {
+            let pace = paces()[seed as usize % 3];
+            let callers = mix(seed, 2 + seed as usize % 11, &ALL, 6, false);
+            let p = Arc::new(Pacer::new(DESCRIBE, pace, Stop::default()));
+            p.acquire().await.unwrap();
+            let (served, order, start) = serve(&p, &callers).await;
+            check(pace, &callers, &served, &order, start);
+            no_claim_left(&p);
+        }
+    }
+
+    /// The same mixes with a third of the callers giving up mid-wait (their stop fires, or
+    /// their future is dropped): none takes a token after, the others are all served on
+    /// the same terms, and nothing is left counted; then one caller of each lane, alone,
+    /// takes the next token at once (no claim of a side nobody waits in).
+    #[tokio::test(start_paused = true)]
+    async fn callers_giving_up_mid_wait_leave_no_claim_on_the_tokens() {
+        for seed in 0..150 {
+            let pace = paces()[seed as usize % 3];
+            let callers = mix(seed, 2 + seed as usize % 11, &ALL, 6, true);
+            let p = Arc::new(Pacer::new(DESCRIBE, pace, Stop::default()));
+            p.acquire().await.unwrap();
+            let (served, order, start) = serve(&p, &callers).await;
+            check(pace, &callers, &served, &order, start);
+            no_claim_left(&p);
+            for lane in ALL {
+                // A full interval on, the bucket holds a token: it is taken at once.
+                tokio::time::sleep(Duration::from_secs_f64(1.0 / pace.per_second)).await;
+                let took = Instant::now();
+                let got = tokio::time::timeout(
+                    Duration::from_secs(3600),
+                    p.acquire_until(&Stop::default(), lane),
+                )
+                .await;
+                assert!(got.expect("stalled").is_ok());
+                assert!(
+                    took.elapsed() <= Duration::from_millis(2),
+                    "seed {seed}: alone, a {lane:?} waited {:?}",
+                    took.elapsed()
+                );
+            }
+        }
+    }
+
+    /// A retry in turn waiting for the alternation while the side ahead's only caller is
+    /// held back by a retry ahead: the retry ahead takes the token (the side ahead's turn,
+    /// its retry first), then the retry in turn, then the caller ahead, one interval apart.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waiting_for_a_side_whose_caller_is_held_back_by_its_retry_is_served() {
+        let pace = one_at_a_time(1.0);
+        let p = Arc::new(Pacer::new(DESCRIBE, pace, Stop::default()));
+        // The last token went in turn.
+        p.acquire().await.unwrap();
+        let callers: Vec<Caller> = [Lane::Retry, Lane::Ahead, Lane::RetryAhead]
+            .into_iter()
+            .map(|lane| Caller {
+                lane,
+                arrive: 0.0,
+                gives_up: None,
+            })
+            .collect();
+        let (served, order, start) = serve(&p, &callers).await;
+        check(pace, &callers, &served, &order, start);
+        assert_eq!(order, [2, 0, 1], "{served:?}");
+        for (k, &i) in order.iter().enumerate() {
+            let at = served[i].unwrap() - start;
+            assert!(
+                at <= Duration::from_secs(k as u64 + 1) + Duration::from_millis(2),
+                "token {k} at {at:?}"
+            );
+        }
+        no_claim_left(&p);
+    }
+
+    /// The in-turn lanes mirrored ahead (a retry in turn as a retry ahead, a caller in
+    /// turn as one ahead).
+    fn mirrored(callers: &[Caller]) -> Vec<Caller> {
+        callers
+            .iter()
+            .map(|c| Caller {
+                lane: match c.lane {
+                    Lane::InTurn => Lane::Ahead,
+                    Lane::Retry => Lane::RetryAhead,
+                    other => other,
+                },
+                ..*c
+            })
+            .collect()
+    }
+
+    /// A pacer with one side only (the `DeleteSnapshot` pacer: callers in turn and their
+    /// retries; the queue worker's Describe pacer: reads ahead and theirs) never waits for
+    /// an alternation: while anyone waits, a token is taken as soon as the bucket holds
+    /// one, and the retries go first, as before the sides; and the two serve alike.
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_with_one_side_serves_at_once_and_both_sides_alike() {
+        for seed in 0..100 {
+            let pace = paces()[seed as usize % 3];
+            let in_turn = mix(
+                seed,
+                2 + seed as usize % 11,
+                &[Lane::InTurn, Lane::Retry],
+                6,
+                false,
+            );
+            let mut runs = Vec::new();
+            for callers in [in_turn.clone(), mirrored(&in_turn)] {
+                let p = Arc::new(Pacer::new(DESCRIBE, pace, Stop::default()));
+                p.acquire().await.unwrap();
+                let (served, order, start) = serve(&p, &callers).await;
+                check(pace, &callers, &served, &order, start);
+                no_claim_left(&p);
+                // Work-conserving: once someone waits (the earliest still to be served
+                // has come) the next token is taken one interval after the one before at
+                // the latest (the bucket holds one by then), never an alternation later.
+                let interval = Duration::from_secs_f64(1.0 / pace.per_second);
+                let mut last = start;
+                for k in 0..order.len() {
+                    let t = served[order[k]].unwrap();
+                    let first_come = order[k..]
+                        .iter()
+                        .map(|&i| start + Duration::from_secs_f64(callers[i].arrive))
+                        .min()
+                        .unwrap();
+                    assert!(
+                        t <= last.max(first_come) + interval + Duration::from_millis(2),
+                        "seed {seed}: token {k} at {:?}, the one before at {:?}: {callers:?}",
+                        t - start,
+                        last - start
+                    );
+                    last = t;
+                }
+                let offsets: Vec<Option<Duration>> =
+                    served.iter().map(|s| s.map(|s| s - start)).collect();
+                runs.push((offsets, order));
+            }
+            assert_eq!(
+                runs[0], runs[1],
+                "seed {seed}: the two sides serve differently"
+            );
+        }
+    }
+
+    /// A read ahead refused `refusals` times, then made, while five reads queue ahead
+    /// behind it: made before the second of them (as a call in turn is, in
+    /// `a_call_throttled_while_the_pacer_learns_keeps_its_place`).
+    async fn read_throttled_then_made_before_the_five_behind(refusals: u32) {
+        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), Stop::default()));
+        let first = Arc::new(AtomicU32::new(0));
+        let throttled = tokio::spawn({
+            let (p, first) = (p.clone(), first.clone());
+            async move {
+                let f = || {
+                    let n = first.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        if n < refusals {
+                            Err(AwsError::new("DescribeImages", "RequestLimitExceeded", "x"))
+                        } else {
+                            Ok(Instant::now())
+                        }
+                    }
+                };
+                p.call_ahead("DescribeImages", f).await.unwrap()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    p.call_ahead("DescribeImages", f).await.unwrap()
+                })
+            })
+            .collect();
+        let run = async {
+            let made = throttled.await.unwrap();
+            let mut after = Vec::new();
+            for b in behind {
+                after.push(b.await.unwrap());
+            }
+            after.sort();
+            (made, after)
+        };
+        let (made, after) = tokio::time::timeout(Duration::from_secs(3600), run)
+            .await
+            .expect("stalled");
+        assert_eq!(first.load(Ordering::SeqCst), refusals + 1);
+        assert!(made <= after[1], "the read came after {:?}", after);
+        no_claim_left(&p);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_ahead_throttled_while_the_pacer_learns_keeps_its_place() {
+        for refusals in 1..=PRIORITY_RETRIES {
+            read_throttled_then_made_before_the_five_behind(refusals).await;
+        }
+    }
+
+    /// A read ahead EC2 refuses without end, beside reads ahead and calls in turn: its
+    /// first [`PRIORITY_RETRIES`] retries go first within its side (before the reads ahead
+    /// that queued behind it), then it waits in its own lane, behind them; every other
+    /// call is made, and it ends throttled at the stop, never made.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_ahead_refused_without_end_holds_back_neither_side() {
+        let stop = Stop::with_deadline(Some(Instant::now() + Duration::from_secs(3600)));
+        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), stop));
+        let tried = Arc::new(Mutex::new(Vec::new()));
+        let refused = tokio::spawn({
+            let (p, tried) = (p.clone(), tried.clone());
+            async move {
+                let f = || {
+                    tried.lock().unwrap().push(Instant::now());
+                    async {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        Err::<(), _>(AwsError::new("DescribeImages", "RequestLimitExceeded", "x"))
+                    }
+                };
+                p.call_ahead("DescribeImages", f).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let others: Vec<_> = (0..12)
+            .map(|i| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
+                    let made = match i % 2 {
+                        0 => p.call_ahead("DescribeImages", f).await,
+                        _ => p.call("DescribeImageAttribute", f).await,
+                    };
+                    (i % 2 == 0, made)
+                })
+            })
+            .collect();
+        let run = async {
+            let mut made = Vec::new();
+            for o in others {
+                let (ahead, m) = o.await.unwrap();
+                made.push((ahead, m.expect("a call beside it was not made")));
+            }
+            (made, refused.await.unwrap())
+        };
+        let (made, refused) = tokio::time::timeout(Duration::from_secs(7200), run)
+            .await
+            .expect("stalled");
+        assert!(refused.unwrap_err().is(THROTTLED));
+        let reads: Vec<Instant> = made.iter().filter(|(a, _)| *a).map(|(_, t)| *t).collect();
+        let tried = tried.lock().unwrap().clone();
+        let n = PRIORITY_RETRIES as usize;
+        assert!(tried.len() > n + 1, "{} attempts", tried.len());
+        let (first_read, last_read) = (reads.iter().min().unwrap(), reads.iter().max().unwrap());
+        assert!(
+            tried[n] < *first_read,
+            "its priority retries did not go before the reads ahead behind it"
+        );
+        assert!(
+            tried[n + 1] > *last_read,
+            "after {n} priority retries it went before the reads ahead queued behind it"
+        );
+        no_claim_left(&p);
+    }
+
+    /// A throttled deletion in turn whose retry waits for the alternation with reads ahead
+    /// (the Describe pacer's sides do not meet at the `DeleteSnapshot` pacer, but a call in
+    /// turn under `call_until` can meet reads ahead): its facts' freshness ends while it
+    /// waits, so it is not made, ends throttled, and the reads all go on.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waiting_for_the_other_side_is_not_made_after_its_stop() {
+        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(0.5), Stop::default()));
+        p.acquire().await.unwrap();
+        let fresh = Stop::default();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let retry = tokio::spawn({
+            let (p, fresh, n) = (p.clone(), fresh.clone(), attempts.clone());
+            async move {
+                let f = || {
+                    let k = n.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        match k {
+                            0 => Err(AwsError::new("DescribeImages", "RequestLimitExceeded", "x")),
+                            _ => Ok(()),
+                        }
+                    }
+                };
+                p.call_until("DescribeImages", &fresh, f).await
+            }
+        });
+        // Reads ahead arrive while the call is out: they wait beside its retry.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let reads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let f = || async { Ok::<_, AwsError>(()) };
+                    p.call_ahead("DescribeImages", f).await
+                })
+            })
+            .collect();
+        for _ in 0..100_000 {
+            if p.retrying.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            p.retrying.load(Ordering::SeqCst),
+            1,
+            "the retry never waited"
+        );
+        fresh.request();
+        let run = async {
+            for r in reads {
+                r.await.unwrap().unwrap();
+            }
+            retry.await.unwrap()
+        };
+        let err = tokio::time::timeout(Duration::from_secs(3600), run)
+            .await
+            .expect("stalled")
+            .unwrap_err();
+        assert!(err.is(THROTTLED), "{err}");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "made after its stop");
+        no_claim_left(&p);
     }
 }
