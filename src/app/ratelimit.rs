@@ -336,7 +336,8 @@ impl Pacer {
             Lane::Retry | Lane::RetryAhead => None,
         };
         // A retry waiting for its token holds back the callers of its side (only while it
-        // waits: one throttled without end takes every other token, never all of them);
+        // waits, and only for its first `PRIORITY_RETRIES` retries: one refused without end
+        // takes at most its attempt and those retries running, then waits in its lane);
         // the two sides (in turn, ahead), both waiting, take the tokens in alternation, so
         // the lookups' retries never hold a round's reads back.
         let _waiting = Waiting::new(match lane {
