@@ -1347,10 +1347,11 @@ mod tests {
         assert_eq!(made.load(Ordering::SeqCst), 0);
     }
 
-    /// Five calls queued in turn on `p` 10 ms on (while `first` is out): `first`'s answer
-    /// and the instants the five were made, in order.
-    pub(super) async fn first_and_five_in_turn(
+    /// Five calls queued in `lane` on `p` 10 ms on (while `first` is out): `first`'s
+    /// answer and the instants the five were made, in order.
+    pub(super) async fn first_and_five_in(
         p: &Arc<Pacer>,
+        lane: Lane,
         first: tokio::task::JoinHandle<Instant>,
     ) -> (Instant, Vec<Instant>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1359,7 +1360,7 @@ mod tests {
                 let p = p.clone();
                 tokio::spawn(async move {
                     let f = || async { Ok::<_, AwsError>(Instant::now()) };
-                    p.call("DeleteSnapshot", f).await.unwrap()
+                    p.call_in("Call", &Stop::default(), lane, f).await.unwrap()
                 })
             })
             .collect();
@@ -1378,7 +1379,7 @@ mod tests {
     /// facts went stale (found in `make bench-fanout`: one pair's last deletion 15 s late).
     #[tokio::test(start_paused = true)]
     async fn a_throttled_call_is_retried_before_the_callers_that_queued_behind_it() {
-        throttled_then_made_before_the_five_behind(1).await;
+        throttled_then_made_before_the_five_behind(1, Lane::InTurn).await;
     }
 
     /// So are its next retries while the pacer learns EC2's rate (up to
@@ -1388,17 +1389,22 @@ mod tests {
     /// late).
     #[tokio::test(start_paused = true)]
     async fn a_call_throttled_while_the_pacer_learns_keeps_its_place() {
-        throttled_then_made_before_the_five_behind(PRIORITY_RETRIES).await;
+        throttled_then_made_before_the_five_behind(PRIORITY_RETRIES, Lane::InTurn).await;
     }
 
-    /// A call refused `refusals` times, then made, while five queue in turn behind it: made
-    /// before the second of them.
-    async fn throttled_then_made_before_the_five_behind(refusals: u32) {
-        let p = Arc::new(Pacer::new(
-            DELETE_SNAPSHOT,
-            one_at_a_time(1.0),
-            Stop::default(),
-        ));
+    /// A call in `lane` (in turn at the `DeleteSnapshot` bucket, or ahead at the Describe
+    /// bucket) refused `refusals` times, then made, while five queue behind it in the same
+    /// lane: made before the second of them. The pacer, for what else the caller checks.
+    pub(super) async fn throttled_then_made_before_the_five_behind(
+        refusals: u32,
+        lane: Lane,
+    ) -> Arc<Pacer> {
+        let bucket = if lane == Lane::Ahead {
+            DESCRIBE
+        } else {
+            DELETE_SNAPSHOT
+        };
+        let p = Arc::new(Pacer::new(bucket, one_at_a_time(1.0), Stop::default()));
         let start = Instant::now();
         let first = Arc::new(AtomicU64::new(0));
         let throttled_once = {
@@ -1409,17 +1415,20 @@ mod tests {
                     async move {
                         tokio::time::sleep(Duration::from_millis(60)).await;
                         if n < u64::from(refusals) {
-                            Err(AwsError::new("DeleteSnapshot", "RequestLimitExceeded", "x"))
+                            Err(AwsError::new("Call", "RequestLimitExceeded", "x"))
                         } else {
                             Ok(Instant::now())
                         }
                     }
                 };
-                p.call("DeleteSnapshot", f).await.unwrap()
+                p.call_in("Call", &Stop::default(), lane, f).await.unwrap()
             })
         };
-        // Five more queue in turn while the first is out.
-        let (retried, after) = first_and_five_in_turn(&p, throttled_once).await;
+        // Five more queue in the same lane while the first is out.
+        let five = first_and_five_in(&p, lane, throttled_once);
+        let (retried, after) = tokio::time::timeout(Duration::from_secs(3600), five)
+            .await
+            .expect("stalled");
         let made = first.load(Ordering::SeqCst);
         assert_eq!(made, u64::from(refusals) + 1, "throttled, then made");
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
@@ -1430,6 +1439,7 @@ mod tests {
             after.iter().filter(|t| **t < retried).count(),
             at(after[1])
         );
+        p
     }
 
     /// A call EC2 throttles without end gets priority for its first retries only: the calls
@@ -1611,7 +1621,7 @@ mod retry_lane_review {
                 .unwrap()
             }
         });
-        let (made, after) = super::tests::first_and_five_in_turn(&p, first).await;
+        let (made, after) = super::tests::first_and_five_in(&p, Lane::InTurn, first).await;
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
         let at = |t: Instant| t.duration_since(start).as_secs_f64();
         assert!(
@@ -1749,7 +1759,7 @@ mod sides_review {
     //! a side's retries go first, the rate holds, a waiter dropped or stopped mid-wait
     //! leaves no claim, a pacer with one side only (the deletions', the queue worker's)
     //! serves exactly as before, and a call ahead keeps the retry rules of a call in turn.
-    use super::tests::one_at_a_time;
+    use super::tests::{one_at_a_time, throttled_then_made_before_the_five_behind};
     use super::*;
     use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
@@ -2102,60 +2112,13 @@ mod sides_review {
         }
     }
 
-    /// A read ahead refused `refusals` times, then made, while five reads queue ahead
-    /// behind it: made before the second of them (as a call in turn is, in
-    /// `a_call_throttled_while_the_pacer_learns_keeps_its_place`).
-    async fn read_throttled_then_made_before_the_five_behind(refusals: u32) {
-        let p = Arc::new(Pacer::new(DESCRIBE, one_at_a_time(1.0), Stop::default()));
-        let first = Arc::new(AtomicU32::new(0));
-        let throttled = tokio::spawn({
-            let (p, first) = (p.clone(), first.clone());
-            async move {
-                let f = || {
-                    let n = first.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(60)).await;
-                        if n < refusals {
-                            Err(AwsError::new("DescribeImages", "RequestLimitExceeded", "x"))
-                        } else {
-                            Ok(Instant::now())
-                        }
-                    }
-                };
-                p.call_ahead("DescribeImages", f).await.unwrap()
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let behind: Vec<_> = (0..5)
-            .map(|_| {
-                let p = p.clone();
-                tokio::spawn(async move {
-                    let f = || async { Ok::<_, AwsError>(Instant::now()) };
-                    p.call_ahead("DescribeImages", f).await.unwrap()
-                })
-            })
-            .collect();
-        let run = async {
-            let made = throttled.await.unwrap();
-            let mut after = Vec::new();
-            for b in behind {
-                after.push(b.await.unwrap());
-            }
-            after.sort();
-            (made, after)
-        };
-        let (made, after) = tokio::time::timeout(Duration::from_secs(3600), run)
-            .await
-            .expect("stalled");
-        assert_eq!(first.load(Ordering::SeqCst), refusals + 1);
-        assert!(made <= after[1], "the read came after {:?}", after);
-        no_claim_left(&p);
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_read_ahead_throttled_while_the_pacer_learns_keeps_its_place() {
         for refusals in 1..=PRIORITY_RETRIES {
-            read_throttled_then_made_before_the_five_behind(refusals).await;
+            // Made before the second of five reads queued behind it, as a call in turn is
+            // (`a_call_throttled_while_the_pacer_learns_keeps_its_place`), leaving no claim.
+            let p = throttled_then_made_before_the_five_behind(refusals, Lane::Ahead).await;
+            no_claim_left(&p);
         }
     }
 
